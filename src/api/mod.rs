@@ -1,0 +1,135 @@
+//! CRD types for the four kinds. Pure data: no I/O lives here.
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResourceExt;
+use schemars::{json_schema, Schema, SchemaGenerator};
+
+pub mod asya;
+pub mod hsd;
+pub mod hsj;
+pub mod singleton;
+
+pub use asya::AsyncActor;
+pub use hsd::HotStandbyDeployment;
+pub use hsj::HotStandbyJob;
+pub use singleton::StatefulSingleton;
+
+/// Schema for an embedded Kubernetes object we keep verbatim (pod or job templates):
+/// an object whose unknown fields the API server must preserve.
+pub(crate) fn preserve_unknown_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Same as [`preserve_unknown_object`], for an optional list of such objects.
+pub(crate) fn preserve_unknown_list(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+/// Every CRD the operator serves, in a stable order.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        HotStandbyDeployment::crd(),
+        HotStandbyJob::crd(),
+        StatefulSingleton::crd(),
+        singleton::legacy_group_crd(),
+        AsyncActor::crd(),
+    ]
+}
+
+/// All CRDs as one multi-document YAML stream (what `kube-standby crds` prints and
+/// what `charts/kube-standby/crds/` holds).
+pub fn crds_yaml() -> crate::Result<String> {
+    let mut out = String::new();
+    for crd in all_crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+/// Set (or replace) a condition, keeping `lastTransitionTime` when the status did not change.
+/// Returns true when anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    let status = if status { "True" } else { "False" }.to_string();
+    let message = message.into();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        let changed = c.status != status
+            || c.reason != reason
+            || c.message != message
+            || c.observed_generation != observed_generation;
+        if c.status != status {
+            c.last_transition_time = now.clone();
+        }
+        c.status = status;
+        c.reason = reason.to_string();
+        c.message = message;
+        c.observed_generation = observed_generation;
+        changed
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            observed_generation,
+            last_transition_time: now.clone(),
+        });
+        true
+    }
+}
+
+/// Look a condition up by type.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        let mut c = vec![];
+        assert!(set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), &t(10)));
+        assert!(!set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), &t(20)));
+        assert_eq!(c[0].last_transition_time, t(10));
+        assert!(set_condition(&mut c, "Ready", true, "Ok", "still fine", Some(1), &t(30)));
+        assert_eq!(c[0].last_transition_time, t(10));
+        assert!(set_condition(&mut c, "Ready", false, "Broken", "no", Some(2), &t(40)));
+        assert_eq!(c[0].last_transition_time, t(40));
+        assert_eq!(c.len(), 1);
+        assert_eq!(condition(&c, "Ready").map(|c| c.status.as_str()), Some("False"));
+    }
+
+    #[test]
+    fn crds_yaml_has_every_kind() {
+        let y = crds_yaml().unwrap();
+        for k in [
+            "hotstandbydeployments.apps.paia.tech",
+            "hotstandbyjobs.apps.paia.tech",
+            "statefulsingletons.apps.statefulsingleton.com",
+            "statefulsingletons.apps.openshift.statefulsingleton.com",
+            "asyncactors.asya.io",
+        ] {
+            assert!(y.contains(&format!("name: {k}")), "missing {k}");
+        }
+    }
+}

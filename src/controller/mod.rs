@@ -1,0 +1,1 @@
+//! Reconcilers. Each kind's module follows observe → pure plan → apply.

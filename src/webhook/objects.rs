@@ -1,0 +1,100 @@
+//! Where the webhook learns about the StatefulSingletons it matches pods against: a
+//! reflector cache in `run` mode, YAML files in `webhook` mode.
+use std::path::Path;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use crate::api::StatefulSingleton;
+use crate::{Error, Result};
+
+/// A read-only view of the custom objects the mutators need.
+pub trait ObjectSource: Send + Sync {
+    /// The StatefulSingletons of a namespace.
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>>;
+}
+
+/// A fixed set of objects, e.g. loaded from `--objects` files.
+#[derive(Default, Clone)]
+pub struct StaticObjects {
+    pub singletons: Vec<Arc<StatefulSingleton>>,
+}
+
+impl ObjectSource for StaticObjects {
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.singletons
+            .iter()
+            .filter(|s| s.namespace().as_deref().unwrap_or("default") == namespace)
+            .cloned()
+            .collect()
+    }
+}
+
+impl StaticObjects {
+    /// Load objects from multi-document YAML (or JSON) text. StatefulSingletons (either
+    /// group) are kept; other kinds are ignored. A malformed StatefulSingleton is an error.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
+        let mut out = StaticObjects::default();
+        out.add_yaml(text, origin)?;
+        Ok(out)
+    }
+
+    pub fn add_yaml(&mut self, text: &str, origin: &str) -> Result<()> {
+        use serde::Deserialize;
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = serde_yaml::Value::deserialize(doc)
+                .map_err(|e| Error::Config(format!("{origin}: document {}: {e}", i + 1)))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+            if kind != "StatefulSingleton" {
+                continue;
+            }
+            let s: StatefulSingleton = serde_yaml::from_value(value)
+                .map_err(|e| Error::Config(format!("{origin}: document {}: invalid StatefulSingleton: {e}", i + 1)))?;
+            self.singletons.push(Arc::new(s));
+        }
+        Ok(())
+    }
+
+    pub fn from_files(paths: &[impl AsRef<Path>]) -> Result<Self> {
+        let mut out = StaticObjects::default();
+        for p in paths {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            out.add_yaml(&text, &p.as_ref().display().to_string())?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_singletons_and_skips_other_kinds() {
+        let y = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: x}
+---
+apiVersion: apps.statefulsingleton.com/v1
+kind: StatefulSingleton
+metadata: {name: db, namespace: prod}
+spec:
+  selector: {matchLabels: {app: db}}
+"#;
+        let o = StaticObjects::from_yaml(y, "t").unwrap();
+        assert_eq!(o.singletons("prod").len(), 1);
+        assert_eq!(o.singletons("other").len(), 0);
+        assert_eq!(o.singletons("prod")[0].spec.termination_grace_period, 30);
+    }
+
+    #[test]
+    fn malformed_singleton_is_a_clear_error() {
+        let y = "kind: StatefulSingleton\napiVersion: apps.statefulsingleton.com/v1\nmetadata: {name: x}\nspec: {}\n";
+        let e = StaticObjects::from_yaml(y, "f.yaml").err().unwrap().to_string();
+        assert!(e.contains("f.yaml") && e.contains("selector"), "{e}");
+    }
+}
