@@ -6,9 +6,11 @@
 
 pub mod api;
 pub mod certs;
+pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod metrics;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -215,9 +215,13 @@ pub enum WorkloadType {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
+    /// API version of the workload.
     pub api_version: String,
+    /// Kind of the workload.
     pub kind: String,
+    /// Name of the workload.
     pub name: String,
+    /// Namespace of the workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -225,7 +229,9 @@ pub struct WorkloadRef {
 /// A reference to the created ScaledObject.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct ObjectRef {
+    /// Name of the object.
     pub name: String,
+    /// Namespace of the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }

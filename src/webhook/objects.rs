@@ -98,3 +98,18 @@ spec:
         assert!(e.contains("f.yaml") && e.contains("selector"), "{e}");
     }
 }
+
+/// The `run`-mode source: a reflector cache of StatefulSingletons.
+pub struct StoreObjects {
+    pub singletons: kube::runtime::reflector::Store<StatefulSingleton>,
+}
+
+impl ObjectSource for StoreObjects {
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.singletons
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! Command line: `run`, `webhook`, `crds`, `certs`, `webhook-config`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+use crate::webhook::{Injection, StaticObjects};
+use crate::{certs, controller, server, webhook_config, Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kube-standby",
+    version,
+    about = "Warm pools (HotStandbyDeployment/Job), stateful singletons and async actors for Kubernetes",
+    long_about = "One binary: an admission webhook (axum + rustls) and the reconcilers.\n\n\
+Try it with no cluster:\n  kube-standby webhook --tls-self-signed --objects examples/statefulsingleton.yaml\n  \
+curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
+Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
+kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
+kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true, env = "KUBE_STANDBY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Webhook server and every reconciler, against the cluster from KUBECONFIG or in-cluster config.
+    Run(RunArgs),
+    /// The webhook server alone; needs no cluster.
+    Webhook(WebhookArgs),
+    /// Print every CRD as YAML (generated from the Rust types).
+    Crds,
+    /// Write a CA and a serving certificate/key into a directory.
+    Certs(CertsArgs),
+    /// Print the MutatingWebhookConfiguration for a URL or a Service.
+    WebhookConfig(WebhookConfigArgs),
+}
+
+/// TLS options shared by `run` and `webhook`.
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND")]
+    pub bind: SocketAddr,
+    /// Generate a CA and serving certificate in memory at start-up.
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_self_signed: bool,
+    /// Serving certificate chain (PEM, leaf first). Reloaded when it changes.
+    #[arg(long, requires = "tls_key_file", env = "KUBE_STANDBY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the serving certificate.
+    #[arg(long, requires = "tls_cert_file", env = "KUBE_STANDBY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) injected into pods' agents; defaults to the self-signed CA.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Extra subject alternative names for the self-signed certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+    /// How often (seconds) certificate files are checked for changes.
+    #[arg(long, default_value = "10")]
+    pub tls_reload_seconds: u64,
+    /// Image of the in-pod agent (status sidecar / init gate).
+    #[arg(long, env = "KUBE_STANDBY_AGENT_IMAGE", default_value = concat!("ghcr.io/paia-tech/kube-standby:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// URL the in-pod agent uses to reach the operator.
+    #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL", default_value = "https://kube-standby.kube-standby.svc:443")]
+    pub operator_url: String,
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// YAML files with StatefulSingleton objects to match pods against (no cluster needed).
+    #[arg(long, num_args = 1..)]
+    pub objects: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// In self-signed mode, keep this MutatingWebhookConfiguration's caBundle equal to our CA.
+    #[arg(long, env = "KUBE_STANDBY_WEBHOOK_CONFIG_NAME")]
+    pub webhook_config_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// DNS names / IPs (repeatable). Default: localhost, 127.0.0.1, kube-standby.kube-standby.svc(.cluster.local).
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookConfigArgs {
+    /// Webhook URL, e.g. https://127.0.0.1:8443/mutate/pods (local development).
+    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    pub url: Option<String>,
+    /// Service NAMESPACE/NAME serving the webhook on port 443.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// CA certificate (PEM) that signed the serving certificate.
+    #[arg(long, default_value = "certs/ca.crt")]
+    pub ca_file: PathBuf,
+    /// Name of the MutatingWebhookConfiguration.
+    #[arg(long, default_value = webhook_config::DEFAULT_NAME)]
+    pub name: String,
+    /// The operator's namespace (excluded from interception, like kube-system).
+    #[arg(long, default_value = "kube-standby")]
+    pub operator_namespace: String,
+}
+
+impl TlsArgs {
+    pub fn tls_mode(&self) -> Result<server::TlsMode> {
+        match (&self.tls_cert_file, &self.tls_key_file, self.tls_self_signed) {
+            (Some(c), Some(k), false) => Ok(server::TlsMode::Files {
+                cert: c.clone(),
+                key: k.clone(),
+                reload_every: Duration::from_secs(self.tls_reload_seconds.max(1)),
+            }),
+            (None, None, true) => {
+                let mut sans = certs::default_sans();
+                sans.extend(self.tls_sans.iter().cloned());
+                Ok(server::TlsMode::SelfSigned { sans })
+            }
+            _ => Err(Error::Config(
+                "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file".into(),
+            )),
+        }
+    }
+
+    pub fn injection(&self, ca_pem: String) -> Injection {
+        Injection { agent_image: self.agent_image.clone(), operator_url: self.operator_url.clone(), ca_bundle: ca_pem }
+    }
+}
+
+/// Entry point used by `main`.
+pub async fn main() -> std::result::Result<(), String> {
+    let cli = Cli::parse();
+    crate::telemetry::init(cli.log_format);
+    execute(cli).await.map_err(|e| e.to_string())
+}
+
+pub async fn execute(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Crds => {
+            print!("{}", crate::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Certs(a) => {
+            let sans = if a.sans.is_empty() { certs::default_sans() } else { a.sans };
+            let bundle = certs::generate(&sans)?;
+            certs::write_dir(&a.dir, &bundle)?;
+            eprintln!("wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}", a.dir.display(), sans.join(", "));
+            Ok(())
+        }
+        Command::WebhookConfig(a) => {
+            let target = match (&a.url, &a.service) {
+                (Some(u), None) => webhook_config::Target::url(u)?,
+                (None, Some(s)) => webhook_config::Target::service(s)?,
+                _ => return Err(Error::Config("give exactly one of --url or --service".into())),
+            };
+            let ca = std::fs::read_to_string(&a.ca_file).map_err(|e| Error::io(&a.ca_file, e))?;
+            if !ca.contains("BEGIN CERTIFICATE") {
+                return Err(Error::Config(format!("{} holds no PEM certificate", a.ca_file.display())));
+            }
+            let mwc = webhook_config::build(&a.name, &target, &ca, &a.operator_namespace);
+            print!("{}", webhook_config::to_yaml(&mwc)?);
+            Ok(())
+        }
+        Command::Webhook(a) => {
+            let objects = StaticObjects::from_files(&a.objects)?;
+            tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            server::run_webhook(a.tls, Arc::new(objects)).await
+        }
+        Command::Run(a) => controller::run(a).await,
+    }
+}

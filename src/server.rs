@@ -1,0 +1,125 @@
+//! Assembling the webhook server from command-line options (shared by `webhook` and `run`).
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+
+use crate::cli::TlsArgs;
+use crate::metrics::Metrics;
+use crate::state::{DebugState, Readiness};
+use crate::tls::{self, CertResolver, FileReloader};
+use crate::webhook::{self, ObjectSource, WebhookState};
+use crate::{certs, Error, Result};
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsMode {
+    SelfSigned { sans: Vec<String> },
+    Files { cert: PathBuf, key: PathBuf, reload_every: Duration },
+}
+
+/// A ready TLS setup.
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub resolver: Arc<CertResolver>,
+    /// The CA that signed the serving certificate, when we know it.
+    pub ca_pem: Option<String>,
+    reloader: Option<(FileReloader, Duration)>,
+}
+
+impl Tls {
+    pub fn new(mode: &TlsMode) -> Result<Self> {
+        match mode {
+            TlsMode::SelfSigned { sans } => {
+                let b = certs::generate(sans)?;
+                let resolver = CertResolver::new(tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes())?);
+                Ok(Tls { config: tls::server_config(resolver.clone())?, resolver, ca_pem: Some(b.ca_pem), reloader: None })
+            }
+            TlsMode::Files { cert, key, reload_every } => {
+                let (reloader, resolver) = FileReloader::load(cert, key)?;
+                Ok(Tls {
+                    config: tls::server_config(resolver.clone())?,
+                    resolver,
+                    ca_pem: None,
+                    reloader: Some((reloader, *reload_every)),
+                })
+            }
+        }
+    }
+
+    /// Start the file reloader (file mode only).
+    pub fn spawn_reloader(&mut self) {
+        if let Some((r, every)) = self.reloader.take() {
+            tokio::spawn(r.run(every));
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Everything `webhook` and `run` share: TLS, state, the router, the listener.
+pub struct Prepared {
+    pub tls: Tls,
+    pub state: WebhookState,
+    pub listener: TcpListener,
+}
+
+pub async fn prepare(
+    args: &TlsArgs,
+    objects: Arc<dyn ObjectSource>,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+) -> Result<Prepared> {
+    let mut tls = Tls::new(&args.tls_mode()?)?;
+    tls.spawn_reloader();
+    readiness.set_certs_loaded();
+    let ca_pem = match &args.ca_file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+        None => tls.ca_pem.clone().unwrap_or_default(),
+    };
+    let state = WebhookState {
+        objects,
+        injection: Arc::new(args.injection(ca_pem)),
+        metrics,
+        readiness,
+        debug,
+    };
+    let listener = TcpListener::bind(args.bind).await.map_err(|e| Error::io(args.bind.to_string(), e))?;
+    Ok(Prepared { tls, state, listener })
+}
+
+impl Prepared {
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let addr = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "webhook listening (TLS)");
+        tls::serve(self.listener, self.tls.config.clone(), webhook::router(self.state), shutdown).await
+    }
+}
+
+/// `kube-standby webhook`: the server alone, no cluster.
+pub async fn run_webhook(args: TlsArgs, objects: Arc<dyn ObjectSource>) -> Result<()> {
+    let prepared = prepare(&args, objects, Readiness::without_caches(), Arc::new(Metrics::new()), DebugState::default()).await?;
+    prepared.serve(shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+pub mod schema;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube_standby::metrics::Metrics;
+use kube_standby::state::{DebugState, Readiness};
+use kube_standby::webhook::{Injection, ObjectSource, StaticObjects, WebhookState};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/data/admission").join(name)).expect("fixture")
+}
+
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture json")
+}
+
+pub const FIXTURES: [&str; 5] = [
+    "pod-create-from-replicaset.json",
+    "pod-create-direct-with-command.json",
+    "pod-create-dry-run.json",
+    "pod-update-annotation.json",
+    "pod-update-status.json",
+];
+
+pub fn injection() -> Injection {
+    Injection {
+        agent_image: "ghcr.io/paia-tech/kube-standby:test".into(),
+        operator_url: "https://kube-standby.kube-standby.svc:443".into(),
+        ca_bundle: "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".into(),
+    }
+}
+
+pub fn state_with(objects: StaticObjects) -> WebhookState {
+    let readiness = Readiness::without_caches();
+    readiness.set_certs_loaded();
+    WebhookState {
+        objects: Arc::new(objects) as Arc<dyn ObjectSource>,
+        injection: Arc::new(injection()),
+        metrics: Arc::new(Metrics::new()),
+        readiness,
+        debug: DebugState::default(),
+    }
+}
+
+pub fn demo_objects() -> StaticObjects {
+    StaticObjects::from_files(&[repo().join("examples/statefulsingleton-demo.yaml")]).expect("demo objects")
+}
+
+/// A reqwest client that trusts only `ca_pem` and resolves `localhost` to `addr`.
+/// Each call makes a new client, so each request opens a new connection.
+pub fn client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca"))
+        .resolve("localhost", addr)
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
