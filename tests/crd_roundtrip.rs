@@ -140,3 +140,21 @@ fn committed_chart_crds_match_the_code() {
         .expect("charts/kube-standby/crds/crds.yaml (regenerate with `kube-standby crds`)");
     assert!(committed == api::crds_yaml().unwrap(), "chart CRDs drifted: run `cargo run -- crds > charts/kube-standby/crds/crds.yaml`");
 }
+
+#[test]
+fn checker_catches_unknown_fields_types_and_ranges() {
+    let schema = serde_json::json!({
+        "type": "object", "required": ["a"],
+        "properties": {"a": {"type": "integer", "minimum": 0}, "b": {"type": "string", "enum": ["x"]},
+                        "m": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "p": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+    });
+    let mut e = vec![];
+    common::schema::validate(&schema, &serde_json::json!({"a": 1, "b": "x", "m": {"k": "v"}, "p": {"any": 1}}), "", &mut e);
+    assert!(e.is_empty(), "{e:?}");
+    common::schema::validate(&schema, &serde_json::json!({"a": -1, "b": "y", "c": 1, "m": {"k": 1}}), "", &mut e);
+    assert_eq!(e.len(), 4, "{e:?}");
+    let mut e = vec![];
+    common::schema::validate(&schema, &serde_json::json!({}), "", &mut e);
+    assert_eq!(e, vec![": missing required field a".to_string()]);
+}
