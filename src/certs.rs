@@ -2,8 +2,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 
 use crate::{Error, Result};
@@ -32,16 +32,27 @@ fn ca_params(common_name: &str) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, common_name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(p)
 }
 
 fn leaf_params(sans: &[String]) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(sans.to_vec())?;
-    p.distinguished_name
-        .push(DnType::CommonName, sans.first().cloned().unwrap_or_else(|| "kube-standby".into()));
+    p.distinguished_name.push(
+        DnType::CommonName,
+        sans.first()
+            .cloned()
+            .unwrap_or_else(|| "kube-standby".into()),
+    );
     p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     Ok(p)
 }
@@ -49,14 +60,21 @@ fn leaf_params(sans: &[String]) -> Result<CertificateParams> {
 /// A fresh CA and a serving certificate for `sans` (DNS names or IP addresses).
 pub fn generate(sans: &[String]) -> Result<Bundle> {
     if sans.is_empty() {
-        return Err(Error::Config("at least one DNS name or IP is needed for the certificate".into()));
+        return Err(Error::Config(
+            "at least one DNS name or IP is needed for the certificate".into(),
+        ));
     }
     let ca_key = KeyPair::generate()?;
     let ca_key_pem = ca_key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(ca_params("kube-standby CA")?, ca_key)?;
     let leaf_key = KeyPair::generate()?;
     let leaf = leaf_params(sans)?.signed_by(&leaf_key, &ca)?;
-    Ok(Bundle { ca_pem: ca.pem(), ca_key_pem, cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() })
+    Ok(Bundle {
+        ca_pem: ca.pem(),
+        ca_key_pem,
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
 }
 
 /// Like [`generate`], but the serving certificate is signed by an intermediate CA, and
@@ -66,7 +84,8 @@ pub fn generate_with_intermediate(sans: &[String]) -> Result<Bundle> {
     let ca_key_pem = root_key.serialize_pem();
     let root = CertifiedIssuer::self_signed(ca_params("kube-standby root CA")?, root_key)?;
     let mid_key = KeyPair::generate()?;
-    let mid = CertifiedIssuer::signed_by(ca_params("kube-standby intermediate CA")?, mid_key, &root)?;
+    let mid =
+        CertifiedIssuer::signed_by(ca_params("kube-standby intermediate CA")?, mid_key, &root)?;
     let leaf_key = KeyPair::generate()?;
     let leaf = leaf_params(sans)?.signed_by(&leaf_key, &mid)?;
     Ok(Bundle {
@@ -91,7 +110,8 @@ pub fn write_dir(dir: &Path, b: &Bundle) -> Result<()> {
         #[cfg(unix)]
         if secret {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(&path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(&path, e))?;
         }
         #[cfg(not(unix))]
         let _ = secret;
@@ -128,7 +148,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.path().join("tls.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(d.path().join("tls.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -24,7 +24,13 @@ kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key"
 )]
 pub struct Cli {
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", global = true, env = "KUBE_STANDBY_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "KUBE_STANDBY_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -72,7 +78,11 @@ pub struct TlsArgs {
     #[arg(long, env = "KUBE_STANDBY_AGENT_IMAGE", default_value = concat!("ghcr.io/paia-tech/kube-standby:", env!("CARGO_PKG_VERSION")))]
     pub agent_image: String,
     /// URL the in-pod agent uses to reach the operator.
-    #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL", default_value = "https://kube-standby.kube-standby.svc:443")]
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_OPERATOR_URL",
+        default_value = "https://kube-standby.kube-standby.svc:443"
+    )]
     pub operator_url: String,
 }
 
@@ -125,7 +135,11 @@ pub struct WebhookConfigArgs {
 
 impl TlsArgs {
     pub fn tls_mode(&self) -> Result<server::TlsMode> {
-        match (&self.tls_cert_file, &self.tls_key_file, self.tls_self_signed) {
+        match (
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            self.tls_self_signed,
+        ) {
             (Some(c), Some(k), false) => Ok(server::TlsMode::Files {
                 cert: c.clone(),
                 key: k.clone(),
@@ -137,13 +151,18 @@ impl TlsArgs {
                 Ok(server::TlsMode::SelfSigned { sans })
             }
             _ => Err(Error::Config(
-                "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file".into(),
+                "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file"
+                    .into(),
             )),
         }
     }
 
     pub fn injection(&self, ca_pem: String) -> Injection {
-        Injection { agent_image: self.agent_image.clone(), operator_url: self.operator_url.clone(), ca_bundle: ca_pem }
+        Injection {
+            agent_image: self.agent_image.clone(),
+            operator_url: self.operator_url.clone(),
+            ca_bundle: ca_pem,
+        }
     }
 }
 
@@ -161,21 +180,36 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Certs(a) => {
-            let sans = if a.sans.is_empty() { certs::default_sans() } else { a.sans };
+            let sans = if a.sans.is_empty() {
+                certs::default_sans()
+            } else {
+                a.sans
+            };
             let bundle = certs::generate(&sans)?;
             certs::write_dir(&a.dir, &bundle)?;
-            eprintln!("wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}", a.dir.display(), sans.join(", "));
+            eprintln!(
+                "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}",
+                a.dir.display(),
+                sans.join(", ")
+            );
             Ok(())
         }
         Command::WebhookConfig(a) => {
             let target = match (&a.url, &a.service) {
                 (Some(u), None) => webhook_config::Target::url(u)?,
                 (None, Some(s)) => webhook_config::Target::service(s)?,
-                _ => return Err(Error::Config("give exactly one of --url or --service".into())),
+                _ => {
+                    return Err(Error::Config(
+                        "give exactly one of --url or --service".into(),
+                    ))
+                }
             };
             let ca = std::fs::read_to_string(&a.ca_file).map_err(|e| Error::io(&a.ca_file, e))?;
             if !ca.contains("BEGIN CERTIFICATE") {
-                return Err(Error::Config(format!("{} holds no PEM certificate", a.ca_file.display())));
+                return Err(Error::Config(format!(
+                    "{} holds no PEM certificate",
+                    a.ca_file.display()
+                )));
             }
             let mwc = webhook_config::build(&a.name, &target, &ca, &a.operator_namespace);
             print!("{}", webhook_config::to_yaml(&mwc)?);

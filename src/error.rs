@@ -72,7 +72,11 @@ mod tests {
             Error::Tls("x".into()),
             Error::Config("x".into()),
             Error::io("/x", std::io::Error::other("x")),
-            Error::InvalidObject { kind: "K", name: "n".into(), reason: "r".into() },
+            Error::InvalidObject {
+                kind: "K",
+                name: "n".into(),
+                reason: "r".into(),
+            },
         ];
         let labels: std::collections::BTreeSet<_> = errs.iter().map(|e| e.metric_label()).collect();
         assert_eq!(labels.len(), errs.len());

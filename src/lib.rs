@@ -4,6 +4,8 @@
 //! `controller::*::plan`) → runtime I/O (`tls`, `webhook::router`, `controller::*::run`).
 #![forbid(unsafe_code)]
 
+// kube-derive's repeated `printcolumn(type_ = ...)` keys trip this lint by design.
+#[allow(clippy::duplicated_attributes)]
 pub mod api;
 pub mod certs;
 pub mod cli;

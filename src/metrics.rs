@@ -2,7 +2,9 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,8 +35,11 @@ pub struct DecisionLabels {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
-        .into_iter()
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0,
+    ]
+    .into_iter()
 }
 
 /// Every metric the operator exports.
@@ -65,30 +70,76 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kube_standby");
         let admissions = Family::<OutcomeLabels, Counter>::default();
-        registry.register("admissions", "Admission requests by outcome", admissions.clone());
+        registry.register(
+            "admissions",
+            "Admission requests by outcome",
+            admissions.clone(),
+        );
         let admission_duration = Histogram::new(latency_buckets());
-        registry.register("admission_duration_seconds", "Admission handling latency", admission_duration.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Admission handling latency",
+            admission_duration.clone(),
+        );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconcile errors", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors",
+            reconcile_errors.clone(),
+        );
         let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
-        registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(latency_buckets())
+            });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
         let hsd_busy = Family::<ObjectLabels, Gauge>::default();
-        registry.register("hsd_busy_pods", "Busy pods per HotStandbyDeployment", hsd_busy.clone());
+        registry.register(
+            "hsd_busy_pods",
+            "Busy pods per HotStandbyDeployment",
+            hsd_busy.clone(),
+        );
         let hsd_idle = Family::<ObjectLabels, Gauge>::default();
-        registry.register("hsd_idle_pods", "Idle pods per HotStandbyDeployment", hsd_idle.clone());
+        registry.register(
+            "hsd_idle_pods",
+            "Idle pods per HotStandbyDeployment",
+            hsd_idle.clone(),
+        );
         let hsd_unknown = Family::<ObjectLabels, Gauge>::default();
-        registry.register("hsd_unknown_pods", "Pods of unknown busy state per HotStandbyDeployment", hsd_unknown.clone());
+        registry.register(
+            "hsd_unknown_pods",
+            "Pods of unknown busy state per HotStandbyDeployment",
+            hsd_unknown.clone(),
+        );
         let hsd_desired = Family::<ObjectLabels, Gauge>::default();
-        registry.register("hsd_desired_replicas", "Desired replicas per HotStandbyDeployment", hsd_desired.clone());
+        registry.register(
+            "hsd_desired_replicas",
+            "Desired replicas per HotStandbyDeployment",
+            hsd_desired.clone(),
+        );
         let hsd_scale_decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register("hsd_scale_decisions", "Scale decisions by direction", hsd_scale_decisions.clone());
+        registry.register(
+            "hsd_scale_decisions",
+            "Scale decisions by direction",
+            hsd_scale_decisions.clone(),
+        );
         let probe_outcomes = Family::<OutcomeLabels, Counter>::default();
-        registry.register("busy_probes", "Busy probe outcomes (busy, idle, error)", probe_outcomes.clone());
+        registry.register(
+            "busy_probes",
+            "Busy probe outcomes (busy, idle, error)",
+            probe_outcomes.clone(),
+        );
         let probe_duration = Histogram::new(latency_buckets());
-        registry.register("busy_probe_duration_seconds", "Busy probe latency", probe_duration.clone());
+        registry.register(
+            "busy_probe_duration_seconds",
+            "Busy probe latency",
+            probe_duration.clone(),
+        );
         let reaction_latency = Histogram::new(latency_buckets());
         registry.register(
             "hsd_reaction_seconds",
@@ -126,18 +177,27 @@ impl Metrics {
     }
 
     pub fn admission(&self, outcome: &'static str, seconds: f64) {
-        self.admissions.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.admissions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         self.admission_duration.observe(seconds);
     }
 
     pub fn reconciled(&self, controller: &'static str, seconds: f64) {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
-        self.reconcile_duration.get_or_create(&ControllerLabels { controller }).observe(seconds);
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(seconds);
     }
 
     pub fn reconcile_failed(&self, controller: &'static str, error: &crate::Error) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels { controller, error: error.metric_label() })
+            .get_or_create(&ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
             .inc();
     }
 }
@@ -154,8 +214,19 @@ mod tests {
         m.reconciled("hsd", 0.01);
         m.reconcile_failed("hsd", &crate::Error::Config("x".into()));
         let text = m.render();
-        assert!(text.contains(r#"kube_standby_admissions_total{outcome="patched"} 2"#), "{text}");
-        assert!(text.contains("kube_standby_admission_duration_seconds_count 2"), "{text}");
-        assert!(text.contains(r#"kube_standby_reconcile_errors_total{controller="hsd",error="config"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"kube_standby_admissions_total{outcome="patched"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_standby_admission_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kube_standby_reconcile_errors_total{controller="hsd",error="config"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -16,8 +16,14 @@ use crate::{certs, Error, Result};
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TlsMode {
-    SelfSigned { sans: Vec<String> },
-    Files { cert: PathBuf, key: PathBuf, reload_every: Duration },
+    SelfSigned {
+        sans: Vec<String>,
+    },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_every: Duration,
+    },
 }
 
 /// A ready TLS setup.
@@ -34,10 +40,22 @@ impl Tls {
         match mode {
             TlsMode::SelfSigned { sans } => {
                 let b = certs::generate(sans)?;
-                let resolver = CertResolver::new(tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes())?);
-                Ok(Tls { config: tls::server_config(resolver.clone())?, resolver, ca_pem: Some(b.ca_pem), reloader: None })
+                let resolver = CertResolver::new(tls::certified_key_from_pem(
+                    b.cert_pem.as_bytes(),
+                    b.key_pem.as_bytes(),
+                )?);
+                Ok(Tls {
+                    config: tls::server_config(resolver.clone())?,
+                    resolver,
+                    ca_pem: Some(b.ca_pem),
+                    reloader: None,
+                })
             }
-            TlsMode::Files { cert, key, reload_every } => {
+            TlsMode::Files {
+                cert,
+                key,
+                reload_every,
+            } => {
                 let (reloader, resolver) = FileReloader::load(cert, key)?;
                 Ok(Tls {
                     config: tls::server_config(resolver.clone())?,
@@ -105,21 +123,44 @@ pub async fn prepare(
         readiness,
         debug,
     };
-    let listener = TcpListener::bind(args.bind).await.map_err(|e| Error::io(args.bind.to_string(), e))?;
-    Ok(Prepared { tls, state, listener })
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| Error::io(args.bind.to_string(), e))?;
+    Ok(Prepared {
+        tls,
+        state,
+        listener,
+    })
 }
 
 impl Prepared {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let addr = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = self
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(%addr, "webhook listening (TLS)");
-        tls::serve(self.listener, self.tls.config.clone(), webhook::router(self.state), shutdown).await
+        tls::serve(
+            self.listener,
+            self.tls.config.clone(),
+            webhook::router(self.state),
+            shutdown,
+        )
+        .await
     }
 }
 
 /// `kube-standby webhook`: the server alone, no cluster.
 pub async fn run_webhook(args: TlsArgs, objects: Arc<dyn ObjectSource>) -> Result<()> {
-    let prepared = prepare(&args, objects, Readiness::without_caches(), Arc::new(Metrics::new()), DebugState::default()).await?;
+    let prepared = prepare(
+        &args,
+        objects,
+        Readiness::without_caches(),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+    )
+    .await?;
     prepared.serve(shutdown_signal()).await;
     Ok(())
 }

@@ -2,9 +2,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use k8s_openapi::ByteString;
 
 use crate::{Error, Result};
@@ -27,15 +30,22 @@ impl Target {
     pub fn service(s: &str) -> Result<Self> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Target::Service { namespace: ns.into(), name: name.into() })
+                Ok(Target::Service {
+                    namespace: ns.into(),
+                    name: name.into(),
+                })
             }
-            _ => Err(Error::Config(format!("--service wants NAMESPACE/NAME, got {s:?}"))),
+            _ => Err(Error::Config(format!(
+                "--service wants NAMESPACE/NAME, got {s:?}"
+            ))),
         }
     }
 
     pub fn url(u: &str) -> Result<Self> {
         if !u.starts_with("https://") {
-            return Err(Error::Config(format!("--url must be https:// (the API server only calls webhooks over TLS), got {u:?}")));
+            return Err(Error::Config(format!(
+                "--url must be https:// (the API server only calls webhooks over TLS), got {u:?}"
+            )));
         }
         Ok(Target::Url(u.into()))
     }
@@ -43,9 +53,17 @@ impl Target {
 
 /// Build the configuration. `operator_namespace` is excluded from interception, as is
 /// kube-system, so the operator can never block its own pods.
-pub fn build(name: &str, target: &Target, ca_pem: &str, operator_namespace: &str) -> MutatingWebhookConfiguration {
+pub fn build(
+    name: &str,
+    target: &Target,
+    ca_pem: &str,
+    operator_namespace: &str,
+) -> MutatingWebhookConfiguration {
     let client_config = match target {
-        Target::Url(u) => WebhookClientConfig { url: Some(u.clone()), ..Default::default() },
+        Target::Url(u) => WebhookClientConfig {
+            url: Some(u.clone()),
+            ..Default::default()
+        },
         Target::Service { namespace, name } => WebhookClientConfig {
             service: Some(ServiceReference {
                 namespace: namespace.clone(),
@@ -63,7 +81,10 @@ pub fn build(name: &str, target: &Target, ca_pem: &str, operator_namespace: &str
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(BTreeMap::from([("app.kubernetes.io/name".to_string(), "kube-standby".to_string())])),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "kube-standby".to_string(),
+            )])),
             ..Default::default()
         },
         webhooks: Some(vec![MutatingWebhook {
@@ -76,7 +97,10 @@ pub fn build(name: &str, target: &Target, ca_pem: &str, operator_namespace: &str
             // StatefulSingleton controller, so an outage must not block every pod.
             failure_policy: Some("Ignore".into()),
             match_policy: Some("Equivalent".into()),
-            client_config: WebhookClientConfig { ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())), ..client_config },
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                ..client_config
+            },
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec!["".into()]),
                 api_versions: Some(vec!["v1".into()]),
@@ -109,7 +133,10 @@ mod tests {
     fn service_target_parsing() {
         assert_eq!(
             Target::service("ops/kube-standby").unwrap(),
-            Target::Service { namespace: "ops".into(), name: "kube-standby".into() }
+            Target::Service {
+                namespace: "ops".into(),
+                name: "kube-standby".into()
+            }
         );
         for bad in ["nonamespace", "/x", "x/", "a/b/c"] {
             assert!(Target::service(bad).is_err(), "{bad}");
@@ -119,18 +146,35 @@ mod tests {
 
     #[test]
     fn registration_fields() {
-        let m = build("kube-standby", &Target::Url("https://127.0.0.1:8443/mutate/pods".into()), "CA", "ops");
+        let m = build(
+            "kube-standby",
+            &Target::Url("https://127.0.0.1:8443/mutate/pods".into()),
+            "CA",
+            "ops",
+        );
         let wh = &m.webhooks.as_ref().unwrap()[0];
         assert_eq!(wh.admission_review_versions, vec!["v1"]);
         assert_eq!(wh.side_effects, "None");
         assert_eq!(wh.timeout_seconds, Some(5));
         assert_eq!(wh.reinvocation_policy.as_deref(), Some("IfNeeded"));
         let rule = &wh.rules.as_ref().unwrap()[0];
-        assert_eq!(rule.operations.as_ref().unwrap(), &vec!["CREATE".to_string()]);
+        assert_eq!(
+            rule.operations.as_ref().unwrap(),
+            &vec!["CREATE".to_string()]
+        );
         assert_eq!(rule.resources.as_ref().unwrap(), &vec!["pods".to_string()]);
-        let sel = &wh.namespace_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0];
+        let sel = &wh
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(sel.operator, "NotIn");
-        assert_eq!(sel.values.as_ref().unwrap(), &vec!["kube-system".to_string(), "ops".to_string()]);
+        assert_eq!(
+            sel.values.as_ref().unwrap(),
+            &vec!["kube-system".to_string(), "ops".to_string()]
+        );
         let y = to_yaml(&m).unwrap();
         // caBundle is base64 on the wire.
         assert!(y.contains("caBundle: Q0E="), "{y}");

@@ -10,13 +10,24 @@ use serde_json::Value;
 fn load(name: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(common::repo().join("examples").join(name)).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::from_value::<Value>(serde::Deserialize::deserialize(d).unwrap()).unwrap())
+        .map(|d| {
+            serde_yaml::from_value::<Value>(serde::Deserialize::deserialize(d).unwrap()).unwrap()
+        })
         .collect()
 }
 
 fn crd_for(obj: &Value) -> Value {
-    let crds: Vec<Value> = api::all_crds().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
-    let group = obj["apiVersion"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let crds: Vec<Value> = api::all_crds()
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    let group = obj["apiVersion"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     crds.into_iter()
         .find(|c| c["spec"]["group"] == group.as_str() && c["spec"]["names"]["kind"] == obj["kind"])
         .unwrap_or_else(|| panic!("no CRD for {}", obj["apiVersion"]))
@@ -52,7 +63,10 @@ fn hsj_seed_example() {
     let j = check::<HotStandbyJob>("hsj.yaml").remove(0);
     assert_eq!(j.spec.idle_target, 20);
     assert_eq!(j.spec.busy_probe.mode, api::hsj::JobBusyMode::Exec);
-    assert_eq!(j.spec.busy_probe.exec.as_ref().unwrap().command, vec!["cat", "/tmp/busy_state"]);
+    assert_eq!(
+        j.spec.busy_probe.exec.as_ref().unwrap().command,
+        vec!["cat", "/tmp/busy_state"]
+    );
     assert_eq!(j.spec.job_template.image.as_deref(), Some("busybox"));
     assert!(j.spec.job_template.to_job_spec().is_ok());
 }
@@ -74,15 +88,27 @@ fn singleton_seed_example_in_both_groups() {
 
 #[test]
 fn asya_seed_examples() {
-    for f in ["asyncactor-text-processor.yaml", "asyncactor-hello.yaml", "asyncactor-advanced.yaml", "asyncactor-statefulset.yaml", "asyncactor-job.yaml"] {
+    for f in [
+        "asyncactor-text-processor.yaml",
+        "asyncactor-hello.yaml",
+        "asyncactor-advanced.yaml",
+        "asyncactor-statefulset.yaml",
+        "asyncactor-job.yaml",
+    ] {
         let a = check::<AsyncActor>(f).remove(0);
         assert!(!a.spec.queue_name.is_empty());
     }
     let adv = check::<AsyncActor>("asyncactor-advanced.yaml").remove(0);
-    assert_eq!(adv.spec.socket.unwrap().max_size.as_deref(), Some("10485760"));
+    assert_eq!(
+        adv.spec.socket.unwrap().max_size.as_deref(),
+        Some("10485760")
+    );
     assert_eq!(adv.spec.scaling.unwrap().max_replicas, Some(50));
     let sts = check::<AsyncActor>("asyncactor-statefulset.yaml").remove(0);
-    assert_eq!(sts.spec.workload.type_, api::asya::WorkloadType::StatefulSet);
+    assert_eq!(
+        sts.spec.workload.type_,
+        api::asya::WorkloadType::StatefulSet
+    );
     assert_eq!(sts.spec.workload.volume_claim_templates.unwrap().len(), 1);
 }
 
@@ -106,7 +132,9 @@ fn every_field_has_a_description() {
         if let Some(props) = s.get("properties").and_then(Value::as_object) {
             for (k, v) in props {
                 let p = format!("{path}.{k}");
-                if v.get("description").is_none() && !["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
+                if v.get("description").is_none()
+                    && !["apiVersion", "kind", "metadata"].contains(&k.as_str())
+                {
                     missing.push(p.clone());
                 }
                 walk(v, &p, missing);
@@ -116,12 +144,25 @@ fn every_field_has_a_description() {
             walk(items, &format!("{path}[]"), missing);
         }
     }
-    for crd in [HotStandbyDeployment::crd(), HotStandbyJob::crd(), StatefulSingleton::crd(), AsyncActor::crd()] {
+    for crd in [
+        HotStandbyDeployment::crd(),
+        HotStandbyJob::crd(),
+        StatefulSingleton::crd(),
+        AsyncActor::crd(),
+    ] {
         let v = serde_json::to_value(&crd).unwrap();
         let mut missing = vec![];
         // Our own fields only: k8s-openapi types (Condition, LabelSelector, EnvVar...) carry their own docs.
-        walk(&v["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut missing);
-        assert!(missing.is_empty(), "{}: fields without description: {missing:?}", crd.metadata.name.unwrap());
+        walk(
+            &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "{}: fields without description: {missing:?}",
+            crd.metadata.name.unwrap()
+        );
     }
 }
 
@@ -129,16 +170,30 @@ fn every_field_has_a_description() {
 fn status_subresource_and_columns() {
     for crd in api::all_crds() {
         let v = &crd.spec.versions[0];
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{:?}", crd.metadata.name);
-        assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.iter().any(|c| c.name == "Age")));
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{:?}",
+            crd.metadata.name
+        );
+        assert!(v
+            .additional_printer_columns
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c.name == "Age")));
     }
 }
 
 #[test]
 fn committed_chart_crds_match_the_code() {
-    let committed = std::fs::read_to_string(common::repo().join("charts/kube-standby/crds/crds.yaml"))
-        .expect("charts/kube-standby/crds/crds.yaml (regenerate with `kube-standby crds`)");
-    assert!(committed == api::crds_yaml().unwrap(), "chart CRDs drifted: run `cargo run -- crds > charts/kube-standby/crds/crds.yaml`");
+    let committed =
+        std::fs::read_to_string(common::repo().join("charts/kube-standby/crds/crds.yaml"))
+            .expect("charts/kube-standby/crds/crds.yaml (regenerate with `kube-standby crds`)");
+    assert!(
+        committed == api::crds_yaml().unwrap(),
+        "chart CRDs drifted: run `cargo run -- crds > charts/kube-standby/crds/crds.yaml`"
+    );
 }
 
 #[test]
@@ -150,9 +205,19 @@ fn checker_catches_unknown_fields_types_and_ranges() {
                         "p": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
     });
     let mut e = vec![];
-    common::schema::validate(&schema, &serde_json::json!({"a": 1, "b": "x", "m": {"k": "v"}, "p": {"any": 1}}), "", &mut e);
+    common::schema::validate(
+        &schema,
+        &serde_json::json!({"a": 1, "b": "x", "m": {"k": "v"}, "p": {"any": 1}}),
+        "",
+        &mut e,
+    );
     assert!(e.is_empty(), "{e:?}");
-    common::schema::validate(&schema, &serde_json::json!({"a": -1, "b": "y", "c": 1, "m": {"k": 1}}), "", &mut e);
+    common::schema::validate(
+        &schema,
+        &serde_json::json!({"a": -1, "b": "y", "c": 1, "m": {"k": 1}}),
+        "",
+        &mut e,
+    );
     assert_eq!(e.len(), 4, "{e:?}");
     let mut e = vec![];
     common::schema::validate(&schema, &serde_json::json!({}), "", &mut e);

@@ -12,7 +12,9 @@ use kube_standby::tls::{self, CertResolver, FileReloader};
 use kube_standby::webhook::router;
 use tokio::net::TcpListener;
 
-async fn start(resolver: std::sync::Arc<CertResolver>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn start(
+    resolver: std::sync::Arc<CertResolver>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -25,7 +27,10 @@ async fn start(resolver: std::sync::Arc<CertResolver>) -> (SocketAddr, tokio::sy
 }
 
 async fn healthz(ca: &str, addr: SocketAddr) -> Result<reqwest::Response, reqwest::Error> {
-    common::client(ca, addr).get(format!("https://localhost:{}/healthz", addr.port())).send().await
+    common::client(ca, addr)
+        .get(format!("https://localhost:{}/healthz", addr.port()))
+        .send()
+        .await
 }
 
 #[tokio::test]
@@ -33,7 +38,8 @@ async fn serves_with_the_certs_command_output_and_a_verifying_client() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = certs::generate(&certs::default_sans()).unwrap();
     certs::write_dir(dir.path(), &bundle).unwrap();
-    let (_r, resolver) = FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+    let (_r, resolver) =
+        FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
     let (addr, _stop) = start(resolver).await;
 
     let resp = healthz(&bundle.ca_pem, addr).await.unwrap();
@@ -64,13 +70,22 @@ async fn serves_with_the_certs_command_output_and_a_verifying_client() {
         .add_root_certificate(reqwest::Certificate::from_pem(bundle.ca_pem.as_bytes()).unwrap())
         .build()
         .unwrap();
-    assert_eq!(c.get(format!("https://127.0.0.1:{}/healthz", addr.port())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("https://127.0.0.1:{}/healthz", addr.port()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn h2_and_http1_are_both_served() {
     let b = certs::generate(&certs::default_sans()).unwrap();
-    let resolver = CertResolver::new(tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap());
+    let resolver = CertResolver::new(
+        tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap(),
+    );
     let (addr, _stop) = start(resolver).await;
     let h2 = healthz(&b.ca_pem, addr).await.unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
@@ -96,7 +111,14 @@ async fn h2_and_http1_are_both_served() {
         .resolve("localhost", addr)
         .build()
         .unwrap();
-    assert_eq!(t12.get(format!("https://localhost:{}/healthz", addr.port())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        t12.get(format!("https://localhost:{}/healthz", addr.port()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -104,7 +126,8 @@ async fn rotation_is_seen_by_a_new_connection_without_rebinding() {
     let dir = tempfile::tempdir().unwrap();
     let first = certs::generate(&certs::default_sans()).unwrap();
     certs::write_dir(dir.path(), &first).unwrap();
-    let (mut reloader, resolver) = FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+    let (mut reloader, resolver) =
+        FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
     let (addr, _stop) = start(resolver).await;
     assert_eq!(healthz(&first.ca_pem, addr).await.unwrap().status(), 200);
     assert!(!reloader.reload_once().unwrap(), "nothing changed yet");
@@ -113,7 +136,10 @@ async fn rotation_is_seen_by_a_new_connection_without_rebinding() {
     certs::write_dir(dir.path(), &second).unwrap();
     assert!(reloader.reload_once().unwrap());
     assert_eq!(healthz(&second.ca_pem, addr).await.unwrap().status(), 200);
-    assert!(healthz(&first.ca_pem, addr).await.is_err(), "old CA must no longer verify");
+    assert!(
+        healthz(&first.ca_pem, addr).await.is_err(),
+        "old CA must no longer verify"
+    );
 
     // A broken pair keeps the current certificate.
     std::fs::write(dir.path().join("tls.crt"), "garbage").unwrap();
@@ -143,7 +169,8 @@ async fn kubelet_symlink_swap_is_picked_up_by_the_polling_reloader() {
     let dir = tempfile::tempdir().unwrap();
     let first = certs::generate(&certs::default_sans()).unwrap();
     kubelet_write(dir.path(), 1, &first);
-    let (reloader, resolver) = FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+    let (reloader, resolver) =
+        FileReloader::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
     tokio::spawn(reloader.run(Duration::from_millis(50)));
     let (addr, _stop) = start(resolver).await;
     assert_eq!(healthz(&first.ca_pem, addr).await.unwrap().status(), 200);
@@ -175,24 +202,38 @@ async fn a_chain_with_an_intermediate_loads_and_verifies() {
 #[tokio::test]
 async fn bad_pem_is_a_clear_error() {
     let b = certs::generate(&certs::default_sans()).unwrap();
-    let e = tls::certified_key_from_pem(b"", b.key_pem.as_bytes()).unwrap_err().to_string();
+    let e = tls::certified_key_from_pem(b"", b.key_pem.as_bytes())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no certificate"), "{e}");
-    let e = tls::certified_key_from_pem(b.cert_pem.as_bytes(), b"nope").unwrap_err().to_string();
+    let e = tls::certified_key_from_pem(b.cert_pem.as_bytes(), b"nope")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("private key"), "{e}");
     let other = certs::generate(&certs::default_sans()).unwrap();
-    let e = tls::certified_key_from_pem(b.cert_pem.as_bytes(), other.key_pem.as_bytes()).unwrap_err().to_string();
+    let e = tls::certified_key_from_pem(b.cert_pem.as_bytes(), other.key_pem.as_bytes())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("certificate and key"), "{e}");
     let dir = tempfile::tempdir().unwrap();
-    assert!(FileReloader::load(&dir.path().join("missing.crt"), &dir.path().join("missing.key")).is_err());
+    assert!(FileReloader::load(
+        &dir.path().join("missing.crt"),
+        &dir.path().join("missing.key")
+    )
+    .is_err());
 }
 
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_does_not_block_others() {
     let b = certs::generate(&certs::default_sans()).unwrap();
-    let resolver = CertResolver::new(tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap());
+    let resolver = CertResolver::new(
+        tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap(),
+    );
     let (addr, _stop) = start(resolver).await;
     let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut junk, b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut junk, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     assert_eq!(healthz(&b.ca_pem, addr).await.unwrap().status(), 200);
 }

@@ -21,9 +21,17 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     doc = "An actor workload consuming a queue, with an injected sidecar and KEDA autoscaling.",
     printcolumn(name = "Queue", type_ = "string", json_path = ".spec.queueName"),
-    printcolumn(name = "Transport", type_ = "string", json_path = ".spec.transport.type"),
+    printcolumn(
+        name = "Transport",
+        type_ = "string",
+        json_path = ".spec.transport.type"
+    ),
     printcolumn(name = "Workload", type_ = "string", json_path = ".spec.workload.type"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AsyncActorSpec {

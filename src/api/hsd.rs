@@ -22,12 +22,41 @@ use serde::{Deserialize, Serialize};
     status = "HotStandbyDeploymentStatus",
     derive = "PartialEq",
     doc = "Keeps `idleTarget` idle pods warm on top of the busy ones: replicas = clamp(busy + idleTarget, minReplicas, maxReplicas).",
-    printcolumn(name = "IdleTarget", type_ = "integer", json_path = ".spec.idleTarget", description = "Idle pods to keep warm"),
-    printcolumn(name = "Busy", type_ = "integer", json_path = ".status.busyCount", description = "Pods that are busy"),
-    printcolumn(name = "Idle", type_ = "integer", json_path = ".status.idleCount", description = "Pods that are idle"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", description = "Replicas the operator wants"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready pods of the child Deployment"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "IdleTarget",
+        type_ = "integer",
+        json_path = ".spec.idleTarget",
+        description = "Idle pods to keep warm"
+    ),
+    printcolumn(
+        name = "Busy",
+        type_ = "integer",
+        json_path = ".status.busyCount",
+        description = "Pods that are busy"
+    ),
+    printcolumn(
+        name = "Idle",
+        type_ = "integer",
+        json_path = ".status.idleCount",
+        description = "Pods that are idle"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas",
+        description = "Replicas the operator wants"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Ready pods of the child Deployment"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HotStandbyDeploymentSpec {

@@ -23,11 +23,24 @@ use super::hsd::{default_annotation_key, default_one, default_true, HttpProbe, M
     status = "HotStandbyJobStatus",
     derive = "PartialEq",
     doc = "Keeps `idleTarget` idle single-completion Jobs warm on top of the busy ones.",
-    printcolumn(name = "IdleTarget", type_ = "integer", json_path = ".spec.idleTarget", description = "Idle jobs to keep warm"),
+    printcolumn(
+        name = "IdleTarget",
+        type_ = "integer",
+        json_path = ".spec.idleTarget",
+        description = "Idle jobs to keep warm"
+    ),
     printcolumn(name = "Busy", type_ = "integer", json_path = ".status.busyCount"),
     printcolumn(name = "Idle", type_ = "integer", json_path = ".status.idleCount"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HotStandbyJobSpec {
@@ -122,12 +135,18 @@ impl JobTemplate {
         };
         put(&mut spec, "parallelism", self.parallelism);
         put(&mut spec, "backoffLimit", self.backoff_limit);
-        put(&mut spec, "ttlSecondsAfterFinished", self.ttl_seconds_after_finished);
+        put(
+            &mut spec,
+            "ttlSecondsAfterFinished",
+            self.ttl_seconds_after_finished,
+        );
         spec.insert("completions".into(), 1.into());
         let template = match (&self.template, &self.image) {
             (Some(t), None) => t.clone(),
             (Some(_), Some(_)) => {
-                return Err("jobTemplate: give either `template` or the shorthand `image`, not both".into())
+                return Err(
+                    "jobTemplate: give either `template` or the shorthand `image`, not both".into(),
+                )
             }
             (None, Some(image)) => {
                 let mut c = serde_json::json!({"name": "main", "image": image});
@@ -142,10 +161,13 @@ impl JobTemplate {
                 }
                 serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [c]}})
             }
-            (None, None) => return Err("jobTemplate: needs `template` or the shorthand `image`".into()),
+            (None, None) => {
+                return Err("jobTemplate: needs `template` or the shorthand `image`".into())
+            }
         };
         spec.insert("template".into(), template);
-        serde_json::from_value(serde_json::Value::Object(spec)).map_err(|e| format!("jobTemplate: {e}"))
+        serde_json::from_value(serde_json::Value::Object(spec))
+            .map_err(|e| format!("jobTemplate: {e}"))
     }
 }
 
@@ -253,7 +275,10 @@ mod tests {
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.containers[0].image.as_deref(), Some("busybox"));
-        assert_eq!(pod.containers[0].command.as_ref().unwrap()[2], "echo hello && sleep 5");
+        assert_eq!(
+            pod.containers[0].command.as_ref().unwrap()[2],
+            "echo hello && sleep 5"
+        );
     }
 
     #[test]
@@ -270,8 +295,12 @@ mod tests {
 
     #[test]
     fn both_or_neither_form_is_an_error() {
-        let both: JobTemplate = serde_json::from_value(serde_json::json!({"image": "x", "template": {}})).unwrap();
+        let both: JobTemplate =
+            serde_json::from_value(serde_json::json!({"image": "x", "template": {}})).unwrap();
         assert!(both.to_job_spec().unwrap_err().contains("not both"));
-        assert!(JobTemplate::default().to_job_spec().unwrap_err().contains("needs"));
+        assert!(JobTemplate::default()
+            .to_job_spec()
+            .unwrap_err()
+            .contains("needs"));
     }
 }

@@ -108,15 +108,50 @@ mod tests {
     #[test]
     fn set_condition_keeps_transition_time_when_status_is_unchanged() {
         let mut c = vec![];
-        assert!(set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), &t(10)));
-        assert!(!set_condition(&mut c, "Ready", true, "Ok", "fine", Some(1), &t(20)));
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            true,
+            "Ok",
+            "fine",
+            Some(1),
+            &t(10)
+        ));
+        assert!(!set_condition(
+            &mut c,
+            "Ready",
+            true,
+            "Ok",
+            "fine",
+            Some(1),
+            &t(20)
+        ));
         assert_eq!(c[0].last_transition_time, t(10));
-        assert!(set_condition(&mut c, "Ready", true, "Ok", "still fine", Some(1), &t(30)));
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            true,
+            "Ok",
+            "still fine",
+            Some(1),
+            &t(30)
+        ));
         assert_eq!(c[0].last_transition_time, t(10));
-        assert!(set_condition(&mut c, "Ready", false, "Broken", "no", Some(2), &t(40)));
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            false,
+            "Broken",
+            "no",
+            Some(2),
+            &t(40)
+        ));
         assert_eq!(c[0].last_transition_time, t(40));
         assert_eq!(c.len(), 1);
-        assert_eq!(condition(&c, "Ready").map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(
+            condition(&c, "Ready").map(|c| c.status.as_str()),
+            Some("False")
+        );
     }
 
     #[test]

@@ -24,9 +24,23 @@ pub const LEGACY_GROUP: &str = "apps.openshift.statefulsingleton.com";
     status = "StatefulSingletonStatus",
     derive = "PartialEq",
     doc = "Guarantees that at most one pod matching the selector runs its application at any time.",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Running, Transitioning or Blocked"),
-    printcolumn(name = "Active Pod", type_ = "string", json_path = ".status.activePod", description = "The released pod"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Running, Transitioning or Blocked"
+    ),
+    printcolumn(
+        name = "Active Pod",
+        type_ = "string",
+        json_path = ".status.activePod",
+        description = "The released pod"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StatefulSingletonSpec {

@@ -43,17 +43,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let prepared = server::prepare(
         &args.tls,
-        Arc::new(StoreObjects { singletons: store.clone() }),
+        Arc::new(StoreObjects {
+            singletons: store.clone(),
+        }),
         readiness.clone(),
         metrics.clone(),
         debug.clone(),
     )
     .await?;
 
-    if let (Some(name), Some(ca)) = (args.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
-        tokio::spawn(crate::tls::cabundle::keep_ca_bundle(client.clone(), name, ca, Duration::from_secs(60)));
+    if let (Some(name), Some(ca)) = (
+        args.webhook_config_name.clone(),
+        prepared.tls.ca_pem.clone(),
+    ) {
+        tokio::spawn(crate::tls::cabundle::keep_ca_bundle(
+            client.clone(),
+            name,
+            ca,
+            Duration::from_secs(60),
+        ));
     } else if args.webhook_config_name.is_some() {
-        tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner");
+        tracing::info!(
+            "--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner"
+        );
     }
 
     {
@@ -66,7 +78,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
 
-    let _ctx = Context { client, metrics, debug };
+    let _ctx = Context {
+        client,
+        metrics,
+        debug,
+    };
     prepared.serve(server::shutdown_signal()).await;
     Ok(())
 }

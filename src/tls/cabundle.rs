@@ -10,7 +10,10 @@ use crate::Result;
 
 /// The configuration with every webhook's caBundle set to `ca_pem`, or None when it
 /// already is (no write needed).
-pub fn with_ca_bundle(mwc: &MutatingWebhookConfiguration, ca_pem: &str) -> Option<MutatingWebhookConfiguration> {
+pub fn with_ca_bundle(
+    mwc: &MutatingWebhookConfiguration,
+    ca_pem: &str,
+) -> Option<MutatingWebhookConfiguration> {
     let want = ByteString(ca_pem.as_bytes().to_vec());
     let mut out = mwc.clone();
     let mut changed = false;
@@ -31,8 +34,20 @@ pub async fn ensure_ca_bundle(client: Client, name: &str, ca_pem: &str) -> Resul
     let mut attempt = 0;
     loop {
         let current = api.get(name).await?;
-        let Some(updated) = with_ca_bundle(&current, ca_pem) else { return Ok(false) };
-        match api.replace(name, &PostParams { field_manager: Some(crate::MANAGER.into()), ..Default::default() }, &updated).await {
+        let Some(updated) = with_ca_bundle(&current, ca_pem) else {
+            return Ok(false);
+        };
+        match api
+            .replace(
+                name,
+                &PostParams {
+                    field_manager: Some(crate::MANAGER.into()),
+                    ..Default::default()
+                },
+                &updated,
+            )
+            .await
+        {
             Ok(_) => return Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => {
                 attempt += 1;
@@ -50,7 +65,9 @@ pub async fn keep_ca_bundle(client: Client, name: String, ca_pem: String, every:
         match ensure_ca_bundle(client.clone(), &name, &ca_pem).await {
             Ok(true) => tracing::info!(webhook_config = %name, "caBundle updated"),
             Ok(false) => {}
-            Err(e) => tracing::warn!(webhook_config = %name, error = %e, "could not update caBundle"),
+            Err(e) => {
+                tracing::warn!(webhook_config = %name, error = %e, "could not update caBundle")
+            }
         }
         tokio::time::sleep(every).await;
     }
@@ -78,7 +95,10 @@ mod tests {
     #[test]
     fn sets_missing_or_stale_bundle_and_leaves_current_alone() {
         let out = with_ca_bundle(&mwc(None), "CA").unwrap();
-        assert_eq!(out.webhooks.unwrap()[0].client_config.ca_bundle, Some(ByteString(b"CA".to_vec())));
+        assert_eq!(
+            out.webhooks.unwrap()[0].client_config.ca_bundle,
+            Some(ByteString(b"CA".to_vec()))
+        );
         assert!(with_ca_bundle(&mwc(Some("OLD")), "CA").is_some());
         assert!(with_ca_bundle(&mwc(Some("CA")), "CA").is_none());
     }

@@ -30,7 +30,8 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certifi
     if chain.is_empty() {
         return Err(Error::Tls("certificate PEM holds no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::Tls(format!("private key PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| Error::Tls(format!("private key PEM: {e}")))?;
     let provider = ring::default_provider();
     let ck = CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| Error::Tls(format!("certificate and key: {e}")))?;
@@ -45,7 +46,9 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(key: CertifiedKey) -> Arc<Self> {
-        Arc::new(CertResolver { current: ArcSwap::from_pointee(key) })
+        Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(key),
+        })
     }
     pub fn swap(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
@@ -96,7 +99,12 @@ impl FileReloader {
         let k = std::fs::read(key).map_err(|e| Error::io(key, e))?;
         let resolver = CertResolver::new(certified_key_from_pem(&c, &k)?);
         Ok((
-            FileReloader { cert: cert.to_path_buf(), key: key.to_path_buf(), resolver: resolver.clone(), last: digest(&c, &k) },
+            FileReloader {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                resolver: resolver.clone(),
+                last: digest(&c, &k),
+            },
             resolver,
         ))
     }
@@ -123,9 +131,13 @@ impl FileReloader {
         loop {
             tick.tick().await;
             match self.reload_once() {
-                Ok(true) => tracing::info!(cert = %self.cert.display(), "serving certificate reloaded"),
+                Ok(true) => {
+                    tracing::info!(cert = %self.cert.display(), "serving certificate reloaded")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "certificate reload failed; keeping the current certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate reload failed; keeping the current certificate")
+                }
             }
         }
     }
@@ -156,19 +168,23 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app)).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

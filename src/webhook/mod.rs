@@ -82,7 +82,14 @@ impl AdmissionError {
 impl IntoResponse for AdmissionError {
     fn into_response(self) -> Response {
         let status = self.status();
-        (status, Json(ErrorBody { error: self.to_string(), status: status.as_u16() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+                status: status.as_u16(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -90,15 +97,21 @@ impl IntoResponse for AdmissionError {
 pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| AdmissionError::MalformedJson(e.to_string()))?;
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default();
     if kind != "AdmissionReview" || api_version != "admission.k8s.io/v1" {
         return Err(AdmissionError::NotAdmissionReview(format!(
             "expected kind AdmissionReview and apiVersion admission.k8s.io/v1, got kind {kind:?} apiVersion {api_version:?}"
         )));
     }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(value).map_err(|e| AdmissionError::NotAdmissionReview(e.to_string()))?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| AdmissionError::NotAdmissionReview(e.to_string()))?;
     review.try_into().map_err(|_| AdmissionError::NoRequest)
 }
 
@@ -127,7 +140,7 @@ pub fn review(
     injection: &Injection,
 ) -> (AdmissionResponse, Outcome, usize) {
     let allowed = AdmissionResponse::from(req);
-    if req.kind.group != "" || req.kind.kind != "Pod" {
+    if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
         return (allowed, Outcome::Allowed, 0);
     }
     // Only CREATE is mutated: the API server rejects pod spec changes on UPDATE, and a
@@ -136,14 +149,32 @@ pub fn review(
         return (allowed, Outcome::Allowed, 0);
     }
     let Some(obj) = req.object.as_ref() else {
-        return (allowed.deny("CREATE request carries no object"), Outcome::Denied, 0);
+        return (
+            allowed.deny("CREATE request carries no object"),
+            Outcome::Denied,
+            0,
+        );
     };
     let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
         Ok(p) => p,
-        Err(e) => return (allowed.deny(format!("object is not a valid Pod: {e}")), Outcome::Denied, 0),
+        Err(e) => {
+            return (
+                allowed.deny(format!("object is not a valid Pod: {e}")),
+                Outcome::Denied,
+                0,
+            )
+        }
     };
-    let namespace = req.namespace.clone().or_else(|| pod.metadata.namespace.clone()).unwrap_or_default();
-    let config = Config { namespace, singletons: objects.singletons(req.namespace.as_deref().unwrap_or_default()), injection };
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    let config = Config {
+        namespace,
+        singletons: objects.singletons(req.namespace.as_deref().unwrap_or_default()),
+        injection,
+    };
     let ops = mutate(&pod, &config);
     if ops.is_empty() {
         return (allowed, Outcome::Allowed, 0);
@@ -151,17 +182,26 @@ pub fn review(
     let n = ops.len();
     match allowed.clone().with_patch(json_patch::Patch(ops)) {
         Ok(r) => (r, Outcome::Patched, n),
-        Err(e) => (allowed.deny(format!("could not serialize patch: {e}")), Outcome::Denied, 0),
+        Err(e) => (
+            allowed.deny(format!("could not serialize patch: {e}")),
+            Outcome::Denied,
+            0,
+        ),
     }
 }
 
-async fn mutate_pods(State(state): State<WebhookState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn mutate_pods(
+    State(state): State<WebhookState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
     let body = match body {
         Ok(b) => b,
         Err(rej) => {
             let status = rej.status();
-            state.metrics.admission("rejected", started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .admission("rejected", started.elapsed().as_secs_f64());
             tracing::warn!(%status, "admission body rejected: {}", rej.body_text());
             return AdmissionError::Body(rej.body_text(), status).into_response();
         }
@@ -169,7 +209,9 @@ async fn mutate_pods(State(state): State<WebhookState>, body: Result<Bytes, Byte
     let req = match parse_review(&body) {
         Ok(r) => r,
         Err(e) => {
-            state.metrics.admission("rejected", started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .admission("rejected", started.elapsed().as_secs_f64());
             tracing::warn!(error = %e, "bad admission request");
             return e.into_response();
         }
@@ -202,7 +244,9 @@ async fn mutate_pods(State(state): State<WebhookState>, body: Result<Bytes, Byte
         span.record("patch_ops", n);
         span.record("duration_us", elapsed.as_micros() as u64);
         tracing::info!(outcome = outcome.label(), "admission reviewed");
-        state.metrics.admission(outcome.label(), elapsed.as_secs_f64());
+        state
+            .metrics
+            .admission(outcome.label(), elapsed.as_secs_f64());
         Json(resp.into_review()).into_response()
     }
     .instrument(span)
@@ -214,14 +258,23 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
     if reasons.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error: reasons.join(", "), status: 503 }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ErrorBody {
+                error: reasons.join(", "),
+                status: 503,
+            }),
+        )
             .into_response()
     }
 }
 
 async fn metrics(State(state): State<WebhookState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

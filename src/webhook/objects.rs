@@ -47,12 +47,19 @@ impl StaticObjects {
             if value.is_null() {
                 continue;
             }
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
             if kind != "StatefulSingleton" {
                 continue;
             }
-            let s: StatefulSingleton = serde_yaml::from_value(value)
-                .map_err(|e| Error::Config(format!("{origin}: document {}: invalid StatefulSingleton: {e}", i + 1)))?;
+            let s: StatefulSingleton = serde_yaml::from_value(value).map_err(|e| {
+                Error::Config(format!(
+                    "{origin}: document {}: invalid StatefulSingleton: {e}",
+                    i + 1
+                ))
+            })?;
             self.singletons.push(Arc::new(s));
         }
         Ok(())
@@ -65,6 +72,21 @@ impl StaticObjects {
             out.add_yaml(&text, &p.as_ref().display().to_string())?;
         }
         Ok(out)
+    }
+}
+
+/// The `run`-mode source: a reflector cache of StatefulSingletons.
+pub struct StoreObjects {
+    pub singletons: kube::runtime::reflector::Store<StatefulSingleton>,
+}
+
+impl ObjectSource for StoreObjects {
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.singletons
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace().as_deref() == Some(namespace))
+            .collect()
     }
 }
 
@@ -94,22 +116,10 @@ spec:
     #[test]
     fn malformed_singleton_is_a_clear_error() {
         let y = "kind: StatefulSingleton\napiVersion: apps.statefulsingleton.com/v1\nmetadata: {name: x}\nspec: {}\n";
-        let e = StaticObjects::from_yaml(y, "f.yaml").err().unwrap().to_string();
+        let e = StaticObjects::from_yaml(y, "f.yaml")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("f.yaml") && e.contains("selector"), "{e}");
-    }
-}
-
-/// The `run`-mode source: a reflector cache of StatefulSingletons.
-pub struct StoreObjects {
-    pub singletons: kube::runtime::reflector::Store<StatefulSingleton>,
-}
-
-impl ObjectSource for StoreObjects {
-    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
-        self.singletons
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace().as_deref() == Some(namespace))
-            .collect()
     }
 }

@@ -51,7 +51,8 @@ pub fn state_with(objects: StaticObjects) -> WebhookState {
 }
 
 pub fn demo_objects() -> StaticObjects {
-    StaticObjects::from_files(&[repo().join("examples/statefulsingleton-demo.yaml")]).expect("demo objects")
+    StaticObjects::from_files(&[repo().join("examples/statefulsingleton-demo.yaml")])
+        .expect("demo objects")
 }
 
 /// A reqwest client that trusts only `ca_pem` and resolves `localhost` to `addr`.

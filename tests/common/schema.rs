@@ -4,12 +4,14 @@
 use serde_json::Value;
 
 pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if value.is_null() {
-        if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
-            return;
-        }
+    if value.is_null() && schema.get("nullable").and_then(Value::as_bool) == Some(true) {
+        return;
     }
-    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         if !(value.is_i64() || value.is_u64() || value.is_string()) {
             errors.push(format!("{path}: want int or string, got {value}"));
         }
@@ -27,7 +29,12 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                 errors.push(format!("{path}: want object, got {value}"));
                 return;
             };
-            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(r) = r.as_str() {
                     if !obj.contains_key(r) {
                         errors.push(format!("{path}: missing required field {r}"));
@@ -36,7 +43,10 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
-            let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
             for (k, v) in obj {
                 let p = format!("{path}.{k}");
                 if let Some(s) = props.and_then(|m| m.get(k)) {
@@ -59,24 +69,15 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                 }
             }
         }
-        Some("string") => {
-            if !value.is_string() {
-                errors.push(format!("{path}: want string, got {value}"));
-            }
-        }
-        Some("integer") => {
-            if !(value.is_i64() || value.is_u64()) {
-                errors.push(format!("{path}: want integer, got {value}"));
-            }
-        }
-        Some("number") => {
-            if !value.is_number() {
-                errors.push(format!("{path}: want number, got {value}"));
-            }
-        }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                errors.push(format!("{path}: want boolean, got {value}"));
+        Some(t @ ("string" | "integer" | "number" | "boolean")) => {
+            let ok = match t {
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                _ => value.is_boolean(),
+            };
+            if !ok {
+                errors.push(format!("{path}: want {t}, got {value}"));
             }
         }
         _ => {}
@@ -106,7 +107,10 @@ pub fn validate_object(crd: &Value, object: &Value) -> Vec<String> {
         return vec![format!("apiVersion {api_version:?} has no group")];
     };
     if g != group || object["kind"].as_str() != Some(kind) {
-        return vec![format!("{api_version} {} is not served by this CRD ({group} {kind})", object["kind"])];
+        return vec![format!(
+            "{api_version} {} is not served by this CRD ({group} {kind})",
+            object["kind"]
+        )];
     }
     let Some(version) = crd["spec"]["versions"]
         .as_array()
@@ -124,4 +128,3 @@ pub fn validate_object(crd: &Value, object: &Value) -> Vec<String> {
     validate(schema, &body, "", &mut errors);
     errors
 }
-
