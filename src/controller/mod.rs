@@ -86,3 +86,4 @@ pub async fn run(args: RunArgs) -> Result<()> {
     prepared.serve(server::shutdown_signal()).await;
     Ok(())
 }
+pub mod hsd;

@@ -1,0 +1,489 @@
+//! The pure core of the HotStandbyDeployment reconciler: from what was observed, decide
+//! the replica count, which idle pods to delete, and the new status. No I/O.
+//!
+//! Rules that hold for every input (property-tested below):
+//! - a busy pod, or a pod whose state is unknown or stale, is never a victim;
+//! - desired = clamp(busy + idleTarget, minReplicas, maxReplicas);
+//! - a scale-down happens only once desired has stayed lower for scaleDownDelaySeconds;
+//! - the replica count written never drops below the pods we could not delete.
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::api::hsd::HotStandbyDeploymentSpec;
+
+/// A pod's busy state as the reconciler sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusyState {
+    Busy,
+    Idle,
+    /// Never known (e.g. not probed yet). Counted as idle capacity, never deleted.
+    Unknown,
+}
+
+/// One counted pod of the child Deployment (not terminating).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    /// Containers started (phase Running).
+    pub running: bool,
+    pub ready: bool,
+    pub state: BusyState,
+    /// The state is a last-known value because the current probe fails.
+    pub stale: bool,
+    /// Why the state is what it is (for /debug/state).
+    pub reason: String,
+}
+
+impl PodView {
+    /// Only an idle pod whose idleness is current may be deleted.
+    pub fn deletable(&self) -> bool {
+        self.state == BusyState::Idle && !self.stale
+    }
+}
+
+/// A pod to delete, with the preconditions that make the delete fail if it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Victim {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+}
+
+/// What was observed for one HSD.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    pub spec: &'a HotStandbyDeploymentSpec,
+    /// The child Deployment's spec.replicas, None when the child does not exist yet.
+    pub current_replicas: Option<i32>,
+    /// The replica count we last wrote (annotation on the child), if any.
+    pub our_replicas: Option<i32>,
+    pub pods: &'a [PodView],
+    /// Since when desired has been lower (from status).
+    pub pending_since: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub busy: i32,
+    pub idle: i32,
+    pub unknown: i32,
+    pub stale: i32,
+    /// clamp(busy + idleTarget, min, max).
+    pub desired: i32,
+    /// True when min/max changed busy + idleTarget.
+    pub limited: bool,
+    /// The replica count to write.
+    pub replicas: i32,
+    /// Idle pods to delete (before lowering replicas).
+    pub victims: Vec<Victim>,
+    /// A scale-down waiting for the delay to pass (kept in status).
+    pub pending_since: Option<Timestamp>,
+    /// When the pending scale-down becomes due.
+    pub pending_due: Option<Timestamp>,
+    /// Set when the replica count changes.
+    pub direction: Option<Direction>,
+    /// Another actor changed spec.replicas: (ours, theirs).
+    pub foreign: Option<(i32, i32)>,
+    /// Come back after this long (pending scale-down).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Problems that stop the reconciler from acting on a spec.
+pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
+    let mut errors = vec![];
+    if spec.idle_target < 0 {
+        errors.push(format!("idleTarget must be >= 0, got {}", spec.idle_target));
+    }
+    if spec.min_replicas < 0 {
+        errors.push(format!("minReplicas must be >= 0, got {}", spec.min_replicas));
+    }
+    if spec.max_replicas < 1 {
+        errors.push(format!("maxReplicas must be >= 1, got {}", spec.max_replicas));
+    }
+    if spec.min_replicas > spec.max_replicas {
+        errors.push(format!(
+            "minReplicas ({}) is greater than maxReplicas ({})",
+            spec.min_replicas, spec.max_replicas
+        ));
+    }
+    if spec.scale_down_delay_seconds < 0 {
+        errors.push(format!("scaleDownDelaySeconds must be >= 0, got {}", spec.scale_down_delay_seconds));
+    }
+    if spec.selector.match_labels.is_empty() {
+        errors.push("selector.matchLabels must not be empty (it would select every pod)".into());
+    }
+    errors
+}
+
+/// desired = clamp(busy + idleTarget, min, max), saturating.
+pub fn desired(busy: i32, spec: &HotStandbyDeploymentSpec) -> i32 {
+    let raw = busy.saturating_add(spec.idle_target.max(0));
+    raw.clamp(spec.min_replicas.max(0), spec.max_replicas.max(spec.min_replicas.max(0)))
+}
+
+/// Victim order: not running first, then not ready, then youngest, then by name.
+pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
+    a.running
+        .cmp(&b.running)
+        .then(a.ready.cmp(&b.ready))
+        .then(b.created.cmp(&a.created))
+        .then(a.name.cmp(&b.name))
+}
+
+/// Choose up to `n` deletable pods in victim order.
+pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim> {
+    let mut candidates: Vec<&PodView> = pods.iter().filter(|p| p.deletable()).collect();
+    candidates.sort_by(|a, b| victim_order(a, b));
+    candidates
+        .into_iter()
+        .take(n)
+        .map(|p| Victim { name: p.name.clone(), uid: p.uid.clone(), resource_version: p.resource_version.clone() })
+        .collect()
+}
+
+pub fn plan(o: &Observed<'_>) -> Plan {
+    let count = |s: BusyState| o.pods.iter().filter(|p| p.state == s).count() as i32;
+    let (busy, idle, unknown) = (count(BusyState::Busy), count(BusyState::Idle), count(BusyState::Unknown));
+    let stale = o.pods.iter().filter(|p| p.stale).count() as i32;
+    let d = desired(busy, o.spec);
+    let limited = d != busy.saturating_add(o.spec.idle_target.max(0));
+    let pods = o.pods.len() as i32;
+
+    // The count we stand by: what we last wrote, else what the child has.
+    let current = o.current_replicas.unwrap_or(0);
+    let ours = o.our_replicas.or(o.current_replicas).unwrap_or(0);
+    let foreign = match (o.current_replicas, o.our_replicas) {
+        (Some(c), Some(w)) if c != w => Some((w, c)),
+        _ => None,
+    };
+
+    let mut pending_since = None;
+    let mut pending_due = None;
+    let mut requeue_after = None;
+    let target = if o.current_replicas.is_none() || d >= ours {
+        d
+    } else {
+        let since = o.pending_since.unwrap_or(o.now);
+        let delay = Duration::from_secs(o.spec.scale_down_delay_seconds.max(0) as u64);
+        let due = since.checked_add(delay).unwrap_or(since);
+        if o.now >= due {
+            d
+        } else {
+            pending_since = Some(since);
+            pending_due = Some(due);
+            requeue_after = Some(Duration::try_from(due.duration_since(o.now)).unwrap_or(delay));
+            ours
+        }
+    };
+
+    // Lowering the count: pick the victims ourselves so the ReplicaSet never does. Only
+    // pods within the count being lowered are removed (a rollout's surge pods are left to
+    // the Deployment); pods of a foreign scale-up count, since we lower from it.
+    let mut victims = vec![];
+    let mut replicas = target;
+    let to_remove = (pods.min(current.max(ours)) - target).max(0);
+    if to_remove > 0 {
+        victims = choose_victims(o.pods, to_remove as usize);
+        replicas = target + (to_remove - victims.len() as i32);
+    }
+    let direction = match (o.current_replicas, replicas.cmp(&ours)) {
+        (None, _) => Some(Direction::Up),
+        (_, std::cmp::Ordering::Greater) => Some(Direction::Up),
+        (_, std::cmp::Ordering::Less) => Some(Direction::Down),
+        _ => None,
+    };
+    Plan {
+        busy,
+        idle,
+        unknown,
+        stale,
+        desired: d,
+        limited,
+        replicas,
+        victims,
+        pending_since,
+        pending_due,
+        direction,
+        foreign,
+        requeue_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(idle: i32, min: i32, max: i32, delay: i32) -> HotStandbyDeploymentSpec {
+        serde_json::from_value(serde_json::json!({
+            "idleTarget": idle, "minReplicas": min, "maxReplicas": max, "scaleDownDelaySeconds": delay,
+            "selector": {"matchLabels": {"app": "x"}}, "podTemplate": {}
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, state: BusyState, created: i64, running: bool, ready: bool) -> PodView {
+        PodView {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            resource_version: "1".into(),
+            created,
+            running,
+            ready,
+            state,
+            stale: false,
+            reason: String::new(),
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn obs<'a>(spec: &'a HotStandbyDeploymentSpec, cur: Option<i32>, pods: &'a [PodView], since: Option<i64>, now: i64) -> Observed<'a> {
+        Observed { spec, current_replicas: cur, our_replicas: cur, pods, pending_since: since.map(t), now: t(now) }
+    }
+
+    use BusyState::*;
+
+    #[test]
+    fn desired_is_busy_plus_idle_target_clamped() {
+        let table = [
+            // busy, idle, min, max, want
+            (0, 3, 0, 50, 3),
+            (2, 3, 0, 50, 5),
+            (49, 3, 0, 50, 50),
+            (0, 0, 2, 10, 2),
+            (0, 3, 5, 10, 5),
+            (i32::MAX, 3, 0, 1000, 1000),
+        ];
+        for (busy, idle, min, max, want) in table {
+            assert_eq!(desired(busy, &spec(idle, min, max, 30)), want, "busy={busy} idle={idle} [{min},{max}]");
+        }
+    }
+
+    #[test]
+    fn first_reconcile_creates_with_desired() {
+        let s = spec(3, 0, 50, 30);
+        let p = plan(&obs(&s, None, &[], None, 100));
+        assert_eq!((p.replicas, p.direction), (3, Some(Direction::Up)));
+        assert!(p.victims.is_empty());
+    }
+
+    #[test]
+    fn two_busy_scale_up_at_once() {
+        let s = spec(3, 0, 50, 30);
+        let pods = [pod("a", Busy, 1, true, true), pod("b", Busy, 2, true, true), pod("c", Idle, 3, true, true)];
+        let p = plan(&obs(&s, Some(3), &pods, None, 100));
+        assert_eq!((p.busy, p.idle, p.desired, p.replicas), (2, 1, 5, 5));
+        assert_eq!(p.direction, Some(Direction::Up));
+        assert_eq!(p.pending_since, None);
+    }
+
+    #[test]
+    fn scale_down_waits_for_the_delay_then_deletes_idle_pods_only() {
+        let s = spec(1, 0, 50, 30);
+        // busy pods are the youngest and not ready: the ReplicaSet would kill them first.
+        let pods = [
+            pod("old-idle-1", Idle, 1, true, true),
+            pod("old-idle-2", Idle, 2, true, true),
+            pod("young-busy-1", Busy, 10, true, false),
+            pod("young-busy-2", Busy, 11, true, false),
+        ];
+        let p = plan(&obs(&s, Some(4), &pods, None, 100));
+        assert_eq!(p.desired, 3);
+        assert_eq!(p.replicas, 4, "held during the delay");
+        assert_eq!(p.pending_since, Some(t(100)));
+        assert_eq!(p.pending_due, Some(t(130)));
+        assert_eq!(p.requeue_after, Some(Duration::from_secs(30)));
+        assert!(p.victims.is_empty());
+
+        let p = plan(&obs(&s, Some(4), &pods, Some(100), 120));
+        assert_eq!((p.replicas, p.requeue_after), (4, Some(Duration::from_secs(10))));
+
+        let p = plan(&obs(&s, Some(4), &pods, Some(100), 130));
+        assert_eq!(p.replicas, 3);
+        assert_eq!(p.direction, Some(Direction::Down));
+        assert_eq!(p.victims.len(), 1);
+        assert!(p.victims[0].name.starts_with("old-idle"));
+        assert_eq!(p.pending_since, None);
+    }
+
+    #[test]
+    fn zero_delay_scales_down_at_once() {
+        let s = spec(0, 0, 50, 0);
+        let pods = [pod("a", Idle, 1, true, true), pod("b", Idle, 2, true, true)];
+        let p = plan(&obs(&s, Some(2), &pods, None, 100));
+        assert_eq!((p.replicas, p.victims.len()), (0, 2));
+    }
+
+    #[test]
+    fn desired_rising_again_cancels_the_pending_scale_down() {
+        let s = spec(2, 0, 50, 30);
+        let pods = [pod("a", Busy, 1, true, true), pod("b", Idle, 2, true, true), pod("c", Idle, 3, true, true)];
+        let p = plan(&obs(&s, Some(3), &pods, Some(50), 60));
+        assert_eq!((p.replicas, p.pending_since, p.direction), (3, None, None));
+    }
+
+    #[test]
+    fn victims_prefer_pending_then_not_ready_then_youngest() {
+        let pods = [
+            pod("ready-old", Idle, 1, true, true),
+            pod("ready-young", Idle, 5, true, true),
+            pod("notready", Idle, 2, true, false),
+            pod("pending", Idle, 3, false, false),
+            pod("busy", Busy, 9, false, false),
+        ];
+        let names: Vec<_> = choose_victims(&pods, 10).into_iter().map(|v| v.name).collect();
+        assert_eq!(names, vec!["pending", "notready", "ready-young", "ready-old"]);
+    }
+
+    #[test]
+    fn not_enough_idle_pods_keeps_replicas_up() {
+        let s = spec(0, 0, 50, 0);
+        let mut stale = pod("stale", Idle, 3, true, true);
+        stale.stale = true;
+        let pods = [pod("busy", Busy, 1, true, true), pod("unknown", Unknown, 2, true, true), stale, pod("idle", Idle, 4, true, true)];
+        let p = plan(&obs(&s, Some(4), &pods, None, 0));
+        assert_eq!(p.desired, 1);
+        assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["idle"]);
+        assert_eq!(p.replicas, 3, "busy, unknown and stale pods stay, so the count does too");
+    }
+
+    #[test]
+    fn foreign_change_is_reported_and_put_back() {
+        let s = spec(2, 0, 50, 30);
+        let pods = [pod("a", Idle, 1, true, true), pod("b", Idle, 2, true, true)];
+        // someone scaled 2 -> 7; our annotation still says 2. RS has not created pods yet.
+        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(7), &pods, None, 10) };
+        let p = plan(&o);
+        assert_eq!(p.foreign, Some((2, 7)));
+        assert_eq!(p.replicas, 2);
+        assert!(p.victims.is_empty());
+        // someone scaled 2 -> 0 (pods already going): we restore at once.
+        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(0), &[], None, 10) };
+        let p = plan(&o);
+        assert_eq!((p.foreign, p.replicas, p.direction), (Some((2, 0)), 2, None));
+    }
+
+    #[test]
+    fn foreign_scale_up_pods_are_removed_by_us_not_the_replicaset() {
+        let s = spec(1, 0, 50, 30);
+        let pods = [
+            pod("busy-young", Busy, 10, true, false),
+            pod("idle-old", Idle, 1, true, true),
+            pod("extra-1", Idle, 20, false, false),
+            pod("extra-2", Idle, 21, false, false),
+        ];
+        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(4), &pods, None, 30) };
+        let p = plan(&o);
+        assert_eq!(p.replicas, 2);
+        assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["extra-2", "extra-1"]);
+    }
+
+    #[test]
+    fn steady_state_plans_nothing() {
+        let s = spec(2, 0, 50, 30);
+        let pods = [pod("a", Busy, 1, true, true), pod("b", Idle, 2, true, true), pod("c", Idle, 3, true, true)];
+        let p = plan(&obs(&s, Some(3), &pods, None, 100));
+        assert_eq!((p.replicas, p.direction, p.victims.len(), p.foreign, p.requeue_after), (3, None, 0, None, None));
+    }
+
+    #[test]
+    fn validation_messages() {
+        let mut s = spec(1, 5, 2, 30);
+        s.selector.match_labels.clear();
+        let e = validate(&s);
+        assert!(e.iter().any(|m| m.contains("minReplicas (5) is greater than maxReplicas (2)")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("matchLabels")), "{e:?}");
+        assert!(validate(&spec(1, 0, 2, 30)).is_empty());
+    }
+
+    fn arb_pods(max: usize) -> impl Strategy<Value = Vec<PodView>> {
+        proptest::collection::vec(arb_pod(), 0..max).prop_map(|mut v| {
+            for (i, p) in v.iter_mut().enumerate() {
+                p.name = format!("p{i}");
+                p.uid = format!("u{i}");
+            }
+            v
+        })
+    }
+
+    fn arb_pod() -> impl Strategy<Value = PodView> {
+        (0..4u8, 0..1000i64, any::<bool>(), any::<bool>(), any::<bool>(), 0..10_000u32).prop_map(
+            |(s, created, running, ready, stale, id)| PodView {
+                name: format!("p{id}"),
+                uid: format!("u{id}"),
+                resource_version: "1".into(),
+                created,
+                running,
+                ready: ready && running,
+                state: [Busy, Idle, Unknown, Idle][s as usize],
+                stale,
+                reason: String::new(),
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_busy_unknown_or_stale_pod_is_never_a_victim(
+            pods in arb_pods(40),
+            idle in 0..10i32, min in 0..10i32, span in 0..40i32, delay in 0..100i32,
+            cur in proptest::option::of(0..60i32), ours in proptest::option::of(0..60i32),
+            since in proptest::option::of(0..200i64), now in 0..300i64,
+        ) {
+            let s = spec(idle, min, min + span + 1, delay);
+            let o = Observed { spec: &s, current_replicas: cur, our_replicas: ours.filter(|_| cur.is_some()), pods: &pods, pending_since: since.map(t), now: t(now) };
+            let p = plan(&o);
+            for v in &p.victims {
+                let pod = pods.iter().find(|x| x.uid == v.uid).unwrap();
+                prop_assert!(pod.deletable(), "victim {:?} is not a current idle pod", pod);
+            }
+            // the clamp holds
+            prop_assert!(p.desired >= s.min_replicas && p.desired <= s.max_replicas);
+            // never write below desired, never delete more than it lowers
+            prop_assert!(p.replicas >= p.desired);
+            // pods we keep fit the count we write, unless they were already over it
+            let kept = pods.len() as i32 - p.victims.len() as i32;
+            prop_assert!(kept <= p.replicas.max(cur.unwrap_or(0)).max(pods.len() as i32));
+            prop_assert!(p.victims.len() <= pods.len());
+        }
+
+        #[test]
+        fn the_delay_holds(
+            pods in arb_pods(30),
+            idle in 0..5i32, delay in 1..100i32, cur in 0..40i32, since in 0..200i64, elapsed in 0..200i64,
+        ) {
+            let s = spec(idle, 0, 1000, delay);
+            let now = since + elapsed;
+            let o = Observed { spec: &s, current_replicas: Some(cur), our_replicas: Some(cur), pods: &pods, pending_since: Some(t(since)), now: t(now) };
+            let p = plan(&o);
+            if elapsed < delay as i64 {
+                prop_assert!(p.replicas >= cur, "scaled down from {} to {} after {}s of a {}s delay", cur, p.replicas, elapsed, delay);
+                prop_assert!(p.victims.is_empty());
+            }
+            if p.replicas < cur {
+                prop_assert!(elapsed >= delay as i64);
+            }
+        }
+    }
+}
