@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod metrics;
+pub mod probe;
 pub mod server;
 pub mod state;
 pub mod telemetry;

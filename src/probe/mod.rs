@@ -1,0 +1,149 @@
+//! Busy sources: how a pod says it is busy.
+//!
+//! - annotation: pure, read from the pod object;
+//! - http: `GET http://<podIP>:<port><path>` with a timeout, no redirects followed, only
+//!   the pod's own IP; a failing probe leaves the pod's last known state in place and marks
+//!   it stale, so it is never chosen for deletion.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::controller::hsd::plan::BusyState;
+
+pub mod http;
+
+/// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
+pub fn annotation_state(pod: &Pod, key: &str) -> (BusyState, String) {
+    match pod.metadata.annotations.as_ref().and_then(|a| a.get(key)) {
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => (BusyState::Busy, format!("annotation {key}={v}")),
+        Some(v) => (BusyState::Idle, format!("annotation {key}={v}")),
+        None => (BusyState::Idle, format!("annotation {key} absent")),
+    }
+}
+
+/// What we last learned about one pod from HTTP probes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeRecord {
+    /// Last successful classification.
+    pub last_known: Option<BusyState>,
+    /// The most recent probe failed (timeout, refused, ...).
+    pub failing: bool,
+    pub reason: String,
+    pub probed_at: Instant,
+}
+
+/// Probe results by pod UID, shared between reconciles.
+#[derive(Clone, Default)]
+pub struct ProbeCache {
+    inner: Arc<Mutex<HashMap<String, ProbeRecord>>>,
+}
+
+impl ProbeCache {
+    pub fn get(&self, uid: &str) -> Option<ProbeRecord> {
+        self.lock().get(uid).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProbeRecord>> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Record an outcome: Ok(busy) or Err(reason). Returns true when the pod's effective
+    /// state (busy/idle/stale) changed.
+    pub fn record(&self, uid: &str, outcome: Result<BusyState, String>, at: Instant) -> bool {
+        let mut m = self.lock();
+        let prev = m.get(uid).cloned();
+        let rec = match outcome {
+            Ok(state) => ProbeRecord { last_known: Some(state), failing: false, reason: format!("http: {state:?}"), probed_at: at },
+            Err(reason) => ProbeRecord {
+                last_known: prev.as_ref().and_then(|p| p.last_known),
+                failing: true,
+                reason,
+                probed_at: at,
+            },
+        };
+        let changed = prev.as_ref().map(|p| (p.last_known, p.failing)) != Some((rec.last_known, rec.failing));
+        m.insert(uid.to_string(), rec);
+        changed
+    }
+
+    /// Forget pods that no longer exist.
+    pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        self.lock().retain(|k, _| keep(k));
+    }
+
+    /// Is this pod due for a probe?
+    pub fn due(&self, uid: &str, period: Duration, now: Instant) -> bool {
+        match self.lock().get(uid) {
+            None => true,
+            Some(r) => now.saturating_duration_since(r.probed_at) >= period,
+        }
+    }
+
+    /// The state the planner should use: (state, stale, reason).
+    pub fn view(&self, uid: &str) -> (BusyState, bool, String) {
+        match self.get(uid) {
+            None => (BusyState::Unknown, false, "not probed yet".into()),
+            Some(ProbeRecord { last_known: None, reason, .. }) => (BusyState::Unknown, false, reason),
+            Some(ProbeRecord { last_known: Some(s), failing, reason, .. }) => {
+                let why = if failing { format!("probe failing ({reason}); last known {s:?}") } else { reason };
+                (s, failing, why)
+            }
+        }
+    }
+}
+
+/// The pod's own IP, if it has one.
+pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ann: Option<(&str, &str)>) -> Pod {
+        let mut p = Pod::default();
+        if let Some((k, v)) = ann {
+            p.metadata.annotations = Some([(k.to_string(), v.to_string())].into());
+        }
+        p
+    }
+
+    #[test]
+    fn annotation_is_case_insensitive_and_absent_means_idle() {
+        let k = "paia.tech/busy";
+        for (v, want) in [("true", BusyState::Busy), ("TRUE", BusyState::Busy), (" True ", BusyState::Busy), ("false", BusyState::Idle), ("yes", BusyState::Idle), ("", BusyState::Idle)] {
+            assert_eq!(annotation_state(&pod(Some((k, v))), k).0, want, "{v:?}");
+        }
+        assert_eq!(annotation_state(&pod(None), k).0, BusyState::Idle);
+        assert_eq!(annotation_state(&pod(Some(("other", "true"))), k).0, BusyState::Idle);
+    }
+
+    #[test]
+    fn a_failing_probe_keeps_the_last_known_state_and_marks_it_stale() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        assert_eq!(c.view("u").0, BusyState::Unknown);
+        assert!(c.record("u", Ok(BusyState::Busy), t0));
+        assert_eq!(c.view("u"), (BusyState::Busy, false, "http: Busy".into()));
+        assert!(c.record("u", Err("timeout".into()), t0));
+        let (s, stale, why) = c.view("u");
+        assert_eq!((s, stale), (BusyState::Busy, true));
+        assert!(why.contains("timeout"));
+        assert!(!c.record("u", Err("refused".into()), t0), "still failing, same state");
+        assert!(c.record("u", Ok(BusyState::Idle), t0));
+        // never known + failing stays unknown
+        c.record("v", Err("refused".into()), t0);
+        assert_eq!(c.view("v").0, BusyState::Unknown);
+        assert!(!c.due("u", Duration::from_secs(10), t0));
+        assert!(c.due("u", Duration::from_secs(10), t0 + Duration::from_secs(10)));
+        c.retain(&|k| k == "u");
+        assert!(c.get("v").is_none());
+    }
+}
