@@ -13,13 +13,7 @@ use crate::state::{DebugState, Readiness};
 use crate::webhook::objects::StoreObjects;
 use crate::{server, Result};
 
-/// Shared context of every reconciler.
-#[derive(Clone)]
-pub struct Context {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub debug: DebugState,
-}
+pub mod hsd;
 
 /// `kube-standby run`: webhook + reconcilers against the cluster.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -43,47 +37,37 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let prepared = server::prepare(
         &args.tls,
-        Arc::new(StoreObjects {
-            singletons: store.clone(),
-        }),
+        Arc::new(StoreObjects { singletons: store.clone() }),
         readiness.clone(),
         metrics.clone(),
         debug.clone(),
     )
     .await?;
 
-    if let (Some(name), Some(ca)) = (
-        args.webhook_config_name.clone(),
-        prepared.tls.ca_pem.clone(),
-    ) {
-        tokio::spawn(crate::tls::cabundle::keep_ca_bundle(
-            client.clone(),
-            name,
-            ca,
-            Duration::from_secs(60),
-        ));
-    } else if args.webhook_config_name.is_some() {
-        tracing::info!(
-            "--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner"
-        );
+    match (args.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
+        (Some(name), Some(ca)) => {
+            tokio::spawn(crate::tls::cabundle::keep_ca_bundle(client.clone(), name, ca, Duration::from_secs(60)));
+        }
+        (Some(_), None) => {
+            tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner")
+        }
+        _ => {}
     }
 
+    let (hsd_synced_tx, hsd_synced) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(hsd::run(client.clone(), metrics.clone(), debug.clone(), move || {
+        let _ = hsd_synced_tx.send(());
+    }));
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
+            if store.wait_until_ready().await.is_ok() && hsd_synced.await.is_ok() {
                 readiness.set_caches_synced();
                 tracing::info!("caches synced");
             }
         });
     }
 
-    let _ctx = Context {
-        client,
-        metrics,
-        debug,
-    };
     prepared.serve(server::shutdown_signal()).await;
     Ok(())
 }
-pub mod hsd;

@@ -1,0 +1,323 @@
+//! Pure helpers of the HSD reconciler: the child Deployment, which pods count, each pod's
+//! view, and the status. No I/O.
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::plan::{BusyState, Plan, PodView};
+use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
+use crate::api::set_condition;
+use crate::probe::{self, ProbeCache};
+
+pub const NAME_LABEL: &str = "hsd.paia.tech/name";
+pub const REPLICAS_ANNOTATION: &str = "hsd.paia.tech/replicas";
+pub const TEMPLATE_HASH_ANNOTATION: &str = "hsd.paia.tech/template-hash";
+
+pub fn child_name(hsd: &str) -> String {
+    format!("{hsd}-workload")
+}
+
+/// The pod template with the selector labels and our name label merged in.
+/// Errors when the template cannot be a pod template or contradicts the selector.
+pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, String> {
+    let mut tpl: PodTemplateSpec = serde_json::from_value(hsd.spec.pod_template.clone())
+        .map_err(|e| format!("podTemplate is not a valid pod template: {e}"))?;
+    let labels = tpl.metadata.get_or_insert_with(ObjectMeta::default).labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in &hsd.spec.selector.match_labels {
+        match labels.get(k) {
+            Some(existing) if existing != v => {
+                return Err(format!(
+                    "selector.matchLabels {k}={v} does not match podTemplate label {k}={existing}"
+                ))
+            }
+            _ => {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    labels.insert(NAME_LABEL.into(), hsd.name_any());
+    if tpl.spec.as_ref().is_none_or(|s| s.containers.is_empty()) {
+        return Err("podTemplate.spec.containers must list at least one container".into());
+    }
+    Ok(tpl)
+}
+
+/// A stable hash of what we apply besides replicas, to skip writes in a steady state.
+pub fn template_hash(tpl: &PodTemplateSpec, selector: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(tpl).unwrap_or_default());
+    h.update(serde_json::to_vec(selector).unwrap_or_default());
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The child Deployment we apply (server-side apply body).
+pub fn child_deployment(hsd: &HotStandbyDeployment, tpl: PodTemplateSpec, replicas: i32) -> Deployment {
+    let hash = template_hash(&tpl, &hsd.spec.selector.match_labels);
+    let owner: Option<OwnerReference> = hsd.controller_owner_ref(&());
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(child_name(&hsd.name_any())),
+            namespace: hsd.namespace(),
+            labels: Some(BTreeMap::from([(NAME_LABEL.to_string(), hsd.name_any())])),
+            annotations: Some(BTreeMap::from([
+                (REPLICAS_ANNOTATION.to_string(), replicas.to_string()),
+                (TEMPLATE_HASH_ANNOTATION.to_string(), hash),
+            ])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(hsd.spec.selector.match_labels.clone()), ..Default::default() },
+            template: tpl,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// Does the existing child already carry this template and count?
+pub fn child_is_current(child: &Deployment, want: &Deployment) -> bool {
+    let ann = |d: &Deployment, k: &str| d.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+    ann(child, TEMPLATE_HASH_ANNOTATION) == ann(want, TEMPLATE_HASH_ANNOTATION)
+        && ann(child, REPLICAS_ANNOTATION) == ann(want, REPLICAS_ANNOTATION)
+        && child.spec.replicas == want.spec.replicas
+        && child.metadata.owner_references == want.metadata.owner_references
+}
+
+/// The child's selector differs from the spec's (the field is immutable: replace the child).
+pub fn selector_changed(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
+    let have = child.spec.selector.match_labels.clone().unwrap_or_default();
+    have != hsd.spec.selector.match_labels
+        || child.spec.selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+}
+
+/// Is `child` controlled by `hsd`?
+pub fn owned_by(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
+    let uid = hsd.uid();
+    child.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// Replica count we last wrote, from the child's annotation.
+pub fn our_replicas(child: &Deployment) -> Option<i32> {
+    child.metadata.annotations.as_ref()?.get(REPLICAS_ANNOTATION)?.parse().ok()
+}
+
+fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == kind)
+        .map(|o| o.uid.clone())
+}
+
+/// The pods that count: controlled by a ReplicaSet that the child controls, not
+/// terminating and not finished. Foreign pods that merely match the labels are ignored.
+pub fn counted_pods<'a>(child: &Deployment, replicasets: &[std::sync::Arc<ReplicaSet>], pods: &'a [std::sync::Arc<Pod>]) -> Vec<&'a Pod> {
+    let Some(child_uid) = child.uid() else { return vec![] };
+    let rs_uids: HashSet<String> = replicasets
+        .iter()
+        .filter(|rs| controller_uid(&rs.metadata, "Deployment").as_deref() == Some(child_uid.as_str()))
+        .filter_map(|rs| rs.uid())
+        .collect();
+    pods.iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed")))
+        .filter(|p| controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u)))
+        .collect()
+}
+
+pub fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// How the planner sees one pod.
+pub fn pod_view(pod: &Pod, hsd: &HotStandbyDeployment, probes: &ProbeCache) -> PodView {
+    let running = is_running(pod);
+    let (state, stale, reason) = match hsd.spec.busy_probe.mode {
+        BusyMode::Annotation => {
+            let (s, r) = probe::annotation_state(pod, &hsd.spec.busy_probe.annotation_key);
+            (s, false, r)
+        }
+        BusyMode::Http if !running || probe::pod_ip(pod).is_none() => {
+            (BusyState::Idle, false, "not running yet: the app cannot be busy".into())
+        }
+        BusyMode::Http => probes.view(&pod.uid().unwrap_or_default()),
+    };
+    PodView {
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        resource_version: pod.resource_version().unwrap_or_default(),
+        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
+        running,
+        ready: is_ready(pod),
+        state,
+        stale,
+        reason,
+    }
+}
+
+/// The new status from a plan. Conditions keep their transition times when unchanged.
+pub fn build_status(
+    hsd: &HotStandbyDeployment,
+    plan: &Plan,
+    replicas: i32,
+    ready_replicas: i32,
+    now: &Time,
+) -> HotStandbyDeploymentStatus {
+    let mut st = hsd.status.clone().unwrap_or_default();
+    let generation = hsd.metadata.generation;
+    st.observed_generation = generation;
+    st.busy_count = plan.busy;
+    st.idle_count = plan.idle;
+    st.unknown_count = plan.unknown;
+    st.desired_replicas = plan.desired;
+    st.replicas = replicas;
+    st.ready_replicas = ready_replicas;
+    st.scale_down_pending_since = plan.pending_since.map(Time);
+    let c = &mut st.conditions;
+    set_condition(c, "InvalidSpec", false, "Valid", "spec is valid", generation, now);
+    let ready = ready_replicas >= replicas;
+    set_condition(
+        c,
+        "Ready",
+        ready,
+        if ready { "AllReplicasReady" } else { "ReplicasNotReady" },
+        format!("{ready_replicas}/{replicas} replicas ready"),
+        generation,
+        now,
+    );
+    let raw = plan.busy.saturating_add(hsd.spec.idle_target);
+    set_condition(
+        c,
+        "ScalingLimited",
+        plan.limited,
+        if plan.limited { "Clamped" } else { "WithinLimits" },
+        format!(
+            "busy+idleTarget={raw}, limits [{}, {}], desired={}",
+            hsd.spec.min_replicas, hsd.spec.max_replicas, plan.desired
+        ),
+        generation,
+        now,
+    );
+    set_condition(
+        c,
+        "ProbeDegraded",
+        plan.stale > 0,
+        if plan.stale > 0 { "ProbesFailing" } else { "ProbesHealthy" },
+        format!("{} pod(s) with failing busy probes", plan.stale),
+        generation,
+        now,
+    );
+    let pending = plan.pending_due.is_some();
+    set_condition(
+        c,
+        "ScaleDownPending",
+        pending,
+        if pending { "WaitingForDelay" } else { "NoScaleDownPending" },
+        match plan.pending_due {
+            Some(due) => format!("scale down to {} at {due}", plan.desired),
+            None => "no scale-down pending".into(),
+        },
+        generation,
+        now,
+    );
+    st
+}
+
+/// Status for a spec that cannot be acted on.
+pub fn invalid_status(hsd: &HotStandbyDeployment, reason: &str, message: &str, now: &Time) -> HotStandbyDeploymentStatus {
+    let mut st = hsd.status.clone().unwrap_or_default();
+    st.observed_generation = hsd.metadata.generation;
+    set_condition(&mut st.conditions, "InvalidSpec", true, reason, message, hsd.metadata.generation, now);
+    set_condition(&mut st.conditions, "Ready", false, reason, message, hsd.metadata.generation, now);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hsd(tpl: serde_json::Value) -> HotStandbyDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+            "metadata": {"name": "game", "namespace": "ns", "uid": "hsd-uid", "generation": 3},
+            "spec": {"idleTarget": 2, "selector": {"matchLabels": {"app": "game"}}, "podTemplate": tpl}
+        }))
+        .unwrap()
+    }
+
+    fn tpl() -> serde_json::Value {
+        json!({"metadata": {"labels": {"tier": "web"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}})
+    }
+
+    #[test]
+    fn template_gets_selector_and_name_labels_and_an_owner() {
+        let h = hsd(tpl());
+        let d = child_deployment(&h, pod_template(&h).unwrap(), 4);
+        let labels = d.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert_eq!(labels["app"], "game");
+        assert_eq!(labels["tier"], "web");
+        assert_eq!(labels[NAME_LABEL], "game");
+        assert_eq!(d.metadata.name.as_deref(), Some("game-workload"));
+        let o = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((o.uid.as_str(), o.controller, o.kind.as_str()), ("hsd-uid", Some(true), "HotStandbyDeployment"));
+        assert_eq!(our_replicas(&d), Some(4));
+        assert!(child_is_current(&d, &d));
+        let d5 = child_deployment(&h, pod_template(&h).unwrap(), 5);
+        assert!(!child_is_current(&d, &d5));
+    }
+
+    #[test]
+    fn bad_templates_are_explained() {
+        let e = pod_template(&hsd(json!({"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "a"}]}}))).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        let e = pod_template(&hsd(json!({"spec": {"containers": "nope"}}))).unwrap_err();
+        assert!(e.contains("not a valid pod template"), "{e}");
+        let e = pod_template(&hsd(json!({"spec": {"containers": []}}))).unwrap_err();
+        assert!(e.contains("at least one container"), "{e}");
+    }
+
+    #[test]
+    fn only_pods_of_the_childs_replicasets_count() {
+        let h = hsd(tpl());
+        let mut child = child_deployment(&h, pod_template(&h).unwrap(), 2);
+        child.metadata.uid = Some("dep-uid".into());
+        let rs = |uid: &str, owner: &str| {
+            std::sync::Arc::new(serde_json::from_value::<ReplicaSet>(json!({
+                "metadata": {"name": uid, "uid": uid, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": owner, "controller": true}]}
+            })).unwrap())
+        };
+        let pod = |name: &str, rs: &str, extra: serde_json::Value| {
+            let mut v = json!({"metadata": {"name": name, "uid": name, "labels": {"app": "game"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": rs, "controller": true}]},
+                "status": {"phase": "Running"}});
+            json_patch::merge(&mut v, &extra);
+            std::sync::Arc::new(serde_json::from_value::<Pod>(v).unwrap())
+        };
+        let rss = vec![rs("rs-1", "dep-uid"), rs("rs-other", "other-dep")];
+        let pods = vec![
+            pod("counted", "rs-1", json!({})),
+            pod("foreign", "rs-other", json!({})),
+            pod("terminating", "rs-1", json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
+            pod("failed", "rs-1", json!({"status": {"phase": "Failed"}})),
+            pod("pending", "rs-1", json!({"status": {"phase": "Pending"}})),
+        ];
+        let names: Vec<_> = counted_pods(&child, &rss, &pods).into_iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, vec!["counted", "pending"]);
+    }
+}
