@@ -19,15 +19,26 @@ async fn server(host: u8, status: u16, delay: Duration) -> u16 {
                 StatusCode::from_u16(status).unwrap()
             }),
         )
-        .route("/redirect", get(|| async { (StatusCode::FOUND, [("location", "/busy")]) }));
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.{host}:0")).await.unwrap();
+        .route(
+            "/redirect",
+            get(|| async { (StatusCode::FOUND, [("location", "/busy")]) }),
+        );
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.{host}:0"))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     port
 }
 
 fn cfg(port: u16, success_is_busy: bool) -> HttpProbe {
-    HttpProbe { port: port as i32, path: "/busy".into(), success_is_busy, timeout_seconds: 1, period_seconds: 10 }
+    HttpProbe {
+        port: port as i32,
+        path: "/busy".into(),
+        success_is_busy,
+        timeout_seconds: 1,
+        period_seconds: 10,
+    }
 }
 
 fn ip(host: u8) -> IpAddr {
@@ -40,9 +51,15 @@ async fn two_xx_and_five_xx_with_both_polarities() {
     let ok = server(2, 200, Duration::ZERO).await;
     let unavailable = server(3, 503, Duration::ZERO).await;
     assert_eq!(p.probe(ip(2), &cfg(ok, true)).await, Ok(BusyState::Busy));
-    assert_eq!(p.probe(ip(3), &cfg(unavailable, true)).await, Ok(BusyState::Idle));
+    assert_eq!(
+        p.probe(ip(3), &cfg(unavailable, true)).await,
+        Ok(BusyState::Idle)
+    );
     assert_eq!(p.probe(ip(2), &cfg(ok, false)).await, Ok(BusyState::Idle));
-    assert_eq!(p.probe(ip(3), &cfg(unavailable, false)).await, Ok(BusyState::Busy));
+    assert_eq!(
+        p.probe(ip(3), &cfg(unavailable, false)).await,
+        Ok(BusyState::Busy)
+    );
 }
 
 #[tokio::test]
@@ -62,7 +79,11 @@ async fn timeout_is_an_error_within_the_bound() {
     let t = Instant::now();
     let err = p.probe(ip(5), &cfg(port, true)).await.unwrap_err();
     assert!(err.contains("timed out"), "{err}");
-    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -83,7 +104,11 @@ async fn connection_refused_is_an_error() {
     assert!(err.contains("connect"), "{err}");
     let mut bad = cfg(port, true);
     bad.port = 70000;
-    assert!(p.probe(ip(7), &bad).await.unwrap_err().contains("invalid port"));
+    assert!(p
+        .probe(ip(7), &bad)
+        .await
+        .unwrap_err()
+        .contains("invalid port"));
 }
 
 #[tokio::test]
@@ -94,5 +119,9 @@ async fn in_flight_probes_are_bounded() {
     let c = cfg(port, true);
     let (a, b) = tokio::join!(p.probe(ip(8), &c), p.probe(ip(8), &c));
     let results = [a, b];
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
 }

@@ -37,16 +37,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let prepared = server::prepare(
         &args.tls,
-        Arc::new(StoreObjects { singletons: store.clone() }),
+        Arc::new(StoreObjects {
+            singletons: store.clone(),
+        }),
         readiness.clone(),
         metrics.clone(),
         debug.clone(),
     )
     .await?;
 
-    match (args.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
+    match (
+        args.webhook_config_name.clone(),
+        prepared.tls.ca_pem.clone(),
+    ) {
         (Some(name), Some(ca)) => {
-            tokio::spawn(crate::tls::cabundle::keep_ca_bundle(client.clone(), name, ca, Duration::from_secs(60)));
+            tokio::spawn(crate::tls::cabundle::keep_ca_bundle(
+                client.clone(),
+                name,
+                ca,
+                Duration::from_secs(60),
+            ));
         }
         (Some(_), None) => {
             tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner")
@@ -55,9 +65,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     let (hsd_synced_tx, hsd_synced) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hsd::run(client.clone(), metrics.clone(), debug.clone(), move || {
-        let _ = hsd_synced_tx.send(());
-    }));
+    tokio::spawn(hsd::run(
+        client.clone(),
+        metrics.clone(),
+        debug.clone(),
+        move || {
+            let _ = hsd_synced_tx.send(());
+        },
+    ));
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {

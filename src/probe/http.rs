@@ -19,7 +19,9 @@ pub struct HttpProber {
 
 impl HttpProber {
     pub fn new(max_in_flight: usize) -> Self {
-        HttpProber { permits: Arc::new(Semaphore::new(max_in_flight.max(1))) }
+        HttpProber {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
     }
 
     /// Probe once. Ok(state) on any HTTP answer, Err(reason) when there was none in time.
@@ -35,19 +37,32 @@ impl HttpProber {
             .await
             .map_err(|_| format!("timed out after {}s", timeout.as_secs()))??;
         let two_xx = (200..300).contains(&ok);
-        Ok(if two_xx == cfg.success_is_busy { BusyState::Busy } else { BusyState::Idle })
+        Ok(if two_xx == cfg.success_is_busy {
+            BusyState::Busy
+        } else {
+            BusyState::Idle
+        })
     }
 }
 
 fn port(cfg: &HttpProbe) -> Result<u16, String> {
-    u16::try_from(cfg.port).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port {}", cfg.port))
+    u16::try_from(cfg.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port {}", cfg.port))
 }
 
 /// A bare HTTP/1.1 GET; returns the status code. Redirects are answers, not followed.
 async fn get_status(ip: IpAddr, cfg: &HttpProbe) -> Result<u16, String> {
     let addr = SocketAddr::new(ip, port(cfg)?);
-    let path = if cfg.path.starts_with('/') { cfg.path.clone() } else { format!("/{}", cfg.path) };
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let path = if cfg.path.starts_with('/') {
+        cfg.path.clone()
+    } else {
+        format!("/{}", cfg.path)
+    };
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http handshake: {e}"))?;
@@ -61,7 +76,10 @@ async fn get_status(ip: IpAddr, cfg: &HttpProbe) -> Result<u16, String> {
         .header(hyper::header::USER_AGENT, "kube-standby-busy-probe")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad probe path {path:?}: {e}"))?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     conn.abort();
     Ok(resp.status().as_u16())
 }

@@ -18,7 +18,9 @@ pub mod http;
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
 pub fn annotation_state(pod: &Pod, key: &str) -> (BusyState, String) {
     match pod.metadata.annotations.as_ref().and_then(|a| a.get(key)) {
-        Some(v) if v.trim().eq_ignore_ascii_case("true") => (BusyState::Busy, format!("annotation {key}={v}")),
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => {
+            (BusyState::Busy, format!("annotation {key}={v}"))
+        }
         Some(v) => (BusyState::Idle, format!("annotation {key}={v}")),
         None => (BusyState::Idle, format!("annotation {key} absent")),
     }
@@ -59,7 +61,12 @@ impl ProbeCache {
         let mut m = self.lock();
         let prev = m.get(uid).cloned();
         let rec = match outcome {
-            Ok(state) => ProbeRecord { last_known: Some(state), failing: false, reason: format!("http: {state:?}"), probed_at: at },
+            Ok(state) => ProbeRecord {
+                last_known: Some(state),
+                failing: false,
+                reason: format!("http: {state:?}"),
+                probed_at: at,
+            },
             Err(reason) => ProbeRecord {
                 last_known: prev.as_ref().and_then(|p| p.last_known),
                 failing: true,
@@ -67,7 +74,8 @@ impl ProbeCache {
                 probed_at: at,
             },
         };
-        let changed = prev.as_ref().map(|p| (p.last_known, p.failing)) != Some((rec.last_known, rec.failing));
+        let changed =
+            prev.as_ref().map(|p| (p.last_known, p.failing)) != Some((rec.last_known, rec.failing));
         m.insert(uid.to_string(), rec);
         changed
     }
@@ -89,9 +97,22 @@ impl ProbeCache {
     pub fn view(&self, uid: &str) -> (BusyState, bool, String) {
         match self.get(uid) {
             None => (BusyState::Unknown, false, "not probed yet".into()),
-            Some(ProbeRecord { last_known: None, reason, .. }) => (BusyState::Unknown, false, reason),
-            Some(ProbeRecord { last_known: Some(s), failing, reason, .. }) => {
-                let why = if failing { format!("probe failing ({reason}); last known {s:?}") } else { reason };
+            Some(ProbeRecord {
+                last_known: None,
+                reason,
+                ..
+            }) => (BusyState::Unknown, false, reason),
+            Some(ProbeRecord {
+                last_known: Some(s),
+                failing,
+                reason,
+                ..
+            }) => {
+                let why = if failing {
+                    format!("probe failing ({reason}); last known {s:?}")
+                } else {
+                    reason
+                };
                 (s, failing, why)
             }
         }
@@ -118,11 +139,21 @@ mod tests {
     #[test]
     fn annotation_is_case_insensitive_and_absent_means_idle() {
         let k = "paia.tech/busy";
-        for (v, want) in [("true", BusyState::Busy), ("TRUE", BusyState::Busy), (" True ", BusyState::Busy), ("false", BusyState::Idle), ("yes", BusyState::Idle), ("", BusyState::Idle)] {
+        for (v, want) in [
+            ("true", BusyState::Busy),
+            ("TRUE", BusyState::Busy),
+            (" True ", BusyState::Busy),
+            ("false", BusyState::Idle),
+            ("yes", BusyState::Idle),
+            ("", BusyState::Idle),
+        ] {
             assert_eq!(annotation_state(&pod(Some((k, v))), k).0, want, "{v:?}");
         }
         assert_eq!(annotation_state(&pod(None), k).0, BusyState::Idle);
-        assert_eq!(annotation_state(&pod(Some(("other", "true"))), k).0, BusyState::Idle);
+        assert_eq!(
+            annotation_state(&pod(Some(("other", "true"))), k).0,
+            BusyState::Idle
+        );
     }
 
     #[test]
@@ -136,7 +167,10 @@ mod tests {
         let (s, stale, why) = c.view("u");
         assert_eq!((s, stale), (BusyState::Busy, true));
         assert!(why.contains("timeout"));
-        assert!(!c.record("u", Err("refused".into()), t0), "still failing, same state");
+        assert!(
+            !c.record("u", Err("refused".into()), t0),
+            "still failing, same state"
+        );
         assert!(c.record("u", Ok(BusyState::Idle), t0));
         // never known + failing stays unknown
         c.record("v", Err("refused".into()), t0);

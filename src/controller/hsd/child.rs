@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
@@ -26,7 +28,11 @@ pub fn child_name(hsd: &str) -> String {
 pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, String> {
     let mut tpl: PodTemplateSpec = serde_json::from_value(hsd.spec.pod_template.clone())
         .map_err(|e| format!("podTemplate is not a valid pod template: {e}"))?;
-    let labels = tpl.metadata.get_or_insert_with(ObjectMeta::default).labels.get_or_insert_with(BTreeMap::new);
+    let labels = tpl
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .labels
+        .get_or_insert_with(BTreeMap::new);
     for (k, v) in &hsd.spec.selector.match_labels {
         match labels.get(k) {
             Some(existing) if existing != v => {
@@ -56,7 +62,11 @@ pub fn template_hash(tpl: &PodTemplateSpec, selector: &BTreeMap<String, String>)
 }
 
 /// The child Deployment we apply (server-side apply body).
-pub fn child_deployment(hsd: &HotStandbyDeployment, tpl: PodTemplateSpec, replicas: i32) -> Deployment {
+pub fn child_deployment(
+    hsd: &HotStandbyDeployment,
+    tpl: PodTemplateSpec,
+    replicas: i32,
+) -> Deployment {
     let hash = template_hash(&tpl, &hsd.spec.selector.match_labels);
     let owner: Option<OwnerReference> = hsd.controller_owner_ref(&());
     Deployment {
@@ -73,7 +83,10 @@ pub fn child_deployment(hsd: &HotStandbyDeployment, tpl: PodTemplateSpec, replic
         },
         spec: k8s_openapi::api::apps::v1::DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(hsd.spec.selector.match_labels.clone()), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(hsd.spec.selector.match_labels.clone()),
+                ..Default::default()
+            },
             template: tpl,
             ..Default::default()
         },
@@ -83,7 +96,13 @@ pub fn child_deployment(hsd: &HotStandbyDeployment, tpl: PodTemplateSpec, replic
 
 /// Does the existing child already carry this template and count?
 pub fn child_is_current(child: &Deployment, want: &Deployment) -> bool {
-    let ann = |d: &Deployment, k: &str| d.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+    let ann = |d: &Deployment, k: &str| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
     ann(child, TEMPLATE_HASH_ANNOTATION) == ann(want, TEMPLATE_HASH_ANNOTATION)
         && ann(child, REPLICAS_ANNOTATION) == ann(want, REPLICAS_ANNOTATION)
         && child.spec.replicas == want.spec.replicas
@@ -94,18 +113,32 @@ pub fn child_is_current(child: &Deployment, want: &Deployment) -> bool {
 pub fn selector_changed(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
     let have = child.spec.selector.match_labels.clone().unwrap_or_default();
     have != hsd.spec.selector.match_labels
-        || child.spec.selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        || child
+            .spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
 }
 
 /// Is `child` controlled by `hsd`?
 pub fn owned_by(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
     let uid = hsd.uid();
-    child.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    child
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
 /// Replica count we last wrote, from the child's annotation.
 pub fn our_replicas(child: &Deployment) -> Option<i32> {
-    child.metadata.annotations.as_ref()?.get(REPLICAS_ANNOTATION)?.parse().ok()
+    child
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REPLICAS_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
@@ -118,17 +151,30 @@ fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
 
 /// The pods that count: controlled by a ReplicaSet that the child controls, not
 /// terminating and not finished. Foreign pods that merely match the labels are ignored.
-pub fn counted_pods<'a>(child: &Deployment, replicasets: &[std::sync::Arc<ReplicaSet>], pods: &'a [std::sync::Arc<Pod>]) -> Vec<&'a Pod> {
-    let Some(child_uid) = child.uid() else { return vec![] };
+pub fn counted_pods<'a>(
+    child: &Deployment,
+    replicasets: &[std::sync::Arc<ReplicaSet>],
+    pods: &'a [std::sync::Arc<Pod>],
+) -> Vec<&'a Pod> {
+    let Some(child_uid) = child.uid() else {
+        return vec![];
+    };
     let rs_uids: HashSet<String> = replicasets
         .iter()
-        .filter(|rs| controller_uid(&rs.metadata, "Deployment").as_deref() == Some(child_uid.as_str()))
+        .filter(|rs| {
+            controller_uid(&rs.metadata, "Deployment").as_deref() == Some(child_uid.as_str())
+        })
         .filter_map(|rs| rs.uid())
         .collect();
     pods.iter()
         .map(|p| p.as_ref())
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed")))
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            )
+        })
         .filter(|p| controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u)))
         .collect()
 }
@@ -152,16 +198,23 @@ pub fn pod_view(pod: &Pod, hsd: &HotStandbyDeployment, probes: &ProbeCache) -> P
             let (s, r) = probe::annotation_state(pod, &hsd.spec.busy_probe.annotation_key);
             (s, false, r)
         }
-        BusyMode::Http if !running || probe::pod_ip(pod).is_none() => {
-            (BusyState::Idle, false, "not running yet: the app cannot be busy".into())
-        }
+        BusyMode::Http if !running || probe::pod_ip(pod).is_none() => (
+            BusyState::Idle,
+            false,
+            "not running yet: the app cannot be busy".into(),
+        ),
         BusyMode::Http => probes.view(&pod.uid().unwrap_or_default()),
     };
     PodView {
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
         resource_version: pod.resource_version().unwrap_or_default(),
-        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
         running,
         ready: is_ready(pod),
         state,
@@ -189,13 +242,25 @@ pub fn build_status(
     st.ready_replicas = ready_replicas;
     st.scale_down_pending_since = plan.pending_since.map(Time);
     let c = &mut st.conditions;
-    set_condition(c, "InvalidSpec", false, "Valid", "spec is valid", generation, now);
+    set_condition(
+        c,
+        "InvalidSpec",
+        false,
+        "Valid",
+        "spec is valid",
+        generation,
+        now,
+    );
     let ready = ready_replicas >= replicas;
     set_condition(
         c,
         "Ready",
         ready,
-        if ready { "AllReplicasReady" } else { "ReplicasNotReady" },
+        if ready {
+            "AllReplicasReady"
+        } else {
+            "ReplicasNotReady"
+        },
         format!("{ready_replicas}/{replicas} replicas ready"),
         generation,
         now,
@@ -205,7 +270,11 @@ pub fn build_status(
         c,
         "ScalingLimited",
         plan.limited,
-        if plan.limited { "Clamped" } else { "WithinLimits" },
+        if plan.limited {
+            "Clamped"
+        } else {
+            "WithinLimits"
+        },
         format!(
             "busy+idleTarget={raw}, limits [{}, {}], desired={}",
             hsd.spec.min_replicas, hsd.spec.max_replicas, plan.desired
@@ -217,7 +286,11 @@ pub fn build_status(
         c,
         "ProbeDegraded",
         plan.stale > 0,
-        if plan.stale > 0 { "ProbesFailing" } else { "ProbesHealthy" },
+        if plan.stale > 0 {
+            "ProbesFailing"
+        } else {
+            "ProbesHealthy"
+        },
         format!("{} pod(s) with failing busy probes", plan.stale),
         generation,
         now,
@@ -227,7 +300,11 @@ pub fn build_status(
         c,
         "ScaleDownPending",
         pending,
-        if pending { "WaitingForDelay" } else { "NoScaleDownPending" },
+        if pending {
+            "WaitingForDelay"
+        } else {
+            "NoScaleDownPending"
+        },
         match plan.pending_due {
             Some(due) => format!("scale down to {} at {due}", plan.desired),
             None => "no scale-down pending".into(),
@@ -239,11 +316,32 @@ pub fn build_status(
 }
 
 /// Status for a spec that cannot be acted on.
-pub fn invalid_status(hsd: &HotStandbyDeployment, reason: &str, message: &str, now: &Time) -> HotStandbyDeploymentStatus {
+pub fn invalid_status(
+    hsd: &HotStandbyDeployment,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> HotStandbyDeploymentStatus {
     let mut st = hsd.status.clone().unwrap_or_default();
     st.observed_generation = hsd.metadata.generation;
-    set_condition(&mut st.conditions, "InvalidSpec", true, reason, message, hsd.metadata.generation, now);
-    set_condition(&mut st.conditions, "Ready", false, reason, message, hsd.metadata.generation, now);
+    set_condition(
+        &mut st.conditions,
+        "InvalidSpec",
+        true,
+        reason,
+        message,
+        hsd.metadata.generation,
+        now,
+    );
+    set_condition(
+        &mut st.conditions,
+        "Ready",
+        false,
+        reason,
+        message,
+        hsd.metadata.generation,
+        now,
+    );
     st
 }
 
@@ -269,13 +367,24 @@ mod tests {
     fn template_gets_selector_and_name_labels_and_an_owner() {
         let h = hsd(tpl());
         let d = child_deployment(&h, pod_template(&h).unwrap(), 4);
-        let labels = d.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
         assert_eq!(labels["app"], "game");
         assert_eq!(labels["tier"], "web");
         assert_eq!(labels[NAME_LABEL], "game");
         assert_eq!(d.metadata.name.as_deref(), Some("game-workload"));
         let o = &d.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((o.uid.as_str(), o.controller, o.kind.as_str()), ("hsd-uid", Some(true), "HotStandbyDeployment"));
+        assert_eq!(
+            (o.uid.as_str(), o.controller, o.kind.as_str()),
+            ("hsd-uid", Some(true), "HotStandbyDeployment")
+        );
         assert_eq!(our_replicas(&d), Some(4));
         assert!(child_is_current(&d, &d));
         let d5 = child_deployment(&h, pod_template(&h).unwrap(), 5);
@@ -313,11 +422,18 @@ mod tests {
         let pods = vec![
             pod("counted", "rs-1", json!({})),
             pod("foreign", "rs-other", json!({})),
-            pod("terminating", "rs-1", json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
+            pod(
+                "terminating",
+                "rs-1",
+                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+            ),
             pod("failed", "rs-1", json!({"status": {"phase": "Failed"}})),
             pod("pending", "rs-1", json!({"status": {"phase": "Pending"}})),
         ];
-        let names: Vec<_> = counted_pods(&child, &rss, &pods).into_iter().map(|p| p.name_any()).collect();
+        let names: Vec<_> = counted_pods(&child, &rss, &pods)
+            .into_iter()
+            .map(|p| p.name_any())
+            .collect();
         assert_eq!(names, vec!["counted", "pending"]);
     }
 }

@@ -55,7 +55,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
-        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Ctx {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -79,7 +82,8 @@ pub async fn reconcile(hsd: Arc<HotStandbyDeployment>, ctx: Arc<Ctx>) -> Result<
     let started = Instant::now();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsd.namespace().unwrap_or_default(), name = %hsd.name_any());
     let res = tracing::Instrument::instrument(reconcile_inner(&hsd, &ctx, started), span).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciled(CONTROLLER, started.elapsed().as_secs_f64());
     if let Err(e) = &res {
         ctx.metrics.reconcile_failed(CONTROLLER, e);
     }
@@ -91,24 +95,52 @@ pub fn error_policy(hsd: Arc<HotStandbyDeployment>, err: &Error, _ctx: Arc<Ctx>)
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn publish(ctx: &Ctx, hsd: &HotStandbyDeployment, type_: EventType, reason: &str, note: String) {
-    let ev = KEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+async fn publish(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = KEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, &hsd.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish event");
     }
 }
 
-async fn patch_status(ctx: &Ctx, hsd: &HotStandbyDeployment, status: &HotStandbyDeploymentStatus) -> Result<bool> {
+async fn patch_status(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    status: &HotStandbyDeploymentStatus,
+) -> Result<bool> {
     if hsd.status.as_ref() == Some(status) {
         return Ok(false);
     }
-    let api: Api<HotStandbyDeployment> = Api::namespaced(ctx.client.clone(), &hsd.namespace().unwrap_or_default());
-    api.patch_status(&hsd.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    let api: Api<HotStandbyDeployment> =
+        Api::namespaced(ctx.client.clone(), &hsd.namespace().unwrap_or_default());
+    api.patch_status(
+        &hsd.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
     Ok(true)
 }
 
 /// A spec we cannot act on: say so in a condition and (once) an Event; no churn.
-async fn invalid(ctx: &Ctx, hsd: &HotStandbyDeployment, reason: &str, message: &str, now: &Time) -> Result<Action> {
+async fn invalid(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> Result<Action> {
     let st = child::invalid_status(hsd, reason, message, now);
     if patch_status(ctx, hsd, &st).await? {
         publish(ctx, hsd, EventType::Warning, reason, message.to_string()).await;
@@ -129,13 +161,18 @@ async fn probe_due(ctx: &Ctx, hsd: &HotStandbyDeployment, pods: &[&Pod]) {
     let runs = probes.map(|(uid, ip)| async move {
         let t = Instant::now();
         let r = ctx.prober.probe(ip, cfg).await;
-        ctx.metrics.probe_duration.observe(t.elapsed().as_secs_f64());
+        ctx.metrics
+            .probe_duration
+            .observe(t.elapsed().as_secs_f64());
         let outcome = match &r {
             Ok(plan::BusyState::Busy) => "busy",
             Ok(_) => "idle",
             Err(_) => "error",
         };
-        ctx.metrics.probe_outcomes.get_or_create(&OutcomeLabels { outcome }).inc();
+        ctx.metrics
+            .probe_outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         if let Err(e) = &r {
             tracing::debug!(%ip, error = %e, "busy probe failed");
         }
@@ -144,7 +181,11 @@ async fn probe_due(ctx: &Ctx, hsd: &HotStandbyDeployment, pods: &[&Pod]) {
     futures::future::join_all(runs).await;
 }
 
-async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant) -> Result<Action> {
+async fn reconcile_inner(
+    hsd: &HotStandbyDeployment,
+    ctx: &Ctx,
+    started: Instant,
+) -> Result<Action> {
     let ns = hsd.namespace().ok_or_else(|| Error::InvalidObject {
         kind: "HotStandbyDeployment",
         name: hsd.name_any(),
@@ -175,13 +216,19 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
     let child = ctx.stores.deployments.get(&child_ref);
     if let Some(c) = &child {
         if !child::owned_by(c, hsd) {
-            let msg = format!("Deployment {} exists and is not controlled by this HotStandbyDeployment", child_name(&name));
+            let msg = format!(
+                "Deployment {} exists and is not controlled by this HotStandbyDeployment",
+                child_name(&name)
+            );
             return invalid(ctx, hsd, "ChildConflict", &msg, &now_t).await;
         }
         if child::selector_changed(c, hsd) {
             // spec.selector is immutable on Deployments: replace the child.
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: c.uid(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: c.uid(),
+                    resource_version: None,
+                }),
                 ..DeleteParams::background()
             };
             match deployments.delete(&c.name_any(), &dp).await {
@@ -194,7 +241,10 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
                 hsd,
                 EventType::Warning,
                 "SelectorChanged",
-                format!("selector changed; Deployment {} is replaced (its pods are deleted)", c.name_any()),
+                format!(
+                    "selector changed; Deployment {} is replaced (its pods are deleted)",
+                    c.name_any()
+                ),
             )
             .await;
             return Ok(Action::requeue(Duration::from_secs(1)));
@@ -215,18 +265,28 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
         .into_iter()
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .collect();
-    let counted = child.as_ref().map(|c| child::counted_pods(c, &rss, &pods)).unwrap_or_default();
+    let counted = child
+        .as_ref()
+        .map(|c| child::counted_pods(c, &rss, &pods))
+        .unwrap_or_default();
     if hsd.spec.busy_probe.mode == BusyMode::Http {
         probe_due(ctx, hsd, &counted).await;
     }
-    let views: Vec<plan::PodView> = counted.iter().map(|p| child::pod_view(p, hsd, &ctx.probes)).collect();
+    let views: Vec<plan::PodView> = counted
+        .iter()
+        .map(|p| child::pod_view(p, hsd, &ctx.probes))
+        .collect();
     let current_replicas = child.as_ref().map(|c| c.spec.replicas.unwrap_or(1));
     let observed = Observed {
         spec: &hsd.spec,
         current_replicas,
         our_replicas: child.as_ref().and_then(|c| child::our_replicas(c)),
         pods: &views,
-        pending_since: hsd.status.as_ref().and_then(|s| s.scale_down_pending_since.as_ref()).map(|t| t.0),
+        pending_since: hsd
+            .status
+            .as_ref()
+            .and_then(|s| s.scale_down_pending_since.as_ref())
+            .map(|t| t.0),
         now,
     };
     let plan = plan::plan(&observed);
@@ -238,7 +298,10 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
     let mut deleted = vec![];
     for v in &plan.victims {
         let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: Some(v.uid.clone()), resource_version: Some(v.resource_version.clone()) }),
+            preconditions: Some(Preconditions {
+                uid: Some(v.uid.clone()),
+                resource_version: Some(v.resource_version.clone()),
+            }),
             ..Default::default()
         };
         match pods_api.delete(&v.name, &dp).await {
@@ -254,19 +317,37 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
     let replicas = plan.replicas + kept;
 
     let want = child::child_deployment(hsd, tpl, replicas);
-    let write = child.as_ref().is_none_or(|c| !child::child_is_current(c, &want));
+    let write = child
+        .as_ref()
+        .is_none_or(|c| !child::child_is_current(c, &want));
     if write {
         let pp = PatchParams::apply(MANAGER).force();
-        match deployments.patch(&child_name(&name), &pp, &Patch::Apply(&want)).await {
+        match deployments
+            .patch(&child_name(&name), &pp, &Patch::Apply(&want))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-                return invalid(ctx, hsd, "TemplateRejected", &format!("the API server rejected the child Deployment: {}", s.message), &now_t).await;
+                return invalid(
+                    ctx,
+                    hsd,
+                    "TemplateRejected",
+                    &format!(
+                        "the API server rejected the child Deployment: {}",
+                        s.message
+                    ),
+                    &now_t,
+                )
+                .await;
             }
             Err(e) => return Err(e.into()),
         }
     }
     let from = current_replicas.unwrap_or(0);
-    let numbers = format!("busy={} idle={} desired={}", plan.busy, plan.idle, plan.desired);
+    let numbers = format!(
+        "busy={} idle={} desired={}",
+        plan.busy, plan.idle, plan.desired
+    );
     if let Some((ours, theirs)) = plan.foreign {
         publish(
             ctx,
@@ -277,10 +358,10 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
         )
         .await;
     }
-    if write && (plan.direction.is_some() || replicas != from) {
-        let (reason, dir) = match plan.direction {
-            Some(Direction::Down) => ("ScaledDown", "down"),
-            _ => ("ScaledUp", "up"),
+    if let (true, Some(direction)) = (write, plan.direction) {
+        let (reason, dir) = match direction {
+            Direction::Down => ("ScaledDown", "down"),
+            Direction::Up => ("ScaledUp", "up"),
         };
         let mut note = format!("{numbers}: replicas {from} -> {replicas}");
         if !deleted.is_empty() {
@@ -290,23 +371,57 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
             note.push_str(&format!("; kept {kept} pod(s) that changed since observed"));
         }
         publish(ctx, hsd, EventType::Normal, reason, note).await;
-        ctx.metrics.hsd_scale_decisions.get_or_create(&DecisionLabels { direction: dir }).inc();
-        ctx.metrics.reaction_latency.observe(started.elapsed().as_secs_f64());
+        ctx.metrics
+            .hsd_scale_decisions
+            .get_or_create(&DecisionLabels { direction: dir })
+            .inc();
+        ctx.metrics
+            .reaction_latency
+            .observe(started.elapsed().as_secs_f64());
     }
-    let was_pending = hsd.status.as_ref().is_some_and(|s| s.scale_down_pending_since.is_some());
+    let was_pending = hsd
+        .status
+        .as_ref()
+        .is_some_and(|s| s.scale_down_pending_since.is_some());
     if let (Some(due), false) = (plan.pending_due, was_pending) {
-        publish(ctx, hsd, EventType::Normal, "ScaleDownPending", format!("{numbers}: scaling down from {replicas} at {due} unless desired rises")).await;
+        publish(
+            ctx,
+            hsd,
+            EventType::Normal,
+            "ScaleDownPending",
+            format!("{numbers}: scaling down from {replicas} at {due} unless desired rises"),
+        )
+        .await;
     }
 
-    let ready = child.as_ref().and_then(|c| c.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = child
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     let status = child::build_status(hsd, &plan, replicas, ready, &now_t);
     patch_status(ctx, hsd, &status).await?;
 
-    let labels = ObjectLabels { namespace: ns.clone(), name: name.clone() };
-    ctx.metrics.hsd_busy.get_or_create(&labels).set(plan.busy as i64);
-    ctx.metrics.hsd_idle.get_or_create(&labels).set(plan.idle as i64);
-    ctx.metrics.hsd_unknown.get_or_create(&labels).set(plan.unknown as i64);
-    ctx.metrics.hsd_desired.get_or_create(&labels).set(plan.desired as i64);
+    let labels = ObjectLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
+    ctx.metrics
+        .hsd_busy
+        .get_or_create(&labels)
+        .set(plan.busy as i64);
+    ctx.metrics
+        .hsd_idle
+        .get_or_create(&labels)
+        .set(plan.idle as i64);
+    ctx.metrics
+        .hsd_unknown
+        .get_or_create(&labels)
+        .set(plan.unknown as i64);
+    ctx.metrics
+        .hsd_desired
+        .get_or_create(&labels)
+        .set(plan.desired as i64);
     ctx.debug.set(
         debug_key(&ns, &name),
         json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": views, "replicasWritten": replicas, "at": now.to_string() }),
@@ -317,7 +432,9 @@ async fn reconcile_inner(hsd: &HotStandbyDeployment, ctx: &Ctx, started: Instant
         next = next.min(d + Duration::from_millis(50));
     }
     if hsd.spec.busy_probe.mode == BusyMode::Http {
-        next = next.min(Duration::from_secs(hsd.spec.busy_probe.http.period_seconds.max(1) as u64));
+        next = next.min(Duration::from_secs(
+            hsd.spec.busy_probe.http.period_seconds.max(1) as u64,
+        ));
     }
     Ok(Action::requeue(next))
 }
@@ -329,21 +446,42 @@ fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
 }
 
 /// Run the controller until shutdown. `synced` is called once the caches have listed.
-pub async fn run(client: Client, metrics: Arc<Metrics>, debug: DebugState, synced: impl FnOnce() + Send + 'static) {
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    synced: impl FnOnce() + Send + 'static,
+) {
     let labelled = watcher::Config::default().labels(NAME_LABEL);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deps, dep_w) = reflector::store::<Deployment>();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), labelled.clone()).default_backoff().reflect(pod_w).touched_objects();
-    let rs_stream = watcher(Api::<ReplicaSet>::all(client.clone()), labelled.clone()).default_backoff().reflect(rs_w).touched_objects();
-    let dep_stream = watcher(Api::<Deployment>::all(client.clone()), labelled).default_backoff().reflect(dep_w).touched_objects();
-    let stores = Stores { pods: pods.clone(), replicasets: rss.clone(), deployments: deps.clone() };
+    let pod_stream = watcher(Api::<Pod>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .reflect(pod_w)
+        .touched_objects();
+    let rs_stream = watcher(Api::<ReplicaSet>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .reflect(rs_w)
+        .touched_objects();
+    let dep_stream = watcher(Api::<Deployment>::all(client.clone()), labelled)
+        .default_backoff()
+        .reflect(dep_w)
+        .touched_objects();
+    let stores = Stores {
+        pods: pods.clone(),
+        replicasets: rss.clone(),
+        deployments: deps.clone(),
+    };
     let ctx = Arc::new(Ctx::new(client.clone(), stores, metrics, debug));
 
     {
         let (pods, rss, deps) = (pods.clone(), rss.clone(), deps.clone());
         tokio::spawn(async move {
-            if pods.wait_until_ready().await.is_ok() && rss.wait_until_ready().await.is_ok() && deps.wait_until_ready().await.is_ok() {
+            if pods.wait_until_ready().await.is_ok()
+                && rss.wait_until_ready().await.is_ok()
+                && deps.wait_until_ready().await.is_ok()
+            {
                 synced();
             }
         });
@@ -354,22 +492,26 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, debug: DebugState, synce
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                let live: std::collections::HashSet<String> = pods.state().iter().filter_map(|p| p.uid()).collect();
+                let live: std::collections::HashSet<String> =
+                    pods.state().iter().filter_map(|p| p.uid()).collect();
                 probes.retain(&|uid| live.contains(uid));
             }
         });
     }
 
-    Controller::new(Api::<HotStandbyDeployment>::all(client), watcher::Config::default())
-        .owns_stream(dep_stream)
-        .watches_stream(pod_stream, |p| owner_hsd(&p))
-        .watches_stream(rs_stream, |r| owner_hsd(&r))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "hsd controller event");
-            }
-        })
-        .await;
+    Controller::new(
+        Api::<HotStandbyDeployment>::all(client),
+        watcher::Config::default(),
+    )
+    .owns_stream(dep_stream)
+    .watches_stream(pod_stream, |p| owner_hsd(&p))
+    .watches_stream(rs_stream, |r| owner_hsd(&r))
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "hsd controller event");
+        }
+    })
+    .await;
 }

@@ -111,10 +111,16 @@ pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
         errors.push(format!("idleTarget must be >= 0, got {}", spec.idle_target));
     }
     if spec.min_replicas < 0 {
-        errors.push(format!("minReplicas must be >= 0, got {}", spec.min_replicas));
+        errors.push(format!(
+            "minReplicas must be >= 0, got {}",
+            spec.min_replicas
+        ));
     }
     if spec.max_replicas < 1 {
-        errors.push(format!("maxReplicas must be >= 1, got {}", spec.max_replicas));
+        errors.push(format!(
+            "maxReplicas must be >= 1, got {}",
+            spec.max_replicas
+        ));
     }
     if spec.min_replicas > spec.max_replicas {
         errors.push(format!(
@@ -123,7 +129,10 @@ pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
         ));
     }
     if spec.scale_down_delay_seconds < 0 {
-        errors.push(format!("scaleDownDelaySeconds must be >= 0, got {}", spec.scale_down_delay_seconds));
+        errors.push(format!(
+            "scaleDownDelaySeconds must be >= 0, got {}",
+            spec.scale_down_delay_seconds
+        ));
     }
     if spec.selector.match_labels.is_empty() {
         errors.push("selector.matchLabels must not be empty (it would select every pod)".into());
@@ -134,7 +143,10 @@ pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
 /// desired = clamp(busy + idleTarget, min, max), saturating.
 pub fn desired(busy: i32, spec: &HotStandbyDeploymentSpec) -> i32 {
     let raw = busy.saturating_add(spec.idle_target.max(0));
-    raw.clamp(spec.min_replicas.max(0), spec.max_replicas.max(spec.min_replicas.max(0)))
+    raw.clamp(
+        spec.min_replicas.max(0),
+        spec.max_replicas.max(spec.min_replicas.max(0)),
+    )
 }
 
 /// Victim order: not running first, then not ready, then youngest, then by name.
@@ -153,13 +165,21 @@ pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim> {
     candidates
         .into_iter()
         .take(n)
-        .map(|p| Victim { name: p.name.clone(), uid: p.uid.clone(), resource_version: p.resource_version.clone() })
+        .map(|p| Victim {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            resource_version: p.resource_version.clone(),
+        })
         .collect()
 }
 
 pub fn plan(o: &Observed<'_>) -> Plan {
     let count = |s: BusyState| o.pods.iter().filter(|p| p.state == s).count() as i32;
-    let (busy, idle, unknown) = (count(BusyState::Busy), count(BusyState::Idle), count(BusyState::Unknown));
+    let (busy, idle, unknown) = (
+        count(BusyState::Busy),
+        count(BusyState::Idle),
+        count(BusyState::Unknown),
+    );
     let stale = o.pods.iter().filter(|p| p.stale).count() as i32;
     let d = desired(busy, o.spec);
     let limited = d != busy.saturating_add(o.spec.idle_target.max(0));
@@ -256,8 +276,21 @@ mod tests {
         Timestamp::from_second(s).unwrap()
     }
 
-    fn obs<'a>(spec: &'a HotStandbyDeploymentSpec, cur: Option<i32>, pods: &'a [PodView], since: Option<i64>, now: i64) -> Observed<'a> {
-        Observed { spec, current_replicas: cur, our_replicas: cur, pods, pending_since: since.map(t), now: t(now) }
+    fn obs<'a>(
+        spec: &'a HotStandbyDeploymentSpec,
+        cur: Option<i32>,
+        pods: &'a [PodView],
+        since: Option<i64>,
+        now: i64,
+    ) -> Observed<'a> {
+        Observed {
+            spec,
+            current_replicas: cur,
+            our_replicas: cur,
+            pods,
+            pending_since: since.map(t),
+            now: t(now),
+        }
     }
 
     use BusyState::*;
@@ -274,7 +307,11 @@ mod tests {
             (i32::MAX, 3, 0, 1000, 1000),
         ];
         for (busy, idle, min, max, want) in table {
-            assert_eq!(desired(busy, &spec(idle, min, max, 30)), want, "busy={busy} idle={idle} [{min},{max}]");
+            assert_eq!(
+                desired(busy, &spec(idle, min, max, 30)),
+                want,
+                "busy={busy} idle={idle} [{min},{max}]"
+            );
         }
     }
 
@@ -289,7 +326,11 @@ mod tests {
     #[test]
     fn two_busy_scale_up_at_once() {
         let s = spec(3, 0, 50, 30);
-        let pods = [pod("a", Busy, 1, true, true), pod("b", Busy, 2, true, true), pod("c", Idle, 3, true, true)];
+        let pods = [
+            pod("a", Busy, 1, true, true),
+            pod("b", Busy, 2, true, true),
+            pod("c", Idle, 3, true, true),
+        ];
         let p = plan(&obs(&s, Some(3), &pods, None, 100));
         assert_eq!((p.busy, p.idle, p.desired, p.replicas), (2, 1, 5, 5));
         assert_eq!(p.direction, Some(Direction::Up));
@@ -315,7 +356,10 @@ mod tests {
         assert!(p.victims.is_empty());
 
         let p = plan(&obs(&s, Some(4), &pods, Some(100), 120));
-        assert_eq!((p.replicas, p.requeue_after), (4, Some(Duration::from_secs(10))));
+        assert_eq!(
+            (p.replicas, p.requeue_after),
+            (4, Some(Duration::from_secs(10)))
+        );
 
         let p = plan(&obs(&s, Some(4), &pods, Some(100), 130));
         assert_eq!(p.replicas, 3);
@@ -336,7 +380,11 @@ mod tests {
     #[test]
     fn desired_rising_again_cancels_the_pending_scale_down() {
         let s = spec(2, 0, 50, 30);
-        let pods = [pod("a", Busy, 1, true, true), pod("b", Idle, 2, true, true), pod("c", Idle, 3, true, true)];
+        let pods = [
+            pod("a", Busy, 1, true, true),
+            pod("b", Idle, 2, true, true),
+            pod("c", Idle, 3, true, true),
+        ];
         let p = plan(&obs(&s, Some(3), &pods, Some(50), 60));
         assert_eq!((p.replicas, p.pending_since, p.direction), (3, None, None));
     }
@@ -350,8 +398,14 @@ mod tests {
             pod("pending", Idle, 3, false, false),
             pod("busy", Busy, 9, false, false),
         ];
-        let names: Vec<_> = choose_victims(&pods, 10).into_iter().map(|v| v.name).collect();
-        assert_eq!(names, vec!["pending", "notready", "ready-young", "ready-old"]);
+        let names: Vec<_> = choose_victims(&pods, 10)
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec!["pending", "notready", "ready-young", "ready-old"]
+        );
     }
 
     #[test]
@@ -359,11 +413,25 @@ mod tests {
         let s = spec(0, 0, 50, 0);
         let mut stale = pod("stale", Idle, 3, true, true);
         stale.stale = true;
-        let pods = [pod("busy", Busy, 1, true, true), pod("unknown", Unknown, 2, true, true), stale, pod("idle", Idle, 4, true, true)];
+        let pods = [
+            pod("busy", Busy, 1, true, true),
+            pod("unknown", Unknown, 2, true, true),
+            stale,
+            pod("idle", Idle, 4, true, true),
+        ];
         let p = plan(&obs(&s, Some(4), &pods, None, 0));
         assert_eq!(p.desired, 1);
-        assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["idle"]);
-        assert_eq!(p.replicas, 3, "busy, unknown and stale pods stay, so the count does too");
+        assert_eq!(
+            p.victims
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["idle"]
+        );
+        assert_eq!(
+            p.replicas, 3,
+            "busy, unknown and stale pods stay, so the count does too"
+        );
     }
 
     #[test]
@@ -371,15 +439,24 @@ mod tests {
         let s = spec(2, 0, 50, 30);
         let pods = [pod("a", Idle, 1, true, true), pod("b", Idle, 2, true, true)];
         // someone scaled 2 -> 7; our annotation still says 2. RS has not created pods yet.
-        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(7), &pods, None, 10) };
+        let o = Observed {
+            our_replicas: Some(2),
+            ..obs(&s, Some(7), &pods, None, 10)
+        };
         let p = plan(&o);
         assert_eq!(p.foreign, Some((2, 7)));
         assert_eq!(p.replicas, 2);
         assert!(p.victims.is_empty());
         // someone scaled 2 -> 0 (pods already going): we restore at once.
-        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(0), &[], None, 10) };
+        let o = Observed {
+            our_replicas: Some(2),
+            ..obs(&s, Some(0), &[], None, 10)
+        };
         let p = plan(&o);
-        assert_eq!((p.foreign, p.replicas, p.direction), (Some((2, 0)), 2, None));
+        assert_eq!(
+            (p.foreign, p.replicas, p.direction),
+            (Some((2, 0)), 2, None)
+        );
     }
 
     #[test]
@@ -391,18 +468,40 @@ mod tests {
             pod("extra-1", Idle, 20, false, false),
             pod("extra-2", Idle, 21, false, false),
         ];
-        let o = Observed { our_replicas: Some(2), ..obs(&s, Some(4), &pods, None, 30) };
+        let o = Observed {
+            our_replicas: Some(2),
+            ..obs(&s, Some(4), &pods, None, 30)
+        };
         let p = plan(&o);
         assert_eq!(p.replicas, 2);
-        assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["extra-2", "extra-1"]);
+        assert_eq!(
+            p.victims
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["extra-2", "extra-1"]
+        );
     }
 
     #[test]
     fn steady_state_plans_nothing() {
         let s = spec(2, 0, 50, 30);
-        let pods = [pod("a", Busy, 1, true, true), pod("b", Idle, 2, true, true), pod("c", Idle, 3, true, true)];
+        let pods = [
+            pod("a", Busy, 1, true, true),
+            pod("b", Idle, 2, true, true),
+            pod("c", Idle, 3, true, true),
+        ];
         let p = plan(&obs(&s, Some(3), &pods, None, 100));
-        assert_eq!((p.replicas, p.direction, p.victims.len(), p.foreign, p.requeue_after), (3, None, 0, None, None));
+        assert_eq!(
+            (
+                p.replicas,
+                p.direction,
+                p.victims.len(),
+                p.foreign,
+                p.requeue_after
+            ),
+            (3, None, 0, None, None)
+        );
     }
 
     #[test]
@@ -410,7 +509,11 @@ mod tests {
         let mut s = spec(1, 5, 2, 30);
         s.selector.match_labels.clear();
         let e = validate(&s);
-        assert!(e.iter().any(|m| m.contains("minReplicas (5) is greater than maxReplicas (2)")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("minReplicas (5) is greater than maxReplicas (2)")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|m| m.contains("matchLabels")), "{e:?}");
         assert!(validate(&spec(1, 0, 2, 30)).is_empty());
     }
@@ -426,8 +529,15 @@ mod tests {
     }
 
     fn arb_pod() -> impl Strategy<Value = PodView> {
-        (0..4u8, 0..1000i64, any::<bool>(), any::<bool>(), any::<bool>(), 0..10_000u32).prop_map(
-            |(s, created, running, ready, stale, id)| PodView {
+        (
+            0..4u8,
+            0..1000i64,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0..10_000u32,
+        )
+            .prop_map(|(s, created, running, ready, stale, id)| PodView {
                 name: format!("p{id}"),
                 uid: format!("u{id}"),
                 resource_version: "1".into(),
@@ -437,8 +547,7 @@ mod tests {
                 state: [Busy, Idle, Unknown, Idle][s as usize],
                 stale,
                 reason: String::new(),
-            },
-        )
+            })
     }
 
     proptest! {

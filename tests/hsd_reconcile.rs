@@ -1,0 +1,578 @@
+//! The HSD reconciler against a mocked API server (kube-rs ApiServerVerifier style): each
+//! scenario lists the requests it must make, in order, with their bodies checked, and
+//! then that it makes no other.
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::Client;
+use kube_standby::api::HotStandbyDeployment;
+use kube_standby::controller::hsd::{self, Ctx, Stores};
+use kube_standby::metrics::Metrics;
+use kube_standby::state::DebugState;
+use serde_json::{json, Value};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NOW: i64 = 1_800_000_000;
+
+struct World {
+    pods: Vec<Value>,
+    rss: Vec<Value>,
+    deployments: Vec<Value>,
+}
+
+fn hsd(extra: Value) -> HotStandbyDeployment {
+    let mut v = json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+        "metadata": {"name": "game", "namespace": "ns", "uid": "hsd-uid", "generation": 1, "resourceVersion": "10"},
+        "spec": {"idleTarget": 1, "minReplicas": 0, "maxReplicas": 10, "scaleDownDelaySeconds": 30,
+                 "selector": {"matchLabels": {"app": "game"}},
+                 "podTemplate": {"metadata": {"labels": {"app": "game"}}, "spec": {"containers": [{"name": "app", "image": "game:1"}]}}}
+    });
+    json_patch::merge(&mut v, &extra);
+    serde_json::from_value(v).unwrap()
+}
+
+/// The child as we would have applied it with `replicas`, as the API returns it.
+fn child(h: &HotStandbyDeployment, replicas: i32, spec_replicas: i32) -> Value {
+    let tpl = hsd::child::pod_template(h).unwrap();
+    let mut d = serde_json::to_value(hsd::child::child_deployment(h, tpl, replicas)).unwrap();
+    d["metadata"]["uid"] = "dep-uid".into();
+    d["metadata"]["resourceVersion"] = "5".into();
+    d["spec"]["replicas"] = spec_replicas.into();
+    d["status"] = json!({"readyReplicas": spec_replicas});
+    d
+}
+
+fn rs() -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+           "metadata": {"name": "game-workload-abc", "namespace": "ns", "uid": "rs-uid", "labels": {"app": "game", "hsd.paia.tech/name": "game"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "game-workload", "uid": "dep-uid", "controller": true}]},
+           "spec": {"selector": {"matchLabels": {"app": "game"}}}})
+}
+
+fn pod(name: &str, busy: bool, age: i64) -> Value {
+    let created = Timestamp::from_second(NOW - age).unwrap().to_string();
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": format!("rv-{name}"),
+                        "creationTimestamp": created,
+                        "labels": {"app": "game", "hsd.paia.tech/name": "game"},
+                        "annotations": {"paia.tech/busy": if busy { "true" } else { "false" }},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "game-workload-abc", "uid": "rs-uid", "controller": true}]},
+           "spec": {"containers": [{"name": "app", "image": "game:1"}]},
+           "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": if busy { "False" } else { "True" }}]}})
+}
+
+fn stores(w: &World) -> Stores {
+    fn fill<K>(items: &[Value]) -> reflector::Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let (s, mut wr) = reflector::store::<K>();
+        for i in items {
+            wr.apply_watcher_event(&watcher::Event::Apply(
+                serde_json::from_value(i.clone()).unwrap(),
+            ));
+        }
+        s
+    }
+    Stores {
+        pods: fill::<Pod>(&w.pods),
+        replicasets: fill::<ReplicaSet>(&w.rss),
+        deployments: fill::<Deployment>(&w.deployments),
+    }
+}
+
+type Check = Box<dyn Fn(&Value, &str) + Send>;
+
+/// One expected request.
+struct Expect {
+    method: &'static str,
+    path: &'static str,
+    check: Check,
+    status: u16,
+    reply: Value,
+}
+
+fn expect(
+    method: &'static str,
+    path: &'static str,
+    check: impl Fn(&Value, &str) + Send + 'static,
+    status: u16,
+    reply: Value,
+) -> Expect {
+    Expect {
+        method,
+        path,
+        check: Box::new(check),
+        status,
+        reply,
+    }
+}
+
+fn event(reason: &'static str, note_has: &'static str) -> Expect {
+    expect(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ns/events",
+        move |b, _| {
+            assert_eq!(b["reason"], reason, "{b}");
+            assert!(
+                b["note"].as_str().unwrap_or_default().contains(note_has),
+                "{reason}: {}",
+                b["note"]
+            );
+            assert_eq!(b["regarding"]["name"], "game");
+        },
+        201,
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"}}),
+    )
+}
+
+fn status(check: impl Fn(&Value) + Send + 'static) -> Expect {
+    expect(
+        "PATCH",
+        "/apis/apps.paia.tech/v1alpha1/namespaces/ns/hotstandbydeployments/game/status",
+        move |b, _| check(&b["status"]),
+        200,
+        json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment", "metadata": {"name": "game", "namespace": "ns"}, "spec": {"idleTarget": 1, "selector": {}, "podTemplate": {}}}),
+    )
+}
+
+fn apply_child(check: impl Fn(&Value) + Send + 'static) -> Expect {
+    expect(
+        "PATCH",
+        "/apis/apps/v1/namespaces/ns/deployments/game-workload",
+        move |b, q| {
+            assert!(
+                q.contains("fieldManager=kube-standby") && q.contains("force=true"),
+                "server-side apply: {q}"
+            );
+            check(b)
+        },
+        200,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "game-workload", "namespace": "ns"}, "spec": {"selector": {}, "template": {}}}),
+    )
+}
+
+async fn scenario(
+    h: HotStandbyDeployment,
+    world: World,
+    expected: Vec<Expect>,
+) -> kube::runtime::controller::Action {
+    let (svc, mut handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let mut ctx = Ctx::new(
+        client,
+        stores(&world),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+    );
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    for (i, e) in expected.into_iter().enumerate() {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("request #{i} ({} {}) never came", e.method, e.path))
+            .expect("request");
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            (e.method, e.path),
+            "request #{i}"
+        );
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let body = req.into_body().collect_bytes().await.unwrap();
+        let v: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        };
+        (e.check)(&v, &query);
+        send.send_response(
+            Response::builder()
+                .status(e.status)
+                .body(Body::from(serde_json::to_vec(&e.reply).unwrap()))
+                .unwrap(),
+        );
+    }
+    let action = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("reconcile finished")
+        .unwrap()
+        .expect("reconcile ok");
+    // ... and nothing else.
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+    action
+}
+
+fn cond<'a>(st: &'a Value, t: &str) -> &'a Value {
+    st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {st}"))
+}
+
+#[tokio::test]
+async fn create_applies_the_child_with_owner_and_desired_replicas() {
+    let h = hsd(json!({}));
+    scenario(
+        h,
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![
+            apply_child(|b| {
+                assert_eq!(b["spec"]["replicas"], 1);
+                assert_eq!(b["spec"]["selector"]["matchLabels"], json!({"app": "game"}));
+                assert_eq!(
+                    b["spec"]["template"]["metadata"]["labels"]["hsd.paia.tech/name"],
+                    "game"
+                );
+                assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "hsd-uid");
+                assert_eq!(b["metadata"]["ownerReferences"][0]["controller"], true);
+                assert_eq!(b["metadata"]["annotations"]["hsd.paia.tech/replicas"], "1");
+            }),
+            event("ScaledUp", "busy=0 idle=0 desired=1: replicas 0 -> 1"),
+            status(|st| {
+                assert_eq!(st["desiredReplicas"], 1);
+                assert_eq!(st["replicas"], 1);
+                assert_eq!(st["observedGeneration"], 1);
+                assert_eq!(cond(st, "ScalingLimited")["status"], "False");
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn busy_pods_scale_up_at_once() {
+    let h = hsd(json!({}));
+    let world = World {
+        pods: vec![pod("a", true, 100), pod("b", true, 50), pod("c", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 2)],
+    };
+    scenario(
+        h,
+        world,
+        vec![
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 3)),
+            event("ScaledUp", "busy=2 idle=1 desired=3: replicas 2 -> 3"),
+            status(|st| {
+                assert_eq!(
+                    (
+                        st["busyCount"].as_i64(),
+                        st["idleCount"].as_i64(),
+                        st["desiredReplicas"].as_i64()
+                    ),
+                    (Some(2), Some(1), Some(3))
+                );
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn scale_down_is_delayed_then_deletes_idle_pods_with_preconditions() {
+    // 1 busy (youngest, not ready) + 3 idle, idleTarget 1 -> desired 2 from 4.
+    let pods = vec![
+        pod("idle-old", false, 300),
+        pod("idle-mid", false, 200),
+        pod("idle-new", false, 100),
+        pod("busy-young", true, 5),
+    ];
+    let h = hsd(json!({}));
+    let world = || World {
+        pods: pods.clone(),
+        rss: vec![rs()],
+        deployments: vec![child(&hsd(json!({})), 4, 4)],
+    };
+    let action = scenario(
+        h,
+        world(),
+        vec![
+            event("ScaleDownPending", "busy=1 idle=3 desired=2"),
+            status(|st| {
+                assert_eq!(st["replicas"], 4);
+                assert_eq!(
+                    st["scaleDownPendingSince"],
+                    Timestamp::from_second(NOW).unwrap().to_string()
+                );
+                assert_eq!(cond(st, "ScaleDownPending")["status"], "True");
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_millis(30_050))
+    );
+
+    // 31 s later (pending since recorded in status): delete two idle pods, newest first.
+    let since = Timestamp::from_second(NOW - 31).unwrap().to_string();
+    let h = hsd(json!({"status": {"scaleDownPendingSince": since}}));
+    let del = |name: &'static str| {
+        expect(
+            "DELETE",
+            Box::leak(format!("/api/v1/namespaces/ns/pods/{name}").into_boxed_str()),
+            move |b, _| {
+                assert_eq!(b["preconditions"]["uid"], format!("uid-{name}"));
+                assert_eq!(b["preconditions"]["resourceVersion"], format!("rv-{name}"));
+            },
+            200,
+            pod(name, false, 0),
+        )
+    };
+    scenario(
+        h,
+        world(),
+        vec![
+            del("idle-new"),
+            del("idle-mid"),
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 2)),
+            event("ScaledDown", "deleted idle pods idle-new, idle-mid"),
+            status(|st| {
+                assert_eq!(st["replicas"], 2);
+                assert!(
+                    st.get("scaleDownPendingSince").is_none()
+                        || st["scaleDownPendingSince"].is_null(),
+                    "{st}"
+                );
+                assert_eq!(cond(st, "ScaleDownPending")["status"], "False");
+            }),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_victim_that_changed_is_kept_and_counted() {
+    let since = Timestamp::from_second(NOW - 31).unwrap().to_string();
+    let h = hsd(json!({"spec": {"idleTarget": 0}, "status": {"scaleDownPendingSince": since}}));
+    let world = World {
+        pods: vec![pod("a", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&hsd(json!({"spec": {"idleTarget": 0}})), 1, 1)],
+    };
+    scenario(
+        h,
+        world,
+        vec![
+            expect("DELETE", "/api/v1/namespaces/ns/pods/a", |_, _| {}, 409,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "Precondition failed: ResourceVersion"})),
+            status(|st| assert_eq!(st["replicas"], 1)),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_foreign_replicas_change_is_put_back_with_an_event() {
+    let h = hsd(json!({}));
+    // We wrote 2; someone scaled to 7 and the ReplicaSet has not created pods yet.
+    let world = World {
+        pods: vec![pod("a", true, 10), pod("b", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 7)],
+    };
+    scenario(
+        h,
+        world,
+        vec![
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 2)),
+            event(
+                "ForeignScaleReverted",
+                "changed from 2 to 7 by another actor; set back to 2",
+            ),
+            status(|st| assert_eq!(st["replicas"], 2)),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_changed_selector_replaces_the_child() {
+    let old = hsd(
+        json!({"spec": {"selector": {"matchLabels": {"app": "old"}}, "podTemplate": {"metadata": {"labels": {"app": "old"}}}}}),
+    );
+    let h = hsd(json!({}));
+    scenario(
+        h,
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![child(&old, 2, 2)],
+        },
+        vec![
+            expect(
+                "DELETE",
+                "/apis/apps/v1/namespaces/ns/deployments/game-workload",
+                |b, _| {
+                    assert_eq!(b["preconditions"]["uid"], "dep-uid");
+                    assert_eq!(b["propagationPolicy"], "Background");
+                },
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+            event("SelectorChanged", "is replaced"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn steady_state_makes_no_writes() {
+    let h = hsd(json!({}));
+    let world = World {
+        pods: vec![pod("a", true, 10), pod("b", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 2)],
+    };
+    // First pass writes the status once ...
+    scenario(
+        h.clone(),
+        World {
+            pods: world.pods.clone(),
+            rss: world.rss.clone(),
+            deployments: world.deployments.clone(),
+        },
+        vec![status(|_| {})],
+    )
+    .await;
+    // ... with that status in place, nothing at all.
+    let plan_status = {
+        let pods: Vec<_> = world
+            .pods
+            .iter()
+            .map(|p| serde_json::from_value::<Pod>(p.clone()).unwrap())
+            .collect();
+        let probes = kube_standby::probe::ProbeCache::default();
+        let views: Vec<_> = pods
+            .iter()
+            .map(|p| hsd::child::pod_view(p, &h, &probes))
+            .collect();
+        let o = hsd::plan::Observed {
+            spec: &h.spec,
+            current_replicas: Some(2),
+            our_replicas: Some(2),
+            pods: &views,
+            pending_since: None,
+            now: Timestamp::from_second(NOW).unwrap(),
+        };
+        let p = hsd::plan::plan(&o);
+        hsd::child::build_status(
+            &h,
+            &p,
+            2,
+            2,
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(NOW).unwrap(),
+            ),
+        )
+    };
+    let mut settled = h.clone();
+    settled.status = Some(plan_status);
+    scenario(settled, world, vec![]).await;
+}
+
+#[tokio::test]
+async fn invalid_spec_sets_a_condition_and_an_event_once() {
+    let h = hsd(json!({"spec": {"minReplicas": 5, "maxReplicas": 2}}));
+    scenario(
+        h.clone(),
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![
+            status(|st| {
+                let c = cond(st, "InvalidSpec");
+                assert_eq!(c["status"], "True");
+                assert!(c["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("minReplicas (5) is greater than maxReplicas (2)"));
+            }),
+            event("InvalidSpec", "minReplicas (5)"),
+        ],
+    )
+    .await;
+    // Reconciling again with that status: no write, no event (no churn).
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::from_second(NOW).unwrap());
+    let mut settled = h.clone();
+    settled.status = Some(hsd::child::invalid_status(
+        &h,
+        "InvalidSpec",
+        &kube_standby::controller::hsd::plan::validate(&h.spec).join("; "),
+        &now,
+    ));
+    scenario(
+        settled,
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_template_the_api_server_rejects_becomes_a_condition() {
+    let h = hsd(json!({}));
+    scenario(
+        h,
+        World { pods: vec![], rss: vec![], deployments: vec![] },
+        vec![
+            expect("PATCH", "/apis/apps/v1/namespaces/ns/deployments/game-workload", |_, _| {}, 422,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "Deployment.apps \"game-workload\" is invalid: spec.template.spec.containers[0].image: Required value"})),
+            status(|st| {
+                let c = cond(st, "InvalidSpec");
+                assert_eq!(c["reason"], "TemplateRejected");
+                assert!(c["message"].as_str().unwrap().contains("Required value"));
+            }),
+            event("TemplateRejected", "image: Required value"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_api_error_is_returned_not_panicked() {
+    let h = hsd(json!({}));
+    let (svc, mut handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Ctx::new(
+        Client::new(svc, "default"),
+        stores(&World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        }),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+    );
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::builder().status(500).body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd down"})).unwrap())).unwrap());
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(err.metric_label(), "kube");
+}
