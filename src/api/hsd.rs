@@ -53,6 +53,34 @@ use serde::{Deserialize, Serialize};
         description = "Ready pods of the child Deployment"
     ),
     printcolumn(
+        name = "Unknown",
+        type_ = "integer",
+        json_path = ".status.unknownCount",
+        priority = 1,
+        description = "Pods whose busy state is unknown"
+    ),
+    printcolumn(
+        name = "Limited",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ScalingLimited")].status"#,
+        priority = 1,
+        description = "Desired was clamped by minReplicas/maxReplicas"
+    ),
+    printcolumn(
+        name = "ProbeDegraded",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ProbeDegraded")].status"#,
+        priority = 1,
+        description = "Busy probes are failing"
+    ),
+    printcolumn(
+        name = "ScaleDown",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ScaleDownPending")].message"#,
+        priority = 1,
+        description = "A pending scale-down and when it happens"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -299,14 +299,14 @@ async fn reconcile_inner(
     for v in &plan.victims {
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: Some(v.uid.clone()),
-                resource_version: Some(v.resource_version.clone()),
+                uid: Some(v.uid.to_string()),
+                resource_version: Some(v.resource_version.to_string()),
             }),
             ..Default::default()
         };
-        match pods_api.delete(&v.name, &dp).await {
-            Ok(_) => deleted.push(v.name.clone()),
-            Err(kube::Error::Api(s)) if s.code == 404 => deleted.push(v.name.clone()),
+        match pods_api.delete(v.name, &dp).await {
+            Ok(_) => deleted.push(v.name.to_string()),
+            Err(kube::Error::Api(s)) if s.code == 404 => deleted.push(v.name.to_string()),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 tracing::info!(pod = %v.name, "victim changed since observed; kept");
                 kept += 1;

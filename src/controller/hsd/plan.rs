@@ -50,10 +50,10 @@ impl PodView {
 
 /// A pod to delete, with the preconditions that make the delete fail if it changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Victim {
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
+pub struct Victim<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub resource_version: &'a str,
 }
 
 /// What was observed for one HSD.
@@ -79,7 +79,7 @@ pub enum Direction {
 
 /// The decision.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub busy: i32,
     pub idle: i32,
     pub unknown: i32,
@@ -91,7 +91,7 @@ pub struct Plan {
     /// The replica count to write.
     pub replicas: i32,
     /// Idle pods to delete (before lowering replicas).
-    pub victims: Vec<Victim>,
+    pub victims: Vec<Victim<'a>>,
     /// A scale-down waiting for the delay to pass (kept in status).
     pub pending_since: Option<Timestamp>,
     /// When the pending scale-down becomes due.
@@ -158,22 +158,29 @@ pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
         .then(a.name.cmp(&b.name))
 }
 
-/// Choose up to `n` deletable pods in victim order.
-pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim> {
+/// Choose up to `n` deletable pods in victim order (partial selection, no copies).
+pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim<'_>> {
     let mut candidates: Vec<&PodView> = pods.iter().filter(|p| p.deletable()).collect();
-    candidates.sort_by(|a, b| victim_order(a, b));
+    let n = n.min(candidates.len());
+    if n == 0 {
+        return vec![];
+    }
+    if n < candidates.len() {
+        candidates.select_nth_unstable_by(n - 1, |a, b| victim_order(a, b));
+        candidates.truncate(n);
+    }
+    candidates.sort_unstable_by(|a, b| victim_order(a, b));
     candidates
         .into_iter()
-        .take(n)
         .map(|p| Victim {
-            name: p.name.clone(),
-            uid: p.uid.clone(),
-            resource_version: p.resource_version.clone(),
+            name: &p.name,
+            uid: &p.uid,
+            resource_version: &p.resource_version,
         })
         .collect()
 }
 
-pub fn plan(o: &Observed<'_>) -> Plan {
+pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     let count = |s: BusyState| o.pods.iter().filter(|p| p.state == s).count() as i32;
     let (busy, idle, unknown) = (
         count(BusyState::Busy),
@@ -422,10 +429,7 @@ mod tests {
         let p = plan(&obs(&s, Some(4), &pods, None, 0));
         assert_eq!(p.desired, 1);
         assert_eq!(
-            p.victims
-                .iter()
-                .map(|v| v.name.as_str())
-                .collect::<Vec<_>>(),
+            p.victims.iter().map(|v| v.name).collect::<Vec<_>>(),
             vec!["idle"]
         );
         assert_eq!(
@@ -475,10 +479,7 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.replicas, 2);
         assert_eq!(
-            p.victims
-                .iter()
-                .map(|v| v.name.as_str())
-                .collect::<Vec<_>>(),
+            p.victims.iter().map(|v| v.name).collect::<Vec<_>>(),
             vec!["extra-2", "extra-1"]
         );
     }

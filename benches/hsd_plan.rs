@@ -1,0 +1,146 @@
+//! HSD planning cost: one HSD with 10,000 pods, and 1,000 HSDs of 10 pods each.
+//! Prints the time per plan (pure `plan`), and per observe+plan (pod views from Pod objects).
+//!
+//!   cargo bench --bench hsd_plan
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube_standby::api::HotStandbyDeployment;
+use kube_standby::controller::hsd::child;
+use kube_standby::controller::hsd::plan::{self, BusyState, Observed, PodView};
+use kube_standby::probe::ProbeCache;
+use serde_json::json;
+
+fn hsd(idle: i32) -> HotStandbyDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+        "metadata": {"name": "game", "namespace": "ns", "uid": "hsd-uid"},
+        "spec": {"idleTarget": idle, "maxReplicas": 100000, "scaleDownDelaySeconds": 0,
+                 "selector": {"matchLabels": {"app": "game"}},
+                 "podTemplate": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}
+    }))
+    .expect("hsd")
+}
+
+fn views(n: usize) -> Vec<PodView> {
+    (0..n)
+        .map(|i| PodView {
+            name: format!("pod-{i}"),
+            uid: format!("uid-{i}"),
+            resource_version: i.to_string(),
+            created: (i * 7 % 1000) as i64,
+            running: i % 13 != 0,
+            ready: i % 5 != 0,
+            state: if i % 3 == 0 {
+                BusyState::Busy
+            } else {
+                BusyState::Idle
+            },
+            stale: i % 97 == 0,
+            reason: String::new(),
+        })
+        .collect()
+}
+
+fn pods(n: usize) -> Vec<Arc<Pod>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("pod-{i}"), "namespace": "ns", "uid": format!("uid-{i}"), "resourceVersion": i.to_string(),
+                                 "creationTimestamp": "2026-01-01T00:00:00Z",
+                                 "annotations": {"paia.tech/busy": if i % 3 == 0 { "true" } else { "false" }},
+                                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-uid", "controller": true}]},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+                }))
+                .expect("pod"),
+            )
+        })
+        .collect()
+}
+
+fn time<F: FnMut()>(iters: u32, mut f: F) -> f64 {
+    f();
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t.elapsed().as_secs_f64() / iters as f64
+}
+
+fn main() {
+    let now = Timestamp::from_second(1_800_000_000).expect("ts");
+    let h = hsd(5);
+    let big = views(10_000);
+    // Current replicas above desired, so victims are chosen (the expensive path).
+    let per = time(200, || {
+        let o = Observed {
+            spec: &h.spec,
+            current_replicas: Some(10_000),
+            our_replicas: Some(10_000),
+            pods: &big,
+            pending_since: None,
+            now,
+        };
+        black_box(plan::plan(&o));
+    });
+    println!(
+        "plan, 1 HSD x 10,000 pods (scale-down with victim choice): {:.3} ms/plan",
+        per * 1e3
+    );
+
+    let small: Vec<Vec<PodView>> = (0..1000).map(|_| views(10)).collect();
+    let per_all = time(50, || {
+        for v in &small {
+            let o = Observed {
+                spec: &h.spec,
+                current_replicas: Some(10),
+                our_replicas: Some(10),
+                pods: v,
+                pending_since: None,
+                now,
+            };
+            black_box(plan::plan(&o));
+        }
+    });
+    println!(
+        "plan, 1,000 HSDs x 10 pods: {:.3} ms for all, {:.2} us/plan",
+        per_all * 1e3,
+        per_all * 1e6 / 1000.0
+    );
+
+    // Observe + plan from Pod objects (what a reconcile does apart from I/O).
+    let mut d = child::child_deployment(&h, child::pod_template(&h).expect("tpl"), 10_000);
+    d.metadata.uid = Some("dep-uid".into());
+    let rs: Vec<Arc<ReplicaSet>> = vec![Arc::new(
+        serde_json::from_value(json!({"metadata": {"name": "rs", "uid": "rs-uid",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep-uid", "controller": true}]}}))
+        .expect("rs"),
+    )];
+    let pod_objs = pods(10_000);
+    let probes = ProbeCache::default();
+    let per = time(50, || {
+        let counted = child::counted_pods(&d, &rs, &pod_objs);
+        let v: Vec<PodView> = counted
+            .iter()
+            .map(|p| child::pod_view(p, &h, &probes))
+            .collect();
+        let o = Observed {
+            spec: &h.spec,
+            current_replicas: Some(10_000),
+            our_replicas: Some(10_000),
+            pods: &v,
+            pending_since: None,
+            now,
+        };
+        black_box(plan::plan(&o));
+    });
+    println!(
+        "observe+plan, 1 HSD x 10,000 Pod objects: {:.3} ms/reconcile (no I/O)",
+        per * 1e3
+    );
+}

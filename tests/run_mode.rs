@@ -1,0 +1,69 @@
+//! `kube-standby run` against a fake API server: it lists and watches what it needs,
+//! reports not-ready until its caches sync, then ready, and serves metrics and debug state.
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+#[tokio::test]
+async fn run_mode_syncs_caches_then_reports_ready() {
+    let api = fake_apiserver::start().await;
+    let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
+    assert!(run.wait_ready().await, "run mode never became ready");
+    let seen = api.seen.0.lock().unwrap().clone();
+    for path in [
+        "/apis/apps.paia.tech/v1alpha1/hotstandbydeployments",
+        "/apis/apps.statefulsingleton.com/v1/statefulsingletons",
+        "/api/v1/pods",
+        "/apis/apps/v1/replicasets",
+        "/apis/apps/v1/deployments",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|s| s.contains(path) && s.contains("watch=true")),
+            "no watch on {path}: {seen:#?}"
+        );
+    }
+    // Pods, ReplicaSets and Deployments are watched by our label only, not cluster-wide.
+    assert!(
+        seen.iter()
+            .filter(|s| s.contains("/api/v1/pods"))
+            .all(|s| s.contains("labelSelector=hsd.paia.tech")),
+        "{seen:#?}"
+    );
+    let (status, metrics) = run.get("/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("kube_standby_admission_duration_seconds_count 0"),
+        "{metrics}"
+    );
+    let (status, state) = run.get("/debug/state").await.expect("debug");
+    assert_eq!((status, state.as_str()), (200, "{}"));
+}
+
+#[tokio::test]
+async fn run_mode_without_a_reachable_cluster_is_not_ready() {
+    // A kubeconfig pointing at a closed port: the process lives, /readyz says why not.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut api = fake_apiserver::start().await;
+    std::fs::write(
+        api.kubeconfig.path(),
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: x\n  context: {{cluster: x, user: x}}\ncurrent-context: x\nusers:\n- name: x\n  user: {{token: x}}\n"),
+    )
+    .unwrap();
+    api.addr.set_port(port);
+    let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Some(a) = run.get("/readyz").await {
+            answer = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, body) = answer.expect("webhook served");
+    assert_eq!(status, 503);
+    assert!(body.contains("caches not synced"), "{body}");
+}
