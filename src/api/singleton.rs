@@ -123,3 +123,144 @@ pub fn legacy_group_crd() -> CustomResourceDefinition {
     crd.spec.group = LEGACY_GROUP.to_string();
     crd
 }
+
+/// Pod label: the pod is managed by a StatefulSingleton.
+pub const MANAGED_LABEL: &str = "apps.statefulsingleton.com/managed";
+/// Pod label: the name of the owning StatefulSingleton.
+pub const SINGLETON_LABEL: &str = "apps.statefulsingleton.com/singleton";
+/// Readiness gate / pod condition set True when the pod is released.
+pub const READY_CONDITION: &str = "apps.statefulsingleton.com/singleton-ready";
+/// Pod annotation: when the controller released the pod (the durable release record).
+pub const RELEASED_ANNOTATION: &str = "apps.statefulsingleton.com/released";
+/// Pod annotation: which start gate was injected (`wrapper` or `initContainer`).
+pub const GATE_ANNOTATION: &str = "apps.statefulsingleton.com/gate";
+/// The ConfigMap holding the wrapper script, in each namespace that needs it.
+pub const WRAPPER_CONFIGMAP: &str = "statefulsingleton-wrapper";
+pub const WRAPPER_DIR: &str = "/opt/wrapper";
+pub const WRAPPER_SCRIPT_NAME: &str = "entrypoint-wrapper.sh";
+pub const SIGNAL_DIR: &str = "/var/run/signal";
+pub const SIGNAL_FILE: &str = "/var/run/signal/start-signal";
+/// Audience of the projected token the in-pod agent presents to the operator.
+pub const TOKEN_AUDIENCE: &str = "kube-standby";
+pub const TOKEN_DIR: &str = "/var/run/secrets/kube-standby";
+pub const TOKEN_FILE: &str = "/var/run/secrets/kube-standby/token";
+
+/// The start gate script: waits for the release signal (polling every 100 ms), then
+/// `exec "$@"`, so the app receives exactly its original argv.
+pub const WRAPPER_SCRIPT: &str = r#"#!/bin/sh
+# kube-standby StatefulSingleton start gate.
+# Usage: entrypoint-wrapper.sh -- <original command and args...>
+# Waits until the release signal file exists, then replaces itself with the original
+# command. Arguments are passed through untouched ("$@"), never re-parsed.
+signal="${STATEFULSINGLETON_SIGNAL_FILE:-/var/run/signal/start-signal}"
+if [ "${1-}" = "--" ]; then shift; fi
+if [ "$#" -eq 0 ]; then
+  echo "StatefulSingleton: no command to start" >&2
+  exit 64
+fi
+echo "StatefulSingleton: waiting for release (${signal})" >&2
+while [ ! -e "$signal" ]; do
+  sleep 0.1 2>/dev/null || sleep 1
+done
+echo "StatefulSingleton: released, starting $1" >&2
+exec "$@"
+"#;
+
+/// Does a label selector match these labels? An empty selector matches nothing here: a
+/// singleton over "every pod of the namespace" is never what was meant.
+pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let ml = sel.match_labels.as_ref().filter(|m| !m.is_empty());
+    let me = sel.match_expressions.as_ref().filter(|e| !e.is_empty());
+    if ml.is_none() && me.is_none() {
+        return false;
+    }
+    if let Some(ml) = ml {
+        if !ml.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    for e in me.into_iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default();
+        let have = labels.get(&e.key);
+        let ok = match e.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false, // unknown operator: match nothing (the API server rejects these anyway)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Among singletons whose selector matches, the oldest (then by name) wins.
+pub fn owning_singleton<'a, S: std::ops::Deref<Target = StatefulSingleton>>(
+    singletons: &'a [S],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<&'a S> {
+    singletons
+        .iter()
+        .filter(|s| selector_matches(&s.spec.selector, labels))
+        .min_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn sel(v: serde_json::Value) -> LabelSelector {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn selector_table() {
+        let l = labels(&[("app", "db"), ("tier", "data")]);
+        let cases = [
+            (serde_json::json!({"matchLabels": {"app": "db"}}), true),
+            (serde_json::json!({"matchLabels": {"app": "web"}}), false),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["data", "x"]}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["data"]}]}), false),
+            (serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}), false),
+            (serde_json::json!({"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["other"]}]}), false),
+            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]}), false),
+            (serde_json::json!({}), false),
+            (serde_json::json!({"matchLabels": {}}), false),
+        ];
+        for (s, want) in cases {
+            assert_eq!(selector_matches(&sel(s.clone()), &l), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn oldest_matching_singleton_wins() {
+        let mk = |name: &str, ts: &str| -> StatefulSingleton {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps.statefulsingleton.com/v1", "kind": "StatefulSingleton",
+                "metadata": {"name": name, "namespace": "n", "creationTimestamp": ts},
+                "spec": {"selector": {"matchLabels": {"app": "db"}}}
+            }))
+            .unwrap()
+        };
+        let all: Vec<std::sync::Arc<StatefulSingleton>> =
+            [mk("young", "2026-02-01T00:00:00Z"), mk("old", "2026-01-01T00:00:00Z"), mk("old-b", "2026-01-01T00:00:00Z")].into_iter().map(std::sync::Arc::new).collect();
+        assert_eq!(owning_singleton(&all, &labels(&[("app", "db")])).unwrap().metadata.name.as_deref(), Some("old"));
+        assert!(owning_singleton(&all, &labels(&[("app", "web")])).is_none());
+    }
+}

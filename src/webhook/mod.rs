@@ -21,6 +21,7 @@ use crate::state::{DebugState, Readiness};
 
 pub mod mutate;
 pub mod objects;
+pub mod singleton;
 
 pub use mutate::{mutate, Config, Injection};
 pub use objects::{ObjectSource, StaticObjects};
@@ -247,10 +248,31 @@ async fn mutate_pods(
         state
             .metrics
             .admission(outcome.label(), elapsed.as_secs_f64());
-        Json(resp.into_review()).into_response()
+        match review_json(resp) {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => AdmissionError::Body(
+                format!("could not encode the response: {e}"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .into_response(),
+        }
     }
     .instrument(span)
     .await
+}
+
+/// The AdmissionReview answer as JSON, with `response.patch` as the base64 string the
+/// API documents (kube's type would write it as an array of byte values).
+pub fn review_json(resp: AdmissionResponse) -> Result<serde_json::Value, serde_json::Error> {
+    use base64::Engine;
+    let mut v = serde_json::to_value(resp.into_review())?;
+    if let Some(patch) = v.pointer_mut("/response/patch") {
+        if let Some(bytes) = patch.as_array() {
+            let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
+        }
+    }
+    Ok(v)
 }
 
 async fn readyz(State(state): State<WebhookState>) -> Response {

@@ -32,8 +32,7 @@ pub struct Config<'a> {
 /// All patch operations for a pod being created. Empty means "admit unchanged".
 pub fn mutate(pod: &Pod, config: &Config<'_>) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
-    // Feature mutators are appended here as they land (StatefulSingleton start gate, ...).
-    let _ = (pod, config);
-    ops.shrink_to_fit();
+    // One pure mutator per feature, in a fixed order.
+    ops.extend(super::singleton::mutate(pod, config));
     ops
 }

@@ -1,0 +1,228 @@
+//! StatefulSingleton injection: a pure mutator from a pod being created to JSON-patch
+//! operations. Idempotent (an injected pod is left alone), never used on UPDATE.
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{json, Value};
+
+use super::mutate::Config;
+use crate::api::singleton::{
+    owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL, READY_CONDITION, SIGNAL_DIR,
+    SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR,
+    WRAPPER_SCRIPT_NAME,
+};
+
+pub const SIDECAR_NAME: &str = "status-sidecar";
+pub const INIT_GATE_NAME: &str = "singleton-gate";
+pub const WRAPPER_VOLUME: &str = "statefulsingleton-wrapper";
+pub const SIGNAL_VOLUME: &str = "statefulsingleton-signal";
+pub const TOKEN_VOLUME: &str = "statefulsingleton-token";
+
+/// The gate a pod gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Wrapper,
+    InitContainer,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Wrapper => "wrapper",
+            Gate::InitContainer => "initContainer",
+        }
+    }
+}
+
+/// `auto`: wrapper when every app container has a command (the ENTRYPOINT of an image is
+/// unknown at admission), else the init gate. `wrapper` falls back to the init gate for
+/// the same reason rather than guessing an entrypoint.
+pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Gate {
+    let all_have_command = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| !s.containers.is_empty() && s.containers.iter().all(|c| c.command.as_ref().is_some_and(|c| !c.is_empty())));
+    match wanted {
+        StartGate::InitContainer => Gate::InitContainer,
+        StartGate::Auto | StartGate::Wrapper if all_have_command => Gate::Wrapper,
+        _ => Gate::InitContainer,
+    }
+}
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// Is this pod already injected (a reinvocation, or created from an injected spec)?
+pub fn already_injected(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(GATE_ANNOTATION))
+        || pod.spec.as_ref().is_some_and(|s| {
+            s.containers.iter().any(|c| c.name == SIDECAR_NAME)
+                || s.init_containers.iter().flatten().any(|c| c.name == INIT_GATE_NAME)
+        })
+}
+
+fn agent_env(config: &Config<'_>) -> Value {
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    json!([
+        {"name": "KUBE_STANDBY_OPERATOR_URL", "value": config.injection.operator_url},
+        {"name": "KUBE_STANDBY_CA", "value": config.injection.ca_bundle},
+        {"name": "KUBE_STANDBY_TOKEN_FILE", "value": TOKEN_FILE},
+        {"name": "POD_NAME", "valueFrom": field("metadata.name")},
+        {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+        {"name": "POD_UID", "valueFrom": field("metadata.uid")},
+    ])
+}
+
+fn token_mount() -> Value {
+    json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true})
+}
+
+/// The status sidecar: obtains the release and writes the signal file atomically.
+pub fn sidecar(config: &Config<'_>) -> Value {
+    json!({
+        "name": SIDECAR_NAME,
+        "image": config.injection.agent_image,
+        "args": ["agent", "--signal-file", SIGNAL_FILE],
+        "env": agent_env(config),
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
+        "volumeMounts": [{"name": SIGNAL_VOLUME, "mountPath": SIGNAL_DIR}, token_mount()],
+        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
+    })
+}
+
+/// The init gate: exits 0 once the pod is released.
+pub fn init_gate(config: &Config<'_>) -> Value {
+    json!({
+        "name": INIT_GATE_NAME,
+        "image": config.injection.agent_image,
+        "args": ["agent", "--once"],
+        "env": agent_env(config),
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
+        "volumeMounts": [token_mount()],
+        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
+    })
+}
+
+fn wrapped_command(c: &Container) -> Value {
+    let mut cmd = vec![format!("{WRAPPER_DIR}/{WRAPPER_SCRIPT_NAME}"), "--".to_string()];
+    cmd.extend(c.command.iter().flatten().cloned());
+    json!(cmd)
+}
+
+/// Operations injecting `singleton`'s gate into `pod`.
+pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> Vec<PatchOperation> {
+    let Some(spec) = pod.spec.as_ref() else { return vec![] };
+    let name = singleton.metadata.name.clone().unwrap_or_default();
+    let gate = choose_gate(pod, singleton.spec.start_gate);
+    let mut ops = vec![];
+
+    // Labels and the gate annotation (keys contain '/', escaped by from_tokens).
+    match &pod.metadata.labels {
+        None => ops.push(add(ptr(&["metadata", "labels"]), json!({MANAGED_LABEL: "true", SINGLETON_LABEL: name}))),
+        Some(_) => {
+            ops.push(add(ptr(&["metadata", "labels", MANAGED_LABEL]), json!("true")));
+            ops.push(add(ptr(&["metadata", "labels", SINGLETON_LABEL]), json!(name)));
+        }
+    }
+    match &pod.metadata.annotations {
+        None => ops.push(add(ptr(&["metadata", "annotations"]), json!({GATE_ANNOTATION: gate.as_str()}))),
+        Some(_) => ops.push(add(ptr(&["metadata", "annotations", GATE_ANNOTATION]), json!(gate.as_str()))),
+    }
+
+    // Readiness gate.
+    let gate_entry = json!({"conditionType": READY_CONDITION});
+    match &spec.readiness_gates {
+        None => ops.push(add(ptr(&["spec", "readinessGates"]), json!([gate_entry]))),
+        Some(g) if !g.iter().any(|g| g.condition_type == READY_CONDITION) => {
+            ops.push(add(ptr(&["spec", "readinessGates", "-"]), gate_entry))
+        }
+        Some(_) => {}
+    }
+
+    // Grace period: the singleton's, or the pod's own when longer and respected.
+    let own = spec.termination_grace_period_seconds;
+    let grace = match own {
+        Some(o) if singleton.spec.respect_pod_grace_period && o > singleton.spec.termination_grace_period => o,
+        _ => singleton.spec.termination_grace_period,
+    };
+    if own != Some(grace) {
+        ops.push(add(ptr(&["spec", "terminationGracePeriodSeconds"]), json!(grace)));
+    }
+
+    // Preferred anti-affinity against this singleton's pods only, merged into what exists.
+    let term = json!({"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {SINGLETON_LABEL: name}}}});
+    let anti = spec.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
+    match (&spec.affinity, anti, anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())) {
+        (None, _, _) => ops.push(add(
+            ptr(&["spec", "affinity"]),
+            json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term]}}),
+        )),
+        (Some(_), None, _) => ops.push(add(
+            ptr(&["spec", "affinity", "podAntiAffinity"]),
+            json!({"preferredDuringSchedulingIgnoredDuringExecution": [term]}),
+        )),
+        (Some(_), Some(_), None) => ops.push(add(
+            ptr(&["spec", "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution"]),
+            json!([term]),
+        )),
+        (Some(_), Some(_), Some(_)) => ops.push(add(
+            ptr(&["spec", "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", "-"]),
+            term,
+        )),
+    }
+
+    // Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
+    let mut volumes = vec![json!({"name": TOKEN_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
+    ]}})];
+    if gate == Gate::Wrapper {
+        volumes.push(json!({"name": WRAPPER_VOLUME, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
+        volumes.push(json!({"name": SIGNAL_VOLUME, "emptyDir": {}}));
+    }
+    match &spec.volumes {
+        None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(volumes))),
+        Some(_) => ops.extend(volumes.into_iter().map(|v| add(ptr(&["spec", "volumes", "-"]), v))),
+    }
+
+    match gate {
+        Gate::Wrapper => {
+            let mounts = [
+                json!({"name": WRAPPER_VOLUME, "mountPath": WRAPPER_DIR, "readOnly": true}),
+                json!({"name": SIGNAL_VOLUME, "mountPath": SIGNAL_DIR, "readOnly": true}),
+            ];
+            for (i, c) in spec.containers.iter().enumerate() {
+                let idx = i.to_string();
+                // Only the command changes; args stay exactly as they are.
+                ops.push(add(ptr(&["spec", "containers", &idx, "command"]), wrapped_command(c)));
+                match &c.volume_mounts {
+                    None => ops.push(add(ptr(&["spec", "containers", &idx, "volumeMounts"]), json!(mounts))),
+                    Some(_) => ops.extend(mounts.iter().map(|m| add(ptr(&["spec", "containers", &idx, "volumeMounts", "-"]), m.clone()))),
+                }
+            }
+            ops.push(add(ptr(&["spec", "containers", "-"]), sidecar(config)));
+        }
+        Gate::InitContainer => match &spec.init_containers {
+            None => ops.push(add(ptr(&["spec", "initContainers"]), json!([init_gate(config)]))),
+            // First, so no other init container runs before the release.
+            Some(_) => ops.push(add(ptr(&["spec", "initContainers", "0"]), init_gate(config))),
+        },
+    }
+    ops
+}
+
+/// The StatefulSingleton feature's mutator.
+pub fn mutate(pod: &Pod, config: &Config<'_>) -> Vec<PatchOperation> {
+    if already_injected(pod) {
+        return vec![];
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    match owning_singleton(&config.singletons, &labels) {
+        Some(s) => inject(pod, s, config),
+        None => vec![],
+    }
+}
