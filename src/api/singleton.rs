@@ -168,7 +168,10 @@ exec "$@"
 
 /// Does a label selector match these labels? An empty selector matches nothing here: a
 /// singleton over "every pod of the namespace" is never what was meant.
-pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub fn selector_matches(
+    sel: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     let ml = sel.match_labels.as_ref().filter(|m| !m.is_empty());
     let me = sel.match_expressions.as_ref().filter(|e| !e.is_empty());
     if ml.is_none() && me.is_none() {
@@ -220,7 +223,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(v: serde_json::Value) -> LabelSelector {
@@ -233,13 +238,34 @@ mod tests {
         let cases = [
             (serde_json::json!({"matchLabels": {"app": "db"}}), true),
             (serde_json::json!({"matchLabels": {"app": "web"}}), false),
-            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["data", "x"]}]}), true),
-            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["data"]}]}), false),
-            (serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}), true),
-            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}), true),
-            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}), false),
-            (serde_json::json!({"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["other"]}]}), false),
-            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]}), false),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["data", "x"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["data"]}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["other"]}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]}),
+                false,
+            ),
             (serde_json::json!({}), false),
             (serde_json::json!({"matchLabels": {}}), false),
         ];
@@ -258,9 +284,22 @@ mod tests {
             }))
             .unwrap()
         };
-        let all: Vec<std::sync::Arc<StatefulSingleton>> =
-            [mk("young", "2026-02-01T00:00:00Z"), mk("old", "2026-01-01T00:00:00Z"), mk("old-b", "2026-01-01T00:00:00Z")].into_iter().map(std::sync::Arc::new).collect();
-        assert_eq!(owning_singleton(&all, &labels(&[("app", "db")])).unwrap().metadata.name.as_deref(), Some("old"));
+        let all: Vec<std::sync::Arc<StatefulSingleton>> = [
+            mk("young", "2026-02-01T00:00:00Z"),
+            mk("old", "2026-01-01T00:00:00Z"),
+            mk("old-b", "2026-01-01T00:00:00Z"),
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+        assert_eq!(
+            owning_singleton(&all, &labels(&[("app", "db")]))
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
+            Some("old")
+        );
         assert!(owning_singleton(&all, &labels(&[("app", "web")])).is_none());
     }
 }

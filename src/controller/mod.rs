@@ -14,6 +14,7 @@ use crate::webhook::objects::StoreObjects;
 use crate::{server, Result};
 
 pub mod hsd;
+pub mod singleton;
 
 /// `kube-standby run`: webhook + reconcilers against the cluster.
 pub async fn run(args: RunArgs) -> Result<()> {

@@ -268,8 +268,12 @@ pub fn review_json(resp: AdmissionResponse) -> Result<serde_json::Value, serde_j
     let mut v = serde_json::to_value(resp.into_review())?;
     if let Some(patch) = v.pointer_mut("/response/patch") {
         if let Some(bytes) = patch.as_array() {
-            let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
-            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
+            let raw: Vec<u8> = bytes
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            *patch =
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
         }
     }
     Ok(v)

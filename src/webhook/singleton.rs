@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use super::mutate::Config;
 use crate::api::singleton::{
-    owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL, READY_CONDITION, SIGNAL_DIR,
-    SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR,
-    WRAPPER_SCRIPT_NAME,
+    owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL,
+    READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
+    TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
 };
 
 pub const SIDECAR_NAME: &str = "status-sidecar";
@@ -38,10 +38,12 @@ impl Gate {
 /// unknown at admission), else the init gate. `wrapper` falls back to the init gate for
 /// the same reason rather than guessing an entrypoint.
 pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Gate {
-    let all_have_command = pod
-        .spec
-        .as_ref()
-        .is_some_and(|s| !s.containers.is_empty() && s.containers.iter().all(|c| c.command.as_ref().is_some_and(|c| !c.is_empty())));
+    let all_have_command = pod.spec.as_ref().is_some_and(|s| {
+        !s.containers.is_empty()
+            && s.containers
+                .iter()
+                .all(|c| c.command.as_ref().is_some_and(|c| !c.is_empty()))
+    });
     match wanted {
         StartGate::InitContainer => Gate::InitContainer,
         StartGate::Auto | StartGate::Wrapper if all_have_command => Gate::Wrapper,
@@ -59,10 +61,16 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 
 /// Is this pod already injected (a reinvocation, or created from an injected spec)?
 pub fn already_injected(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(GATE_ANNOTATION))
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(GATE_ANNOTATION))
         || pod.spec.as_ref().is_some_and(|s| {
             s.containers.iter().any(|c| c.name == SIDECAR_NAME)
-                || s.init_containers.iter().flatten().any(|c| c.name == INIT_GATE_NAME)
+                || s.init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == INIT_GATE_NAME)
         })
 }
 
@@ -109,29 +117,53 @@ pub fn init_gate(config: &Config<'_>) -> Value {
 }
 
 fn wrapped_command(c: &Container) -> Value {
-    let mut cmd = vec![format!("{WRAPPER_DIR}/{WRAPPER_SCRIPT_NAME}"), "--".to_string()];
+    let mut cmd = vec![
+        format!("{WRAPPER_DIR}/{WRAPPER_SCRIPT_NAME}"),
+        "--".to_string(),
+    ];
     cmd.extend(c.command.iter().flatten().cloned());
     json!(cmd)
 }
 
 /// Operations injecting `singleton`'s gate into `pod`.
-pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> Vec<PatchOperation> {
-    let Some(spec) = pod.spec.as_ref() else { return vec![] };
+pub fn inject(
+    pod: &Pod,
+    singleton: &StatefulSingleton,
+    config: &Config<'_>,
+) -> Vec<PatchOperation> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return vec![];
+    };
     let name = singleton.metadata.name.clone().unwrap_or_default();
     let gate = choose_gate(pod, singleton.spec.start_gate);
     let mut ops = vec![];
 
     // Labels and the gate annotation (keys contain '/', escaped by from_tokens).
     match &pod.metadata.labels {
-        None => ops.push(add(ptr(&["metadata", "labels"]), json!({MANAGED_LABEL: "true", SINGLETON_LABEL: name}))),
+        None => ops.push(add(
+            ptr(&["metadata", "labels"]),
+            json!({MANAGED_LABEL: "true", SINGLETON_LABEL: name}),
+        )),
         Some(_) => {
-            ops.push(add(ptr(&["metadata", "labels", MANAGED_LABEL]), json!("true")));
-            ops.push(add(ptr(&["metadata", "labels", SINGLETON_LABEL]), json!(name)));
+            ops.push(add(
+                ptr(&["metadata", "labels", MANAGED_LABEL]),
+                json!("true"),
+            ));
+            ops.push(add(
+                ptr(&["metadata", "labels", SINGLETON_LABEL]),
+                json!(name),
+            ));
         }
     }
     match &pod.metadata.annotations {
-        None => ops.push(add(ptr(&["metadata", "annotations"]), json!({GATE_ANNOTATION: gate.as_str()}))),
-        Some(_) => ops.push(add(ptr(&["metadata", "annotations", GATE_ANNOTATION]), json!(gate.as_str()))),
+        None => ops.push(add(
+            ptr(&["metadata", "annotations"]),
+            json!({GATE_ANNOTATION: gate.as_str()}),
+        )),
+        Some(_) => ops.push(add(
+            ptr(&["metadata", "annotations", GATE_ANNOTATION]),
+            json!(gate.as_str()),
+        )),
     }
 
     // Readiness gate.
@@ -147,17 +179,35 @@ pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> 
     // Grace period: the singleton's, or the pod's own when longer and respected.
     let own = spec.termination_grace_period_seconds;
     let grace = match own {
-        Some(o) if singleton.spec.respect_pod_grace_period && o > singleton.spec.termination_grace_period => o,
+        Some(o)
+            if singleton.spec.respect_pod_grace_period
+                && o > singleton.spec.termination_grace_period =>
+        {
+            o
+        }
         _ => singleton.spec.termination_grace_period,
     };
     if own != Some(grace) {
-        ops.push(add(ptr(&["spec", "terminationGracePeriodSeconds"]), json!(grace)));
+        ops.push(add(
+            ptr(&["spec", "terminationGracePeriodSeconds"]),
+            json!(grace),
+        ));
     }
 
     // Preferred anti-affinity against this singleton's pods only, merged into what exists.
     let term = json!({"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {SINGLETON_LABEL: name}}}});
-    let anti = spec.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
-    match (&spec.affinity, anti, anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())) {
+    let anti = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref());
+    match (
+        &spec.affinity,
+        anti,
+        anti.and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        }),
+    ) {
         (None, _, _) => ops.push(add(
             ptr(&["spec", "affinity"]),
             json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term]}}),
@@ -167,11 +217,22 @@ pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> 
             json!({"preferredDuringSchedulingIgnoredDuringExecution": [term]}),
         )),
         (Some(_), Some(_), None) => ops.push(add(
-            ptr(&["spec", "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution"]),
+            ptr(&[
+                "spec",
+                "affinity",
+                "podAntiAffinity",
+                "preferredDuringSchedulingIgnoredDuringExecution",
+            ]),
             json!([term]),
         )),
         (Some(_), Some(_), Some(_)) => ops.push(add(
-            ptr(&["spec", "affinity", "podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution", "-"]),
+            ptr(&[
+                "spec",
+                "affinity",
+                "podAntiAffinity",
+                "preferredDuringSchedulingIgnoredDuringExecution",
+                "-",
+            ]),
             term,
         )),
     }
@@ -186,7 +247,11 @@ pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> 
     }
     match &spec.volumes {
         None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(volumes))),
-        Some(_) => ops.extend(volumes.into_iter().map(|v| add(ptr(&["spec", "volumes", "-"]), v))),
+        Some(_) => ops.extend(
+            volumes
+                .into_iter()
+                .map(|v| add(ptr(&["spec", "volumes", "-"]), v)),
+        ),
     }
 
     match gate {
@@ -198,18 +263,35 @@ pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> 
             for (i, c) in spec.containers.iter().enumerate() {
                 let idx = i.to_string();
                 // Only the command changes; args stay exactly as they are.
-                ops.push(add(ptr(&["spec", "containers", &idx, "command"]), wrapped_command(c)));
+                ops.push(add(
+                    ptr(&["spec", "containers", &idx, "command"]),
+                    wrapped_command(c),
+                ));
                 match &c.volume_mounts {
-                    None => ops.push(add(ptr(&["spec", "containers", &idx, "volumeMounts"]), json!(mounts))),
-                    Some(_) => ops.extend(mounts.iter().map(|m| add(ptr(&["spec", "containers", &idx, "volumeMounts", "-"]), m.clone()))),
+                    None => ops.push(add(
+                        ptr(&["spec", "containers", &idx, "volumeMounts"]),
+                        json!(mounts),
+                    )),
+                    Some(_) => ops.extend(mounts.iter().map(|m| {
+                        add(
+                            ptr(&["spec", "containers", &idx, "volumeMounts", "-"]),
+                            m.clone(),
+                        )
+                    })),
                 }
             }
             ops.push(add(ptr(&["spec", "containers", "-"]), sidecar(config)));
         }
         Gate::InitContainer => match &spec.init_containers {
-            None => ops.push(add(ptr(&["spec", "initContainers"]), json!([init_gate(config)]))),
+            None => ops.push(add(
+                ptr(&["spec", "initContainers"]),
+                json!([init_gate(config)]),
+            )),
             // First, so no other init container runs before the release.
-            Some(_) => ops.push(add(ptr(&["spec", "initContainers", "0"]), init_gate(config))),
+            Some(_) => ops.push(add(
+                ptr(&["spec", "initContainers", "0"]),
+                init_gate(config),
+            )),
         },
     }
     ops

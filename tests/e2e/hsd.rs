@@ -14,7 +14,12 @@ use serde_json::json;
 use crate::util::{self, wait_for, PAUSE};
 
 fn start_operator(client: Client) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(kube_standby::controller::hsd::run(client, Arc::new(Metrics::new()), DebugState::default(), || {}))
+    tokio::spawn(kube_standby::controller::hsd::run(
+        client,
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        || {},
+    ))
 }
 
 async fn replicas(deps: &Api<Deployment>, name: &str) -> Option<i32> {
@@ -38,7 +43,9 @@ async fn running_pods(pods: &Api<Pod>, hsd: &str) -> Vec<Pod> {
 
 async fn mark(pods: &Api<Pod>, name: &str, busy: bool) {
     let patch = json!({"metadata": {"annotations": {"paia.tech/busy": if busy { "true" } else { "false" }}}});
-    pods.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.expect("annotate pod");
+    pods.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("annotate pod");
 }
 
 #[tokio::test]
@@ -49,19 +56,38 @@ async fn seed_example_applies_unchanged_and_gets_its_child() {
     util::in_namespace("ks-e2e-hsd-seed", |client, ns| async move {
         let op = start_operator(client.clone());
         // The seed example, unchanged apart from the namespace it lands in.
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hsd-annotation.yaml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/hsd-annotation.yaml"
+        ))
+        .unwrap();
         let mut obj: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         obj["metadata"]["namespace"] = ns.clone().into();
         let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
         let hsd: HotStandbyDeployment = serde_json::from_value(obj).unwrap();
-        api.patch("game-ws", &PatchParams::apply("e2e"), &Patch::Apply(&hsd)).await.expect("the API server accepts the seed example");
+        api.patch("game-ws", &PatchParams::apply("e2e"), &Patch::Apply(&hsd))
+            .await
+            .expect("the API server accepts the seed example");
         let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        wait_for(Duration::from_secs(30), "child Deployment with 3 replicas", || async { replicas(&deps, "game-ws-workload").await == Some(3) }).await;
+        wait_for(
+            Duration::from_secs(30),
+            "child Deployment with 3 replicas",
+            || async { replicas(&deps, "game-ws-workload").await == Some(3) },
+        )
+        .await;
         let d = deps.get("game-ws-workload").await.unwrap();
         assert_eq!(d.owner_references()[0].kind, "HotStandbyDeployment");
-        wait_for(Duration::from_secs(30), "status.desiredReplicas = 3", || async {
-            api.get("game-ws").await.ok().and_then(|h| h.status).is_some_and(|s| s.desired_replicas == 3)
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "status.desiredReplicas = 3",
+            || async {
+                api.get("game-ws")
+                    .await
+                    .ok()
+                    .and_then(|h| h.status)
+                    .is_some_and(|s| s.desired_replicas == 3)
+            },
+        )
         .await;
         op.abort();
     })

@@ -9,7 +9,9 @@ use kube::Client;
 pub fn enabled(test: &str) -> bool {
     let on = std::env::var("KUBE_STANDBY_E2E").as_deref() == Ok("1");
     if !on {
-        eprintln!("e2e {test}: skipped (set KUBE_STANDBY_E2E=1 and KUBECONFIG to run against a cluster)");
+        eprintln!(
+            "e2e {test}: skipped (set KUBE_STANDBY_E2E=1 and KUBECONFIG to run against a cluster)"
+        );
     }
     on
 }
@@ -18,7 +20,9 @@ pub fn enabled(test: &str) -> bool {
 pub const PAUSE: &str = "registry.k8s.io/pause:3.10";
 
 pub async fn client() -> Client {
-    Client::try_default().await.expect("a cluster from KUBECONFIG")
+    Client::try_default()
+        .await
+        .expect("a cluster from KUBECONFIG")
 }
 
 /// Install the CRDs (server-side apply) and wait until they are established.
@@ -26,16 +30,32 @@ pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in kube_standby::api::all_crds() {
         let name = crd.metadata.name.clone().expect("crd name");
-        api.patch(&name, &PatchParams::apply("kube-standby-e2e").force(), &Patch::Apply(&crd)).await.expect("apply crd");
-        wait_for(Duration::from_secs(60), &format!("CRD {name} established"), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                api.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Established" && c.status == "True")
-                })
-            }
-        })
+        api.patch(
+            &name,
+            &PatchParams::apply("kube-standby-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply crd");
+        wait_for(
+            Duration::from_secs(60),
+            &format!("CRD {name} established"),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    api.get(&name)
+                        .await
+                        .ok()
+                        .and_then(|c| c.status)
+                        .and_then(|s| s.conditions)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        })
+                }
+            },
+        )
         .await;
     }
 }
@@ -43,8 +63,16 @@ pub async fn install_crds(client: &Client) {
 /// A fresh namespace, deleted by `cleanup`.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"generateName": format!("{prefix}-")}})).expect("ns");
-    api.create(&PostParams::default(), &ns).await.expect("create namespace").metadata.name.expect("ns name")
+    let ns: Namespace = serde_json::from_value(
+        serde_json::json!({"metadata": {"generateName": format!("{prefix}-")}}),
+    )
+    .expect("ns");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace")
+        .metadata
+        .name
+        .expect("ns name")
 }
 
 pub async fn cleanup(client: &Client, ns: &str) {

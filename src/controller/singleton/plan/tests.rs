@@ -1,0 +1,538 @@
+use super::*;
+use proptest::prelude::*;
+
+fn pod(name: &str, created: i64) -> PodInfo {
+    PodInfo {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        created,
+        gated: true,
+        released: false,
+        ready_condition: false,
+        terminating: false,
+        failed: None,
+        node: Some("n1".into()),
+        replicaset: None,
+    }
+}
+
+fn released(mut p: PodInfo) -> PodInfo {
+    p.released = true;
+    p.ready_condition = true;
+    p
+}
+
+fn ready_nodes() -> BTreeMap<String, NodeState> {
+    BTreeMap::from([
+        ("n1".to_string(), NodeState::Ready),
+        ("n2".to_string(), NodeState::Ready),
+    ])
+}
+
+fn run(pods: &[PodInfo], memory: &Memory, nodes: &BTreeMap<String, NodeState>, now: i64) -> Plan {
+    plan(&Observed {
+        pods,
+        replicasets: &[],
+        nodes,
+        memory,
+        now,
+        max_transition_seconds: 300,
+    })
+}
+
+#[test]
+fn the_first_pod_is_released_at_once() {
+    let p = run(&[pod("a", 1)], &Memory::default(), &ready_nodes(), 10);
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "a".into(),
+            uid: "uid-a".into()
+        }]
+    );
+    assert_eq!(p.phase, Phase::Running);
+    assert_eq!(p.memory.active_uid.as_deref(), Some("uid-a"));
+    assert_eq!(p.memory.active_node.as_deref(), Some("n1"));
+}
+
+#[test]
+fn a_successor_waits_while_the_old_pod_is_terminating() {
+    let mut old = released(pod("old", 1));
+    old.terminating = true;
+    let p = run(
+        &[old, pod("new", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.phase, Phase::Transitioning);
+    assert_eq!(p.memory.transition_since, Some(10));
+    // gone: released
+    let mem = p.memory.clone();
+    let p = run(&[pod("new", 2)], &mem, &ready_nodes(), 12);
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "new".into(),
+            uid: "uid-new".into()
+        }]
+    );
+    assert_eq!(p.memory.transition_since, None);
+}
+
+#[test]
+fn an_ungated_newcomer_is_deleted_when_another_instance_runs() {
+    let mut intruder = pod("intruder", 5);
+    intruder.gated = false;
+    let p = run(
+        &[released(pod("a", 1)), intruder],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Delete {
+            name: "intruder".into(),
+            uid: "uid-intruder".into(),
+            reason: DeleteReason::UngatedDuplicate
+        }]
+    );
+    // An ungated pod alone is the active instance; a gated newcomer waits for it.
+    let mut solo = pod("solo", 1);
+    solo.gated = false;
+    let p = run(
+        &[solo, pod("next", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert!(p.actions.is_empty());
+    assert_eq!(p.memory.active_pod.as_deref(), Some("solo"));
+}
+
+#[test]
+fn a_failed_old_pod_is_deleted_and_the_successor_released_only_after_it_is_gone() {
+    let mut old = released(pod("old", 1));
+    old.failed = Some("CrashLoopBackOff".into());
+    let p = run(
+        &[old.clone(), pod("new", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Delete {
+            name: "old".into(),
+            uid: "uid-old".into(),
+            reason: DeleteReason::FailedOldPod
+        }]
+    );
+    old.terminating = true;
+    assert!(run(&[old, pod("new", 2)], &p.memory, &ready_nodes(), 11)
+        .actions
+        .is_empty());
+    // A failed pod with no successor is left to its kubelet.
+    let mut lone = released(pod("lone", 1));
+    lone.failed = Some("restarts=4".into());
+    assert!(run(&[lone], &Memory::default(), &ready_nodes(), 10)
+        .actions
+        .is_empty());
+}
+
+#[test]
+fn surge_rollout_scales_the_old_replicaset_to_zero() {
+    let mut old = released(pod("old", 1));
+    old.replicaset = Some("rs-old".into());
+    let mut new = pod("new", 2);
+    new.replicaset = Some("rs-new".into());
+    let rss = [
+        RsInfo {
+            name: "rs-old".into(),
+            replicas: 1,
+            deployment: Some("d".into()),
+        },
+        RsInfo {
+            name: "rs-new".into(),
+            replicas: 1,
+            deployment: Some("d".into()),
+        },
+    ];
+    let nodes = ready_nodes();
+    let p = plan(&Observed {
+        pods: &[old.clone(), new.clone()],
+        replicasets: &rss,
+        nodes: &nodes,
+        memory: &Memory::default(),
+        now: 0,
+        max_transition_seconds: 300,
+    });
+    assert_eq!(
+        p.actions,
+        vec![Action::ScaleToZero {
+            replicaset: "rs-old".into()
+        }]
+    );
+    // Already at zero: nothing more.
+    let rss0 = [
+        RsInfo {
+            replicas: 0,
+            ..rss[0].clone()
+        },
+        rss[1].clone(),
+    ];
+    let p = plan(&Observed {
+        pods: &[old, new],
+        replicasets: &rss0,
+        nodes: &nodes,
+        memory: &Memory::default(),
+        now: 0,
+        max_transition_seconds: 300,
+    });
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn force_deleted_pod_on_a_lost_node_blocks_until_the_node_is_resolved() {
+    let mem = Memory {
+        active_pod: Some("old".into()),
+        active_uid: Some("uid-old".into()),
+        active_node: Some("n1".into()),
+        ..Default::default()
+    };
+    let mut nodes = ready_nodes();
+    nodes.insert("n1".into(), NodeState::NotReady);
+    let p = run(&[pod("new", 2)], &mem, &nodes, 10);
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        (p.phase, p.node_lost.as_deref()),
+        (Phase::Blocked, Some("n1"))
+    );
+    for resolved in [Some(NodeState::Ready), Some(NodeState::OutOfService), None] {
+        let mut nodes = ready_nodes();
+        match resolved {
+            Some(s) => {
+                nodes.insert("n1".into(), s);
+            }
+            None => {
+                nodes.remove("n1");
+            }
+        }
+        let p = run(&[pod("new", 2)], &mem, &nodes, 11);
+        assert_eq!(
+            p.actions,
+            vec![Action::Release {
+                name: "new".into(),
+                uid: "uid-new".into()
+            }],
+            "{resolved:?}"
+        );
+    }
+}
+
+#[test]
+fn max_transition_time_is_reported_once_and_waiting_goes_on() {
+    let old = released(pod("old", 1));
+    let p1 = run(
+        &[old.clone(), pod("new", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        0,
+    );
+    let p2 = run(
+        &[old.clone(), pod("new", 2)],
+        &p1.memory,
+        &ready_nodes(),
+        301,
+    );
+    assert!(p2.timed_out && p2.newly_timed_out);
+    assert!(p2.actions.is_empty(), "never forces anything");
+    let p3 = run(&[old, pod("new", 2)], &p2.memory, &ready_nodes(), 400);
+    assert!(p3.timed_out && !p3.newly_timed_out);
+    // Once the old pod is gone, the successor is released: nothing stalls.
+    let p4 = run(&[pod("new", 2)], &p3.memory, &ready_nodes(), 401);
+    assert_eq!(
+        p4.actions,
+        vec![Action::Release {
+            name: "new".into(),
+            uid: "uid-new".into()
+        }]
+    );
+}
+
+#[test]
+fn an_interrupted_release_is_completed() {
+    let mut a = pod("a", 1);
+    a.released = true;
+    let p = run(&[a], &Memory::default(), &ready_nodes(), 1);
+    assert_eq!(
+        p.actions,
+        vec![Action::MarkReady {
+            name: "a".into(),
+            uid: "uid-a".into()
+        }]
+    );
+}
+
+#[test]
+fn only_one_of_several_candidates_is_released() {
+    let p = run(
+        &[pod("a", 1), pod("b", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        1,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "b".into(),
+            uid: "uid-b".into()
+        }]
+    );
+    assert_eq!(p.extra_candidates, 1);
+}
+
+// ---- Interleavings ----------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Ev {
+    CreateGated {
+        node: u8,
+        rs: u8,
+    },
+    CreateUngated {
+        node: u8,
+    },
+    StartDelete(usize),
+    FinishDelete(usize),
+    ForceDelete(usize),
+    Fail(usize),
+    NodeNotReady(u8),
+    NodeReady(u8),
+    NodeOutOfService(u8),
+    /// The controller acts. It writes the status (its memory) first, then the actions;
+    /// `complete: false` models a crash between the two.
+    Step {
+        complete: bool,
+    },
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        3 => (0..2u8, 0..2u8).prop_map(|(node, rs)| Ev::CreateGated { node, rs }),
+        1 => (0..2u8).prop_map(|node| Ev::CreateUngated { node }),
+        2 => (0..6usize).prop_map(Ev::StartDelete),
+        2 => (0..6usize).prop_map(Ev::FinishDelete),
+        1 => (0..6usize).prop_map(Ev::ForceDelete),
+        1 => (0..6usize).prop_map(Ev::Fail),
+        1 => (0..2u8).prop_map(Ev::NodeNotReady),
+        1 => (0..2u8).prop_map(Ev::NodeReady),
+        1 => (0..2u8).prop_map(Ev::NodeOutOfService),
+        6 => any::<bool>().prop_map(|complete| Ev::Step { complete }),
+    ]
+}
+
+struct World {
+    pods: Vec<PodInfo>,
+    nodes: BTreeMap<String, NodeState>,
+    /// Instances force-deleted from a NotReady node: their containers may still run there.
+    ghosts: Vec<String>,
+    memory: Memory,
+    next: i64,
+    ungated_created: bool,
+}
+
+fn node(n: u8) -> String {
+    format!("n{n}")
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            pods: vec![],
+            nodes: BTreeMap::from([(node(0), NodeState::Ready), (node(1), NodeState::Ready)]),
+            ghosts: vec![],
+            memory: Memory::default(),
+            next: 0,
+            ungated_created: false,
+        }
+    }
+
+    fn running_instances(&self) -> usize {
+        self.pods.iter().filter(|p| p.is_instance()).count() + self.ghosts.len()
+    }
+
+    fn apply(&mut self, e: &Ev) -> Result<(), TestCaseError> {
+        match e {
+            Ev::CreateGated { node: n, rs } => {
+                self.next += 1;
+                let mut p = pod(&format!("p{}", self.next), self.next);
+                p.node = Some(node(*n));
+                p.replicaset = Some(format!("rs{rs}"));
+                self.pods.push(p);
+            }
+            Ev::CreateUngated { node: n } => {
+                self.next += 1;
+                let mut p = pod(&format!("p{}", self.next), self.next);
+                p.gated = false;
+                p.node = Some(node(*n));
+                self.pods.push(p);
+                self.ungated_created = true;
+            }
+            Ev::StartDelete(i) => {
+                if let Some(p) = self.pods.get_mut(*i) {
+                    p.terminating = true;
+                }
+            }
+            Ev::FinishDelete(i) => {
+                // A graceful delete completes only when the kubelet confirms: node Ready.
+                if let Some(p) = self.pods.get(*i) {
+                    let node_ready = p
+                        .node
+                        .as_ref()
+                        .is_none_or(|n| self.nodes.get(n) == Some(&NodeState::Ready));
+                    if p.terminating && node_ready {
+                        self.pods.remove(*i);
+                    }
+                }
+            }
+            Ev::ForceDelete(i) => {
+                if *i < self.pods.len() {
+                    let p = self.pods.remove(*i);
+                    if p.is_instance() {
+                        if let Some(n) = &p.node {
+                            if self.nodes.get(n) == Some(&NodeState::NotReady) {
+                                self.ghosts.push(n.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Ev::Fail(i) => {
+                if let Some(p) = self.pods.get_mut(*i) {
+                    p.failed = Some("CrashLoopBackOff".into());
+                }
+            }
+            Ev::NodeNotReady(n) => {
+                self.nodes.insert(node(*n), NodeState::NotReady);
+            }
+            Ev::NodeReady(n) | Ev::NodeOutOfService(n) => {
+                let state = if matches!(e, Ev::NodeReady(_)) {
+                    NodeState::Ready
+                } else {
+                    NodeState::OutOfService
+                };
+                self.nodes.insert(node(*n), state);
+                self.ghosts.retain(|g| g != &node(*n)); // kubelet back (kills them) or node fenced
+            }
+            Ev::Step { complete } => {
+                let rss: Vec<RsInfo> = (0..2)
+                    .map(|i| RsInfo {
+                        name: format!("rs{i}"),
+                        replicas: 1,
+                        deployment: Some("d".into()),
+                    })
+                    .collect();
+                let p = plan(&Observed {
+                    pods: &self.pods,
+                    replicasets: &rss,
+                    nodes: &self.nodes,
+                    memory: &self.memory,
+                    now: self.next,
+                    max_transition_seconds: 5,
+                });
+                self.memory = p.memory.clone();
+                let actions = if *complete { p.actions.clone() } else { vec![] };
+                for a in &actions {
+                    match a {
+                        Action::Release { uid, .. } => {
+                            let others = self
+                                .pods
+                                .iter()
+                                .filter(|x| x.is_instance() && &x.uid != uid)
+                                .count();
+                            prop_assert_eq!(
+                                others,
+                                0,
+                                "released {} while another instance is present: {:?}",
+                                uid,
+                                self.pods
+                            );
+                            // An ungated pod created and force-deleted between two looks is never seen,
+                            // so it can only be fenced when the webhook was up (every instance ours).
+                            if !self.ungated_created {
+                                prop_assert!(self.ghosts.is_empty(), "released {} while a force-deleted instance may still run on {:?}", uid, self.ghosts);
+                            }
+                            let target = self.pods.iter_mut().find(|x| &x.uid == uid);
+                            prop_assert!(target.is_some());
+                            if let Some(t) = target {
+                                prop_assert!(t.is_candidate());
+                                t.released = true;
+                                t.ready_condition = true;
+                            }
+                        }
+                        Action::MarkReady { uid, .. } => {
+                            if let Some(t) = self.pods.iter_mut().find(|x| &x.uid == uid) {
+                                t.ready_condition = true;
+                            }
+                        }
+                        Action::Delete { uid, .. } => {
+                            if let Some(t) = self.pods.iter_mut().find(|x| &x.uid == uid) {
+                                t.terminating = true;
+                            }
+                        }
+                        Action::ScaleToZero { replicaset } => {
+                            for t in self
+                                .pods
+                                .iter_mut()
+                                .filter(|x| x.replicaset.as_ref() == Some(replicaset))
+                            {
+                                t.terminating = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.next += 1;
+        if !self.ungated_created {
+            // With the webhook up, never two pods that may run the app.
+            prop_assert!(
+                self.running_instances() <= 1,
+                "two copies may run: pods={:?} ghosts={:?}",
+                self.pods,
+                self.ghosts
+            );
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn never_two_released_or_ungated_pods(events in proptest::collection::vec(ev(), 1..80)) {
+        let mut w = World::new();
+        for e in &events {
+            w.apply(e)?;
+        }
+    }
+
+    #[test]
+    fn progress_once_the_old_pod_is_gone(events in proptest::collection::vec(ev(), 1..40)) {
+        // Whatever happened, once every pod but one gated candidate is gone and all nodes
+        // are Ready, the next step releases it (nothing stalls, even after a timeout).
+        let mut w = World::new();
+        for e in &events {
+            w.apply(e)?;
+        }
+        w.pods.clear();
+        for n in 0..2 { w.apply(&Ev::NodeReady(n))?; }
+        w.apply(&Ev::CreateGated { node: 0, rs: 0 })?;
+        w.apply(&Ev::Step { complete: true })?;
+        prop_assert!(w.pods[0].released, "not released: memory={:?}", w.memory);
+    }
+}
