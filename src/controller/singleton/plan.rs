@@ -127,7 +127,7 @@ pub struct Observed<'a> {
 }
 
 /// The candidate to release: the newest (most likely the current template), then by name.
-fn best_candidate<'a>(pods: &'a [PodInfo]) -> Option<&'a PodInfo> {
+fn best_candidate(pods: &[PodInfo]) -> Option<&PodInfo> {
     pods.iter()
         .filter(|p| p.is_candidate())
         .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))
