@@ -141,6 +141,7 @@ fn main() {
         metrics: Arc::new(Metrics::new()),
         readiness,
         debug: DebugState::default(),
+        release: None,
     };
 
     // The server gets its own runtime (2 workers), the clients another.

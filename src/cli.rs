@@ -48,6 +48,37 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the MutatingWebhookConfiguration for a URL or a Service.
     WebhookConfig(WebhookConfigArgs),
+    /// The in-pod agent of a StatefulSingleton pod (injected by the webhook).
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Init-gate mode: exit 0 once this pod is released.
+    #[arg(
+        long,
+        conflicts_with = "signal_file",
+        required_unless_present = "signal_file"
+    )]
+    pub once: bool,
+    /// Sidecar mode: write this file (atomically) once released, then stay up.
+    #[arg(long)]
+    pub signal_file: Option<PathBuf>,
+    /// The operator's URL.
+    #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL")]
+    pub operator_url: String,
+    /// PEM CA bundle the operator's certificate chains to.
+    #[arg(long, env = "KUBE_STANDBY_CA", hide_env_values = true)]
+    pub ca: String,
+    /// Projected service-account token (audience kube-standby).
+    #[arg(long, env = "KUBE_STANDBY_TOKEN_FILE", default_value = crate::api::singleton::TOKEN_FILE)]
+    pub token_file: PathBuf,
+    /// This pod's UID (downward API), checked against the token.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+    /// Long-poll length in seconds (at most 30).
+    #[arg(long, default_value = "30")]
+    pub poll_seconds: u64,
 }
 
 /// TLS options shared by `run` and `webhook`.
@@ -221,5 +252,22 @@ pub async fn execute(cli: Cli) -> Result<()> {
             server::run_webhook(a.tls, Arc::new(objects)).await
         }
         Command::Run(a) => controller::run(a).await,
+        Command::Agent(a) => {
+            let cfg = crate::agent::AgentConfig {
+                operator_url: a.operator_url,
+                ca_pem: a.ca,
+                token_file: a.token_file,
+                pod_uid: a.pod_uid.filter(|u| !u.is_empty()),
+                poll_seconds: a.poll_seconds.clamp(1, 30),
+                max_backoff: Duration::from_secs(10),
+            };
+            let mode = match a.signal_file {
+                Some(p) => crate::agent::Mode::Signal(p),
+                None => crate::agent::Mode::Once,
+            };
+            crate::agent::run(cfg, mode)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `controller::*::plan`) → runtime I/O (`tls`, `webhook::router`, `controller::*::run`).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 // kube-derive's repeated `printcolumn(type_ = ...)` keys trip this lint by design.
 #[allow(clippy::duplicated_attributes)]
 pub mod api;

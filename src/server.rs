@@ -122,6 +122,7 @@ pub async fn prepare(
         metrics,
         readiness,
         debug,
+        release: None,
     };
     let listener = TcpListener::bind(args.bind)
         .await

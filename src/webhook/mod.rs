@@ -21,6 +21,7 @@ use crate::state::{DebugState, Readiness};
 
 pub mod mutate;
 pub mod objects;
+pub mod release;
 pub mod singleton;
 
 pub use mutate::{mutate, Config, Injection};
@@ -37,6 +38,8 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub debug: DebugState,
+    /// The agent release service (`run` mode only).
+    pub release: Option<Arc<release::ReleaseService>>,
 }
 
 /// The webhook's HTTP routes.
@@ -47,6 +50,7 @@ pub fn router(state: WebhookState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/debug/state", get(debug_state))
+        .route("/release", get(release::release))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

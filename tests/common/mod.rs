@@ -47,6 +47,7 @@ pub fn state_with(objects: StaticObjects) -> WebhookState {
         metrics: Arc::new(Metrics::new()),
         readiness,
         debug: DebugState::default(),
+        release: None,
     }
 }
 

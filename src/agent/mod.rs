@@ -1,0 +1,252 @@
+//! The in-pod agent (`kube-standby agent`): asks the operator over TLS whether this pod
+//! is released (a long-poll), retries with backoff while the operator is unreachable,
+//! and only on a positive answer writes the start signal (atomically) or exits 0 (`--once`).
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
+
+use crate::webhook::release::ReleaseAnswer;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AgentError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot reach the operator: {0}")]
+    Unreachable(String),
+    #[error("the operator rejected our token: {0}")]
+    Unauthorized(String),
+    #[error("the operator refused this pod: {0}")]
+    Forbidden(String),
+    #[error("unexpected answer from the operator: {0}")]
+    Protocol(String),
+}
+
+/// What to do once released.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Init gate: return (exit 0).
+    Once,
+    /// Status sidecar: write this file atomically, then stay up.
+    Signal(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub operator_url: String,
+    pub ca_pem: String,
+    pub token_file: PathBuf,
+    pub pod_uid: Option<String>,
+    pub poll_seconds: u64,
+    pub max_backoff: Duration,
+}
+
+/// A TLS client config trusting exactly the given CA bundle.
+fn tls_connector(ca_pem: &str) -> Result<TlsConnector, AgentError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| AgentError::Config(format!("CA bundle: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| AgentError::Config(format!("CA bundle: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(AgentError::Config("CA bundle holds no certificate".into()));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| AgentError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// One HTTPS GET; returns (status, body).
+async fn https_get(
+    connector: &TlsConnector,
+    url: &Uri,
+    bearer: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), AgentError> {
+    let host = url
+        .host()
+        .ok_or_else(|| AgentError::Config(format!("no host in {url}")))?
+        .to_string();
+    let port = url.port_u16().unwrap_or(443);
+    let server_name = ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| AgentError::Config(format!("bad host {host}: {e}")))?;
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect((
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port,
+        ))
+        .await
+        .map_err(|e| AgentError::Unreachable(format!("connect {host}:{port}: {e}")))?;
+        let tls = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| AgentError::Unreachable(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| AgentError::Unreachable(format!("http: {e}")))?;
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get(url.clone())
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
+            .header(hyper::header::USER_AGENT, "kube-standby-agent")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| AgentError::Unreachable(format!("request: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AgentError::Unreachable(format!("body: {e}")))?
+            .to_bytes()
+            .to_vec();
+        conn.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| AgentError::Unreachable("timed out".into()))?
+}
+
+/// Ask once (a long-poll of up to `poll_seconds`). Ok(true) only on a positive answer.
+pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
+    let connector = tls_connector(&cfg.ca_pem)?;
+    let token = std::fs::read_to_string(&cfg.token_file)
+        .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
+    let mut url = format!(
+        "{}/release?timeoutSeconds={}",
+        cfg.operator_url.trim_end_matches('/'),
+        cfg.poll_seconds
+    );
+    if let Some(uid) = &cfg.pod_uid {
+        url.push_str(&format!("&uid={uid}"));
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| AgentError::Config(format!("operator URL {url}: {e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(AgentError::Config(format!(
+            "operator URL must be https: {url}"
+        )));
+    }
+    let (status, body) = https_get(
+        &connector,
+        &uri,
+        token.trim(),
+        Duration::from_secs(cfg.poll_seconds + 10),
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&body).to_string();
+    match status {
+        200 => serde_json::from_slice::<ReleaseAnswer>(&body)
+            .map(|a| a.released)
+            .map_err(|e| AgentError::Protocol(format!("{e}: {text}"))),
+        401 => Err(AgentError::Unauthorized(text)),
+        403 => Err(AgentError::Forbidden(text)),
+        s if s >= 500 => Err(AgentError::Unreachable(format!("status {s}: {text}"))),
+        s => Err(AgentError::Protocol(format!("status {s}: {text}"))),
+    }
+}
+
+/// Ask until released, with exponential backoff on errors. Never returns an error for
+/// transient problems; configuration errors are returned at once.
+pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match check_once(cfg).await {
+            Ok(true) => {
+                tracing::info!("released by the operator");
+                return Ok(());
+            }
+            Ok(false) => {
+                tracing::debug!("not released yet; asking again");
+                backoff = Duration::from_millis(100);
+            }
+            Err(e @ AgentError::Config(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "release check failed; not starting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+        }
+    }
+}
+
+/// Write the signal file atomically (temp file in the same directory, then rename).
+pub fn write_signal(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("signal")
+    ));
+    std::fs::write(&tmp, b"released\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `kube-standby agent`.
+pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
+    if let Mode::Signal(p) = &mode {
+        if p.exists() {
+            tracing::info!(signal = %p.display(), "already released (signal present)");
+            std::future::pending::<()>().await;
+        }
+    }
+    wait_released(&cfg).await?;
+    match mode {
+        Mode::Once => Ok(()),
+        Mode::Signal(p) => {
+            write_signal(&p)
+                .map_err(|e| AgentError::Config(format!("writing {}: {e}", p.display())))?;
+            tracing::info!(signal = %p.display(), "start signal written");
+            // Stay up: a status sidecar that exits would be restarted by the kubelet.
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_is_written_atomically_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("start-signal");
+        write_signal(&p).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"released\n");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn bad_ca_is_a_config_error() {
+        assert!(matches!(tls_connector("nope"), Err(AgentError::Config(_))));
+    }
+}

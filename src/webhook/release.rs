@@ -1,0 +1,310 @@
+//! `GET /release`: the in-pod agent asks whether its pod is released. The caller is
+//! identified only by its projected service-account token (audience `kube-standby`),
+//! checked with a TokenReview (results cached briefly). The answer is about that pod
+//! only. Long-poll: it returns as soon as the pod is released, or after the timeout.
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{ErrorBody, WebhookState};
+use crate::api::singleton::TOKEN_AUDIENCE;
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReviewError {
+    #[error("token rejected: {0}")]
+    Unauthenticated(String),
+    #[error("token review failed: {0}")]
+    Unavailable(String),
+}
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Authenticates agent tokens (a TokenReview in production, a table in tests).
+pub trait TokenReviewer: Send + Sync {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFut<'a, Result<PodIdentity, ReviewError>>;
+}
+
+/// Release state of a pod as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRelease {
+    pub uid: String,
+    pub released: bool,
+}
+
+/// Reads pods' release state (the controller's pod cache in production).
+pub trait ReleaseLookup: Send + Sync {
+    fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease>;
+}
+
+/// The release service: reviewer + lookup + a short-lived review cache.
+pub struct ReleaseService {
+    pub reviewer: Arc<dyn TokenReviewer>,
+    pub lookup: Arc<dyn ReleaseLookup>,
+    pub cache_ttl: Duration,
+    pub poll_every: Duration,
+    cache: Mutex<HashMap<[u8; 32], (PodIdentity, Instant)>>,
+}
+
+impl ReleaseService {
+    pub fn new(reviewer: Arc<dyn TokenReviewer>, lookup: Arc<dyn ReleaseLookup>) -> Self {
+        ReleaseService {
+            reviewer,
+            lookup,
+            cache_ttl: Duration::from_secs(60),
+            poll_every: Duration::from_millis(50),
+            cache: Mutex::default(),
+        }
+    }
+
+    async fn identify(&self, token: &str) -> Result<PodIdentity, ReviewError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, (_, at)| now.duration_since(*at) < self.cache_ttl);
+            if let Some((id, _)) = c.get(&key) {
+                return Ok(id.clone());
+            }
+        }
+        let id = self.reviewer.review(token).await?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(key, (id.clone(), now));
+        }
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseQuery {
+    /// The caller's own pod UID (from the downward API), checked against the token.
+    pub uid: Option<String>,
+    /// Long-poll timeout, at most 30 s.
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseAnswer {
+    pub released: bool,
+    pub pod: String,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: msg.into(),
+            status: status.as_u16(),
+        }),
+    )
+        .into_response()
+}
+
+pub async fn release(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    Query(q): Query<ReleaseQuery>,
+) -> Response {
+    let Some(svc) = state.release.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the release service runs only in `run` mode",
+        );
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return error(StatusCode::UNAUTHORIZED, "missing bearer token");
+    };
+    let id = match svc.identify(token).await {
+        Ok(id) => id,
+        Err(e @ ReviewError::Unauthenticated(_)) => {
+            return error(StatusCode::UNAUTHORIZED, e.to_string())
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let pod = format!("{}/{}", id.namespace, id.name);
+    if let Some(uid) = &q.uid {
+        if uid != &id.uid {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("token belongs to pod {pod} uid {}, not uid {uid}", id.uid),
+            );
+        }
+    }
+    let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(30).min(30));
+    let deadline = Instant::now() + timeout;
+    let span = tracing::info_span!("release", pod = %pod, uid = %id.uid);
+    let _e = span.enter();
+    loop {
+        match svc.lookup.lookup(&id.namespace, &id.name) {
+            Some(r) if r.uid != id.uid => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "pod {pod} now has uid {}, the token is for uid {}",
+                        r.uid, id.uid
+                    ),
+                )
+            }
+            Some(r) if r.released => {
+                return Json(ReleaseAnswer {
+                    released: true,
+                    pod,
+                })
+                .into_response()
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Json(ReleaseAnswer {
+                released: false,
+                pod,
+            })
+            .into_response();
+        }
+        tokio::time::sleep(svc.poll_every).await;
+    }
+}
+
+/// The production reviewer: a TokenReview with audience `kube-standby`.
+pub struct KubeTokenReviewer {
+    pub client: kube::Client,
+}
+
+impl TokenReviewer for KubeTokenReviewer {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFut<'a, Result<PodIdentity, ReviewError>> {
+        Box::pin(async move {
+            use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+            let tr = TokenReview {
+                spec: TokenReviewSpec {
+                    token: token.to_string(),
+                    audiences: Some(vec![TOKEN_AUDIENCE.into()]),
+                },
+                ..Default::default()
+            };
+            let out = api
+                .create(&kube::api::PostParams::default(), &tr)
+                .await
+                .map_err(|e| ReviewError::Unavailable(e.to_string()))?;
+            identity_from_review(out.status.as_ref())
+        })
+    }
+}
+
+/// Pure: the pod identity in a TokenReview status, or why there is none.
+pub fn identity_from_review(
+    st: Option<&k8s_openapi::api::authentication::v1::TokenReviewStatus>,
+) -> Result<PodIdentity, ReviewError> {
+    let st = st.ok_or_else(|| ReviewError::Unauthenticated("no status".into()))?;
+    if st.authenticated != Some(true) {
+        return Err(ReviewError::Unauthenticated(
+            st.error
+                .clone()
+                .unwrap_or_else(|| "not authenticated".into()),
+        ));
+    }
+    if let Some(aud) = &st.audiences {
+        if !aud.iter().any(|a| a == TOKEN_AUDIENCE) {
+            return Err(ReviewError::Unauthenticated(format!(
+                "audience {TOKEN_AUDIENCE} not granted"
+            )));
+        }
+    }
+    let user = st
+        .user
+        .as_ref()
+        .ok_or_else(|| ReviewError::Unauthenticated("no user".into()))?;
+    let username = user.username.clone().unwrap_or_default();
+    let namespace = username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split(':').next())
+        .ok_or_else(|| {
+            ReviewError::Unauthenticated(format!("{username} is not a service account"))
+        })?
+        .to_string();
+    let extra = |k: &str| {
+        user.extra
+            .as_ref()
+            .and_then(|e| e.get(k))
+            .and_then(|v| v.first())
+            .cloned()
+    };
+    let name = extra("authentication.kubernetes.io/pod-name")
+        .ok_or_else(|| ReviewError::Unauthenticated("token is not bound to a pod".into()))?;
+    let uid = extra("authentication.kubernetes.io/pod-uid")
+        .ok_or_else(|| ReviewError::Unauthenticated("token is not bound to a pod".into()))?;
+    Ok(PodIdentity {
+        namespace,
+        name,
+        uid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::TokenReviewStatus;
+
+    fn status(v: serde_json::Value) -> TokenReviewStatus {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn identity_from_a_bound_token() {
+        let st = status(serde_json::json!({
+            "authenticated": true, "audiences": ["kube-standby"],
+            "user": {"username": "system:serviceaccount:prod:default",
+                     "extra": {"authentication.kubernetes.io/pod-name": ["db-0"], "authentication.kubernetes.io/pod-uid": ["u1"]}}
+        }));
+        assert_eq!(
+            identity_from_review(Some(&st)).unwrap(),
+            PodIdentity {
+                namespace: "prod".into(),
+                name: "db-0".into(),
+                uid: "u1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejections() {
+        let cases = [
+            serde_json::json!({"authenticated": false, "error": "expired"}),
+            serde_json::json!({"authenticated": true, "audiences": ["other"], "user": {"username": "system:serviceaccount:a:b"}}),
+            serde_json::json!({"authenticated": true, "user": {"username": "alice"}}),
+            serde_json::json!({"authenticated": true, "user": {"username": "system:serviceaccount:a:b"}}),
+        ];
+        for c in cases {
+            assert!(
+                matches!(
+                    identity_from_review(Some(&status(c.clone()))),
+                    Err(ReviewError::Unauthenticated(_))
+                ),
+                "{c}"
+            );
+        }
+        assert!(identity_from_review(None).is_err());
+    }
+}

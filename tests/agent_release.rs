@@ -1,0 +1,301 @@
+//! Agent ↔ operator over real TLS, with the TokenReview step mocked: released, not yet,
+//! operator down then up, wrong pod, bad token, review caching.
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube_standby::agent::{self, AgentConfig, AgentError, Mode};
+use kube_standby::certs;
+use kube_standby::tls::{self, CertResolver};
+use kube_standby::webhook::release::{
+    BoxFut, PodIdentity, PodRelease, ReleaseLookup, ReleaseService, ReviewError, TokenReviewer,
+};
+use kube_standby::webhook::{router, StaticObjects};
+
+struct Tokens {
+    known: HashMap<String, PodIdentity>,
+    calls: AtomicUsize,
+}
+
+impl TokenReviewer for Tokens {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFut<'a, Result<PodIdentity, ReviewError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.known
+                .get(token)
+                .cloned()
+                .ok_or_else(|| ReviewError::Unauthenticated("unknown token".into()))
+        })
+    }
+}
+
+#[derive(Default)]
+struct Pods(Mutex<HashMap<(String, String), PodRelease>>);
+
+impl ReleaseLookup for Pods {
+    fn lookup(&self, ns: &str, name: &str) -> Option<PodRelease> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+}
+
+impl Pods {
+    fn set(&self, name: &str, uid: &str, released: bool) {
+        self.0.lock().unwrap().insert(
+            ("prod".into(), name.into()),
+            PodRelease {
+                uid: uid.into(),
+                released,
+            },
+        );
+    }
+}
+
+struct Operator {
+    bundle: certs::Bundle,
+    pods: Arc<Pods>,
+    tokens: Arc<Tokens>,
+}
+
+fn operator() -> Operator {
+    let known = HashMap::from([
+        (
+            "tok-db-0".to_string(),
+            PodIdentity {
+                namespace: "prod".into(),
+                name: "db-0".into(),
+                uid: "uid-0".into(),
+            },
+        ),
+        (
+            "tok-stale".to_string(),
+            PodIdentity {
+                namespace: "prod".into(),
+                name: "db-0".into(),
+                uid: "uid-old".into(),
+            },
+        ),
+    ]);
+    Operator {
+        bundle: certs::generate(&certs::default_sans()).unwrap(),
+        pods: Arc::new(Pods::default()),
+        tokens: Arc::new(Tokens {
+            known,
+            calls: AtomicUsize::new(0),
+        }),
+    }
+}
+
+async fn serve(op: &Operator, listener: tokio::net::TcpListener) {
+    let mut state = common::state_with(StaticObjects::default());
+    state.release = Some(Arc::new(ReleaseService::new(
+        op.tokens.clone(),
+        op.pods.clone(),
+    )));
+    let resolver = CertResolver::new(
+        tls::certified_key_from_pem(op.bundle.cert_pem.as_bytes(), op.bundle.key_pem.as_bytes())
+            .unwrap(),
+    );
+    tokio::spawn(tls::serve(
+        listener,
+        tls::server_config(resolver).unwrap(),
+        router(state),
+        std::future::pending(),
+    ));
+}
+
+async fn start(op: &Operator) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    serve(op, listener).await;
+    addr
+}
+
+fn config(op: &Operator, addr: SocketAddr, token: &str, dir: &std::path::Path) -> AgentConfig {
+    let token_file = dir.join(format!("token-{token}"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    AgentConfig {
+        operator_url: format!("https://localhost:{}", addr.port()),
+        ca_pem: op.bundle.ca_pem.clone(),
+        token_file,
+        pod_uid: Some("uid-0".into()),
+        poll_seconds: 2,
+        max_backoff: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn released_pod_gets_its_signal() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set("db-0", "uid-0", true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    assert_eq!(agent::check_once(&cfg).await, Ok(true));
+    let signal = dir.path().join("start-signal");
+    let task = tokio::spawn(agent::run(cfg, Mode::Signal(signal.clone())));
+    for _ in 0..100 {
+        if signal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(signal.exists(), "signal never written");
+    task.abort();
+}
+
+#[tokio::test]
+async fn not_yet_then_released_through_the_long_poll() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set("db-0", "uid-0", false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&op, addr, "tok-db-0", dir.path());
+    cfg.poll_seconds = 1;
+    assert_eq!(
+        agent::check_once(&cfg).await,
+        Ok(false),
+        "a long-poll that times out says not released"
+    );
+    cfg.poll_seconds = 10;
+    let pods = op.pods.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pods.set("db-0", "uid-0", true);
+    });
+    // The same long-poll returns once the release lands (well before its 10 s timeout).
+    let started = std::time::Instant::now();
+    assert_eq!(agent::check_once(&cfg).await, Ok(true));
+    assert!(started.elapsed() < Duration::from_secs(9));
+    agent::run(cfg, Mode::Once).await.unwrap();
+}
+
+#[tokio::test]
+async fn operator_down_then_up_never_signals_early() {
+    let op = operator();
+    op.pods.set("db-0", "uid-0", true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    assert!(matches!(
+        agent::check_once(&cfg).await,
+        Err(AgentError::Unreachable(_))
+    ));
+    let signal = dir.path().join("start-signal");
+    let task = tokio::spawn(agent::run(cfg, Mode::Signal(signal.clone())));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !signal.exists(),
+        "signal written while the operator was down"
+    );
+    serve(&op, tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    for _ in 0..100 {
+        if signal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        signal.exists(),
+        "agent did not recover once the operator came up"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn wrong_pod_and_bad_token_are_refused_and_never_signal() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set("db-0", "uid-0", true);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A token for another incarnation of db-0 (same name, old uid).
+    let mut stale = config(&op, addr, "tok-stale", dir.path());
+    stale.pod_uid = None;
+    assert!(
+        matches!(agent::check_once(&stale).await, Err(AgentError::Forbidden(m)) if m.contains("uid"))
+    );
+    // Our token, but we claim another uid.
+    let mut liar = config(&op, addr, "tok-db-0", dir.path());
+    liar.pod_uid = Some("uid-9".into());
+    assert!(matches!(
+        agent::check_once(&liar).await,
+        Err(AgentError::Forbidden(_))
+    ));
+    // A token the API server does not know.
+    let bad = config(&op, addr, "tok-bogus", dir.path());
+    assert!(
+        matches!(agent::check_once(&bad).await, Err(AgentError::Unauthorized(m)) if m.contains("unknown token"))
+    );
+
+    let signal = dir.path().join("start-signal");
+    let task = tokio::spawn(agent::run(bad, Mode::Signal(signal.clone())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!signal.exists());
+    task.abort();
+}
+
+#[tokio::test]
+async fn token_reviews_are_cached() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set("db-0", "uid-0", true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    for _ in 0..3 {
+        assert_eq!(agent::check_once(&cfg).await, Ok(true));
+    }
+    assert_eq!(op.tokens.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn missing_token_and_webhook_mode_answers() {
+    let op = operator();
+    let addr = start(&op).await;
+    let c = common::client(&op.bundle.ca_pem, addr);
+    let r = c
+        .get(format!("https://localhost:{}/release", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // webhook mode: no release service.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr2 = listener.local_addr().unwrap();
+    let resolver = CertResolver::new(
+        tls::certified_key_from_pem(op.bundle.cert_pem.as_bytes(), op.bundle.key_pem.as_bytes())
+            .unwrap(),
+    );
+    tokio::spawn(tls::serve(
+        listener,
+        tls::server_config(resolver).unwrap(),
+        router(common::state_with(StaticObjects::default())),
+        std::future::pending(),
+    ));
+    let r = common::client(&op.bundle.ca_pem, addr2)
+        .get(format!("https://localhost:{}/release", addr2.port()))
+        .bearer_auth("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    // A config without a token file is a configuration error, not a retry loop.
+    let mut cfg = config(&op, addr, "tok-db-0", tempfile::tempdir().unwrap().path());
+    cfg.token_file = "/nonexistent/token".into();
+    assert!(matches!(
+        agent::wait_released(&cfg).await,
+        Err(AgentError::Config(_))
+    ));
+}
