@@ -58,6 +58,8 @@ pub struct Metrics {
     pub probe_outcomes: Family<OutcomeLabels, Counter>,
     pub probe_duration: Histogram,
     pub reaction_latency: Histogram,
+    pub singleton_handover_gap: Histogram,
+    pub singleton_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -146,6 +148,18 @@ impl Metrics {
             "From observing a busy-state change to the replicas write",
             reaction_latency.clone(),
         );
+        let singleton_handover_gap = Histogram::new(latency_buckets());
+        registry.register(
+            "singleton_handover_gap_seconds",
+            "From first seeing the old instance gone to the successor released",
+            singleton_handover_gap.clone(),
+        );
+        let singleton_timeouts = Counter::default();
+        registry.register(
+            "singleton_transition_timeouts",
+            "Handovers that exceeded maxTransitionTime",
+            singleton_timeouts.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             admissions,
@@ -161,6 +175,8 @@ impl Metrics {
             probe_outcomes,
             probe_duration,
             reaction_latency,
+            singleton_handover_gap,
+            singleton_timeouts,
         }
     }
 

@@ -105,6 +105,7 @@ pub struct Prepared {
 pub async fn prepare(
     args: &TlsArgs,
     objects: Arc<dyn ObjectSource>,
+    release: Option<Arc<crate::webhook::release::ReleaseService>>,
     readiness: Readiness,
     metrics: Arc<Metrics>,
     debug: DebugState,
@@ -122,7 +123,7 @@ pub async fn prepare(
         metrics,
         readiness,
         debug,
-        release: None,
+        release,
     };
     let listener = TcpListener::bind(args.bind)
         .await
@@ -157,6 +158,7 @@ pub async fn run_webhook(args: TlsArgs, objects: Arc<dyn ObjectSource>) -> Resul
     let prepared = prepare(
         &args,
         objects,
+        None,
         Readiness::without_caches(),
         Arc::new(Metrics::new()),
         DebugState::default(),

@@ -8,7 +8,15 @@ async fn run_mode_syncs_caches_then_reports_ready() {
     let api = fake_apiserver::start().await;
     let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
     assert!(run.wait_ready().await, "run mode never became ready");
-    let seen = api.seen.0.lock().unwrap().clone();
+    // Ready means every cache has listed; the watches that follow the lists may still be on their way.
+    let mut seen = vec![];
+    for _ in 0..50 {
+        seen = api.seen.0.lock().unwrap().clone();
+        if seen.iter().filter(|s| s.contains("watch=true")).count() >= 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for path in [
         "/apis/apps.paia.tech/v1alpha1/hotstandbydeployments",
         "/apis/apps.statefulsingleton.com/v1/statefulsingletons",
@@ -22,11 +30,37 @@ async fn run_mode_syncs_caches_then_reports_ready() {
             "no watch on {path}: {seen:#?}"
         );
     }
-    // Pods, ReplicaSets and Deployments are watched by our label only, not cluster-wide.
-    assert!(
+    // The HSD controller watches pods, ReplicaSets and Deployments by its label only; the
+    // singleton controller needs every pod (a pod admitted without the webhook has no label
+    // of ours) and nodes, and only our ConfigMap by name.
+    let watches = |p: &str| {
         seen.iter()
-            .filter(|s| s.contains("/api/v1/pods"))
+            .filter(|s| s.contains(p) && s.contains("watch=true"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        watches("/api/v1/pods")
+            .iter()
+            .any(|s| s.contains("labelSelector=hsd.paia.tech")),
+        "{seen:#?}"
+    );
+    assert!(
+        watches("/apis/apps/v1/replicasets")
+            .iter()
             .all(|s| s.contains("labelSelector=hsd.paia.tech")),
+        "{seen:#?}"
+    );
+    assert_eq!(watches("/api/v1/nodes").len(), 1, "{seen:#?}");
+    assert!(
+        watches("/api/v1/configmaps")
+            .iter()
+            .all(|s| s.contains("fieldSelector=metadata.name%3Dstatefulsingleton-wrapper")),
+        "{seen:#?}"
+    );
+    // The seed's legacy group is served by this fake API server, so it is watched too.
+    assert!(
+        !watches("/apis/apps.openshift.statefulsingleton.com/v1/statefulsingletons").is_empty(),
         "{seen:#?}"
     );
     let (status, metrics) = run.get("/metrics").await.expect("metrics");

@@ -102,6 +102,12 @@ pub struct StatefulSingletonStatus {
     /// Name of the released pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_pod: Option<String>,
+    /// UID of the active pod (a pod of the same name may come back with another UID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_pod_uid: Option<String>,
+    /// Node of the active pod: if it vanishes while that node is lost, nothing is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_node: Option<String>,
     /// When the current handover started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition_timestamp: Option<Time>,

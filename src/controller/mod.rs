@@ -2,15 +2,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::Client;
 
-use crate::api::StatefulSingleton;
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
-use crate::webhook::objects::StoreObjects;
+use crate::webhook::release::{KubeTokenReviewer, ReleaseService};
 use crate::{server, Result};
 
 pub mod hsd;
@@ -23,24 +20,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let debug = DebugState::default();
     let readiness = Readiness::default();
 
-    // The webhook reads StatefulSingletons from a reflector cache.
-    let (store, writer) = reflector::store::<StatefulSingleton>();
-    let singletons: Api<StatefulSingleton> = Api::all(client.clone());
-    let reflect = reflector(writer, watcher(singletons, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "StatefulSingleton watch error");
-            }
-        });
-    tokio::spawn(reflect);
-
+    // StatefulSingleton caches and controllers (both groups); the webhook reads the same
+    // caches, and the agent release service reads the pod cache.
+    let (stores, singletons_ready) =
+        singleton::start(client.clone(), metrics.clone(), debug.clone()).await;
+    let release = Arc::new(ReleaseService::new(
+        Arc::new(KubeTokenReviewer {
+            client: client.clone(),
+        }),
+        Arc::new(stores.clone()),
+    ));
     let prepared = server::prepare(
         &args.tls,
-        Arc::new(StoreObjects {
-            singletons: store.clone(),
-        }),
+        Arc::new(stores),
+        Some(release),
         readiness.clone(),
         metrics.clone(),
         debug.clone(),
@@ -77,7 +70,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() && hsd_synced.await.is_ok() {
+            singletons_ready.await;
+            if hsd_synced.await.is_ok() {
                 readiness.set_caches_synced();
                 tracing::info!("caches synced");
             }

@@ -75,21 +75,6 @@ impl StaticObjects {
     }
 }
 
-/// The `run`-mode source: a reflector cache of StatefulSingletons.
-pub struct StoreObjects {
-    pub singletons: kube::runtime::reflector::Store<StatefulSingleton>,
-}
-
-impl ObjectSource for StoreObjects {
-    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
-        self.singletons
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace().as_deref() == Some(namespace))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

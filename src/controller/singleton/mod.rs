@@ -1,1 +1,670 @@
+//! StatefulSingleton reconciler: observe (pod/node caches) → pure handover plan → apply.
+//! Status (the planner's memory) is written *before* a release, so a crash between the
+//! two can never leave a released pod unrecorded.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action as KAction, Controller};
+use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::singleton::{
+    selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
+    WRAPPER_CONFIGMAP,
+};
+use crate::metrics::Metrics;
+use crate::state::DebugState;
+use crate::webhook::release::{PodRelease, ReleaseLookup};
+use crate::{Error, Result, MANAGER};
+
+pub mod observe;
 pub mod plan;
+
+use plan::{Action, DeleteReason, Observed, Phase};
+
+pub const CONTROLLER: &str = "singleton";
+
+/// The ApiResource of StatefulSingleton in `group` (the main group or the seed's legacy one).
+pub fn api_resource(group: &str) -> ApiResource {
+    ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "StatefulSingleton".into(),
+        plural: "statefulsingletons".into(),
+    }
+}
+
+/// Read a StatefulSingleton of either group.
+pub fn from_dynamic(obj: &DynamicObject) -> Result<StatefulSingleton> {
+    let mut v = serde_json::to_value(obj)?;
+    v["apiVersion"] = "apps.statefulsingleton.com/v1".into();
+    v["kind"] = "StatefulSingleton".into();
+    serde_json::from_value(v).map_err(|e| Error::InvalidObject {
+        kind: "StatefulSingleton",
+        name: obj.name_any(),
+        reason: e.to_string(),
+    })
+}
+
+/// Caches the reconciler reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub configmaps: Store<ConfigMap>,
+    /// StatefulSingletons of both groups (for overlap and the webhook).
+    pub singletons: Vec<Store<DynamicObject>>,
+}
+
+impl Stores {
+    /// All StatefulSingletons of a namespace, both groups, typed.
+    pub fn singletons_in(&self, ns: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.singletons
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| o.namespace().as_deref() == Some(ns))
+            .filter_map(|o| from_dynamic(&o).ok().map(Arc::new))
+            .collect()
+    }
+}
+
+impl ReleaseLookup for Stores {
+    fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease> {
+        let pod = self.pods.get(&ObjectRef::new(name).within(namespace))?;
+        Some(PodRelease {
+            uid: pod.uid().unwrap_or_default(),
+            released: pod.annotations().contains_key(RELEASED_ANNOTATION),
+        })
+    }
+}
+
+impl crate::webhook::ObjectSource for Stores {
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.singletons_in(namespace)
+    }
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    pub debug: DebugState,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    pub resync: Duration,
+    /// When a reconcile first saw "no instance present, a successor waits", per singleton.
+    gone_seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Ctx {
+    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Ctx {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            metrics,
+            debug,
+            clock: Arc::new(Timestamp::now),
+            resync: Duration::from_secs(300),
+            gone_seen: Mutex::default(),
+        }
+    }
+}
+
+async fn publish(
+    ctx: &Ctx,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = KEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Handover".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<(Ctx, ApiResource)>) -> Result<KAction> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let res =
+        tracing::Instrument::instrument(reconcile_inner(&obj, &ctx.0, &ctx.1, started), span).await;
+    ctx.0
+        .metrics
+        .reconciled(CONTROLLER, started.elapsed().as_secs_f64());
+    if let Err(e) = &res {
+        ctx.0.metrics.reconcile_failed(CONTROLLER, e);
+    }
+    res
+}
+
+pub fn error_policy(
+    obj: Arc<DynamicObject>,
+    err: &Error,
+    _ctx: Arc<(Ctx, ApiResource)>,
+) -> KAction {
+    tracing::warn!(name = %obj.name_any(), error = %err, "reconcile failed; retrying");
+    KAction::requeue(Duration::from_secs(2))
+}
+
+async fn patch_status(
+    ctx: &Ctx,
+    ar: &ApiResource,
+    s: &StatefulSingleton,
+    st: &crate::api::singleton::StatefulSingletonStatus,
+) -> Result<bool> {
+    if s.status.as_ref() == Some(st) {
+        return Ok(false);
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &s.namespace().unwrap_or_default(), ar);
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": st })),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn ensure_configmap(ctx: &Ctx, ns: &str) -> Result<()> {
+    let current = ctx
+        .stores
+        .configmaps
+        .get(&ObjectRef::new(WRAPPER_CONFIGMAP).within(ns));
+    if current.as_deref().is_some_and(observe::configmap_current) {
+        return Ok(());
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        WRAPPER_CONFIGMAP,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&observe::wrapper_configmap(ns)),
+    )
+    .await?;
+    tracing::info!(namespace = ns, "wrapper ConfigMap written");
+    Ok(())
+}
+
+async fn reconcile_inner(
+    obj: &DynamicObject,
+    ctx: &Ctx,
+    ar: &ApiResource,
+    started: Instant,
+) -> Result<KAction> {
+    let ns = obj.namespace().ok_or_else(|| Error::InvalidObject {
+        kind: "StatefulSingleton",
+        name: obj.name_any(),
+        reason: "no namespace".into(),
+    })?;
+    let s = from_dynamic(obj)?;
+    let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
+    if s.metadata.deletion_timestamp.is_some() {
+        ctx.debug.remove(&key);
+        return Ok(KAction::await_change());
+    }
+    let reference = obj.object_ref(ar);
+    let now = (ctx.clock)();
+
+    // Which pods are ours: matched by our selector, and we are the oldest matching singleton.
+    let all = ctx.stores.singletons_in(&ns);
+    let me = s.uid();
+    let pods: Vec<Arc<Pod>> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let mut overlap = observe::Overlap::default();
+    let mut mine = vec![];
+    for p in &pods {
+        let labels = p.labels();
+        if !selector_matches(&s.spec.selector, labels) {
+            continue;
+        }
+        match crate::api::singleton::owning_singleton(&all, labels) {
+            Some(owner) if owner.uid() == me => {
+                mine.push(p.clone());
+                for other in all
+                    .iter()
+                    .filter(|o| o.uid() != me && selector_matches(&o.spec.selector, labels))
+                {
+                    let n = other.name_any();
+                    if !overlap.won_against.contains(&n) {
+                        overlap.won_against.push(n);
+                    }
+                }
+            }
+            Some(owner) => {
+                let n = owner.name_any();
+                if !overlap.lost_to.contains(&n) {
+                    overlap.lost_to.push(n);
+                }
+            }
+            None => {}
+        }
+    }
+    let invalid = (!selector_matches(&s.spec.selector, &BTreeMap::new())
+        && s.spec
+            .selector
+            .match_labels
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
+        && s.spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty()))
+    .then_some("selector is empty: it would select every pod of the namespace; nothing is managed");
+
+    if !mine.is_empty() {
+        ensure_configmap(ctx, &ns).await?;
+    }
+
+    let infos: Vec<plan::PodInfo> = mine.iter().map(|p| observe::pod_info(p)).collect();
+    let memory = observe::memory(s.status.as_ref());
+    let mut nodes = BTreeMap::new();
+    for n in infos
+        .iter()
+        .filter_map(|p| p.node.clone())
+        .chain(memory.active_node.clone())
+    {
+        if let Some(node) = ctx.stores.nodes.get(&ObjectRef::new(&n)) {
+            nodes.insert(n, observe::node_state(&node));
+        }
+    }
+    // The ReplicaSets of the pods involved (only needed during a surge rollout).
+    let mut replicasets = vec![];
+    if infos.iter().any(|p| p.is_candidate()) {
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut names: Vec<String> = infos.iter().filter_map(|p| p.replicaset.clone()).collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            if let Ok(rs) = rs_api.get(&n).await {
+                replicasets.push(plan::RsInfo {
+                    name: n,
+                    replicas: rs.spec.replicas.unwrap_or(1),
+                    deployment: rs
+                        .owner_references()
+                        .iter()
+                        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                        .map(|o| o.uid.clone()),
+                });
+            }
+        }
+    }
+    let observed = Observed {
+        pods: &infos,
+        replicasets: &replicasets,
+        nodes: &nodes,
+        memory: &memory,
+        now: now.as_second(),
+        max_transition_seconds: s.spec.max_transition_time,
+    };
+    let plan = if invalid.is_some() {
+        plan::Plan {
+            actions: vec![],
+            phase: Phase::Blocked,
+            memory: memory.clone(),
+            message: invalid.unwrap_or_default().to_string(),
+            node_lost: None,
+            timed_out: false,
+            newly_timed_out: false,
+            extra_candidates: 0,
+        }
+    } else {
+        plan::plan(&observed)
+    };
+
+    // Gap bookkeeping: the first time we see "nothing present, a successor waits".
+    let waiting_release = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Release { .. }));
+    if let Ok(mut g) = ctx.gone_seen.lock() {
+        if waiting_release || plan.node_lost.is_some() {
+            g.entry(key.clone()).or_insert(started);
+        }
+    }
+
+    // Status first: it records the pod about to be released and its node.
+    let status = observe::status(&s, &plan, &overlap, invalid, now);
+    patch_status(ctx, ar, &s, &status).await?;
+
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    for a in &plan.actions {
+        match a {
+            Action::Delete { name, uid, reason } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match pods_api.delete(name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let (why, note) = match reason {
+                    DeleteReason::UngatedDuplicate => ("UngatedPodDeleted", format!("deleted {name}: it was admitted without the start gate while another instance runs; its owner recreates it through the webhook")),
+                    DeleteReason::FailedOldPod => ("FailedPodDeleted", format!("deleted failed pod {name} so its successor can start once it is gone")),
+                };
+                publish(ctx, &reference, EventType::Warning, why, note).await;
+            }
+            Action::ScaleToZero { replicaset } => {
+                let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+                rs_api
+                    .patch(
+                        replicaset,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"replicas": 0}})),
+                    )
+                    .await?;
+                publish(ctx, &reference, EventType::Normal, "PodTransition", format!("scaled old ReplicaSet {replicaset} to 0: a surge rollout cannot finish while the new pod waits")).await;
+            }
+            Action::Release { name, uid } | Action::MarkReady { name, uid } => {
+                let is_release = matches!(a, Action::Release { .. });
+                if is_release {
+                    let patch = json!({"metadata": {"uid": uid, "annotations": {RELEASED_ANNOTATION: now.to_string()}}});
+                    match pods_api
+                        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let cond = json!({"status": {"conditions": [{"type": READY_CONDITION, "status": "True", "reason": "Released",
+                    "message": "released by kube-standby", "lastTransitionTime": now.to_string()}]}});
+                match pods_api
+                    .patch_status(name, &PatchParams::default(), &Patch::Strategic(cond))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                if is_release {
+                    let gap = ctx
+                        .gone_seen
+                        .lock()
+                        .ok()
+                        .and_then(|mut g| g.remove(&key))
+                        .map(|t| t.elapsed());
+                    if let Some(gap) = gap {
+                        ctx.metrics
+                            .singleton_handover_gap
+                            .observe(gap.as_secs_f64());
+                    }
+                    let from = memory.active_pod.clone().filter(|p| p != name);
+                    let (reason, note) = match from {
+                        Some(old) => (
+                            "PodTransition",
+                            format!("released {name} after {old} was gone"),
+                        ),
+                        None => ("PodStarted", format!("released {name}")),
+                    };
+                    publish(ctx, &reference, EventType::Normal, reason, note).await;
+                }
+            }
+        }
+    }
+    if plan.newly_timed_out {
+        ctx.metrics.singleton_timeouts.inc();
+        publish(
+            ctx,
+            &reference,
+            EventType::Warning,
+            "TransitionTimeout",
+            format!(
+                "handover exceeded maxTransitionTime ({}s); still waiting safely: {}",
+                s.spec.max_transition_time, plan.message
+            ),
+        )
+        .await;
+    }
+    let was_blocked = s
+        .status
+        .as_ref()
+        .and_then(|st| crate::api::condition(&st.conditions, "NodeLost"))
+        .is_some_and(|c| c.status == "True");
+    if plan.node_lost.is_some() && !was_blocked {
+        publish(
+            ctx,
+            &reference,
+            EventType::Warning,
+            "NodeLost",
+            plan.message.clone(),
+        )
+        .await;
+    }
+    ctx.debug
+        .set(key, json!({"plan": plan, "pods": infos, "nodes": nodes}));
+
+    let mut next = ctx.resync;
+    if let (Phase::Transitioning | Phase::Blocked, Some(since)) =
+        (plan.phase, plan.memory.transition_since)
+    {
+        let due = since + s.spec.max_transition_time - now.as_second();
+        if due > 0 && !plan.timed_out {
+            next = next.min(Duration::from_secs(due as u64 + 1));
+        }
+    }
+    Ok(KAction::requeue(next))
+}
+
+/// Is `group`'s StatefulSingleton served by the API server?
+async fn served(client: &Client, group: &str) -> bool {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(group));
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
+}
+
+/// Start the stores and controllers. Returns the stores (for the webhook and the release
+/// service) at once, and a future that resolves when every cache has listed.
+pub async fn start(
+    client: Client,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+) -> (Stores, impl std::future::Future<Output = ()>) {
+    let (pods, pod_w) = reflector::store::<Pod>();
+    let (nodes, node_w) = reflector::store::<Node>();
+    let (cms, cm_w) = reflector::store::<ConfigMap>();
+    let (pod_tx, _) = tokio::sync::broadcast::channel::<Arc<Pod>>(4096);
+    let (node_tx, _) = tokio::sync::broadcast::channel::<Arc<Node>>(256);
+    {
+        let pod_tx = pod_tx.clone();
+        let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|p| {
+                p.managed_fields_mut().clear();
+            })
+            .reflect(pod_w)
+            .touched_objects();
+        tokio::spawn(pod_stream.for_each(move |r| {
+            if let Ok(p) = r {
+                let _ = pod_tx.send(Arc::new(p));
+            }
+            async {}
+        }));
+        let node_tx = node_tx.clone();
+        let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(node_w)
+            .touched_objects();
+        tokio::spawn(node_stream.for_each(move |r| {
+            if let Ok(n) = r {
+                let _ = node_tx.send(Arc::new(n));
+            }
+            async {}
+        }));
+        let cm_stream = watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
+        )
+        .default_backoff()
+        .reflect(cm_w)
+        .touched_objects();
+        tokio::spawn(cm_stream.for_each(|_| async {}));
+    }
+
+    let mut groups = vec![api_resource("apps.statefulsingleton.com")];
+    if served(&client, LEGACY_GROUP).await {
+        groups.push(api_resource(LEGACY_GROUP));
+    } else {
+        tracing::info!(
+            group = LEGACY_GROUP,
+            "legacy StatefulSingleton group not served; skipping it"
+        );
+    }
+    let mut singleton_stores = vec![];
+    for ar in &groups {
+        let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        singleton_stores.push(w.as_reader());
+        let stream = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), ar),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(w)
+        .touched_objects();
+        tokio::spawn(stream.for_each(|_| async {}));
+    }
+    let stores = Stores {
+        pods: pods.clone(),
+        nodes: nodes.clone(),
+        configmaps: cms.clone(),
+        singletons: singleton_stores,
+    };
+
+    for ar in groups {
+        let ctx = Arc::new((
+            Ctx::new(
+                client.clone(),
+                stores.clone(),
+                metrics.clone(),
+                debug.clone(),
+            ),
+            ar.clone(),
+        ));
+        let (st, group) = (stores.clone(), ar.group.clone());
+        // A pod event reconciles the singletons (of this group) whose selector matches it.
+        let pod_trigger = broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<Pod>| {
+            let ns = p.namespace().unwrap_or_default();
+            let refs: Vec<ObjectRef<DynamicObject>> = st
+                .singletons
+                .iter()
+                .flat_map(|s| s.state())
+                .filter(|o| {
+                    ar_of(o).group == group && o.namespace().as_deref() == Some(ns.as_str())
+                })
+                .filter(|o| {
+                    from_dynamic(o).is_ok_and(|s| selector_matches(&s.spec.selector, p.labels()))
+                })
+                .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+                .collect();
+            futures::stream::iter(refs)
+        });
+        let (st, group) = (stores.clone(), ar.group.clone());
+        // A node event may unblock a handover waiting for a lost node.
+        let node_trigger = broadcast_stream(node_tx.subscribe()).flat_map(move |_n: Arc<Node>| {
+            let refs: Vec<ObjectRef<DynamicObject>> = st
+                .singletons
+                .iter()
+                .flat_map(|s| s.state())
+                .filter(|o| {
+                    ar_of(o).group == group
+                        && o.data
+                            .get("status")
+                            .and_then(|s| s.get("phase"))
+                            .is_some_and(|p| p != "Running")
+                })
+                .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+                .collect();
+            futures::stream::iter(refs)
+        });
+        tokio::spawn(async move {
+            Controller::new_with(
+                Api::<DynamicObject>::all_with(ctx.0.client.clone(), &ar),
+                watcher::Config::default(),
+                ar.clone(),
+            )
+            .reconcile_on(pod_trigger)
+            .reconcile_on(node_trigger)
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "singleton controller event");
+                }
+            })
+            .await;
+        });
+    }
+
+    let waiting = stores.clone();
+    let ready = async move {
+        let ok = [
+            waiting.pods.wait_until_ready().await.is_ok(),
+            waiting.nodes.wait_until_ready().await.is_ok(),
+            waiting.configmaps.wait_until_ready().await.is_ok(),
+        ];
+        if ok.contains(&false) {
+            tracing::warn!("a singleton cache stopped before it was ready");
+        }
+        for s in &waiting.singletons {
+            let _ = s.wait_until_ready().await;
+        }
+    };
+    (stores, ready)
+}
+
+fn ar_of(o: &DynamicObject) -> ApiResource {
+    // Objects from a store carry their apiVersion.
+    let group = o
+        .types
+        .as_ref()
+        .and_then(|t| t.api_version.split('/').next().map(str::to_string))
+        .unwrap_or_else(|| "apps.statefulsingleton.com".into());
+    api_resource(&group)
+}
+
+fn broadcast_stream<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}

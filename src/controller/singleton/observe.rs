@@ -1,0 +1,374 @@
+//! Pure helpers of the StatefulSingleton reconciler: API objects → planner inputs, and a
+//! plan → status. No I/O.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::plan::{Memory, NodeState, Phase, Plan, PodInfo};
+use crate::api::set_condition;
+use crate::api::singleton::{
+    self, StatefulSingleton, StatefulSingletonStatus, GATE_ANNOTATION, READY_CONDITION,
+    RELEASED_ANNOTATION, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
+};
+
+const BAD_WAITING: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+];
+
+/// Why a pod counts as failed, if it does.
+pub fn failure(pod: &Pod) -> Option<String> {
+    let st = pod.status.as_ref()?;
+    match st.phase.as_deref() {
+        Some("Failed") => {
+            return Some(format!(
+                "phase Failed{}",
+                st.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))
+        }
+        Some("Succeeded") => return Some("phase Succeeded".into()),
+        _ => {}
+    }
+    for cs in st
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+    {
+        if let Some(reason) = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+        {
+            if BAD_WAITING.contains(&reason) {
+                return Some(format!("container {}: {reason}", cs.name));
+            }
+        }
+        if cs.restart_count > 3 {
+            return Some(format!(
+                "container {} restarted {} times",
+                cs.name, cs.restart_count
+            ));
+        }
+    }
+    None
+}
+
+pub fn pod_info(pod: &Pod) -> PodInfo {
+    let ann = pod.metadata.annotations.as_ref();
+    PodInfo {
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
+        gated: ann.is_some_and(|a| a.contains_key(GATE_ANNOTATION)),
+        released: ann.is_some_and(|a| a.contains_key(RELEASED_ANNOTATION)),
+        ready_condition: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == READY_CONDITION && c.status == "True")
+            }),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        failed: failure(pod),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        replicaset: pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+            .map(|o| o.name.clone()),
+    }
+}
+
+pub fn node_state(node: &Node) -> NodeState {
+    let oos = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| {
+            t.iter()
+                .any(|t| t.key == "node.kubernetes.io/out-of-service")
+        });
+    if oos {
+        return NodeState::OutOfService;
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if ready {
+        NodeState::Ready
+    } else {
+        NodeState::NotReady
+    }
+}
+
+/// What the status remembers, as planner memory.
+pub fn memory(status: Option<&StatefulSingletonStatus>) -> Memory {
+    let Some(s) = status else {
+        return Memory::default();
+    };
+    Memory {
+        active_pod: s.active_pod.clone(),
+        active_uid: s.active_pod_uid.clone(),
+        active_node: s.active_node.clone(),
+        transition_since: s.transition_timestamp.as_ref().map(|t| t.0.as_second()),
+        timed_out: crate::api::condition(&s.conditions, "TransitionTimedOut")
+            .is_some_and(|c| c.status == "True"),
+    }
+}
+
+/// Overlap with other singletons of the namespace, for the condition.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Overlap {
+    /// Singletons that also select some of our pods but are younger (we win).
+    pub won_against: Vec<String>,
+    /// Singletons that are older and take pods we select.
+    pub lost_to: Vec<String>,
+}
+
+pub fn status(
+    s: &StatefulSingleton,
+    plan: &Plan,
+    overlap: &Overlap,
+    invalid: Option<&str>,
+    now: Timestamp,
+) -> StatefulSingletonStatus {
+    let now_t = Time(now);
+    let generation = s.metadata.generation;
+    let mut st = s.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    st.phase = Some(match plan.phase {
+        Phase::Running => singleton::Phase::Running,
+        Phase::Transitioning => singleton::Phase::Transitioning,
+        Phase::Blocked => singleton::Phase::Blocked,
+    });
+    st.active_pod = plan.memory.active_pod.clone();
+    st.active_pod_uid = plan.memory.active_uid.clone();
+    st.active_node = plan.memory.active_node.clone();
+    st.transition_timestamp = plan
+        .memory
+        .transition_since
+        .and_then(|t| Timestamp::from_second(t).ok())
+        .map(Time);
+    st.message = Some(plan.message.clone());
+    let c = &mut st.conditions;
+    set_condition(
+        c,
+        "TransitionTimedOut",
+        plan.timed_out,
+        if plan.timed_out {
+            "MaxTransitionTimeExceeded"
+        } else {
+            "WithinMaxTransitionTime"
+        },
+        if plan.timed_out {
+            format!(
+                "handover exceeded maxTransitionTime ({}s); waiting safely: {}",
+                s.spec.max_transition_time, plan.message
+            )
+        } else {
+            "no handover over its time limit".to_string()
+        },
+        generation,
+        &now_t,
+    );
+    set_condition(
+        c,
+        "NodeLost",
+        plan.node_lost.is_some(),
+        if plan.node_lost.is_some() {
+            "WaitingForNode"
+        } else {
+            "NoNodeLost"
+        },
+        match &plan.node_lost {
+            Some(n) => plan.message.replace("{node}", n),
+            None => "no release waits for a lost node".into(),
+        },
+        generation,
+        &now_t,
+    );
+    let overlapping = !overlap.won_against.is_empty() || !overlap.lost_to.is_empty();
+    set_condition(
+        c,
+        "Overlapping",
+        overlapping,
+        if !overlap.lost_to.is_empty() {
+            "OlderSingletonWins"
+        } else if overlapping {
+            "ThisSingletonWins"
+        } else {
+            "NoOverlap"
+        },
+        if overlapping {
+            format!(
+                "selector overlaps with other StatefulSingletons; the oldest owns shared pods. older: [{}], younger: [{}]",
+                overlap.lost_to.join(", "),
+                overlap.won_against.join(", ")
+            )
+        } else {
+            "no other StatefulSingleton selects these pods".into()
+        },
+        generation,
+        &now_t,
+    );
+    set_condition(
+        c,
+        "MultipleCandidates",
+        plan.extra_candidates > 0,
+        if plan.extra_candidates > 0 {
+            "MoreThanOneWaitingPod"
+        } else {
+            "AtMostOneWaitingPod"
+        },
+        format!(
+            "{} more waiting pod(s) than can be released (is replicas > 1?)",
+            plan.extra_candidates
+        ),
+        generation,
+        &now_t,
+    );
+    set_condition(
+        c,
+        "InvalidSpec",
+        invalid.is_some(),
+        if invalid.is_some() {
+            "InvalidSpec"
+        } else {
+            "Valid"
+        },
+        invalid.unwrap_or("spec is valid"),
+        generation,
+        &now_t,
+    );
+    st
+}
+
+/// The wrapper ConfigMap for a namespace.
+pub fn wrapper_configmap(namespace: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(WRAPPER_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                crate::MANAGER.to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            WRAPPER_SCRIPT_NAME.to_string(),
+            WRAPPER_SCRIPT.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+pub fn configmap_current(cm: &ConfigMap) -> bool {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(WRAPPER_SCRIPT_NAME))
+        .map(String::as_str)
+        == Some(WRAPPER_SCRIPT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        let mut base = json!({"metadata": {"name": "p", "uid": "u", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"containers": [{"name": "a"}], "nodeName": "n1"}});
+        json_patch::merge(&mut base, &v);
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn failure_table() {
+        assert_eq!(failure(&pod(json!({}))), None);
+        assert!(failure(&pod(
+            json!({"status": {"phase": "Failed", "reason": "Evicted"}})
+        ))
+        .unwrap()
+        .contains("Evicted"));
+        assert!(failure(&pod(json!({"status": {"phase": "Running", "containerStatuses": [
+            {"name": "a", "image": "x", "imageID": "", "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}))).unwrap().contains("CrashLoopBackOff"));
+        assert!(failure(&pod(json!({"status": {"containerStatuses": [
+            {"name": "a", "image": "x", "imageID": "", "ready": true, "restartCount": 4, "state": {"running": {}}}]}}))).unwrap().contains("4 times"));
+        assert_eq!(
+            failure(&pod(json!({"status": {"containerStatuses": [
+            {"name": "a", "image": "x", "imageID": "", "ready": true, "restartCount": 3, "state": {"waiting": {"reason": "ContainerCreating"}}}]}}))),
+            None
+        );
+    }
+
+    #[test]
+    fn pod_info_reads_the_api_state() {
+        let p = pod(json!({
+            "metadata": {"annotations": {GATE_ANNOTATION: "wrapper", RELEASED_ANNOTATION: "2026-01-01T00:00:01Z"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-1", "uid": "r", "controller": true}]},
+            "status": {"conditions": [{"type": READY_CONDITION, "status": "True"}]}
+        }));
+        let i = pod_info(&p);
+        assert!(i.gated && i.released && i.ready_condition && !i.terminating);
+        assert_eq!(
+            (i.node.as_deref(), i.replicaset.as_deref()),
+            (Some("n1"), Some("rs-1"))
+        );
+        assert!(!pod_info(&pod(json!({}))).gated);
+    }
+
+    #[test]
+    fn node_states() {
+        let n = |v: serde_json::Value| serde_json::from_value::<Node>(v).unwrap();
+        assert_eq!(
+            node_state(&n(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+            )),
+            NodeState::Ready
+        );
+        assert_eq!(
+            node_state(&n(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}})
+            )),
+            NodeState::NotReady
+        );
+        assert_eq!(
+            node_state(&n(
+                json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+            )),
+            NodeState::OutOfService
+        );
+    }
+
+    #[test]
+    fn configmap_holds_the_script() {
+        let cm = wrapper_configmap("ns");
+        assert!(configmap_current(&cm));
+        let mut stale = cm.clone();
+        stale.data = Some(BTreeMap::from([(
+            WRAPPER_SCRIPT_NAME.to_string(),
+            "old".to_string(),
+        )]));
+        assert!(!configmap_current(&stale));
+    }
+}
