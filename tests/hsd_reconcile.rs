@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "support/verifier.rs"]
+mod verifier;
+
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -18,7 +21,7 @@ use kube_standby::metrics::Metrics;
 use kube_standby::state::DebugState;
 use serde_json::{json, Value};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+use verifier::{expect, Expect, Handle};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -90,49 +93,8 @@ fn stores(w: &World) -> Stores {
     }
 }
 
-type Check = Box<dyn Fn(&Value, &str) + Send>;
-
-/// One expected request.
-struct Expect {
-    method: &'static str,
-    path: &'static str,
-    check: Check,
-    status: u16,
-    reply: Value,
-}
-
-fn expect(
-    method: &'static str,
-    path: &'static str,
-    check: impl Fn(&Value, &str) + Send + 'static,
-    status: u16,
-    reply: Value,
-) -> Expect {
-    Expect {
-        method,
-        path,
-        check: Box::new(check),
-        status,
-        reply,
-    }
-}
-
 fn event(reason: &'static str, note_has: &'static str) -> Expect {
-    expect(
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/ns/events",
-        move |b, _| {
-            assert_eq!(b["reason"], reason, "{b}");
-            assert!(
-                b["note"].as_str().unwrap_or_default().contains(note_has),
-                "{reason}: {}",
-                b["note"]
-            );
-            assert_eq!(b["regarding"]["name"], "game");
-        },
-        201,
-        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"}}),
-    )
+    verifier::event("ns", reason, note_has)
 }
 
 fn status(check: impl Fn(&Value) + Send + 'static) -> Expect {
@@ -166,8 +128,7 @@ async fn scenario(
     world: World,
     expected: Vec<Expect>,
 ) -> kube::runtime::controller::Action {
-    let (svc, mut handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "default");
+    let (client, handle) = verifier::mock_client();
     let mut ctx = Ctx::new(
         client,
         stores(&world),
@@ -176,43 +137,9 @@ async fn scenario(
     );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
-    for (i, e) in expected.into_iter().enumerate() {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("request #{i} ({} {}) never came", e.method, e.path))
-            .expect("request");
-        assert_eq!(
-            (req.method().as_str(), req.uri().path()),
-            (e.method, e.path),
-            "request #{i}"
-        );
-        let query = req.uri().query().unwrap_or_default().to_string();
-        let body = req.into_body().collect_bytes().await.unwrap();
-        let v: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap()
-        };
-        (e.check)(&v, &query);
-        send.send_response(
-            Response::builder()
-                .status(e.status)
-                .body(Body::from(serde_json::to_vec(&e.reply).unwrap()))
-                .unwrap(),
-        );
-    }
-    let action = tokio::time::timeout(Duration::from_secs(5), task)
+    verifier::verify(handle, expected, task)
         .await
-        .expect("reconcile finished")
-        .unwrap()
-        .expect("reconcile ok");
-    // ... and nothing else.
-    if let Ok(Some((req, _))) =
-        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
-    {
-        panic!("unexpected request {} {}", req.method(), req.uri());
-    }
-    action
+        .expect("reconcile ok")
 }
 
 fn cond<'a>(st: &'a Value, t: &str) -> &'a Value {
@@ -329,7 +256,7 @@ async fn scale_down_is_delayed_then_deletes_idle_pods_with_preconditions() {
     let del = |name: &'static str| {
         expect(
             "DELETE",
-            Box::leak(format!("/api/v1/namespaces/ns/pods/{name}").into_boxed_str()),
+            format!("/api/v1/namespaces/ns/pods/{name}"),
             move |b, _| {
                 assert_eq!(b["preconditions"]["uid"], format!("uid-{name}"));
                 assert_eq!(b["preconditions"]["resourceVersion"], format!("rv-{name}"));

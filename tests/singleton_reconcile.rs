@@ -1,0 +1,324 @@
+//! The StatefulSingleton reconciler against a mocked API server: which writes it makes,
+//! in which order (status before release), with which bodies.
+#[path = "support/verifier.rs"]
+mod verifier;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube_standby::controller::singleton::{self, observe, Ctx, Stores};
+use kube_standby::metrics::Metrics;
+use kube_standby::state::DebugState;
+use serde_json::{json, Value};
+use verifier::{event, expect, Expect};
+
+const NOW: i64 = 1_800_000_000;
+
+fn singleton_obj(extra: Value) -> Value {
+    let mut v = json!({"apiVersion": "apps.statefulsingleton.com/v1", "kind": "StatefulSingleton",
+        "metadata": {"name": "db", "namespace": "ns", "uid": "s-uid", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}}});
+    json_patch::merge(&mut v, &extra);
+    v
+}
+
+fn pod(name: &str, created: i64, extra: Value) -> Value {
+    let mut v = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "1",
+                     "creationTimestamp": Timestamp::from_second(created).unwrap().to_string(),
+                     "labels": {"app": "db"}, "annotations": {"apps.statefulsingleton.com/gate": "initContainer"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "db", "image": "db:1"}]},
+        "status": {"phase": "Pending"}});
+    json_patch::merge(&mut v, &extra);
+    v
+}
+
+fn released() -> Value {
+    json!({"metadata": {"annotations": {"apps.statefulsingleton.com/released": "2026-01-01T00:00:00Z"}},
+           "status": {"phase": "Running", "conditions": [{"type": "apps.statefulsingleton.com/singleton-ready", "status": "True"}]}})
+}
+
+fn stores(singletons: &[Value], pods: &[Value], with_configmap: bool) -> Stores {
+    let ar = singleton::api_resource("apps.statefulsingleton.com");
+    let mut sw = reflector::store::Writer::<DynamicObject>::new(ar);
+    for s in singletons {
+        sw.apply_watcher_event(&watcher::Event::Apply(
+            serde_json::from_value(s.clone()).unwrap(),
+        ));
+    }
+    let (p, mut pw) = reflector::store::<Pod>();
+    for x in pods {
+        pw.apply_watcher_event(&watcher::Event::Apply(
+            serde_json::from_value(x.clone()).unwrap(),
+        ));
+    }
+    let (n, mut nw) = reflector::store::<Node>();
+    nw.apply_watcher_event(&watcher::Event::Apply(
+        serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap(),
+    ));
+    let (c, mut cw) = reflector::store::<ConfigMap>();
+    if with_configmap {
+        cw.apply_watcher_event(&watcher::Event::Apply(observe::wrapper_configmap("ns")));
+    }
+    Stores {
+        pods: p,
+        nodes: n,
+        configmaps: c,
+        singletons: vec![sw.as_reader()],
+    }
+}
+
+fn status_patch(check: impl Fn(&Value) + Send + 'static) -> Expect {
+    expect(
+        "PATCH",
+        "/apis/apps.statefulsingleton.com/v1/namespaces/ns/statefulsingletons/db/status",
+        move |b, _| check(&b["status"]),
+        200,
+        singleton_obj(json!({})),
+    )
+}
+
+async fn scenario(obj: Value, st: Stores, expected: Vec<Expect>) {
+    let (client, handle) = verifier::mock_client();
+    let mut ctx = Ctx::new(client, st, Arc::new(Metrics::new()), DebugState::default());
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let ar = singleton::api_resource("apps.statefulsingleton.com");
+    let dynobj: DynamicObject = serde_json::from_value(obj).unwrap();
+    let task = tokio::spawn(singleton::reconcile(Arc::new(dynobj), Arc::new((ctx, ar))));
+    verifier::verify(handle, expected, task)
+        .await
+        .expect("reconcile ok");
+}
+
+#[tokio::test]
+async fn first_pod_status_is_written_before_the_release() {
+    let s = singleton_obj(json!({}));
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 5, json!({}))],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![
+            status_patch(|st| {
+                assert_eq!(st["activePod"], "db-0");
+                assert_eq!(st["activePodUid"], "uid-db-0");
+                assert_eq!(st["activeNode"], "n1");
+                assert_eq!(st["phase"], "Running");
+            }),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-0",
+                |b, _| {
+                    assert_eq!(
+                        b["metadata"]["uid"], "uid-db-0",
+                        "the patch is bound to the pod we saw"
+                    );
+                    assert!(
+                        b["metadata"]["annotations"]["apps.statefulsingleton.com/released"]
+                            .is_string()
+                    );
+                },
+                200,
+                pod("db-0", NOW - 5, json!({})),
+            ),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-0/status",
+                |b, _| {
+                    let c = &b["status"]["conditions"][0];
+                    assert_eq!(
+                        (c["type"].as_str(), c["status"].as_str()),
+                        (
+                            Some("apps.statefulsingleton.com/singleton-ready"),
+                            Some("True")
+                        )
+                    );
+                },
+                200,
+                pod("db-0", NOW - 5, json!({})),
+            ),
+            event("ns", "PodStarted", "released db-0"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_wrapper_configmap_is_applied_when_missing() {
+    let s = singleton_obj(
+        json!({"status": {"phase": "Running", "activePod": "db-0", "activePodUid": "uid-db-0", "activeNode": "n1"}}),
+    );
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 5, released())],
+        false,
+    );
+    scenario(
+        s,
+        st,
+        vec![
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/configmaps/statefulsingleton-wrapper",
+                |b, q| {
+                    assert!(q.contains("fieldManager=kube-standby"), "{q}");
+                    assert!(b["data"]["entrypoint-wrapper.sh"]
+                        .as_str()
+                        .unwrap()
+                        .contains("exec \"$@\""));
+                },
+                200,
+                serde_json::to_value(observe::wrapper_configmap("ns")).unwrap(),
+            ),
+            status_patch(|st| assert_eq!(st["message"], "db-0 is active")),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_successor_waits_for_a_terminating_pod_and_nothing_is_released() {
+    let s = singleton_obj(json!({}));
+    let old = pod("db-old", NOW - 100, {
+        let mut r = released();
+        r["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        r
+    });
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[old, pod("db-new", NOW - 1, json!({}))],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![status_patch(|st| {
+            assert_eq!(st["phase"], "Transitioning");
+            assert_eq!(st["activePod"], "db-old");
+            assert!(st["message"]
+                .as_str()
+                .unwrap()
+                .contains("db-new waits for db-old"));
+        })],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_ungated_newcomer_is_deleted_with_a_uid_precondition() {
+    let s = singleton_obj(json!({}));
+    let intruder = pod(
+        "db-x",
+        NOW - 1,
+        json!({"metadata": {"annotations": null}, "status": {"phase": "Running"}}),
+    );
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 100, released()), intruder],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![
+            status_patch(|st| assert_eq!(st["activePod"], "db-0")),
+            expect(
+                "DELETE",
+                "/api/v1/namespaces/ns/pods/db-x",
+                |b, _| assert_eq!(b["preconditions"]["uid"], "uid-db-x"),
+                200,
+                pod("db-x", NOW, json!({})),
+            ),
+            event("ns", "UngatedPodDeleted", "admitted without the start gate"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_surge_rollout_scales_the_old_replicaset_to_zero() {
+    let s = singleton_obj(json!({}));
+    let owned = |rs: &str| json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": rs, "controller": true}]}});
+    let mut old = pod("db-old", NOW - 100, released());
+    json_patch::merge(&mut old, &owned("rs-old"));
+    let new = pod("db-new", NOW - 1, owned("rs-new"));
+    let rs = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "ns", "uid": name,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "db", "uid": "dep", "controller": true}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}}}})
+    };
+    let st = stores(std::slice::from_ref(&s), &[old, new], true);
+    scenario(
+        s,
+        st,
+        vec![
+            expect(
+                "GET",
+                "/apis/apps/v1/namespaces/ns/replicasets/rs-new",
+                |_, _| {},
+                200,
+                rs("rs-new"),
+            ),
+            expect(
+                "GET",
+                "/apis/apps/v1/namespaces/ns/replicasets/rs-old",
+                |_, _| {},
+                200,
+                rs("rs-old"),
+            ),
+            status_patch(|st| assert_eq!(st["phase"], "Transitioning")),
+            expect(
+                "PATCH",
+                "/apis/apps/v1/namespaces/ns/replicasets/rs-old",
+                |b, _| assert_eq!(b["spec"]["replicas"], 0),
+                200,
+                rs("rs-old"),
+            ),
+            event("ns", "PodTransition", "scaled old ReplicaSet rs-old to 0"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_settled_singleton_makes_no_writes() {
+    let base = singleton_obj(json!({}));
+    let st = stores(
+        std::slice::from_ref(&base),
+        &[pod("db-0", NOW - 5, released())],
+        true,
+    );
+    // Compute the status the reconciler would write, then reconcile with it in place.
+    let typed = singleton::from_dynamic(&serde_json::from_value(base.clone()).unwrap()).unwrap();
+    let infos = vec![observe::pod_info(
+        &serde_json::from_value(pod("db-0", NOW - 5, released())).unwrap(),
+    )];
+    let nodes =
+        std::collections::BTreeMap::from([("n1".to_string(), singleton::plan::NodeState::Ready)]);
+    let memory = singleton::plan::Memory::default();
+    let p = singleton::plan::plan(&singleton::plan::Observed {
+        pods: &infos,
+        replicasets: &[],
+        nodes: &nodes,
+        memory: &memory,
+        now: NOW,
+        max_transition_seconds: 300,
+    });
+    let status = observe::status(
+        &typed,
+        &p,
+        &observe::Overlap::default(),
+        None,
+        Timestamp::from_second(NOW).unwrap(),
+    );
+    let mut settled = base;
+    settled["status"] = serde_json::to_value(status).unwrap();
+    scenario(settled, st, vec![]).await;
+}
