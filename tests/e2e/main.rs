@@ -3,4 +3,5 @@
 //! Each test creates its own namespace and deletes it afterwards. Pods are brought to
 //! Running by the real scheduler and kubelet; assertions are on API state.
 mod hsd;
+mod singleton;
 mod util;
