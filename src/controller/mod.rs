@@ -2,6 +2,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action as KAction;
+use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::Client;
 
 use crate::cli::RunArgs;
@@ -12,6 +17,91 @@ use crate::{server, Result};
 
 pub mod hsd;
 pub mod singleton;
+
+/// Plumbing every reconciler shares: client, metrics, debug state, Events, clock.
+pub struct Base {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub debug: DebugState,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Safety-net resync; everything else is event-driven.
+    pub resync: Duration,
+}
+
+impl Base {
+    pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState) -> Self {
+        let reporter = Reporter {
+            controller: crate::MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Base {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            debug,
+            clock: Arc::new(Timestamp::now),
+            resync: Duration::from_secs(300),
+        }
+    }
+
+    /// Publish an Event; a failure is logged, never fatal.
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        action: &str,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = KEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Run one reconcile inside `span`, recording its duration and any error.
+    pub async fn measured<F>(
+        &self,
+        controller: &'static str,
+        span: tracing::Span,
+        fut: F,
+    ) -> Result<KAction>
+    where
+        F: std::future::Future<Output = Result<KAction>>,
+    {
+        let started = std::time::Instant::now();
+        let res = tracing::Instrument::instrument(fut, span).await;
+        self.metrics
+            .reconciled(controller, started.elapsed().as_secs_f64());
+        if let Err(e) = &res {
+            self.metrics.reconcile_failed(controller, e);
+        }
+        res
+    }
+}
+
+/// Creation time of an object in seconds since the epoch (0 when unknown).
+pub fn created_seconds(meta: &ObjectMeta) -> i64 {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+}
+
+/// Is the pod condition `type_` True?
+pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
 
 /// `kube-standby run`: webhook + reconcilers against the cluster.
 pub async fn run(args: RunArgs) -> Result<()> {

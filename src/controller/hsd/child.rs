@@ -184,10 +184,7 @@ pub fn is_running(pod: &Pod) -> bool {
 }
 
 pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    crate::controller::pod_condition_true(pod, "Ready")
 }
 
 /// How the planner sees one pod.
@@ -209,12 +206,7 @@ pub fn pod_view(pod: &Pod, hsd: &HotStandbyDeployment, probes: &ProbeCache) -> P
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
         resource_version: pod.resource_version().unwrap_or_default(),
-        created: pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(0),
+        created: crate::controller::created_seconds(&pod.metadata),
         running,
         ready: is_ready(pod),
         state,

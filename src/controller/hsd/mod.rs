@@ -7,15 +7,15 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::Base;
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::metrics::{DecisionLabels, Metrics, ObjectLabels, OutcomeLabels};
 use crate::probe::http::HttpProber;
@@ -41,34 +41,32 @@ pub struct Stores {
 
 /// Everything a reconcile needs.
 pub struct Ctx {
-    pub client: Client,
+    pub base: Base,
     pub stores: Stores,
     pub probes: ProbeCache,
     pub prober: HttpProber,
-    pub metrics: Arc<Metrics>,
-    pub debug: DebugState,
-    pub recorder: Recorder,
-    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Safety-net resync; everything else is event-driven.
-    pub resync: Duration,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Ctx {
+    fn deref_mut(&mut self) -> &mut Base {
+        &mut self.base
+    }
 }
 
 impl Ctx {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Ctx {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
+            base: Base::new(client, metrics, debug),
             stores,
             probes: ProbeCache::default(),
             prober: HttpProber::new(64),
-            metrics,
-            debug,
-            clock: Arc::new(Timestamp::now),
-            resync: Duration::from_secs(300),
         }
     }
 }
@@ -81,13 +79,8 @@ fn debug_key(ns: &str, name: &str) -> String {
 pub async fn reconcile(hsd: Arc<HotStandbyDeployment>, ctx: Arc<Ctx>) -> Result<Action> {
     let started = Instant::now();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsd.namespace().unwrap_or_default(), name = %hsd.name_any());
-    let res = tracing::Instrument::instrument(reconcile_inner(&hsd, &ctx, started), span).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed().as_secs_f64());
-    if let Err(e) = &res {
-        ctx.metrics.reconcile_failed(CONTROLLER, e);
-    }
-    res
+    ctx.measured(CONTROLLER, span, reconcile_inner(&hsd, &ctx, started))
+        .await
 }
 
 pub fn error_policy(hsd: Arc<HotStandbyDeployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {
@@ -102,16 +95,9 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let ev = KEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &hsd.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish event");
-    }
+    ctx.base
+        .publish(&hsd.object_ref(&()), "Reconcile", type_, reason, note)
+        .await
 }
 
 async fn patch_status(

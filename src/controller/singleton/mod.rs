@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action as KAction, Controller};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::Base;
 use crate::api::singleton::{
     selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
     WRAPPER_CONFIGMAP,
@@ -95,31 +95,30 @@ impl crate::webhook::ObjectSource for Stores {
 }
 
 pub struct Ctx {
-    pub client: Client,
+    pub base: Base,
     pub stores: Stores,
-    pub metrics: Arc<Metrics>,
-    pub debug: DebugState,
-    pub recorder: Recorder,
-    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    pub resync: Duration,
     /// When a reconcile first saw "no instance present, a successor waits", per singleton.
     gone_seen: Mutex<HashMap<String, Instant>>,
 }
 
+impl std::ops::Deref for Ctx {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Ctx {
+    fn deref_mut(&mut self) -> &mut Base {
+        &mut self.base
+    }
+}
+
 impl Ctx {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Ctx {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
+            base: Base::new(client, metrics, debug),
             stores,
-            metrics,
-            debug,
-            clock: Arc::new(Timestamp::now),
-            resync: Duration::from_secs(300),
             gone_seen: Mutex::default(),
         }
     }
@@ -132,30 +131,21 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let ev = KEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Handover".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
-        tracing::warn!(error = %e, reason, "could not publish event");
-    }
+    ctx.base
+        .publish(reference, "Handover", type_, reason, note)
+        .await
 }
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<(Ctx, ApiResource)>) -> Result<KAction> {
     let started = Instant::now();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    let res =
-        tracing::Instrument::instrument(reconcile_inner(&obj, &ctx.0, &ctx.1, started), span).await;
     ctx.0
-        .metrics
-        .reconciled(CONTROLLER, started.elapsed().as_secs_f64());
-    if let Err(e) = &res {
-        ctx.0.metrics.reconcile_failed(CONTROLLER, e);
-    }
-    res
+        .measured(
+            CONTROLLER,
+            span,
+            reconcile_inner(&obj, &ctx.0, &ctx.1, started),
+        )
+        .await
 }
 
 pub fn error_policy(

@@ -70,22 +70,10 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
     PodInfo {
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
-        created: pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(0),
+        created: crate::controller::created_seconds(&pod.metadata),
         gated: ann.is_some_and(|a| a.contains_key(GATE_ANNOTATION)),
         released: ann.is_some_and(|a| a.contains_key(RELEASED_ANNOTATION)),
-        ready_condition: pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == READY_CONDITION && c.status == "True")
-            }),
+        ready_condition: crate::controller::pod_condition_true(pod, READY_CONDITION),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failed: failure(pod),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
