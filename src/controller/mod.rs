@@ -18,6 +18,24 @@ use crate::{server, Result};
 pub mod hsd;
 pub mod singleton;
 
+/// `impl Deref<Target = Base>` (and `DerefMut`) for a reconciler context with a `base` field.
+macro_rules! deref_to_base {
+    ($ctx:ty) => {
+        impl std::ops::Deref for $ctx {
+            type Target = $crate::controller::Base;
+            fn deref(&self) -> &Self::Target {
+                &self.base
+            }
+        }
+        impl std::ops::DerefMut for $ctx {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.base
+            }
+        }
+    };
+}
+pub(crate) use deref_to_base;
+
 /// Plumbing every reconciler shares: client, metrics, debug state, Events, clock.
 pub struct Base {
     pub client: Client,

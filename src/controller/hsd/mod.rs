@@ -47,18 +47,7 @@ pub struct Ctx {
     pub prober: HttpProber,
 }
 
-impl std::ops::Deref for Ctx {
-    type Target = Base;
-    fn deref(&self) -> &Base {
-        &self.base
-    }
-}
-
-impl std::ops::DerefMut for Ctx {
-    fn deref_mut(&mut self) -> &mut Base {
-        &mut self.base
-    }
-}
+crate::controller::deref_to_base!(Ctx);
 
 impl Ctx {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {

@@ -101,18 +101,7 @@ pub struct Ctx {
     gone_seen: Mutex<HashMap<String, Instant>>,
 }
 
-impl std::ops::Deref for Ctx {
-    type Target = Base;
-    fn deref(&self) -> &Base {
-        &self.base
-    }
-}
-
-impl std::ops::DerefMut for Ctx {
-    fn deref_mut(&mut self) -> &mut Base {
-        &mut self.base
-    }
-}
+crate::controller::deref_to_base!(Ctx);
 
 impl Ctx {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
