@@ -98,8 +98,79 @@ impl IntoResponse for AdmissionError {
     }
 }
 
+fn check_types(kind: &str, api_version: &str) -> Result<(), AdmissionError> {
+    if kind != "AdmissionReview" || api_version != "admission.k8s.io/v1" {
+        return Err(AdmissionError::NotAdmissionReview(format!(
+            "expected kind AdmissionReview and apiVersion admission.k8s.io/v1, got kind {kind:?} apiVersion {api_version:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A parsed request. Pods come typed in one pass (the hot path); any other kind, or a
+/// pod that does not parse as one, stays dynamic.
+pub enum Parsed {
+    Pod(Box<AdmissionRequest<Pod>>),
+    Other(Box<AdmissionRequest<DynamicObject>>),
+}
+
+macro_rules! on_request {
+    ($self:expr, $r:ident => $e:expr) => {
+        match $self {
+            Parsed::Pod($r) => $e,
+            Parsed::Other($r) => $e,
+        }
+    };
+}
+
+impl Parsed {
+    pub fn uid(&self) -> &str {
+        on_request!(self, r => &r.uid)
+    }
+    pub fn namespace(&self) -> Option<&str> {
+        on_request!(self, r => r.namespace.as_deref())
+    }
+    pub fn operation(&self) -> Operation {
+        on_request!(self, r => r.operation.clone())
+    }
+    pub fn dry_run(&self) -> bool {
+        on_request!(self, r => r.dry_run)
+    }
+    /// The name, or `generateName*` for a pod made by a controller (no name at admission).
+    pub fn display_name(&self) -> String {
+        let (name, generate) = match self {
+            Parsed::Pod(r) => (
+                r.name.clone(),
+                r.object
+                    .as_ref()
+                    .and_then(|o| o.metadata.generate_name.clone()),
+            ),
+            Parsed::Other(r) => (
+                r.name.clone(),
+                r.object
+                    .as_ref()
+                    .and_then(|o| o.metadata.generate_name.clone()),
+            ),
+        };
+        if name.is_empty() {
+            generate.map(|g| format!("{g}*")).unwrap_or_default()
+        } else {
+            name
+        }
+    }
+}
+
 /// Parse and check an AdmissionReview v1 body.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
+pub fn parse_review(body: &[u8]) -> Result<Parsed, AdmissionError> {
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        check_types(&review.types.kind, &review.types.api_version)?;
+        let req: AdmissionRequest<Pod> =
+            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+        if req.kind.group.is_empty() && req.kind.kind == "Pod" {
+            return Ok(Parsed::Pod(Box::new(req)));
+        }
+    }
+    // Slow path: other kinds, and bodies that need a precise error.
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| AdmissionError::MalformedJson(e.to_string()))?;
     let kind = value
@@ -110,14 +181,12 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Admi
         .get("apiVersion")
         .and_then(|k| k.as_str())
         .unwrap_or_default();
-    if kind != "AdmissionReview" || api_version != "admission.k8s.io/v1" {
-        return Err(AdmissionError::NotAdmissionReview(format!(
-            "expected kind AdmissionReview and apiVersion admission.k8s.io/v1, got kind {kind:?} apiVersion {api_version:?}"
-        )));
-    }
+    check_types(kind, api_version)?;
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
         .map_err(|e| AdmissionError::NotAdmissionReview(e.to_string()))?;
-    review.try_into().map_err(|_| AdmissionError::NoRequest)
+    let req: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+    Ok(Parsed::Other(Box::new(req)))
 }
 
 /// What the handler decided, for logs and metrics.
@@ -138,61 +207,106 @@ impl Outcome {
     }
 }
 
+/// The answer to one request: the response (without patch), and the patch operations.
+pub struct Decision {
+    pub response: AdmissionResponse,
+    pub outcome: Outcome,
+    pub patch: Vec<json_patch::PatchOperation>,
+}
+
+impl Decision {
+    fn allow(response: AdmissionResponse) -> Self {
+        Decision {
+            response,
+            outcome: Outcome::Allowed,
+            patch: vec![],
+        }
+    }
+    fn deny(response: AdmissionResponse, why: String) -> Self {
+        Decision {
+            response: response.deny(why),
+            outcome: Outcome::Denied,
+            patch: vec![],
+        }
+    }
+}
+
 /// Decide the answer to one admission request. Pure apart from reading the object source.
-pub fn review(
-    req: &AdmissionRequest<DynamicObject>,
-    objects: &dyn ObjectSource,
-    injection: &Injection,
-) -> (AdmissionResponse, Outcome, usize) {
-    let allowed = AdmissionResponse::from(req);
-    if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
-        return (allowed, Outcome::Allowed, 0);
-    }
-    // Only CREATE is mutated: the API server rejects pod spec changes on UPDATE, and a
-    // status write or annotation change must never be touched.
-    if req.operation != Operation::Create {
-        return (allowed, Outcome::Allowed, 0);
-    }
-    let Some(obj) = req.object.as_ref() else {
-        return (
-            allowed.deny("CREATE request carries no object"),
-            Outcome::Denied,
-            0,
-        );
-    };
-    let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                allowed.deny(format!("object is not a valid Pod: {e}")),
-                Outcome::Denied,
-                0,
-            )
+pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -> Decision {
+    let converted;
+    let (base, op, namespace, pod) = match req {
+        Parsed::Pod(r) => (
+            AdmissionResponse::from(r.as_ref()),
+            &r.operation,
+            &r.namespace,
+            r.object.as_ref(),
+        ),
+        Parsed::Other(r) => {
+            let base = AdmissionResponse::from(r.as_ref());
+            if !r.kind.group.is_empty() || r.kind.kind != "Pod" || r.operation != Operation::Create
+            {
+                return Decision::allow(base);
+            }
+            converted = match r
+                .object
+                .as_ref()
+                .map(|o| serde_json::to_value(o).and_then(serde_json::from_value::<Pod>))
+            {
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    return Decision::deny(base, format!("object is not a valid Pod: {e}"))
+                }
+                None => None,
+            };
+            (base, &r.operation, &r.namespace, converted.as_ref())
         }
     };
-    let namespace = req
-        .namespace
+    // Only CREATE is mutated: the API server rejects pod spec changes on UPDATE, and a
+    // status write or annotation change must never be touched.
+    if *op != Operation::Create {
+        return Decision::allow(base);
+    }
+    let Some(pod) = pod else {
+        return Decision::deny(base, "CREATE request carries no object".into());
+    };
+    let ns = namespace
         .clone()
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
     let config = Config {
-        namespace,
-        singletons: objects.singletons(req.namespace.as_deref().unwrap_or_default()),
+        singletons: objects.singletons(&ns),
+        namespace: ns,
         injection,
     };
-    let ops = mutate(&pod, &config);
+    let ops = mutate(pod, &config);
     if ops.is_empty() {
-        return (allowed, Outcome::Allowed, 0);
+        return Decision::allow(base);
     }
-    let n = ops.len();
-    match allowed.clone().with_patch(json_patch::Patch(ops)) {
-        Ok(r) => (r, Outcome::Patched, n),
-        Err(e) => (
-            allowed.deny(format!("could not serialize patch: {e}")),
-            Outcome::Denied,
-            0,
-        ),
+    Decision {
+        response: base,
+        outcome: Outcome::Patched,
+        patch: ops,
     }
+}
+
+/// The AdmissionReview answer as JSON. The patch is written as the base64 string the
+/// API documents (kube's response type would write an array of byte values).
+pub fn review_json(d: Decision) -> Result<serde_json::Value, serde_json::Error> {
+    use base64::Engine;
+    let mut v = serde_json::to_value(d.response.into_review())?;
+    if !d.patch.is_empty() {
+        let bytes = serde_json::to_vec(&d.patch)?;
+        if let Some(r) = v.get_mut("response").and_then(|r| r.as_object_mut()) {
+            r.insert(
+                "patch".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into(),
+            );
+            r.insert("patchType".into(), "JSONPatch".into());
+        }
+    }
+    Ok(v)
 }
 
 async fn mutate_pods(
@@ -221,38 +335,30 @@ async fn mutate_pods(
             return e.into_response();
         }
     };
-    let name = if req.name.is_empty() {
-        req.object
-            .as_ref()
-            .and_then(|o| o.metadata.generate_name.clone())
-            .map(|g| format!("{g}*"))
-            .unwrap_or_default()
-    } else {
-        req.name.clone()
-    };
     let span = info_span!(
         "admission",
-        uid = %req.uid,
-        namespace = req.namespace.as_deref().unwrap_or(""),
-        name = %name,
-        operation = ?req.operation,
-        dry_run = req.dry_run,
+        uid = %req.uid(),
+        namespace = req.namespace().unwrap_or(""),
+        name = %req.display_name(),
+        operation = ?req.operation(),
+        dry_run = req.dry_run(),
         allowed = field::Empty,
         patch_ops = field::Empty,
         duration_us = field::Empty,
     );
     async move {
-        let (resp, outcome, n) = review(&req, state.objects.as_ref(), &state.injection);
+        let decision = review(&req, state.objects.as_ref(), &state.injection);
         let elapsed = started.elapsed();
         let span = tracing::Span::current();
-        span.record("allowed", resp.allowed);
-        span.record("patch_ops", n);
+        span.record("allowed", decision.response.allowed);
+        span.record("patch_ops", decision.patch.len());
         span.record("duration_us", elapsed.as_micros() as u64);
+        let outcome = decision.outcome;
         tracing::info!(outcome = outcome.label(), "admission reviewed");
         state
             .metrics
             .admission(outcome.label(), elapsed.as_secs_f64());
-        match review_json(resp) {
+        match review_json(decision) {
             Ok(v) => Json(v).into_response(),
             Err(e) => AdmissionError::Body(
                 format!("could not encode the response: {e}"),
@@ -263,24 +369,6 @@ async fn mutate_pods(
     }
     .instrument(span)
     .await
-}
-
-/// The AdmissionReview answer as JSON, with `response.patch` as the base64 string the
-/// API documents (kube's type would write it as an array of byte values).
-pub fn review_json(resp: AdmissionResponse) -> Result<serde_json::Value, serde_json::Error> {
-    use base64::Engine;
-    let mut v = serde_json::to_value(resp.into_review())?;
-    if let Some(patch) = v.pointer_mut("/response/patch") {
-        if let Some(bytes) = patch.as_array() {
-            let raw: Vec<u8> = bytes
-                .iter()
-                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                .collect();
-            *patch =
-                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
-        }
-    }
-    Ok(v)
 }
 
 async fn readyz(State(state): State<WebhookState>) -> Response {
