@@ -168,3 +168,32 @@ async fn webhook_mode_serves_the_readme_curl_with_no_cluster() {
     assert_eq!(v["response"]["allowed"], true);
     assert_eq!(v["response"]["uid"], "f3e5fa6e-914d-448d-b385-2bfc5a3ce799");
 }
+
+#[test]
+fn logs_go_to_stderr_so_stdout_stays_machine_readable() {
+    // `agent` with a missing token file logs and fails; nothing may reach stdout.
+    for format in ["text", "json"] {
+        let out = bin()
+            .args([
+                "--log-format",
+                format,
+                "agent",
+                "--once",
+                "--operator-url",
+                "https://127.0.0.1:1",
+                "--ca",
+                "x",
+                "--token-file",
+                "/nonexistent",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            out.stdout.is_empty(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+}
