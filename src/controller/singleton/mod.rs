@@ -244,18 +244,12 @@ async fn reconcile_inner(
             None => {}
         }
     }
-    let invalid = (!selector_matches(&s.spec.selector, &BTreeMap::new())
-        && s.spec
-            .selector
-            .match_labels
-            .as_ref()
-            .is_none_or(|m| m.is_empty())
-        && s.spec
-            .selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty()))
-    .then_some("selector is empty: it would select every pod of the namespace; nothing is managed");
+    let sel = &s.spec.selector;
+    let empty_selector = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    let invalid = empty_selector.then_some(
+        "selector is empty: it would select every pod of the namespace; nothing is managed",
+    );
 
     if !mine.is_empty() {
         ensure_configmap(ctx, &ns).await?;
@@ -622,6 +616,13 @@ pub async fn start(
         }
     };
     (stores, ready)
+}
+
+/// Just the selector of a StatefulSingleton (cheaper than reading the whole object).
+fn selector_of(
+    o: &DynamicObject,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
+    serde_json::from_value(o.data.get("spec")?.get("selector")?.clone()).ok()
 }
 
 fn ar_of(o: &DynamicObject) -> ApiResource {
