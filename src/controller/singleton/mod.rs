@@ -557,9 +557,7 @@ pub async fn start(
                 .filter(|o| {
                     ar_of(o).group == group && o.namespace().as_deref() == Some(ns.as_str())
                 })
-                .filter(|o| {
-                    from_dynamic(o).is_ok_and(|s| selector_matches(&s.spec.selector, p.labels()))
-                })
+                .filter(|o| selector_of(o).is_some_and(|sel| selector_matches(&sel, p.labels())))
                 .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
                 .collect();
             futures::stream::iter(refs)
