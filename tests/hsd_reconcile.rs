@@ -503,3 +503,45 @@ async fn an_api_error_is_returned_not_panicked() {
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(err.metric_label(), "kube");
 }
+
+#[tokio::test]
+async fn a_rejected_template_is_not_retried_on_every_event() {
+    let h = hsd(json!({}));
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::from_second(NOW - 10).unwrap(),
+    );
+    let mut rejected = h.clone();
+    rejected.status = Some(hsd::child::invalid_status(
+        &h,
+        "TemplateRejected",
+        "the API server rejected the child Deployment: bad",
+        &now,
+    ));
+    // Same generation, rejected 10 s ago: no apply, no status write.
+    scenario(
+        rejected.clone(),
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![],
+    )
+    .await;
+    // A new generation is tried at once.
+    rejected.metadata.generation = Some(2);
+    scenario(
+        rejected,
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 1)),
+            event("ScaledUp", "replicas 0 -> 1"),
+            status(|st| assert_eq!(st["observedGeneration"], 2)),
+        ],
+    )
+    .await;
+}

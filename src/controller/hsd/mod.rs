@@ -7,6 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -266,6 +267,12 @@ async fn reconcile_inner(
     };
     let plan = plan::plan(&observed);
 
+    if rejected_recently(hsd, now, ctx.resync) {
+        // The API server refused this generation's template: do not hammer it on every
+        // event (and delete nothing); try again after a resync period or a spec change.
+        return Ok(Action::requeue(ctx.resync));
+    }
+
     // Delete the chosen idle pods first. The preconditions make a delete fail when the pod
     // changed since we looked (e.g. it just became busy); such a pod is kept and counted.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -412,6 +419,19 @@ async fn reconcile_inner(
         ));
     }
     Ok(Action::requeue(next))
+}
+
+/// Was this generation's template rejected by the API server less than `within` ago?
+fn rejected_recently(hsd: &HotStandbyDeployment, now: Timestamp, within: Duration) -> bool {
+    hsd.status
+        .as_ref()
+        .and_then(|s| crate::api::condition(&s.conditions, "InvalidSpec"))
+        .is_some_and(|c| {
+            c.status == "True"
+                && c.reason == "TemplateRejected"
+                && c.observed_generation == hsd.metadata.generation
+                && now.duration_since(c.last_transition_time.0).as_secs() < within.as_secs() as i64
+        })
 }
 
 /// Map an object carrying our name label to its HSD.
