@@ -105,6 +105,18 @@ impl Base {
     }
 }
 
+/// The namespace of a namespaced object, or a clear error naming it.
+pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<String> {
+    obj.meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| crate::Error::InvalidObject {
+            kind,
+            name: obj.meta().name.clone().unwrap_or_default(),
+            reason: "no namespace".into(),
+        })
+}
+
 /// Creation time of an object in seconds since the epoch (0 when unknown).
 pub fn created_seconds(meta: &ObjectMeta) -> i64 {
     meta.creation_timestamp

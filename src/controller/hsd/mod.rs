@@ -162,11 +162,7 @@ async fn reconcile_inner(
     ctx: &Ctx,
     started: Instant,
 ) -> Result<Action> {
-    let ns = hsd.namespace().ok_or_else(|| Error::InvalidObject {
-        kind: "HotStandbyDeployment",
-        name: hsd.name_any(),
-        reason: "no namespace".into(),
-    })?;
+    let ns = super::namespace_of(hsd, "HotStandbyDeployment")?;
     let name = hsd.name_any();
     let now = (ctx.clock)();
     let now_t = Time(now);

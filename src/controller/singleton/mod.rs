@@ -191,11 +191,7 @@ async fn reconcile_inner(
     ar: &ApiResource,
     started: Instant,
 ) -> Result<KAction> {
-    let ns = obj.namespace().ok_or_else(|| Error::InvalidObject {
-        kind: "StatefulSingleton",
-        name: obj.name_any(),
-        reason: "no namespace".into(),
-    })?;
+    let ns = super::namespace_of(obj, "StatefulSingleton")?;
     let s = from_dynamic(obj)?;
     let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
     if s.metadata.deletion_timestamp.is_some() {
