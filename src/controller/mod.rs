@@ -117,6 +117,19 @@ pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<St
         })
 }
 
+/// The cached objects of one namespace.
+pub fn in_namespace<K>(store: &kube::runtime::reflector::Store<K>, ns: &str) -> Vec<Arc<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+        .collect()
+}
+
 /// Creation time of an object in seconds since the epoch (0 when unknown).
 pub fn created_seconds(meta: &ObjectMeta) -> i64 {
     meta.creation_timestamp

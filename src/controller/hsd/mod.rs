@@ -223,20 +223,8 @@ async fn reconcile_inner(
         }
     }
 
-    let pods: Vec<Arc<Pod>> = ctx
-        .stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .collect();
-    let rss: Vec<Arc<ReplicaSet>> = ctx
-        .stores
-        .replicasets
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-        .collect();
+    let pods = super::in_namespace(&ctx.stores.pods, &ns);
+    let rss = super::in_namespace(&ctx.stores.replicasets, &ns);
     let counted = child
         .as_ref()
         .map(|c| child::counted_pods(c, &rss, &pods))

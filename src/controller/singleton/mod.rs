@@ -204,13 +204,7 @@ async fn reconcile_inner(
     // Which pods are ours: matched by our selector, and we are the oldest matching singleton.
     let all = ctx.stores.singletons_in(&ns);
     let me = s.uid();
-    let pods: Vec<Arc<Pod>> = ctx
-        .stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .collect();
+    let pods = super::in_namespace(&ctx.stores.pods, &ns);
     let mut overlap = observe::Overlap::default();
     let mut mine = vec![];
     for p in &pods {
