@@ -275,7 +275,6 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
         .unwrap_or_default();
     let config = Config {
         singletons: objects.singletons(&ns),
-        namespace: ns,
         injection,
     };
     let ops = mutate(pod, &config);

@@ -22,8 +22,6 @@ pub struct Injection {
 
 /// Everything a mutator may look at besides the pod.
 pub struct Config<'a> {
-    /// Namespace of the admission request (a pod made by a controller may lack it in metadata).
-    pub namespace: String,
     /// StatefulSingletons of the pod's namespace.
     pub singletons: Vec<Arc<StatefulSingleton>>,
     pub injection: &'a Injection,
