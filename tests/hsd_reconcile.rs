@@ -8,7 +8,6 @@ use std::time::Duration;
 mod verifier;
 
 use http::{Request, Response};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
@@ -17,6 +16,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use kube_standby::api::HotStandbyDeployment;
 use kube_standby::controller::hsd::{self, Ctx, Stores};
+use kube_standby::controller::shell;
 use kube_standby::metrics::Metrics;
 use kube_standby::state::DebugState;
 use serde_json::{json, Value};
@@ -74,23 +74,34 @@ fn pod(name: &str, busy: bool, age: i64) -> Value {
 }
 
 fn stores(w: &World) -> Stores {
-    fn fill<K>(items: &[Value]) -> reflector::Store<K>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
-    {
-        let (s, mut wr) = reflector::store::<K>();
-        for i in items {
-            wr.apply_watcher_event(&watcher::Event::Apply(
-                serde_json::from_value(i.clone()).unwrap(),
-            ));
-        }
-        s
-    }
+    stores_synced(w, true)
+}
+
+fn stores_synced(w: &World, synced: bool) -> Stores {
     Stores {
-        pods: fill::<Pod>(&w.pods),
-        replicasets: fill::<ReplicaSet>(&w.rss),
-        deployments: fill::<Deployment>(&w.deployments),
+        pods: fill_store(&w.pods, synced),
+        replicasets: fill_store(&w.rss, synced),
+        deployments: fill_store(&w.deployments, synced),
     }
+}
+
+fn fill_store<K>(items: &[Value], synced: bool) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    // The watcher's initial list: objects land in the store (and it turns ready) only at
+    // InitDone; an unsynced store is still empty.
+    let (s, mut wr) = reflector::store::<K>();
+    wr.apply_watcher_event(&watcher::Event::Init);
+    for i in items {
+        wr.apply_watcher_event(&watcher::Event::InitApply(
+            serde_json::from_value(i.clone()).unwrap(),
+        ));
+    }
+    if synced {
+        wr.apply_watcher_event(&watcher::Event::InitDone);
+    }
+    s
 }
 
 fn event(reason: &'static str, note_has: &'static str) -> Expect {
@@ -101,7 +112,14 @@ fn status(check: impl Fn(&Value) + Send + 'static) -> Expect {
     expect(
         "PATCH",
         "/apis/apps.paia.tech/v1alpha1/namespaces/ns/hotstandbydeployments/game/status",
-        move |b, _| check(&b["status"]),
+        move |b, q| {
+            assert!(
+                q.contains("fieldManager=kube-standby") && q.contains("force=true"),
+                "status is server-side applied: {q}"
+            );
+            assert_eq!(b["kind"], "HotStandbyDeployment");
+            check(&b["status"])
+        },
         200,
         json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment", "metadata": {"name": "game", "namespace": "ns"}, "spec": {"idleTarget": 1, "selector": {}, "podTemplate": {}}}),
     )
@@ -134,6 +152,7 @@ async fn scenario(
         stores(&world),
         Arc::new(Metrics::new()),
         DebugState::default(),
+        shell::always_leading(),
     );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
@@ -496,6 +515,7 @@ async fn an_api_error_is_returned_not_panicked() {
         }),
         Arc::new(Metrics::new()),
         DebugState::default(),
+        shell::always_leading(),
     );
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
     let (_, send) = handle.next_request().await.unwrap();
@@ -541,6 +561,119 @@ async fn a_rejected_template_is_not_retried_on_every_event() {
             apply_child(|b| assert_eq!(b["spec"]["replicas"], 1)),
             event("ScaledUp", "replicas 0 -> 1"),
             status(|st| assert_eq!(st["observedGeneration"], 2)),
+        ],
+    )
+    .await;
+}
+
+/// Operator restart with busy pods up: a reconcile that arrives before the pod, ReplicaSet
+/// and Deployment caches have listed must not act on their emptiness (it used to see zero
+/// pods and scale down). It waits, then acts on the synced caches.
+#[tokio::test]
+async fn a_reconcile_before_the_caches_sync_does_nothing_until_they_do() {
+    let h = hsd(json!({"spec": {"idleTarget": 2, "scaleDownDelaySeconds": 0}}));
+    let (client, mut handle) = verifier::mock_client();
+    let (pods, mut pw) = reflector::store();
+    let (rss, mut rw) = reflector::store();
+    let (deps, mut dw) = reflector::store();
+    pw.apply_watcher_event(&watcher::Event::Init);
+    let ctx = Ctx::new(
+        client,
+        Stores {
+            pods,
+            replicasets: rss,
+            deployments: deps,
+        },
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h.clone()), Arc::new(ctx)));
+    let early = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+    assert!(
+        early.is_err(),
+        "no request may be made before the caches sync"
+    );
+    assert!(!task.is_finished(), "the reconcile waits for the caches");
+
+    // The caches list: 2 busy + 2 idle pods, the child at 4 = busy + idleTarget.
+    for p in [
+        pod("a", true, 40),
+        pod("b", true, 30),
+        pod("c", false, 20),
+        pod("d", false, 10),
+    ] {
+        pw.apply_watcher_event(&watcher::Event::InitApply(
+            serde_json::from_value(p).unwrap(),
+        ));
+    }
+    pw.apply_watcher_event(&watcher::Event::InitDone);
+    rw.apply_watcher_event(&watcher::Event::InitApply(
+        serde_json::from_value(rs()).unwrap(),
+    ));
+    rw.apply_watcher_event(&watcher::Event::InitDone);
+    dw.apply_watcher_event(&watcher::Event::InitApply(
+        serde_json::from_value(child(&h, 4, 4)).unwrap(),
+    ));
+    dw.apply_watcher_event(&watcher::Event::InitDone);
+    // Only the status is written: replicas stay at busy + idleTarget.
+    verifier::verify(
+        handle,
+        vec![status(|st| {
+            assert_eq!(st["replicas"], 4);
+            assert_eq!(st["busyCount"], 2);
+            assert_eq!(st["desiredReplicas"], 4);
+        })],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
+}
+
+/// A status field that became empty is removed: the apply leaves it out, and when the API
+/// server still returns it (owned by an older writer, e.g. a merge patch of a previous
+/// version) an explicit null clears it.
+#[tokio::test]
+async fn an_emptied_status_field_is_cleared_even_when_an_older_writer_owns_it() {
+    let since = Timestamp::from_second(NOW - 31).unwrap().to_string();
+    let h = hsd(json!({"spec": {"idleTarget": 2}, "status": {"scaleDownPendingSince": since}}));
+    // desired (2) equals the count: the pending scale-down is over.
+    let world = World {
+        pods: vec![pod("a", false, 20), pod("b", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&hsd(json!({"spec": {"idleTarget": 2}})), 2, 2)],
+    };
+    let stale = since.clone();
+    scenario(
+        h,
+        world,
+        vec![
+            expect(
+                "PATCH",
+                "/apis/apps.paia.tech/v1alpha1/namespaces/ns/hotstandbydeployments/game/status",
+                |b, q| {
+                    assert!(q.contains("fieldManager=kube-standby"), "{q}");
+                    assert!(b["status"].get("scaleDownPendingSince").is_none(), "{b}");
+                    assert_eq!(cond(&b["status"], "ScaleDownPending")["status"], "False");
+                },
+                200,
+                json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+                       "metadata": {"name": "game", "namespace": "ns"},
+                       "spec": {"idleTarget": 2, "selector": {}, "podTemplate": {}},
+                       "status": {"replicas": 2, "scaleDownPendingSince": stale}}),
+            ),
+            expect(
+                "PATCH",
+                "/apis/apps.paia.tech/v1alpha1/namespaces/ns/hotstandbydeployments/game/status",
+                |b, q| {
+                    assert!(!q.contains("fieldManager"), "a merge patch: {q}");
+                    assert_eq!(b, &json!({"status": {"scaleDownPendingSince": null}}));
+                },
+                200,
+                json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+                       "metadata": {"name": "game", "namespace": "ns"},
+                       "spec": {"idleTarget": 2, "selector": {}, "podTemplate": {}}}),
+            ),
         ],
     )
     .await;

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
+use kube_standby::controller::shell;
 use kube_standby::controller::singleton::{self, observe, Ctx, Stores};
 use kube_standby::metrics::Metrics;
 use kube_standby::state::DebugState;
@@ -42,27 +43,42 @@ fn released() -> Value {
            "status": {"phase": "Running", "conditions": [{"type": "apps.statefulsingleton.com/singleton-ready", "status": "True"}]}})
 }
 
-fn stores(singletons: &[Value], pods: &[Value], with_configmap: bool) -> Stores {
+fn stores_synced(
+    singletons: &[Value],
+    pods: &[Value],
+    with_configmap: bool,
+    synced: bool,
+) -> Stores {
     let ar = singleton::api_resource("apps.statefulsingleton.com");
     let mut sw = reflector::store::Writer::<DynamicObject>::new(ar);
+    sw.apply_watcher_event(&watcher::Event::Init);
     for s in singletons {
-        sw.apply_watcher_event(&watcher::Event::Apply(
+        sw.apply_watcher_event(&watcher::Event::InitApply(
             serde_json::from_value(s.clone()).unwrap(),
         ));
     }
     let (p, mut pw) = reflector::store::<Pod>();
+    pw.apply_watcher_event(&watcher::Event::Init);
     for x in pods {
-        pw.apply_watcher_event(&watcher::Event::Apply(
+        pw.apply_watcher_event(&watcher::Event::InitApply(
             serde_json::from_value(x.clone()).unwrap(),
         ));
     }
     let (n, mut nw) = reflector::store::<Node>();
-    nw.apply_watcher_event(&watcher::Event::Apply(
+    nw.apply_watcher_event(&watcher::Event::Init);
+    nw.apply_watcher_event(&watcher::Event::InitApply(
         serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap(),
     ));
     let (c, mut cw) = reflector::store::<ConfigMap>();
+    cw.apply_watcher_event(&watcher::Event::Init);
     if with_configmap {
-        cw.apply_watcher_event(&watcher::Event::Apply(observe::wrapper_configmap("ns")));
+        cw.apply_watcher_event(&watcher::Event::InitApply(observe::wrapper_configmap("ns")));
+    }
+    if synced {
+        sw.apply_watcher_event(&watcher::Event::InitDone);
+        pw.apply_watcher_event(&watcher::Event::InitDone);
+        nw.apply_watcher_event(&watcher::Event::InitDone);
+        cw.apply_watcher_event(&watcher::Event::InitDone);
     }
     Stores {
         pods: p,
@@ -72,11 +88,22 @@ fn stores(singletons: &[Value], pods: &[Value], with_configmap: bool) -> Stores 
     }
 }
 
+fn stores(singletons: &[Value], pods: &[Value], with_configmap: bool) -> Stores {
+    stores_synced(singletons, pods, with_configmap, true)
+}
+
 fn status_patch(check: impl Fn(&Value) + Send + 'static) -> Expect {
     expect(
         "PATCH",
         "/apis/apps.statefulsingleton.com/v1/namespaces/ns/statefulsingletons/db/status",
-        move |b, _| check(&b["status"]),
+        move |b, q| {
+            assert!(
+                q.contains("fieldManager=kube-standby") && q.contains("force=true"),
+                "status is server-side applied: {q}"
+            );
+            assert_eq!(b["metadata"]["name"], "db");
+            check(&b["status"])
+        },
         200,
         singleton_obj(json!({})),
     )
@@ -84,7 +111,13 @@ fn status_patch(check: impl Fn(&Value) + Send + 'static) -> Expect {
 
 async fn scenario(obj: Value, st: Stores, expected: Vec<Expect>) {
     let (client, handle) = verifier::mock_client();
-    let mut ctx = Ctx::new(client, st, Arc::new(Metrics::new()), DebugState::default());
+    let mut ctx = Ctx::new(
+        client,
+        st,
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let ar = singleton::api_resource("apps.statefulsingleton.com");
     let dynobj: DynamicObject = serde_json::from_value(obj).unwrap();
@@ -321,4 +354,94 @@ async fn a_settled_singleton_makes_no_writes() {
     let mut settled = base;
     settled["status"] = serde_json::to_value(status).unwrap();
     scenario(settled, st, vec![]).await;
+}
+
+/// Before the pod, node, ConfigMap and StatefulSingleton caches have listed, nothing is
+/// written and nothing released: an unlisted node or pod is not a gone one.
+#[tokio::test]
+async fn nothing_is_released_before_the_caches_sync() {
+    let s = singleton_obj(json!({}));
+    let st = stores_synced(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 5, json!({}))],
+        true,
+        false,
+    );
+    let (client, mut handle) = verifier::mock_client();
+    let ctx = Ctx::new(
+        client,
+        st,
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    let ar = singleton::api_resource("apps.statefulsingleton.com");
+    let dynobj: DynamicObject = serde_json::from_value(s).unwrap();
+    let task = tokio::spawn(singleton::reconcile(Arc::new(dynobj), Arc::new((ctx, ar))));
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await;
+    assert!(
+        early.is_err(),
+        "a request was made before the caches synced"
+    );
+    assert!(!task.is_finished());
+    task.abort();
+}
+
+/// Leadership closes the gate the same way: a replica that does not hold the lease writes nothing.
+#[tokio::test]
+async fn a_replica_that_does_not_lead_writes_nothing() {
+    let s = singleton_obj(json!({}));
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 5, json!({}))],
+        true,
+    );
+    let (client, mut handle) = verifier::mock_client();
+    let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
+    let mut ctx = Ctx::new(
+        client,
+        st,
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        lead_rx,
+    );
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let ar = singleton::api_resource("apps.statefulsingleton.com");
+    let dynobj: DynamicObject = serde_json::from_value(s).unwrap();
+    let task = tokio::spawn(singleton::reconcile(Arc::new(dynobj), Arc::new((ctx, ar))));
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await;
+    assert!(early.is_err(), "a follower made a request");
+    // Once it leads, the same reconcile goes on: status first, then the release.
+    lead_tx.send_replace(true);
+    verifier::verify(
+        handle,
+        vec![
+            status_patch(|st| assert_eq!(st["activePod"], "db-0")),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-0",
+                |b, _| {
+                    assert!(
+                        b["metadata"]["annotations"]["apps.statefulsingleton.com/released"]
+                            .is_string()
+                    )
+                },
+                200,
+                pod("db-0", NOW - 5, json!({})),
+            ),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-0/status",
+                |_, _| {},
+                200,
+                pod("db-0", NOW - 5, json!({})),
+            ),
+            event("ns", "PodStarted", "released db-0"),
+        ],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
 }

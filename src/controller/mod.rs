@@ -2,11 +2,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::Action as KAction;
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::Client;
 
 use crate::cli::RunArgs;
@@ -16,94 +13,26 @@ use crate::webhook::release::{KubeTokenReviewer, ReleaseService};
 use crate::{server, Result};
 
 pub mod hsd;
+pub mod shell;
 pub mod singleton;
 
-/// `impl Deref<Target = Base>` (and `DerefMut`) for a reconciler context with a `base` field.
-macro_rules! deref_to_base {
+/// `impl Deref<Target = Shell>` (and `DerefMut`) for a reconciler context with a `shell` field.
+macro_rules! deref_to_shell {
     ($ctx:ty) => {
         impl std::ops::Deref for $ctx {
-            type Target = $crate::controller::Base;
+            type Target = $crate::controller::shell::Shell;
             fn deref(&self) -> &Self::Target {
-                &self.base
+                &self.shell
             }
         }
         impl std::ops::DerefMut for $ctx {
             fn deref_mut(&mut self) -> &mut Self::Target {
-                &mut self.base
+                &mut self.shell
             }
         }
     };
 }
-pub(crate) use deref_to_base;
-
-/// Plumbing every reconciler shares: client, metrics, debug state, Events, clock.
-pub struct Base {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub debug: DebugState,
-    pub recorder: Recorder,
-    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Safety-net resync; everything else is event-driven.
-    pub resync: Duration,
-}
-
-impl Base {
-    pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState) -> Self {
-        let reporter = Reporter {
-            controller: crate::MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Base {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            debug,
-            clock: Arc::new(Timestamp::now),
-            resync: Duration::from_secs(300),
-        }
-    }
-
-    /// Publish an Event; a failure is logged, never fatal.
-    pub async fn publish(
-        &self,
-        reference: &ObjectReference,
-        action: &str,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let ev = KEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
-        }
-    }
-
-    /// Run one reconcile inside `span`, recording its duration and any error.
-    pub async fn measured<F>(
-        &self,
-        controller: &'static str,
-        span: tracing::Span,
-        fut: F,
-    ) -> Result<KAction>
-    where
-        F: std::future::Future<Output = Result<KAction>>,
-    {
-        let started = std::time::Instant::now();
-        let res = tracing::Instrument::instrument(fut, span).await;
-        self.metrics
-            .reconciled(controller, started.elapsed().as_secs_f64());
-        if let Err(e) = &res {
-            self.metrics.reconcile_failed(controller, e);
-        }
-        res
-    }
-}
+pub(crate) use deref_to_shell;
 
 /// The namespace of a namespaced object, or a clear error naming it.
 pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<String> {
@@ -155,8 +84,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     // StatefulSingleton caches and controllers (both groups); the webhook reads the same
     // caches, and the agent release service reads the pod cache.
-    let (stores, singletons_ready) =
-        singleton::start(client.clone(), metrics.clone(), debug.clone()).await;
+    let (stores, singletons_ready) = singleton::start(
+        client.clone(),
+        metrics.clone(),
+        debug.clone(),
+        shell::always_leading(),
+    )
+    .await;
     let release = Arc::new(ReleaseService::new(
         Arc::new(KubeTokenReviewer {
             client: client.clone(),
@@ -196,6 +130,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client.clone(),
         metrics.clone(),
         debug.clone(),
+        shell::always_leading(),
         move || {
             let _ = hsd_synced_tx.send(());
         },

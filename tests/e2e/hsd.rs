@@ -18,6 +18,7 @@ fn start_operator(client: Client) -> tokio::task::JoinHandle<()> {
         client,
         Arc::new(Metrics::new()),
         DebugState::default(),
+        kube_standby::controller::shell::always_leading(),
         || {},
     ))
 }

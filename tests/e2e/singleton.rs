@@ -52,8 +52,13 @@ async fn start_operator(
     let port = listener.local_addr().expect("addr").port();
     let url = format!("https://{}:{port}", env.host);
     let metrics = Arc::new(Metrics::new());
-    let (stores, ready) =
-        controller::singleton::start(client.clone(), metrics.clone(), DebugState::default()).await;
+    let (stores, ready) = controller::singleton::start(
+        client.clone(),
+        metrics.clone(),
+        DebugState::default(),
+        controller::shell::always_leading(),
+    )
+    .await;
     ready.await;
     let readiness = Readiness::without_caches();
     readiness.set_certs_loaded();

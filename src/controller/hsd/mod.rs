@@ -16,7 +16,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::Base;
+use super::shell::{self, Gate, Shell};
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::metrics::{DecisionLabels, Metrics, ObjectLabels, OutcomeLabels};
 use crate::probe::http::HttpProber;
@@ -42,18 +42,33 @@ pub struct Stores {
 
 /// Everything a reconcile needs.
 pub struct Ctx {
-    pub base: Base,
+    pub shell: Shell,
     pub stores: Stores,
     pub probes: ProbeCache,
     pub prober: HttpProber,
 }
 
-crate::controller::deref_to_base!(Ctx);
+crate::controller::deref_to_shell!(Ctx);
 
 impl Ctx {
-    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
+    /// The gate opens once the pod, ReplicaSet and Deployment stores have listed and
+    /// `leading` says this process leads.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        debug: DebugState,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let gate = Gate::new(leading);
+        let s = stores.clone();
+        gate.open_when(async move {
+            Gate::stores_ready(vec![s.pods]).await
+                && Gate::stores_ready(vec![s.replicasets]).await
+                && Gate::stores_ready(vec![s.deployments]).await
+        });
         Ctx {
-            base: Base::new(client, metrics, debug),
+            shell: Shell::new(client, metrics, debug, gate),
             stores,
             probes: ProbeCache::default(),
             prober: HttpProber::new(64),
@@ -67,15 +82,18 @@ fn debug_key(ns: &str, name: &str) -> String {
 
 /// One reconcile, with metrics.
 pub async fn reconcile(hsd: Arc<HotStandbyDeployment>, ctx: Arc<Ctx>) -> Result<Action> {
-    let started = Instant::now();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsd.namespace().unwrap_or_default(), name = %hsd.name_any());
-    ctx.measured(CONTROLLER, span, reconcile_inner(&hsd, &ctx, started))
-        .await
+    let body = async {
+        // Start from the status we last wrote when the cache has not caught up with it.
+        let mut hsd = (*hsd).clone();
+        hsd.status = ctx.last_status(&hsd, hsd.status.as_ref());
+        reconcile_inner(&hsd, &ctx, Instant::now()).await
+    };
+    ctx.shell.reconcile(CONTROLLER, span, body).await
 }
 
 pub fn error_policy(hsd: Arc<HotStandbyDeployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(name = %hsd.name_any(), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    shell::error_action(CONTROLLER, &hsd.name_any(), err)
 }
 
 async fn publish(
@@ -85,7 +103,7 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    ctx.base
+    ctx.shell
         .publish(&hsd.object_ref(&()), "Reconcile", type_, reason, note)
         .await
 }
@@ -95,18 +113,11 @@ async fn patch_status(
     hsd: &HotStandbyDeployment,
     status: &HotStandbyDeploymentStatus,
 ) -> Result<bool> {
-    if hsd.status.as_ref() == Some(status) {
-        return Ok(false);
-    }
     let api: Api<HotStandbyDeployment> =
         Api::namespaced(ctx.client.clone(), &hsd.namespace().unwrap_or_default());
-    api.patch_status(
-        &hsd.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
-    Ok(true)
+    ctx.shell
+        .write_status(&api, hsd, &(), hsd.status.as_ref(), status)
+        .await
 }
 
 /// A spec we cannot act on: say so in a condition and (once) an Event; no churn.
@@ -168,6 +179,9 @@ async fn reconcile_inner(
     let now_t = Time(now);
     if hsd.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&debug_key(&ns, &name));
+        if let Some(uid) = hsd.uid() {
+            ctx.forget(&uid);
+        }
         return Ok(Action::await_change());
     }
 
@@ -424,11 +438,13 @@ fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
     Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
-/// Run the controller until shutdown. `synced` is called once the caches have listed.
+/// Run the controller until shutdown. `synced` is called once the caches have listed;
+/// nothing is reconciled before that, nor while `leading` is false.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
     synced: impl FnOnce() + Send + 'static,
 ) {
     let labelled = watcher::Config::default().labels(NAME_LABEL);
@@ -452,15 +468,11 @@ pub async fn run(
         replicasets: rss.clone(),
         deployments: deps.clone(),
     };
-    let ctx = Arc::new(Ctx::new(client.clone(), stores, metrics, debug));
-
+    let ctx = Arc::new(Ctx::new(client.clone(), stores, metrics, debug, leading));
     {
-        let (pods, rss, deps) = (pods.clone(), rss.clone(), deps.clone());
+        let gate = ctx.gate.clone();
         tokio::spawn(async move {
-            if pods.wait_until_ready().await.is_ok()
-                && rss.wait_until_ready().await.is_ok()
-                && deps.wait_until_ready().await.is_ok()
-            {
+            if gate.wait_synced().await {
                 synced();
             }
         });

@@ -16,7 +16,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::Base;
+use super::shell::{self, Gate, Shell};
 use crate::api::singleton::{
     selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
     WRAPPER_CONFIGMAP,
@@ -95,18 +95,35 @@ impl crate::webhook::ObjectSource for Stores {
 }
 
 pub struct Ctx {
-    pub base: Base,
+    pub shell: Shell,
     pub stores: Stores,
     /// When a reconcile first saw "no instance present, a successor waits", per singleton.
     gone_seen: Mutex<HashMap<String, Instant>>,
 }
 
-crate::controller::deref_to_base!(Ctx);
+crate::controller::deref_to_shell!(Ctx);
 
 impl Ctx {
-    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, debug: DebugState) -> Self {
+    /// The gate opens once the pod, node, ConfigMap and StatefulSingleton stores have listed
+    /// and `leading` says this process leads: a Node missing from an unsynced store is never
+    /// taken as deleted, and no release happens before the status memory has been read.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        debug: DebugState,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let gate = Gate::new(leading);
+        let s = stores.clone();
+        gate.open_when(async move {
+            Gate::stores_ready(vec![s.pods]).await
+                && Gate::stores_ready(vec![s.nodes]).await
+                && Gate::stores_ready(vec![s.configmaps]).await
+                && Gate::stores_ready(s.singletons).await
+        });
         Ctx {
-            base: Base::new(client, metrics, debug),
+            shell: Shell::new(client, metrics, debug, gate),
             stores,
             gone_seen: Mutex::default(),
         }
@@ -120,21 +137,15 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    ctx.base
+    ctx.shell
         .publish(reference, "Handover", type_, reason, note)
         .await
 }
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<(Ctx, ApiResource)>) -> Result<KAction> {
-    let started = Instant::now();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    ctx.0
-        .measured(
-            CONTROLLER,
-            span,
-            reconcile_inner(&obj, &ctx.0, &ctx.1, started),
-        )
-        .await
+    let body = reconcile_inner(&obj, &ctx.0, &ctx.1, Instant::now());
+    ctx.0.shell.reconcile(CONTROLLER, span, body).await
 }
 
 pub fn error_policy(
@@ -142,28 +153,21 @@ pub fn error_policy(
     err: &Error,
     _ctx: Arc<(Ctx, ApiResource)>,
 ) -> KAction {
-    tracing::warn!(name = %obj.name_any(), error = %err, "reconcile failed; retrying");
-    KAction::requeue(Duration::from_secs(2))
+    shell::error_action(CONTROLLER, &obj.name_any(), err)
 }
 
 async fn patch_status(
     ctx: &Ctx,
     ar: &ApiResource,
+    obj: &DynamicObject,
     s: &StatefulSingleton,
     st: &crate::api::singleton::StatefulSingletonStatus,
 ) -> Result<bool> {
-    if s.status.as_ref() == Some(st) {
-        return Ok(false);
-    }
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &s.namespace().unwrap_or_default(), ar);
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": st })),
-    )
-    .await?;
-    Ok(true)
+    ctx.shell
+        .write_status(&api, obj, ar, s.status.as_ref(), st)
+        .await
 }
 
 async fn ensure_configmap(ctx: &Ctx, ns: &str) -> Result<()> {
@@ -192,10 +196,15 @@ async fn reconcile_inner(
     started: Instant,
 ) -> Result<KAction> {
     let ns = super::namespace_of(obj, "StatefulSingleton")?;
-    let s = from_dynamic(obj)?;
+    let mut s = from_dynamic(obj)?;
+    // The status is the planner's memory: start from what we last wrote if the cache lags.
+    s.status = ctx.last_status(&s, s.status.as_ref());
     let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
     if s.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&key);
+        if let Some(uid) = s.uid() {
+            ctx.forget(&uid);
+        }
         return Ok(KAction::await_change());
     }
     let reference = obj.object_ref(ar);
@@ -314,7 +323,7 @@ async fn reconcile_inner(
 
     // Status first: it records the pod about to be released and its node.
     let status = observe::status(&s, &plan, &overlap, invalid, now);
-    patch_status(ctx, ar, &s, &status).await?;
+    patch_status(ctx, ar, obj, &s, &status).await?;
 
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for a in &plan.actions {
@@ -455,6 +464,7 @@ pub async fn start(
     client: Client,
     metrics: Arc<Metrics>,
     debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
 ) -> (Stores, impl std::future::Future<Output = ()>) {
     let (pods, pod_w) = reflector::store::<Pod>();
     let (nodes, node_w) = reflector::store::<Node>();
@@ -533,6 +543,7 @@ pub async fn start(
                 stores.clone(),
                 metrics.clone(),
                 debug.clone(),
+                leading.clone(),
             ),
             ar.clone(),
         ));

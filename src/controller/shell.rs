@@ -1,0 +1,398 @@
+//! The reconciler shell every kind shares: the sync/leadership gate, status writing that can
+//! clear fields, Events, metrics and the error policy. A kind supplies observe → plan → apply;
+//! the shell supplies everything around it.
+//!
+//! Invariants:
+//! - no reconcile body runs before the gate is open: every store the controller reads has
+//!   listed (its reflector saw `InitDone`) and this process holds the leadership (always true
+//!   without leader election). A reconcile that arrives earlier waits and then runs on synced
+//!   caches;
+//! - status is written with server-side apply under our field manager, so a field we no longer
+//!   send is removed by the API server; a field the apply could not remove (owned by an older
+//!   writer, e.g. a merge patch of a previous version) is then cleared with an explicit null;
+//! - the status a reconcile starts from is the last one this process wrote when that is newer
+//!   than the cache (status has one writer: us), so a lagging cache never resurrects a field.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::state::DebugState;
+use crate::{Error, Result, MANAGER};
+
+/// Opens when the controller's caches have synced and this process leads.
+#[derive(Clone)]
+pub struct Gate {
+    synced: Arc<watch::Sender<bool>>,
+    leading: watch::Receiver<bool>,
+}
+
+impl Gate {
+    /// A closed gate: not synced; `leading` says whether this process may write.
+    pub fn new(leading: watch::Receiver<bool>) -> Self {
+        Gate {
+            synced: Arc::new(watch::channel(false).0),
+            leading,
+        }
+    }
+
+    /// A gate that is open from the start (for callers with nothing to wait for).
+    pub fn open() -> Self {
+        let g = Gate::new(always_leading());
+        g.set_synced();
+        g
+    }
+
+    /// Mark the caches synced once `ready` resolves true (spawned; returns at once).
+    pub fn open_when(&self, ready: impl std::future::Future<Output = bool> + Send + 'static) {
+        let synced = self.synced.clone();
+        tokio::spawn(async move {
+            if ready.await {
+                synced.send_replace(true);
+            }
+        });
+    }
+
+    pub fn set_synced(&self) {
+        self.synced.send_replace(true);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.is_synced() && *self.leading.borrow()
+    }
+
+    /// Wait until the caches have synced (leadership aside). False if they never will.
+    pub async fn wait_synced(&self) -> bool {
+        self.synced.subscribe().wait_for(|s| *s).await.is_ok()
+    }
+
+    /// Wait until the gate is open. Returns false if it can never open (sender gone).
+    pub async fn opened(&self) -> bool {
+        let mut synced = self.synced.subscribe();
+        let mut leading = self.leading.clone();
+        if synced.wait_for(|s| *s).await.is_err() {
+            return false;
+        }
+        let ok = leading.wait_for(|l| *l).await.is_ok();
+        ok
+    }
+
+    /// Resolves true once every store has listed (false if one can never list).
+    pub async fn stores_ready<K>(stores: Vec<kube::runtime::reflector::Store<K>>) -> bool
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        for s in stores {
+            if s.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A leadership channel that always says "leading" (no leader election).
+pub fn always_leading() -> watch::Receiver<bool> {
+    static ALWAYS: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
+    ALWAYS.get_or_init(|| watch::channel(true).0).subscribe()
+}
+
+/// Plumbing every reconciler shares: client, metrics, debug state, Events, clock, gate.
+pub struct Shell {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub debug: DebugState,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Safety-net resync; everything else is event-driven.
+    pub resync: Duration,
+    pub gate: Gate,
+    /// The status last written per object UID (see the module header).
+    written: Mutex<HashMap<String, Value>>,
+}
+
+impl Shell {
+    pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState, gate: Gate) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Shell {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            debug,
+            clock: Arc::new(Timestamp::now),
+            resync: Duration::from_secs(300),
+            gate,
+            written: Mutex::default(),
+        }
+    }
+
+    /// Publish an Event; a failure is logged, never fatal.
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        action: &str,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Run one reconcile inside `span` once the gate is open, recording its duration and
+    /// any error. Before the gate opens nothing of `fut` runs.
+    pub async fn reconcile<F>(
+        &self,
+        controller: &'static str,
+        span: tracing::Span,
+        fut: F,
+    ) -> Result<Action>
+    where
+        F: std::future::Future<Output = Result<Action>>,
+    {
+        if !self.gate.is_open() {
+            tracing::debug!(controller, "waiting for caches to sync and leadership");
+            if !self.gate.opened().await {
+                return Ok(Action::await_change());
+            }
+        }
+        let started = std::time::Instant::now();
+        let res = tracing::Instrument::instrument(fut, span).await;
+        self.metrics
+            .reconciled(controller, started.elapsed().as_secs_f64());
+        if let Err(e) = &res {
+            self.metrics.reconcile_failed(controller, e);
+        }
+        res
+    }
+
+    /// The status a reconcile should start from: what we last wrote, else the cached one.
+    pub fn last_status<K, S>(&self, obj: &K, cached: Option<&S>) -> Option<S>
+    where
+        K: Resource,
+        S: DeserializeOwned + Clone,
+    {
+        let uid = obj.meta().uid.as_deref()?;
+        let memo = self.lock().get(uid).cloned();
+        match memo {
+            Some(v) => serde_json::from_value(v).ok().or_else(|| cached.cloned()),
+            None => cached.cloned(),
+        }
+    }
+
+    /// Forget what we wrote for an object that is gone.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+        match self.written.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Write `new` as the object's whole status (see the module header). Returns whether a
+    /// write was made; nothing is sent when `new` equals the status we start from.
+    pub async fn write_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        dt: &K::DynamicType,
+        cached: Option<&S>,
+        new: &S,
+    ) -> Result<bool>
+    where
+        K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+        S: Serialize + DeserializeOwned + Clone + PartialEq,
+    {
+        if self.last_status(obj, cached).as_ref() == Some(new) {
+            return Ok(false);
+        }
+        let name = obj
+            .meta()
+            .name
+            .clone()
+            .ok_or_else(|| Error::InvalidObject {
+                kind: "object",
+                name: String::new(),
+                reason: "no name".into(),
+            })?;
+        let want = serde_json::to_value(new)?;
+        let body = json!({
+            "apiVersion": K::api_version(dt),
+            "kind": K::kind(dt),
+            "metadata": {"name": name},
+            "status": want,
+        });
+        let applied = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        let got = serde_json::to_value(&applied)?
+            .get("status")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let leftovers = clear_patch(&got, &want);
+        if !leftovers.is_empty() {
+            // Fields an older writer owns survived the apply: clear them explicitly.
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": Value::Object(leftovers) })),
+            )
+            .await?;
+        }
+        if let Some(uid) = obj.meta().uid.clone() {
+            self.lock().insert(uid, want);
+        }
+        Ok(true)
+    }
+}
+
+/// The merge patch (RFC 7386) that removes from `have` every field `want` does not hold,
+/// recursively through objects. Arrays and scalars are left alone: the apply set them.
+pub fn clear_patch(have: &Value, want: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    let (Value::Object(h), Value::Object(w)) = (have, want) else {
+        return out;
+    };
+    for (k, hv) in h {
+        match w.get(k) {
+            None => {
+                out.insert(k.clone(), Value::Null);
+            }
+            Some(wv) => {
+                let inner = clear_patch(hv, wv);
+                if !inner.is_empty() {
+                    out.insert(k.clone(), Value::Object(inner));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The shared error policy: conflicts retry soon, everything else after a short backoff.
+pub fn error_action(controller: &'static str, name: &str, err: &Error) -> Action {
+    let conflict = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409);
+    tracing::warn!(controller, name, error = %err, "reconcile failed; retrying");
+    Action::requeue(if conflict {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn clear_patch_nulls_dropped_fields_recursively() {
+        let have = json!({"a": 1, "b": "x", "c": {"d": 1, "e": 2}, "f": [1, 2]});
+        let want = json!({"a": 2, "c": {"d": 1}, "f": []});
+        let p = Value::Object(clear_patch(&have, &want));
+        assert_eq!(p, json!({"b": null, "c": {"e": null}}));
+        assert!(clear_patch(&want, &want).is_empty());
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,4}".prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop::collection::btree_map("[a-e]", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        })
+    }
+
+    proptest! {
+        /// Applying the clear patch and then `want` over `have` (what the API server does with
+        /// apply + our explicit nulls) gives exactly `want`: nothing stale survives.
+        #[test]
+        fn clear_then_merge_yields_exactly_want(have in tree(), want in tree()) {
+            let mut doc = json!({"status": have});
+            let clear = json!({"status": Value::Object(clear_patch(&doc["status"], &want))});
+            json_patch::merge(&mut doc, &clear);
+            json_patch::merge(&mut doc, &json!({"status": want.clone()}));
+            if want.is_object() {
+                prop_assert_eq!(&doc["status"], &want);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn gate_opens_only_when_synced_and_leading() {
+        let (lead_tx, lead_rx) = watch::channel(false);
+        let g = Gate::new(lead_rx);
+        assert!(!g.is_open());
+        g.set_synced();
+        assert!(!g.is_open(), "synced but not leading");
+        let waiter = tokio::spawn({
+            let g = g.clone();
+            async move { g.opened().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        lead_tx.send_replace(true);
+        assert!(waiter.await.unwrap());
+        assert!(g.is_open());
+        lead_tx.send_replace(false);
+        assert!(!g.is_open(), "a lost lease closes the gate");
+    }
+
+    #[tokio::test]
+    async fn gate_waits_for_every_store() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::{reflector, watcher};
+        let (s1, mut w1) = reflector::store::<Pod>();
+        let (s2, mut w2) = reflector::store::<Pod>();
+        let g = Gate::new(always_leading());
+        g.open_when(Gate::stores_ready(vec![s1, s2]));
+        w1.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!g.is_synced(), "one store still listing");
+        w2.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(Duration::from_secs(1), g.opened())
+            .await
+            .unwrap();
+        assert!(g.is_open());
+    }
+}
