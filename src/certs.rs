@@ -8,6 +8,9 @@ use rcgen::{
 
 use crate::{Error, Result};
 
+/// Common name of the CA we make (also used to re-issue from a stored CA).
+const CA_NAME: &str = "kube-standby CA";
+
 /// Default SANs of the serving certificate.
 pub fn default_sans() -> Vec<String> {
     vec![
@@ -66,12 +69,33 @@ pub fn generate(sans: &[String]) -> Result<Bundle> {
     }
     let ca_key = KeyPair::generate()?;
     let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params("kube-standby CA")?, ca_key)?;
+    let ca = CertifiedIssuer::self_signed(ca_params(CA_NAME)?, ca_key)?;
     let leaf_key = KeyPair::generate()?;
     let leaf = leaf_params(sans)?.signed_by(&leaf_key, &ca)?;
     Ok(Bundle {
         ca_pem: ca.pem(),
         ca_key_pem,
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
+}
+
+/// A new serving certificate for `sans`, signed by an existing CA (as kept in the CA Secret).
+/// The CA's certificate is not parsed: the issuer is rebuilt from the same parameters and
+/// key, so the leaf chains to the stored `ca_pem` exactly as to a freshly made one.
+pub fn issue(ca_pem: &str, ca_key_pem: &str, sans: &[String]) -> Result<Bundle> {
+    if sans.is_empty() {
+        return Err(Error::Config(
+            "at least one DNS name or IP is needed for the certificate".into(),
+        ));
+    }
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = rcgen::Issuer::new(ca_params(CA_NAME)?, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = leaf_params(sans)?.signed_by(&leaf_key, &issuer)?;
+    Ok(Bundle {
+        ca_pem: ca_pem.to_string(),
+        ca_key_pem: ca_key_pem.to_string(),
         cert_pem: leaf.pem(),
         key_pem: leaf_key.serialize_pem(),
     })
@@ -131,6 +155,47 @@ mod tests {
         assert_ne!(b.ca_pem, b.cert_pem);
         let chained = generate_with_intermediate(&["localhost".into()]).unwrap();
         assert_eq!(chained.cert_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    }
+
+    /// A leaf issued later from the stored CA verifies against that CA, as the agents of
+    /// pods admitted before a restart hold it.
+    #[test]
+    fn a_leaf_issued_from_a_stored_ca_chains_to_it() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let first = generate(&default_sans()).unwrap();
+        let again = issue(&first.ca_pem, &first.ca_key_pem, &["localhost".into()]).unwrap();
+        assert_eq!(again.ca_pem, first.ca_pem);
+        assert_ne!(again.cert_pem, first.cert_pem);
+        let der = |pem: &str| -> CertificateDer<'static> {
+            rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap()
+        };
+        let verify = |ca: &str, leaf: &str| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der(ca)).unwrap();
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            v.verify_server_cert(
+                &der(leaf),
+                &[],
+                &ServerName::try_from("localhost").unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .is_ok()
+        };
+        assert!(verify(&first.ca_pem, &again.cert_pem));
+        let other = generate(&default_sans()).unwrap();
+        assert!(
+            !verify(&other.ca_pem, &again.cert_pem),
+            "the check can fail"
+        );
+        assert!(issue(&first.ca_pem, "not a key", &["x".into()]).is_err());
     }
 
     #[test]

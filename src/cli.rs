@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
-use crate::webhook::{Injection, StaticObjects};
-use crate::{certs, controller, server, webhook_config, Error, Result};
+use crate::webhook::StaticObjects;
+use crate::{certs, server, webhook_config, Error, Result};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -133,6 +133,27 @@ pub struct RunArgs {
     /// In self-signed mode, keep this MutatingWebhookConfiguration's caBundle equal to our CA.
     #[arg(long, env = "KUBE_STANDBY_WEBHOOK_CONFIG_NAME")]
     pub webhook_config_name: Option<String>,
+    /// In self-signed mode, keep the CA in this Secret of the operator's namespace (created
+    /// once, shared by every replica, kept across restarts).
+    #[arg(long, env = "KUBE_STANDBY_CA_SECRET")]
+    pub ca_secret: Option<String>,
+    /// Only one replica reconciles, holding a coordination.k8s.io/v1 Lease; every replica
+    /// serves the webhook and /release.
+    #[arg(long, env = "KUBE_STANDBY_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else kube-standby).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "kube-standby")]
+    pub leader_election_name: String,
+    /// Watch and reconcile only these namespaces (repeatable; default: all).
+    #[arg(
+        long = "namespace",
+        env = "KUBE_STANDBY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -179,7 +200,7 @@ impl TlsArgs {
             (None, None, true) => {
                 let mut sans = certs::default_sans();
                 sans.extend(self.tls_sans.iter().cloned());
-                Ok(server::TlsMode::SelfSigned { sans })
+                Ok(server::TlsMode::SelfSigned { sans, ca: None })
             }
             _ => Err(Error::Config(
                 "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file"
@@ -188,12 +209,46 @@ impl TlsArgs {
         }
     }
 
-    pub fn injection(&self, ca_pem: String) -> Injection {
-        Injection {
+    /// The plain server configuration.
+    pub fn server_config(&self) -> Result<server::ServerConfig> {
+        Ok(server::ServerConfig {
+            bind: self.bind,
+            tls: self.tls_mode()?,
+            ca_file: self.ca_file.clone(),
             agent_image: self.agent_image.clone(),
             operator_url: self.operator_url.clone(),
-            ca_bundle: ca_pem,
+        })
+    }
+}
+
+impl RunArgs {
+    /// The plain runtime configuration.
+    pub fn run_config(&self) -> Result<crate::runtime::RunConfig> {
+        let leader = self.leader_elect.then(|| {
+            crate::runtime::leader::LeaseConfig::new(
+                self.leader_election_namespace
+                    .clone()
+                    .unwrap_or_else(crate::runtime::own_namespace),
+                self.leader_election_name.clone(),
+                crate::runtime::identity(),
+            )
+        });
+        if let Some(l) = &leader {
+            l.validate()?;
         }
+        Ok(crate::runtime::RunConfig {
+            server: self.tls.server_config()?,
+            webhook_config_name: self.webhook_config_name.clone(),
+            ca_secret: self.ca_secret.clone(),
+            ca_secret_namespace: crate::runtime::own_namespace(),
+            leader,
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+        })
     }
 }
 
@@ -249,9 +304,13 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Webhook(a) => {
             let objects = StaticObjects::from_files(&a.objects)?;
             tracing::info!(singletons = objects.singletons.len(), "loaded objects");
-            server::run_webhook(a.tls, Arc::new(objects)).await
+            server::run_webhook(a.tls.server_config()?, Arc::new(objects)).await
         }
-        Command::Run(a) => controller::run(a).await,
+        Command::Run(a) => {
+            let cfg = a.run_config()?;
+            let client = kube::Client::try_default().await?;
+            crate::runtime::run(cfg, client, server::shutdown_signal()).await
+        }
         Command::Agent(a) => {
             let cfg = crate::agent::AgentConfig {
                 operator_url: a.operator_url,

@@ -34,6 +34,9 @@ pub enum Error {
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    #[error("{0}; exiting so the process is restarted")]
+    TaskStopped(String),
 }
 
 impl Error {
@@ -48,6 +51,7 @@ impl Error {
             Error::CertGen(_) => "certgen",
             Error::InvalidObject { .. } => "invalid_object",
             Error::Config(_) => "config",
+            Error::TaskStopped(_) => "task_stopped",
         }
     }
 
@@ -71,6 +75,7 @@ mod tests {
             Error::Json(serde_json::from_str::<u8>("x").unwrap_err()),
             Error::Tls("x".into()),
             Error::Config("x".into()),
+            Error::TaskStopped("x".into()),
             Error::io("/x", std::io::Error::other("x")),
             Error::InvalidObject {
                 kind: "K",
@@ -80,6 +85,6 @@ mod tests {
         ];
         let labels: std::collections::BTreeSet<_> = errs.iter().map(|e| e.metric_label()).collect();
         assert_eq!(labels.len(), errs.len());
-        assert!(errs[3].to_string().contains("/x"));
+        assert!(errs[4].to_string().contains("/x"));
     }
 }

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod error;
 pub mod metrics;
 pub mod probe;
+pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -3,10 +3,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
+use rustls::ServerConfig as RustlsConfig;
 use tokio::net::TcpListener;
 
-use crate::cli::TlsArgs;
 use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::tls::{self, CertResolver, FileReloader};
@@ -18,6 +17,8 @@ use crate::{certs, Error, Result};
 pub enum TlsMode {
     SelfSigned {
         sans: Vec<String>,
+        /// Issue from this CA (kept in a Secret) instead of making a new one.
+        ca: Option<crate::tls::ca_secret::CaPair>,
     },
     Files {
         cert: PathBuf,
@@ -26,9 +27,21 @@ pub enum TlsMode {
     },
 }
 
+/// What the webhook server needs, as plain data (the CLI builds it; the server never sees
+/// clap types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub bind: std::net::SocketAddr,
+    pub tls: TlsMode,
+    /// CA bundle (PEM file) injected into pods' agents; defaults to the self-signed CA.
+    pub ca_file: Option<PathBuf>,
+    pub agent_image: String,
+    pub operator_url: String,
+}
+
 /// A ready TLS setup.
 pub struct Tls {
-    pub config: Arc<ServerConfig>,
+    pub config: Arc<RustlsConfig>,
     pub resolver: Arc<CertResolver>,
     /// The CA that signed the serving certificate, when we know it.
     pub ca_pem: Option<String>,
@@ -38,8 +51,11 @@ pub struct Tls {
 impl Tls {
     pub fn new(mode: &TlsMode) -> Result<Self> {
         match mode {
-            TlsMode::SelfSigned { sans } => {
-                let b = certs::generate(sans)?;
+            TlsMode::SelfSigned { sans, ca } => {
+                let b = match ca {
+                    Some(ca) => certs::issue(&ca.cert_pem, &ca.key_pem, sans)?,
+                    None => certs::generate(sans)?,
+                };
                 let resolver = CertResolver::new(tls::certified_key_from_pem(
                     b.cert_pem.as_bytes(),
                     b.key_pem.as_bytes(),
@@ -103,31 +119,35 @@ pub struct Prepared {
 }
 
 pub async fn prepare(
-    args: &TlsArgs,
+    cfg: &ServerConfig,
     objects: Arc<dyn ObjectSource>,
     release: Option<Arc<crate::webhook::release::ReleaseService>>,
     readiness: Readiness,
     metrics: Arc<Metrics>,
     debug: DebugState,
 ) -> Result<Prepared> {
-    let mut tls = Tls::new(&args.tls_mode()?)?;
+    let mut tls = Tls::new(&cfg.tls)?;
     tls.spawn_reloader();
     readiness.set_certs_loaded();
-    let ca_pem = match &args.ca_file {
+    let ca_pem = match &cfg.ca_file {
         Some(p) => std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
         None => tls.ca_pem.clone().unwrap_or_default(),
     };
     let state = WebhookState {
         objects,
-        injection: Arc::new(args.injection(ca_pem)),
+        injection: Arc::new(webhook::Injection {
+            agent_image: cfg.agent_image.clone(),
+            operator_url: cfg.operator_url.clone(),
+            ca_bundle: ca_pem,
+        }),
         metrics,
         readiness,
         debug,
         release,
     };
-    let listener = TcpListener::bind(args.bind)
+    let listener = TcpListener::bind(cfg.bind)
         .await
-        .map_err(|e| Error::io(args.bind.to_string(), e))?;
+        .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
     Ok(Prepared {
         tls,
         state,
@@ -154,9 +174,9 @@ impl Prepared {
 }
 
 /// `kube-standby webhook`: the server alone, no cluster.
-pub async fn run_webhook(args: TlsArgs, objects: Arc<dyn ObjectSource>) -> Result<()> {
+pub async fn run_webhook(cfg: ServerConfig, objects: Arc<dyn ObjectSource>) -> Result<()> {
     let prepared = prepare(
-        &args,
+        &cfg,
         objects,
         None,
         Readiness::without_caches(),

@@ -1,13 +1,14 @@
 //! Shared runtime state: readiness flags and what each reconciler believes (`/debug/state`).
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Readiness: certificates loaded and (in `run` mode) caches synced.
+/// Readiness: certificates loaded, (in `run` mode) caches synced, and no part stopped.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     certs: Arc<AtomicBool>,
     caches: Arc<AtomicBool>,
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 impl Readiness {
@@ -23,15 +24,27 @@ impl Readiness {
     pub fn set_caches_synced(&self) {
         self.caches.store(true, Ordering::SeqCst)
     }
+    /// A part of the process stopped (the process is about to exit).
+    pub fn set_broken(&self, reason: String) {
+        match self.broken.lock() {
+            Ok(mut b) => *b = Some(reason),
+            Err(p) => *p.into_inner() = Some(reason),
+        }
+    }
     /// Reasons the process is not ready yet; empty when ready.
-    pub fn not_ready_reasons(&self) -> Vec<&'static str> {
+    pub fn not_ready_reasons(&self) -> Vec<String> {
         let mut r = vec![];
         if !self.certs.load(Ordering::SeqCst) {
-            r.push("certificates not loaded");
+            r.push("certificates not loaded".to_string());
         }
         if !self.caches.load(Ordering::SeqCst) {
-            r.push("caches not synced");
+            r.push("caches not synced".to_string());
         }
+        let broken = match self.broken.lock() {
+            Ok(b) => b.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        r.extend(broken);
         r
     }
 }
@@ -85,6 +98,8 @@ mod tests {
         r.set_caches_synced();
         assert!(r.not_ready_reasons().is_empty());
         assert!(Readiness::without_caches().not_ready_reasons() == vec!["certificates not loaded"]);
+        r.set_broken("task hsd stopped".into());
+        assert_eq!(r.not_ready_reasons(), vec!["task hsd stopped"]);
     }
 
     #[test]

@@ -445,3 +445,105 @@ async fn a_replica_that_does_not_lead_writes_nothing() {
     .await
     .expect("reconcile ok");
 }
+
+/// Answer every request for `window` with a bare object and record (method, path, body).
+async fn record_requests(
+    mut handle: verifier::Handle,
+    window: std::time::Duration,
+) -> Vec<(String, String, Value)> {
+    let mut seen = vec![];
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some((req, send))) = tokio::time::timeout_at(deadline, handle.next_request()).await
+    {
+        let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+        let body = req.into_body().collect_bytes().await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let reply = if path.contains("/pods/") {
+            pod("x", NOW, json!({}))
+        } else if path.contains("/events") {
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2026-01-01T00:00:00.000000Z"})
+        } else {
+            singleton_obj(json!({}))
+        };
+        seen.push((method, path, v));
+        send.send_response(
+            http::Response::builder()
+                .status(200)
+                .body(kube::client::Body::from(
+                    serde_json::to_vec(&reply).unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+    seen
+}
+
+/// A leader change mid-handover: the old leader recorded db-0 as the active instance and
+/// db-0 is still terminating; the new leader (a fresh process: nothing in memory, caches
+/// synced, the status read from its cache) must not release the waiting successor until
+/// db-0 is gone from the API, and then releases it.
+#[tokio::test]
+async fn a_new_leader_mid_handover_releases_only_once_the_old_pod_is_gone() {
+    let s = singleton_obj(
+        json!({"status": {"phase": "Transitioning", "activePod": "db-0",
+        "activePodUid": "uid-db-0", "activeNode": "n1"}}),
+    );
+    let old = pod("db-0", NOW - 100, released());
+    let mut terminating = old.clone();
+    json_patch::merge(
+        &mut terminating,
+        &json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+    );
+    let successor = pod("db-1", NOW - 5, json!({}));
+    let run = |pods: Vec<Value>| {
+        let s = s.clone();
+        async move {
+            let st = stores(std::slice::from_ref(&s), &pods, true);
+            let (client, handle) = verifier::mock_client();
+            let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
+            let mut ctx = Ctx::new(
+                client,
+                st,
+                Arc::new(Metrics::new()),
+                DebugState::default(),
+                lead_rx,
+            );
+            ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+            let ar = singleton::api_resource("apps.statefulsingleton.com");
+            let obj: DynamicObject = serde_json::from_value(s).unwrap();
+            let task = tokio::spawn(singleton::reconcile(Arc::new(obj), Arc::new((ctx, ar))));
+            // The lease arrives after the caches synced.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            lead_tx.send_replace(true);
+            let seen = record_requests(handle, std::time::Duration::from_millis(400)).await;
+            task.await.unwrap().expect("reconcile ok");
+            seen
+        }
+    };
+    let touches_successor = |seen: &[(String, String, Value)]| {
+        seen.iter()
+            .any(|(m, p, _)| m == "PATCH" && p.starts_with("/api/v1/namespaces/ns/pods/db-1"))
+    };
+
+    let seen = run(vec![terminating, successor.clone()]).await;
+    assert!(
+        !touches_successor(&seen),
+        "released while db-0 still exists: {seen:?}"
+    );
+
+    let seen = run(vec![successor]).await;
+    assert!(
+        touches_successor(&seen),
+        "db-0 is gone: db-1 must be released: {seen:?}"
+    );
+    let status_at = seen
+        .iter()
+        .position(|(_, p, _)| p.ends_with("/statefulsingletons/db/status"));
+    let release_at = seen
+        .iter()
+        .position(|(_, p, _)| p == "/api/v1/namespaces/ns/pods/db-1");
+    assert!(
+        status_at < release_at,
+        "status (memory) is written before the release: {seen:?}"
+    );
+}

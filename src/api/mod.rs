@@ -40,6 +40,32 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         singleton::legacy_group_crd(),
         AsyncActor::crd(),
     ]
+    .into_iter()
+    .map(without_null_enum_values)
+    .collect()
+}
+
+/// schemars lists `null` among the values of an optional enum; kubectl's client-side
+/// validation against a 1.24 API server refuses such a CRD. Optional fields are already
+/// expressed by `nullable`/absence, so `null` is dropped from every `enum`.
+fn without_null_enum_values(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Array(values)) = m.get_mut("enum") {
+                    values.retain(|x| !x.is_null());
+                }
+                m.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut v);
+    serde_json::from_value(v).unwrap_or(crd)
 }
 
 /// All CRDs as one multi-document YAML stream (what `kube-standby crds` prints and
@@ -152,6 +178,33 @@ mod tests {
             condition(&c, "Ready").map(|c| c.status.as_str()),
             Some("False")
         );
+    }
+
+    #[test]
+    fn no_enum_lists_null() {
+        let v = serde_json::to_value(all_crds()).unwrap();
+        fn check(v: &serde_json::Value, path: &str) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::Array(values)) = m.get("enum") {
+                        assert!(
+                            !values.iter().any(|x| x.is_null()),
+                            "null in enum at {path}"
+                        );
+                        assert!(!values.is_empty(), "empty enum at {path}");
+                    }
+                    for (k, x) in m {
+                        check(x, &format!("{path}.{k}"));
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| check(x, path)),
+                _ => {}
+            }
+        }
+        check(&v, "");
+        // The singleton phase keeps its three values.
+        let y = crds_yaml().unwrap();
+        assert!(y.contains("- Running\n") && y.contains("- Blocked\n"));
     }
 
     #[test]

@@ -1,16 +1,12 @@
-//! Reconcilers. Each kind's module follows observe → pure plan → apply.
+//! Reconcilers. Each kind's module follows observe → pure plan → apply, inside the shared
+//! `shell`. Controllers never import the webhook, the TLS server or the CLI; `runtime` wires
+//! them together.
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Client;
 
-use crate::cli::RunArgs;
-use crate::metrics::Metrics;
-use crate::state::{DebugState, Readiness};
-use crate::webhook::release::{KubeTokenReviewer, ReleaseService};
-use crate::{server, Result};
+use crate::Result;
 
 pub mod hsd;
 pub mod shell;
@@ -33,6 +29,29 @@ macro_rules! deref_to_shell {
     };
 }
 pub(crate) use deref_to_shell;
+
+/// An Api over the watched scope of a namespaced kind: one namespace (`--namespace`), or all.
+pub fn scoped<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    }
+}
+
+/// [`scoped`] for dynamically typed objects.
+pub fn scoped_with(
+    client: kube::Client,
+    namespace: Option<&str>,
+    ar: &kube::api::ApiResource,
+) -> kube::Api<kube::api::DynamicObject> {
+    match namespace {
+        Some(ns) => kube::Api::namespaced_with(client, ns, ar),
+        None => kube::Api::all_with(client, ar),
+    }
+}
 
 /// The namespace of a namespaced object, or a clear error naming it.
 pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<String> {
@@ -73,79 +92,4 @@ pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
-}
-
-/// `kube-standby run`: webhook + reconcilers against the cluster.
-pub async fn run(args: RunArgs) -> Result<()> {
-    let client = Client::try_default().await?;
-    let metrics = Arc::new(Metrics::new());
-    let debug = DebugState::default();
-    let readiness = Readiness::default();
-
-    // StatefulSingleton caches and controllers (both groups); the webhook reads the same
-    // caches, and the agent release service reads the pod cache.
-    let (stores, singletons_ready) = singleton::start(
-        client.clone(),
-        metrics.clone(),
-        debug.clone(),
-        shell::always_leading(),
-    )
-    .await;
-    let release = Arc::new(ReleaseService::new(
-        Arc::new(KubeTokenReviewer {
-            client: client.clone(),
-        }),
-        Arc::new(stores.clone()),
-    ));
-    let prepared = server::prepare(
-        &args.tls,
-        Arc::new(stores),
-        Some(release),
-        readiness.clone(),
-        metrics.clone(),
-        debug.clone(),
-    )
-    .await?;
-
-    match (
-        args.webhook_config_name.clone(),
-        prepared.tls.ca_pem.clone(),
-    ) {
-        (Some(name), Some(ca)) => {
-            tokio::spawn(crate::tls::cabundle::keep_ca_bundle(
-                client.clone(),
-                name,
-                ca,
-                Duration::from_secs(60),
-            ));
-        }
-        (Some(_), None) => {
-            tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner")
-        }
-        _ => {}
-    }
-
-    let (hsd_synced_tx, hsd_synced) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hsd::run(
-        client.clone(),
-        metrics.clone(),
-        debug.clone(),
-        shell::always_leading(),
-        move || {
-            let _ = hsd_synced_tx.send(());
-        },
-    ));
-    {
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            singletons_ready.await;
-            if hsd_synced.await.is_ok() {
-                readiness.set_caches_synced();
-                tracing::info!("caches synced");
-            }
-        });
-    }
-
-    prepared.serve(server::shutdown_signal()).await;
-    Ok(())
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::{Error, Result};
 
+pub mod ca_secret;
 pub mod cabundle;
 
 /// Parse a PEM certificate chain (leaf first, then intermediates) and private key.

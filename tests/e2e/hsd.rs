@@ -19,6 +19,7 @@ fn start_operator(client: Client) -> tokio::task::JoinHandle<()> {
         Arc::new(Metrics::new()),
         DebugState::default(),
         kube_standby::controller::shell::always_leading(),
+        None,
         || {},
     ))
 }

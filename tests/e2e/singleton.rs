@@ -10,16 +10,17 @@ use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use kube_standby::api::singleton::RELEASED_ANNOTATION;
 use kube_standby::api::StatefulSingleton;
-use kube_standby::metrics::Metrics;
-use kube_standby::state::{DebugState, Readiness};
-use kube_standby::webhook::release::{KubeTokenReviewer, ReleaseService};
-use kube_standby::webhook::{router, Injection, WebhookState};
-use kube_standby::{certs, controller, tls, webhook_config};
+use kube_standby::runtime::leader::LeaseConfig;
+use kube_standby::runtime::{self, RunConfig};
+use kube_standby::server::{ServerConfig, TlsMode};
+use kube_standby::tls::ca_secret;
+use kube_standby::webhook_config;
 use serde_json::json;
 
 use crate::util::{self, wait_for, PAUSE};
@@ -33,68 +34,83 @@ fn env(test: &str) -> Option<Env> {
     if !util::enabled(test) {
         return None;
     }
-    match (std::env::var("KUBE_STANDBY_E2E_HOST"), std::env::var("KUBE_STANDBY_E2E_AGENT_IMAGE")) {
-        (Ok(host), Ok(agent_image)) => Some(Env { host, agent_image }),
-        _ => panic!("{test}: set KUBE_STANDBY_E2E_HOST (this machine, reachable from the cluster) and KUBE_STANDBY_E2E_AGENT_IMAGE"),
+    let host = std::env::var("KUBE_STANDBY_E2E_HOST").unwrap_or_else(|_| {
+        eprintln!(
+            "{test}: KUBE_STANDBY_E2E_HOST unset; the cluster must reach this process at 127.0.0.1"
+        );
+        "127.0.0.1".into()
+    });
+    let agent_image = std::env::var("KUBE_STANDBY_E2E_AGENT_IMAGE").unwrap_or_else(|_| {
+        format!(
+            "ghcr.io/paia-tech/kube-standby:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    });
+    Some(Env { host, agent_image })
+}
+
+/// An operator (`run` mode, in this process) restricted to one namespace.
+struct Operator {
+    task: tokio::task::JoinHandle<kube_standby::Result<()>>,
+    url: String,
+}
+
+impl Operator {
+    /// Kill it as a crash would: no graceful shutdown, the Lease is not released.
+    fn kill(self) {
+        self.task.abort();
     }
 }
 
-/// Start the operator in-process and register its webhook for namespace `ns` only.
-async fn start_operator(
-    client: Client,
-    env: &Env,
-    ns: &str,
-) -> (tokio::task::JoinHandle<()>, String) {
-    let bundle = certs::generate(&[env.host.clone(), "localhost".into()]).expect("certs");
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+const CA_SECRET: &str = "kube-standby-ca";
+
+/// Start `kube-standby run` in-process for namespace `ns` (CA kept in a Secret of `ns`;
+/// with `identity`, leader election on a Lease in `ns`).
+async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&str>) -> Operator {
+    let port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
     let url = format!("https://{}:{port}", env.host);
-    let metrics = Arc::new(Metrics::new());
-    let (stores, ready) = controller::singleton::start(
-        client.clone(),
-        metrics.clone(),
-        DebugState::default(),
-        controller::shell::always_leading(),
-    )
-    .await;
-    ready.await;
-    let readiness = Readiness::without_caches();
-    readiness.set_certs_loaded();
-    let state = WebhookState {
-        objects: Arc::new(stores.clone()),
-        injection: Arc::new(Injection {
+    let leader = identity.map(|id| LeaseConfig::new(ns.into(), "kube-standby".into(), id.into()));
+    let cfg = RunConfig {
+        server: ServerConfig {
+            bind: format!("0.0.0.0:{port}").parse().expect("bind addr"),
+            tls: TlsMode::SelfSigned {
+                sans: vec![env.host.clone(), "localhost".into()],
+                ca: None,
+            },
+            ca_file: None,
             agent_image: env.agent_image.clone(),
             operator_url: url.clone(),
-            ca_bundle: bundle.ca_pem.clone(),
-        }),
-        metrics,
-        readiness,
-        debug: DebugState::default(),
-        release: Some(Arc::new(ReleaseService::new(
-            Arc::new(KubeTokenReviewer {
-                client: client.clone(),
-            }),
-            Arc::new(stores),
-        ))),
+        },
+        webhook_config_name: None,
+        ca_secret: Some(CA_SECRET.into()),
+        ca_secret_namespace: ns.into(),
+        leader,
+        namespaces: vec![ns.into()],
     };
-    let resolver = tls::CertResolver::new(
-        tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
-            .expect("key"),
-    );
-    let server = tokio::spawn(tls::serve(
-        listener,
-        tls::server_config(resolver).expect("tls"),
-        router(state),
-        std::future::pending(),
-    ));
-    // Register the webhook for this test namespace only.
+    let task = tokio::spawn(runtime::run(cfg, client, std::future::pending()));
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "operator listening", || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+    })
+    .await;
+    Operator { task, url }
+}
+
+/// Register `url` as the pod webhook for namespace `ns` only, with the CA from the Secret.
+async fn register(client: &Client, ns: &str, url: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let ca = ca_secret::from_secret(&secrets.get(CA_SECRET).await.expect("CA Secret"))
+        .expect("CA in the Secret")
+        .cert_pem;
     let name = format!("kube-standby-e2e-{ns}");
     let mut mwc = webhook_config::build(
         &name,
         &webhook_config::Target::Url(format!("{url}/mutate/pods")),
-        &bundle.ca_pem,
+        &ca,
         "kube-standby",
     );
     if let Some(wh) = mwc.webhooks.as_mut().and_then(|w| w.first_mut()) {
@@ -113,7 +129,7 @@ async fn start_operator(
     .await
     .expect("register webhook");
     tokio::time::sleep(Duration::from_secs(2)).await; // let the API server pick the configuration up
-    (server, name)
+    name
 }
 
 async fn unregister(client: &Client, name: &str) {
@@ -224,7 +240,8 @@ async fn deployment_rollout_and_pod_delete_never_run_two_copies() {
         return;
     };
     util::in_namespace("ks-e2e-ss", move |client, ns| async move {
-        let (server, mwc) = start_operator(client.clone(), &env, &ns).await;
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
         let dog = spawn_watchdog(client.clone(), ns.clone());
         Api::<StatefulSingleton>::namespaced(client.clone(), &ns).create(&PostParams::default(), &singleton(&ns)).await.expect("singleton");
         // A default Deployment: RollingUpdate with 25% surge, pause has no command (init gate).
@@ -264,7 +281,7 @@ async fn deployment_rollout_and_pod_delete_never_run_two_copies() {
         assert_eq!(s.status.and_then(|s| s.active_pod), active_released_pod(&pods).await);
         report(&dog);
         unregister(&client, &mwc).await;
-        server.abort();
+        op.kill();
     })
     .await;
 }
@@ -275,7 +292,8 @@ async fn one_replica_statefulset_hands_over_with_the_wrapper_gate() {
         return;
     };
     util::in_namespace("ks-e2e-ss-sts", move |client, ns| async move {
-        let (server, mwc) = start_operator(client.clone(), &env, &ns).await;
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
         let dog = spawn_watchdog(client.clone(), ns.clone());
         Api::<StatefulSingleton>::namespaced(client.clone(), &ns).create(&PostParams::default(), &singleton(&ns)).await.expect("singleton");
         // busybox with an explicit command: the wrapper gate.
@@ -297,7 +315,156 @@ async fn one_replica_statefulset_hands_over_with_the_wrapper_gate() {
         .await;
         report(&dog);
         unregister(&client, &mwc).await;
-        server.abort();
+        op.kill();
+    })
+    .await;
+}
+
+fn db_deployment(ns: &str) -> Deployment {
+    // A default Deployment: RollingUpdate with 25% surge, pause has no command (init gate).
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "db", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "db", "image": PAUSE}]}}}
+    }))
+    .expect("deployment")
+}
+
+/// Create the singleton and the Deployment; return the first released pod.
+async fn first_release(client: &Client, ns: &str) -> String {
+    Api::<StatefulSingleton>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &singleton(ns))
+        .await
+        .expect("singleton");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &db_deployment(ns))
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(120), "first pod released", || async {
+        active_released_pod(&pods).await.is_some()
+    })
+    .await;
+    active_released_pod(&pods).await.expect("active pod")
+}
+
+/// Roll the Deployment and wait until the new (gated) pod exists: the handover has begun.
+async fn start_rollout(client: &Client, ns: &str, first: &str) {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}}),
+            ),
+        )
+        .await
+        .expect("rollout");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        Duration::from_secs(60),
+        "the successor pod created",
+        || async {
+            pods.list(&ListParams::default().labels("app=db"))
+                .await
+                .map(|l| l.items.iter().any(|p| p.name_any() != first))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+}
+
+async fn ca_of(client: &Client, ns: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    ca_secret::from_secret(&secrets.get(CA_SECRET).await.expect("CA Secret"))
+        .expect("CA")
+        .cert_pem
+}
+
+/// The operator is killed (no graceful stop) while a handover is under way and started
+/// again: the successor is released only after the old pod is gone, never two copies, and
+/// the restarted operator serves with the same CA (kept in its Secret), so the webhook
+/// registration (and every gated pod's agent) keeps trusting it.
+#[tokio::test]
+async fn operator_killed_and_restarted_mid_handover_never_runs_two_copies() {
+    let Some(env) = env("operator_killed_and_restarted_mid_handover_never_runs_two_copies") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-restart", move |client, ns| async move {
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        let ca_before = ca_of(&client, &ns).await;
+        let dog = spawn_watchdog(client.clone(), ns.clone());
+        let first = first_release(&client, &ns).await;
+        start_rollout(&client, &ns, &first).await;
+        op.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        assert_eq!(
+            ca_of(&client, &ns).await,
+            ca_before,
+            "the CA survives a restart"
+        );
+        register(&client, &ns, &op.url).await; // new port, same CA
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        wait_for(
+            Duration::from_secs(180),
+            "handover finished after the restart",
+            || async { active_released_pod(&pods).await.is_some_and(|p| p != first) },
+        )
+        .await;
+        report(&dog);
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+/// Two replicas with leader election: both serve the webhook (registered at the follower),
+/// only the leader reconciles. The leader is killed mid-handover; the follower takes the
+/// Lease once it expires and finishes the handover; never two copies.
+#[tokio::test]
+async fn two_replicas_leader_killed_mid_handover_never_runs_two_copies() {
+    let Some(env) = env("two_replicas_leader_killed_mid_handover_never_runs_two_copies") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-ha", move |client, ns| async move {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(client.clone(), &ns);
+        let holder = |leases: Api<k8s_openapi::api::coordination::v1::Lease>| async move {
+            leases
+                .get_opt("kube-standby")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+        };
+        let a = start_operator(client.clone(), &env, &ns, Some("replica-a")).await;
+        wait_for(
+            Duration::from_secs(30),
+            "replica-a holds the Lease",
+            || async { holder(leases.clone()).await.as_deref() == Some("replica-a") },
+        )
+        .await;
+        let b = start_operator(client.clone(), &env, &ns, Some("replica-b")).await;
+        let mwc = register(&client, &ns, &b.url).await; // the follower serves the webhook
+        let dog = spawn_watchdog(client.clone(), ns.clone());
+        let first = first_release(&client, &ns).await;
+        assert_eq!(holder(leases.clone()).await.as_deref(), Some("replica-a"));
+        start_rollout(&client, &ns, &first).await;
+        a.kill();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        wait_for(
+            Duration::from_secs(180),
+            "handover finished by the new leader",
+            || async { active_released_pod(&pods).await.is_some_and(|p| p != first) },
+        )
+        .await;
+        assert_eq!(holder(leases.clone()).await.as_deref(), Some("replica-b"));
+        report(&dog);
+        unregister(&client, &mwc).await;
+        b.kill();
     })
     .await;
 }

@@ -445,21 +445,26 @@ pub async fn run(
     metrics: Arc<Metrics>,
     debug: DebugState,
     leading: tokio::sync::watch::Receiver<bool>,
+    namespace: Option<String>,
     synced: impl FnOnce() + Send + 'static,
 ) {
+    let ns = namespace.as_deref();
     let labelled = watcher::Config::default().labels(NAME_LABEL);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deps, dep_w) = reflector::store::<Deployment>();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), labelled.clone())
+    let pod_stream = watcher(super::scoped::<Pod>(client.clone(), ns), labelled.clone())
         .default_backoff()
         .reflect(pod_w)
         .touched_objects();
-    let rs_stream = watcher(Api::<ReplicaSet>::all(client.clone()), labelled.clone())
-        .default_backoff()
-        .reflect(rs_w)
-        .touched_objects();
-    let dep_stream = watcher(Api::<Deployment>::all(client.clone()), labelled)
+    let rs_stream = watcher(
+        super::scoped::<ReplicaSet>(client.clone(), ns),
+        labelled.clone(),
+    )
+    .default_backoff()
+    .reflect(rs_w)
+    .touched_objects();
+    let dep_stream = watcher(super::scoped::<Deployment>(client.clone(), ns), labelled)
         .default_backoff()
         .reflect(dep_w)
         .touched_objects();
@@ -491,7 +496,7 @@ pub async fn run(
     }
 
     Controller::new(
-        Api::<HotStandbyDeployment>::all(client),
+        super::scoped::<HotStandbyDeployment>(client, ns),
         watcher::Config::default(),
     )
     .owns_stream(dep_stream)

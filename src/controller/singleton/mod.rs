@@ -23,7 +23,6 @@ use crate::api::singleton::{
 };
 use crate::metrics::Metrics;
 use crate::state::DebugState;
-use crate::webhook::release::{PodRelease, ReleaseLookup};
 use crate::{Error, Result, MANAGER};
 
 pub mod observe;
@@ -75,22 +74,6 @@ impl Stores {
             .filter(|o| o.namespace().as_deref() == Some(ns))
             .filter_map(|o| from_dynamic(&o).ok().map(Arc::new))
             .collect()
-    }
-}
-
-impl ReleaseLookup for Stores {
-    fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease> {
-        let pod = self.pods.get(&ObjectRef::new(name).within(namespace))?;
-        Some(PodRelease {
-            uid: pod.uid().unwrap_or_default(),
-            released: pod.annotations().contains_key(RELEASED_ANNOTATION),
-        })
-    }
-}
-
-impl crate::webhook::ObjectSource for Stores {
-    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
-        self.singletons_in(namespace)
     }
 }
 
@@ -451,21 +434,32 @@ async fn reconcile_inner(
 }
 
 /// Is `group`'s StatefulSingleton served by the API server?
-async fn served(client: &Client, group: &str) -> bool {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(group));
+async fn served(client: &Client, namespace: Option<&str>, group: &str) -> bool {
+    let api = super::scoped_with(client.clone(), namespace, &api_resource(group));
     api.list(&kube::api::ListParams::default().limit(1))
         .await
         .is_ok()
 }
 
-/// Start the stores and controllers. Returns the stores (for the webhook and the release
-/// service) at once, and a future that resolves when every cache has listed.
+/// The singleton machinery, built but not yet running: the stores (for the webhook and the
+/// release service), a future that resolves when every cache has listed, and the tasks
+/// (watch streams and one controller per served group) for the runtime to supervise.
+pub struct Started {
+    pub stores: Stores,
+    pub synced: futures::future::BoxFuture<'static, ()>,
+    pub tasks: Vec<futures::future::BoxFuture<'static, ()>>,
+}
+
+/// Build the stores and controllers.
 pub async fn start(
     client: Client,
     metrics: Arc<Metrics>,
     debug: DebugState,
     leading: tokio::sync::watch::Receiver<bool>,
-) -> (Stores, impl std::future::Future<Output = ()>) {
+    namespace: Option<String>,
+) -> Started {
+    let ns = namespace.as_deref();
+    let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![];
     let (pods, pod_w) = reflector::store::<Pod>();
     let (nodes, node_w) = reflector::store::<Node>();
     let (cms, cm_w) = reflector::store::<ConfigMap>();
@@ -473,42 +467,45 @@ pub async fn start(
     let (node_tx, _) = tokio::sync::broadcast::channel::<Arc<Node>>(256);
     {
         let pod_tx = pod_tx.clone();
-        let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|p| {
-                p.managed_fields_mut().clear();
-            })
-            .reflect(pod_w)
-            .touched_objects();
-        tokio::spawn(pod_stream.for_each(move |r| {
+        let pod_stream = watcher(
+            super::scoped::<Pod>(client.clone(), ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|p| {
+            p.managed_fields_mut().clear();
+        })
+        .reflect(pod_w)
+        .touched_objects();
+        tasks.push(Box::pin(pod_stream.for_each(move |r| {
             if let Ok(p) = r {
                 let _ = pod_tx.send(Arc::new(p));
             }
             async {}
-        }));
+        })));
         let node_tx = node_tx.clone();
         let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .reflect(node_w)
             .touched_objects();
-        tokio::spawn(node_stream.for_each(move |r| {
+        tasks.push(Box::pin(node_stream.for_each(move |r| {
             if let Ok(n) = r {
                 let _ = node_tx.send(Arc::new(n));
             }
             async {}
-        }));
+        })));
         let cm_stream = watcher(
-            Api::<ConfigMap>::all(client.clone()),
+            super::scoped::<ConfigMap>(client.clone(), ns),
             watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
         )
         .default_backoff()
         .reflect(cm_w)
         .touched_objects();
-        tokio::spawn(cm_stream.for_each(|_| async {}));
+        tasks.push(Box::pin(cm_stream.for_each(|_| async {})));
     }
 
     let mut groups = vec![api_resource("apps.statefulsingleton.com")];
-    if served(&client, LEGACY_GROUP).await {
+    if served(&client, ns, LEGACY_GROUP).await {
         groups.push(api_resource(LEGACY_GROUP));
     } else {
         tracing::info!(
@@ -521,13 +518,13 @@ pub async fn start(
         let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         singleton_stores.push(w.as_reader());
         let stream = watcher(
-            Api::<DynamicObject>::all_with(client.clone(), ar),
+            super::scoped_with(client.clone(), ns, ar),
             watcher::Config::default(),
         )
         .default_backoff()
         .reflect(w)
         .touched_objects();
-        tokio::spawn(stream.for_each(|_| async {}));
+        tasks.push(Box::pin(stream.for_each(|_| async {})));
     }
     let stores = Stores {
         pods: pods.clone(),
@@ -581,23 +578,20 @@ pub async fn start(
                 .collect();
             futures::stream::iter(refs)
         });
-        tokio::spawn(async move {
-            Controller::new_with(
-                Api::<DynamicObject>::all_with(ctx.0.client.clone(), &ar),
-                watcher::Config::default(),
-                ar.clone(),
-            )
-            .reconcile_on(pod_trigger)
-            .reconcile_on(node_trigger)
-            .shutdown_on_signal()
-            .run(reconcile, error_policy, ctx)
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "singleton controller event");
-                }
-            })
-            .await;
-        });
+        let api = super::scoped_with(client.clone(), ns, &ar);
+        tasks.push(Box::pin(async move {
+            Controller::new_with(api, watcher::Config::default(), ar.clone())
+                .reconcile_on(pod_trigger)
+                .reconcile_on(node_trigger)
+                .shutdown_on_signal()
+                .run(reconcile, error_policy, ctx)
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "singleton controller event");
+                    }
+                })
+                .await;
+        }));
     }
 
     let waiting = stores.clone();
@@ -614,7 +608,11 @@ pub async fn start(
             let _ = s.wait_until_ready().await;
         }
     };
-    (stores, ready)
+    Started {
+        stores,
+        synced: Box::pin(ready),
+        tasks,
+    }
 }
 
 /// Just the selector of a StatefulSingleton (cheaper than reading the whole object).

@@ -1,0 +1,402 @@
+//! `kube-standby run`: builds the caches, the webhook server and every reconciler, and
+//! supervises them as one unit.
+//!
+//! Invariants:
+//! - every long-lived part (webhook server, each watch stream and controller, leader
+//!   election, caBundle upkeep) is a supervised task; if any of them ends while the process
+//!   is not shutting down (returns, fails or panics), `/readyz` turns 503 naming it and the
+//!   process exits non-zero so Kubernetes restarts it: nothing half-alive keeps serving;
+//! - no controller reconciles before its caches have synced and while this replica does not
+//!   hold the Lease (the shell's gate reads the leadership channel built here);
+//! - the runtime is the only module that sees both controllers and the webhook: it adapts the
+//!   singleton caches to the webhook's `ObjectSource` and the release service's lookup.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::singleton::{StatefulSingleton, RELEASED_ANNOTATION};
+use crate::controller::{hsd, singleton};
+use crate::metrics::Metrics;
+use crate::server::{self, ServerConfig, TlsMode};
+use crate::state::{DebugState, Readiness};
+use crate::webhook::release::{KubeTokenReviewer, PodRelease, ReleaseLookup, ReleaseService};
+use crate::webhook::ObjectSource;
+use crate::{Error, Result};
+
+pub mod leader;
+
+/// One supervised part of the process.
+pub struct Task {
+    pub name: String,
+    pub fut: BoxFuture<'static, Result<()>>,
+}
+
+impl Task {
+    pub fn new(
+        name: impl Into<String>,
+        fut: impl Future<Output = Result<()>> + Send + 'static,
+    ) -> Self {
+        Task {
+            name: name.into(),
+            fut: Box::pin(fut),
+        }
+    }
+
+    /// A part that is meant to run forever (a watch stream, a controller).
+    pub fn forever(
+        name: impl Into<String>,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Task::new(name, fut.map(|()| Ok(())))
+    }
+}
+
+/// Tasks that end with their supervisor, also when the supervisor itself is dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<Result<()>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Run `tasks` until `shutdown` resolves (then Ok). The first task to end before that ends
+/// the run with an error naming it, and marks the process not ready.
+pub async fn supervise(
+    tasks: Vec<Task>,
+    shutdown: impl Future<Output = ()>,
+    readiness: &Readiness,
+) -> Result<()> {
+    if tasks.is_empty() {
+        shutdown.await;
+        return Ok(());
+    }
+    let mut names = vec![];
+    let mut handles = AbortOnDrop(vec![]);
+    for t in tasks {
+        names.push(t.name);
+        handles.0.push(tokio::spawn(t.fut));
+    }
+    let first = futures::future::select_all(handles.0.iter_mut());
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        (res, idx, _) = first => {
+            let name = names.get(idx).cloned().unwrap_or_default();
+            let why = match res {
+                Ok(Ok(())) => "stopped".to_string(),
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(e) if e.is_panic() => "panicked".to_string(),
+                Err(e) => format!("was cancelled: {e}"),
+            };
+            let reason = format!("task {name} {why}");
+            readiness.set_broken(reason.clone());
+            Err(Error::TaskStopped(reason))
+        }
+    }
+}
+
+/// The singleton caches, one per watched scope (all namespaces, or each `--namespace`), as
+/// the webhook and the release service read them.
+#[derive(Clone, Default)]
+struct SingletonView(Vec<(Option<String>, singleton::Stores)>);
+
+impl SingletonView {
+    fn stores(&self, namespace: &str) -> Option<&singleton::Stores> {
+        self.0
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+            .map(|(_, s)| s)
+    }
+}
+
+impl ObjectSource for SingletonView {
+    fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
+        self.stores(namespace)
+            .map(|s| s.singletons_in(namespace))
+            .unwrap_or_default()
+    }
+}
+
+impl ReleaseLookup for SingletonView {
+    fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease> {
+        let pod = self
+            .stores(namespace)?
+            .pods
+            .get(&ObjectRef::new(name).within(namespace))?;
+        Some(PodRelease {
+            uid: pod.uid().unwrap_or_default(),
+            released: pod.annotations().contains_key(RELEASED_ANNOTATION),
+        })
+    }
+}
+
+/// What `run` needs, as plain data (built by the CLI, or by a test).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub server: ServerConfig,
+    /// In self-signed mode, keep this MutatingWebhookConfiguration's caBundle equal to our CA.
+    pub webhook_config_name: Option<String>,
+    /// In self-signed mode, keep the CA in this Secret (of `ca_secret_namespace`).
+    pub ca_secret: Option<String>,
+    pub ca_secret_namespace: String,
+    /// Leader election; None: this process always reconciles.
+    pub leader: Option<leader::LeaseConfig>,
+    /// Watch only these namespaces; empty: all.
+    pub namespaces: Vec<String>,
+}
+
+/// This process's identity in the Lease: the pod name, else host name and pid.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+}
+
+/// The operator's own namespace: $POD_NAMESPACE, else kube-standby.
+pub fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kube-standby".into())
+}
+
+/// The TLS mode, with the CA taken from (or first stored in) the CA Secret when asked.
+async fn tls_mode(client: &Client, cfg: &RunConfig) -> Result<TlsMode> {
+    match (cfg.server.tls.clone(), &cfg.ca_secret) {
+        (TlsMode::SelfSigned { sans, .. }, Some(name)) => {
+            let ns = &cfg.ca_secret_namespace;
+            let ca = crate::tls::ca_secret::load_or_create(client.clone(), ns, name).await?;
+            Ok(TlsMode::SelfSigned { sans, ca: Some(ca) })
+        }
+        (m @ TlsMode::Files { .. }, Some(_)) => {
+            tracing::info!("--ca-secret is only used with --tls-self-signed");
+            Ok(m)
+        }
+        (m, None) => Ok(m),
+    }
+}
+
+/// `kube-standby run`: webhook + reconcilers against the cluster, until `shutdown`.
+pub async fn run(
+    cfg: RunConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let debug = DebugState::default();
+    let readiness = Readiness::default();
+    let mut tasks = vec![];
+
+    let (lead_tx, leading) = watch::channel(cfg.leader.is_none());
+    if let Some(lease) = cfg.leader.clone() {
+        lease.validate()?;
+        tasks.push(Task::new(
+            "leader-election",
+            leader::run(client.clone(), lease, lead_tx),
+        ));
+    } else {
+        // Nobody ever changes it; keep the sender for the life of the run.
+        tasks.push(Task::forever("leadership", async move {
+            lead_tx.closed().await;
+        }));
+    }
+
+    // One set of caches and controllers per watched scope.
+    let scopes: Vec<Option<String>> = if cfg.namespaces.is_empty() {
+        vec![None]
+    } else {
+        cfg.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut view = SingletonView::default();
+    let mut synced = vec![];
+    for scope in &scopes {
+        let label = scope.as_deref().unwrap_or("all");
+        let started = singleton::start(
+            client.clone(),
+            metrics.clone(),
+            debug.clone(),
+            leading.clone(),
+            scope.clone(),
+        )
+        .await;
+        for (i, t) in started.tasks.into_iter().enumerate() {
+            tasks.push(Task::forever(format!("singleton-{label}-{i}"), t));
+        }
+        synced.push(Box::pin(started.synced.map(|()| true)) as BoxFuture<'static, bool>);
+        view.0.push((scope.clone(), started.stores));
+    }
+    let release = Arc::new(ReleaseService::new(
+        Arc::new(KubeTokenReviewer {
+            client: client.clone(),
+        }),
+        Arc::new(view.clone()),
+    ));
+    let server_cfg = ServerConfig {
+        tls: tls_mode(&client, &cfg).await?,
+        ..cfg.server.clone()
+    };
+    let prepared = server::prepare(
+        &server_cfg,
+        Arc::new(view),
+        Some(release),
+        readiness.clone(),
+        metrics.clone(),
+        debug.clone(),
+    )
+    .await?;
+
+    match (cfg.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
+        (Some(name), Some(ca)) => tasks.push(Task::forever(
+            "cabundle",
+            crate::tls::cabundle::keep_ca_bundle(client.clone(), name, ca, Duration::from_secs(60)),
+        )),
+        (Some(_), None) => {
+            tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner")
+        }
+        _ => {}
+    }
+
+    for scope in &scopes {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let label = scope.as_deref().unwrap_or("all");
+        tasks.push(Task::forever(
+            format!("hsd-{label}"),
+            hsd::run(
+                client.clone(),
+                metrics.clone(),
+                debug.clone(),
+                leading.clone(),
+                scope.clone(),
+                move || {
+                    let _ = tx.send(());
+                },
+            ),
+        ));
+        synced.push(Box::pin(async move { rx.await.is_ok() }));
+    }
+    {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if futures::future::join_all(synced).await.iter().all(|ok| *ok) {
+                readiness.set_caches_synced();
+                tracing::info!("caches synced");
+            }
+        });
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    tasks.push(Task::forever("webhook", async move {
+        prepared
+            .serve(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    }));
+    supervise(
+        tasks,
+        async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            // Let the server drain in-flight admissions briefly.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(stop_rx);
+        },
+        &readiness,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Task {
+        Task::forever("pending", futures::future::pending::<()>())
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_ends_the_run_with_its_name() {
+        let r = Readiness::without_caches();
+        r.set_certs_loaded();
+        let tasks = vec![pending(), Task::forever("hsd", async {})];
+        let err = supervise(tasks, futures::future::pending(), &r)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("task hsd stopped"), "{err}");
+        assert_eq!(r.not_ready_reasons(), vec!["task hsd stopped".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_fails_or_panics_ends_the_run() {
+        let r = Readiness::default();
+        let failing = Task::new("leader-election", async {
+            Err(Error::Config("lease lost".into()))
+        });
+        let err = supervise(vec![pending(), failing], futures::future::pending(), &r)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("leader-election failed") && err.contains("lease lost"),
+            "{err}"
+        );
+
+        let panicking = Task::forever("webhook", async {
+            let v: Vec<u8> = vec![];
+            let _ = v[1];
+        });
+        let err = supervise(vec![panicking, pending()], futures::future::pending(), &r)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook panicked"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_supervisor_stops_every_task() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = Task::forever("holder", async move {
+            let _keep = tx;
+            futures::future::pending::<()>().await
+        });
+        let r = Readiness::default();
+        let sup =
+            tokio::spawn(
+                async move { supervise(vec![holder], futures::future::pending(), &r).await },
+            );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sup.abort();
+        // The task's captured sender is dropped once the task is aborted.
+        tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .expect("the task was stopped")
+            .unwrap_err();
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_run_cleanly() {
+        let r = Readiness::default();
+        let res = supervise(
+            vec![pending(), pending()],
+            tokio::time::sleep(Duration::from_millis(10)),
+            &r,
+        )
+        .await;
+        assert!(res.is_ok());
+        assert!(!r.not_ready_reasons().iter().any(|x| x.contains("task")));
+    }
+}
