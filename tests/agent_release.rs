@@ -299,3 +299,127 @@ async fn missing_token_and_webhook_mode_answers() {
         Err(AgentError::Config(_))
     ));
 }
+
+#[path = "support/verifier.rs"]
+mod verifier;
+
+/// Serve the release endpoint with the certificate `Tls::new(mode)` makes, on `listener`.
+fn serve_mode(
+    op: &Operator,
+    listener: tokio::net::TcpListener,
+    mode: &kube_standby::server::TlsMode,
+) -> tokio::task::JoinHandle<()> {
+    let mut state = common::state_with(StaticObjects::default());
+    state.release = Some(Arc::new(ReleaseService::new(
+        op.tokens.clone(),
+        op.pods.clone(),
+    )));
+    let tls = kube_standby::server::Tls::new(mode).unwrap();
+    tokio::spawn(tls::serve(
+        listener,
+        tls.config.clone(),
+        router(state),
+        std::future::pending(),
+    ))
+}
+
+/// Self-signed mode with the CA kept in a Secret: an agent admitted before a restart (it
+/// holds the CA of the first process) is still released by the restarted server, which
+/// issued itself a new serving certificate from the same stored CA. With a fresh CA (the
+/// behaviour before), the same agent could not be released.
+#[tokio::test]
+async fn an_agent_admitted_before_a_restart_is_released_after_it() {
+    use kube_standby::server::TlsMode;
+    use kube_standby::tls::ca_secret;
+    use serde_json::{json, Value};
+
+    // First start: no Secret yet, so the CA is made and stored.
+    let stored: Arc<Mutex<Value>> = Arc::default();
+    let (client, handle) = verifier::mock_client();
+    let path = "/api/v1/namespaces/kube-standby/secrets";
+    let keep = stored.clone();
+    let expected = vec![
+        verifier::expect(
+            "GET",
+            format!("{path}/kube-standby-ca"),
+            |_, _| {},
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+        ),
+        verifier::expect(
+            "POST",
+            path,
+            move |b, _| *keep.lock().unwrap() = b.clone(),
+            201,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kube-standby-ca"}}),
+        ),
+    ];
+    let first = tokio::spawn(async move {
+        ca_secret::load_or_create(client, "kube-standby", "kube-standby-ca").await
+    });
+    let ca = verifier::verify(handle, expected, first).await.unwrap();
+    let mode = |ca: Option<ca_secret::CaPair>| TlsMode::SelfSigned {
+        sans: certs::default_sans(),
+        ca,
+    };
+
+    let mut op = operator();
+    op.bundle.ca_pem = ca.cert_pem.clone(); // what the webhook injected into the pod
+    op.pods.set("db-0", "uid-0", false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve_mode(&op, listener, &mode(Some(ca.clone())));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&op, addr, "tok-db-0", dir.path());
+    cfg.poll_seconds = 1;
+    assert_eq!(
+        agent::check_once(&cfg).await,
+        Ok(false),
+        "reaches the first process"
+    );
+    let signal = dir.path().join("start-signal");
+    let agent_task = tokio::spawn(agent::run(cfg.clone(), Mode::Signal(signal.clone())));
+
+    // The operator restarts: the stored Secret is read back.
+    server.abort();
+    let _ = server.await;
+    let secret = stored.lock().unwrap().clone();
+    let (client, handle) = verifier::mock_client();
+    let again = tokio::spawn(async move {
+        ca_secret::load_or_create(client, "kube-standby", "kube-standby-ca").await
+    });
+    let expected = vec![verifier::expect(
+        "GET",
+        format!("{path}/kube-standby-ca"),
+        |_, _| {},
+        200,
+        secret,
+    )];
+    let reloaded = verifier::verify(handle, expected, again).await.unwrap();
+    assert_eq!(reloaded, ca, "the same CA comes back");
+
+    // A restarted process with a fresh CA is not trusted by the waiting agent...
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let fresh = serve_mode(&op, listener, &mode(None));
+    assert!(
+        matches!(agent::check_once(&cfg).await, Err(_)),
+        "a fresh CA must not be trusted"
+    );
+    fresh.abort();
+    let _ = fresh.await;
+    // ...one issuing from the stored CA is, and releases the pod.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _server = serve_mode(&op, listener, &mode(Some(reloaded)));
+    op.pods.set("db-0", "uid-0", true);
+    for _ in 0..200 {
+        if signal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        signal.exists(),
+        "the agent admitted before the restart was not released"
+    );
+    agent_task.abort();
+}
