@@ -402,7 +402,7 @@ async fn an_agent_admitted_before_a_restart_is_released_after_it() {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let fresh = serve_mode(&op, listener, &mode(None));
     assert!(
-        matches!(agent::check_once(&cfg).await, Err(_)),
+        agent::check_once(&cfg).await.is_err(),
         "a fresh CA must not be trusted"
     );
     fresh.abort();
