@@ -69,6 +69,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Remove the per-object gauges of an HSD that is gone.
+    pub fn forget_hsd(&self, labels: &ObjectLabels) {
+        for f in [
+            &self.hsd_busy,
+            &self.hsd_idle,
+            &self.hsd_unknown,
+            &self.hsd_desired,
+        ] {
+            f.remove(labels);
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kube_standby");
         let admissions = Family::<OutcomeLabels, Counter>::default();

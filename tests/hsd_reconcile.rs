@@ -678,3 +678,48 @@ async fn an_emptied_status_field_is_cleared_even_when_an_older_writer_owns_it() 
     )
     .await;
 }
+
+/// An HSD that is gone leaves nothing behind: no debug entry, no per-object gauges, no
+/// remembered status.
+#[tokio::test]
+async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
+    let h = hsd(json!({}));
+    let (client, handle) = verifier::mock_client();
+    let metrics = Arc::new(Metrics::new());
+    let mut ctx = Ctx::new(
+        client,
+        stores(&World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        }),
+        metrics.clone(),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let ctx = Arc::new(ctx);
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), ctx.clone()));
+    verifier::verify(
+        handle,
+        vec![
+            apply_child(|_| {}),
+            event("ScaledUp", "replicas 0 -> 1"),
+            status(|_| {}),
+        ],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
+    assert!(metrics.render().contains("name=\"game\""));
+    assert_ne!(ctx.debug.snapshot(), json!({}));
+    assert_eq!(ctx.remembered(), 1);
+    hsd::forget(&ctx, "ns", "game");
+    assert!(
+        !metrics.render().contains("name=\"game\""),
+        "{}",
+        metrics.render()
+    );
+    assert_eq!(ctx.debug.snapshot(), json!({}));
+    assert_eq!(ctx.remembered(), 0);
+}

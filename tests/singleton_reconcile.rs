@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
+use kube_standby::controller::index::Index;
 use kube_standby::controller::shell;
 use kube_standby::controller::singleton::{self, observe, Ctx, Stores};
 use kube_standby::metrics::Metrics;
@@ -57,18 +58,16 @@ fn stores_synced(
             serde_json::from_value(s.clone()).unwrap(),
         ));
     }
-    let (p, mut pw) = reflector::store::<Pod>();
-    pw.apply_watcher_event(&watcher::Event::Init);
+    let p: Index<observe::PodFacts> = Index::default();
+    p.apply(&watcher::Event::<Pod>::Init, observe::pod_facts);
     for x in pods {
-        pw.apply_watcher_event(&watcher::Event::InitApply(
-            serde_json::from_value(x.clone()).unwrap(),
-        ));
+        let pod: Pod = serde_json::from_value(x.clone()).unwrap();
+        p.apply(&watcher::Event::InitApply(pod), observe::pod_facts);
     }
-    let (n, mut nw) = reflector::store::<Node>();
-    nw.apply_watcher_event(&watcher::Event::Init);
-    nw.apply_watcher_event(&watcher::Event::InitApply(
-        serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap(),
-    ));
+    let n: Index<_> = Index::default();
+    n.apply(&watcher::Event::<Node>::Init, observe::node_state);
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
+    n.apply(&watcher::Event::InitApply(node), observe::node_state);
     let (c, mut cw) = reflector::store::<ConfigMap>();
     cw.apply_watcher_event(&watcher::Event::Init);
     if with_configmap {
@@ -76,8 +75,8 @@ fn stores_synced(
     }
     if synced {
         sw.apply_watcher_event(&watcher::Event::InitDone);
-        pw.apply_watcher_event(&watcher::Event::InitDone);
-        nw.apply_watcher_event(&watcher::Event::InitDone);
+        p.apply(&watcher::Event::<Pod>::InitDone, observe::pod_facts);
+        n.apply(&watcher::Event::<Node>::InitDone, observe::node_state);
         cw.apply_watcher_event(&watcher::Event::InitDone);
     }
     Stores {
@@ -546,4 +545,65 @@ async fn a_new_leader_mid_handover_releases_only_once_the_old_pod_is_gone() {
         status_at < release_at,
         "status (memory) is written before the release: {seen:?}"
     );
+}
+
+/// The last StatefulSingleton of a namespace is gone and no pod mounts the wrapper
+/// ConfigMap: it is deleted (and the debug entry dropped). While a pod still mounts it, it stays.
+#[tokio::test]
+async fn the_wrapper_configmap_goes_with_the_last_user() {
+    let ar = singleton::api_resource("apps.statefulsingleton.com");
+    let mounting = pod(
+        "db-0",
+        NOW - 5,
+        json!({"spec": {"volumes": [{"name": "w", "configMap": {"name": "statefulsingleton-wrapper"}}]}}),
+    );
+    // A pod still mounts it: nothing is deleted.
+    let (client, mut handle) = verifier::mock_client();
+    let ctx = Ctx::new(
+        client,
+        stores(&[], &[mounting], true),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    ctx.debug.set(
+        "singleton/apps.statefulsingleton.com/ns/db".into(),
+        json!({}),
+    );
+    ctx.gate.opened().await;
+    singleton::forget(&ctx, &ar, "ns", "db").await;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        ctx.debug.snapshot(),
+        json!({}),
+        "the debug entry is dropped"
+    );
+
+    // No user left: the ConfigMap is deleted.
+    let (client, handle) = verifier::mock_client();
+    let ctx = Ctx::new(
+        client,
+        stores(&[], &[], true),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    ctx.gate.opened().await;
+    let task = tokio::spawn(async move { singleton::forget(&ctx, &ar, "ns", "db").await });
+    verifier::verify(
+        handle,
+        vec![expect(
+            "DELETE",
+            "/api/v1/namespaces/ns/configmaps/statefulsingleton-wrapper",
+            |_, _| {},
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )],
+        task,
+    )
+    .await;
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::Result;
 
 pub mod hsd;
+pub mod index;
 pub mod shell;
 pub mod singleton;
 

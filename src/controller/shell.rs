@@ -123,8 +123,8 @@ pub struct Shell {
     /// Safety-net resync; everything else is event-driven.
     pub resync: Duration,
     pub gate: Gate,
-    /// The status last written per object UID (see the module header).
-    written: Mutex<HashMap<String, Value>>,
+    /// The status last written per object ("namespace/name" → (uid, status)).
+    written: Mutex<HashMap<String, (String, Value)>>,
 }
 
 impl Shell {
@@ -200,19 +200,25 @@ impl Shell {
         S: DeserializeOwned + Clone,
     {
         let uid = obj.meta().uid.as_deref()?;
-        let memo = self.lock().get(uid).cloned();
+        let memo = self.lock().get(&memo_key(obj)).cloned();
         match memo {
-            Some(v) => serde_json::from_value(v).ok().or_else(|| cached.cloned()),
-            None => cached.cloned(),
+            // A recreated object of the same name starts from its own status.
+            Some((u, v)) if u == uid => serde_json::from_value(v).ok().or_else(|| cached.cloned()),
+            _ => cached.cloned(),
         }
     }
 
     /// Forget what we wrote for an object that is gone.
-    pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&format!("{namespace}/{name}"));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+    /// How many objects' statuses are remembered (for tests of the cleanup).
+    pub fn remembered(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Value)>> {
         match self.written.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -274,9 +280,34 @@ impl Shell {
             .await?;
         }
         if let Some(uid) = obj.meta().uid.clone() {
-            self.lock().insert(uid, want);
+            self.lock().insert(memo_key(obj), (uid, want));
         }
         Ok(true)
+    }
+}
+
+fn memo_key<K: Resource>(obj: &K) -> String {
+    let m = obj.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The namespace and name of a reconcile request whose object is gone (kube's controller
+/// reports such requests as `ObjectNotFound`): the moment to forget per-object state.
+pub fn gone_object<E>(
+    res: &std::result::Result<
+        E,
+        kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
+    >,
+) -> Option<(String, String)> {
+    match res {
+        Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+            Some((r.namespace.clone().unwrap_or_default(), r.name.clone()))
+        }
+        _ => None,
     }
 }
 

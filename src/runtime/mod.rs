@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use kube::runtime::reflector::ObjectRef;
-use kube::{Client, ResourceExt};
+use kube::Client;
 use tokio::sync::watch;
 
-use crate::api::singleton::{StatefulSingleton, RELEASED_ANNOTATION};
+use crate::api::singleton::StatefulSingleton;
 use crate::controller::{hsd, singleton};
 use crate::metrics::Metrics;
 use crate::server::{self, ServerConfig, TlsMode};
@@ -127,13 +126,10 @@ impl ObjectSource for SingletonView {
 
 impl ReleaseLookup for SingletonView {
     fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease> {
-        let pod = self
-            .stores(namespace)?
-            .pods
-            .get(&ObjectRef::new(name).within(namespace))?;
+        let pod = self.stores(namespace)?.pods.get(namespace, name)?;
         Some(PodRelease {
-            uid: pod.uid().unwrap_or_default(),
-            released: pod.annotations().contains_key(RELEASED_ANNOTATION),
+            uid: pod.info.uid.clone(),
+            released: pod.info.released,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! A minimal fake kube-apiserver over plain HTTP: every list is empty (resourceVersion 1),
-//! every watch stays open and silent. Enough for `kube-standby run` to sync its caches
-//! with no cluster. Records the paths it was asked for.
+//! A minimal fake kube-apiserver over plain HTTP: lists serve the objects it was given for
+//! that collection path (paged with `limit`/`continue`, filtered by simple label selectors
+//! `k` / `k=v` and `metadata.name=` field selectors), every other list is empty; every
+//! watch stays open and silent; writes echo their body back. Enough for `kube-standby run`
+//! to sync its caches with no cluster. Records the paths it was asked for.
 #![allow(dead_code)]
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -21,10 +23,91 @@ pub struct FakeApi {
     pub kubeconfig: tempfile::NamedTempFile,
 }
 
-async fn handle(State(seen): State<Seen>, req: Request) -> Response {
+/// Objects served by collection path, e.g. "/api/v1/pods" (all namespaces).
+pub type Objects = Arc<std::collections::HashMap<String, Vec<serde_json::Value>>>;
+
+#[derive(Clone)]
+struct Fake {
+    seen: Seen,
+    objects: Objects,
+}
+
+fn query_param(q: &str, key: &str) -> Option<String> {
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%2F", "/")
+                .replace("%3D", "=")
+                .replace("%2C", ",")
+        })
+    })
+}
+
+fn matches(item: &serde_json::Value, labels: Option<&str>, fields: Option<&str>) -> bool {
+    let have = &item["metadata"]["labels"];
+    let label_ok = labels.is_none_or(|sel| {
+        sel.split(',')
+            .filter(|t| !t.is_empty())
+            .all(|t| match t.split_once('=') {
+                Some((k, v)) => have[k] == v,
+                None => !have[t].is_null(),
+            })
+    });
+    let field_ok = fields.is_none_or(|sel| match sel.strip_prefix("metadata.name=") {
+        Some(n) => item["metadata"]["name"] == n,
+        None => true,
+    });
+    label_ok && field_ok
+}
+
+/// A page of the objects at `path`.
+fn list(objects: &Objects, path: &str, query: &str) -> String {
+    let labels = query_param(query, "labelSelector");
+    let fields = query_param(query, "fieldSelector");
+    let all: Vec<&serde_json::Value> = objects
+        .get(path)
+        .map(|v| {
+            v.iter()
+                .filter(|i| matches(i, labels.as_deref(), fields.as_deref()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let start: usize = query_param(query, "continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query_param(query, "limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let end = start.saturating_add(limit).min(all.len());
+    let page = &all[start.min(end)..end];
+    let mut meta = serde_json::json!({"resourceVersion": "1"});
+    if end < all.len() {
+        meta["continue"] = end.to_string().into();
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": page})
+        .to_string()
+}
+
+async fn handle(State(fake): State<Fake>, req: Request) -> Response {
     let uri = req.uri().clone();
-    if let Ok(mut s) = seen.0.lock() {
+    if let Ok(mut s) = fake.seen.0.lock() {
         s.push(format!("{} {}", req.method(), uri));
+    }
+    if req.method() != axum::http::Method::GET {
+        // Writes: echo the body (a merge/apply patch of an object reads back as that object).
+        let body = axum::body::to_bytes(req.into_body(), 16 << 20)
+            .await
+            .unwrap_or_default();
+        let body = if body.is_empty() {
+            axum::body::Bytes::from_static(b"{}")
+        } else {
+            body
+        };
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap_or_default();
     }
     let watching = uri
         .query()
@@ -37,7 +120,7 @@ async fn handle(State(seen): State<Seen>, req: Request) -> Response {
             >()))
             .unwrap_or_default();
     }
-    let body = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+    let body = list(&fake.objects, uri.path(), uri.query().unwrap_or_default());
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from(body))
@@ -45,8 +128,15 @@ async fn handle(State(seen): State<Seen>, req: Request) -> Response {
 }
 
 pub async fn start() -> FakeApi {
+    start_with(Objects::default()).await
+}
+
+pub async fn start_with(objects: Objects) -> FakeApi {
     let seen = Seen::default();
-    let app = Router::new().fallback(handle).with_state(seen.clone());
+    let app = Router::new().fallback(handle).with_state(Fake {
+        seen: seen.clone(),
+        objects,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -179,9 +179,7 @@ async fn reconcile_inner(
     let now_t = Time(now);
     if hsd.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&debug_key(&ns, &name));
-        if let Some(uid) = hsd.uid() {
-            ctx.forget(&uid);
-        }
+        ctx.forget(&ns, &name);
         return Ok(Action::await_change());
     }
 
@@ -503,11 +501,26 @@ pub async fn run(
     .watches_stream(pod_stream, |p| owner_hsd(&p))
     .watches_stream(rs_stream, |r| owner_hsd(&r))
     .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "hsd controller event");
+    .run(reconcile, error_policy, ctx.clone())
+    .for_each(|r| {
+        let ctx = ctx.clone();
+        async move {
+            if let Some((ns, name)) = shell::gone_object(&r) {
+                forget(&ctx, &ns, &name);
+            } else if let Err(e) = r {
+                tracing::debug!(error = %e, "hsd controller event");
+            }
         }
     })
     .await;
+}
+
+/// An HSD is gone: drop its debug entry, status memory and per-object gauges.
+pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
+    ctx.debug.remove(&debug_key(ns, name));
+    ctx.shell.forget(ns, name);
+    ctx.metrics.forget_hsd(&ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    });
 }

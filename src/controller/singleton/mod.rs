@@ -16,6 +16,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::index::{self, Index};
 use super::shell::{self, Gate, Shell};
 use crate::api::singleton::{
     selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
@@ -58,8 +59,8 @@ pub fn from_dynamic(obj: &DynamicObject) -> Result<StatefulSingleton> {
 /// Caches the reconciler reads.
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<Pod>,
-    pub nodes: Store<Node>,
+    pub pods: Index<observe::PodFacts>,
+    pub nodes: Index<plan::NodeState>,
     pub configmaps: Store<ConfigMap>,
     /// StatefulSingletons of both groups (for overlap and the webhook).
     pub singletons: Vec<Store<DynamicObject>>,
@@ -100,8 +101,8 @@ impl Ctx {
         let gate = Gate::new(leading);
         let s = stores.clone();
         gate.open_when(async move {
-            Gate::stores_ready(vec![s.pods]).await
-                && Gate::stores_ready(vec![s.nodes]).await
+            s.pods.ready().await
+                && s.nodes.ready().await
                 && Gate::stores_ready(vec![s.configmaps]).await
                 && Gate::stores_ready(s.singletons).await
         });
@@ -185,9 +186,7 @@ async fn reconcile_inner(
     let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
     if s.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&key);
-        if let Some(uid) = s.uid() {
-            ctx.forget(&uid);
-        }
+        ctx.forget(&ns, &s.name_any());
         return Ok(KAction::await_change());
     }
     let reference = obj.object_ref(ar);
@@ -196,11 +195,11 @@ async fn reconcile_inner(
     // Which pods are ours: matched by our selector, and we are the oldest matching singleton.
     let all = ctx.stores.singletons_in(&ns);
     let me = s.uid();
-    let pods = super::in_namespace(&ctx.stores.pods, &ns);
+    let pods = ctx.stores.pods.in_namespace(&ns);
     let mut overlap = observe::Overlap::default();
     let mut mine = vec![];
     for p in &pods {
-        let labels = p.labels();
+        let labels = &p.labels;
         if !selector_matches(&s.spec.selector, labels) {
             continue;
         }
@@ -237,7 +236,7 @@ async fn reconcile_inner(
         ensure_configmap(ctx, &ns).await?;
     }
 
-    let infos: Vec<plan::PodInfo> = mine.iter().map(|p| observe::pod_info(p)).collect();
+    let infos: Vec<plan::PodInfo> = mine.iter().map(|p| p.info.clone()).collect();
     let memory = observe::memory(s.status.as_ref());
     let mut nodes = BTreeMap::new();
     for n in infos
@@ -245,8 +244,8 @@ async fn reconcile_inner(
         .filter_map(|p| p.node.clone())
         .chain(memory.active_node.clone())
     {
-        if let Some(node) = ctx.stores.nodes.get(&ObjectRef::new(&n)) {
-            nodes.insert(n, observe::node_state(&node));
+        if let Some(state) = ctx.stores.nodes.get("", &n) {
+            nodes.insert(n, *state);
         }
     }
     // The ReplicaSets of the pods involved (only needed during a surge rollout).
@@ -433,6 +432,48 @@ async fn reconcile_inner(
     Ok(KAction::requeue(next))
 }
 
+/// A StatefulSingleton is gone: drop what we kept for it, and the namespace's wrapper
+/// ConfigMap once no StatefulSingleton and no pod in the namespace needs it.
+pub async fn forget(ctx: &Ctx, ar: &ApiResource, ns: &str, name: &str) {
+    ctx.debug
+        .remove(&format!("{CONTROLLER}/{}/{ns}/{name}", ar.group));
+    ctx.forget(ns, name);
+    if !ctx.gate.is_open() || !ctx.stores.singletons_in(ns).is_empty() {
+        return;
+    }
+    let mounted = ctx
+        .stores
+        .pods
+        .in_namespace(ns)
+        .iter()
+        .any(|p| p.mounts_wrapper);
+    let ours = ctx
+        .stores
+        .configmaps
+        .get(&ObjectRef::new(WRAPPER_CONFIGMAP).within(ns))
+        .is_some_and(|c| {
+            observe::configmap_current(&c)
+                || c.labels().contains_key("app.kubernetes.io/managed-by")
+        });
+    if mounted || !ours {
+        return;
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match api
+        .delete(WRAPPER_CONFIGMAP, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => tracing::info!(
+            namespace = ns,
+            "wrapper ConfigMap removed: no singleton uses it"
+        ),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "could not remove the wrapper ConfigMap")
+        }
+    }
+}
+
 /// Is `group`'s StatefulSingleton served by the API server?
 async fn served(client: &Client, namespace: Option<&str>, group: &str) -> bool {
     let api = super::scoped_with(client.clone(), namespace, &api_resource(group));
@@ -460,38 +501,29 @@ pub async fn start(
 ) -> Started {
     let ns = namespace.as_deref();
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![];
-    let (pods, pod_w) = reflector::store::<Pod>();
-    let (nodes, node_w) = reflector::store::<Node>();
+    let pods: Index<observe::PodFacts> = Index::default();
+    let nodes: Index<plan::NodeState> = Index::default();
     let (cms, cm_w) = reflector::store::<ConfigMap>();
-    let (pod_tx, _) = tokio::sync::broadcast::channel::<Arc<Pod>>(4096);
-    let (node_tx, _) = tokio::sync::broadcast::channel::<Arc<Node>>(256);
+    let (pod_tx, _) = tokio::sync::broadcast::channel::<Arc<observe::PodFacts>>(4096);
+    let (node_tx, _) = tokio::sync::broadcast::channel::<()>(256);
     {
         let pod_tx = pod_tx.clone();
-        let pod_stream = watcher(
+        let events = watcher(
             super::scoped::<Pod>(client.clone(), ns),
             watcher::Config::default(),
         )
-        .default_backoff()
-        .modify(|p| {
-            p.managed_fields_mut().clear();
-        })
-        .reflect(pod_w)
-        .touched_objects();
-        tasks.push(Box::pin(pod_stream.for_each(move |r| {
-            if let Ok(p) = r {
-                let _ = pod_tx.send(Arc::new(p));
-            }
+        .default_backoff();
+        let pod_stream = index::feed(events, pods.clone(), observe::pod_facts);
+        tasks.push(Box::pin(pod_stream.for_each(move |p| {
+            let _ = pod_tx.send(Arc::new(observe::pod_facts(&p)));
             async {}
         })));
         let node_tx = node_tx.clone();
-        let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(node_w)
-            .touched_objects();
-        tasks.push(Box::pin(node_stream.for_each(move |r| {
-            if let Ok(n) = r {
-                let _ = node_tx.send(Arc::new(n));
-            }
+        let events =
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let node_stream = index::feed(events, nodes.clone(), observe::node_state);
+        tasks.push(Box::pin(node_stream.for_each(move |_| {
+            let _ = node_tx.send(());
             async {}
         })));
         let cm_stream = watcher(
@@ -546,23 +578,24 @@ pub async fn start(
         ));
         let (st, group) = (stores.clone(), ar.group.clone());
         // A pod event reconciles the singletons (of this group) whose selector matches it.
-        let pod_trigger = broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<Pod>| {
-            let ns = p.namespace().unwrap_or_default();
-            let refs: Vec<ObjectRef<DynamicObject>> = st
-                .singletons
-                .iter()
-                .flat_map(|s| s.state())
-                .filter(|o| {
-                    ar_of(o).group == group && o.namespace().as_deref() == Some(ns.as_str())
-                })
-                .filter(|o| selector_of(o).is_some_and(|sel| selector_matches(&sel, p.labels())))
-                .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
-                .collect();
-            futures::stream::iter(refs)
-        });
+        let pod_trigger =
+            broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
+                let ns = p.namespace.clone();
+                let refs: Vec<ObjectRef<DynamicObject>> = st
+                    .singletons
+                    .iter()
+                    .flat_map(|s| s.state())
+                    .filter(|o| {
+                        ar_of(o).group == group && o.namespace().as_deref() == Some(ns.as_str())
+                    })
+                    .filter(|o| selector_of(o).is_some_and(|sel| selector_matches(&sel, &p.labels)))
+                    .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+                    .collect();
+                futures::stream::iter(refs)
+            });
         let (st, group) = (stores.clone(), ar.group.clone());
         // A node event may unblock a handover waiting for a lost node.
-        let node_trigger = broadcast_stream(node_tx.subscribe()).flat_map(move |_n: Arc<Node>| {
+        let node_trigger = broadcast_stream(node_tx.subscribe()).flat_map(move |()| {
             let refs: Vec<ObjectRef<DynamicObject>> = st
                 .singletons
                 .iter()
@@ -579,15 +612,21 @@ pub async fn start(
             futures::stream::iter(refs)
         });
         let api = super::scoped_with(client.clone(), ns, &ar);
+        let janitor = ctx.clone();
         tasks.push(Box::pin(async move {
             Controller::new_with(api, watcher::Config::default(), ar.clone())
                 .reconcile_on(pod_trigger)
                 .reconcile_on(node_trigger)
                 .shutdown_on_signal()
                 .run(reconcile, error_policy, ctx)
-                .for_each(|r| async move {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "singleton controller event");
+                .for_each(|r| {
+                    let janitor = janitor.clone();
+                    async move {
+                        if let Some((ns, name)) = shell::gone_object(&r) {
+                            forget(&janitor.0, &janitor.1, &ns, &name).await;
+                        } else if let Err(e) = r {
+                            tracing::debug!(error = %e, "singleton controller event");
+                        }
                     }
                 })
                 .await;
@@ -597,8 +636,8 @@ pub async fn start(
     let waiting = stores.clone();
     let ready = async move {
         let ok = [
-            waiting.pods.wait_until_ready().await.is_ok(),
-            waiting.nodes.wait_until_ready().await.is_ok(),
+            waiting.pods.ready().await,
+            waiting.nodes.ready().await,
             waiting.configmaps.wait_until_ready().await.is_ok(),
         ];
         if ok.contains(&false) {

@@ -65,6 +65,36 @@ pub fn failure(pod: &Pod) -> Option<String> {
     None
 }
 
+/// What the singleton controller keeps of a pod (built once per watch event): the labels
+/// its selectors match against and the planner's view. A few hundred bytes, not the Pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodFacts {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The pod mounts the wrapper ConfigMap (it must outlive such pods).
+    pub mounts_wrapper: bool,
+    pub info: PodInfo,
+}
+
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    PodFacts {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        mounts_wrapper: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .is_some_and(|v| {
+                v.iter().any(|v| {
+                    v.config_map
+                        .as_ref()
+                        .is_some_and(|c| c.name == WRAPPER_CONFIGMAP)
+                })
+            }),
+        info: pod_info(pod),
+    }
+}
+
 pub fn pod_info(pod: &Pod) -> PodInfo {
     let ann = pod.metadata.annotations.as_ref();
     PodInfo {
