@@ -51,6 +51,10 @@ async fn mark(pods: &Api<Pod>, name: &str, busy: bool) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn seed_example_applies_unchanged_and_gets_its_child() {
     if !util::enabled("seed_example_applies_unchanged_and_gets_its_child") {
         return;
@@ -97,6 +101,10 @@ async fn seed_example_applies_unchanged_and_gets_its_child() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn replicas_follow_busy_pods_and_busy_young_pods_survive_scale_down() {
     if !util::enabled("replicas_follow_busy_pods_and_busy_young_pods_survive_scale_down") {
         return;

@@ -235,6 +235,10 @@ fn report(dog: &Arc<Mutex<Watchdog>>) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn deployment_rollout_and_pod_delete_never_run_two_copies() {
     let Some(env) = env("deployment_rollout_and_pod_delete_never_run_two_copies") else {
         return;
@@ -287,6 +291,10 @@ async fn deployment_rollout_and_pod_delete_never_run_two_copies() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn one_replica_statefulset_hands_over_with_the_wrapper_gate() {
     let Some(env) = env("one_replica_statefulset_hands_over_with_the_wrapper_gate") else {
         return;
@@ -386,6 +394,10 @@ async fn ca_of(client: &Client, ns: &str) -> String {
 /// the restarted operator serves with the same CA (kept in its Secret), so the webhook
 /// registration (and every gated pod's agent) keeps trusting it.
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn operator_killed_and_restarted_mid_handover_never_runs_two_copies() {
     let Some(env) = env("operator_killed_and_restarted_mid_handover_never_runs_two_copies") else {
         return;
@@ -424,6 +436,10 @@ async fn operator_killed_and_restarted_mid_handover_never_runs_two_copies() {
 /// only the leader reconciles. The leader is killed mid-handover; the follower takes the
 /// Lease once it expires and finishes the handover; never two copies.
 #[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
 async fn two_replicas_leader_killed_mid_handover_never_runs_two_copies() {
     let Some(env) = env("two_replicas_leader_killed_mid_handover_never_runs_two_copies") else {
         return;
