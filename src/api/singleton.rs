@@ -172,25 +172,57 @@ echo "StatefulSingleton: released, starting $1" >&2
 exec "$@"
 "#;
 
+/// Anything that answers "the value of label k".
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&String>;
+}
+
+impl Labels for std::collections::BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&String> {
+        self.get(key)
+    }
+}
+
+/// Labels kept compactly (a sorted vector: far smaller than a map for a handful of labels).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactLabels(Box<[(String, String)]>);
+
+impl CompactLabels {
+    pub fn new(labels: Option<&std::collections::BTreeMap<String, String>>) -> Self {
+        CompactLabels(
+            labels
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Labels for CompactLabels {
+    fn label(&self, key: &str) -> Option<&String> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, v)| v)
+    }
+}
+
 /// Does a label selector match these labels? An empty selector matches nothing here: a
 /// singleton over "every pod of the namespace" is never what was meant.
-pub fn selector_matches(
-    sel: &LabelSelector,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> bool {
+pub fn selector_matches<L: Labels + ?Sized>(sel: &LabelSelector, labels: &L) -> bool {
     let ml = sel.match_labels.as_ref().filter(|m| !m.is_empty());
     let me = sel.match_expressions.as_ref().filter(|e| !e.is_empty());
     if ml.is_none() && me.is_none() {
         return false;
     }
     if let Some(ml) = ml {
-        if !ml.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if !ml.iter().all(|(k, v)| labels.label(k) == Some(v)) {
             return false;
         }
     }
     for e in me.into_iter().flatten() {
         let values = e.values.as_deref().unwrap_or_default();
-        let have = labels.get(&e.key);
+        let have = labels.label(&e.key);
         let ok = match e.operator.as_str() {
             "In" => have.is_some_and(|v| values.contains(v)),
             "NotIn" => have.is_none_or(|v| !values.contains(v)),
@@ -206,9 +238,9 @@ pub fn selector_matches(
 }
 
 /// Among singletons whose selector matches, the oldest (then by name) wins.
-pub fn owning_singleton<'a, S: std::ops::Deref<Target = StatefulSingleton>>(
+pub fn owning_singleton<'a, S: std::ops::Deref<Target = StatefulSingleton>, L: Labels + ?Sized>(
     singletons: &'a [S],
-    labels: &std::collections::BTreeMap<String, String>,
+    labels: &L,
 ) -> Option<&'a S> {
     singletons
         .iter()
@@ -307,5 +339,28 @@ mod tests {
             Some("old")
         );
         assert!(owning_singleton(&all, &labels(&[("app", "web")])).is_none());
+    }
+
+    #[test]
+    fn compact_labels_match_like_the_map() {
+        let m = labels(&[("app", "db"), ("tier", "x"), ("a", "1")]);
+        let c = CompactLabels::new(Some(&m));
+        for sel in [
+            serde_json::json!({"matchLabels": {"app": "db"}}),
+            serde_json::json!({"matchLabels": {"app": "web"}}),
+            serde_json::json!({"matchLabels": {"a": "1", "tier": "x"}}),
+            serde_json::json!({"matchExpressions": [{"key": "zzz", "operator": "DoesNotExist"}]}),
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}),
+        ] {
+            let sel: LabelSelector = serde_json::from_value(sel).unwrap();
+            assert_eq!(
+                selector_matches(&sel, &c),
+                selector_matches(&sel, &m),
+                "{sel:?}"
+            );
+        }
+        assert_eq!(c.label("tier").map(String::as_str), Some("x"));
+        assert_eq!(c.label("nope"), None);
+        assert_eq!(CompactLabels::new(None).label("app"), None);
     }
 }

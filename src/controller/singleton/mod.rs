@@ -508,9 +508,10 @@ pub async fn start(
     let (node_tx, _) = tokio::sync::broadcast::channel::<()>(256);
     {
         let pod_tx = pod_tx.clone();
+        // Small pages: every pod of the scope is listed, and a page is parsed whole.
         let events = watcher(
             super::scoped::<Pod>(client.clone(), ns),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(100),
         )
         .default_backoff();
         let pod_stream = index::feed(events, pods.clone(), observe::pod_facts);

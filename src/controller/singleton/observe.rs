@@ -70,7 +70,7 @@ pub fn failure(pod: &Pod) -> Option<String> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodFacts {
     pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: singleton::CompactLabels,
     /// The pod mounts the wrapper ConfigMap (it must outlive such pods).
     pub mounts_wrapper: bool,
     pub info: PodInfo,
@@ -79,7 +79,7 @@ pub struct PodFacts {
 pub fn pod_facts(pod: &Pod) -> PodFacts {
     PodFacts {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: singleton::CompactLabels::new(pod.metadata.labels.as_ref()),
         mounts_wrapper: pod
             .spec
             .as_ref()
