@@ -1,7 +1,18 @@
 //! kube-standby: one operator for warm pools, stateful singletons and async actors.
 //!
-//! Dependency direction: `api` (types, no I/O) → pure cores (`webhook::mutate`,
-//! `controller::*::plan`) → runtime I/O (`tls`, `webhook::router`, `controller::*::run`).
+//! Dependencies point one way:
+//!
+//! ```text
+//! api (types, no I/O)
+//!   <- probe (busy sources)            <- controller::<kind>::plan (pure)
+//!   <- controller::shell + <kind> apply (I/O, one shell for every kind)
+//!   <- webhook::mutate (pure)          <- webhook router/handler, tls, server
+//!   <- runtime (caches, leader election, supervision; the only place that sees both
+//!      controllers and the webhook)
+//!   <- cli (the only place that sees clap; builds plain RunConfig/ServerConfig) <- main
+//! ```
+//!
+//! Nothing below `cli` imports `cli`; controllers never import the webhook or the server.
 #![forbid(unsafe_code)]
 
 pub mod agent;
