@@ -67,10 +67,11 @@ fn pod(name: &str, busy: bool, age: i64) -> Value {
            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": format!("rv-{name}"),
                         "creationTimestamp": created,
                         "labels": {"app": "game", "hsd.paia.tech/name": "game"},
-                        "annotations": {"paia.tech/busy": if busy { "true" } else { "false" }},
+                        "annotations": {"paia.tech/busy": if busy { "true" } else { "false" },
+                                        "controller.kubernetes.io/pod-deletion-cost": if busy { "1000000" } else { "1" }},
                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "game-workload-abc", "uid": "rs-uid", "controller": true}]},
            "spec": {"containers": [{"name": "app", "image": "game:1"}]},
-           "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": if busy { "False" } else { "True" }}]}})
+           "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
 fn stores(w: &World) -> Stores {
@@ -410,7 +411,7 @@ async fn steady_state_makes_no_writes() {
         let probes = kube_standby::probe::ProbeCache::default();
         let views: Vec<_> = pods
             .iter()
-            .map(|p| hsd::child::pod_view(p, &h, &probes))
+            .map(|p| hsd::child::pod_view(p, &h, &probes, Some("rs-uid")))
             .collect();
         let o = hsd::plan::Observed {
             spec: &h.spec,
@@ -419,6 +420,7 @@ async fn steady_state_makes_no_writes() {
             pods: &views,
             pending_since: None,
             now: Timestamp::from_second(NOW).unwrap(),
+            template_changed: false,
         };
         let p = hsd::plan::plan(&o);
         hsd::child::build_status(
@@ -722,4 +724,209 @@ async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
     );
     assert_eq!(ctx.debug.snapshot(), json!({}));
     assert_eq!(ctx.remembered(), 0);
+}
+
+fn pod_patch(name: &'static str, check: impl Fn(&Value) + Send + 'static) -> Expect {
+    expect(
+        "PATCH",
+        format!("/api/v1/namespaces/ns/pods/{name}"),
+        move |b, _| check(b),
+        200,
+        pod(name, false, 0),
+    )
+}
+
+/// A pod that just turned busy gets the protected pod-deletion-cost (so the ReplicaSet, if
+/// it ever chooses, takes idle or new pods first); pods whose cost is right are not written.
+#[tokio::test]
+async fn a_pod_that_turns_busy_gets_the_protected_deletion_cost() {
+    let h = hsd(json!({}));
+    let mut turned = pod("b", true, 10);
+    turned["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = "1".into();
+    let world = World {
+        pods: vec![pod("a", true, 20), turned, pod("c", false, 5)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 3, 3)],
+    };
+    scenario(
+        h,
+        world,
+        vec![
+            pod_patch("b", |b| {
+                assert_eq!(
+                    b["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
+                    "1000000"
+                )
+            }),
+            status(|st| assert_eq!(st["busyCount"], 2)),
+        ],
+    )
+    .await;
+}
+
+/// A template change with a busy pod: the busy pod first leaves its ReplicaSet (a
+/// `pod-template-hash` nobody selects, the HSD as owner, guarded by its resourceVersion),
+/// and the child keeps its current template until then; no pod is deleted.
+#[tokio::test]
+async fn a_template_change_detaches_busy_pods_before_the_rollout() {
+    let old = hsd(json!({}));
+    let new = hsd(json!({"metadata": {"generation": 2},
+        "spec": {"podTemplate": {"metadata": {"labels": {"app": "game"}}, "spec": {"containers": [{"name": "app", "image": "game:2"}]}}}}));
+    let world = World {
+        pods: vec![pod("busy", true, 20), pod("idle", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&old, 2, 2)],
+    };
+    scenario(
+        new,
+        world,
+        vec![
+            pod_patch("busy", |b| {
+                let m = &b["metadata"];
+                assert_eq!(m["uid"], "uid-busy");
+                assert_eq!(m["resourceVersion"], "rv-busy");
+                assert_eq!(m["labels"]["hsd.paia.tech/detached"], "true");
+                assert!(m["labels"]["pod-template-hash"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("detached-"));
+                assert_eq!(m["ownerReferences"][0]["kind"], "HotStandbyDeployment");
+                assert_eq!(m["ownerReferences"][0]["controller"], false);
+            }),
+            event(
+                "BusyPodDetached",
+                "busy pod busy of an old template revision",
+            ),
+            status(|st| {
+                assert_eq!(cond(st, "RolloutProtectingBusyPods")["status"], "True");
+                assert!(cond(st, "RolloutProtectingBusyPods")["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("template change waits"));
+            }),
+        ],
+    )
+    .await;
+}
+
+/// Once detached, the busy pod counts outside the child; the new template is applied, and
+/// the child's rollout can never take capacity below replicas (maxUnavailable 0).
+#[tokio::test]
+async fn a_detached_busy_pod_keeps_counting_while_the_new_template_rolls() {
+    let old = hsd(json!({}));
+    let new = hsd(json!({"metadata": {"generation": 2},
+        "spec": {"podTemplate": {"metadata": {"labels": {"app": "game"}}, "spec": {"containers": [{"name": "app", "image": "game:2"}]}}}}));
+    let mut detached = pod("busy", true, 20);
+    detached["metadata"]["labels"]["hsd.paia.tech/detached"] = "true".into();
+    detached["metadata"]["labels"]["pod-template-hash"] = "detached-uid-busy".into();
+    detached["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment", "name": "game", "uid": "hsd-uid", "controller": false}]);
+    let world = World {
+        // The old ReplicaSet replaced the detached pod with a new idle one.
+        pods: vec![
+            detached,
+            pod("idle", false, 10),
+            pod("replacement", false, 1),
+        ],
+        rss: vec![rs()],
+        deployments: vec![child(&old, 2, 2)],
+    };
+    scenario(
+        new,
+        world,
+        vec![
+            apply_child(|b| {
+                assert_eq!(
+                    b["spec"]["template"]["spec"]["containers"][0]["image"],
+                    "game:2"
+                );
+                assert_eq!(b["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+                // desired = busy 1 + idleTarget 1 = 2; the detached busy pod holds one.
+                assert_eq!(b["spec"]["replicas"], 2, "held by the scale-down delay");
+            }),
+            event("ScaleDownPending", "busy=1 idle=2 desired=2"),
+            status(|st| {
+                assert_eq!(st["busyCount"], 1);
+                assert_eq!(st["detachedBusyPods"], json!(["busy"]));
+            }),
+        ],
+    )
+    .await;
+}
+
+/// The API server refused generation 1's template long ago (well past any resync): it is
+/// still not applied again on an event, until the spec changes.
+#[tokio::test]
+async fn a_rejected_generation_is_never_reapplied_on_events() {
+    let h = hsd(json!({}));
+    let long_ago = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::from_second(NOW - 3600).unwrap(),
+    );
+    let mut rejected = h.clone();
+    rejected.status = Some(hsd::child::invalid_status(
+        &h,
+        "TemplateRejected",
+        "the API server rejected the child Deployment: bad",
+        &long_ago,
+    ));
+    assert_eq!(
+        rejected.status.as_ref().unwrap().rejected_generation,
+        Some(1)
+    );
+    scenario(
+        rejected,
+        World {
+            pods: vec![],
+            rss: vec![],
+            deployments: vec![],
+        },
+        vec![],
+    )
+    .await;
+}
+
+/// HTTP mode: the cached answer says idle, but the pod turned busy since. The fresh probe
+/// made right before the delete (a real HTTP server on 127.0.0.3) says busy: it is kept.
+#[tokio::test]
+async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/busy", get(|| async { "busy" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let h = hsd(json!({"spec": {"idleTarget": 0, "scaleDownDelaySeconds": 0,
+        "busyProbe": {"mode": "http", "http": {"port": port, "path": "/busy", "periodSeconds": 3600}}}}));
+    let mut a = pod("a", false, 10);
+    a["status"]["podIP"] = "127.0.0.3".into();
+    let world = World {
+        pods: vec![a],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 1, 1)],
+    };
+    let (client, handle) = verifier::mock_client();
+    let mut ctx = Ctx::new(
+        client,
+        stores(&world),
+        Arc::new(Metrics::new()),
+        DebugState::default(),
+        shell::always_leading(),
+    );
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    // Last periodic probe: idle.
+    ctx.probes.record(
+        "uid-a",
+        Ok(kube_standby::controller::hsd::plan::BusyState::Idle),
+        std::time::Instant::now(),
+    );
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    verifier::verify(
+        handle,
+        vec![status(|st| {
+            assert_eq!(st["replicas"], 1, "the busy pod keeps its place");
+            assert_eq!(st["busyCount"], 0, "the plan was made on the cached answer");
+        })],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
 }

@@ -185,8 +185,9 @@ pub enum BusyMode {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpProbe {
-    /// Container port to probe on the pod's IP.
+    /// Container port to probe on the pod's IP (1-65535).
     #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// HTTP path to GET.
     #[serde(default = "default_http_path")]
@@ -194,12 +195,33 @@ pub struct HttpProbe {
     /// When true a 2xx answer means busy; when false a 2xx answer means idle.
     #[serde(default = "default_true")]
     pub success_is_busy: bool,
-    /// Per-probe timeout in seconds.
+    /// Per-probe timeout in seconds (1-60).
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 60))]
     pub timeout_seconds: i32,
-    /// How often each pod is probed, in seconds.
+    /// How often each pod is probed, in seconds (1-3600).
     #[serde(default = "default_period")]
+    #[schemars(range(min = 1, max = 3600))]
     pub period_seconds: i32,
+}
+
+impl HttpProbe {
+    /// Out-of-range settings, each with a clear message (the schema refuses them too, but
+    /// objects stored before the bounds existed still reach us).
+    pub fn problems(&self) -> Vec<String> {
+        let mut e = vec![];
+        let mut check = |field: &str, v: i32, lo: i32, hi: i32| {
+            if !(lo..=hi).contains(&v) {
+                e.push(format!(
+                    "busyProbe.http.{field} must be within {lo}-{hi}, got {v}"
+                ));
+            }
+        };
+        check("port", self.port, 1, 65535);
+        check("timeoutSeconds", self.timeout_seconds, 1, 60);
+        check("periodSeconds", self.period_seconds, 1, 3600);
+        e
+    }
 }
 
 impl Default for HttpProbe {
@@ -259,6 +281,14 @@ pub struct HotStandbyDeploymentStatus {
     /// status so a pending scale-down survives an operator restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_pending_since: Option<Time>,
+    /// Busy pods of an old template revision, taken out of their ReplicaSet so a rollout
+    /// cannot remove them; each is deleted once idle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached_busy_pods: Vec<String>,
+    /// The spec generation whose pod template the API server rejected; it is not applied
+    /// again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_generation: Option<i64>,
     /// Ready, ScalingLimited, ProbeDegraded, ScaleDownPending, InvalidSpec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
@@ -16,6 +17,13 @@ use crate::api::set_condition;
 use crate::probe::{self, ProbeCache};
 
 pub const NAME_LABEL: &str = "hsd.paia.tech/name";
+/// On a pod taken out of its ReplicaSet during a rollout (it is then owned by the HSD).
+pub const DETACHED_LABEL: &str = "hsd.paia.tech/detached";
+/// The ReplicaSet's own pod label; changing it on a pod makes the ReplicaSet let it go.
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// The ReplicaSet removes pods with a lower cost first (Kubernetes 1.22+, on by default).
+pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const REPLICAS_ANNOTATION: &str = "hsd.paia.tech/replicas";
 pub const TEMPLATE_HASH_ANNOTATION: &str = "hsd.paia.tech/template-hash";
 
@@ -83,6 +91,14 @@ pub fn child_deployment(
         },
         spec: k8s_openapi::api::apps::v1::DeploymentSpec {
             replicas: Some(replicas),
+            // A rollout never takes capacity below replicas: new pods come first.
+            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
             selector: LabelSelector {
                 match_labels: Some(hsd.spec.selector.match_labels.clone()),
                 ..Default::default()
@@ -149,24 +165,52 @@ fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
         .map(|o| o.uid.clone())
 }
 
-/// The pods that count: controlled by a ReplicaSet that the child controls, not
-/// terminating and not finished. Foreign pods that merely match the labels are ignored.
+/// Does the child's template differ from the one we would apply?
+pub fn template_changed(child: &Deployment, want: &Deployment) -> bool {
+    let ann = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+            .cloned()
+    };
+    ann(child) != ann(want)
+}
+
+/// The pods that count, and the UID of the child's current ReplicaSet:
+/// pods controlled by a ReplicaSet the child controls, and pods detached from one during a
+/// rollout (labelled and owned by this HSD); none terminating or finished. Foreign pods
+/// that merely match the labels are ignored.
 pub fn counted_pods<'a>(
     child: &Deployment,
+    hsd: &HotStandbyDeployment,
     replicasets: &[std::sync::Arc<ReplicaSet>],
     pods: &'a [std::sync::Arc<Pod>],
-) -> Vec<&'a Pod> {
+) -> (Vec<&'a Pod>, Option<String>) {
     let Some(child_uid) = child.uid() else {
-        return vec![];
+        return (vec![], None);
     };
-    let rs_uids: HashSet<String> = replicasets
+    let ours: Vec<&std::sync::Arc<ReplicaSet>> = replicasets
         .iter()
         .filter(|rs| {
             controller_uid(&rs.metadata, "Deployment").as_deref() == Some(child_uid.as_str())
         })
-        .filter_map(|rs| rs.uid())
         .collect();
-    pods.iter()
+    let revision = |m: &ObjectMeta| -> i64 {
+        m.annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    let current = ours
+        .iter()
+        .max_by_key(|rs| revision(&rs.metadata))
+        .and_then(|rs| rs.uid());
+    let rs_uids: HashSet<String> = ours.iter().filter_map(|rs| rs.uid()).collect();
+    let hsd_uid = hsd.uid().unwrap_or_default();
+    let counted = pods
+        .iter()
         .map(|p| p.as_ref())
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -175,8 +219,39 @@ pub fn counted_pods<'a>(
                 Some("Succeeded") | Some("Failed")
             )
         })
-        .filter(|p| controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u)))
-        .collect()
+        .filter(|p| {
+            if is_detached(p) {
+                return p.owner_references().iter().any(|o| o.uid == hsd_uid);
+            }
+            controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u))
+        })
+        .collect();
+    (counted, current)
+}
+
+pub fn is_detached(pod: &Pod) -> bool {
+    pod.labels().get(DETACHED_LABEL).map(String::as_str) == Some("true")
+}
+
+/// The merge patch that takes a pod out of its ReplicaSet: a `pod-template-hash` no
+/// ReplicaSet selects, our detached label, and the HSD as its only owner (so it is
+/// garbage-collected with the HSD). The resourceVersion makes it fail if the pod changed.
+pub fn detach_patch(
+    hsd: &HotStandbyDeployment,
+    uid: &str,
+    resource_version: &str,
+) -> serde_json::Value {
+    let owner = hsd.controller_owner_ref(&()).map(|mut o| {
+        o.controller = Some(false);
+        o.block_owner_deletion = Some(false);
+        o
+    });
+    serde_json::json!({"metadata": {
+        "uid": uid,
+        "resourceVersion": resource_version,
+        "labels": {TEMPLATE_HASH_LABEL: format!("detached-{}", uid.chars().take(8).collect::<String>()), DETACHED_LABEL: "true"},
+        "ownerReferences": owner.map(|o| vec![o]).unwrap_or_default(),
+    }})
 }
 
 pub fn is_running(pod: &Pod) -> bool {
@@ -187,8 +262,13 @@ pub fn is_ready(pod: &Pod) -> bool {
     crate::controller::pod_condition_true(pod, "Ready")
 }
 
-/// How the planner sees one pod.
-pub fn pod_view(pod: &Pod, hsd: &HotStandbyDeployment, probes: &ProbeCache) -> PodView {
+/// How the planner sees one pod; `current_rs` is the UID of the child's current ReplicaSet.
+pub fn pod_view(
+    pod: &Pod,
+    hsd: &HotStandbyDeployment,
+    probes: &ProbeCache,
+    current_rs: Option<&str>,
+) -> PodView {
     let running = is_running(pod);
     let (state, stale, reason) = match hsd.spec.busy_probe.mode {
         BusyMode::Annotation => {
@@ -212,6 +292,13 @@ pub fn pod_view(pod: &Pod, hsd: &HotStandbyDeployment, probes: &ProbeCache) -> P
         state,
         stale,
         reason,
+        cost: pod
+            .annotations()
+            .get(DELETION_COST)
+            .and_then(|c| c.parse().ok()),
+        detached: is_detached(pod),
+        current: controller_uid(&pod.metadata, "ReplicaSet").as_deref() == current_rs,
+        ip: probe::pod_ip(pod),
     }
 }
 
@@ -233,6 +320,8 @@ pub fn build_status(
     st.replicas = replicas;
     st.ready_replicas = ready_replicas;
     st.scale_down_pending_since = plan.pending_since.map(Time);
+    st.detached_busy_pods = plan.detached.iter().map(|n| n.to_string()).collect();
+    st.rejected_generation = None;
     let c = &mut st.conditions;
     set_condition(
         c,
@@ -287,19 +376,46 @@ pub fn build_status(
         generation,
         now,
     );
-    let pending = plan.pending_due.is_some();
+    let pending = plan.pending_due.is_some() || plan.held.is_some();
     set_condition(
         c,
         "ScaleDownPending",
         pending,
-        if pending {
-            "WaitingForDelay"
-        } else {
-            "NoScaleDownPending"
+        match (&plan.held, pending) {
+            (Some(_), _) => "HeldForProtectedPod",
+            (None, true) => "WaitingForDelay",
+            (None, false) => "NoScaleDownPending",
         },
-        match plan.pending_due {
-            Some(due) => format!("scale down to {} at {due}", plan.desired),
-            None => "no scale-down pending".into(),
+        match (&plan.held, plan.pending_due) {
+            (Some(why), _) => why.clone(),
+            (None, Some(due)) => format!("scale down to {} at {due}", plan.desired),
+            (None, None) => "no scale-down pending".into(),
+        },
+        generation,
+        now,
+    );
+    let protecting = !plan.detached.is_empty() || plan.hold_template;
+    set_condition(
+        c,
+        "RolloutProtectingBusyPods",
+        protecting,
+        if protecting {
+            "BusyPodsDetached"
+        } else {
+            "NoBusyPodsDetached"
+        },
+        if plan.hold_template {
+            format!(
+                "template change waits while {} protected pod(s) leave their ReplicaSet",
+                plan.detach.len()
+            )
+        } else if protecting {
+            format!(
+                "busy pods of an old revision kept until idle: {}",
+                plan.detached.join(", ")
+            )
+        } else {
+            "no pod of an old revision is kept".into()
         },
         generation,
         now,
@@ -316,6 +432,9 @@ pub fn invalid_status(
 ) -> HotStandbyDeploymentStatus {
     let mut st = hsd.status.clone().unwrap_or_default();
     st.observed_generation = hsd.metadata.generation;
+    st.rejected_generation = (reason == "TemplateRejected")
+        .then_some(hsd.metadata.generation)
+        .flatten();
     set_condition(
         &mut st.conditions,
         "InvalidSpec",
@@ -422,7 +541,8 @@ mod tests {
             pod("failed", "rs-1", json!({"status": {"phase": "Failed"}})),
             pod("pending", "rs-1", json!({"status": {"phase": "Pending"}})),
         ];
-        let names: Vec<_> = counted_pods(&child, &rss, &pods)
+        let names: Vec<_> = counted_pods(&child, &h, &rss, &pods)
+            .0
             .into_iter()
             .map(|p| p.name_any())
             .collect();

@@ -7,7 +7,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -24,6 +23,7 @@ use crate::probe::{self, ProbeCache};
 use crate::state::DebugState;
 use crate::{Error, Result, MANAGER};
 
+pub mod apply;
 pub mod child;
 pub mod plan;
 
@@ -235,23 +235,30 @@ async fn reconcile_inner(
         }
     }
 
+    // A generation whose template the API server refused is not applied again (nor is
+    // anything deleted for it) until the spec changes.
+    if rejected(hsd) {
+        return Ok(Action::requeue(ctx.resync));
+    }
+
+    // Observe.
     let pods = super::in_namespace(&ctx.stores.pods, &ns);
     let rss = super::in_namespace(&ctx.stores.replicasets, &ns);
-    let counted = child
+    let (counted, current_rs) = child
         .as_ref()
-        .map(|c| child::counted_pods(c, &rss, &pods))
+        .map(|c| child::counted_pods(c, hsd, &rss, &pods))
         .unwrap_or_default();
     if hsd.spec.busy_probe.mode == BusyMode::Http {
         probe_due(ctx, hsd, &counted).await;
     }
     let views: Vec<plan::PodView> = counted
         .iter()
-        .map(|p| child::pod_view(p, hsd, &ctx.probes))
+        .map(|p| child::pod_view(p, hsd, &ctx.probes, current_rs.as_deref()))
         .collect();
-    let current_replicas = child.as_ref().map(|c| c.spec.replicas.unwrap_or(1));
+    let want_tpl = child::child_deployment(hsd, tpl.clone(), 0);
     let observed = Observed {
         spec: &hsd.spec,
-        current_replicas,
+        current_replicas: child.as_ref().map(|c| c.spec.replicas.unwrap_or(1)),
         our_replicas: child.as_ref().and_then(|c| child::our_replicas(c)),
         pods: &views,
         pending_since: hsd
@@ -260,40 +267,20 @@ async fn reconcile_inner(
             .and_then(|s| s.scale_down_pending_since.as_ref())
             .map(|t| t.0),
         now,
+        template_changed: child
+            .as_ref()
+            .is_some_and(|c| child::template_changed(c, &want_tpl)),
     };
+
+    // Plan, then apply: pods first, then the child, then status.
     let plan = plan::plan(&observed);
-
-    if rejected_recently(hsd, now, ctx.resync) {
-        // The API server refused this generation's template: do not hammer it on every
-        // event (and delete nothing); try again after a resync period or a spec change.
-        return Ok(Action::requeue(ctx.resync));
-    }
-
-    // Delete the chosen idle pods first. The preconditions make a delete fail when the pod
-    // changed since we looked (e.g. it just became busy); such a pod is kept and counted.
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut kept = 0;
-    let mut deleted = vec![];
-    for v in &plan.victims {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(v.uid.to_string()),
-                resource_version: Some(v.resource_version.to_string()),
-            }),
-            ..Default::default()
-        };
-        match pods_api.delete(v.name, &dp).await {
-            Ok(_) => deleted.push(v.name.to_string()),
-            Err(kube::Error::Api(s)) if s.code == 404 => deleted.push(v.name.to_string()),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::info!(pod = %v.name, "victim changed since observed; kept");
-                kept += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let replicas = plan.replicas + kept;
-
+    let applied = apply::pods(ctx, hsd, &ns, &views, &plan).await?;
+    let replicas = plan.replicas + applied.kept;
+    // While protected pods leave their ReplicaSet, the child keeps its current template.
+    let tpl = match (&child, plan.hold_template) {
+        (Some(c), true) => c.spec.template.clone(),
+        _ => tpl,
+    };
     let want = child::child_deployment(hsd, tpl, replicas);
     let write = child
         .as_ref()
@@ -306,47 +293,92 @@ async fn reconcile_inner(
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-                return invalid(
-                    ctx,
-                    hsd,
-                    "TemplateRejected",
-                    &format!(
-                        "the API server rejected the child Deployment: {}",
-                        s.message
-                    ),
-                    &now_t,
-                )
-                .await;
+                let msg = format!(
+                    "the API server rejected the child Deployment: {}",
+                    s.message
+                );
+                return invalid(ctx, hsd, "TemplateRejected", &msg, &now_t).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let from = current_replicas.unwrap_or(0);
+    let from = observed.current_replicas.unwrap_or(0);
+    report(ctx, hsd, &plan, &applied, write, from, replicas, started).await;
+
+    let ready = child
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let status = child::build_status(hsd, &plan, replicas, ready, &now_t);
+    patch_status(ctx, hsd, &status).await?;
+    gauges(ctx, &ns, &name, &plan);
+    ctx.debug.set(
+        debug_key(&ns, &name),
+        json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": views, "replicasWritten": replicas, "at": now.to_string() }),
+    );
+
+    let mut next = ctx.resync;
+    if let Some(d) = plan.requeue_after {
+        next = next.min(d + Duration::from_millis(50));
+    }
+    if plan.hold_template || !plan.detach.is_empty() {
+        next = next.min(Duration::from_secs(1));
+    }
+    if hsd.spec.busy_probe.mode == BusyMode::Http {
+        next = next.min(Duration::from_secs(
+            hsd.spec.busy_probe.http.period_seconds.max(1) as u64,
+        ));
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Events and metrics for what a reconcile did.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    plan: &plan::Plan<'_>,
+    applied: &apply::Applied,
+    wrote: bool,
+    from: i32,
+    replicas: i32,
+    started: Instant,
+) {
     let numbers = format!(
         "busy={} idle={} desired={}",
         plan.busy, plan.idle, plan.desired
     );
+    let child = child_name(&hsd.name_any());
     if let Some((ours, theirs)) = plan.foreign {
-        publish(
-            ctx,
-            hsd,
-            EventType::Warning,
-            "ForeignScaleReverted",
-            format!("spec.replicas of {} was changed from {ours} to {theirs} by another actor; set back to {replicas} ({numbers})", child_name(&name)),
-        )
-        .await;
+        let note = format!("spec.replicas of {child} was changed from {ours} to {theirs} by another actor; set back to {replicas} ({numbers})");
+        publish(ctx, hsd, EventType::Warning, "ForeignScaleReverted", note).await;
     }
-    if let (true, Some(direction)) = (write, plan.direction) {
+    for pod in &applied.detached {
+        let note = format!("{numbers}: busy pod {pod} of an old template revision left its ReplicaSet; it is deleted once idle");
+        publish(ctx, hsd, EventType::Normal, "BusyPodDetached", note).await;
+    }
+    for pod in &applied.retired {
+        let note = format!("{numbers}: detached pod {pod} is idle now and was deleted");
+        publish(ctx, hsd, EventType::Normal, "DetachedPodRetired", note).await;
+    }
+    if let (true, Some(direction)) = (wrote, plan.direction) {
         let (reason, dir) = match direction {
             Direction::Down => ("ScaledDown", "down"),
             Direction::Up => ("ScaledUp", "up"),
         };
         let mut note = format!("{numbers}: replicas {from} -> {replicas}");
-        if !deleted.is_empty() {
-            note.push_str(&format!("; deleted idle pods {}", deleted.join(", ")));
+        if !applied.deleted.is_empty() {
+            note.push_str(&format!(
+                "; deleted idle pods {}",
+                applied.deleted.join(", ")
+            ));
         }
-        if kept > 0 {
-            note.push_str(&format!("; kept {kept} pod(s) that changed since observed"));
+        if applied.kept > 0 {
+            note.push_str(&format!(
+                "; kept {} pod(s) that changed since observed",
+                applied.kept
+            ));
         }
         publish(ctx, hsd, EventType::Normal, reason, note).await;
         ctx.metrics
@@ -362,72 +394,33 @@ async fn reconcile_inner(
         .as_ref()
         .is_some_and(|s| s.scale_down_pending_since.is_some());
     if let (Some(due), false) = (plan.pending_due, was_pending) {
-        publish(
-            ctx,
-            hsd,
-            EventType::Normal,
-            "ScaleDownPending",
-            format!("{numbers}: scaling down from {replicas} at {due} unless desired rises"),
-        )
-        .await;
+        let note = format!("{numbers}: scaling down from {replicas} at {due} unless desired rises");
+        publish(ctx, hsd, EventType::Normal, "ScaleDownPending", note).await;
     }
-
-    let ready = child
-        .as_ref()
-        .and_then(|c| c.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let status = child::build_status(hsd, &plan, replicas, ready, &now_t);
-    patch_status(ctx, hsd, &status).await?;
-
-    let labels = ObjectLabels {
-        namespace: ns.clone(),
-        name: name.clone(),
-    };
-    ctx.metrics
-        .hsd_busy
-        .get_or_create(&labels)
-        .set(plan.busy as i64);
-    ctx.metrics
-        .hsd_idle
-        .get_or_create(&labels)
-        .set(plan.idle as i64);
-    ctx.metrics
-        .hsd_unknown
-        .get_or_create(&labels)
-        .set(plan.unknown as i64);
-    ctx.metrics
-        .hsd_desired
-        .get_or_create(&labels)
-        .set(plan.desired as i64);
-    ctx.debug.set(
-        debug_key(&ns, &name),
-        json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": views, "replicasWritten": replicas, "at": now.to_string() }),
-    );
-
-    let mut next = ctx.resync;
-    if let Some(d) = plan.requeue_after {
-        next = next.min(d + Duration::from_millis(50));
-    }
-    if hsd.spec.busy_probe.mode == BusyMode::Http {
-        next = next.min(Duration::from_secs(
-            hsd.spec.busy_probe.http.period_seconds.max(1) as u64,
-        ));
-    }
-    Ok(Action::requeue(next))
 }
 
-/// Was this generation's template rejected by the API server less than `within` ago?
-fn rejected_recently(hsd: &HotStandbyDeployment, now: Timestamp, within: Duration) -> bool {
+fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
+    let labels = ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    };
+    let m = &ctx.metrics;
+    m.hsd_busy.get_or_create(&labels).set(plan.busy as i64);
+    m.hsd_idle.get_or_create(&labels).set(plan.idle as i64);
+    m.hsd_unknown
+        .get_or_create(&labels)
+        .set(plan.unknown as i64);
+    m.hsd_desired
+        .get_or_create(&labels)
+        .set(plan.desired as i64);
+}
+
+/// Did the API server refuse this generation's template?
+fn rejected(hsd: &HotStandbyDeployment) -> bool {
     hsd.status
         .as_ref()
-        .and_then(|s| crate::api::condition(&s.conditions, "InvalidSpec"))
-        .is_some_and(|c| {
-            c.status == "True"
-                && c.reason == "TemplateRejected"
-                && c.observed_generation == hsd.metadata.generation
-                && now.duration_since(c.last_transition_time.0).as_secs() < within.as_secs() as i64
-        })
+        .and_then(|s| s.rejected_generation)
+        .is_some_and(|g| Some(g) == hsd.metadata.generation)
 }
 
 /// Map an object carrying our name label to its HSD.

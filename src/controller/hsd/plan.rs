@@ -1,10 +1,33 @@
 //! The pure core of the HotStandbyDeployment reconciler: from what was observed, decide
-//! the replica count, which idle pods to delete, and the new status. No I/O.
+//! the replica count, which idle pods to delete, the pod-deletion-costs to keep, which busy
+//! pods to take out of an old ReplicaSet, and the new status. No I/O.
+//!
+//! How a busy pod is kept from every remover:
+//! - *our scale-down* deletes only current idle pods (victims), with a UID + resourceVersion
+//!   precondition, before lowering replicas;
+//! - *the ReplicaSet* (which, after our deletes, may already have made replacements, and
+//!   which picks among equally ready pods by `controller.kubernetes.io/pod-deletion-cost`
+//!   before age, then at random across similar ages): every counted pod carries a cost,
+//!   protected (busy, unknown, stale) pods [`COST_PROTECTED`], idle ones [`COST_IDLE`], and a
+//!   new pod none (0), so whatever the ReplicaSet removes is idle or new. The ReplicaSet ranks
+//!   not-ready pods before any cost, so a due scale-down is *held* while a protected pod is
+//!   not running and ready;
+//! - *a rollout* (a changed pod template: the Deployment scales its old ReplicaSet to 0):
+//!   before the new template is applied, protected pods are *detached* from their
+//!   ReplicaSet (their `pod-template-hash` label no longer matches, so the ReplicaSet orphans
+//!   them and makes a replacement at the old revision, which the rollout then replaces at the
+//!   Deployment's pace); a pod of an old revision that becomes busy during the rollout is
+//!   detached too. Detached pods keep counting (they are owned by the HSD) and are deleted
+//!   once idle. The child keeps `maxUnavailable: 0`, so capacity never drops below replicas.
+//!   Detaching was chosen over pausing the rollout because a busy pod can stay busy for
+//!   hours: the rest of the workload moves to the new template meanwhile.
 //!
 //! Rules that hold for every input (property-tested below):
-//! - a busy pod, or a pod whose state is unknown or stale, is never a victim;
+//! - a busy, unknown or stale pod is never a victim, never retired, and always has the
+//!   protected cost planned;
 //! - desired = clamp(busy + idleTarget, minReplicas, maxReplicas);
 //! - a scale-down happens only once desired has stayed lower for scaleDownDelaySeconds;
+//! - replicas are never lowered while a protected pod is not running and ready;
 //! - the replica count written never drops below the pods we could not delete.
 use std::time::Duration;
 
@@ -39,12 +62,42 @@ pub struct PodView {
     pub stale: bool,
     /// Why the state is what it is (for /debug/state).
     pub reason: String,
+    /// The pod-deletion-cost annotation it carries now.
+    pub cost: Option<i32>,
+    /// Taken out of its ReplicaSet during a rollout (owned by the HSD).
+    pub detached: bool,
+    /// Owned by the child's current ReplicaSet (false: an older revision).
+    pub current: bool,
+    /// The pod's own IP (for a fresh probe before it is deleted).
+    pub ip: Option<std::net::IpAddr>,
 }
+
+/// pod-deletion-cost of a busy, unknown or stale pod: the ReplicaSet removes it last.
+pub const COST_PROTECTED: i32 = 1_000_000;
+/// pod-deletion-cost of an idle pod (above a new pod's 0: replacements go first).
+pub const COST_IDLE: i32 = 1;
 
 impl PodView {
     /// Only an idle pod whose idleness is current may be deleted.
     pub fn deletable(&self) -> bool {
         self.state == BusyState::Idle && !self.stale
+    }
+
+    /// The deletion cost this pod should carry.
+    pub fn wanted_cost(&self) -> i32 {
+        if self.deletable() {
+            COST_IDLE
+        } else {
+            COST_PROTECTED
+        }
+    }
+
+    fn victim(&self) -> Victim<'_> {
+        Victim {
+            name: &self.name,
+            uid: &self.uid,
+            resource_version: &self.resource_version,
+        }
     }
 }
 
@@ -68,6 +121,8 @@ pub struct Observed<'a> {
     /// Since when desired has been lower (from status).
     pub pending_since: Option<Timestamp>,
     pub now: Timestamp,
+    /// The child's pod template differs from the spec's (a rollout is about to start).
+    pub template_changed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -102,6 +157,18 @@ pub struct Plan<'a> {
     pub foreign: Option<(i32, i32)>,
     /// Come back after this long (pending scale-down).
     pub requeue_after: Option<Duration>,
+    /// pod-deletion-costs to write (pod, cost): only where the pod's differs.
+    pub costs: Vec<(&'a str, i32)>,
+    /// Protected pods of an old (or about to be old) revision: take them out of their ReplicaSet.
+    pub detach: Vec<Victim<'a>>,
+    /// Detached pods that are idle now: delete them.
+    pub retire: Vec<Victim<'a>>,
+    /// Do not apply the changed template yet: protected pods are detached first.
+    pub hold_template: bool,
+    /// Why a due scale-down is held.
+    pub held: Option<String>,
+    /// Names of the detached pods that still count (busy, unknown or stale).
+    pub detached: Vec<&'a str>,
 }
 
 /// Problems that stop the reconciler from acting on a spec.
@@ -137,6 +204,9 @@ pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
     if spec.selector.match_labels.is_empty() {
         errors.push("selector.matchLabels must not be empty (it would select every pod)".into());
     }
+    if spec.busy_probe.mode == crate::api::hsd::BusyMode::Http {
+        errors.extend(spec.busy_probe.http.problems());
+    }
     errors
 }
 
@@ -159,8 +229,11 @@ pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
 }
 
 /// Choose up to `n` deletable pods in victim order (partial selection, no copies).
-pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim<'_>> {
-    let mut candidates: Vec<&PodView> = pods.iter().filter(|p| p.deletable()).collect();
+pub fn choose_victims<'a>(
+    pods: impl IntoIterator<Item = &'a PodView>,
+    n: usize,
+) -> Vec<Victim<'a>> {
+    let mut candidates: Vec<&PodView> = pods.into_iter().filter(|p| p.deletable()).collect();
     let n = n.min(candidates.len());
     if n == 0 {
         return vec![];
@@ -170,14 +243,7 @@ pub fn choose_victims(pods: &[PodView], n: usize) -> Vec<Victim<'_>> {
         candidates.truncate(n);
     }
     candidates.sort_unstable_by(|a, b| victim_order(a, b));
-    candidates
-        .into_iter()
-        .map(|p| Victim {
-            name: &p.name,
-            uid: &p.uid,
-            resource_version: &p.resource_version,
-        })
-        .collect()
+    candidates.into_iter().map(PodView::victim).collect()
 }
 
 pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
@@ -190,7 +256,21 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     let stale = o.pods.iter().filter(|p| p.stale).count() as i32;
     let d = desired(busy, o.spec);
     let limited = d != busy.saturating_add(o.spec.idle_target.max(0));
-    let pods = o.pods.len() as i32;
+
+    // Detached pods live outside the child: protected ones still count, idle ones go.
+    let (detached, child): (Vec<&PodView>, Vec<&PodView>) = o.pods.iter().partition(|p| p.detached);
+    let retire: Vec<Victim> = detached
+        .iter()
+        .filter(|p| p.deletable())
+        .map(|p| p.victim())
+        .collect();
+    let still_detached: Vec<&str> = detached
+        .iter()
+        .filter(|p| !p.deletable())
+        .map(|p| p.name.as_str())
+        .collect();
+    let d_child = (d - still_detached.len() as i32).max(0);
+    let pods = child.len() as i32;
 
     // The count we stand by: what we last wrote, else what the child has.
     let current = o.current_replicas.unwrap_or(0);
@@ -203,14 +283,14 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     let mut pending_since = None;
     let mut pending_due = None;
     let mut requeue_after = None;
-    let target = if o.current_replicas.is_none() || d >= ours {
-        d
+    let target = if o.current_replicas.is_none() || d_child >= ours {
+        d_child
     } else {
         let since = o.pending_since.unwrap_or(o.now);
         let delay = Duration::from_secs(o.spec.scale_down_delay_seconds.max(0) as u64);
         let due = since.checked_add(delay).unwrap_or(since);
         if o.now >= due {
-            d
+            d_child
         } else {
             pending_since = Some(since);
             pending_due = Some(due);
@@ -224,9 +304,23 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     // the Deployment); pods of a foreign scale-up count, since we lower from it.
     let mut victims = vec![];
     let mut replicas = target;
+    let mut held = None;
     let to_remove = (pods.min(current.max(ours)) - target).max(0);
-    if to_remove > 0 {
-        victims = choose_victims(o.pods, to_remove as usize);
+    let lowering = o.current_replicas.is_some() && target < ours.max(current);
+    let unready_protected = child
+        .iter()
+        .find(|p| !(p.deletable() || (p.running && p.ready)));
+    if let (true, Some(p)) = (lowering, unready_protected) {
+        // The ReplicaSet removes not-ready pods before any cost: do not let it choose.
+        held = Some(format!(
+            "scale-down held: protected pod {} is not running and ready",
+            p.name
+        ));
+        replicas = ours.max(current);
+        pending_since = Some(o.pending_since.unwrap_or(o.now));
+        requeue_after = Some(Duration::from_secs(5));
+    } else if to_remove > 0 {
+        victims = choose_victims(child.iter().copied(), to_remove as usize);
         replicas = target + (to_remove - victims.len() as i32);
     }
     let direction = match (o.current_replicas, replicas.cmp(&ours)) {
@@ -235,6 +329,23 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         (_, std::cmp::Ordering::Less) => Some(Direction::Down),
         _ => None,
     };
+
+    // Protected pods of an old revision leave their ReplicaSet before a rollout can
+    // remove them; a changed template waits until every protected pod has left.
+    let detach: Vec<Victim> = child
+        .iter()
+        .filter(|p| !p.deletable() && (o.template_changed || !p.current))
+        .map(|p| p.victim())
+        .collect();
+    let hold_template = o.template_changed && !detach.is_empty();
+
+    let victim_uids: Vec<&str> = victims.iter().map(|v| v.uid).collect();
+    let costs = child
+        .iter()
+        .filter(|p| !victim_uids.contains(&p.uid.as_str()))
+        .filter(|p| p.cost != Some(p.wanted_cost()))
+        .map(|p| (p.name.as_str(), p.wanted_cost()))
+        .collect();
     Plan {
         busy,
         idle,
@@ -249,6 +360,12 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         direction,
         foreign,
         requeue_after,
+        costs,
+        detach,
+        retire,
+        hold_template,
+        held,
+        detached: still_detached,
     }
 }
 
@@ -276,6 +393,10 @@ mod tests {
             state,
             stale: false,
             reason: String::new(),
+            cost: None,
+            detached: false,
+            current: true,
+            ip: None,
         }
     }
 
@@ -297,6 +418,7 @@ mod tests {
             pods,
             pending_since: since.map(t),
             now: t(now),
+            template_changed: false,
         }
     }
 
@@ -347,12 +469,12 @@ mod tests {
     #[test]
     fn scale_down_waits_for_the_delay_then_deletes_idle_pods_only() {
         let s = spec(1, 0, 50, 30);
-        // busy pods are the youngest and not ready: the ReplicaSet would kill them first.
+        // busy pods are the youngest: the ReplicaSet's own ranking could pick them.
         let pods = [
             pod("old-idle-1", Idle, 1, true, true),
             pod("old-idle-2", Idle, 2, true, true),
-            pod("young-busy-1", Busy, 10, true, false),
-            pod("young-busy-2", Busy, 11, true, false),
+            pod("young-busy-1", Busy, 10, true, true),
+            pod("young-busy-2", Busy, 11, true, true),
         ];
         let p = plan(&obs(&s, Some(4), &pods, None, 100));
         assert_eq!(p.desired, 3);
@@ -374,6 +496,122 @@ mod tests {
         assert_eq!(p.victims.len(), 1);
         assert!(p.victims[0].name.starts_with("old-idle"));
         assert_eq!(p.pending_since, None);
+    }
+
+    #[test]
+    fn a_due_scale_down_is_held_while_a_busy_pod_is_not_ready() {
+        // The ReplicaSet removes not-ready pods before it looks at costs: lowering replicas
+        // now could let it pick the busy one.
+        let s = spec(0, 0, 50, 0);
+        let pods = [
+            pod("busy-unready", Busy, 10, true, false),
+            pod("idle", Idle, 1, true, true),
+        ];
+        let p = plan(&obs(&s, Some(2), &pods, None, 100));
+        assert_eq!((p.replicas, p.victims.len(), p.direction), (2, 0, None));
+        assert!(
+            p.held.as_deref().unwrap().contains("busy-unready"),
+            "{:?}",
+            p.held
+        );
+        assert_eq!(p.pending_since, Some(t(100)));
+        // Ready again: the idle pod goes.
+        let pods = [
+            pod("busy-unready", Busy, 10, true, true),
+            pod("idle", Idle, 1, true, true),
+        ];
+        let p = plan(&obs(&s, Some(2), &pods, Some(100), 101));
+        assert_eq!((p.replicas, p.victims.len(), p.held), (1, 1, None));
+    }
+
+    #[test]
+    fn deletion_costs_are_planned_only_where_they_differ() {
+        let s = spec(1, 0, 50, 30);
+        let mut busy = pod("busy", Busy, 1, true, true);
+        let mut idle = pod("idle", Idle, 2, true, true);
+        let mut stale = pod("stale", Idle, 3, true, true);
+        stale.stale = true;
+        let fresh = pod("fresh", Idle, 4, true, true);
+        busy.cost = Some(COST_IDLE); // it just turned busy
+        idle.cost = Some(COST_IDLE);
+        let pods = [busy, idle, stale, fresh];
+        let p = plan(&obs(&s, Some(4), &pods, Some(0), 10));
+        let mut costs = p.costs.clone();
+        costs.sort();
+        assert_eq!(
+            costs,
+            vec![
+                ("busy", COST_PROTECTED),
+                ("fresh", COST_IDLE),
+                ("stale", COST_PROTECTED)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_template_change_detaches_busy_pods_first_then_rolls() {
+        let s = spec(1, 0, 50, 0);
+        let mut old_idle = pod("old-idle", Idle, 1, true, true);
+        old_idle.cost = Some(COST_IDLE);
+        let mut old_busy = pod("old-busy", Busy, 2, true, true);
+        old_busy.cost = Some(COST_PROTECTED);
+        let pods = [old_idle.clone(), old_busy.clone()];
+        let o = Observed {
+            template_changed: true,
+            ..obs(&s, Some(2), &pods, None, 10)
+        };
+        let p = plan(&o);
+        assert!(p.hold_template);
+        assert_eq!(
+            p.detach.iter().map(|v| v.name).collect::<Vec<_>>(),
+            vec!["old-busy"]
+        );
+        assert_eq!(p.replicas, 2);
+
+        // Detached: it still counts as busy, outside the child; the template may roll.
+        let mut detached = old_busy.clone();
+        detached.detached = true;
+        let pods = [old_idle.clone(), detached.clone()];
+        let o = Observed {
+            template_changed: true,
+            ..obs(&s, Some(2), &pods, None, 11)
+        };
+        let p = plan(&o);
+        assert!(!p.hold_template && p.detach.is_empty() && p.retire.is_empty());
+        assert_eq!(
+            (p.busy, p.desired, p.detached.clone()),
+            (1, 2, vec!["old-busy"])
+        );
+        assert_eq!(
+            p.replicas, 1,
+            "the child holds desired minus the detached busy pod"
+        );
+
+        // Idle again: the detached pod is retired, and the child goes back to desired.
+        detached.state = Idle;
+        let pods = [old_idle, detached];
+        let p = plan(&obs(&s, Some(1), &pods, None, 12));
+        assert_eq!(
+            p.retire.iter().map(|v| v.name).collect::<Vec<_>>(),
+            vec!["old-busy"]
+        );
+        assert_eq!((p.desired, p.replicas), (1, 1));
+        assert!(p.detached.is_empty());
+    }
+
+    #[test]
+    fn a_pod_of_an_old_revision_that_turns_busy_mid_rollout_is_detached() {
+        let s = spec(1, 0, 50, 30);
+        let mut old = pod("old", Busy, 1, true, true);
+        old.current = false;
+        let new = pod("new", Idle, 2, true, true);
+        let pods = [old, new];
+        let p = plan(&obs(&s, Some(2), &pods, None, 10));
+        assert_eq!(
+            p.detach.iter().map(|v| v.name).collect::<Vec<_>>(),
+            vec!["old"]
+        );
+        assert!(!p.hold_template, "the template is already rolling");
     }
 
     #[test]
@@ -467,7 +705,7 @@ mod tests {
     fn foreign_scale_up_pods_are_removed_by_us_not_the_replicaset() {
         let s = spec(1, 0, 50, 30);
         let pods = [
-            pod("busy-young", Busy, 10, true, false),
+            pod("busy-young", Busy, 10, true, true),
             pod("idle-old", Idle, 1, true, true),
             pod("extra-1", Idle, 20, false, false),
             pod("extra-2", Idle, 21, false, false),
@@ -517,6 +755,19 @@ mod tests {
         );
         assert!(e.iter().any(|m| m.contains("matchLabels")), "{e:?}");
         assert!(validate(&spec(1, 0, 2, 30)).is_empty());
+        let mut s = spec(1, 0, 2, 30);
+        s.busy_probe.mode = crate::api::hsd::BusyMode::Http;
+        s.busy_probe.http.timeout_seconds = 0;
+        s.busy_probe.http.period_seconds = 4000;
+        s.busy_probe.http.port = 70000;
+        let e = validate(&s).join("; ");
+        for want in [
+            "busyProbe.http.timeoutSeconds must be within 1-60, got 0",
+            "busyProbe.http.periodSeconds must be within 1-3600, got 4000",
+            "busyProbe.http.port must be within 1-65535, got 70000",
+        ] {
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     fn arb_pods(max: usize) -> impl Strategy<Value = Vec<PodView>> {
@@ -548,6 +799,10 @@ mod tests {
                 state: [Busy, Idle, Unknown, Idle][s as usize],
                 stale,
                 reason: String::new(),
+                cost: [None, Some(COST_IDLE), Some(COST_PROTECTED), Some(0)][(id % 4) as usize],
+                detached: id % 7 == 0,
+                current: id % 3 != 0,
+                ip: None,
             })
     }
 
@@ -555,27 +810,54 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
-        fn a_busy_unknown_or_stale_pod_is_never_a_victim(
+        fn a_busy_unknown_or_stale_pod_is_never_removed_and_keeps_the_protected_cost(
             pods in arb_pods(40),
             idle in 0..10i32, min in 0..10i32, span in 0..40i32, delay in 0..100i32,
             cur in proptest::option::of(0..60i32), ours in proptest::option::of(0..60i32),
-            since in proptest::option::of(0..200i64), now in 0..300i64,
+            since in proptest::option::of(0..200i64), now in 0..300i64, changed in any::<bool>(),
         ) {
             let s = spec(idle, min, min + span + 1, delay);
-            let o = Observed { spec: &s, current_replicas: cur, our_replicas: ours.filter(|_| cur.is_some()), pods: &pods, pending_since: since.map(t), now: t(now) };
+            let o = Observed { spec: &s, current_replicas: cur, our_replicas: ours.filter(|_| cur.is_some()), pods: &pods, pending_since: since.map(t), now: t(now), template_changed: changed };
             let p = plan(&o);
-            for v in &p.victims {
-                let pod = pods.iter().find(|x| x.uid == v.uid).unwrap();
-                prop_assert!(pod.deletable(), "victim {:?} is not a current idle pod", pod);
+            let find = |uid: &str| pods.iter().find(|x| x.uid == uid).unwrap();
+            // The rule itself, on the inputs: no busy, unknown or stale pod is removed.
+            for v in p.victims.iter().chain(&p.retire) {
+                let pod = find(v.uid);
+                prop_assert!(pod.state == Idle && !pod.stale, "removes {:?}", pod);
             }
-            // the clamp holds
+            for v in &p.victims {
+                prop_assert!(!find(v.uid).detached, "a victim is a pod of the child");
+            }
+            // Every pod whose cost is not planned to change already has the right one, and
+            // protected pods get the top cost.
+            for pod in pods.iter().filter(|x| !x.detached) {
+                let planned = p.costs.iter().find(|(n, _)| *n == pod.name).map(|(_, c)| *c);
+                let victim = p.victims.iter().any(|v| v.uid == pod.uid);
+                let protected = pod.state != Idle || pod.stale;
+                let cost = planned.or(pod.cost);
+                if protected {
+                    prop_assert_eq!(cost, Some(COST_PROTECTED), "{:?}", pod);
+                } else if !victim {
+                    prop_assert_eq!(cost, Some(COST_IDLE), "{:?}", pod);
+                }
+            }
+            // Replicas are not lowered while a protected child pod is not running and ready.
+            let unready = pods.iter().any(|x| !x.detached && (x.state != Idle || x.stale) && !(x.running && x.ready));
+            if let (true, Some(c)) = (unready, cur) {
+                let stand = ours.filter(|_| cur.is_some()).unwrap_or(c);
+                prop_assert!(p.victims.is_empty(), "deletes while a protected pod is not ready");
+                prop_assert!(p.replicas >= stand, "lowered from {} to {} while a protected pod is not ready", stand, p.replicas);
+            }
+            // The clamp holds.
             prop_assert!(p.desired >= s.min_replicas && p.desired <= s.max_replicas);
-            // never write below desired, never delete more than it lowers
-            prop_assert!(p.replicas >= p.desired);
-            // pods we keep fit the count we write, unless they were already over it
-            let kept = pods.len() as i32 - p.victims.len() as i32;
-            prop_assert!(kept <= p.replicas.max(cur.unwrap_or(0)).max(pods.len() as i32));
-            prop_assert!(p.victims.len() <= pods.len());
+            prop_assert_eq!(p.desired, (p.busy + s.idle_target).clamp(s.min_replicas, s.max_replicas));
+            // A changed template waits while a protected pod still has to leave its ReplicaSet.
+            let protected_in_child = pods.iter().any(|x| !x.detached && (x.state != Idle || x.stale));
+            prop_assert_eq!(p.hold_template, changed && protected_in_child);
+            for v in &p.detach {
+                let pod = find(v.uid);
+                prop_assert!(pod.state != Idle || pod.stale, "detaches an idle pod {:?}", pod);
+            }
         }
 
         #[test]
@@ -585,7 +867,7 @@ mod tests {
         ) {
             let s = spec(idle, 0, 1000, delay);
             let now = since + elapsed;
-            let o = Observed { spec: &s, current_replicas: Some(cur), our_replicas: Some(cur), pods: &pods, pending_since: Some(t(since)), now: t(now) };
+            let o = Observed { spec: &s, current_replicas: Some(cur), our_replicas: Some(cur), pods: &pods, pending_since: Some(t(since)), now: t(now), template_changed: false };
             let p = plan(&o);
             if elapsed < delay as i64 {
                 prop_assert!(p.replicas >= cur, "scaled down from {} to {} after {}s of a {}s delay", cur, p.replicas, elapsed, delay);
