@@ -42,6 +42,14 @@ fn views(n: usize) -> Vec<PodView> {
             },
             stale: i % 97 == 0,
             reason: String::new(),
+            cost: Some(if i % 3 == 0 {
+                plan::COST_PROTECTED
+            } else {
+                plan::COST_IDLE
+            }),
+            detached: false,
+            current: true,
+            ip: None,
         })
         .collect()
 }
@@ -85,6 +93,7 @@ fn main() {
             pods: &big,
             pending_since: None,
             now,
+            template_changed: false,
         };
         black_box(plan::plan(&o));
     });
@@ -103,6 +112,7 @@ fn main() {
                 pods: v,
                 pending_since: None,
                 now,
+                template_changed: false,
             };
             black_box(plan::plan(&o));
         }
@@ -124,10 +134,10 @@ fn main() {
     let pod_objs = pods(10_000);
     let probes = ProbeCache::default();
     let per = time(50, || {
-        let counted = child::counted_pods(&d, &rs, &pod_objs);
+        let (counted, current) = child::counted_pods(&d, &h, &rs, &pod_objs);
         let v: Vec<PodView> = counted
             .iter()
-            .map(|p| child::pod_view(p, &h, &probes))
+            .map(|p| child::pod_view(p, &h, &probes, current.as_deref()))
             .collect();
         let o = Observed {
             spec: &h.spec,
@@ -136,6 +146,7 @@ fn main() {
             pods: &v,
             pending_since: None,
             now,
+            template_changed: false,
         };
         black_box(plan::plan(&o));
     });
