@@ -1,5 +1,5 @@
 //! HotStandbyDeployment against a real cluster, with the reconciler running in this process.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -161,6 +161,515 @@ async fn replicas_follow_busy_pods_and_busy_young_pods_survive_scale_down() {
         let st = api.get("warm").await.unwrap().status.unwrap();
         assert_eq!((st.busy_count, st.desired_replicas), (2, 2));
         op.abort();
+    })
+    .await;
+}
+
+// ---- Issue 7: a busy pod survives every scale-down, restart and rollout ----
+
+/// Watches the pods of one HSD and records every pod that was deleted (or started
+/// terminating) while its busy annotation said "true".
+fn busy_deletion_watchdog(client: Client, ns: &str, hsd: &str) -> Arc<Mutex<Vec<String>>> {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = seen.clone();
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    let cfg = watcher::Config::default().labels(&format!("hsd.paia.tech/name={hsd}"));
+    tokio::spawn(async move {
+        let mut busy: std::collections::HashMap<String, bool> = Default::default();
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        while let Some(Ok(ev)) = stream.next().await {
+            let (p, gone) = match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    let terminating = p.metadata.deletion_timestamp.is_some();
+                    (p, terminating)
+                }
+                watcher::Event::Delete(p) => (p, true),
+                _ => continue,
+            };
+            let name = p.name_any();
+            let is_busy = p
+                .annotations()
+                .get("paia.tech/busy")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let was_busy = busy.get(&name).copied().unwrap_or(false);
+            if gone && (is_busy || was_busy) {
+                out.lock().unwrap().push(name.clone());
+            }
+            busy.insert(name, is_busy);
+        }
+    });
+    seen
+}
+
+fn assert_no_busy_deleted(dog: &Arc<Mutex<Vec<String>>>) {
+    let v = dog.lock().unwrap().clone();
+    assert!(v.is_empty(), "busy pods were deleted: {v:?}");
+}
+
+fn warm_hsd(
+    ns: &str,
+    name: &str,
+    idle: i32,
+    delay: i32,
+    extra: serde_json::Value,
+) -> HotStandbyDeployment {
+    let mut v = json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"idleTarget": idle, "maxReplicas": 30, "scaleDownDelaySeconds": delay,
+                 "selector": {"matchLabels": {"app": name}},
+                 "podTemplate": {"metadata": {"labels": {"app": name}},
+                                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": PAUSE}]}}}
+    });
+    json_patch::merge(&mut v, &extra);
+    serde_json::from_value(v).unwrap()
+}
+
+async fn apply_hsd(api: &Api<HotStandbyDeployment>, h: &HotStandbyDeployment) {
+    api.patch(
+        &h.name_any(),
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(h),
+    )
+    .await
+    .expect("apply hsd");
+}
+
+async fn wait_running(pods: &Api<Pod>, hsd: &str, n: usize) {
+    wait_for(
+        Duration::from_secs(120),
+        &format!("{n} running pods"),
+        || async { running_pods(pods, hsd).await.len() == n },
+    )
+    .await;
+}
+
+/// Samples the child's spec.replicas every 20 ms; returns (task, lowest seen).
+fn replica_sampler(
+    deps: Api<Deployment>,
+    name: String,
+) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Option<i32>>>) {
+    let low: Arc<Mutex<Option<i32>>> = Arc::default();
+    let out = low.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Some(r) = replicas(&deps, &name).await {
+                let mut l = out.lock().unwrap();
+                *l = Some(l.map_or(r, |x: i32| x.min(r)));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (task, low)
+}
+
+/// The race from the field: idleTarget 3, no delay, five pods busy one after another
+/// (replicas 8), then the three oldest freed, so desired drops to 5 and three idle pods go
+/// while the ReplicaSet makes and ranks replacements. Twenty rounds; no busy pod may die.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn scale_down_race_with_the_replicaset_never_deletes_a_busy_pod() {
+    if !util::enabled("scale_down_race_with_the_replicaset_never_deletes_a_busy_pod") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-race", |client, ns| async move {
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let dog = busy_deletion_watchdog(client.clone(), &ns, "race");
+        apply_hsd(&api, &warm_hsd(&ns, "race", 3, 0, json!({}))).await;
+        wait_running(&pods, "race", 3).await;
+        for round in 0..20 {
+            let mut busy = vec![];
+            for i in 0..5 {
+                let idle: Vec<Pod> = running_pods(&pods, "race")
+                    .await
+                    .into_iter()
+                    .filter(|p| !busy.contains(&p.name_any()))
+                    .collect();
+                let pick = idle.first().expect("an idle pod").name_any();
+                mark(&pods, &pick, true).await;
+                busy.push(pick);
+                wait_running(&pods, "race", 3 + i + 1).await;
+            }
+            assert_eq!(replicas(&deps, "race-workload").await, Some(8));
+            // Free the three oldest busy pods: desired 2 + 3 = 5.
+            for name in busy.iter().take(3) {
+                mark(&pods, name, false).await;
+            }
+            wait_for(Duration::from_secs(30), "replicas 5", || async {
+                replicas(&deps, "race-workload").await == Some(5)
+            })
+            .await;
+            wait_running(&pods, "race", 5).await;
+            let left: Vec<String> = running_pods(&pods, "race")
+                .await
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            for b in busy.iter().skip(3) {
+                assert!(
+                    left.contains(b),
+                    "round {round}: busy pod {b} is gone; left {left:?}"
+                );
+            }
+            assert_no_busy_deleted(&dog);
+            // Reset: everything idle again, back to 3.
+            for b in busy.iter().skip(3) {
+                mark(&pods, b, false).await;
+            }
+            wait_running(&pods, "race", 3).await;
+        }
+        assert_no_busy_deleted(&dog);
+        op.abort();
+    })
+    .await;
+}
+
+/// scaleDownDelaySeconds 6 holds for the second scale-down as for the first (the pending
+/// time used to stay in status forever, so the second one happened at once).
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn the_second_scale_down_waits_the_delay_too() {
+    if !util::enabled("the_second_scale_down_waits_the_delay_too") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-delay", |client, ns| async move {
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        apply_hsd(&api, &warm_hsd(&ns, "delay", 1, 6, json!({}))).await;
+        wait_running(&pods, "delay", 1).await;
+        for round in 1..=2 {
+            let p = running_pods(&pods, "delay").await[0].name_any();
+            mark(&pods, &p, true).await;
+            wait_for(Duration::from_secs(20), "replicas 2", || async {
+                replicas(&deps, "delay-workload").await == Some(2)
+            })
+            .await;
+            wait_running(&pods, "delay", 2).await;
+            let freed = std::time::Instant::now();
+            mark(&pods, &p, false).await;
+            wait_for(Duration::from_secs(30), "replicas 1", || async {
+                replicas(&deps, "delay-workload").await == Some(1)
+            })
+            .await;
+            let took = freed.elapsed();
+            eprintln!("scale-down #{round} after {took:?} (delay 6 s)");
+            assert!(
+                took >= Duration::from_secs(5),
+                "scale-down #{round} came after {took:?}, before the 6 s delay"
+            );
+            let st = api.get("delay").await.unwrap().status.unwrap();
+            assert!(
+                st.scale_down_pending_since.is_none(),
+                "the pending time is cleared once done"
+            );
+            wait_running(&pods, "delay", 1).await;
+        }
+        op.abort();
+    })
+    .await;
+}
+
+/// Three operator stop/start cycles with 2 busy + 2 idle pods: spec.replicas, sampled every
+/// 20 ms, never drops below busy + idleTarget = 4, and no busy pod is deleted.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn operator_restarts_never_lower_replicas_below_busy_plus_idle() {
+    if !util::enabled("operator_restarts_never_lower_replicas_below_busy_plus_idle") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-restart", |client, ns| async move {
+        let mut op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let dog = busy_deletion_watchdog(client.clone(), &ns, "rs");
+        apply_hsd(&api, &warm_hsd(&ns, "rs", 2, 0, json!({}))).await;
+        wait_running(&pods, "rs", 2).await;
+        for p in running_pods(&pods, "rs").await {
+            mark(&pods, &p.name_any(), true).await;
+        }
+        wait_for(Duration::from_secs(20), "replicas 4", || async {
+            replicas(&deps, "rs-workload").await == Some(4)
+        })
+        .await;
+        wait_running(&pods, "rs", 4).await;
+        let (sampler, low) = replica_sampler(deps.clone(), "rs-workload".into());
+        for cycle in 1..=3 {
+            op.abort();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            op = start_operator(client.clone());
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let seen = low.lock().unwrap().unwrap_or(0);
+            assert!(
+                seen >= 4,
+                "cycle {cycle}: replicas dropped to {seen} (< busy 2 + idleTarget 2)"
+            );
+        }
+        sampler.abort();
+        assert_eq!(*low.lock().unwrap(), Some(4));
+        assert_no_busy_deleted(&dog);
+        op.abort();
+    })
+    .await;
+}
+
+/// A template change with busy pods: no busy pod is deleted while busy, the idle ones move to
+/// the new template at the Deployment's pace, the pod count never drops below busy +
+/// idleTarget, and once the busy pods are freed every old pod is gone.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn a_template_rollout_keeps_busy_pods_until_idle() {
+    if !util::enabled("a_template_rollout_keeps_busy_pods_until_idle") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-roll", |client, ns| async move {
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let dog = busy_deletion_watchdog(client.clone(), &ns, "roll");
+        apply_hsd(&api, &warm_hsd(&ns, "roll", 2, 0, json!({}))).await;
+        wait_running(&pods, "roll", 2).await;
+        let busy: Vec<String> = running_pods(&pods, "roll")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        for b in &busy {
+            mark(&pods, b, true).await;
+        }
+        wait_running(&pods, "roll", 4).await;
+        // Capacity: pods that are not terminating, sampled every 20 ms.
+        let low: Arc<Mutex<usize>> = Arc::new(Mutex::new(usize::MAX));
+        let sampler = {
+            let (pods, low) = (pods.clone(), low.clone());
+            tokio::spawn(async move {
+                loop {
+                    let lp = ListParams::default().labels("hsd.paia.tech/name=roll");
+                    if let Ok(l) = pods.list(&lp).await {
+                        let n = l
+                            .items
+                            .iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none())
+                            .count();
+                        let mut x = low.lock().unwrap();
+                        *x = (*x).min(n);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let new = warm_hsd(
+            &ns,
+            "roll",
+            2,
+            0,
+            json!({"spec": {"podTemplate": {"metadata": {"annotations": {"rev": "2"}}}}}),
+        );
+        apply_hsd(&api, &new).await;
+        wait_for(Duration::from_secs(60), "busy pods detached", || async {
+            api.get("roll")
+                .await
+                .ok()
+                .and_then(|h| h.status)
+                .is_some_and(|s| {
+                    let mut d = s.detached_busy_pods.clone();
+                    d.sort();
+                    let mut b = busy.clone();
+                    b.sort();
+                    d == b
+                })
+        })
+        .await;
+        // Idle pods roll to the new template; the busy ones stay.
+        wait_for(
+            Duration::from_secs(120),
+            "idle pods on the new template",
+            || async {
+                running_pods(&pods, "roll")
+                    .await
+                    .iter()
+                    .filter(|p| !busy.contains(&p.name_any()))
+                    .all(|p| p.annotations().get("rev").map(String::as_str) == Some("2"))
+            },
+        )
+        .await;
+        let left: Vec<String> = running_pods(&pods, "roll")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        for b in &busy {
+            assert!(left.contains(b), "busy pod {b} was removed by the rollout");
+        }
+        assert_no_busy_deleted(&dog);
+        // Free them: they go, and only new-template pods remain.
+        for b in &busy {
+            mark(&pods, b, false).await;
+        }
+        wait_for(Duration::from_secs(60), "old pods gone", || async {
+            let all = running_pods(&pods, "roll").await;
+            all.iter()
+                .all(|p| p.annotations().get("rev").map(String::as_str) == Some("2"))
+                && !all.iter().any(|p| busy.contains(&p.name_any()))
+        })
+        .await;
+        sampler.abort();
+        let seen = *low.lock().unwrap();
+        assert!(
+            seen >= 4,
+            "capacity dropped to {seen} pods during the rollout (busy 2 + idleTarget 2)"
+        );
+        assert_no_busy_deleted(&dog);
+        op.abort();
+    })
+    .await;
+}
+
+/// HTTP mode: the operator's last answer for the pods is idle (probed once, period one
+/// hour), then they turn busy and idleTarget drops. The victims are probed again right
+/// before the delete, found busy, and kept. The cluster gives pods loopback IPs, so the
+/// test serves the busy endpoint on each pod's IP itself.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn http_mode_probes_victims_again_before_deleting() {
+    if !util::enabled("http_mode_probes_victims_again_before_deleting") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-http", |client, ns| async move {
+        use axum::http::StatusCode;
+        let busy_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = 20_000 + (std::process::id() % 20_000) as u16;
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let http = json!({"spec": {"busyProbe": {"mode": "http", "http": {"port": port, "path": "/busy", "periodSeconds": 3600, "timeoutSeconds": 1}}}});
+        // Start with one pod to learn the loopback IP(s) pods get, and serve on them.
+        apply_hsd(&api, &warm_hsd(&ns, "web", 3, 0, http.clone())).await;
+        wait_running(&pods, "web", 3).await;
+        let mut ips: Vec<String> = running_pods(&pods, "web").await.iter()
+            .filter_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone())).collect();
+        ips.sort();
+        ips.dedup();
+        for ip in &ips {
+            let flag = busy_now.clone();
+            let app = axum::Router::new().route("/busy", axum::routing::get(move || {
+                let busy = flag.load(std::sync::atomic::Ordering::SeqCst);
+                async move { if busy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
+            }));
+            let listener = tokio::net::TcpListener::bind(format!("{ip}:{port}")).await.expect("bind on the pod IP");
+            tokio::spawn(async move { axum::serve(listener, app).await.ok(); });
+        }
+        // The operator probes each pod once (idle), then not again for an hour.
+        wait_for(Duration::from_secs(60), "3 pods probed idle", || async {
+            api.get("web").await.ok().and_then(|h| h.status).is_some_and(|s| s.idle_count == 3 && s.unknown_count == 0)
+        })
+        .await;
+        busy_now.store(true, std::sync::atomic::Ordering::SeqCst);
+        apply_hsd(&api, &warm_hsd(&ns, "web", 1, 0, http)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(running_pods(&pods, "web").await.len(), 3, "a pod that answered busy was deleted");
+        assert_eq!(replicas(&deps, "web-workload").await, Some(3));
+        op.abort();
+    })
+    .await;
+}
+
+/// A template the API server rejects: InvalidSpec/TemplateRejected, one Warning event, the
+/// generation remembered, and no retry on later events until the spec changes.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn a_rejected_template_is_not_reapplied_until_the_spec_changes() {
+    if !util::enabled("a_rejected_template_is_not_reapplied_until_the_spec_changes") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-rej", |client, ns| async move {
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        // A container without an image: the API server refuses the Deployment.
+        let bad = warm_hsd(&ns, "rej", 1, 0, json!({"spec": {"podTemplate": {"spec": {"containers": [{"name": "app", "image": null}]}}}}));
+        apply_hsd(&api, &bad).await;
+        wait_for(Duration::from_secs(30), "rejectedGeneration set", || async {
+            api.get("rej").await.ok().and_then(|h| h.status).is_some_and(|s| s.rejected_generation.is_some())
+        })
+        .await;
+        let events = || async {
+            let ev: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+            ev.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|e| e.reason.as_deref() == Some("TemplateRejected")).count()).unwrap_or(0)
+        };
+        // Poke it (metadata changes trigger reconciles but not a new generation).
+        for i in 0..5 {
+            api.patch("rej", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"poke": i.to_string()}}}))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(deps.get_opt("rej-workload").await.unwrap().is_none());
+        assert_eq!(events().await, 1, "one Warning event for the rejection");
+        // Fixed: applied at once.
+        apply_hsd(&api, &warm_hsd(&ns, "rej", 1, 0, json!({}))).await;
+        wait_for(Duration::from_secs(30), "child created", || async { replicas(&deps, "rej-workload").await == Some(1) }).await;
+        op.abort();
+    })
+    .await;
+}
+
+/// Probe settings out of range are refused by the API server (schema bounds).
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn probe_settings_out_of_range_are_refused() {
+    if !util::enabled("probe_settings_out_of_range_are_refused") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-bounds", |client, ns| async move {
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        for (field, value) in [
+            ("timeoutSeconds", 0),
+            ("timeoutSeconds", 61),
+            ("periodSeconds", 3601),
+            ("port", 70000),
+            ("port", 0),
+        ] {
+            let h = warm_hsd(
+                &ns,
+                "b",
+                1,
+                0,
+                json!({"spec": {"busyProbe": {"mode": "http", "http": {field: value}}}}),
+            );
+            let err = api
+                .patch("b", &PatchParams::apply("e2e").force(), &Patch::Apply(&h))
+                .await
+                .expect_err(field);
+            assert!(err.to_string().contains(field), "{field}={value}: {err}");
+        }
     })
     .await;
 }

@@ -4,7 +4,10 @@
 //!
 //! How a busy pod is kept from every remover:
 //! - *our scale-down* deletes only current idle pods (victims), with a UID + resourceVersion
-//!   precondition, before lowering replicas;
+//!   precondition, before lowering replicas. Deleting them ourselves stays even with costs
+//!   set: the precondition is the only guard against a pod that turned busy after we looked
+//!   (a cost written a moment later would lose that race), and the replacements the
+//!   ReplicaSet may create meanwhile are new, pending and cost-less, so it removes those;
 //! - *the ReplicaSet* (which, after our deletes, may already have made replacements, and
 //!   which picks among equally ready pods by `controller.kubernetes.io/pod-deletion-cost`
 //!   before age, then at random across similar ages): every counted pod carries a cost,
