@@ -26,6 +26,15 @@ pub struct FakeApi {
 /// Objects served by collection path, e.g. "/api/v1/pods" (all namespaces).
 pub type Objects = Arc<std::collections::HashMap<String, Vec<serde_json::Value>>>;
 
+/// For `/api/v1/namespaces/ns/pods/p[/status]`: ("/api/v1/pods", "ns", "p").
+fn object_path(path: &str) -> Option<(String, String, String)> {
+    let path = path.strip_suffix("/status").unwrap_or(path);
+    let (base, rest) = path.split_once("/namespaces/")?;
+    let mut parts = rest.split('/');
+    let (ns, plural, name) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((format!("{base}/{plural}"), ns.to_string(), name.to_string()))
+}
+
 #[derive(Clone)]
 struct Fake {
     seen: Seen,
@@ -95,14 +104,25 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
         s.push(format!("{} {}", req.method(), uri));
     }
     if req.method() != axum::http::Method::GET {
-        // Writes: echo the body (a merge/apply patch of an object reads back as that object).
+        // Writes: a patch of a served object answers with the object merged with the patch
+        // (not stored: the watches stay silent); anything else echoes its body.
+        let path = uri.path().to_string();
         let body = axum::body::to_bytes(req.into_body(), 16 << 20)
             .await
             .unwrap_or_default();
-        let body = if body.is_empty() {
-            axum::body::Bytes::from_static(b"{}")
-        } else {
-            body
+        let merged = object_path(&path).and_then(|(coll, ns, name)| {
+            let obj = fake.objects.get(&coll)?.iter().find(|o| {
+                o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
+            })?;
+            let mut obj = obj.clone();
+            let patch: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            json_patch::merge(&mut obj, &patch);
+            Some(axum::body::Bytes::from(obj.to_string()))
+        });
+        let body = match merged {
+            Some(b) => b,
+            None if body.is_empty() => axum::body::Bytes::from_static(b"{}"),
+            None => body,
         };
         return Response::builder()
             .header("content-type", "application/json")

@@ -254,6 +254,35 @@ pub fn detach_patch(
     }})
 }
 
+/// What the HSD cache keeps of a pod: metadata (without managed fields and without
+/// annotation values over 256 bytes, such as kubectl's last-applied configuration; busy
+/// annotations are short), the phase, the pod IP and the conditions' type and status. The
+/// spec and container statuses are dropped: nothing here reads them.
+pub fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.retain(|_, v| v.len() <= 256);
+    }
+    pod.spec = None;
+    pod.status = pod
+        .status
+        .take()
+        .map(|s| k8s_openapi::api::core::v1::PodStatus {
+            phase: s.phase,
+            pod_ip: s.pod_ip,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        });
+}
+
 pub fn is_running(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
@@ -510,6 +539,35 @@ mod tests {
         assert!(e.contains("not a valid pod template"), "{e}");
         let e = pod_template(&hsd(json!({"spec": {"containers": []}}))).unwrap_err();
         assert!(e.contains("at least one container"), "{e}");
+    }
+
+    #[test]
+    fn a_stripped_pod_looks_the_same_to_the_planner() {
+        let h = hsd(tpl());
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {"paia.tech/busy": "true", "controller.kubernetes.io/pod-deletion-cost": "1000000",
+                                "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(4000)},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "A", "value": "B"}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.9", "conditions": [{"type": "Ready", "status": "True", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "x", "imageID": "y"}]}
+        })).unwrap();
+        let mut small = pod.clone();
+        strip_pod(&mut small);
+        let probes = ProbeCache::default();
+        assert_eq!(
+            pod_view(&pod, &h, &probes, Some("rs-1")),
+            pod_view(&small, &h, &probes, Some("rs-1"))
+        );
+        assert!(small.spec.is_none() && small.metadata.managed_fields.is_none());
+        assert!(!small
+            .annotations()
+            .contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+        assert!(
+            serde_json::to_vec(&small).unwrap().len() * 4 < serde_json::to_vec(&pod).unwrap().len()
+        );
     }
 
     #[test]

@@ -440,12 +440,14 @@ pub async fn run(
     synced: impl FnOnce() + Send + 'static,
 ) {
     let ns = namespace.as_deref();
-    let labelled = watcher::Config::default().labels(NAME_LABEL);
+    // Small pages: a page is parsed whole before it is stripped.
+    let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deps, dep_w) = reflector::store::<Deployment>();
     let pod_stream = watcher(super::scoped::<Pod>(client.clone(), ns), labelled.clone())
         .default_backoff()
+        .modify(child::strip_pod)
         .reflect(pod_w)
         .touched_objects();
     let rs_stream = watcher(
@@ -453,10 +455,12 @@ pub async fn run(
         labelled.clone(),
     )
     .default_backoff()
+    .modify(|rs| rs.managed_fields_mut().clear())
     .reflect(rs_w)
     .touched_objects();
     let dep_stream = watcher(super::scoped::<Deployment>(client.clone(), ns), labelled)
         .default_backoff()
+        .modify(|d| d.managed_fields_mut().clear())
         .reflect(dep_w)
         .touched_objects();
     let stores = Stores {
