@@ -16,7 +16,7 @@ use crate::{certs, server, webhook_config, Error, Result};
     version,
     about = "Warm pools (HotStandbyDeployment/Job), stateful singletons and async actors for Kubernetes",
     long_about = "One binary: an admission webhook (axum + rustls) and the reconcilers.\n\n\
-Try it with no cluster:\n  kube-standby webhook --tls-self-signed --objects examples/statefulsingleton.yaml\n  \
+Try it with no cluster:\n  kube-standby webhook --objects examples/statefulsingleton-demo.yaml\n  \
 curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
 Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
 kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
@@ -87,6 +87,14 @@ pub struct TlsArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND")]
     pub bind: SocketAddr,
+    /// Plain-HTTP address for /metrics, /debug/state, /healthz and /readyz (keep it inside
+    /// the cluster; the chart binds 0.0.0.0:9090 behind a NetworkPolicy-able port).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9090",
+        env = "KUBE_STANDBY_METRICS_BIND"
+    )]
+    pub metrics_bind: SocketAddr,
     /// Generate a CA and serving certificate in memory at start-up.
     #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
     pub tls_self_signed: bool,
@@ -161,9 +169,13 @@ pub struct CertsArgs {
     /// Output directory.
     #[arg(long, default_value = "certs")]
     pub dir: PathBuf,
-    /// DNS names / IPs (repeatable). Default: localhost, 127.0.0.1, kube-standby.kube-standby.svc(.cluster.local).
+    /// Extra DNS names / IPs (repeatable), added to the defaults: localhost, 127.0.0.1,
+    /// kube-standby.kube-standby.svc(.cluster.local).
     #[arg(long = "san")]
     pub sans: Vec<String>,
+    /// Overwrite an existing CA (ca.key) in the directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +225,7 @@ impl TlsArgs {
     pub fn server_config(&self) -> Result<server::ServerConfig> {
         Ok(server::ServerConfig {
             bind: self.bind,
+            metrics_bind: self.metrics_bind,
             tls: self.tls_mode()?,
             ca_file: self.ca_file.clone(),
             agent_image: self.agent_image.clone(),
@@ -266,11 +279,19 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Certs(a) => {
-            let sans = if a.sans.is_empty() {
-                certs::default_sans()
-            } else {
-                a.sans
-            };
+            let ca_key = a.dir.join("ca.key");
+            if ca_key.exists() && !a.force {
+                return Err(Error::Config(format!(
+                    "{} exists: a new CA would no longer match every caBundle and pod that trusts the old one; use --force to replace it",
+                    ca_key.display()
+                )));
+            }
+            let mut sans = certs::default_sans();
+            for s in a.sans {
+                if !sans.contains(&s) {
+                    sans.push(s);
+                }
+            }
             let bundle = certs::generate(&sans)?;
             certs::write_dir(&a.dir, &bundle)?;
             eprintln!(
@@ -301,9 +322,13 @@ pub async fn execute(cli: Cli) -> Result<()> {
             print!("{}", webhook_config::to_yaml(&mwc)?);
             Ok(())
         }
-        Command::Webhook(a) => {
+        Command::Webhook(mut a) => {
             let objects = StaticObjects::from_files(&a.objects)?;
             tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            if a.tls.tls_cert_file.is_none() && !a.tls.tls_self_signed {
+                tracing::info!("no certificate given: using a self-signed one made in memory (clients need -k or the CA)");
+                a.tls.tls_self_signed = true;
+            }
             server::run_webhook(a.tls.server_config()?, Arc::new(objects)).await
         }
         Command::Run(a) => {

@@ -32,6 +32,8 @@ pub enum TlsMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub bind: std::net::SocketAddr,
+    /// Plain-HTTP address of /metrics, /debug/state, /healthz, /readyz.
+    pub metrics_bind: std::net::SocketAddr,
     pub tls: TlsMode,
     /// CA bundle (PEM file) injected into pods' agents; defaults to the self-signed CA.
     pub ca_file: Option<PathBuf>,
@@ -111,11 +113,12 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Everything `webhook` and `run` share: TLS, state, the router, the listener.
+/// Everything `webhook` and `run` share: TLS, state, the router, the listeners.
 pub struct Prepared {
     pub tls: Tls,
     pub state: WebhookState,
     pub listener: TcpListener,
+    pub ops_listener: TcpListener,
 }
 
 pub async fn prepare(
@@ -148,28 +151,37 @@ pub async fn prepare(
     let listener = TcpListener::bind(cfg.bind)
         .await
         .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
+    let ops_listener = TcpListener::bind(cfg.metrics_bind)
+        .await
+        .map_err(|e| Error::io(cfg.metrics_bind.to_string(), e))?;
     Ok(Prepared {
         tls,
         state,
         listener,
+        ops_listener,
     })
 }
 
 impl Prepared {
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let addr = self
-            .listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(%addr, "webhook listening (TLS)");
-        tls::serve(
+    /// Serve the webhook (TLS) and the operations port (plain HTTP) until `shutdown`.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        use futures::FutureExt;
+        let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %addr(&self.listener), "webhook listening (TLS)");
+        tracing::info!(addr = %addr(&self.ops_listener), "metrics, debug state and probes listening (plain HTTP)");
+        let shutdown = shutdown.shared();
+        let ops = axum::serve(self.ops_listener, webhook::ops_router(self.state.clone()))
+            .with_graceful_shutdown(shutdown.clone());
+        let webhook = tls::serve(
             self.listener,
             self.tls.config.clone(),
             webhook::router(self.state),
             shutdown,
-        )
-        .await
+        );
+        let (_, ops) = tokio::join!(webhook, ops);
+        if let Err(e) = ops {
+            tracing::warn!(error = %e, "operations server stopped");
+        }
     }
 }
 

@@ -79,7 +79,12 @@ fn certs_then_webhook_config_for_url_and_service() {
 
 #[test]
 fn bad_arguments_give_clear_errors() {
-    let out = bin().args(["webhook"]).output().unwrap();
+    // `run` still needs an explicit certificate choice (before any cluster is contacted).
+    let out = bin()
+        .args(["run"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("choose a certificate"));
 
@@ -130,6 +135,8 @@ async fn webhook_mode_serves_the_readme_curl_with_no_cluster() {
             "--tls-self-signed",
             "--bind",
             &format!("127.0.0.1:{port}"),
+            "--metrics-bind",
+            "127.0.0.1:0",
             "--objects",
         ])
         .arg(common::repo().join("examples/statefulsingleton-demo.yaml"))
@@ -171,10 +178,23 @@ async fn webhook_mode_serves_the_readme_curl_with_no_cluster() {
 
 #[test]
 fn logs_go_to_stderr_so_stdout_stays_machine_readable() {
-    // `webhook` logs the objects it loaded, then fails for want of a certificate choice.
+    // `webhook` logs the objects it loaded, then fails on a certificate file that is not there.
     for format in ["text", "json"] {
         let out = bin()
-            .args(["--log-format", format, "webhook", "--objects"])
+            .args([
+                "--log-format",
+                format,
+                "webhook",
+                "--tls-cert-file",
+                "/nonexistent/tls.crt",
+            ])
+            .args([
+                "--tls-key-file",
+                "/nonexistent/tls.key",
+                "--metrics-bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--objects")
             .arg(common::repo().join("examples/statefulsingleton-demo.yaml"))
             .output()
             .unwrap();
@@ -189,4 +209,94 @@ fn logs_go_to_stderr_so_stdout_stays_machine_readable() {
             "{format}"
         );
     }
+}
+
+#[test]
+fn certs_adds_sans_to_the_defaults_and_never_overwrites_a_ca_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["certs", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--san", "10.1.2.3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    for name in [
+        "localhost",
+        "127.0.0.1",
+        "kube-standby.kube-standby.svc",
+        "10.1.2.3",
+    ] {
+        assert!(said.contains(name), "{name} missing: {said}");
+    }
+    let ca = std::fs::read(dir.path().join("ca.key")).unwrap();
+    let again = run(&[]);
+    assert!(!again.status.success(), "overwrote an existing CA");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.key")).unwrap(),
+        ca,
+        "the CA was touched"
+    );
+    let forced = run(&["--force"]);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(dir.path().join("ca.key")).unwrap(), ca);
+}
+
+#[test]
+fn the_help_example_matches_the_example_pod() {
+    let out = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--objects examples/statefulsingleton-demo.yaml"),
+        "{help}"
+    );
+    // That file's singletons match the pod the help example sends.
+    let objects = kube_standby::webhook::StaticObjects::from_files(&[
+        common::repo().join("examples/statefulsingleton-demo.yaml")
+    ])
+    .unwrap();
+    let body =
+        std::fs::read(common::repo().join("examples/admission/pod-create-from-replicaset.json"))
+            .unwrap();
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(review["request"]["object"]["metadata"]["labels"].clone()).unwrap();
+    let ns = review["request"]["namespace"].as_str().unwrap();
+    use kube_standby::webhook::ObjectSource;
+    let all = objects.singletons(ns);
+    assert!(
+        kube_standby::api::singleton::owning_singleton(&all, &labels).is_some(),
+        "no singleton in the help example's file matches its pod"
+    );
+}
+
+/// `webhook` needs no certificate flags (self-signed, and it says so); when its port is
+/// taken it exits non-zero at once, naming the address, instead of leaving a caller waiting.
+#[test]
+fn webhook_defaults_to_self_signed_and_exits_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(["webhook", "--bind", &addr, "--metrics-bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr), "{err}");
+    assert!(
+        err.contains("self-signed"),
+        "says it uses a self-signed certificate: {err}"
+    );
+    drop(taken);
 }

@@ -7,7 +7,11 @@ mod fake_apiserver;
 async fn run_mode_syncs_caches_then_reports_ready() {
     let api = fake_apiserver::start().await;
     let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
-    assert!(run.wait_ready().await, "run mode never became ready");
+    assert!(
+        run.wait_ready().await,
+        "run mode never became ready; it said:\n{}",
+        run.stderr()
+    );
     // Ready means every cache has listed; the watches that follow the lists may still be on their way.
     let mut seen = vec![];
     for _ in 0..50 {
@@ -63,13 +67,13 @@ async fn run_mode_syncs_caches_then_reports_ready() {
         !watches("/apis/apps.openshift.statefulsingleton.com/v1/statefulsingletons").is_empty(),
         "{seen:#?}"
     );
-    let (status, metrics) = run.get("/metrics").await.expect("metrics");
+    let (status, metrics) = run.get_ops("/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("kube_standby_admission_duration_seconds_count 0"),
         "{metrics}"
     );
-    let (status, state) = run.get("/debug/state").await.expect("debug");
+    let (status, state) = run.get_ops("/debug/state").await.expect("debug");
     assert_eq!((status, state.as_str()), (200, "{}"));
 }
 

@@ -34,6 +34,32 @@ async fn call(
     )
 }
 
+async fn call_ops(
+    state: kube_standby::webhook::WebhookState,
+    method: &str,
+    uri: &str,
+) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    let resp = kube_standby::webhook::ops_router(state)
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    (
+        status,
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
 async fn admit(state: kube_standby::webhook::WebhookState, body: Vec<u8>) -> (StatusCode, Value) {
     let (s, b) = call(state, "POST", "/mutate/pods", body).await;
     (
@@ -250,7 +276,12 @@ async fn health_readiness_metrics_and_debug_state() {
     )
     .await;
     admit(state.clone(), b"junk".to_vec()).await;
-    let (s, b) = call(state.clone(), "GET", "/metrics", vec![]).await;
+    // Metrics and debug state live on the operations port only, never on the webhook's.
+    let (s, _) = call(state.clone(), "GET", "/metrics", vec![]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(state.clone(), "GET", "/debug/state", vec![]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = call_ops(state.clone(), "GET", "/metrics").await;
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8(b).unwrap();
     assert!(
@@ -267,7 +298,7 @@ async fn health_readiness_metrics_and_debug_state() {
     );
 
     state.debug.set("hsd/ns/x".into(), json!({"busy": 2}));
-    let (s, b) = call(state, "GET", "/debug/state", vec![]).await;
+    let (s, b) = call_ops(state, "GET", "/debug/state").await;
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["hsd/ns/x"]["busy"], 2);

@@ -42,16 +42,26 @@ pub struct WebhookState {
     pub release: Option<Arc<release::ReleaseService>>,
 }
 
-/// The webhook's HTTP routes.
+/// The webhook's HTTPS routes (what the API server and the in-pod agents reach).
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/mutate/pods", post(mutate_pods))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/debug/state", get(debug_state))
         .route("/release", get(release::release))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The operations routes, served on a separate plain-HTTP port (`--metrics-bind`) so a
+/// NetworkPolicy can keep metrics and debug state inside the cluster: `/metrics`,
+/// `/debug/state`, and `/healthz`, `/readyz` for probes.
+pub fn ops_router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/debug/state", get(debug_state))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 

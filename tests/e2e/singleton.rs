@@ -76,6 +76,7 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
     let cfg = RunConfig {
         server: ServerConfig {
             bind: format!("0.0.0.0:{port}").parse().expect("bind addr"),
+            metrics_bind: "127.0.0.1:0".parse().expect("metrics addr"),
             tls: TlsMode::SelfSigned {
                 sans: vec![env.host.clone(), "localhost".into()],
                 ca: None,

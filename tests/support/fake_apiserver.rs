@@ -181,7 +181,11 @@ pub async fn start_with(objects: Objects) -> FakeApi {
 
 pub struct RunProcess {
     pub child: Child,
+    /// Where the child's stderr goes, so a failing test can show what it said.
+    pub log: tempfile::NamedTempFile,
     pub port: u16,
+    /// The plain-HTTP operations port (/metrics, /debug/state, /healthz, /readyz).
+    pub ops_port: u16,
 }
 
 impl Drop for RunProcess {
@@ -191,26 +195,39 @@ impl Drop for RunProcess {
     }
 }
 
+/// Two distinct free ports, both held until both are known (so they cannot coincide).
+fn two_free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+    (port(&a), port(&b))
+}
+
 pub async fn spawn_run(bin: &str, api: &FakeApi) -> RunProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let (port, ops_port) = two_free_ports();
+    let log = tempfile::NamedTempFile::new().expect("log file");
     let child = Command::new(bin)
         .args([
             "run",
             "--tls-self-signed",
             "--bind",
             &format!("127.0.0.1:{port}"),
+            "--metrics-bind",
+            &format!("127.0.0.1:{ops_port}"),
         ])
         .env("KUBECONFIG", api.kubeconfig.path())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.reopen().expect("log file"))
         .spawn()
         .expect("spawn run");
-    RunProcess { child, port }
+    RunProcess {
+        child,
+        log,
+        port,
+        ops_port,
+    }
 }
 
 impl RunProcess {
@@ -232,6 +249,17 @@ impl RunProcess {
         Some((status, r.text().await.unwrap_or_default()))
     }
 
+    /// GET a path of the plain-HTTP operations port.
+    pub async fn get_ops(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.ops_port))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.unwrap_or_default()))
+    }
+
     /// Poll /readyz for up to 20 s.
     pub async fn wait_ready(&self) -> bool {
         for _ in 0..200 {
@@ -241,6 +269,11 @@ impl RunProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
