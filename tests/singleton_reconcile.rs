@@ -33,7 +33,8 @@ fn pod(name: &str, created: i64, extra: Value) -> Value {
         "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "1",
                      "creationTimestamp": Timestamp::from_second(created).unwrap().to_string(),
                      "labels": {"app": "db"}, "annotations": {"apps.statefulsingleton.com/gate": "initContainer"}},
-        "spec": {"nodeName": "n1", "containers": [{"name": "db", "image": "db:1"}]},
+        "spec": {"nodeName": "n1", "containers": [{"name": "db", "image": "db:1"}],
+                 "initContainers": [{"name": "singleton-gate", "image": "kube-standby", "args": ["agent", "--once"]}]},
         "status": {"phase": "Pending"}});
     json_patch::merge(&mut v, &extra);
     v
@@ -249,7 +250,8 @@ async fn an_ungated_newcomer_is_deleted_with_a_uid_precondition() {
     let intruder = pod(
         "db-x",
         NOW - 1,
-        json!({"metadata": {"annotations": null}, "status": {"phase": "Running"}}),
+        // Admitted while the webhook was down: no gate container (merge patch: null removes it).
+        json!({"spec": {"initContainers": null}, "status": {"phase": "Running"}}),
     );
     let st = stores(
         std::slice::from_ref(&s),

@@ -215,6 +215,25 @@ async fn reinvocation_leaves_an_injected_pod_alone() {
 }
 
 #[tokio::test]
+async fn the_gate_annotation_alone_does_not_bypass_the_gate() {
+    // A pod that only carries the gate annotation (set by a user, or copied from an old
+    // pod's YAML) is still injected: "injected" is decided from the injected containers.
+    let mut review = common::fixture_json("pod-create-from-replicaset.json");
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({"apps.statefulsingleton.com/gate": "initContainer"});
+    let resp = admit(common::demo_objects(), &review).await;
+    let pod = patched(&review, &resp);
+    let gate = find(&pod["spec"]["initContainers"], "singleton-gate");
+    assert_eq!(gate["args"][0], "agent");
+    // A user container that merely reuses the gate's name is not a gate either.
+    let mut review = common::fixture_json("pod-create-direct-with-command.json");
+    review["request"]["object"]["spec"]["initContainers"] =
+        json!([{"name": "singleton-gate", "image": "busybox", "command": ["true"]}]);
+    let resp = admit(common::demo_objects(), &review).await;
+    assert!(resp["response"]["patch"].is_string(), "{resp}");
+}
+
+#[tokio::test]
 async fn update_is_never_patched_and_dry_run_gets_the_real_patch() {
     for f in ["pod-update-annotation.json", "pod-update-status.json"] {
         let resp = admit(common::demo_objects(), &common::fixture_json(f)).await;

@@ -140,6 +140,29 @@ pub const READY_CONDITION: &str = "apps.statefulsingleton.com/singleton-ready";
 pub const RELEASED_ANNOTATION: &str = "apps.statefulsingleton.com/released";
 /// Pod annotation: which start gate was injected (`wrapper` or `initContainer`).
 pub const GATE_ANNOTATION: &str = "apps.statefulsingleton.com/gate";
+/// Name of the injected status sidecar (wrapper gate) container.
+pub const SIDECAR_NAME: &str = "status-sidecar";
+/// Name of the injected init container gate.
+pub const INIT_GATE_NAME: &str = "singleton-gate";
+
+/// Does this pod carry a start gate, judged from what was injected (the init gate or the
+/// status sidecar running `kube-standby agent`), never from an annotation a user can set?
+pub fn carries_gate(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let runs_agent = |c: &k8s_openapi::api::core::v1::Container, name: &str| {
+        c.name == name
+            && c.args
+                .as_ref()
+                .is_some_and(|a| a.first().is_some_and(|a| a == "agent"))
+    };
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| runs_agent(c, SIDECAR_NAME))
+            || s.init_containers
+                .iter()
+                .flatten()
+                .any(|c| runs_agent(c, INIT_GATE_NAME))
+    })
+}
+
 /// The ConfigMap holding the wrapper script, in each namespace that needs it.
 pub const WRAPPER_CONFIGMAP: &str = "statefulsingleton-wrapper";
 pub const WRAPPER_DIR: &str = "/opt/wrapper";

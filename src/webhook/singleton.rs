@@ -12,8 +12,7 @@ use crate::api::singleton::{
     TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
 };
 
-pub const SIDECAR_NAME: &str = "status-sidecar";
-pub const INIT_GATE_NAME: &str = "singleton-gate";
+pub use crate::api::singleton::{INIT_GATE_NAME, SIDECAR_NAME};
 pub const WRAPPER_VOLUME: &str = "statefulsingleton-wrapper";
 pub const SIGNAL_VOLUME: &str = "statefulsingleton-signal";
 pub const TOKEN_VOLUME: &str = "statefulsingleton-token";
@@ -60,18 +59,10 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 }
 
 /// Is this pod already injected (a reinvocation, or created from an injected spec)?
+/// Decided from the injected containers only: a pod that merely carries the gate
+/// annotation is injected like any other.
 pub fn already_injected(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(GATE_ANNOTATION))
-        || pod.spec.as_ref().is_some_and(|s| {
-            s.containers.iter().any(|c| c.name == SIDECAR_NAME)
-                || s.init_containers
-                    .iter()
-                    .flatten()
-                    .any(|c| c.name == INIT_GATE_NAME)
-        })
+    crate::api::singleton::carries_gate(pod)
 }
 
 fn agent_env(config: &Config<'_>) -> Value {

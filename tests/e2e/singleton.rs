@@ -158,9 +158,7 @@ struct Watchdog {
 
 fn instance(p: &Pod) -> bool {
     p.annotations().contains_key(RELEASED_ANNOTATION)
-        || !p
-            .annotations()
-            .contains_key("apps.statefulsingleton.com/gate")
+        || !kube_standby::api::singleton::carries_gate(p)
 }
 
 fn spawn_watchdog(client: Client, ns: String) -> Arc<Mutex<Watchdog>> {

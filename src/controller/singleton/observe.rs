@@ -10,8 +10,8 @@ use kube::ResourceExt;
 use super::plan::{Memory, NodeState, Phase, Plan, PodInfo};
 use crate::api::set_condition;
 use crate::api::singleton::{
-    self, StatefulSingleton, StatefulSingletonStatus, GATE_ANNOTATION, READY_CONDITION,
-    RELEASED_ANNOTATION, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
+    self, StatefulSingleton, StatefulSingletonStatus, READY_CONDITION, RELEASED_ANNOTATION,
+    WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
 };
 
 const BAD_WAITING: [&str; 6] = [
@@ -101,7 +101,7 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
         created: crate::controller::created_seconds(&pod.metadata),
-        gated: ann.is_some_and(|a| a.contains_key(GATE_ANNOTATION)),
+        gated: singleton::carries_gate(pod),
         released: ann.is_some_and(|a| a.contains_key(RELEASED_ANNOTATION)),
         ready_condition: crate::controller::pod_condition_true(pod, READY_CONDITION),
         terminating: pod.metadata.deletion_timestamp.is_some(),
@@ -312,6 +312,7 @@ pub fn configmap_current(cm: &ConfigMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::singleton::GATE_ANNOTATION;
     use serde_json::json;
 
     fn pod(v: serde_json::Value) -> Pod {
@@ -342,6 +343,7 @@ mod tests {
     #[test]
     fn pod_info_reads_the_api_state() {
         let p = pod(json!({
+            "spec": {"containers": [{"name": "app"}], "initContainers": [{"name": "singleton-gate", "args": ["agent", "--once"]}]},
             "metadata": {"annotations": {GATE_ANNOTATION: "wrapper", RELEASED_ANNOTATION: "2026-01-01T00:00:01Z"},
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-1", "uid": "r", "controller": true}]},
             "status": {"conditions": [{"type": READY_CONDITION, "status": "True"}]}
@@ -353,6 +355,23 @@ mod tests {
             (Some("n1"), Some("rs-1"))
         );
         assert!(!pod_info(&pod(json!({}))).gated);
+    }
+
+    #[test]
+    fn gated_is_decided_from_the_injected_containers_not_the_annotation() {
+        let annotated_only =
+            pod(json!({"metadata": {"annotations": {GATE_ANNOTATION: "wrapper"}}}));
+        assert!(!pod_info(&annotated_only).gated);
+        let init = pod(json!({"spec": {"containers": [{"name": "app"}],
+            "initContainers": [{"name": "singleton-gate", "args": ["agent", "--once"]}]}}));
+        assert!(pod_info(&init).gated);
+        let sidecar = pod(json!({"spec": {"containers": [{"name": "app"},
+            {"name": "status-sidecar", "args": ["agent", "--signal-file", "/x"]}]}}));
+        assert!(pod_info(&sidecar).gated);
+        let impostor = pod(
+            json!({"spec": {"containers": [{"name": "status-sidecar", "command": ["sleep"]}]}}),
+        );
+        assert!(!pod_info(&impostor).gated);
     }
 
     #[test]
