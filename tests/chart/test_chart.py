@@ -1,5 +1,6 @@
 """Chart tests with the real Helm engine (helm-python-sdk): lint, render both TLS modes,
-and check the rendered webhook registration against the binary's own `webhook-config`."""
+the 2-replica HA layout and the namespaced mode, and check the rendered webhook registration
+against the binary's own `webhook-config`."""
 import json
 import os
 import subprocess
@@ -69,6 +70,99 @@ def test_bad_tls_mode_fails_rendering():
         assert "tls.mode" in str(e)
     else:
         raise AssertionError("rendering should fail")
+
+
+def container(docs):
+    return by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+
+
+def rules_of(doc):
+    return [(tuple(r.get("apiGroups", [])), tuple(r["resources"]), tuple(r["verbs"]),
+             tuple(r.get("resourceNames", []))) for r in doc["rules"]]
+
+
+def grants(doc, resource, verb):
+    return [r for r in rules_of(doc) if resource in r[1] and verb in r[2]]
+
+
+def test_ha_layout_by_default():
+    docs = render()
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    c = container(docs)
+    assert "--leader-elect" in c["args"]
+    assert "--leader-election-name=kube-standby" in c["args"]
+    assert "--ca-secret=kube-standby-ca" in c["args"]
+    assert "--metrics-bind=0.0.0.0:9090" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"https": 8443, "metrics": 9090}
+    svc_ports = {p["name"] for p in by_kind(docs, "Service")[0]["spec"]["ports"]}
+    assert svc_ports == {"https", "metrics"}
+    pdb = by_kind(docs, "PodDisruptionBudget")[0]
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    # The Lease and the CA Secret are granted in the operator's namespace only.
+    self_role = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "kube-standby-self"][0]
+    assert self_role["metadata"]["namespace"] == "kube-standby"
+    assert grants(self_role, "leases", "update")[0][3] == ("kube-standby",)
+    assert grants(self_role, "secrets", "get")[0][3] == ("kube-standby-ca",)
+    assert not grants(by_kind(docs, "ClusterRole")[0], "secrets", "get")
+
+
+def test_user_affinity_replaces_the_default():
+    aff = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}
+    spec = by_kind(render({"affinity": aff}), "Deployment")[0]["spec"]["template"]["spec"]
+    assert spec["affinity"] == aff
+
+
+def test_single_replica_without_leader_election():
+    docs = render({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert "--leader-elect" not in container(docs)["args"]
+    assert not by_kind(docs, "PodDisruptionBudget")
+    try:
+        render({"replicaCount": 2, "leaderElection": {"enabled": False}})
+    except helm.HelmError as e:
+        assert "leaderElection" in str(e)
+    else:
+        raise AssertionError("2 replicas without leader election should not render")
+
+
+def test_namespaced_mode_uses_roles_and_scopes_the_webhook():
+    docs = render({"watchNamespaces": ["team-a", "team-b"]})
+    args = container(docs)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    cluster = by_kind(docs, "ClusterRole")[0]
+    # Only what is cluster-scoped stays cluster-wide.
+    assert {r for rule in cluster["rules"] for r in rule["resources"]} == {
+        "nodes", "tokenreviews", "mutatingwebhookconfigurations"}
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")
+             if r["metadata"]["name"] == "kube-standby"}
+    assert set(roles) == {"team-a", "team-b"}
+    for ns, role in roles.items():
+        assert grants(role, "pods", "delete") and grants(role, "hotstandbydeployments", "watch")
+        assert not grants(role, "secrets", "get")
+    bindings = {b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")
+                if b["metadata"]["name"] == "kube-standby"}
+    assert bindings == {"team-a", "team-b"}
+    for b in by_kind(docs, "RoleBinding"):
+        assert b["subjects"][0] == {"kind": "ServiceAccount", "name": "kube-standby",
+                                    "namespace": "kube-standby"}
+    sel = by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"][0]["namespaceSelector"]
+    assert sel["matchExpressions"] == [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                        "values": ["team-a", "team-b"]}]
+    # Cluster mode: the workload rules are in the ClusterRole and no per-namespace Role exists.
+    docs = render()
+    assert grants(by_kind(docs, "ClusterRole")[0], "pods", "delete")
+    assert [r["metadata"]["name"] for r in by_kind(docs, "Role")] == ["kube-standby-self"]
 
 
 def test_rbac_never_grants_exec():
