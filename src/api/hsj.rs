@@ -1,5 +1,5 @@
 //! HotStandbyJob (`apps.paia.tech/v1alpha1`, short name `hsj`): the warm pool made of
-//! single-completion Jobs. Types only; the reconciler arrives in its own issue.
+//! single-completion Jobs. The reconciler is `controller::hsj`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::JobSpec;
@@ -29,12 +29,50 @@ use super::hsd::{default_annotation_key, default_one, default_true, HttpProbe, M
         json_path = ".spec.idleTarget",
         description = "Idle jobs to keep warm"
     ),
-    printcolumn(name = "Busy", type_ = "integer", json_path = ".status.busyCount"),
-    printcolumn(name = "Idle", type_ = "integer", json_path = ".status.idleCount"),
+    printcolumn(
+        name = "Busy",
+        type_ = "integer",
+        json_path = ".status.busyCount",
+        description = "Jobs whose pod is busy"
+    ),
+    printcolumn(
+        name = "Idle",
+        type_ = "integer",
+        json_path = ".status.idleCount",
+        description = "Jobs whose pods are idle"
+    ),
     printcolumn(
         name = "Desired",
         type_ = "integer",
-        json_path = ".status.desiredReplicas"
+        json_path = ".status.desiredReplicas",
+        description = "Active Jobs the operator wants"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Active (unfinished) Jobs"
+    ),
+    printcolumn(
+        name = "Unknown",
+        type_ = "integer",
+        json_path = ".status.unknownCount",
+        priority = 1,
+        description = "Jobs whose busy state is unknown"
+    ),
+    printcolumn(
+        name = "Failing",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="UnitsFailing")].status"#,
+        priority = 1,
+        description = "Jobs fail before ever being busy (creation backs off)"
+    ),
+    printcolumn(
+        name = "ProbeDegraded",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ProbeDegraded")].status"#,
+        priority = 1,
+        description = "Busy probes are failing or forbidden"
     ),
     printcolumn(
         name = "Age",
@@ -222,12 +260,44 @@ pub struct ExecProbe {
     /// Container to run it in (default: the first container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// Timeout in seconds.
+    /// Timeout in seconds (1-60).
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 60))]
     pub timeout_seconds: i32,
     /// When true exit code 0 means busy; when false it means idle.
     #[serde(default = "default_true")]
     pub success_is_busy: bool,
+    /// How often each pod is probed, in seconds (1-3600).
+    #[serde(default = "default_exec_period")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: i32,
+}
+
+fn default_exec_period() -> i32 {
+    5
+}
+
+impl ExecProbe {
+    /// Problems with these settings, each with a clear message.
+    pub fn problems(&self) -> Vec<String> {
+        let mut e = vec![];
+        if self.command.is_empty() || self.command.iter().all(|c| c.trim().is_empty()) {
+            e.push("busyProbe.exec.command must not be empty".to_string());
+        }
+        if !(1..=60).contains(&self.timeout_seconds) {
+            e.push(format!(
+                "busyProbe.exec.timeoutSeconds must be within 1-60, got {}",
+                self.timeout_seconds
+            ));
+        }
+        if !(1..=3600).contains(&self.period_seconds) {
+            e.push(format!(
+                "busyProbe.exec.periodSeconds must be within 1-3600, got {}",
+                self.period_seconds
+            ));
+        }
+        e
+    }
 }
 
 /// Observed state of a HotStandbyJob.
@@ -246,9 +316,25 @@ pub struct HotStandbyJobStatus {
     /// clamp(busy + idleTarget, minReplicas, maxReplicas).
     #[serde(default)]
     pub desired_replicas: i32,
-    /// Active Jobs.
+    /// Jobs whose busy state is unknown (not probed yet, or never answered).
+    #[serde(default)]
+    pub unknown_count: i32,
+    /// Active (unfinished) Jobs.
     #[serde(default)]
     pub replicas: i32,
+    /// Finished Jobs that completed and are still kept (until ttlSecondsAfterFinished).
+    #[serde(default)]
+    pub completed_count: i32,
+    /// Finished Jobs that failed and are still kept (until ttlSecondsAfterFinished).
+    #[serde(default)]
+    pub failed_count: i32,
+    /// Jobs that failed before ever being busy since the last healthy one; creation backs
+    /// off exponentially while this is above 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<i32>,
+    /// When the last such failure was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
     /// Since when desired has been lower than the active Jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_pending_since: Option<Time>,

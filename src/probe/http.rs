@@ -8,8 +8,8 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
+use super::BusyState;
 use crate::api::hsd::HttpProbe;
-use crate::controller::hsd::plan::BusyState;
 
 /// Probes with a global bound on in-flight requests.
 #[derive(Clone)]

@@ -11,8 +11,19 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::controller::hsd::plan::BusyState;
+use serde::Serialize;
 
+/// A pod's busy state as the reconciler sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusyState {
+    Busy,
+    Idle,
+    /// Never known (e.g. not probed yet). Counted as idle capacity, never deleted.
+    Unknown,
+}
+
+pub mod exec;
 pub mod http;
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.

@@ -39,15 +39,7 @@ use serde::Serialize;
 
 use crate::api::hsd::HotStandbyDeploymentSpec;
 
-/// A pod's busy state as the reconciler sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusyState {
-    Busy,
-    Idle,
-    /// Never known (e.g. not probed yet). Counted as idle capacity, never deleted.
-    Unknown,
-}
+pub use crate::probe::BusyState;
 
 /// One counted pod of the child Deployment (not terminating).
 #[derive(Clone, Debug, PartialEq, Serialize)]
