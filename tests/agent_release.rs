@@ -107,6 +107,7 @@ async fn serve(op: &Operator, listener: tokio::net::TcpListener) {
         listener,
         tls::server_config(resolver).unwrap(),
         router(state),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ));
 }
@@ -282,6 +283,7 @@ async fn missing_token_and_webhook_mode_answers() {
         listener,
         tls::server_config(resolver).unwrap(),
         router(common::state_with(StaticObjects::default())),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ));
     let r = common::client(&op.bundle.ca_pem, addr2)
@@ -319,6 +321,7 @@ fn serve_mode(
         listener,
         tls.config.clone(),
         router(state),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ))
 }

@@ -84,6 +84,8 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
             ca_file: None,
             agent_image: env.agent_image.clone(),
             operator_url: url.clone(),
+            conn_limits: Default::default(),
+            admission_limits: Default::default(),
         },
         webhook_config_name: None,
         ca_secret: Some(CA_SECRET.into()),
