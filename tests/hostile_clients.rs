@@ -577,6 +577,38 @@ async fn oversized_bodies_get_413_not_a_reset() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["status"], 413);
     assert!(v["error"].as_str().unwrap().contains("larger than"), "{v}");
+
+    // HTTP/2, the body declared but not sent yet: the answer does not wait for it, and the
+    // stream ends with the whole JSON answer.
+    let tls = server.connect(b"h2").await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body = StreamBody::new(futures::stream::pending::<
+        Result<Frame<Bytes>, std::convert::Infallible>,
+    >());
+    let req = hyper::Request::post(format!(
+        "https://localhost:{}/mutate/pods",
+        server.addr.port()
+    ))
+    .header("content-type", "application/json")
+    .header("content-length", size)
+    .body(body)
+    .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("413 before the body")
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the answer's body")
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], 413);
 }
 
 fn review_with(uid: &str, generate_name: &str) -> Vec<u8> {
