@@ -73,8 +73,7 @@ fn needs_escape(c: char) -> bool {
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kept = 0;
-        for (i, c) in self.value.char_indices() {
+        for (kept, (i, c)) in self.value.char_indices().enumerate() {
             if kept == self.max {
                 return write!(f, "…(+{} bytes)", self.value.len() - i);
             }
@@ -83,7 +82,6 @@ impl fmt::Display for Untrusted<'_> {
             } else {
                 fmt::Write::write_char(f, c)?;
             }
-            kept += 1;
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ fn wrapper_obstacle(spec: &PodSpec) -> Option<String> {
         return Some("the pod has no containers".into());
     }
     for c in &spec.containers {
-        if !c.command.as_ref().is_some_and(|c| !c.is_empty()) {
+        if c.command.as_ref().is_none_or(|c| c.is_empty()) {
             return Some(format!("container {:?} has no command", c.name));
         }
         let taken = c.volume_mounts.iter().flatten().find(|m| {
