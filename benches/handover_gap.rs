@@ -70,6 +70,7 @@ fn main() {
                 })),
                 flag.clone(),
             ))),
+            gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -83,6 +84,7 @@ fn main() {
             listener,
             tls::server_config(resolver).expect("tls"),
             router(state),
+            tls::ConnLimits::default(),
             std::future::pending(),
         ));
         addr

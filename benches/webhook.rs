@@ -142,6 +142,7 @@ fn main() {
         readiness,
         debug: DebugState::default(),
         release: None,
+        gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
     };
 
     // The server gets its own runtime (2 workers), the clients another.
@@ -160,6 +161,7 @@ fn main() {
             listener,
             cfg,
             router(state),
+            tls::ConnLimits::default(),
             std::future::pending(),
         ));
         addr

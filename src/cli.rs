@@ -123,6 +123,67 @@ pub struct TlsArgs {
         default_value = "https://kube-standby.kube-standby.svc:443"
     )]
     pub operator_url: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits that keep one misbehaving client from taking the process down.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Open connections on the webhook port; more are accepted and closed at once
+    /// (the operations port has its own cap of 64).
+    #[arg(long, env = "KUBE_STANDBY_MAX_CONNECTIONS", default_value_t = crate::tls::conn::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "KUBE_STANDBY_TLS_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = crate::tls::conn::DEFAULT_TLS_HANDSHAKE_TIMEOUT.as_secs())]
+    pub tls_handshake_timeout_seconds: u64,
+    /// Seconds an HTTP/1.1 request head may take to arrive (also between kept-alive requests).
+    #[arg(long, env = "KUBE_STANDBY_HEADER_READ_TIMEOUT_SECONDS", default_value_t = crate::tls::conn::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    #[arg(long, env = "KUBE_STANDBY_IDLE_TIMEOUT_SECONDS", default_value_t = crate::tls::conn::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_seconds: u64,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, env = "KUBE_STANDBY_MAX_HTTP2_STREAMS", default_value_t = crate::tls::conn::DEFAULT_MAX_HTTP2_STREAMS)]
+    pub max_http2_streams: u32,
+    /// Largest AdmissionReview body (bytes); larger ones get 413 before they are read.
+    #[arg(long, env = "KUBE_STANDBY_MAX_BODY_BYTES", default_value_t = crate::webhook::limits::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seconds reading one admission body may take (408 after that).
+    #[arg(long, env = "KUBE_STANDBY_BODY_READ_TIMEOUT_SECONDS", default_value_t = crate::webhook::limits::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    pub body_read_timeout_seconds: u64,
+    /// Admission reviews in progress at once; more get 503 at once.
+    #[arg(long, env = "KUBE_STANDBY_MAX_CONCURRENT_ADMISSIONS", default_value_t = crate::webhook::limits::DEFAULT_MAX_CONCURRENT)]
+    pub max_concurrent_admissions: usize,
+    /// Admission body bytes buffered at once across all requests; a body that would go
+    /// over gets 503 at once.
+    #[arg(long, env = "KUBE_STANDBY_MAX_BUFFERED_BODY_BYTES", default_value_t = crate::webhook::limits::DEFAULT_MAX_BUFFERED_BYTES)]
+    pub max_buffered_body_bytes: usize,
+}
+
+impl LimitArgs {
+    pub fn conn_limits(&self) -> Result<crate::tls::ConnLimits> {
+        let l = crate::tls::ConnLimits {
+            max_connections: self.max_connections,
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_seconds),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            max_http2_streams: self.max_http2_streams,
+        };
+        l.validate().map_err(Error::Config)?;
+        Ok(l)
+    }
+
+    pub fn admission_limits(&self) -> Result<crate::webhook::AdmissionLimits> {
+        let l = crate::webhook::AdmissionLimits {
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            max_concurrent: self.max_concurrent_admissions,
+            max_buffered_bytes: self.max_buffered_body_bytes,
+        };
+        l.validate().map_err(Error::Config)?;
+        Ok(l)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +291,8 @@ impl TlsArgs {
             ca_file: self.ca_file.clone(),
             agent_image: self.agent_image.clone(),
             operator_url: self.operator_url.clone(),
+            conn_limits: self.limits.conn_limits()?,
+            admission_limits: self.limits.admission_limits()?,
         })
     }
 }

@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub ca_file: Option<PathBuf>,
     pub agent_image: String,
     pub operator_url: String,
+    /// Connection limits of both listeners (the operations port has its own, smaller cap).
+    pub conn_limits: tls::ConnLimits,
+    /// Limits of `/mutate/pods`.
+    pub admission_limits: webhook::AdmissionLimits,
 }
 
 /// A ready TLS setup.
@@ -119,6 +123,7 @@ pub struct Prepared {
     pub state: WebhookState,
     pub listener: TcpListener,
     pub ops_listener: TcpListener,
+    pub conn_limits: tls::ConnLimits,
 }
 
 pub async fn prepare(
@@ -147,6 +152,7 @@ pub async fn prepare(
         readiness,
         debug,
         release,
+        gate: webhook::AdmissionGate::new(cfg.admission_limits.clone()),
     };
     let listener = TcpListener::bind(cfg.bind)
         .await
@@ -159,6 +165,7 @@ pub async fn prepare(
         state,
         listener,
         ops_listener,
+        conn_limits: cfg.conn_limits.clone(),
     })
 }
 
@@ -170,18 +177,20 @@ impl Prepared {
         tracing::info!(addr = %addr(&self.listener), "webhook listening (TLS)");
         tracing::info!(addr = %addr(&self.ops_listener), "metrics, debug state and probes listening (plain HTTP)");
         let shutdown = shutdown.shared();
-        let ops = axum::serve(self.ops_listener, webhook::ops_router(self.state.clone()))
-            .with_graceful_shutdown(shutdown.clone());
+        let ops = tls::serve_plain(
+            self.ops_listener,
+            webhook::ops_router(self.state.clone()),
+            self.conn_limits.for_ops(),
+            shutdown.clone(),
+        );
         let webhook = tls::serve(
             self.listener,
             self.tls.config.clone(),
             webhook::router(self.state),
+            self.conn_limits,
             shutdown,
         );
-        let (_, ops) = tokio::join!(webhook, ops);
-        if let Err(e) = ops {
-            tracing::warn!(error = %e, "operations server stopped");
-        }
+        tokio::join!(webhook, ops);
     }
 }
 

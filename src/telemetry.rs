@@ -1,10 +1,22 @@
-//! Logging setup: text or JSON, filtered by RUST_LOG (default info).
-use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+//! Logging setup: text or JSON, filtered by RUST_LOG (default info), on stderr.
+//!
+//! Invariants: one event is one line in either format: strings from clients are logged
+//! through [`Untrusted`], which escapes every control character and cuts long values;
+//! colours are used only when stderr is a terminal (and `NO_COLOR` is unset).
+use std::fmt;
+use std::io::IsTerminal;
+
+use tracing_subscriber::{fmt as tfmt, prelude::*, EnvFilter};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Colours only for a person at a terminal.
+fn use_ansi() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub fn init(format: LogFormat) {
@@ -13,7 +25,7 @@ pub fn init(format: LogFormat) {
     let res = match format {
         LogFormat::Json => registry
             .with(
-                fmt::layer()
+                tfmt::layer()
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
@@ -21,10 +33,92 @@ pub fn init(format: LogFormat) {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .with(
+                tfmt::layer()
+                    .with_target(false)
+                    .with_ansi(use_ansi())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     if let Err(e) = res {
         eprintln!("logging already initialised: {e}");
+    }
+}
+
+/// A string from outside (a request's uid, name, an error echoing a body) made safe to
+/// log: control characters (newline, ESC, ...) and line separators are written as
+/// `\u{..}` escapes, and only the first `max` characters are kept, followed by how many
+/// bytes were cut.
+#[derive(Clone, Copy, Debug)]
+pub struct Untrusted<'a> {
+    value: &'a str,
+    max: usize,
+}
+
+impl<'a> Untrusted<'a> {
+    /// For identifiers and names (at most 128 characters).
+    pub fn short(value: &'a str) -> Self {
+        Untrusted { value, max: 128 }
+    }
+    /// For messages (at most 512 characters).
+    pub fn long(value: &'a str) -> Self {
+        Untrusted { value, max: 512 }
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (kept, (i, c)) in self.value.char_indices().enumerate() {
+            if kept == self.max {
+                return write!(f, "…(+{} bytes)", self.value.len() - i);
+            }
+            if needs_escape(c) {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_and_cuts() {
+        assert_eq!(Untrusted::short("plain-uid").to_string(), "plain-uid");
+        assert_eq!(
+            Untrusted::short("a\nb\r\x1b[31mc\u{2028}").to_string(),
+            "a\\u{a}b\\u{d}\\u{1b}[31mc\\u{2028}"
+        );
+        let long = "x".repeat(1_000_000);
+        let shown = Untrusted::short(&long).to_string();
+        assert_eq!(shown, format!("{}…(+999872 bytes)", "x".repeat(128)));
+        // Cut on a character boundary.
+        let wide = "é".repeat(200);
+        assert!(Untrusted::short(&wide)
+            .to_string()
+            .ends_with("…(+144 bytes)"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_a_line_break_and_bounded(s in any::<String>()) {
+            let shown = Untrusted::short(&s).to_string();
+            prop_assert!(!shown.chars().any(needs_escape), "{shown:?}");
+            // 128 characters, each at most 10 bytes escaped, plus the cut note.
+            prop_assert!(shown.len() <= 128 * 10 + 32);
+            if s.chars().count() <= 128 && !s.chars().any(needs_escape) {
+                prop_assert_eq!(shown, s);
+            }
+        }
     }
 }

@@ -107,6 +107,7 @@ async fn serve(op: &Operator, listener: tokio::net::TcpListener) {
         listener,
         tls::server_config(resolver).unwrap(),
         router(state),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ));
 }
@@ -282,6 +283,7 @@ async fn missing_token_and_webhook_mode_answers() {
         listener,
         tls::server_config(resolver).unwrap(),
         router(common::state_with(StaticObjects::default())),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ));
     let r = common::client(&op.bundle.ca_pem, addr2)
@@ -319,6 +321,7 @@ fn serve_mode(
         listener,
         tls.config.clone(),
         router(state),
+        tls::ConnLimits::default(),
         std::future::pending(),
     ))
 }
@@ -422,4 +425,102 @@ async fn an_agent_admitted_before_a_restart_is_released_after_it() {
         "the agent admitted before the restart was not released"
     );
     agent_task.abort();
+}
+
+/// A misbehaving endpoint on a raw TLS socket: answers every request with `status`, the
+/// then `total` bytes of body (chunked), counting what it managed to write.
+async fn misbehaving_endpoint(
+    bundle: &certs::Bundle,
+    status: &'static str,
+    total: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let resolver = CertResolver::new(
+        tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver).unwrap());
+    let written = Arc::new(AtomicUsize::new(0));
+    let count = written.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = vec![0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let h = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                if s.write_all(h.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let framed = [
+                    format!("{:x}\r\n", chunk.len()).into_bytes(),
+                    chunk,
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
+                let mut sent = 0;
+                while sent < total {
+                    if s.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                    sent += 64 * 1024;
+                    count.fetch_add(64 * 1024, Ordering::SeqCst);
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+                let _ = s.flush().await;
+                let _ = s.read(&mut head).await;
+            });
+        }
+    });
+    (addr, written)
+}
+
+/// The agent reads at most its cap of an answer, says so briefly, and never writes the
+/// signal: a 128 MiB "200" body, and a 5xx / 403 with bodies over and under the cap.
+#[tokio::test]
+async fn the_agent_stops_reading_past_its_cap_and_keeps_errors_short() {
+    let op = operator();
+    let (addr, written) = misbehaving_endpoint(&op.bundle, "200 OK", 128 * 1024 * 1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    let e = agent::check_once(&cfg).await.unwrap_err();
+    assert!(
+        matches!(&e, AgentError::Protocol(m) if m.contains("larger than")),
+        "{:.300}",
+        e.to_string()
+    );
+    assert!(e.to_string().len() < 200, "{:.300}", e.to_string());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = written.load(Ordering::SeqCst);
+    assert!(
+        sent < 32 * 1024 * 1024,
+        "the endpoint could write {} MiB: the agent kept reading",
+        sent / (1024 * 1024)
+    );
+    // No signal on this error, however long the agent keeps trying.
+    let signal = dir.path().join("start-signal");
+    let task = tokio::spawn(agent::run(cfg.clone(), Mode::Signal(signal.clone())));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!signal.exists());
+    task.abort();
+
+    for (status, size) in [
+        ("503 Service Unavailable", 1024 * 1024),
+        ("403 Forbidden", 48 * 1024),
+    ] {
+        let (addr, _) = misbehaving_endpoint(&op.bundle, status, size).await;
+        let cfg = config(&op, addr, "tok-db-0", dir.path());
+        let e = agent::check_once(&cfg).await.unwrap_err().to_string();
+        assert!(
+            e.len() < 1024,
+            "{status}: a {}-byte error: {e:.200}",
+            e.len()
+        );
+    }
 }

@@ -300,3 +300,58 @@ fn webhook_defaults_to_self_signed_and_exits_when_its_port_is_taken() {
     );
     drop(taken);
 }
+
+/// Limit flags that cannot work are refused at start, naming the flag; `--help` lists them.
+#[test]
+fn limit_flags_are_checked_and_documented() {
+    for (flags, needle) in [
+        (
+            vec![
+                "--max-body-bytes",
+                "8388608",
+                "--max-buffered-body-bytes",
+                "1048576",
+            ],
+            "--max-buffered-body-bytes",
+        ),
+        (
+            vec!["--idle-timeout-seconds", "0"],
+            "--idle-timeout-seconds",
+        ),
+        (vec!["--max-connections", "0"], "--max-connections"),
+        (
+            vec!["--max-concurrent-admissions", "0"],
+            "--max-concurrent-admissions",
+        ),
+    ] {
+        let out = bin()
+            .args([
+                "webhook",
+                "--bind",
+                "127.0.0.1:0",
+                "--metrics-bind",
+                "127.0.0.1:0",
+            ])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    let help = bin().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--max-connections",
+        "--tls-handshake-timeout-seconds",
+        "--header-read-timeout-seconds",
+        "--idle-timeout-seconds",
+        "--max-http2-streams",
+        "--max-body-bytes",
+        "--body-read-timeout-seconds",
+        "--max-concurrent-admissions",
+        "--max-buffered-body-bytes",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from run --help");
+    }
+}

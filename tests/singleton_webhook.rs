@@ -404,3 +404,335 @@ async fn pods_without_labels_or_annotations_get_whole_maps() {
         json!({"apps.statefulsingleton.com/gate": "wrapper"})
     );
 }
+
+/// What the API server would reject: duplicate volume or container names, a duplicate
+/// mount path in one container, a mount of a volume that does not exist.
+fn validity_problems(pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let mut problems = vec![];
+    let volumes: Vec<String> = list(&spec["volumes"])
+        .iter()
+        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &volumes {
+        if !seen.insert(v.clone()) {
+            problems.push(format!("duplicate volume {v}"));
+        }
+    }
+    let containers: Vec<Value> = list(&spec["containers"])
+        .into_iter()
+        .chain(list(&spec["initContainers"]))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for c in &containers {
+        let name = c["name"].as_str().unwrap_or_default();
+        if !names.insert(name.to_string()) {
+            problems.push(format!("duplicate container {name}"));
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for m in list(&c["volumeMounts"]) {
+            let path = m["mountPath"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            if !paths.insert(path.to_string()) {
+                problems.push(format!("{name}: duplicate mount path {path}"));
+            }
+            let vol = m["name"].as_str().unwrap_or_default();
+            if !volumes.iter().any(|v| v == vol) {
+                problems.push(format!("{name}: mount of a missing volume {vol}"));
+            }
+        }
+    }
+    problems
+}
+
+enum Want {
+    Gate(&'static str),
+    Deny(&'static [&'static str]),
+}
+
+/// Pods that already use our names: volumes get free names, a clash on the wrapper's
+/// mount paths or the sidecar's name moves to the init gate, and when no gate fits the
+/// pod is denied with a message naming the clash. Every admitted pod is valid.
+#[tokio::test]
+async fn name_clashes_never_make_an_invalid_pod() {
+    let with_cmd = "pod-create-direct-with-command.json";
+    let no_cmd = "pod-create-from-replicaset.json";
+    let user_volumes = json!([
+        {"name": "statefulsingleton-token", "emptyDir": {}},
+        {"name": "statefulsingleton-token-2", "emptyDir": {}},
+        {"name": "statefulsingleton-wrapper", "emptyDir": {}},
+        {"name": "statefulsingleton-signal", "emptyDir": {}},
+        {"name": "mine", "emptyDir": {}}
+    ]);
+    let cases: Vec<(&str, &str, Value, &str, Want)> = vec![
+        (
+            "our volume names taken",
+            with_cmd,
+            json!({"volumes": user_volumes}),
+            "auto",
+            Want::Gate("wrapper"),
+        ),
+        (
+            "our volume names taken, init gate",
+            no_cmd,
+            json!({"volumes": user_volumes}),
+            "auto",
+            Want::Gate("initContainer"),
+        ),
+        (
+            "an app container mounts /opt/wrapper",
+            with_cmd,
+            json!({"volumes": [{"name": "mine", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "mine", "mountPath": "/opt/wrapper"}]}}}),
+            "wrapper",
+            Want::Gate("initContainer"),
+        ),
+        (
+            "an app container mounts /var/run/signal/",
+            with_cmd,
+            json!({"volumes": [{"name": "mine", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "mine", "mountPath": "/var/run/signal/"}]}}}),
+            "auto",
+            Want::Gate("initContainer"),
+        ),
+        (
+            "a user container is named status-sidecar",
+            with_cmd,
+            json!({"containers": {"1": {"name": "status-sidecar", "image": "busybox", "command": ["sleep", "1d"]}}}),
+            "auto",
+            Want::Gate("initContainer"),
+        ),
+        (
+            "a user init container is named singleton-gate and there is no command",
+            no_cmd,
+            json!({"initContainers": [{"name": "singleton-gate", "image": "busybox"}]}),
+            "auto",
+            Want::Deny(&["singleton-gate", "has no command", "rename"]),
+        ),
+        (
+            "singleton-gate taken and /opt/wrapper mounted",
+            with_cmd,
+            json!({"volumes": [{"name": "mine", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "mine", "mountPath": "/opt/wrapper"}]}},
+                   "initContainers": [{"name": "singleton-gate", "image": "busybox"}]}),
+            "auto",
+            Want::Deny(&["singleton-gate", "/opt/wrapper"]),
+        ),
+        (
+            "startGate initContainer and a container named singleton-gate",
+            with_cmd,
+            json!({"containers": {"1": {"name": "singleton-gate", "image": "busybox", "command": ["true"]}}}),
+            "initContainer",
+            Want::Deny(&["singleton-gate", "startGate is initContainer"]),
+        ),
+    ];
+    for (what, fixture, change, gate, want) in cases {
+        let mut review = common::fixture_json(fixture);
+        let spec = &mut review["request"]["object"]["spec"];
+        for (k, v) in change.as_object().unwrap() {
+            match (k.as_str(), v) {
+                ("containers", Value::Object(by_index)) => {
+                    for (i, c) in by_index {
+                        let i: usize = i.parse().unwrap();
+                        let list = spec["containers"].as_array_mut().unwrap();
+                        if i < list.len() {
+                            let mounts = list[i]["volumeMounts"].as_array_mut().unwrap();
+                            mounts.extend(c["volumeMounts"].as_array().unwrap().iter().cloned());
+                        } else {
+                            list.push(c.clone());
+                        }
+                    }
+                }
+                ("volumes", Value::Array(vs)) => spec["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .extend(vs.iter().cloned()),
+                _ => spec[k] = v.clone(),
+            }
+        }
+        let before = review["request"]["object"].clone();
+        assert!(
+            validity_problems(&before).is_empty(),
+            "{what}: the test pod itself is invalid"
+        );
+        let labels = review["request"]["object"]["metadata"]["labels"].clone();
+        let o = objects(&singleton(
+            "s",
+            "cap",
+            json!({"matchLabels": labels}),
+            json!({"startGate": gate}),
+        ));
+        let resp = admit(o, &review).await;
+        match want {
+            Want::Gate(g) => {
+                assert_eq!(resp["response"]["allowed"], true, "{what}: {resp}");
+                let pod = patched(&review, &resp);
+                assert_eq!(
+                    pod["metadata"]["annotations"]["apps.statefulsingleton.com/gate"], g,
+                    "{what}"
+                );
+                let problems = validity_problems(&pod);
+                assert!(problems.is_empty(), "{what}: {problems:?}");
+                if g == "initContainer" {
+                    assert_eq!(
+                        pod["spec"]["containers"], before["spec"]["containers"],
+                        "{what}: app containers touched"
+                    );
+                }
+                // The user's volumes are untouched; ours is the projected token.
+                for v in before["spec"]["volumes"].as_array().unwrap() {
+                    assert_eq!(
+                        find(&pod["spec"]["volumes"], v["name"].as_str().unwrap()),
+                        v,
+                        "{what}"
+                    );
+                }
+                let agent = pod["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .chain(
+                        pod["spec"]["initContainers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .find(|c| c["args"][0] == "agent")
+                    .unwrap_or_else(|| panic!("{what}: no agent"));
+                let token_mount = agent["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["mountPath"] == "/var/run/secrets/kube-standby")
+                    .unwrap();
+                let token = find(
+                    &pod["spec"]["volumes"],
+                    token_mount["name"].as_str().unwrap(),
+                );
+                assert_eq!(
+                    token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+                    "kube-standby",
+                    "{what}"
+                );
+                // Reinvoked, the injected pod is left alone.
+                let mut again = review.clone();
+                again["request"]["object"] = pod;
+                let o = objects(&singleton(
+                    "s",
+                    "cap",
+                    json!({"matchLabels": labels}),
+                    json!({"startGate": gate}),
+                ));
+                assert!(
+                    admit(o, &again).await["response"].get("patch").is_none(),
+                    "{what}: patched twice"
+                );
+            }
+            Want::Deny(words) => {
+                assert_eq!(resp["response"]["allowed"], false, "{what}: {resp}");
+                assert!(resp["response"].get("patch").is_none());
+                let msg = resp["response"]["status"]["message"].as_str().unwrap();
+                for w in words {
+                    assert!(msg.contains(w), "{what}: {w:?} not in {msg:?}");
+                }
+            }
+        }
+    }
+}
+
+mod clash_properties {
+    use super::*;
+    use kube_standby::webhook::{mutate, Config};
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["app", "status-sidecar", "singleton-gate", "other"])
+            .prop_map(String::from)
+    }
+    fn volume() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "statefulsingleton-token",
+            "statefulsingleton-token-2",
+            "statefulsingleton-wrapper",
+            "statefulsingleton-signal",
+            "statefulsingleton-signal-2",
+            "data",
+        ])
+        .prop_map(String::from)
+    }
+    fn path() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "/opt/wrapper",
+            "/opt/wrapper/",
+            "/var/run/signal",
+            "/opt",
+            "/data",
+            "/var/run/secrets/kube-standby",
+        ])
+        .prop_map(String::from)
+    }
+    fn container() -> impl Strategy<Value = Value> {
+        (name(), any::<bool>(), prop::collection::vec(path(), 0..3)).prop_map(|(n, cmd, paths)| {
+            let mut c = json!({"name": n, "image": "x"});
+            if cmd {
+                c["command"] = json!(["run"]);
+            }
+            c["volumeMounts"] = Value::Array(
+                paths
+                    .into_iter()
+                    .map(|p| json!({"name": "data", "mountPath": p}))
+                    .collect(),
+            );
+            c
+        })
+    }
+    fn pod() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec(container(), 1..4),
+            prop::collection::vec(container(), 0..2),
+            prop::collection::vec(volume(), 0..4),
+        )
+            .prop_map(|(cs, inits, vols)| {
+                let mut vols: Vec<String> = vols;
+                vols.push("data".into());
+                vols.sort();
+                vols.dedup();
+                let mut spec = json!({
+                    "containers": cs,
+                    "volumes": vols.into_iter().map(|v| json!({"name": v, "emptyDir": {}})).collect::<Vec<_>>(),
+                });
+                if !inits.is_empty() {
+                    spec["initContainers"] = Value::Array(inits);
+                }
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "cap", "labels": {"app": "game"}}, "spec": spec})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        /// For any valid pod: a denial names a container, or the patched pod is valid,
+        /// carries the gate, and is left alone when reinvoked.
+        #[test]
+        fn valid_in_valid_out(pod in pod(), gate in prop::sample::select(vec!["auto", "wrapper", "initContainer"])) {
+            prop_assume!(validity_problems(&pod).is_empty());
+            let singletons = objects(&singleton("s", "cap", json!({"matchLabels": {"app": "game"}}), json!({"startGate": gate})))
+                .singletons.clone();
+            let injection = common::injection();
+            let config = Config { singletons, injection: &injection };
+            let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+            match mutate(&typed, &config) {
+                Err(why) => prop_assert!(why.contains("is already named"), "{why}"),
+                Ok(ops) => {
+                    let mut patched = pod.clone();
+                    json_patch::patch(&mut patched, &ops).unwrap();
+                    let problems = validity_problems(&patched);
+                    prop_assert!(problems.is_empty(), "{:?}", problems);
+                    let typed: Pod = serde_json::from_value(patched).unwrap();
+                    prop_assert!(kube_standby::api::singleton::carries_gate(&typed));
+                    prop_assert_eq!(mutate(&typed, &config).unwrap().len(), 0);
+                }
+            }
+        }
+    }
+}

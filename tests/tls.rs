@@ -20,9 +20,15 @@ async fn start(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(common::state_with(common::demo_objects()));
     let cfg = tls::server_config(resolver).unwrap();
-    tokio::spawn(tls::serve(listener, cfg, app, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(tls::serve(
+        listener,
+        cfg,
+        app,
+        tls::ConnLimits::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
 

@@ -5,7 +5,8 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use kube_standby::webhook::{router, StaticObjects, MAX_BODY_BYTES};
+use kube_standby::webhook::limits::DEFAULT_MAX_BODY_BYTES;
+use kube_standby::webhook::{router, StaticObjects};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -188,7 +189,7 @@ async fn bad_bodies_get_400_with_a_json_error_naming_the_problem() {
 #[tokio::test]
 async fn an_oversized_body_gets_413() {
     let mut body = b"{\"pad\":\"".to_vec();
-    body.resize(MAX_BODY_BYTES + 10, b'a');
+    body.resize(DEFAULT_MAX_BODY_BYTES + 10, b'a');
     body.extend_from_slice(b"\"}");
     let (status, b) = call(
         common::state_with(StaticObjects::default()),

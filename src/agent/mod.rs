@@ -1,11 +1,15 @@
 //! The in-pod agent (`kube-standby agent`): asks the operator over TLS whether this pod
 //! is released (a long-poll), retries with backoff while the operator is unreachable,
 //! and only on a positive answer writes the start signal (atomically) or exits 0 (`--once`).
+//!
+//! Invariants: an answer is read up to [`MAX_ANSWER_BYTES`] and no further (the agent's
+//! memory stays bounded whatever the endpoint sends); error messages quote at most a short,
+//! escaped excerpt of an answer; the signal is written on a positive answer only.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
@@ -13,7 +17,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
+use crate::telemetry::Untrusted;
 use crate::webhook::release::ReleaseAnswer;
+
+/// Largest answer the agent reads (a real one is about a hundred bytes).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AgentError {
@@ -70,6 +78,44 @@ fn tls_connector(ca_pem: &str) -> Result<TlsConnector, AgentError> {
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
+/// Aborts the connection task when the request is done or abandoned.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn too_large() -> AgentError {
+    AgentError::Protocol(format!(
+        "answer larger than {MAX_ANSWER_BYTES} bytes; not read further"
+    ))
+}
+
+/// Read an answer body up to [`MAX_ANSWER_BYTES`].
+async fn read_capped(resp: hyper::Response<hyper::body::Incoming>) -> Result<Vec<u8>, AgentError> {
+    let declared = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(AgentError::Unreachable(format!(
+            "body: {}",
+            Untrusted::long(&e.to_string())
+        ))),
+    }
+}
+
 /// One HTTPS GET; returns (status, body).
 async fn https_get(
     connector: &TlsConnector,
@@ -102,7 +148,9 @@ async fn https_get(
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| AgentError::Unreachable(format!("http: {e}")))?;
-        let conn = tokio::spawn(conn);
+        let _conn = AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
         let req = hyper::Request::get(url.clone())
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
@@ -114,14 +162,7 @@ async fn https_get(
             .await
             .map_err(|e| AgentError::Unreachable(format!("request: {e}")))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| AgentError::Unreachable(format!("body: {e}")))?
-            .to_bytes()
-            .to_vec();
-        conn.abort();
+        let body = read_capped(resp).await?;
         Ok((status, body))
     };
     tokio::time::timeout(timeout, fut)
@@ -157,11 +198,14 @@ pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
         Duration::from_secs(cfg.poll_seconds + 10),
     )
     .await?;
-    let text = String::from_utf8_lossy(&body).to_string();
+    let lossy = String::from_utf8_lossy(&body);
+    let text = Untrusted::long(&lossy).to_string();
     match status {
         200 => serde_json::from_slice::<ReleaseAnswer>(&body)
             .map(|a| a.released)
-            .map_err(|e| AgentError::Protocol(format!("{e}: {text}"))),
+            .map_err(|e| {
+                AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
+            }),
         401 => Err(AgentError::Unauthorized(text)),
         403 => Err(AgentError::Forbidden(text)),
         s if s >= 500 => Err(AgentError::Unreachable(format!("status {s}: {text}"))),

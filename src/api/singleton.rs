@@ -163,6 +163,11 @@ pub fn carries_gate(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
     })
 }
 
+/// Names of the volumes the webhook adds (a pod that already uses one gets `<name>-2`, ...).
+pub const WRAPPER_VOLUME: &str = "statefulsingleton-wrapper";
+pub const SIGNAL_VOLUME: &str = "statefulsingleton-signal";
+pub const TOKEN_VOLUME: &str = "statefulsingleton-token";
+
 /// The ConfigMap holding the wrapper script, in each namespace that needs it.
 pub const WRAPPER_CONFIGMAP: &str = "statefulsingleton-wrapper";
 pub const WRAPPER_DIR: &str = "/opt/wrapper";

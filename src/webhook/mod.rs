@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,17 +16,17 @@ use tracing::{field, info_span, Instrument};
 
 use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
+use crate::telemetry::Untrusted;
 
+pub mod limits;
 pub mod mutate;
 pub mod objects;
 pub mod release;
 pub mod singleton;
 
+pub use limits::{AdmissionGate, AdmissionLimits};
 pub use mutate::{mutate, Config, Injection};
 pub use objects::{ObjectSource, StaticObjects};
-
-/// Largest AdmissionReview body accepted (the API server caps objects at ~3 MiB).
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -40,6 +38,8 @@ pub struct WebhookState {
     pub debug: DebugState,
     /// The agent release service (`run` mode only).
     pub release: Option<Arc<release::ReleaseService>>,
+    /// Concurrency, body size, body time and buffer limits of `/mutate/pods`.
+    pub gate: Arc<AdmissionGate>,
 }
 
 /// The webhook's HTTPS routes (what the API server and the in-pod agents reach).
@@ -49,7 +49,6 @@ pub fn router(state: WebhookState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/release", get(release::release))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -287,7 +286,10 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
         singletons: objects.singletons(&ns),
         injection,
     };
-    let ops = mutate(pod, &config);
+    let ops = match mutate(pod, &config) {
+        Ok(ops) => ops,
+        Err(why) => return Decision::deny(base, why),
+    };
     if ops.is_empty() {
         return Decision::allow(base);
     }
@@ -318,37 +320,67 @@ pub fn review_json(d: Decision) -> Result<serde_json::Value, serde_json::Error> 
     Ok(v)
 }
 
-async fn mutate_pods(
-    State(state): State<WebhookState>,
-    body: Result<Bytes, BytesRejection>,
+/// A JSON error answer for a request that was not reviewed, counted under `outcome`.
+fn refuse(
+    state: &WebhookState,
+    started: Instant,
+    e: AdmissionError,
+    outcome: &'static str,
 ) -> Response {
+    state
+        .metrics
+        .admission(outcome, started.elapsed().as_secs_f64());
+    tracing::warn!(status = %e.status(), error = %Untrusted::long(&e.to_string()), "admission request refused");
+    let mut resp = e.into_response();
+    if outcome == "busy" {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Response {
     let started = Instant::now();
-    let body = match body {
+    let (parts, mut body) = req.into_parts();
+    let gate = state.gate.clone();
+    // Held until the answer is built: the slot and the buffered bytes.
+    let mut admitted = match gate.enter() {
+        Ok(a) => a,
+        Err(e) => {
+            let outcome = e.outcome();
+            return refuse(
+                &state,
+                started,
+                AdmissionError::Body(e.to_string(), e.status()),
+                outcome,
+            );
+        }
+    };
+    let body = match gate
+        .read_body(&mut admitted, &parts.headers, &mut body)
+        .await
+    {
         Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            state
-                .metrics
-                .admission("rejected", started.elapsed().as_secs_f64());
-            tracing::warn!(%status, "admission body rejected: {}", rej.body_text());
-            return AdmissionError::Body(rej.body_text(), status).into_response();
+        Err(e) => {
+            let outcome = e.outcome();
+            return refuse(
+                &state,
+                started,
+                AdmissionError::Body(e.to_string(), e.status()),
+                outcome,
+            );
         }
     };
     let req = match parse_review(&body) {
         Ok(r) => r,
-        Err(e) => {
-            state
-                .metrics
-                .admission("rejected", started.elapsed().as_secs_f64());
-            tracing::warn!(error = %e, "bad admission request");
-            return e.into_response();
-        }
+        Err(e) => return refuse(&state, started, e, "rejected"),
     };
+    drop(body);
     let span = info_span!(
         "admission",
-        uid = %req.uid(),
-        namespace = req.namespace().unwrap_or(""),
-        name = %req.display_name(),
+        uid = %Untrusted::short(req.uid()),
+        namespace = %Untrusted::short(req.namespace().unwrap_or("")),
+        name = %Untrusted::short(&req.display_name()),
         operation = ?req.operation(),
         dry_run = req.dry_run(),
         allowed = field::Empty,
@@ -367,14 +399,16 @@ async fn mutate_pods(
         state
             .metrics
             .admission(outcome.label(), elapsed.as_secs_f64());
-        match review_json(decision) {
+        let resp = match review_json(decision) {
             Ok(v) => Json(v).into_response(),
             Err(e) => AdmissionError::Body(
                 format!("could not encode the response: {e}"),
                 StatusCode::INTERNAL_SERVER_ERROR,
             )
             .into_response(),
-        }
+        };
+        drop(admitted);
+        resp
     }
     .instrument(span)
     .await

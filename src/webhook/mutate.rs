@@ -1,4 +1,5 @@
-//! The pure mutation pipeline: `mutate(&Pod, &Config) -> Vec<PatchOperation>`.
+//! The pure mutation pipeline: `mutate(&Pod, &Config) -> Result<Vec<PatchOperation>, String>`
+//! (an error is a denial, with the message the user sees).
 //!
 //! Each feature contributes a pure mutator; the pipeline concatenates their operations.
 //! Nothing here does I/O, so every rule is tested without a server.
@@ -27,10 +28,11 @@ pub struct Config<'a> {
     pub injection: &'a Injection,
 }
 
-/// All patch operations for a pod being created. Empty means "admit unchanged".
-pub fn mutate(pod: &Pod, config: &Config<'_>) -> Vec<PatchOperation> {
+/// All patch operations for a pod being created. Empty means "admit unchanged"; an error
+/// means "deny, saying this".
+pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Vec<PatchOperation>, String> {
     let mut ops = Vec::new();
     // One pure mutator per feature, in a fixed order.
-    ops.extend(super::singleton::mutate(pod, config));
-    ops
+    ops.extend(super::singleton::mutate(pod, config)?);
+    Ok(ops)
 }

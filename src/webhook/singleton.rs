@@ -1,8 +1,14 @@
 //! StatefulSingleton injection: a pure mutator from a pod being created to JSON-patch
 //! operations. Idempotent (an injected pod is left alone), never used on UPDATE.
+//!
+//! Invariant: the patched pod is valid whatever the pod already holds. Volume names are
+//! ours to choose, so a taken one gets a free `-N` suffix; mount paths and container
+//! names are part of the documented layout (and how an injected pod is recognised), so a
+//! clash there moves to the other gate, and when neither gate fits the pod is denied
+//! with a message naming the clash.
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{json, Value};
 
 use super::mutate::Config;
@@ -12,10 +18,9 @@ use crate::api::singleton::{
     TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
 };
 
-pub use crate::api::singleton::{INIT_GATE_NAME, SIDECAR_NAME};
-pub const WRAPPER_VOLUME: &str = "statefulsingleton-wrapper";
-pub const SIGNAL_VOLUME: &str = "statefulsingleton-signal";
-pub const TOKEN_VOLUME: &str = "statefulsingleton-token";
+pub use crate::api::singleton::{
+    INIT_GATE_NAME, SIDECAR_NAME, SIGNAL_VOLUME, TOKEN_VOLUME, WRAPPER_VOLUME,
+};
 
 /// The gate a pod gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +38,96 @@ impl Gate {
     }
 }
 
+/// Is `name` used by any container or init container of the pod?
+fn container_named(spec: &PodSpec, name: &str) -> bool {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == name)
+}
+
+fn same_path(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Why the wrapper gate cannot be used for this pod, if it cannot.
+fn wrapper_obstacle(spec: &PodSpec) -> Option<String> {
+    if spec.containers.is_empty() {
+        return Some("the pod has no containers".into());
+    }
+    for c in &spec.containers {
+        if c.command.as_ref().is_none_or(|c| c.is_empty()) {
+            return Some(format!("container {:?} has no command", c.name));
+        }
+        let taken = c.volume_mounts.iter().flatten().find(|m| {
+            same_path(&m.mount_path, WRAPPER_DIR) || same_path(&m.mount_path, SIGNAL_DIR)
+        });
+        if let Some(m) = taken {
+            return Some(format!(
+                "container {:?} already mounts {:?}",
+                c.name, m.mount_path
+            ));
+        }
+    }
+    if container_named(spec, SIDECAR_NAME) {
+        return Some(format!("a container is already named {SIDECAR_NAME:?}"));
+    }
+    None
+}
+
 /// `auto`: wrapper when every app container has a command (the ENTRYPOINT of an image is
-/// unknown at admission), else the init gate. `wrapper` falls back to the init gate for
-/// the same reason rather than guessing an entrypoint.
-pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Gate {
-    let all_have_command = pod.spec.as_ref().is_some_and(|s| {
-        !s.containers.is_empty()
-            && s.containers
-                .iter()
-                .all(|c| c.command.as_ref().is_some_and(|c| !c.is_empty()))
-    });
-    match wanted {
-        StartGate::InitContainer => Gate::InitContainer,
-        StartGate::Auto | StartGate::Wrapper if all_have_command => Gate::Wrapper,
-        _ => Gate::InitContainer,
+/// unknown at admission) and nothing in the pod takes the wrapper's paths or sidecar name,
+/// else the init gate. `wrapper` falls back to the init gate for the same reasons rather
+/// than guessing an entrypoint or clashing. An error names why no gate fits.
+pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Result<Gate, String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(Gate::InitContainer);
+    };
+    let wrapper = match wanted {
+        StartGate::InitContainer => Some("startGate is initContainer".to_string()),
+        StartGate::Auto | StartGate::Wrapper => wrapper_obstacle(spec),
+    };
+    if wrapper.is_none() {
+        return Ok(Gate::Wrapper);
+    }
+    if !container_named(spec, INIT_GATE_NAME) {
+        return Ok(Gate::InitContainer);
+    }
+    Err(format!(
+        "a container is already named {INIT_GATE_NAME:?}, the name of the init gate, and the wrapper gate cannot be used ({}); rename that container",
+        wrapper.unwrap_or_default()
+    ))
+}
+
+/// Volume names free in this pod: ours, or ours with the first free `-N` suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNames {
+    pub token: String,
+    pub wrapper: String,
+    pub signal: String,
+}
+
+impl VolumeNames {
+    pub fn for_pod(spec: &PodSpec) -> Self {
+        let mut taken: Vec<String> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect();
+        let mut pick = |base: &str| {
+            let name = std::iter::once(base.to_string())
+                .chain((2..).map(|i| format!("{base}-{i}")))
+                .find(|n| !taken.contains(n))
+                .unwrap_or_else(|| base.to_string());
+            taken.push(name.clone());
+            name
+        };
+        VolumeNames {
+            token: pick(TOKEN_VOLUME),
+            wrapper: pick(WRAPPER_VOLUME),
+            signal: pick(SIGNAL_VOLUME),
+        }
     }
 }
 
@@ -77,32 +158,32 @@ fn agent_env(config: &Config<'_>) -> Value {
     ])
 }
 
-fn token_mount() -> Value {
-    json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true})
+fn token_mount(names: &VolumeNames) -> Value {
+    json!({"name": names.token, "mountPath": TOKEN_DIR, "readOnly": true})
 }
 
 /// The status sidecar: obtains the release and writes the signal file atomically.
-pub fn sidecar(config: &Config<'_>) -> Value {
+pub fn sidecar(config: &Config<'_>, names: &VolumeNames) -> Value {
     json!({
         "name": SIDECAR_NAME,
         "image": config.injection.agent_image,
         "args": ["agent", "--signal-file", SIGNAL_FILE],
         "env": agent_env(config),
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
-        "volumeMounts": [{"name": SIGNAL_VOLUME, "mountPath": SIGNAL_DIR}, token_mount()],
+        "volumeMounts": [{"name": names.signal, "mountPath": SIGNAL_DIR}, token_mount(names)],
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
     })
 }
 
 /// The init gate: exits 0 once the pod is released.
-pub fn init_gate(config: &Config<'_>) -> Value {
+pub fn init_gate(config: &Config<'_>, names: &VolumeNames) -> Value {
     json!({
         "name": INIT_GATE_NAME,
         "image": config.injection.agent_image,
         "args": ["agent", "--once"],
         "env": agent_env(config),
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
-        "volumeMounts": [token_mount()],
+        "volumeMounts": [token_mount(names)],
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
     })
 }
@@ -116,17 +197,19 @@ fn wrapped_command(c: &Container) -> Value {
     json!(cmd)
 }
 
-/// Operations injecting `singleton`'s gate into `pod`.
+/// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied.
 pub fn inject(
     pod: &Pod,
     singleton: &StatefulSingleton,
     config: &Config<'_>,
-) -> Vec<PatchOperation> {
+) -> Result<Vec<PatchOperation>, String> {
     let Some(spec) = pod.spec.as_ref() else {
-        return vec![];
+        return Ok(vec![]);
     };
     let name = singleton.metadata.name.clone().unwrap_or_default();
-    let gate = choose_gate(pod, singleton.spec.start_gate);
+    let gate = choose_gate(pod, singleton.spec.start_gate)
+        .map_err(|why| format!("StatefulSingleton {name:?} cannot gate this pod: {why}"))?;
+    let names = VolumeNames::for_pod(spec);
     let mut ops = vec![];
 
     // Labels and the gate annotation (keys contain '/', escaped by from_tokens).
@@ -229,12 +312,12 @@ pub fn inject(
     }
 
     // Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
-    let mut volumes = vec![json!({"name": TOKEN_VOLUME, "projected": {"sources": [
+    let mut volumes = vec![json!({"name": names.token, "projected": {"sources": [
         {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
     ]}})];
     if gate == Gate::Wrapper {
-        volumes.push(json!({"name": WRAPPER_VOLUME, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
-        volumes.push(json!({"name": SIGNAL_VOLUME, "emptyDir": {}}));
+        volumes.push(json!({"name": names.wrapper, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
+        volumes.push(json!({"name": names.signal, "emptyDir": {}}));
     }
     match &spec.volumes {
         None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(volumes))),
@@ -248,8 +331,8 @@ pub fn inject(
     match gate {
         Gate::Wrapper => {
             let mounts = [
-                json!({"name": WRAPPER_VOLUME, "mountPath": WRAPPER_DIR, "readOnly": true}),
-                json!({"name": SIGNAL_VOLUME, "mountPath": SIGNAL_DIR, "readOnly": true}),
+                json!({"name": names.wrapper, "mountPath": WRAPPER_DIR, "readOnly": true}),
+                json!({"name": names.signal, "mountPath": SIGNAL_DIR, "readOnly": true}),
             ];
             for (i, c) in spec.containers.iter().enumerate() {
                 let idx = i.to_string();
@@ -271,31 +354,34 @@ pub fn inject(
                     })),
                 }
             }
-            ops.push(add(ptr(&["spec", "containers", "-"]), sidecar(config)));
+            ops.push(add(
+                ptr(&["spec", "containers", "-"]),
+                sidecar(config, &names),
+            ));
         }
         Gate::InitContainer => match &spec.init_containers {
             None => ops.push(add(
                 ptr(&["spec", "initContainers"]),
-                json!([init_gate(config)]),
+                json!([init_gate(config, &names)]),
             )),
             // First, so no other init container runs before the release.
             Some(_) => ops.push(add(
                 ptr(&["spec", "initContainers", "0"]),
-                init_gate(config),
+                init_gate(config, &names),
             )),
         },
     }
-    ops
+    Ok(ops)
 }
 
-/// The StatefulSingleton feature's mutator.
-pub fn mutate(pod: &Pod, config: &Config<'_>) -> Vec<PatchOperation> {
+/// The StatefulSingleton feature's mutator: the patch, or why the pod is denied.
+pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Vec<PatchOperation>, String> {
     if already_injected(pod) {
-        return vec![];
+        return Ok(vec![]);
     }
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     match owning_singleton(&config.singletons, &labels) {
         Some(s) => inject(pod, s, config),
-        None => vec![],
+        None => Ok(vec![]),
     }
 }

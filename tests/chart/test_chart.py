@@ -172,6 +172,57 @@ def test_rbac_never_grants_exec():
     assert "tokenreviews" in resources
 
 
+LIMIT_FLAGS = {
+    "maxConnections": "--max-connections",
+    "tlsHandshakeTimeoutSeconds": "--tls-handshake-timeout-seconds",
+    "headerReadTimeoutSeconds": "--header-read-timeout-seconds",
+    "idleTimeoutSeconds": "--idle-timeout-seconds",
+    "maxHttp2Streams": "--max-http2-streams",
+    "maxBodyBytes": "--max-body-bytes",
+    "bodyReadTimeoutSeconds": "--body-read-timeout-seconds",
+    "maxConcurrentAdmissions": "--max-concurrent-admissions",
+    "maxBufferedBodyBytes": "--max-buffered-body-bytes",
+}
+
+
+def binary_defaults():
+    """`[default: N]` of each limit flag in `kube-standby run --help`."""
+    out = subprocess.run([BIN, "run", "--help"], check=True, capture_output=True, text=True).stdout
+    found = {}
+    for flag in LIMIT_FLAGS.values():
+        text = out[out.index(flag + " "):]
+        text = text[text.index("[default: ") + len("[default: "):]
+        found[flag] = text[:text.index("]")]
+    return found
+
+
+def test_limits_are_passed_with_the_binary_defaults():
+    args = container(render())["args"]
+    defaults = binary_defaults()
+    for key, flag in LIMIT_FLAGS.items():
+        assert f"{flag}={defaults[flag]}" in args, (flag, defaults[flag], args)
+    # Overrides, including numbers Helm would print as floats.
+    args = container(render({"limits": {"maxBodyBytes": 8388608, "maxBufferedBodyBytes": 134217728,
+                                        "idleTimeoutSeconds": 90}}))["args"]
+    assert "--max-body-bytes=8388608" in args, args
+    assert "--max-buffered-body-bytes=134217728" in args, args
+    assert "--idle-timeout-seconds=90" in args, args
+    # The binary accepts what the chart renders: parsing and limit checks pass, and it
+    # stops only at the certificate file given here.
+    limit_args = [a for a in args if a.split("=")[0] in LIMIT_FLAGS.values()]
+    assert len(limit_args) == len(LIMIT_FLAGS), limit_args
+    out = subprocess.run([BIN, "webhook", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0",
+                          "--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key"]
+                         + limit_args, capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "/nonexistent/tls.crt" in out.stderr, out.stderr
+
+
+def test_liveness_is_probed_on_the_ops_port():
+    c = container(render())
+    assert c["livenessProbe"]["httpGet"]["port"] == "metrics", c["livenessProbe"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_webhook_matches_the_binary():
     ca = os.path.join(ROOT, "tests", "data", "test-ca.crt")
     out = subprocess.run([BIN, "webhook-config", "--service", "kube-standby/kube-standby", "--ca-file", ca],

@@ -48,6 +48,7 @@ pub fn state_with(objects: StaticObjects) -> WebhookState {
         readiness,
         debug: DebugState::default(),
         release: None,
+        gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
     }
 }
 

@@ -84,6 +84,8 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
             ca_file: None,
             agent_image: env.agent_image.clone(),
             operator_url: url.clone(),
+            conn_limits: Default::default(),
+            admission_limits: Default::default(),
         },
         webhook_config_name: None,
         ca_secret: Some(CA_SECRET.into()),
@@ -480,6 +482,77 @@ async fn two_replicas_leader_killed_mid_handover_never_runs_two_copies() {
         report(&dog);
         unregister(&client, &mwc).await;
         b.kill();
+    })
+    .await;
+}
+
+/// Pods that already use the injected names, created through the real API server (which
+/// rejects a duplicate volume, container or mount path): volumes get free names and the pod
+/// is admitted and released; a clash on the wrapper's mount path moves it to the init
+/// gate; a pod whose own init container is named `singleton-gate` is denied, saying so.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn name_clashes_are_admitted_valid_or_denied_clearly() {
+    let Some(env) = env("name_clashes_are_admitted_valid_or_denied_clearly") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-clash", move |client, ns| async move {
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        Api::<StatefulSingleton>::namespaced(client.clone(), &ns).create(&PostParams::default(), &singleton(&ns)).await.expect("singleton");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = |name: &str, spec: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": "db"}}, "spec": spec})).expect("pod")
+        };
+        let volumes_of = |p: &Pod| -> Vec<String> {
+            p.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default().into_iter().map(|v| v.name).collect()
+        };
+
+        // Our volume names taken, every container with a command: the wrapper gate, renamed volumes.
+        let a = pods.create(&PostParams::default(), &pod("taken-volumes", json!({
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [{"name": "statefulsingleton-token", "emptyDir": {}}, {"name": "statefulsingleton-wrapper", "emptyDir": {}},
+                        {"name": "statefulsingleton-signal", "emptyDir": {}}],
+            "containers": [{"name": "db", "image": "busybox:1.36", "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "statefulsingleton-token", "mountPath": "/data"}]}]
+        }))).await.expect("a pod using our volume names is admitted");
+        assert_eq!(a.annotations().get("apps.statefulsingleton.com/gate").map(String::as_str), Some("wrapper"));
+        let names = volumes_of(&a);
+        for n in ["statefulsingleton-token-2", "statefulsingleton-wrapper-2", "statefulsingleton-signal-2"] {
+            assert!(names.iter().any(|v| v == n), "{n} missing: {names:?}");
+        }
+        wait_for(Duration::from_secs(120), "the renamed-volume pod released", || async {
+            pods.get("taken-volumes").await.ok().is_some_and(|p| p.annotations().contains_key(RELEASED_ANNOTATION))
+        })
+        .await;
+
+        // An app container already mounts /opt/wrapper: the init gate, containers untouched.
+        let b = pods.create(&PostParams::default(), &pod("taken-mount", json!({
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [{"name": "mine", "emptyDir": {}}],
+            "containers": [{"name": "db", "image": "busybox:1.36", "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "mine", "mountPath": "/opt/wrapper"}]}]
+        }))).await.expect("a pod mounting /opt/wrapper is admitted");
+        assert_eq!(b.annotations().get("apps.statefulsingleton.com/gate").map(String::as_str), Some("initContainer"));
+        let spec = b.spec.expect("spec");
+        assert_eq!(spec.containers[0].command, Some(vec!["sleep".to_string(), "3600".to_string()]));
+        assert_eq!(spec.init_containers.expect("init gate")[0].name, "singleton-gate");
+
+        // No command and an init container of its own named singleton-gate: denied, naming it.
+        let err = pods.create(&PostParams::default(), &pod("taken-gate-name", json!({
+            "initContainers": [{"name": "singleton-gate", "image": "busybox:1.36", "command": ["true"]}],
+            "containers": [{"name": "db", "image": PAUSE}]
+        }))).await.expect_err("a clash with no gate left is denied");
+        let msg = err.to_string();
+        assert!(msg.contains("singleton-gate") && msg.contains("rename"), "{msg}");
+        assert!(pods.get_opt("taken-gate-name").await.expect("get").is_none());
+
+        unregister(&client, &mwc).await;
+        op.kill();
     })
     .await;
 }
