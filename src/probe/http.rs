@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
 use crate::api::hsd::HttpProbe;
-use crate::controller::hsd::plan::BusyState;
+use super::BusyState;
 
 /// Probes with a global bound on in-flight requests.
 #[derive(Clone)]

@@ -39,15 +39,7 @@ use serde::Serialize;
 
 use crate::api::hsd::HotStandbyDeploymentSpec;
 
-/// A pod's busy state as the reconciler sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusyState {
-    Busy,
-    Idle,
-    /// Never known (e.g. not probed yet). Counted as idle capacity, never deleted.
-    Unknown,
-}
+pub use crate::probe::BusyState;
 
 /// One counted pod of the child Deployment (not terminating).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -75,10 +67,7 @@ pub struct PodView {
     pub ip: Option<std::net::IpAddr>,
 }
 
-/// pod-deletion-cost of a busy, unknown or stale pod: the ReplicaSet removes it last.
-pub const COST_PROTECTED: i32 = 1_000_000;
-/// pod-deletion-cost of an idle pod (above a new pod's 0: replacements go first).
-pub const COST_IDLE: i32 = 1;
+pub use crate::controller::cost::{COST_IDLE, COST_PROTECTED};
 
 impl PodView {
     /// Only an idle pod whose idleness is current may be deleted.
@@ -88,11 +77,7 @@ impl PodView {
 
     /// The deletion cost this pod should carry.
     pub fn wanted_cost(&self) -> i32 {
-        if self.deletable() {
-            COST_IDLE
-        } else {
-            COST_PROTECTED
-        }
+        crate::controller::cost::wanted_cost(self.state, self.stale)
     }
 
     fn victim(&self) -> Victim<'_> {
