@@ -147,6 +147,8 @@ pub struct RunConfig {
     pub leader: Option<leader::LeaseConfig>,
     /// Watch only these namespaces; empty: all.
     pub namespaces: Vec<String>,
+    /// AsyncActor settings (sidecar image, runtime file).
+    pub actor: crate::controller::actor::Config,
 }
 
 /// This process's identity in the Lease: the pod name, else host name and pid.
@@ -282,6 +284,17 @@ pub async fn run(
         ));
         synced.push(Box::pin(async move { rx.await.is_ok() }));
     }
+    let actors = crate::controller::actor::start_all(
+        client.clone(),
+        &cfg.actor,
+        &scopes,
+        metrics.clone(),
+        debug.clone(),
+        leading.clone(),
+    )
+    .await?;
+    tasks.extend(actors.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
+    synced.extend(actors.synced);
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
