@@ -268,10 +268,13 @@ pub async fn observe<'a>(
         if !keda.has(k.kind) {
             continue;
         }
+        // The kinds this actor may write; a clash with one of them must be seen.
+        let wanted = scaling
+            && (k.kind == Kind::TriggerAuthentication || k.kind == super::plan::scaled_kind(want));
         let v = if k.listed.load(Ordering::Relaxed) {
             match k.store.get(&ObjectRef::new_with(&name, k.kind.api_resource()).within(ns)) {
                 Some(o) => Some(serde_json::to_value(o.as_ref())?),
-                None if scaling => lookup(ctx, k.kind, ns, &name).await?,
+                None if wanted => lookup(ctx, k.kind, ns, &name).await?,
                 None => None,
             }
         } else if scaling {

@@ -3,8 +3,9 @@
 //!
 //! Rules that hold for every input (tested below):
 //! - nothing we do not control is ever written or deleted: an object of our name that is
-//!   not controlled by this actor is a conflict (a condition), never a target;
-//! - a spec we cannot build writes nothing at all;
+//!   not controlled by this actor is a conflict (a condition), never a target; while the
+//!   workload's name is taken, only our KEDA objects (which would scale it) are deleted;
+//! - a spec we cannot build writes nothing at all (what runs keeps running);
 //! - KEDA objects exist only while scaling is enabled, valid, buildable from the transport
 //!   and KEDA is installed; otherwise every one of ours is deleted and the workload carries
 //!   `workload.replicas` itself; while KEDA drives the count we never send `replicas`;
@@ -179,8 +180,8 @@ pub struct Plan {
     pub requeue_soon: bool,
 }
 
-/// Condition reasons that are transient, not worth a Warning event.
-const QUIET: [&str; 2] = ["PodsNotReady", "WorkloadProgressing"];
+/// Condition reasons not worth a Warning event: transient, or an operator-wide setting.
+const QUIET: [&str; 3] = ["PodsNotReady", "WorkloadProgressing", "NoRuntimeFile"];
 
 /// Warning events for conditions that turned False with a new reason: each bad state is
 /// reported once, not on every reconcile.
@@ -281,6 +282,10 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
         );
         p.status.workload_ref = None;
         p.status.scaled_object_ref = None;
+        // Ours would scale an object we do not control.
+        for k in KEDA_KINDS {
+            delete_ours(o, &mut p, k);
+        }
         return p;
     }
 
@@ -730,3 +735,6 @@ pub fn rejected(
     }
     st
 }
+
+#[cfg(test)]
+mod tests;
