@@ -180,8 +180,14 @@ pub struct Plan {
     pub requeue_soon: bool,
 }
 
-/// Condition reasons not worth a Warning event: transient, or an operator-wide setting.
-const QUIET: [&str; 3] = ["PodsNotReady", "WorkloadProgressing", "NoRuntimeFile"];
+/// Condition reasons not worth a Warning event: transient, an operator-wide setting, or
+/// a consequence of another condition's own event.
+const QUIET: [&str; 4] = [
+    "PodsNotReady",
+    "WorkloadProgressing",
+    "NoRuntimeFile",
+    "WaitingForWorkload",
+];
 
 /// Warning events for conditions that turned False with a new reason: each bad state is
 /// reported once, not on every reconcile.
