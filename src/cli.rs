@@ -223,6 +223,13 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
+    /// Sidecar image injected into AsyncActors that name none in `spec.sidecar.image`.
+    #[arg(long, env = "KUBE_STANDBY_ACTOR_SIDECAR_IMAGE", default_value = crate::controller::actor::DEFAULT_SIDECAR_IMAGE)]
+    pub actor_sidecar_image: String,
+    /// `asya_runtime.py` to publish as ConfigMap `asya-runtime` in every namespace with an
+    /// AsyncActor (mounted at /opt/asya/asya_runtime.py); re-read every 10 s.
+    #[arg(long, env = "KUBE_STANDBY_ACTOR_RUNTIME_FILE")]
+    pub actor_runtime_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -324,6 +331,10 @@ impl RunArgs {
                 .filter(|n| !n.is_empty())
                 .cloned()
                 .collect(),
+            actor: crate::controller::actor::Config {
+                sidecar_image: self.actor_sidecar_image.clone(),
+                runtime_file: self.actor_runtime_file.clone(),
+            },
         })
     }
 }

@@ -34,6 +34,12 @@ pub struct DecisionLabels {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+    pub op: &'static str,
+}
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -60,6 +66,9 @@ pub struct Metrics {
     pub reaction_latency: Histogram,
     pub singleton_handover_gap: Histogram,
     pub singleton_timeouts: Counter,
+    pub actor_workload_ready: Family<ObjectLabels, Gauge>,
+    pub actor_scaling_ready: Family<ObjectLabels, Gauge>,
+    pub actor_writes: Family<WriteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +88,12 @@ impl Metrics {
         ] {
             f.remove(labels);
         }
+    }
+
+    /// Remove the per-object gauges of an AsyncActor that is gone.
+    pub fn forget_actor(&self, labels: &ObjectLabels) {
+        self.actor_workload_ready.remove(labels);
+        self.actor_scaling_ready.remove(labels);
     }
 
     pub fn new() -> Self {
@@ -172,6 +187,24 @@ impl Metrics {
             "Handovers that exceeded maxTransitionTime",
             singleton_timeouts.clone(),
         );
+        let actor_workload_ready = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "actor_workload_ready",
+            "1 when an AsyncActor's workload exists and its pods are ready",
+            actor_workload_ready.clone(),
+        );
+        let actor_scaling_ready = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "actor_scaling_ready",
+            "1 when an AsyncActor's scaling is as asked (KEDA objects in place, or scaling disabled)",
+            actor_scaling_ready.clone(),
+        );
+        let actor_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "actor_writes",
+            "Writes made for AsyncActors, by kind and operation",
+            actor_writes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             admissions,
@@ -189,6 +222,9 @@ impl Metrics {
             reaction_latency,
             singleton_handover_gap,
             singleton_timeouts,
+            actor_workload_ready,
+            actor_scaling_ready,
+            actor_writes,
         }
     }
 

@@ -9,14 +9,15 @@ async fn run_mode_syncs_caches_then_reports_ready() {
     let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
     assert!(
         run.wait_ready().await,
-        "run mode never became ready; it said:\n{}",
-        run.stderr()
+        "run mode never became ready; it said:\n{}\nrequests: {:#?}",
+        run.stderr(),
+        api.seen.0.lock().unwrap()
     );
     // Ready means every cache has listed; the watches that follow the lists may still be on their way.
     let mut seen = vec![];
     for _ in 0..50 {
         seen = api.seen.0.lock().unwrap().clone();
-        if seen.iter().filter(|s| s.contains("watch=true")).count() >= 10 {
+        if seen.iter().filter(|s| s.contains("watch=true")).count() >= 25 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -56,12 +57,41 @@ async fn run_mode_syncs_caches_then_reports_ready() {
         "{seen:#?}"
     );
     assert_eq!(watches("/api/v1/nodes").len(), 1, "{seen:#?}");
+    // ConfigMaps only by name: the singleton wrapper and the actor runtime.
+    let cms = watches("/api/v1/configmaps");
     assert!(
-        watches("/api/v1/configmaps")
-            .iter()
-            .all(|s| s.contains("fieldSelector=metadata.name%3Dstatefulsingleton-wrapper")),
+        cms.iter()
+            .any(|s| s.contains("fieldSelector=metadata.name%3Dstatefulsingleton-wrapper"))
+            && cms
+                .iter()
+                .any(|s| s.contains("fieldSelector=metadata.name%3Dasya-runtime"))
+            && cms
+                .iter()
+                .all(|s| s.contains("fieldSelector=metadata.name")),
         "{seen:#?}"
     );
+    // AsyncActor: its own kind, what it owns by its label only, KEDA's CRDs by name.
+    assert!(
+        !watches("/apis/asya.io/v1alpha1/asyncactors").is_empty(),
+        "{seen:#?}"
+    );
+    for p in [
+        "/apis/apps/v1/statefulsets",
+        "/apis/batch/v1/jobs",
+        "/api/v1/services",
+        "/apis/keda.sh/v1alpha1/scaledobjects",
+        "/apis/keda.sh/v1alpha1/scaledjobs",
+        "/apis/keda.sh/v1alpha1/triggerauthentications",
+    ] {
+        let w = watches(p);
+        assert!(
+            !w.is_empty() && w.iter().all(|s| s.contains("labelSelector=asya.io")),
+            "{p}: {seen:#?}"
+        );
+    }
+    let crds = watches("/apis/apiextensions.k8s.io/v1/customresourcedefinitions");
+    assert_eq!(crds.len(), 3, "{seen:#?}");
+    assert!(crds.iter().all(|s| s.contains("keda.sh")), "{seen:#?}");
     // The seed's legacy group is served by this fake API server, so it is watched too.
     assert!(
         !watches("/apis/apps.openshift.statefulsingleton.com/v1/statefulsingletons").is_empty(),
@@ -104,4 +134,26 @@ async fn run_mode_without_a_reachable_cluster_is_not_ready() {
     let (status, body) = answer.expect("webhook served");
     assert_eq!(status, 503);
     assert!(body.contains("caches not synced"), "{body}");
+}
+
+#[tokio::test]
+async fn run_mode_refuses_an_unusable_actor_runtime_file() {
+    let api = fake_apiserver::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+        .args([
+            "run",
+            "--tls-self-signed",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--actor-runtime-file",
+            "/nonexistent/asya_runtime.py",
+        ])
+        .env("KUBECONFIG", api.kubeconfig.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/asya_runtime.py"), "{err}");
 }

@@ -1,5 +1,7 @@
 //! AsyncActor (`asya.io/v1alpha1`): a queue-driven workload with an injected sidecar and
-//! KEDA autoscaling. Types only; the reconciler arrives in its own issue.
+//! KEDA autoscaling. Types only (the reconciler is `controller::actor`).
+//!
+//! Field names and defaults are the seed operator's, so its YAML applies unchanged.
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -26,7 +28,24 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".spec.transport.type"
     ),
-    printcolumn(name = "Workload", type_ = "string", json_path = ".spec.workload.type"),
+    printcolumn(
+        name = "Workload",
+        type_ = "string",
+        json_path = ".status.workloadRef.kind",
+        description = "Kind of the workload the operator created"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="WorkloadReady")].status"#,
+        description = "The workload exists and its pods are ready"
+    ),
+    printcolumn(
+        name = "Scaling",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="ScalingReady")].reason"#,
+        description = "KEDA autoscaling state"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -171,7 +190,7 @@ pub struct Timeouts {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scaling {
-    /// Create a KEDA ScaledObject.
+    /// Create a KEDA ScaledObject (ScaledJob for a Job workload).
     #[serde(default)]
     pub enabled: bool,
     /// Minimum replicas (0 scales to zero).
@@ -189,6 +208,12 @@ pub struct Scaling {
     /// Target messages per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_length: Option<i32>,
+    /// Tells busy pods from idle ones (same shape as a HotStandbyDeployment's `busyProbe`,
+    /// e.g. an HTTP endpoint of the sidecar). With it, the operator keeps
+    /// `controller.kubernetes.io/pod-deletion-cost` on the actor's Deployment pods so a
+    /// scale-down removes idle pods first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_probe: Option<crate::api::hsd::BusyProbe>,
 }
 
 /// The workload to create.
@@ -234,7 +259,7 @@ pub struct WorkloadRef {
     pub namespace: Option<String>,
 }
 
-/// A reference to the created ScaledObject.
+/// A reference to the created ScaledObject (or ScaledJob).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct ObjectRef {
     /// Name of the object.
@@ -248,13 +273,14 @@ pub struct ObjectRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AsyncActorStatus {
-    /// WorkloadReady, ScalingReady.
+    /// WorkloadReady, ScalingReady, RuntimeMounted, TransportConfigured and, for Job
+    /// workloads, NativeSidecar.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The created workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_ref: Option<WorkloadRef>,
-    /// The created KEDA ScaledObject.
+    /// The created KEDA ScaledObject (or ScaledJob).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_object_ref: Option<ObjectRef>,
     /// The spec generation this status describes.

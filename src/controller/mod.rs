@@ -8,7 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::Result;
 
+pub mod actor;
+pub mod cost;
 pub mod hsd;
+pub mod hsj;
 pub mod index;
 pub mod shell;
 pub mod singleton;

@@ -31,6 +31,9 @@ use crate::metrics::Metrics;
 use crate::state::DebugState;
 use crate::{Error, Result, MANAGER};
 
+/// How often a store's readiness is re-polled (see [`Gate::stores_ready`]).
+pub const READY_REPOLL: Duration = Duration::from_millis(50);
+
 /// Opens when the controller's caches have synced and this process leads.
 #[derive(Clone)]
 pub struct Gate {
@@ -93,14 +96,22 @@ impl Gate {
     }
 
     /// Resolves true once every store has listed (false if one can never list).
+    ///
+    /// kube's readiness signal wakes only the last task that waited on a store, and a
+    /// `Controller` waits on its own store too: a second waiter may never be woken. So the
+    /// wait is re-polled every [`READY_REPOLL`]; a re-poll sees the signal that was sent.
     pub async fn stores_ready<K>(stores: Vec<kube::runtime::reflector::Store<K>>) -> bool
     where
         K: Resource + Clone + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
         for s in stores {
-            if s.wait_until_ready().await.is_err() {
-                return false;
+            loop {
+                match tokio::time::timeout(READY_REPOLL, s.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return false,
+                    Err(_) => continue,
+                }
             }
         }
         true
@@ -407,6 +418,25 @@ mod tests {
         assert!(g.is_open());
         lead_tx.send_replace(false);
         assert!(!g.is_open(), "a lost lease closes the gate");
+    }
+
+    /// A second waiter on the same store (as a kube `Controller` is) takes over the wake-up:
+    /// the gate must open all the same.
+    #[tokio::test]
+    async fn gate_opens_when_another_task_waits_on_the_store_too() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::{reflector, watcher};
+        let (s, mut w) = reflector::store::<Pod>();
+        let g = Gate::new(always_leading());
+        g.open_when(Gate::stores_ready(vec![s.clone()]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let other = tokio::spawn(async move { s.wait_until_ready().await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(other.await.unwrap());
+        tokio::time::timeout(Duration::from_secs(1), g.opened())
+            .await
+            .expect("the gate opened although another task waited last");
     }
 
     #[tokio::test]

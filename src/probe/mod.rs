@@ -10,10 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-
 use serde::Serialize;
 
-/// A pod's busy state as the reconciler sees it.
+use crate::api::hsd::{BusyMode, BusyProbe, HttpProbe};
+use crate::metrics::{Metrics, OutcomeLabels};
+
+pub mod exec;
+pub mod http;
+
+/// A pod's busy state as a reconciler sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BusyState {
@@ -23,8 +28,64 @@ pub enum BusyState {
     Unknown,
 }
 
-pub mod exec;
-pub mod http;
+/// Has the pod's containers started (phase Running)?
+pub fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// A pod's busy state under `probe`: (state, stale, reason). In http mode a pod that is not
+/// running (or has no IP yet) is idle: its app cannot be busy; otherwise the probe cache says.
+pub fn pod_busy(pod: &Pod, probe: &BusyProbe, probes: &ProbeCache) -> (BusyState, bool, String) {
+    match probe.mode {
+        BusyMode::Annotation => {
+            let (s, r) = annotation_state(pod, &probe.annotation_key);
+            (s, false, r)
+        }
+        BusyMode::Http if !is_running(pod) || pod_ip(pod).is_none() => (
+            BusyState::Idle,
+            false,
+            "not running yet: the app cannot be busy".into(),
+        ),
+        BusyMode::Http => probes.view(pod.metadata.uid.as_deref().unwrap_or_default()),
+    }
+}
+
+/// Probe every running pod of `pods` whose last probe is older than `periodSeconds`, in
+/// parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
+pub async fn probe_due(
+    prober: &http::HttpProber,
+    probes: &ProbeCache,
+    metrics: &Metrics,
+    cfg: &HttpProbe,
+    pods: &[&Pod],
+) {
+    let period = Duration::from_secs(cfg.period_seconds.max(1) as u64);
+    let now = Instant::now();
+    let due = pods.iter().filter_map(|p| {
+        let uid = p.metadata.uid.clone()?;
+        let ip = pod_ip(p)?;
+        (is_running(p) && probes.due(&uid, period, now)).then_some((uid, ip))
+    });
+    let runs = due.map(|(uid, ip)| async move {
+        let t = Instant::now();
+        let r = prober.probe(ip, cfg).await;
+        metrics.probe_duration.observe(t.elapsed().as_secs_f64());
+        let outcome = match &r {
+            Ok(BusyState::Busy) => "busy",
+            Ok(_) => "idle",
+            Err(_) => "error",
+        };
+        metrics
+            .probe_outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if let Err(e) = &r {
+            tracing::debug!(%ip, error = %e, "busy probe failed");
+        }
+        probes.record(&uid, r, Instant::now());
+    });
+    futures::future::join_all(runs).await;
+}
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
 pub fn annotation_state(pod: &Pod, key: &str) -> (BusyState, String) {

@@ -147,6 +147,8 @@ pub struct RunConfig {
     pub leader: Option<leader::LeaseConfig>,
     /// Watch only these namespaces; empty: all.
     pub namespaces: Vec<String>,
+    /// AsyncActor settings (sidecar image, runtime file).
+    pub actor: crate::controller::actor::Config,
 }
 
 /// This process's identity in the Lease: the pod name, else host name and pid.
@@ -190,6 +192,8 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Unusable input stops the run before anything starts.
+    let actor_runtime = crate::controller::actor::runtime_source(&cfg.actor)?;
     let metrics = Arc::new(Metrics::new());
     let debug = DebugState::default();
     let readiness = Readiness::default();
@@ -282,6 +286,18 @@ pub async fn run(
         ));
         synced.push(Box::pin(async move { rx.await.is_ok() }));
     }
+    let actors = crate::controller::actor::start_all(
+        client.clone(),
+        &cfg.actor,
+        actor_runtime,
+        &scopes,
+        metrics.clone(),
+        debug.clone(),
+        leading.clone(),
+    )
+    .await?;
+    tasks.extend(actors.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
+    synced.extend(actors.synced);
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {

@@ -143,7 +143,7 @@ def test_namespaced_mode_uses_roles_and_scopes_the_webhook():
     cluster = by_kind(docs, "ClusterRole")[0]
     # Only what is cluster-scoped stays cluster-wide.
     assert {r for rule in cluster["rules"] for r in rule["resources"]} == {
-        "nodes", "tokenreviews", "mutatingwebhookconfigurations"}
+        "nodes", "tokenreviews", "mutatingwebhookconfigurations", "customresourcedefinitions"}
     roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")
              if r["metadata"]["name"] == "kube-standby"}
     assert set(roles) == {"team-a", "team-b"}
@@ -221,6 +221,49 @@ def test_liveness_is_probed_on_the_ops_port():
     c = container(render())
     assert c["livenessProbe"]["httpGet"]["port"] == "metrics", c["livenessProbe"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_actor_rbac_and_no_secrets():
+    for docs in (render(), render({"watchNamespaces": ["team-a"]})):
+        roles = by_kind(docs, "ClusterRole") + [r for r in by_kind(docs, "Role")
+                                                 if r["metadata"]["name"] == "kube-standby"]
+        workload = [r for r in roles if grants(r, "asyncactors", "watch")][0]
+        for res in ("scaledobjects", "scaledjobs", "triggerauthentications", "statefulsets", "services"):
+            for verb in ("get", "list", "watch", "create", "patch", "delete"):
+                assert grants(workload, res, verb), (res, verb)
+        assert grants(workload, "asyncactors/status", "patch")
+        assert grants(by_kind(docs, "ClusterRole")[0], "customresourcedefinitions", "watch")
+        assert not grants(by_kind(docs, "ClusterRole")[0], "customresourcedefinitions", "create")
+        for r in roles:
+            # No secrets outside the operator's own Role (Lease/CA), and none cluster-wide.
+            if r["metadata"]["name"] != "kube-standby-self":
+                assert not [x for x in rules_of(r) if "secrets" in x[1]], r["metadata"]
+
+
+def test_actor_settings_reach_the_operator():
+    args = container(render())["args"]
+    assert "--actor-sidecar-image=asya-sidecar:latest" in args
+    assert not [a for a in args if a.startswith("--actor-runtime-file")]
+    docs = render({"actor": {"sidecarImage": "reg/sidecar:2", "runtime": {"content": "print(1)\n"}}})
+    c = container(docs)
+    assert "--actor-sidecar-image=reg/sidecar:2" in c["args"]
+    assert "--actor-runtime-file=/etc/kube-standby/actor-runtime/asya_runtime.py" in c["args"]
+    mount = [m for m in c["volumeMounts"] if m["name"] == "actor-runtime"][0]
+    assert mount["mountPath"] == "/etc/kube-standby/actor-runtime" and mount["readOnly"]
+    assert "subPath" not in mount, "a subPath mount would never see an edit"
+    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    vol = [v for v in spec["volumes"] if v["name"] == "actor-runtime"][0]
+    cm = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == vol["configMap"]["name"]][0]
+    assert cm["data"]["asya_runtime.py"] == "print(1)\n"
+    # An existing ConfigMap of the user's, with another key, and the TLS secret mode too.
+    docs = render({"tls": {"mode": "secret", "secretName": "t", "caBundle": "Q0E="},
+                   "actor": {"runtime": {"configMap": "my-runtime", "key": "rt.py"}}})
+    c = container(docs)
+    assert "--actor-runtime-file=/etc/kube-standby/actor-runtime/rt.py" in c["args"]
+    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert {v["name"] for v in spec["volumes"]} == {"tls", "actor-runtime"}
+    assert [v for v in spec["volumes"] if v["name"] == "actor-runtime"][0]["configMap"]["name"] == "my-runtime"
+    assert not [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("actor-runtime")]
 
 
 def test_webhook_matches_the_binary():

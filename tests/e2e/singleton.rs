@@ -92,6 +92,7 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
         ca_secret_namespace: ns.into(),
         leader,
         namespaces: vec![ns.into()],
+        actor: Default::default(),
     };
     let task = tokio::spawn(runtime::run(cfg, client, std::future::pending()));
     let addr = format!("127.0.0.1:{port}");

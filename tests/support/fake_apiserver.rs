@@ -260,14 +260,17 @@ impl RunProcess {
         Some((status, r.text().await.unwrap_or_default()))
     }
 
-    /// Poll /readyz for up to 20 s.
+    /// Poll /readyz for up to 20 s; on failure the last answer is logged.
     pub async fn wait_ready(&self) -> bool {
+        let mut last = None;
         for _ in 0..200 {
-            if let Some((200, _)) = self.get("/readyz").await {
-                return true;
+            match self.get("/readyz").await {
+                Some((200, _)) => return true,
+                other => last = other,
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        eprintln!("last /readyz answer: {last:?}");
         false
     }
 

@@ -7,9 +7,8 @@
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use serde_json::json;
 
-use super::child::{self, DELETION_COST};
+use super::child;
 use super::plan::{BusyState, Plan, PodView, Victim};
 use super::Ctx;
 use crate::api::hsd::{BusyMode, HotStandbyDeployment};
@@ -116,22 +115,6 @@ async fn detach(
     Ok(done)
 }
 
-/// Write the planned pod-deletion-costs (only those that differ were planned).
-async fn costs(api: &Api<Pod>, costs: &[(&str, i32)]) -> Result<()> {
-    for (name, cost) in costs {
-        let patch = json!({"metadata": {"annotations": {DELETION_COST: cost.to_string()}}});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 /// Every pod write of `plan`, in order.
 pub async fn pods(
     ctx: &Ctx,
@@ -144,7 +127,7 @@ pub async fn pods(
     let detached = detach(&api, hsd, &plan.detach).await?;
     let retired = delete_idle(ctx, &api, hsd, views, &plan.retire).await?;
     let deleted = delete_idle(ctx, &api, hsd, views, &plan.victims).await?;
-    costs(&api, &plan.costs).await?;
+    crate::controller::cost::write_costs(&api, &plan.costs).await?;
     Ok(Applied {
         kept: (plan.victims.len() - deleted.len()) as i32,
         detached,

@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::plan::{BusyState, Plan, PodView};
-use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
+use super::plan::{Plan, PodView};
+use crate::api::hsd::{HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::api::set_condition;
 use crate::probe::{self, ProbeCache};
 
@@ -21,8 +21,7 @@ pub const NAME_LABEL: &str = "hsd.paia.tech/name";
 pub const DETACHED_LABEL: &str = "hsd.paia.tech/detached";
 /// The ReplicaSet's own pod label; changing it on a pod makes the ReplicaSet let it go.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
-/// The ReplicaSet removes pods with a lower cost first (Kubernetes 1.22+, on by default).
-pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub use crate::controller::cost::DELETION_COST;
 const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const REPLICAS_ANNOTATION: &str = "hsd.paia.tech/replicas";
 pub const TEMPLATE_HASH_ANNOTATION: &str = "hsd.paia.tech/template-hash";
@@ -283,9 +282,7 @@ pub fn strip_pod(pod: &mut Pod) {
         });
 }
 
-pub fn is_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-}
+pub use crate::probe::is_running;
 
 pub fn is_ready(pod: &Pod) -> bool {
     crate::controller::pod_condition_true(pod, "Ready")
@@ -299,18 +296,7 @@ pub fn pod_view(
     current_rs: Option<&str>,
 ) -> PodView {
     let running = is_running(pod);
-    let (state, stale, reason) = match hsd.spec.busy_probe.mode {
-        BusyMode::Annotation => {
-            let (s, r) = probe::annotation_state(pod, &hsd.spec.busy_probe.annotation_key);
-            (s, false, r)
-        }
-        BusyMode::Http if !running || probe::pod_ip(pod).is_none() => (
-            BusyState::Idle,
-            false,
-            "not running yet: the app cannot be busy".into(),
-        ),
-        BusyMode::Http => probes.view(&pod.uid().unwrap_or_default()),
-    };
+    let (state, stale, reason) = probe::pod_busy(pod, &hsd.spec.busy_probe, probes);
     PodView {
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),

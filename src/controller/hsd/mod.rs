@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
-use crate::metrics::{DecisionLabels, Metrics, ObjectLabels, OutcomeLabels};
+use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::{self, ProbeCache};
 use crate::state::DebugState;
@@ -136,38 +136,6 @@ async fn invalid(
     Ok(Action::requeue(ctx.resync))
 }
 
-async fn probe_due(ctx: &Ctx, hsd: &HotStandbyDeployment, pods: &[&Pod]) {
-    let cfg = &hsd.spec.busy_probe.http;
-    let period = Duration::from_secs(cfg.period_seconds.max(1) as u64);
-    let now = Instant::now();
-    let probes = pods.iter().filter_map(|p| {
-        let uid = p.uid()?;
-        let ip = probe::pod_ip(p)?;
-        (child::is_running(p) && ctx.probes.due(&uid, period, now)).then_some((uid, ip))
-    });
-    let runs = probes.map(|(uid, ip)| async move {
-        let t = Instant::now();
-        let r = ctx.prober.probe(ip, cfg).await;
-        ctx.metrics
-            .probe_duration
-            .observe(t.elapsed().as_secs_f64());
-        let outcome = match &r {
-            Ok(plan::BusyState::Busy) => "busy",
-            Ok(_) => "idle",
-            Err(_) => "error",
-        };
-        ctx.metrics
-            .probe_outcomes
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        if let Err(e) = &r {
-            tracing::debug!(%ip, error = %e, "busy probe failed");
-        }
-        ctx.probes.record(&uid, r, Instant::now());
-    });
-    futures::future::join_all(runs).await;
-}
-
 async fn reconcile_inner(
     hsd: &HotStandbyDeployment,
     ctx: &Ctx,
@@ -249,7 +217,8 @@ async fn reconcile_inner(
         .map(|c| child::counted_pods(c, hsd, &rss, &pods))
         .unwrap_or_default();
     if hsd.spec.busy_probe.mode == BusyMode::Http {
-        probe_due(ctx, hsd, &counted).await;
+        let cfg = &hsd.spec.busy_probe.http;
+        probe::probe_due(&ctx.prober, &ctx.probes, &ctx.metrics, cfg, &counted).await;
     }
     let views: Vec<plan::PodView> = counted
         .iter()

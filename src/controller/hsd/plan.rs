@@ -67,10 +67,7 @@ pub struct PodView {
     pub ip: Option<std::net::IpAddr>,
 }
 
-/// pod-deletion-cost of a busy, unknown or stale pod: the ReplicaSet removes it last.
-pub const COST_PROTECTED: i32 = 1_000_000;
-/// pod-deletion-cost of an idle pod (above a new pod's 0: replacements go first).
-pub const COST_IDLE: i32 = 1;
+pub use crate::controller::cost::{COST_IDLE, COST_PROTECTED};
 
 impl PodView {
     /// Only an idle pod whose idleness is current may be deleted.
@@ -80,14 +77,10 @@ impl PodView {
 
     /// The deletion cost this pod should carry.
     pub fn wanted_cost(&self) -> i32 {
-        if self.deletable() {
-            COST_IDLE
-        } else {
-            COST_PROTECTED
-        }
+        crate::controller::cost::wanted_cost(self.state, self.stale)
     }
 
-    fn victim(&self) -> Victim<'_> {
+    pub fn victim(&self) -> Victim<'_> {
         Victim {
             name: &self.name,
             uid: &self.uid,

@@ -1,0 +1,650 @@
+//! AsyncActor reconciler (`asya.io/v1alpha1`): observe (caches) → pure plan (workload with
+//! the injected sidecar, runtime ConfigMap, KEDA objects, pod-deletion-costs, status) →
+//! apply, inside the shared reconciler shell.
+//!
+//! Invariants:
+//! - nothing is reconciled before the actor, workload, Service, pod, ConfigMap and KEDA CRD
+//!   caches have listed and this process leads (the shell's gate); the KEDA object caches
+//!   are not waited for (KEDA may never be installed): see `observe`;
+//! - KEDA appearing or disappearing (its CRDs' `Established` condition), a changed runtime
+//!   file and every event of an object we own reconcile the actors concerned at once;
+//! - an actor that is gone leaves no status memory, debug entry or gauge, and the
+//!   namespace's runtime ConfigMap goes with the namespace's last actor.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::shell::{self, Gate, Shell};
+use crate::api::asya::AsyncActor;
+use crate::metrics::{Metrics, ObjectLabels};
+use crate::probe::http::HttpProber;
+use crate::probe::ProbeCache;
+use crate::state::DebugState;
+use crate::{Error, Result};
+
+pub mod apply;
+pub mod build;
+pub mod observe;
+pub mod plan;
+pub mod runtime_file;
+
+use build::{BuildConfig, Kind, ACTOR_LABEL};
+use runtime_file::{RuntimeFile, RuntimeRx};
+
+pub const CONTROLLER: &str = "actor";
+/// The sidecar image when neither the actor nor `--actor-sidecar-image` names one.
+pub const DEFAULT_SIDECAR_IMAGE: &str = "asya-sidecar:latest";
+/// How often the runtime file is re-read.
+pub const RUNTIME_POLL: Duration = Duration::from_secs(10);
+
+/// The operator-wide AsyncActor settings (plain data, built by the CLI).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Sidecar image for actors that name none (`--actor-sidecar-image`).
+    pub sidecar_image: String,
+    /// `asya_runtime.py` to publish as the `asya-runtime` ConfigMap (`--actor-runtime-file`).
+    pub runtime_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sidecar_image: DEFAULT_SIDECAR_IMAGE.into(),
+            runtime_file: None,
+        }
+    }
+}
+
+/// A KEDA object cache, and whether it has listed since its last error.
+#[derive(Clone)]
+pub struct KedaStore {
+    pub kind: Kind,
+    pub store: Store<DynamicObject>,
+    pub listed: Arc<AtomicBool>,
+}
+
+/// Caches the reconciler reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub actors: Store<AsyncActor>,
+    pub deployments: Store<Deployment>,
+    pub statefulsets: Store<StatefulSet>,
+    pub jobs: Store<Job>,
+    pub services: Store<Service>,
+    pub pods: Store<Pod>,
+    pub configmaps: Store<ConfigMap>,
+    /// One per KEDA CRD name (metadata only).
+    pub crds: Vec<Store<CustomResourceDefinition>>,
+    pub keda: Vec<KedaStore>,
+}
+
+/// What the operator contributes to every actor.
+#[derive(Clone)]
+pub struct Settings {
+    pub sidecar_image: String,
+    pub native_sidecar: bool,
+    pub runtime: RuntimeRx,
+}
+
+/// Everything a reconcile needs.
+pub struct Ctx {
+    pub shell: Shell,
+    pub stores: Stores,
+    pub settings: Settings,
+    pub probes: ProbeCache,
+    pub prober: HttpProber,
+}
+
+crate::controller::deref_to_shell!(Ctx);
+
+impl Ctx {
+    /// The gate opens once every cache but the KEDA object caches has listed and
+    /// `leading` says this process leads.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        debug: DebugState,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let gate = Gate::new(leading);
+        let s = stores.clone();
+        gate.open_when(async move {
+            Gate::stores_ready(vec![s.actors]).await
+                && Gate::stores_ready(vec![s.deployments]).await
+                && Gate::stores_ready(vec![s.statefulsets]).await
+                && Gate::stores_ready(vec![s.jobs]).await
+                && Gate::stores_ready(vec![s.services]).await
+                && Gate::stores_ready(vec![s.pods]).await
+                && Gate::stores_ready(vec![s.configmaps]).await
+                && Gate::stores_ready(s.crds).await
+        });
+        Ctx {
+            shell: Shell::new(client, metrics, debug, gate),
+            stores,
+            settings,
+            probes: ProbeCache::default(),
+            prober: HttpProber::new(64),
+        }
+    }
+
+    fn build_config(&self) -> (BuildConfig, Option<Arc<RuntimeFile>>) {
+        let runtime = self.settings.runtime.borrow().clone();
+        (
+            BuildConfig {
+                sidecar_image: self.settings.sidecar_image.clone(),
+                runtime_hash: runtime.as_ref().map(|r| r.hash.clone()),
+                native_sidecar: self.settings.native_sidecar,
+            },
+            runtime,
+        )
+    }
+}
+
+fn debug_key(ns: &str, name: &str) -> String {
+    format!("{CONTROLLER}/{ns}/{name}")
+}
+
+/// One reconcile, inside the shell.
+pub async fn reconcile(actor: Arc<AsyncActor>, ctx: Arc<Ctx>) -> Result<Action> {
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = actor.namespace().unwrap_or_default(), name = %actor.name_any());
+    let body = async {
+        // Start from the status we last wrote when the cache has not caught up with it.
+        let mut actor = (*actor).clone();
+        actor.status = ctx.last_status(&actor, actor.status.as_ref());
+        reconcile_inner(&actor, &ctx).await
+    };
+    ctx.shell.reconcile(CONTROLLER, span, body).await
+}
+
+pub fn error_policy(actor: Arc<AsyncActor>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    shell::error_action(CONTROLLER, &actor.name_any(), err)
+}
+
+async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx) -> Result<Action> {
+    let ns = super::namespace_of(actor, "AsyncActor")?;
+    let name = actor.name_any();
+    if actor.metadata.deletion_timestamp.is_some() {
+        forget(ctx, &ns, &name).await;
+        return Ok(Action::await_change());
+    }
+    let (cfg, runtime) = ctx.build_config();
+    let content = runtime.as_deref().map(|r| r.content.as_str());
+    let observed = observe::observe(ctx, actor, &ns, &cfg, content).await?;
+    let now = Time((ctx.clock)());
+    let plan = plan::plan(&observed, &now);
+    let outcome = apply::run(ctx, actor, &ns, &plan).await?;
+    let status = match &outcome.rejected {
+        Some((kind, msg)) => plan::rejected(actor, &plan.status, *kind, msg, &now),
+        None => plan.status.clone(),
+    };
+    let api: Api<AsyncActor> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.shell
+        .write_status(&api, actor, &(), actor.status.as_ref(), &status)
+        .await?;
+    let mut notes = if outcome.rejected.is_none() {
+        plan.notes.clone()
+    } else {
+        vec![]
+    };
+    notes.extend(plan::transition_notes(actor.status.as_ref(), &status));
+    let reference = actor.object_ref(&());
+    for n in notes {
+        let t = if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.shell
+            .publish(&reference, "Reconcile", t, &n.reason, n.message)
+            .await;
+    }
+    gauges(ctx, &ns, &name, &status);
+    ctx.debug.set(
+        debug_key(&ns, &name),
+        json!({"existing": observed.existing, "keda": observed.keda, "pods": observed.pods,
+               "actions": plan.actions.iter().map(|a| format!("{:?} {}", a.kind(), action_verb(a))).collect::<Vec<_>>(),
+               "kedaDrives": plan.keda_drives}),
+    );
+    let mut next = ctx.resync;
+    if plan.requeue_soon {
+        next = Duration::from_secs(1);
+    }
+    let probe = actor
+        .spec
+        .scaling
+        .as_ref()
+        .and_then(|s| s.busy_probe.as_ref());
+    if let Some(p) = probe.filter(|p| p.mode == crate::api::hsd::BusyMode::Http) {
+        next = next.min(Duration::from_secs(p.http.period_seconds.max(1) as u64));
+    }
+    Ok(Action::requeue(next))
+}
+
+fn action_verb(a: &plan::Action) -> &'static str {
+    match a {
+        plan::Action::Apply { .. } => "apply",
+        plan::Action::Delete { .. } => "delete",
+        plan::Action::Costs(_) => "deletion-costs",
+    }
+}
+
+fn gauges(ctx: &Ctx, ns: &str, name: &str, st: &crate::api::asya::AsyncActorStatus) {
+    let labels = ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    };
+    let is_true = |t: &str| {
+        crate::api::condition(&st.conditions, t).is_some_and(|c| c.status == "True") as i64
+    };
+    ctx.metrics
+        .actor_workload_ready
+        .get_or_create(&labels)
+        .set(is_true("WorkloadReady"));
+    ctx.metrics
+        .actor_scaling_ready
+        .get_or_create(&labels)
+        .set(is_true("ScalingReady"));
+}
+
+/// An actor is gone: drop what we kept for it, and the namespace's runtime ConfigMap once
+/// no actor is left there (only ours: one we did not create is never deleted).
+pub async fn forget(ctx: &Ctx, ns: &str, name: &str) {
+    ctx.debug.remove(&debug_key(ns, name));
+    ctx.shell.forget(ns, name);
+    ctx.metrics.forget_actor(&ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    });
+    let others = super::in_namespace(&ctx.stores.actors, ns)
+        .iter()
+        .any(|a| a.name_any() != name && a.metadata.deletion_timestamp.is_none());
+    if !ctx.gate.is_open() || others {
+        return;
+    }
+    let ours = ctx
+        .stores
+        .configmaps
+        .get(&ObjectRef::new(build::RUNTIME_CONFIGMAP).within(ns))
+        .is_some_and(|c| {
+            c.labels().get(build::MANAGED_BY).map(String::as_str) == Some(crate::MANAGER)
+        });
+    if !ours {
+        return;
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match api
+        .delete(build::RUNTIME_CONFIGMAP, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => tracing::info!(namespace = ns, "runtime ConfigMap removed: no actor left"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "could not remove the runtime ConfigMap")
+        }
+    }
+}
+
+/// Does a server of this version run native sidecars by default (SidecarContainers beta,
+/// Kubernetes 1.29+)? 1.28 has them only behind a feature gate we cannot see: treated as no.
+pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
+    let num = |s: &str| -> u32 {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    };
+    let (major, minor) = (num(major), num(minor));
+    major > 1 || (major == 1 && minor >= 29)
+}
+
+/// Ask the API server whether it runs native sidecars (no answer: assume not).
+pub async fn detect_native_sidecars(client: &Client) -> bool {
+    match client.apiserver_version().await {
+        Ok(v) => {
+            let native = supports_native_sidecars(&v.major, &v.minor);
+            tracing::info!(version = %v.git_version, native, "native sidecars for Job actors");
+            native
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "server version unknown: Job actors get a plain sidecar");
+            false
+        }
+    }
+}
+
+/// The actor machinery for every scope, built but not running.
+pub struct Started {
+    /// Supervised tasks: (name, future).
+    pub tasks: Vec<(String, BoxFuture<'static, ()>)>,
+    /// Resolve true when a scope's caches have listed.
+    pub synced: Vec<BoxFuture<'static, bool>>,
+}
+
+/// The runtime file source of `cfg`: fails at once when the file is unusable, so `run`
+/// checks it before it starts anything else.
+pub fn runtime_source(cfg: &Config) -> Result<RuntimeSource> {
+    runtime_file::source(cfg.runtime_file.clone(), RUNTIME_POLL)
+}
+
+/// What [`runtime_source`] gives: the content channel and the task that re-reads the file.
+pub type RuntimeSource = (RuntimeRx, Option<BoxFuture<'static, ()>>);
+
+/// Build the AsyncActor reconcilers for `scopes` (None: all namespaces).
+pub async fn start_all(
+    client: Client,
+    cfg: &Config,
+    (runtime, poll): RuntimeSource,
+    scopes: &[Option<String>],
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
+) -> Result<Started> {
+    let settings = Settings {
+        sidecar_image: cfg.sidecar_image.clone(),
+        native_sidecar: detect_native_sidecars(&client).await,
+        runtime,
+    };
+    let mut started = Started {
+        tasks: vec![],
+        synced: vec![],
+    };
+    if let Some(p) = poll {
+        started.tasks.push(("actor-runtime-file".into(), p));
+    }
+    for scope in scopes {
+        let label = scope.as_deref().unwrap_or("all");
+        let (ctx, tasks) = start_scope(
+            client.clone(),
+            scope.as_deref(),
+            settings.clone(),
+            metrics.clone(),
+            debug.clone(),
+            leading.clone(),
+        );
+        for (i, t) in tasks.into_iter().enumerate() {
+            started.tasks.push((format!("actor-{label}-{i}"), t));
+        }
+        let gate = ctx.gate.clone();
+        started
+            .synced
+            .push(Box::pin(async move { gate.wait_synced().await }));
+    }
+    Ok(started)
+}
+
+/// Run the AsyncActor reconciler for one scope until the process ends (for tests and
+/// embedding; `kube-standby run` supervises the parts through [`start_all`]).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
+    namespace: Option<String>,
+    cfg: Config,
+) -> Result<()> {
+    let source = runtime_source(&cfg)?;
+    let started = start_all(client, &cfg, source, &[namespace], metrics, debug, leading).await?;
+    futures::future::join_all(started.tasks.into_iter().map(|(_, t)| t)).await;
+    Ok(())
+}
+
+/// Map an object carrying our label to its actor.
+fn labelled_actor<K: Resource>(obj: &K) -> Option<ObjectRef<AsyncActor>> {
+    let name = obj.meta().labels.as_ref()?.get(ACTOR_LABEL)?;
+    Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
+}
+
+/// Every actor of the scope (optionally only those of one namespace).
+fn all_actors(store: &Store<AsyncActor>, ns: Option<&str>) -> Vec<ObjectRef<AsyncActor>> {
+    store
+        .state()
+        .iter()
+        .filter(|a| ns.is_none_or(|n| a.namespace().as_deref() == Some(n)))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// A labelled, managed-fields-free watch of `K` feeding `store`; yields the actors touched.
+fn labelled<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    page: bool,
+    strip: fn(&mut K),
+) -> impl Stream<Item = ObjectRef<AsyncActor>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: Send + Sync + 'static,
+{
+    let mut wc = watcher::Config::default().labels(ACTOR_LABEL);
+    if page {
+        wc = wc.page_size(100);
+    }
+    watcher(api, wc)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects()
+        .filter_map(|r| async move { r.ok().as_ref().and_then(labelled_actor) })
+}
+
+fn clear_managed<K: Resource>(k: &mut K) {
+    k.meta_mut().managed_fields = None;
+}
+
+/// A stream that yields once per change of the runtime file.
+fn runtime_changes(rx: RuntimeRx) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
+type Tasks = Vec<BoxFuture<'static, ()>>;
+
+/// The caches, the controller and its triggers for one scope.
+fn start_scope(
+    client: Client,
+    ns: Option<&str>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
+) -> (Arc<Ctx>, Tasks) {
+    let mut tasks: Tasks = vec![];
+    let (actors, actor_w) = reflector::store::<AsyncActor>();
+    let (deps, dep_w) = reflector::store::<Deployment>();
+    let (stss, sts_w) = reflector::store::<StatefulSet>();
+    let (jobs, job_w) = reflector::store::<Job>();
+    let (svcs, svc_w) = reflector::store::<Service>();
+    let (pods, pod_w) = reflector::store::<Pod>();
+    let (cms, cm_w) = reflector::store::<ConfigMap>();
+    let c = || client.clone();
+    let triggers = futures::stream::select_all(vec![
+        labelled(super::scoped(c(), ns), dep_w, false, clear_managed).boxed(),
+        labelled(super::scoped(c(), ns), sts_w, false, clear_managed).boxed(),
+        labelled(super::scoped(c(), ns), job_w, false, clear_managed).boxed(),
+        labelled(super::scoped(c(), ns), svc_w, false, clear_managed).boxed(),
+        labelled(super::scoped(c(), ns), pod_w, true, observe::strip_pod).boxed(),
+    ]);
+    let cm_actors = actors.clone();
+    let cm_stream = watcher(
+        super::scoped::<ConfigMap>(c(), ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", build::RUNTIME_CONFIGMAP)),
+    )
+    .default_backoff()
+    .modify(clear_managed)
+    .reflect(cm_w)
+    .touched_objects()
+    .flat_map(move |r| {
+        let refs = match r {
+            Ok(cm) => all_actors(&cm_actors, cm.namespace().as_deref()),
+            Err(_) => vec![],
+        };
+        futures::stream::iter(refs)
+    });
+
+    // KEDA: its CRDs (to know whether it is installed) and our objects of its kinds.
+    let mut crds = vec![];
+    let mut crd_streams = vec![];
+    for name in build::KEDA_CRDS {
+        let (s, w) = reflector::store::<CustomResourceDefinition>();
+        crds.push(s);
+        let stream = watcher(
+            Api::<CustomResourceDefinition>::all(c()),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .default_backoff()
+        .modify(|crd| {
+            crd.metadata.managed_fields = None;
+            crd.metadata.annotations = None;
+            crd.spec = Default::default();
+        })
+        .reflect(w)
+        .touched_objects()
+        .map(|_| ());
+        crd_streams.push(stream.boxed());
+    }
+    let crd_actors = actors.clone();
+    let crd_trigger = futures::stream::select_all(crd_streams)
+        .flat_map(move |()| futures::stream::iter(all_actors(&crd_actors, None)));
+    let mut keda = vec![];
+    let mut keda_streams = vec![];
+    for kind in [
+        Kind::ScaledObject,
+        Kind::ScaledJob,
+        Kind::TriggerAuthentication,
+    ] {
+        let ar = kind.api_resource();
+        let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let listed = Arc::new(AtomicBool::new(false));
+        keda.push(KedaStore {
+            kind,
+            store: w.as_reader(),
+            listed: listed.clone(),
+        });
+        let stream = watcher(
+            super::scoped_with(c(), ns, &ar),
+            watcher::Config::default().labels(ACTOR_LABEL),
+        )
+        .default_backoff()
+        .map(move |e| {
+            match &e {
+                Ok(watcher::Event::InitDone) => listed.store(true, Ordering::Relaxed),
+                Ok(_) => {}
+                Err(err) => {
+                    // KEDA missing (404) or gone: read by name until a list succeeds.
+                    listed.store(false, Ordering::Relaxed);
+                    tracing::debug!(kind = kind.name(), error = %err, "KEDA watch");
+                }
+            }
+            e
+        })
+        .modify(clear_managed)
+        .reflect(w)
+        .touched_objects()
+        .filter_map(|r| async move { r.ok().as_ref().and_then(labelled_actor) });
+        keda_streams.push(stream.boxed());
+    }
+
+    let stores = Stores {
+        actors: actors.clone(),
+        deployments: deps,
+        statefulsets: stss,
+        jobs,
+        services: svcs,
+        pods: pods.clone(),
+        configmaps: cms,
+        crds,
+        keda,
+    };
+    let ctx = Arc::new(Ctx::new(
+        c(),
+        stores,
+        settings.clone(),
+        metrics,
+        debug,
+        leading,
+    ));
+    {
+        // Forget probe results of pods that are gone.
+        let (pods, probes) = (pods, ctx.probes.clone());
+        tasks.push(Box::pin(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let live: std::collections::HashSet<String> =
+                    pods.state().iter().filter_map(|p| p.uid()).collect();
+                probes.retain(&|uid| live.contains(uid));
+            }
+        }));
+    }
+    let rt_actors = actors.clone();
+    let rt_trigger = runtime_changes(settings.runtime.clone())
+        .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
+    let actor_stream = watcher(
+        super::scoped::<AsyncActor>(c(), ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(clear_managed)
+    .reflect(actor_w)
+    .touched_objects();
+    let janitor = ctx.clone();
+    let controller = Controller::for_stream(actor_stream, actors)
+        .reconcile_on(triggers)
+        .reconcile_on(cm_stream)
+        .reconcile_on(crd_trigger)
+        .reconcile_on(futures::stream::select_all(keda_streams))
+        .reconcile_on(rt_trigger)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(move |r| {
+            let janitor = janitor.clone();
+            async move {
+                if let Some((ns, name)) = shell::gone_object(&r) {
+                    forget(&janitor, &ns, &name).await;
+                } else if let Err(e) = r {
+                    tracing::debug!(error = %e, "actor controller event");
+                }
+            }
+        });
+    tasks.push(Box::pin(controller));
+    (ctx, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_sidecars_from_1_29() {
+        for (maj, min, want) in [
+            ("1", "24", false),
+            ("1", "28", false),
+            ("1", "29", true),
+            ("1", "30+", true),
+            ("2", "0", true),
+            ("", "", false),
+        ] {
+            assert_eq!(supports_native_sidecars(maj, min), want, "{maj}.{min}");
+        }
+    }
+}

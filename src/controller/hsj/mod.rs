@@ -1,0 +1,2 @@
+//! HotStandbyJob reconciler.
+pub mod plan;
