@@ -66,6 +66,13 @@ pub struct Metrics {
     pub reaction_latency: Histogram,
     pub singleton_handover_gap: Histogram,
     pub singleton_timeouts: Counter,
+    pub hsj_busy: Family<ObjectLabels, Gauge>,
+    pub hsj_idle: Family<ObjectLabels, Gauge>,
+    pub hsj_unknown: Family<ObjectLabels, Gauge>,
+    pub hsj_desired: Family<ObjectLabels, Gauge>,
+    pub hsj_active: Family<ObjectLabels, Gauge>,
+    pub hsj_consecutive_failures: Family<ObjectLabels, Gauge>,
+    pub hsj_job_writes: Family<DecisionLabels, Counter>,
     pub actor_workload_ready: Family<ObjectLabels, Gauge>,
     pub actor_scaling_ready: Family<ObjectLabels, Gauge>,
     pub actor_writes: Family<WriteLabels, Counter>,
@@ -85,6 +92,20 @@ impl Metrics {
             &self.hsd_idle,
             &self.hsd_unknown,
             &self.hsd_desired,
+        ] {
+            f.remove(labels);
+        }
+    }
+
+    /// Remove the per-object gauges of an HSJ that is gone.
+    pub fn forget_hsj(&self, labels: &ObjectLabels) {
+        for f in [
+            &self.hsj_busy,
+            &self.hsj_idle,
+            &self.hsj_unknown,
+            &self.hsj_desired,
+            &self.hsj_active,
+            &self.hsj_consecutive_failures,
         ] {
             f.remove(labels);
         }
@@ -187,6 +208,47 @@ impl Metrics {
             "Handovers that exceeded maxTransitionTime",
             singleton_timeouts.clone(),
         );
+        let hsj_gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Family::<ObjectLabels, Gauge>::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let hsj_busy = hsj_gauge(
+            &mut registry,
+            "hsj_busy_jobs",
+            "HotStandbyJob units whose pod is busy",
+        );
+        let hsj_idle = hsj_gauge(
+            &mut registry,
+            "hsj_idle_jobs",
+            "HotStandbyJob units whose pods are idle",
+        );
+        let hsj_unknown = hsj_gauge(
+            &mut registry,
+            "hsj_unknown_jobs",
+            "HotStandbyJob units whose busy state is unknown",
+        );
+        let hsj_desired = hsj_gauge(
+            &mut registry,
+            "hsj_desired_jobs",
+            "HotStandbyJob desired active units",
+        );
+        let hsj_active = hsj_gauge(
+            &mut registry,
+            "hsj_active_jobs",
+            "HotStandbyJob active (unfinished) units",
+        );
+        let hsj_consecutive_failures = hsj_gauge(
+            &mut registry,
+            "hsj_consecutive_failures",
+            "HotStandbyJob units failing before ever being busy (creation backs off)",
+        );
+        let hsj_job_writes = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "hsj_job_writes",
+            "Jobs created (up), deleted as idle surplus (down) or replaced after failing (replace)",
+            hsj_job_writes.clone(),
+        );
         let actor_workload_ready = Family::<ObjectLabels, Gauge>::default();
         registry.register(
             "actor_workload_ready",
@@ -222,6 +284,13 @@ impl Metrics {
             reaction_latency,
             singleton_handover_gap,
             singleton_timeouts,
+            hsj_busy,
+            hsj_idle,
+            hsj_unknown,
+            hsj_desired,
+            hsj_active,
+            hsj_consecutive_failures,
+            hsj_job_writes,
             actor_workload_ready,
             actor_scaling_ready,
             actor_writes,

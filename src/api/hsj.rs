@@ -338,6 +338,9 @@ pub struct HotStandbyJobStatus {
     /// Since when desired has been lower than the active Jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_pending_since: Option<Time>,
+    /// A generation whose Job the API server refused; not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_generation: Option<i64>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -18,8 +18,9 @@ use kube::api::{Api, AttachParams};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-use super::BusyState;
+use super::{BusyState, ProbeCache};
 use crate::api::hsj::ExecProbe;
+use crate::metrics::{Metrics, OutcomeLabels};
 
 /// Why an exec probe gave no exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +134,79 @@ impl ExecProber {
             ))),
         }
     }
+}
+
+/// The exec call for `pod` under `cfg` (None: the pod has no container to run in).
+pub fn call_for(pod: &Pod, cfg: &ExecProbe) -> Option<ExecCall> {
+    let first = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.as_str());
+    Some(ExecCall {
+        namespace: pod.metadata.namespace.clone()?,
+        pod: pod.metadata.name.clone()?,
+        container: container_for(cfg, first)?,
+        command: cfg.command.clone(),
+    })
+}
+
+/// Probe one pod now. A pod with no container to run in is a probe failure.
+pub async fn probe_pod(
+    prober: &ExecProber,
+    pod: &Pod,
+    cfg: &ExecProbe,
+) -> Result<BusyState, ExecError> {
+    match call_for(pod, cfg) {
+        Some(call) => prober.probe(call, cfg).await,
+        None => Err(ExecError::Failed(
+            "the pod has no container to run the probe in".into(),
+        )),
+    }
+}
+
+/// Exec-probe every running pod of `pods` whose last answer is older than `periodSeconds`,
+/// in parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
+/// Returns the API server's message when it refused `pods/exec`.
+pub async fn probe_due(
+    prober: &ExecProber,
+    probes: &ProbeCache,
+    metrics: &Metrics,
+    cfg: &ExecProbe,
+    pods: &[&Pod],
+) -> Option<String> {
+    let period = Duration::from_secs(cfg.period_seconds.clamp(1, 3600) as u64);
+    let now = Instant::now();
+    let due = pods.iter().filter(|p| {
+        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+        !uid.is_empty() && super::is_running(p) && probes.due(uid, period, now)
+    });
+    let runs = due.map(|p| async move {
+        let t = Instant::now();
+        let r = probe_pod(prober, p, cfg).await;
+        metrics.probe_duration.observe(t.elapsed().as_secs_f64());
+        let outcome = match &r {
+            Ok(BusyState::Busy) => "busy",
+            Ok(_) => "idle",
+            Err(_) => "error",
+        };
+        metrics
+            .probe_outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+        let forbidden = match &r {
+            Err(ExecError::Forbidden(m)) => Some(m.clone()),
+            _ => None,
+        };
+        probes.record(uid, r.map_err(|e| format!("exec: {e}")), Instant::now());
+        forbidden
+    });
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 fn short(s: &str) -> String {
@@ -351,5 +425,50 @@ mod tests {
         let results = futures::future::join_all(all).await;
         assert!(results.iter().all(|r| r == &Ok(BusyState::Busy)));
         assert_eq!(fake.max_seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    fn running_pod(name: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("{name}-uid")},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn due_pods_are_probed_once_per_period_and_forbidden_is_reported() {
+        let fake = Fake::new(Ok(Some(nonzero("1"))), Duration::ZERO);
+        let p = ExecProber::new(fake.clone(), 4);
+        let probes = ProbeCache::default();
+        let metrics = Metrics::new();
+        let (a, b) = (running_pod("a"), running_pod("b"));
+        let mut pending = running_pod("c");
+        pending.status = None;
+        let c = cfg(5, true);
+        let r = probe_due(&p, &probes, &metrics, &c, &[&a, &b, &pending]).await;
+        assert_eq!(r, None);
+        assert_eq!(
+            fake.calls.lock().unwrap().len(),
+            2,
+            "the pending pod is not probed"
+        );
+        assert_eq!(fake.calls.lock().unwrap()[0].container, "main");
+        assert_eq!(probes.view("a-uid").0, BusyState::Idle);
+        // Within the period nothing is probed again.
+        probe_due(&p, &probes, &metrics, &c, &[&a, &b]).await;
+        assert_eq!(fake.calls.lock().unwrap().len(), 2);
+
+        let denied = Fake::new(
+            Err(ExecError::Forbidden("pods \"a\" is forbidden".into())),
+            Duration::ZERO,
+        );
+        let p = ExecProber::new(denied, 4);
+        let probes = ProbeCache::default();
+        let r = probe_due(&p, &probes, &metrics, &c, &[&a]).await;
+        assert!(r.unwrap().contains("forbidden"));
+        let (state, stale, reason) = probes.view("a-uid");
+        assert_eq!((state, stale), (BusyState::Unknown, false));
+        assert!(reason.contains("pods/exec forbidden"), "{reason}");
     }
 }

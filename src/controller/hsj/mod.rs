@@ -1,2 +1,577 @@
-//! HotStandbyJob reconciler.
+//! HotStandbyJob reconciler: a warm pool of single-use Jobs. observe (Job and pod caches,
+//! busy probes) → pure plan → apply (replace broken units, delete idle surplus, create),
+//! inside the shared shell (sync gate, status that clears fields, Events, metrics).
+//!
+//! Invariants:
+//! - nothing runs before the Job and pod caches have listed (the shell's gate);
+//! - a Job we created or deleted is counted as such until the cache shows it (expectations),
+//!   so a reconcile on a lagging cache never creates or deletes twice;
+//! - a unit once seen busy is remembered as such (by Job UID) for as long as the Job
+//!   exists, so its later failure is the workload's, not the template's (no backoff, no
+//!   replacement of a unit that did work);
+//! - the failure memory (consecutive failures, last failure time) lives in status, so an
+//!   operator restart does not reset the backoff.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::shell::{self, Gate, Shell};
+use crate::api::hsj::{HotStandbyJob, HotStandbyJobStatus, JobBusyMode};
+use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
+use crate::probe::exec::{ExecProber, KubeExec};
+use crate::probe::http::HttpProber;
+use crate::probe::{self, ProbeCache};
+use crate::state::DebugState;
+use crate::{Error, Result};
+
+pub mod apply;
+pub mod build;
+pub mod observe;
 pub mod plan;
+pub mod status;
+
+use build::NAME_LABEL;
+use plan::{Failures, Observed};
+
+pub const CONTROLLER: &str = "hsj";
+/// How long a create or delete is expected to show in the cache at most.
+const EXPECT_FOR: Duration = Duration::from_secs(30);
+/// Exec probes in flight at once, across all HSJs.
+const EXEC_IN_FLIGHT: usize = 16;
+
+/// Caches the reconciler reads instead of calling the API.
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+}
+
+/// Creations and deletions not yet seen in the cache.
+#[derive(Default)]
+pub struct Expectations {
+    /// HSJ key → names of Jobs we created.
+    created: Mutex<HashMap<String, Vec<(String, Instant)>>>,
+    /// UIDs of Jobs we deleted.
+    deleted: Mutex<HashMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Expectations {
+    pub fn created(&self, key: &str, names: &[String]) {
+        let now = Instant::now();
+        let mut m = lock(&self.created);
+        let e = m.entry(key.to_string()).or_default();
+        e.extend(names.iter().map(|n| (n.clone(), now)));
+    }
+
+    pub fn deleted(&self, uid: &str) {
+        lock(&self.deleted).insert(uid.to_string(), Instant::now());
+    }
+
+    /// Created Jobs the cache does not show yet (`seen`: the names it shows). Names seen
+    /// or older than [`EXPECT_FOR`] are forgotten.
+    pub fn in_flight(&self, key: &str, seen: &HashSet<&str>) -> i32 {
+        let mut m = lock(&self.created);
+        let Some(e) = m.get_mut(key) else { return 0 };
+        e.retain(|(n, at)| !seen.contains(n.as_str()) && at.elapsed() < EXPECT_FOR);
+        let n = e.len() as i32;
+        if e.is_empty() {
+            m.remove(key);
+        }
+        n
+    }
+
+    /// Is this Job one we deleted (and the cache may still show)?
+    pub fn is_deleted(&self, uid: &str) -> bool {
+        let mut m = lock(&self.deleted);
+        m.retain(|_, at| at.elapsed() < EXPECT_FOR);
+        m.contains_key(uid)
+    }
+
+    pub fn forget(&self, key: &str) {
+        lock(&self.created).remove(key);
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Ctx {
+    pub shell: Shell,
+    pub stores: Stores,
+    pub probes: ProbeCache,
+    pub http: HttpProber,
+    pub exec: ExecProber,
+    pub expect: Expectations,
+    /// UIDs of Jobs one of whose pods was seen busy.
+    pub ever_busy: Mutex<HashSet<String>>,
+}
+
+crate::controller::deref_to_shell!(Ctx);
+
+impl Ctx {
+    /// The gate opens once the Job and pod stores have listed and `leading` says we lead.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        exec: ExecProber,
+        metrics: Arc<Metrics>,
+        debug: DebugState,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let gate = Gate::new(leading);
+        let s = stores.clone();
+        gate.open_when(async move {
+            Gate::stores_ready(vec![s.jobs]).await && Gate::stores_ready(vec![s.pods]).await
+        });
+        Ctx {
+            shell: Shell::new(client, metrics, debug, gate),
+            stores,
+            probes: ProbeCache::default(),
+            http: HttpProber::new(64),
+            exec,
+            expect: Expectations::default(),
+            ever_busy: Mutex::default(),
+        }
+    }
+}
+
+fn key(ns: &str, name: &str) -> String {
+    format!("{CONTROLLER}/{ns}/{name}")
+}
+
+/// One reconcile, with metrics.
+pub async fn reconcile(hsj: Arc<HotStandbyJob>, ctx: Arc<Ctx>) -> Result<Action> {
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsj.namespace().unwrap_or_default(), name = %hsj.name_any());
+    let body = async {
+        let mut hsj = (*hsj).clone();
+        hsj.status = ctx.last_status(&hsj, hsj.status.as_ref());
+        reconcile_inner(&hsj, &ctx, Instant::now()).await
+    };
+    ctx.shell.reconcile(CONTROLLER, span, body).await
+}
+
+pub fn error_policy(hsj: Arc<HotStandbyJob>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    shell::error_action(CONTROLLER, &hsj.name_any(), err)
+}
+
+async fn publish(ctx: &Ctx, hsj: &HotStandbyJob, type_: EventType, reason: &str, note: String) {
+    ctx.shell
+        .publish(&hsj.object_ref(&()), "Reconcile", type_, reason, note)
+        .await
+}
+
+async fn write_status(ctx: &Ctx, hsj: &HotStandbyJob, st: &HotStandbyJobStatus) -> Result<bool> {
+    let api: Api<HotStandbyJob> =
+        Api::namespaced(ctx.client.clone(), &hsj.namespace().unwrap_or_default());
+    ctx.shell
+        .write_status(&api, hsj, &(), hsj.status.as_ref(), st)
+        .await
+}
+
+/// A spec we cannot act on: a condition and (when it is news) one Warning; nothing created.
+async fn invalid(ctx: &Ctx, hsj: &HotStandbyJob, reason: &str, message: &str) -> Result<Action> {
+    let st = status::invalid(hsj, reason, message, &Time((ctx.clock)()));
+    if write_status(ctx, hsj, &st).await? {
+        publish(ctx, hsj, EventType::Warning, reason, message.to_string()).await;
+    }
+    tracing::warn!(reason, message, "HotStandbyJob cannot be acted on");
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Jobs of `hsj` (controlled by it) and their pods, from the caches.
+fn owned(ctx: &Ctx, hsj: &HotStandbyJob, ns: &str) -> (Vec<Arc<Job>>, Vec<Arc<Pod>>) {
+    let uid = hsj.uid();
+    let jobs = super::in_namespace(&ctx.stores.jobs, ns)
+        .into_iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .filter(|j| !ctx.expect.is_deleted(&j.uid().unwrap_or_default()))
+        .collect();
+    let name = hsj.name_any();
+    let pods = super::in_namespace(&ctx.stores.pods, ns)
+        .into_iter()
+        .filter(|p| p.labels().get(NAME_LABEL) == Some(&name))
+        .collect();
+    (jobs, pods)
+}
+
+/// Probe what is due (http/exec). Returns the API server's refusal of `pods/exec`, if any.
+async fn probe_due(ctx: &Ctx, hsj: &HotStandbyJob, pods: &[&Pod]) -> Option<String> {
+    let probe = &hsj.spec.busy_probe;
+    match (probe.mode, &probe.exec) {
+        (JobBusyMode::Http, _) => {
+            probe::probe_due(&ctx.http, &ctx.probes, &ctx.metrics, &probe.http, pods).await;
+            None
+        }
+        (JobBusyMode::Exec, Some(cfg)) => {
+            probe::exec::probe_due(&ctx.exec, &ctx.probes, &ctx.metrics, cfg, pods).await
+        }
+        _ => None,
+    }
+}
+
+fn failures_of(hsj: &HotStandbyJob) -> Failures {
+    let st = hsj.status.as_ref();
+    Failures {
+        consecutive: st.and_then(|s| s.consecutive_failures).unwrap_or(0),
+        last_at: st.and_then(|s| s.last_failure_time.as_ref()).map(|t| t.0),
+        last_reason: st
+            .and_then(|s| plan_reason(&s.conditions))
+            .filter(|_| st.and_then(|s| s.consecutive_failures).unwrap_or(0) > 0),
+    }
+}
+
+fn plan_reason(
+    conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<String> {
+    crate::api::condition(conds, status::UNITS_FAILING)
+        .filter(|c| c.status == "True")
+        .map(|c| c.message.clone())
+}
+
+async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Result<Action> {
+    let ns = super::namespace_of(hsj, "HotStandbyJob")?;
+    let name = hsj.name_any();
+    let now = (ctx.clock)();
+    if hsj.metadata.deletion_timestamp.is_some() {
+        forget(ctx, &ns, &name);
+        return Ok(Action::await_change());
+    }
+    let mut errors = plan::validate(&hsj.spec);
+    let job = build::unit_job(hsj).map_err(|e| errors.push(e)).ok();
+    let Some(job) = job.filter(|_| errors.is_empty()) else {
+        return invalid(ctx, hsj, "InvalidSpec", &errors.join("; ")).await;
+    };
+    if status::rejected(hsj) {
+        return Ok(Action::requeue(ctx.resync));
+    }
+
+    // Observe.
+    let (jobs, pods) = owned(ctx, hsj, &ns);
+    let by_job = observe::pods_by_job(pods.iter().map(|p| p.as_ref()));
+    let live: Vec<&Pod> = jobs
+        .iter()
+        .filter(|j| observe::finished(j).is_none())
+        .filter_map(|j| by_job.get(&j.uid().unwrap_or_default()))
+        .flatten()
+        .copied()
+        .collect();
+    let forbidden = probe_due(ctx, hsj, &live).await;
+    let units = views(ctx, hsj, &jobs, &by_job);
+    let seen: HashSet<&str> = jobs
+        .iter()
+        .filter_map(|j| j.meta().name.as_deref())
+        .collect();
+    let key = key(&ns, &name);
+    let observed = Observed {
+        spec: &hsj.spec,
+        units: &units,
+        in_flight: ctx.expect.in_flight(&key, &seen),
+        pending_since: hsj
+            .status
+            .as_ref()
+            .and_then(|s| s.scale_down_pending_since.as_ref())
+            .map(|t| t.0),
+        failures: failures_of(hsj),
+        now,
+    };
+
+    // Plan, apply, report.
+    let plan = plan::plan(&observed);
+    let applied = apply::run(ctx, hsj, &plan, &by_job, &job).await?;
+    ctx.expect.created(&key, &applied.created);
+    if let Some(msg) = &applied.rejected {
+        let msg = format!("the API server rejected the Job: {msg}");
+        return invalid(ctx, hsj, "TemplateRejected", &msg).await;
+    }
+    report(ctx, hsj, &plan, &applied, forbidden.as_deref(), started).await;
+    let ready = units
+        .iter()
+        .filter(|u| u.finished.is_none() && u.core.ready)
+        .count() as i32;
+    let st = status::build(hsj, &plan, ready, forbidden.as_deref(), &Time(now));
+    write_status(ctx, hsj, &st).await?;
+    gauges(ctx, &ns, &name, &plan);
+    ctx.debug.set(
+        key,
+        json!({"mode": hsj.spec.busy_probe.mode, "plan": plan, "units": units,
+               "created": applied.created, "deleted": applied.deleted,
+               "replaced": applied.replaced, "at": now.to_string()}),
+    );
+    Ok(Action::requeue(next_wake(
+        ctx,
+        hsj,
+        &plan,
+        observed.in_flight,
+    )))
+}
+
+/// The units' views, remembering which Jobs were ever busy.
+fn views(
+    ctx: &Ctx,
+    hsj: &HotStandbyJob,
+    jobs: &[Arc<Job>],
+    by_job: &HashMap<String, Vec<&Pod>>,
+) -> Vec<plan::UnitView> {
+    let mut ever = lock(&ctx.ever_busy);
+    jobs.iter()
+        .map(|j| {
+            let uid = j.uid().unwrap_or_default();
+            let pods = by_job.get(&uid).map(Vec::as_slice).unwrap_or_default();
+            let was = ever.contains(&uid);
+            let u = observe::unit_view(j, pods, &hsj.spec.busy_probe, &ctx.probes, was);
+            if u.ever_busy && !was {
+                ever.insert(uid);
+            }
+            u
+        })
+        .collect()
+}
+
+fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i32) -> Duration {
+    let mut next = ctx.resync;
+    if let Some(d) = plan.requeue_after {
+        next = next.min(d + Duration::from_millis(50));
+    }
+    if in_flight > 0 || plan.create > 0 {
+        next = next.min(Duration::from_secs(2));
+    }
+    let probe = &hsj.spec.busy_probe;
+    let period = match (probe.mode, &probe.exec) {
+        (JobBusyMode::Http, _) => Some(probe.http.period_seconds),
+        (JobBusyMode::Exec, Some(e)) => Some(e.period_seconds),
+        _ => None,
+    };
+    if let Some(p) = period {
+        next = next.min(Duration::from_secs(p.max(1) as u64));
+    }
+    next
+}
+
+/// Events and metrics for what a reconcile did.
+async fn report(
+    ctx: &Ctx,
+    hsj: &HotStandbyJob,
+    plan: &plan::Plan<'_>,
+    applied: &apply::Applied,
+    forbidden: Option<&str>,
+    started: Instant,
+) {
+    let numbers = format!(
+        "busy={} idle={} desired={} active={}",
+        plan.busy, plan.idle, plan.desired, plan.active
+    );
+    let count = |direction: &'static str, n: usize| {
+        ctx.metrics
+            .hsj_job_writes
+            .get_or_create(&DecisionLabels { direction })
+            .inc_by(n as u64);
+    };
+    for (reason, names, dir, what) in [
+        (
+            "UnitsReplaced",
+            &applied.replaced,
+            "replace",
+            "deleted failing Jobs",
+        ),
+        ("ScaledDown", &applied.deleted, "down", "deleted idle Jobs"),
+        ("ScaledUp", &applied.created, "up", "created Jobs"),
+    ] {
+        if names.is_empty() {
+            continue;
+        }
+        count(dir, names.len());
+        let type_ = if dir == "replace" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let mut note = format!("{numbers}: {what} {}", names.join(", "));
+        if dir == "replace" {
+            let why = plan.failures.last_reason.as_deref().unwrap_or("failed");
+            note.push_str(&format!(
+                " ({why}); {} failure(s) in a row",
+                plan.failures.consecutive
+            ));
+        }
+        publish(ctx, hsj, type_, reason, note).await;
+    }
+    if !applied.created.is_empty() {
+        ctx.metrics
+            .reaction_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+    let before = hsj.status.as_ref();
+    if let (Some(due), false) = (
+        plan.pending_due,
+        before.is_some_and(|s| s.scale_down_pending_since.is_some()),
+    ) {
+        let note = format!("{numbers}: deleting idle Jobs at {due} unless desired rises");
+        publish(ctx, hsj, EventType::Normal, "ScaleDownPending", note).await;
+    }
+    let was_backing_off = before.and_then(|s| s.consecutive_failures).unwrap_or(0) > 0;
+    if let (Some(until), false) = (plan.backoff_until, was_backing_off) {
+        let why = plan.failures.last_reason.as_deref().unwrap_or("failed");
+        let note = format!("{numbers}: Jobs fail before being busy ({why}); next Job at {until}");
+        publish(ctx, hsj, EventType::Warning, "BackingOff", note).await;
+    }
+    let was_forbidden = before.is_some_and(|s| status::probe_forbidden(&s.conditions));
+    if let (Some(msg), false) = (forbidden, was_forbidden) {
+        let note =
+            format!("exec busy probe refused: {msg}; grant pods/exec (Helm: hsj.execProbe=true)");
+        publish(ctx, hsj, EventType::Warning, "ProbeForbidden", note).await;
+    }
+}
+
+fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
+    let labels = ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    };
+    let m = &ctx.metrics;
+    for (g, v) in [
+        (&m.hsj_busy, plan.busy),
+        (&m.hsj_idle, plan.idle),
+        (&m.hsj_unknown, plan.unknown),
+        (&m.hsj_desired, plan.desired),
+        (&m.hsj_active, plan.active),
+        (&m.hsj_consecutive_failures, plan.failures.consecutive),
+    ] {
+        g.get_or_create(&labels).set(v as i64);
+    }
+}
+
+/// Map an object carrying our name label to its HSJ.
+fn owner_hsj<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyJob>> {
+    let name = obj.meta().labels.as_ref()?.get(NAME_LABEL)?;
+    Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
+}
+
+/// Run the controller until shutdown. `synced` is called once the caches have listed.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
+    namespace: Option<String>,
+    synced: impl FnOnce() + Send + 'static,
+) {
+    let exec = ExecProber::new(
+        Arc::new(KubeExec {
+            client: client.clone(),
+        }),
+        EXEC_IN_FLIGHT,
+    );
+    run_with(client, exec, metrics, debug, leading, namespace, synced).await
+}
+
+/// [`run`] with a given exec prober (tests use a fake runner).
+pub async fn run_with(
+    client: Client,
+    exec: ExecProber,
+    metrics: Arc<Metrics>,
+    debug: DebugState,
+    leading: tokio::sync::watch::Receiver<bool>,
+    namespace: Option<String>,
+    synced: impl FnOnce() + Send + 'static,
+) {
+    let ns = namespace.as_deref();
+    let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
+    let (jobs, job_w) = reflector::store::<Job>();
+    let (pods, pod_w) = reflector::store::<Pod>();
+    let job_stream = watcher(super::scoped::<Job>(client.clone(), ns), labelled.clone())
+        .default_backoff()
+        .modify(|j| {
+            j.managed_fields_mut().clear();
+            j.spec = None;
+        })
+        .reflect(job_w)
+        .touched_objects();
+    let pod_stream = watcher(super::scoped::<Pod>(client.clone(), ns), labelled)
+        .default_backoff()
+        .modify(observe::strip_pod)
+        .reflect(pod_w)
+        .touched_objects();
+    let stores = Stores {
+        jobs: jobs.clone(),
+        pods: pods.clone(),
+    };
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        stores,
+        exec,
+        metrics,
+        debug,
+        leading,
+    ));
+    {
+        let gate = ctx.gate.clone();
+        tokio::spawn(async move {
+            if gate.wait_synced().await {
+                synced();
+            }
+        });
+    }
+    tokio::spawn(prune(ctx.clone(), jobs, pods));
+    Controller::new(
+        super::scoped::<HotStandbyJob>(client, ns),
+        watcher::Config::default(),
+    )
+    .owns_stream(job_stream)
+    .watches_stream(pod_stream, |p| owner_hsj(&p))
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx.clone())
+    .for_each(|r| {
+        let ctx = ctx.clone();
+        async move {
+            if let Some((ns, name)) = shell::gone_object(&r) {
+                forget(&ctx, &ns, &name);
+            } else if let Err(e) = r {
+                tracing::debug!(error = %e, "hsj controller event");
+            }
+        }
+    })
+    .await;
+}
+
+/// Every minute, forget probe answers of gone pods and busy memories of gone Jobs.
+async fn prune(ctx: Arc<Ctx>, jobs: Store<Job>, pods: Store<Pod>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let live: HashSet<String> = pods.state().iter().filter_map(|p| p.uid()).collect();
+        ctx.probes.retain(&|uid| live.contains(uid));
+        let live: HashSet<String> = jobs.state().iter().filter_map(|j| j.uid()).collect();
+        lock(&ctx.ever_busy).retain(|uid| live.contains(uid));
+    }
+}
+
+/// An HSJ is gone: drop its debug entry, status memory, expectations and gauges.
+pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
+    ctx.debug.remove(&key(ns, name));
+    ctx.shell.forget(ns, name);
+    ctx.expect.forget(&key(ns, name));
+    ctx.metrics.forget_hsj(&ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    });
+}
