@@ -77,7 +77,6 @@ async fn run_mode_syncs_caches_then_reports_ready() {
     );
     for p in [
         "/apis/apps/v1/statefulsets",
-        "/apis/batch/v1/jobs",
         "/api/v1/services",
         "/apis/keda.sh/v1alpha1/scaledobjects",
         "/apis/keda.sh/v1alpha1/scaledjobs",
@@ -89,6 +88,28 @@ async fn run_mode_syncs_caches_then_reports_ready() {
             "{p}: {seen:#?}"
         );
     }
+    // HotStandbyJob: its own kind; Jobs (shared with AsyncActor) and pods by a label of ours.
+    assert!(
+        !watches("/apis/apps.paia.tech/v1alpha1/hotstandbyjobs").is_empty(),
+        "{seen:#?}"
+    );
+    let jobs = watches("/apis/batch/v1/jobs");
+    assert!(
+        jobs.iter()
+            .any(|s| s.contains("labelSelector=hsj.paia.tech"))
+            && jobs.iter().any(|s| s.contains("labelSelector=asya.io"))
+            && jobs
+                .iter()
+                .all(|s| s.contains("labelSelector=hsj.paia.tech")
+                    || s.contains("labelSelector=asya.io")),
+        "{seen:#?}"
+    );
+    assert!(
+        watches("/api/v1/pods")
+            .iter()
+            .any(|s| s.contains("labelSelector=hsj.paia.tech")),
+        "{seen:#?}"
+    );
     let crds = watches("/apis/apiextensions.k8s.io/v1/customresourcedefinitions");
     assert_eq!(crds.len(), 3, "{seen:#?}");
     assert!(crds.iter().all(|s| s.contains("keda.sh")), "{seen:#?}");

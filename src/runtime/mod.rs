@@ -20,7 +20,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::api::singleton::StatefulSingleton;
-use crate::controller::{hsd, singleton};
+use crate::controller::{hsd, hsj, singleton};
 use crate::metrics::Metrics;
 use crate::server::{self, ServerConfig, TlsMode};
 use crate::state::{DebugState, Readiness};
@@ -186,6 +186,25 @@ async fn tls_mode(client: &Client, cfg: &RunConfig) -> Result<TlsMode> {
     }
 }
 
+/// A controller that runs forever and calls back once its caches have listed: its task
+/// and a future that says whether that happened (false if the controller stopped first).
+fn with_synced<F>(
+    name: String,
+    start: impl FnOnce(Box<dyn FnOnce() + Send>) -> F,
+) -> (Task, BoxFuture<'static, bool>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fut = start(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    (
+        Task::forever(name, fut),
+        Box::pin(async move { rx.await.is_ok() }),
+    )
+}
+
 /// `kube-standby run`: webhook + reconcilers against the cluster, until `shutdown`.
 pub async fn run(
     cfg: RunConfig,
@@ -269,22 +288,27 @@ pub async fn run(
     }
 
     for scope in &scopes {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let label = scope.as_deref().unwrap_or("all");
-        tasks.push(Task::forever(
-            format!("hsd-{label}"),
-            hsd::run(
-                client.clone(),
-                metrics.clone(),
-                debug.clone(),
-                leading.clone(),
-                scope.clone(),
-                move || {
-                    let _ = tx.send(());
-                },
-            ),
-        ));
-        synced.push(Box::pin(async move { rx.await.is_ok() }));
+        let (c, m, d, l, s) = (
+            client.clone(),
+            metrics.clone(),
+            debug.clone(),
+            leading.clone(),
+            scope.clone(),
+        );
+        let (task, ready) = with_synced(format!("hsd-{label}"), |cb| hsd::run(c, m, d, l, s, cb));
+        tasks.push(task);
+        synced.push(ready);
+        let (c, m, d, l, s) = (
+            client.clone(),
+            metrics.clone(),
+            debug.clone(),
+            leading.clone(),
+            scope.clone(),
+        );
+        let (task, ready) = with_synced(format!("hsj-{label}"), |cb| hsj::run(c, m, d, l, s, cb));
+        tasks.push(task);
+        synced.push(ready);
     }
     let actors = crate::controller::actor::start_all(
         client.clone(),
