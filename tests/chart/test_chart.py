@@ -172,6 +172,18 @@ def test_rbac_never_grants_exec():
     assert "tokenreviews" in resources
 
 
+def test_exec_is_granted_only_when_hsj_exec_probes_are_enabled():
+    for extra in ({}, {"watchNamespaces": ["team-a", "team-b"]}):
+        docs = render({**extra, "hsj": {"execProbe": True}})
+        roles = by_kind(docs, "Role" if extra else "ClusterRole")
+        holders = [r for r in roles if grants(r, "pods/exec", "create")]
+        want = 2 if extra else 1
+        assert len(holders) == want, (extra, [r["metadata"]["name"] for r in roles])
+        docs = render(extra)
+        roles = by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+        assert not any(grants(r, "pods/exec", "create") for r in roles), extra
+
+
 LIMIT_FLAGS = {
     "maxConnections": "--max-connections",
     "tlsHandshakeTimeoutSeconds": "--tls-handshake-timeout-seconds",
