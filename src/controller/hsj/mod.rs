@@ -309,7 +309,13 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         .iter()
         .filter(|u| u.finished.is_none() && u.core.ready)
         .count() as i32;
-    let st = status::build(hsj, &plan, ready, forbidden.as_deref(), &Time(now));
+    // Status counts the active units after this reconcile's writes.
+    let written = applied.created.len() as i32 - applied.deleted.len() as i32;
+    let after = plan::Plan {
+        active: plan.active.saturating_add(written),
+        ..plan.clone()
+    };
+    let st = status::build(hsj, &after, ready, forbidden.as_deref(), &Time(now));
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(

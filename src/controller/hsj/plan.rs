@@ -265,6 +265,13 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         backoff_until: None,
         requeue_after: None,
     };
+    // Broken units wait for the backoff: wake up when it ends to replace them.
+    if let Some(t) = backoff_end(&o.failures).filter(|t| *t > o.now) {
+        if active.iter().any(|u| u.broken()) {
+            plan.backoff_until = Some(t);
+            plan.requeue_after = Some(until(o.now, t));
+        }
+    }
     if d > counted {
         grow(o, &mut plan, &active, d - counted, backoff_over);
     } else if d < counted {

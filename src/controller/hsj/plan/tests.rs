@@ -234,6 +234,26 @@ fn a_busy_or_stale_failing_unit_is_never_replaced() {
 }
 
 #[test]
+fn a_broken_unit_waiting_for_the_backoff_wakes_the_reconciler_when_it_ends() {
+    let s = spec(1, 0, 10, 30);
+    let u = vec![broken_unit(0)];
+    let mut o = observed(&s, &u, t(4));
+    o.failures = Failures {
+        consecutive: 1,
+        last_at: Some(t(0)),
+        last_reason: Some("ImagePullBackOff".into()),
+    };
+    let p = plan(&o);
+    assert!(p.replace.is_empty() && p.create == 0, "{p:?}");
+    assert_eq!(p.backoff_until, Some(t(10)));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(6)));
+    // Once it is over, the unit is replaced and one Job created.
+    o.now = t(10);
+    let p = plan(&o);
+    assert_eq!((p.replace.len(), p.create), (1, 1), "{p:?}");
+}
+
+#[test]
 fn failed_jobs_back_off_creation() {
     let s = spec(2, 0, 10, 0);
     let mut f = unit(0, BusyState::Idle);
