@@ -3,5 +3,6 @@
 //! Each test creates its own namespace and deletes it afterwards. Pods are brought to
 //! Running by the real scheduler and kubelet; assertions are on API state.
 mod hsd;
+mod hsj;
 mod singleton;
 mod util;
