@@ -204,6 +204,32 @@ impl Shell {
         res
     }
 
+    /// One reconcile of `obj` (see [`Shell::reconcile`]) in a span naming it, starting from
+    /// the status we last wrote when the cache has not caught up with it.
+    pub async fn reconcile_object<K, F, Fut>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        inner: F,
+    ) -> Result<Action>
+    where
+        K: WithStatus,
+        F: FnOnce(K) -> Fut,
+        Fut: std::future::Future<Output = Result<Action>>,
+    {
+        let meta = obj.meta();
+        let span = tracing::info_span!(
+            "reconcile",
+            controller,
+            ns = meta.namespace.as_deref().unwrap_or_default(),
+            name = meta.name.as_deref().unwrap_or_default()
+        );
+        let mut obj = obj.clone();
+        let status = self.last_status(&obj, obj.status());
+        *obj.status_mut() = status;
+        self.reconcile(controller, span, inner(obj)).await
+    }
+
     /// The status a reconcile should start from: what we last wrote, else the cached one.
     pub fn last_status<K, S>(&self, obj: &K, cached: Option<&S>) -> Option<S>
     where
@@ -346,6 +372,29 @@ pub fn clear_patch(have: &Value, want: &Value) -> Map<String, Value> {
 }
 
 /// The shared error policy: conflicts retry soon, everything else after a short backoff.
+/// A kind whose status the shell remembers between reconciles.
+pub trait WithStatus: Resource + Clone {
+    type Status: DeserializeOwned + Clone;
+    fn status(&self) -> Option<&Self::Status>;
+    fn status_mut(&mut self) -> &mut Option<Self::Status>;
+}
+
+/// `impl WithStatus for Kind { type Status = StatusType; ... }` over its `status` field.
+macro_rules! with_status {
+    ($kind:ty, $status:ty) => {
+        impl $crate::controller::shell::WithStatus for $kind {
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn status_mut(&mut self) -> &mut Option<$status> {
+                &mut self.status
+            }
+        }
+    };
+}
+pub(crate) use with_status;
+
 pub fn error_action(controller: &'static str, name: &str, err: &Error) -> Action {
     let conflict = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409);
     tracing::warn!(controller, name, error = %err, "reconcile failed; retrying");

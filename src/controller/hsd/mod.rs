@@ -80,16 +80,17 @@ fn debug_key(ns: &str, name: &str) -> String {
     format!("{CONTROLLER}/{ns}/{name}")
 }
 
-/// One reconcile, with metrics.
+shell::with_status!(HotStandbyDeployment, HotStandbyDeploymentStatus);
+
+/// One reconcile, inside the shell.
 pub async fn reconcile(hsd: Arc<HotStandbyDeployment>, ctx: Arc<Ctx>) -> Result<Action> {
-    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsd.namespace().unwrap_or_default(), name = %hsd.name_any());
-    let body = async {
-        // Start from the status we last wrote when the cache has not caught up with it.
-        let mut hsd = (*hsd).clone();
-        hsd.status = ctx.last_status(&hsd, hsd.status.as_ref());
-        reconcile_inner(&hsd, &ctx, Instant::now()).await
-    };
-    ctx.shell.reconcile(CONTROLLER, span, body).await
+    let started = Instant::now();
+    let c = &ctx;
+    c.shell
+        .reconcile_object(CONTROLLER, hsd.as_ref(), |hsd| async move {
+            reconcile_inner(&hsd, c, started).await
+        })
+        .await
 }
 
 pub fn error_policy(hsd: Arc<HotStandbyDeployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {

@@ -156,15 +156,17 @@ fn key(ns: &str, name: &str) -> String {
     format!("{CONTROLLER}/{ns}/{name}")
 }
 
-/// One reconcile, with metrics.
+shell::with_status!(HotStandbyJob, HotStandbyJobStatus);
+
+/// One reconcile, inside the shell.
 pub async fn reconcile(hsj: Arc<HotStandbyJob>, ctx: Arc<Ctx>) -> Result<Action> {
-    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = hsj.namespace().unwrap_or_default(), name = %hsj.name_any());
-    let body = async {
-        let mut hsj = (*hsj).clone();
-        hsj.status = ctx.last_status(&hsj, hsj.status.as_ref());
-        reconcile_inner(&hsj, &ctx, Instant::now()).await
-    };
-    ctx.shell.reconcile(CONTROLLER, span, body).await
+    let started = Instant::now();
+    let c = &ctx;
+    c.shell
+        .reconcile_object(CONTROLLER, hsj.as_ref(), |hsj| async move {
+            reconcile_inner(&hsj, c, started).await
+        })
+        .await
 }
 
 pub fn error_policy(hsj: Arc<HotStandbyJob>, err: &Error, _ctx: Arc<Ctx>) -> Action {
