@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use super::{BusyState, ProbeCache};
 use crate::api::hsj::ExecProbe;
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::Metrics;
 
 /// Why an exec probe gave no exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,16 +184,7 @@ pub async fn probe_due(
     let runs = due.map(|p| async move {
         let t = Instant::now();
         let r = probe_pod(prober, p, cfg).await;
-        metrics.probe_duration.observe(t.elapsed().as_secs_f64());
-        let outcome = match &r {
-            Ok(BusyState::Busy) => "busy",
-            Ok(_) => "idle",
-            Err(_) => "error",
-        };
-        metrics
-            .probe_outcomes
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        super::count_probe(metrics, t, &r);
         let uid = p.metadata.uid.as_deref().unwrap_or_default();
         let forbidden = match &r {
             Err(ExecError::Forbidden(m)) => Some(m.clone()),

@@ -69,22 +69,29 @@ pub async fn probe_due(
     let runs = due.map(|(uid, ip)| async move {
         let t = Instant::now();
         let r = prober.probe(ip, cfg).await;
-        metrics.probe_duration.observe(t.elapsed().as_secs_f64());
-        let outcome = match &r {
-            Ok(BusyState::Busy) => "busy",
-            Ok(_) => "idle",
-            Err(_) => "error",
-        };
-        metrics
-            .probe_outcomes
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        count_probe(metrics, t, &r);
         if let Err(e) = &r {
             tracing::debug!(%ip, error = %e, "busy probe failed");
         }
         probes.record(&uid, r, Instant::now());
     });
     futures::future::join_all(runs).await;
+}
+
+/// Record a probe's duration (since `started`) and outcome.
+pub fn count_probe<E>(metrics: &Metrics, started: Instant, r: &Result<BusyState, E>) {
+    metrics
+        .probe_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match r {
+        Ok(BusyState::Busy) => "busy",
+        Ok(_) => "idle",
+        Err(_) => "error",
+    };
+    metrics
+        .probe_outcomes
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
 }
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
