@@ -28,7 +28,11 @@ const PASSWORD: &str = "e2e-password-never-copied";
 const RUNTIME_V1: &str = "# asya runtime (e2e) v1\nprint('ready')\n";
 const RUNTIME_V2: &str = "# asya runtime (e2e) v2\nprint('ready again')\n";
 
-fn start_operator(client: Client, ns: &str, runtime: Option<PathBuf>) -> tokio::task::JoinHandle<()> {
+fn start_operator(
+    client: Client,
+    ns: &str,
+    runtime: Option<PathBuf>,
+) -> tokio::task::JoinHandle<()> {
     let cfg = actor::Config {
         sidecar_image: PAUSE.into(),
         runtime_file: runtime,
@@ -89,13 +93,21 @@ async fn install_keda(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in keda_crds() {
         let name = crd["metadata"]["name"].as_str().expect("name").to_string();
-        api.patch(&name, &PatchParams::apply("kube-standby-e2e").force(), &Patch::Apply(&crd))
-            .await
-            .expect("the API server accepts KEDA's CRD");
-        wait_for(Duration::from_secs(60), &format!("{name} established"), || {
-            let (api, name) = (api.clone(), name.clone());
-            async move { crd_established(&api, &name).await }
-        })
+        api.patch(
+            &name,
+            &PatchParams::apply("kube-standby-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the API server accepts KEDA's CRD");
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{name} established"),
+            || {
+                let (api, name) = (api.clone(), name.clone());
+                async move { crd_established(&api, &name).await }
+            },
+        )
         .await;
     }
 }
@@ -120,7 +132,9 @@ async fn uninstall_keda(client: &Client) {
 
 /// A seed example (`examples/<file>`) exactly as written, placed in `ns`.
 fn example(file: &str, ns: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
     let text = std::fs::read_to_string(path).expect("example");
     let mut v: Value = serde_yaml::from_str(&text).expect("YAML");
     v["metadata"]["namespace"] = ns.into();
@@ -128,20 +142,31 @@ fn example(file: &str, ns: &str) -> Value {
 }
 
 fn name_of(v: &Value) -> String {
-    v["metadata"]["name"].as_str().expect("metadata.name").to_string()
+    v["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string()
 }
 
 async fn apply(api: &Api<AsyncActor>, v: &Value) {
-    api.patch(&name_of(v), &PatchParams::apply("e2e").force(), &Patch::Apply(v))
-        .await
-        .expect("the API server accepts the AsyncActor");
+    api.patch(
+        &name_of(v),
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(v),
+    )
+    .await
+    .expect("the API server accepts the AsyncActor");
 }
 
 async fn secret(client: &Client, ns: &str, name: &str) {
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
-    let s = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"password": PASSWORD}}))
-        .expect("secret");
-    api.create(&PostParams::default(), &s).await.expect("create secret");
+    let s = serde_json::from_value(
+        json!({"metadata": {"name": name}, "stringData": {"password": PASSWORD}}),
+    )
+    .expect("secret");
+    api.create(&PostParams::default(), &s)
+        .await
+        .expect("create secret");
 }
 
 fn dynamic(client: &Client, ns: &str, kind: Kind) -> Api<DynamicObject> {
@@ -159,23 +184,30 @@ async fn get(client: &Client, ns: &str, kind: Kind, name: &str) -> Option<Value>
 }
 
 async fn wait_obj(client: &Client, ns: &str, kind: Kind, name: &str) -> Value {
-    wait_for(Duration::from_secs(60), &format!("{kind:?} {name}"), || async {
-        get(client, ns, kind, name).await.is_some()
-    })
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{kind:?} {name}"),
+        || async { get(client, ns, kind, name).await.is_some() },
+    )
     .await;
     get(client, ns, kind, name).await.expect("exists")
 }
 
 async fn wait_gone(client: &Client, ns: &str, kind: Kind, name: &str) {
-    wait_for(Duration::from_secs(60), &format!("{kind:?} {name} gone"), || async {
-        get(client, ns, kind, name).await.is_none()
-    })
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{kind:?} {name} gone"),
+        || async { get(client, ns, kind, name).await.is_none() },
+    )
     .await;
 }
 
 /// Controlled by `actor` (controller ownerReference with its UID), labelled with its name.
 fn assert_owned(obj: &Value, actor: &AsyncActor) {
-    let refs = obj["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+    let refs = obj["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         refs.iter().any(|r| r["kind"] == "AsyncActor"
             && r["controller"] == true
@@ -191,17 +223,33 @@ fn assert_owned(obj: &Value, actor: &AsyncActor) {
 }
 
 /// (status, reason, message) of an actor's condition.
-async fn condition(api: &Api<AsyncActor>, name: &str, type_: &str) -> Option<(String, String, String)> {
+async fn condition(
+    api: &Api<AsyncActor>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let a = api.get_opt(name).await.ok().flatten()?;
-    let c = a.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+    let c = a
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status, c.reason, c.message))
 }
 
-async fn wait_condition(api: &Api<AsyncActor>, name: &str, type_: &str, status: &str, reason: &str) {
+async fn wait_condition(
+    api: &Api<AsyncActor>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let c = condition(api, name, type_).await;
-        if c.as_ref().is_some_and(|(s, r, _)| s == status && r == reason) {
+        if c.as_ref()
+            .is_some_and(|(s, r, _)| s == status && r == reason)
+        {
             return;
         }
         if Instant::now() > deadline {
@@ -218,7 +266,11 @@ async fn actor_obj(api: &Api<AsyncActor>, name: &str) -> AsyncActor {
 /// Events about `actor` with `reason`: (count of Event objects, any repeated).
 async fn events(client: &Client, ns: &str, actor: &str, reason: &str) -> (usize, bool) {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     let mine: Vec<_> = list
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
@@ -237,7 +289,9 @@ fn env_of<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 fn env_value(c: &Value, name: &str) -> Option<String> {
-    env_of(c, name).and_then(|e| e["value"].as_str()).map(str::to_string)
+    env_of(c, name)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_string)
 }
 
 /// The runtime container of a built pod template carries the socket and runtime mounts.
@@ -245,7 +299,9 @@ fn assert_runtime_mounts(tpl: &Value, runtime_idx: usize) {
     let rt = container(tpl, runtime_idx);
     let mounts = rt["volumeMounts"].as_array().cloned().unwrap_or_default();
     assert!(
-        mounts.iter().any(|m| m["name"] == build::SOCKET_VOLUME && m["mountPath"] == "/tmp/sockets"),
+        mounts
+            .iter()
+            .any(|m| m["name"] == build::SOCKET_VOLUME && m["mountPath"] == "/tmp/sockets"),
         "socket dir mounted in the runtime: {mounts:?}"
     );
     assert!(
@@ -255,11 +311,15 @@ fn assert_runtime_mounts(tpl: &Value, runtime_idx: usize) {
             && m["readOnly"] == true),
         "runtime file mounted read-only: {mounts:?}"
     );
-    let vols = tpl["spec"]["volumes"].as_array().cloned().unwrap_or_default();
-    assert!(vols.iter().any(|v| v["name"] == build::SOCKET_VOLUME && v["emptyDir"].is_object()));
+    let vols = tpl["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(vols
         .iter()
-        .any(|v| v["name"] == build::RUNTIME_VOLUME && v["configMap"]["name"] == build::RUNTIME_CONFIGMAP));
+        .any(|v| v["name"] == build::SOCKET_VOLUME && v["emptyDir"].is_object()));
+    assert!(vols.iter().any(|v| v["name"] == build::RUNTIME_VOLUME
+        && v["configMap"]["name"] == build::RUNTIME_CONFIGMAP));
 }
 
 async fn actor_pods(pods: &Api<Pod>, actor: &str) -> Vec<Pod> {
@@ -312,6 +372,47 @@ fn small_actor(ns: &str, name: &str, extra: Value) -> Value {
     });
     json_patch::merge(&mut v, &extra);
     v
+}
+
+/// The short names the API server serves for AsyncActor.
+async fn served_names(client: &Client) -> Vec<String> {
+    let req = http::Request::get("/apis/asya.io/v1alpha1")
+        .body(Vec::new())
+        .expect("request");
+    let list: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList =
+        client.request(req).await.expect("discovery");
+    list.resources
+        .into_iter()
+        .find(|r| r.name == "asyncactors")
+        .and_then(|r| r.short_names)
+        .unwrap_or_default()
+}
+
+/// The row `kubectl get asyas` prints for `name`, as column name -> cell (the server's
+/// Table rendering of the CRD's printer columns).
+async fn table_row(client: &Client, ns: &str, name: &str) -> serde_json::Map<String, Value> {
+    let req = http::Request::get(format!(
+        "/apis/asya.io/v1alpha1/namespaces/{ns}/asyncactors"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .expect("request");
+    let table: Value =
+        serde_json::from_str(&client.request_text(req).await.expect("table")).expect("JSON");
+    let cols: Vec<String> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let row = table["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["cells"][0] == name)
+        .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+    let cells = row["cells"].as_array().cloned().unwrap_or_default();
+    cols.into_iter().zip(cells).collect()
 }
 
 // ---- the tests ----
@@ -426,6 +527,14 @@ async fn seed_examples_apply_unchanged_and_get_their_objects() {
         assert_eq!((sref.name.as_str(), sref.namespace.as_deref()), ("hello-actor", Some(ns.as_str())));
         assert_eq!(status.observed_generation, st.metadata.generation);
         assert_eq!(events(&client, &ns, "hello-actor", "WorkloadCreated").await.0, 1);
+        // What `kubectl get asyas` shows (the seed's commands use both short names).
+        let served = served_names(&client).await;
+        assert!(served.contains(&"asya".to_string()) && served.contains(&"asyas".to_string()), "{served:?}");
+        let row = table_row(&client, &ns, "hello-actor").await;
+        for (col, want) in [("Workload", "Deployment"), ("Ready", "True"), ("Scaling", "ScaledObjectCreated")] {
+            assert_eq!(row.get(col).and_then(Value::as_str), Some(want), "column {col}: {row:?}");
+        }
+        assert!(row.contains_key("Age"), "{row:?}");
         assert_eq!(events(&client, &ns, "hello-actor", "ScaledObjectCreated").await.0, 1);
 
         // advanced-actor: SQS, the sidecar block, socket, timeouts, scaling settings.
@@ -598,6 +707,13 @@ async fn keda_missing_then_installed_recovers_without_a_restart() {
         assert_eq!(container(&dep["spec"]["template"], 0)["name"], "sidecar");
         wait_condition(&api, "nokeda", "WorkloadReady", "True", "WorkloadCreated").await;
         wait_condition(&api, "nokeda", "RuntimeMounted", "False", "NoRuntimeFile").await;
+        // No runtime file: no runtime volume and no mount (only the socket's).
+        let tpl = &dep["spec"]["template"];
+        let vols = tpl["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+        assert!(vols.iter().all(|v| v["name"] != build::RUNTIME_VOLUME), "{vols:?}");
+        let mounts = container(tpl, 1)["volumeMounts"].as_array().cloned().unwrap_or_default();
+        assert!(mounts.iter().all(|m| m["mountPath"] != build::RUNTIME_MOUNT), "{mounts:?}");
+        assert!(mounts.iter().any(|m| m["name"] == build::SOCKET_VOLUME), "{mounts:?}");
         assert_eq!(events(&client, &ns, "nokeda", "KedaNotInstalled").await, (1, false), "one Warning");
         assert!(actor_obj(&api, "nokeda").await.status.and_then(|s| s.scaled_object_ref).is_none());
 
@@ -636,28 +752,58 @@ async fn scaling_disabled_later_deletes_our_keda_objects() {
         apply(&api, &hello).await;
         wait_obj(&client, &ns, Kind::ScaledObject, "hello-actor").await;
         wait_obj(&client, &ns, Kind::TriggerAuthentication, "hello-actor").await;
-        wait_condition(&api, "hello-actor", "ScalingReady", "True", "ScaledObjectCreated").await;
+        wait_condition(
+            &api,
+            "hello-actor",
+            "ScalingReady",
+            "True",
+            "ScaledObjectCreated",
+        )
+        .await;
 
         hello["spec"]["scaling"]["enabled"] = false.into();
         hello["spec"]["workload"]["replicas"] = 3.into();
         apply(&api, &hello).await;
         wait_gone(&client, &ns, Kind::ScaledObject, "hello-actor").await;
         wait_gone(&client, &ns, Kind::TriggerAuthentication, "hello-actor").await;
-        wait_condition(&api, "hello-actor", "ScalingReady", "True", "ScalingDisabled").await;
-        wait_for(Duration::from_secs(30), "replicas 3 and no scaledObjectRef", || async {
-            let dep = get(&client, &ns, Kind::Deployment, "hello-actor").await;
-            let st = actor_obj(&api, "hello-actor").await.status;
-            dep.is_some_and(|d| d["spec"]["replicas"] == 3)
-                && st.is_some_and(|s| s.scaled_object_ref.is_none())
-        })
+        wait_condition(
+            &api,
+            "hello-actor",
+            "ScalingReady",
+            "True",
+            "ScalingDisabled",
+        )
         .await;
-        assert_eq!(events(&client, &ns, "hello-actor", "ScalingRemoved").await.0, 1);
+        wait_for(
+            Duration::from_secs(30),
+            "replicas 3 and no scaledObjectRef",
+            || async {
+                let dep = get(&client, &ns, Kind::Deployment, "hello-actor").await;
+                let st = actor_obj(&api, "hello-actor").await.status;
+                dep.is_some_and(|d| d["spec"]["replicas"] == 3)
+                    && st.is_some_and(|s| s.scaled_object_ref.is_none())
+            },
+        )
+        .await;
+        assert_eq!(
+            events(&client, &ns, "hello-actor", "ScalingRemoved")
+                .await
+                .0,
+            1
+        );
 
         // On again: recreated.
         hello["spec"]["scaling"]["enabled"] = true.into();
         apply(&api, &hello).await;
         wait_obj(&client, &ns, Kind::ScaledObject, "hello-actor").await;
-        wait_condition(&api, "hello-actor", "ScalingReady", "True", "ScaledObjectCreated").await;
+        wait_condition(
+            &api,
+            "hello-actor",
+            "ScalingReady",
+            "True",
+            "ScaledObjectCreated",
+        )
+        .await;
         op.abort();
     })
     .await;
@@ -680,7 +826,11 @@ async fn a_workload_type_change_replaces_the_old_workload() {
         install_keda(&client).await;
         let op = start_operator(client.clone(), &ns, None);
         let api: Api<AsyncActor> = Api::namespaced(client.clone(), &ns);
-        let mut a = small_actor(&ns, "morph", json!({"spec": {"scaling": {"enabled": true}}}));
+        let mut a = small_actor(
+            &ns,
+            "morph",
+            json!({"spec": {"scaling": {"enabled": true}}}),
+        );
         apply(&api, &a).await;
         wait_obj(&client, &ns, Kind::Deployment, "morph").await;
         let so = wait_obj(&client, &ns, Kind::ScaledObject, "morph").await;
@@ -694,15 +844,27 @@ async fn a_workload_type_change_replaces_the_old_workload() {
         assert_eq!(container(&sts["spec"]["template"], 0)["name"], "sidecar");
         wait_obj(&client, &ns, Kind::Service, "morph").await;
         wait_gone(&client, &ns, Kind::Deployment, "morph").await;
-        wait_for(Duration::from_secs(60), "ScaledObject retargeted", || async {
-            get(&client, &ns, Kind::ScaledObject, "morph")
-                .await
-                .is_some_and(|s| s["spec"]["scaleTargetRef"]["kind"] == "StatefulSet")
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "ScaledObject retargeted",
+            || async {
+                get(&client, &ns, Kind::ScaledObject, "morph")
+                    .await
+                    .is_some_and(|s| s["spec"]["scaleTargetRef"]["kind"] == "StatefulSet")
+            },
+        )
         .await;
-        wait_for(Duration::from_secs(60), "workloadRef StatefulSet", || async {
-            actor_obj(&api, "morph").await.status.and_then(|s| s.workload_ref).is_some_and(|w| w.kind == "StatefulSet")
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "workloadRef StatefulSet",
+            || async {
+                actor_obj(&api, "morph")
+                    .await
+                    .status
+                    .and_then(|s| s.workload_ref)
+                    .is_some_and(|w| w.kind == "StatefulSet")
+            },
+        )
         .await;
         assert!(events(&client, &ns, "morph", "WorkloadReplaced").await.0 >= 1);
 
@@ -715,16 +877,26 @@ async fn a_workload_type_change_replaces_the_old_workload() {
             let v = client.apiserver_version().await.expect("version");
             actor::supports_native_sidecars(&v.major, &v.minor)
         };
-        let first = if native { &jt["initContainers"][0] } else { &jt["containers"][0] };
+        let first = if native {
+            &jt["initContainers"][0]
+        } else {
+            &jt["containers"][0]
+        };
         assert_eq!(first["name"], "sidecar");
         assert_eq!(jt["restartPolicy"], "OnFailure");
         wait_gone(&client, &ns, Kind::StatefulSet, "morph").await;
         wait_gone(&client, &ns, Kind::Service, "morph").await;
         wait_gone(&client, &ns, Kind::ScaledObject, "morph").await;
         wait_condition(&api, "morph", "ScalingReady", "True", "ScaledJobCreated").await;
-        assert!(get(&client, &ns, Kind::Job, "morph").await.is_none(), "no Job of ours beside the ScaledJob");
+        assert!(
+            get(&client, &ns, Kind::Job, "morph").await.is_none(),
+            "no Job of ours beside the ScaledJob"
+        );
         let st = actor_obj(&api, "morph").await.status.expect("status");
-        assert_eq!(st.workload_ref.map(|w| w.kind).as_deref(), Some("ScaledJob"));
+        assert_eq!(
+            st.workload_ref.map(|w| w.kind).as_deref(),
+            Some("ScaledJob")
+        );
         assert!(st.scaled_object_ref.is_some());
         op.abort();
     })
@@ -874,7 +1046,8 @@ async fn busy_pods_survive_a_scale_down_by_deletion_cost() {
         let op = start_operator(client.clone(), &ns, None);
         let api: Api<AsyncActor> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let deps: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+        let deps: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), &ns);
         let a = small_actor(
             &ns,
             "busy",
@@ -883,24 +1056,46 @@ async fn busy_pods_survive_a_scale_down_by_deletion_cost() {
         );
         apply(&api, &a).await;
         let cost = |p: &Pod| p.annotations().get(DELETION_COST).cloned();
-        wait_for(Duration::from_secs(120), "4 ready pods, each with the idle cost", || async {
-            let v = actor_pods(&pods, "busy").await;
-            v.len() == 4 && v.iter().all(|p| running_ready(p) && cost(p) == Some(COST_IDLE.to_string()))
-        })
+        wait_for(
+            Duration::from_secs(120),
+            "4 ready pods, each with the idle cost",
+            || async {
+                let v = actor_pods(&pods, "busy").await;
+                v.len() == 4
+                    && v.iter()
+                        .all(|p| running_ready(p) && cost(p) == Some(COST_IDLE.to_string()))
+            },
+        )
         .await;
-        let all: Vec<String> = actor_pods(&pods, "busy").await.iter().map(|p| p.name_any()).collect();
+        let all: Vec<String> = actor_pods(&pods, "busy")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         let (busy, idle) = (all[..2].to_vec(), all[2..].to_vec());
         for b in &busy {
-            pods.patch(b, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"paia.tech/busy": "true"}}})))
-                .await
-                .expect("mark busy");
+            pods.patch(
+                b,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"paia.tech/busy": "true"}}})),
+            )
+            .await
+            .expect("mark busy");
         }
-        wait_for(Duration::from_secs(30), "busy pods cost high, idle low", || async {
-            actor_pods(&pods, "busy").await.iter().all(|p| {
-                let want = if busy.contains(&p.name_any()) { COST_PROTECTED } else { COST_IDLE };
-                cost(p) == Some(want.to_string())
-            })
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "busy pods cost high, idle low",
+            || async {
+                actor_pods(&pods, "busy").await.iter().all(|p| {
+                    let want = if busy.contains(&p.name_any()) {
+                        COST_PROTECTED
+                    } else {
+                        COST_IDLE
+                    };
+                    cost(p) == Some(want.to_string())
+                })
+            },
+        )
         .await;
 
         // Every 20 ms: a busy pod missing or terminating is a failure.
@@ -909,9 +1104,14 @@ async fn busy_pods_survive_a_scale_down_by_deletion_cost() {
             let (pods, lost, busy) = (pods.clone(), lost.clone(), busy.clone());
             tokio::spawn(async move {
                 loop {
-                    if let Ok(l) = pods.list(&ListParams::default().labels("asya.io/actor=busy")).await {
+                    if let Ok(l) = pods
+                        .list(&ListParams::default().labels("asya.io/actor=busy"))
+                        .await
+                    {
                         for b in &busy {
-                            let alive = l.items.iter().any(|p| &p.name_any() == b && p.metadata.deletion_timestamp.is_none());
+                            let alive = l.items.iter().any(|p| {
+                                &p.name_any() == b && p.metadata.deletion_timestamp.is_none()
+                            });
                             if !alive {
                                 lost.lock().unwrap().push(b.clone());
                             }
@@ -921,23 +1121,177 @@ async fn busy_pods_survive_a_scale_down_by_deletion_cost() {
                 }
             })
         };
-        deps.patch_scale("busy", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
-            .await
-            .expect("scale down by hand");
-        wait_for(Duration::from_secs(60), "the two idle pods gone", || async {
-            let left: Vec<String> = actor_pods(&pods, "busy").await.iter().map(|p| p.name_any()).collect();
-            idle.iter().all(|i| !left.contains(i))
-        })
+        deps.patch_scale(
+            "busy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("scale down by hand");
+        wait_for(
+            Duration::from_secs(60),
+            "the two idle pods gone",
+            || async {
+                let left: Vec<String> = actor_pods(&pods, "busy")
+                    .await
+                    .iter()
+                    .map(|p| p.name_any())
+                    .collect();
+                idle.iter().all(|i| !left.contains(i))
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         sampler.abort();
         let lost = lost.lock().unwrap().clone();
         assert!(lost.is_empty(), "busy pods were deleted: {lost:?}");
-        let left: Vec<String> = actor_pods(&pods, "busy").await.iter().map(|p| p.name_any()).collect();
+        let left: Vec<String> = actor_pods(&pods, "busy")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         assert_eq!(left.len(), 2, "{left:?}");
         for b in &busy {
             assert!(left.contains(b), "busy pod {b} is gone; left: {left:?}");
         }
+        op.abort();
+    })
+    .await;
+}
+
+/// Bad input: a template with no containers, then a running actor edited into one, then a
+/// transport type without its block. Each gets a clear condition and one Warning event
+/// (however often it is reconciled), and nothing that runs is overwritten.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn bad_input_gets_a_condition_one_warning_and_overwrites_nothing() {
+    if !util::enabled("bad_input_gets_a_condition_one_warning_and_overwrites_nothing") {
+        return;
+    }
+    let _keda = KEDA.lock().await;
+    util::in_namespace("ks-e2e-actor-bad", |client, ns| async move {
+        install_keda(&client).await;
+        let op = start_operator(client.clone(), &ns, None);
+        let api: Api<AsyncActor> = Api::namespaced(client.clone(), &ns);
+        let no_containers =
+            json!({"spec": {"workload": {"template": {"spec": {"containers": []}}}}});
+        let poke = |name: &'static str| {
+            let api = api.clone();
+            async move {
+                for i in 0..5 {
+                    let p = json!({"metadata": {"annotations": {"poke": i.to_string()}}});
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(p))
+                        .await
+                        .expect("poke");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+
+        // A new actor whose template has no containers: nothing is created.
+        apply(&api, &small_actor(&ns, "empty", no_containers.clone())).await;
+        wait_condition(&api, "empty", "WorkloadReady", "False", "InvalidSpec").await;
+        let (_, _, msg) = condition(&api, "empty", "WorkloadReady")
+            .await
+            .expect("set");
+        assert!(msg.contains("at least one container"), "{msg}");
+        wait_condition(&api, "empty", "ScalingReady", "False", "WaitingForWorkload").await;
+        poke("empty").await;
+        assert!(get(&client, &ns, Kind::Deployment, "empty").await.is_none());
+        assert_eq!(
+            events(&client, &ns, "empty", "InvalidSpec").await,
+            (1, false),
+            "one Warning event"
+        );
+
+        // A running actor edited into the same mistake: its Deployment is left as it was.
+        let good = small_actor(&ns, "good", json!({}));
+        apply(&api, &good).await;
+        wait_condition(&api, "good", "WorkloadReady", "True", "WorkloadCreated").await;
+        let before = get(&client, &ns, Kind::Deployment, "good")
+            .await
+            .expect("exists");
+        let mut bad = good.clone();
+        json_patch::merge(&mut bad, &no_containers);
+        apply(&api, &bad).await;
+        wait_condition(&api, "good", "WorkloadReady", "False", "InvalidSpec").await;
+        poke("good").await;
+        let after = get(&client, &ns, Kind::Deployment, "good")
+            .await
+            .expect("still there");
+        assert_eq!(
+            after["metadata"]["generation"],
+            before["metadata"]["generation"]
+        );
+        assert_eq!(
+            after["spec"], before["spec"],
+            "the running Deployment was rewritten"
+        );
+        assert_eq!(
+            events(&client, &ns, "good", "InvalidSpec").await,
+            (1, false),
+            "one Warning event"
+        );
+        // Fixed again: back to normal, with no second InvalidSpec event.
+        apply(&api, &good).await;
+        wait_condition(&api, "good", "WorkloadReady", "True", "WorkloadCreated").await;
+        assert_eq!(
+            events(&client, &ns, "good", "InvalidSpec").await,
+            (1, false)
+        );
+
+        // RabbitMQ named but no rabbitmq block, scaling on: the workload runs (the sidecar
+        // uses its own defaults), KEDA gets nothing it cannot build, one Warning.
+        let a = small_actor(
+            &ns,
+            "noblock",
+            json!({"spec": {"transport": {"type": "rabbitmq", "sqs": null},
+                            "scaling": {"enabled": true}, "workload": {"replicas": 2}}}),
+        );
+        apply(&api, &a).await;
+        wait_condition(
+            &api,
+            "noblock",
+            "TransportConfigured",
+            "False",
+            "TransportBlockMissing",
+        )
+        .await;
+        wait_condition(
+            &api,
+            "noblock",
+            "ScalingReady",
+            "False",
+            "TransportIncomplete",
+        )
+        .await;
+        let dep = wait_obj(&client, &ns, Kind::Deployment, "noblock").await;
+        assert_eq!(
+            dep["spec"]["replicas"], 2,
+            "workload.replicas while KEDA cannot scale it"
+        );
+        assert_eq!(container(&dep["spec"]["template"], 0)["name"], "sidecar");
+        poke("noblock").await;
+        assert!(get(&client, &ns, Kind::ScaledObject, "noblock")
+            .await
+            .is_none());
+        assert!(get(&client, &ns, Kind::TriggerAuthentication, "noblock")
+            .await
+            .is_none());
+        assert_eq!(
+            events(&client, &ns, "noblock", "TransportBlockMissing").await,
+            (1, false)
+        );
+        assert_eq!(
+            events(&client, &ns, "noblock", "TransportIncomplete")
+                .await
+                .0,
+            0,
+            "said once, by TransportBlockMissing"
+        );
         op.abort();
     })
     .await;

@@ -182,11 +182,13 @@ pub struct Plan {
 
 /// Condition reasons not worth a Warning event: transient, an operator-wide setting, or
 /// a consequence of another condition's own event.
-const QUIET: [&str; 4] = [
+const QUIET: [&str; 5] = [
     "PodsNotReady",
     "WorkloadProgressing",
     "NoRuntimeFile",
     "WaitingForWorkload",
+    // TransportConfigured=False TransportBlockMissing has said it.
+    "TransportIncomplete",
 ];
 
 /// Warning events for conditions that turned False with a new reason: each bad state is

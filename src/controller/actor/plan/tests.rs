@@ -404,10 +404,13 @@ fn a_transport_without_its_block_still_runs_but_never_scales() {
         ("False", "TransportBlockMissing")
     );
     assert_eq!(cond(&p, "ScalingReady"), ("False", "TransportIncomplete"));
+    // One mistake, one Warning: ScalingReady's reason is a consequence of it.
     let notes = transition_notes(None, &p.status);
-    assert!(notes
+    let reasons: Vec<(bool, &str)> = notes
         .iter()
-        .any(|n| n.warning && n.reason == "TransportBlockMissing"));
+        .map(|n| (n.warning, n.reason.as_str()))
+        .collect();
+    assert_eq!(reasons, [(true, "TransportBlockMissing")]);
 }
 
 #[test]
