@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_standby::api::AsyncActor;
-use kube_standby::controller::actor::{self, build, build::Kind};
+use kube_standby::controller::actor::{self, build, build::Kind, plan};
 use kube_standby::metrics::Metrics;
 use kube_standby::state::DebugState;
 use serde::Deserialize;
@@ -374,6 +374,37 @@ fn small_actor(ns: &str, name: &str, extra: Value) -> Value {
     v
 }
 
+/// KEDA took the count of Deployment `name` from us (its ScaledObject exists): our field
+/// manager no longer sets spec.replicas, yet the Deployment still runs `replicas` (no
+/// KEDA controller runs here to change it): dropping the field did not reset it to 1.
+async fn assert_count_handed_to_keda(client: &Client, ns: &str, name: &str, replicas: i64) {
+    let dep = get(client, ns, Kind::Deployment, name)
+        .await
+        .expect("the Deployment");
+    assert_eq!(
+        dep["spec"]["replicas"].as_i64(),
+        Some(replicas),
+        "the count was reset"
+    );
+    let managers = dep["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let owns_replicas = |m: &Value| m["fieldsV1"]["f:spec"].get("f:replicas").is_some();
+    let ours = managers
+        .iter()
+        .find(|m| m["manager"] == "kube-standby")
+        .expect("our manager");
+    assert!(!owns_replicas(ours), "we still set spec.replicas: {ours}");
+    let holder = managers
+        .iter()
+        .find(|m| m["manager"] == plan::HANDOVER_MANAGER);
+    assert!(
+        holder.is_some_and(owns_replicas),
+        "no hand-over of spec.replicas: {managers:?}"
+    );
+}
+
 /// The short names the API server serves for AsyncActor.
 async fn served_names(client: &Client) -> Vec<String> {
     let req = http::Request::get("/apis/asya.io/v1alpha1")
@@ -725,6 +756,7 @@ async fn keda_missing_then_installed_recovers_without_a_restart() {
         assert_eq!(ta["spec"], json!({"podIdentity": {"provider": "aws"}}));
         wait_condition(&api, "nokeda", "ScalingReady", "True", "ScaledObjectCreated").await;
         assert!(actor_obj(&api, "nokeda").await.status.and_then(|s| s.scaled_object_ref).is_some());
+        assert_count_handed_to_keda(&client, &ns, "nokeda", 2).await;
         assert!(!op.is_finished(), "the same operator run recovered");
         op.abort();
     })
@@ -804,6 +836,7 @@ async fn scaling_disabled_later_deletes_our_keda_objects() {
             "ScaledObjectCreated",
         )
         .await;
+        assert_count_handed_to_keda(&client, &ns, "hello-actor", 3).await;
         op.abort();
     })
     .await;
