@@ -280,7 +280,7 @@ async fn events(client: &Client, ns: &str, actor: &str, reason: &str) -> (usize,
     (mine.len(), repeated)
 }
 
-fn container<'a>(tpl: &'a Value, i: usize) -> &'a Value {
+fn container(tpl: &Value, i: usize) -> &Value {
     &tpl["spec"]["containers"][i]
 }
 
