@@ -228,6 +228,30 @@ fn apply(kind: Kind, name: &str, check: impl Fn(&Value) + Send + 'static) -> Exp
     )
 }
 
+/// The count handed to another field manager before our apply drops `spec.replicas`.
+fn handover(kind: Kind, name: &str, replicas: i64) -> Expect {
+    let reply = json!({"apiVersion": kind.api_resource().api_version, "kind": kind.name(), "metadata": {"name": name, "namespace": NS}});
+    let name = name.to_string();
+    expect(
+        "PATCH",
+        path(kind, &name),
+        move |b, q| {
+            assert!(
+                q.contains("fieldManager=kube-standby-handover") && q.contains("force=true"),
+                "server-side apply by the hand-over manager: {q}"
+            );
+            assert_eq!(
+                b,
+                &json!({"apiVersion": kind.api_resource().api_version, "kind": kind.name(),
+                        "metadata": {"name": name}, "spec": {"replicas": replicas}}),
+                "only the count"
+            );
+        },
+        200,
+        reply,
+    )
+}
+
 fn delete(kind: Kind, name: &str) -> Expect {
     let uid = format!("uid-{kind:?}");
     expect(
@@ -426,6 +450,7 @@ async fn scaling_off_deletes_keda_objects_and_sets_replicas_then_on_again() {
         vec![
             not_found(Kind::ScaledObject, "hello-actor"),
             not_found(Kind::TriggerAuthentication, "hello-actor"),
+            handover(Kind::Deployment, "hello-actor", 3),
             apply(Kind::Deployment, "hello-actor", |b| {
                 assert!(b["spec"]["replicas"].is_null())
             }),
@@ -485,6 +510,7 @@ async fn keda_missing_then_installed() {
             not_found(Kind::ScaledObject, "hello-actor"),
             not_found(Kind::ScaledJob, "hello-actor"),
             not_found(Kind::TriggerAuthentication, "hello-actor"),
+            handover(Kind::Deployment, "hello-actor", 1),
             apply(Kind::Deployment, "hello-actor", |b| {
                 assert!(b["spec"]["replicas"].is_null())
             }),

@@ -2,6 +2,7 @@
 //! `KUBE_STANDBY_E2E=1`; otherwise `cargo test` lists each as ignored with the reason.
 //! Each test creates its own namespace and deletes it afterwards. Pods are brought to
 //! Running by the real scheduler and kubelet; assertions are on API state.
+mod actor;
 mod hsd;
 mod hsj;
 mod singleton;

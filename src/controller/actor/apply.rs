@@ -6,6 +6,7 @@
 //! - a write the API server refuses as invalid (400/422) stops the remaining writes and is
 //!   reported, never retried in a tight loop; other failures are errors (retried with
 //!   backoff by the shell's error policy);
+//! - a replica hand-over writes only `spec.replicas`, under its own field manager;
 //! - a delete never removes an object that was replaced meanwhile (UID precondition); one
 //!   that is already gone is fine.
 use k8s_openapi::api::core::v1::Pod;
@@ -13,7 +14,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditi
 use kube::ResourceExt;
 
 use super::build::Kind;
-use super::plan::{Action, Plan};
+use super::plan::{Action, Plan, HANDOVER_MANAGER};
 use super::Ctx;
 use crate::api::asya::AsyncActor;
 use crate::metrics::WriteLabels;
@@ -76,6 +77,18 @@ pub async fn run(ctx: &Ctx, actor: &AsyncActor, ns: &str, plan: &Plan) -> Result
                     Err(e) => return Err(e.into()),
                 }
                 count(ctx, kind.name(), "delete");
+            }
+            Action::Handover { kind, replicas } => {
+                let ar = kind.api_resource();
+                let body = serde_json::json!({"apiVersion": ar.api_version, "kind": ar.kind,
+                    "metadata": {"name": name}, "spec": {"replicas": replicas}});
+                let pp = PatchParams::apply(HANDOVER_MANAGER).force();
+                // A workload that vanished meanwhile cannot be created from a count alone
+                // (422): an error, retried, and the next plan sees it gone.
+                api(ctx, ns, *kind)
+                    .patch(&name, &pp, &Patch::Apply(&body))
+                    .await?;
+                count(ctx, kind.name(), "handover");
             }
             Action::Costs(costs) => {
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);

@@ -243,6 +243,7 @@ fn action_verb(a: &plan::Action) -> &'static str {
         plan::Action::Apply { .. } => "apply",
         plan::Action::Delete { .. } => "delete",
         plan::Action::Costs(_) => "deletion-costs",
+        plan::Action::Handover { .. } => "replicas-handover",
     }
 }
 

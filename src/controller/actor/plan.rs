@@ -9,11 +9,14 @@
 //! - KEDA objects exist only while scaling is enabled, valid, buildable from the transport
 //!   and KEDA is installed; otherwise every one of ours is deleted and the workload carries
 //!   `workload.replicas` itself; while KEDA drives the count we never send `replicas`;
+//! - when KEDA takes over the count of a workload we sized, the count it runs is first
+//!   handed to another field manager (`Handover`), so our apply without `replicas` does not
+//!   reset it to 1;
 //! - at most one workload kind is ours at a time: a type change deletes the old one;
 //! - an unchanged object is not written again (its `asya.io/spec-hash` matches);
 //! - write order: runtime ConfigMap, deletions of what is no longer wanted (old workload
-//!   kinds, KEDA objects), Service, workload, TriggerAuthentication, ScaledObject/ScaledJob,
-//!   pod-deletion-costs.
+//!   kinds, KEDA objects), Service, replica hand-over, workload, TriggerAuthentication,
+//!   ScaledObject/ScaledJob, pod-deletion-costs.
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -141,12 +144,22 @@ pub enum Action {
     Delete { kind: Kind, uid: String },
     /// pod-deletion-costs (pod, cost) that differ from what the pods carry.
     Costs(Vec<(String, i32)>),
+    /// Server-side apply of just `spec.replicas` (the count the workload runs now) under
+    /// [`HANDOVER_MANAGER`], right before our apply drops the field: a field only we own
+    /// and no longer send would be removed and default to 1 (killing pods); co-owned, it
+    /// keeps its value until KEDA's HPA sets another.
+    Handover { kind: Kind, replicas: i32 },
 }
+
+/// The field manager that holds a workload's replica count while it passes to KEDA.
+pub const HANDOVER_MANAGER: &str = "kube-standby-handover";
 
 impl Action {
     pub fn kind(&self) -> Option<Kind> {
         match self {
-            Action::Apply { kind, .. } | Action::Delete { kind, .. } => Some(*kind),
+            Action::Apply { kind, .. }
+            | Action::Delete { kind, .. }
+            | Action::Handover { kind, .. } => Some(*kind),
             Action::Costs(_) => None,
         }
     }
@@ -182,11 +195,13 @@ pub struct Plan {
 
 /// Condition reasons not worth a Warning event: transient, an operator-wide setting, or
 /// a consequence of another condition's own event.
-const QUIET: [&str; 4] = [
+const QUIET: [&str; 5] = [
     "PodsNotReady",
     "WorkloadProgressing",
     "NoRuntimeFile",
     "WaitingForWorkload",
+    // TransportConfigured=False TransportBlockMissing has said it.
+    "TransportIncomplete",
 ];
 
 /// Warning events for conditions that turned False with a new reason: each bad state is
@@ -506,6 +521,7 @@ fn workload_actions(o: &Observed<'_>, p: &mut Plan, kind: Kind, tpl: PodTemplate
             body
         }
     };
+    handover(o, p, kind, &body);
     if o.ours(kind).is_none() {
         p.notes.push(note(
             false,
@@ -514,6 +530,22 @@ fn workload_actions(o: &Observed<'_>, p: &mut Plan, kind: Kind, tpl: PodTemplate
         ));
     }
     apply_if_changed(o, p, kind, body);
+}
+
+/// KEDA takes the count of a Deployment/StatefulSet we sized so far (no ScaledObject of
+/// ours scales it yet): keep what it runs by handing `spec.replicas` over first.
+fn handover(o: &Observed<'_>, p: &mut Plan, kind: Kind, body: &Value) {
+    let taking_over =
+        p.keda_drives && kind != Kind::Job && o.ours(Kind::ScaledObject).is_none_or(|s| s.deleting);
+    let Some(e) = o.ours(kind).filter(|e| !e.deleting) else {
+        return;
+    };
+    if taking_over && !is_current(Some(e), body) {
+        p.actions.push(Action::Handover {
+            kind,
+            replicas: e.facts.desired,
+        });
+    }
 }
 
 fn costs(o: &Observed<'_>, p: &mut Plan, kind: Kind) {

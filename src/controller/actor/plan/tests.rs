@@ -101,6 +101,7 @@ fn writes(p: &Plan) -> Vec<String> {
             Action::Apply { kind, .. } => format!("apply {kind:?}"),
             Action::Delete { kind, .. } => format!("delete {kind:?}"),
             Action::Costs(c) => format!("costs {c:?}"),
+            Action::Handover { kind, replicas } => format!("handover {kind:?} {replicas}"),
         })
         .collect()
 }
@@ -228,15 +229,70 @@ fn without_keda_the_workload_runs_its_replicas_and_says_why() {
         Kind::Deployment,
     )];
     let p = plan(&obs(&a, &c, existing, Keda::all()), &now());
+    // The count it runs (2) is first handed to another field manager: dropping
+    // spec.replicas from our apply must not reset it to 1.
     assert_eq!(
         writes(&p),
         [
+            "handover Deployment 2",
             "apply Deployment",
             "apply TriggerAuthentication",
             "apply ScaledObject"
         ]
     );
     assert!(applied(&p, Kind::Deployment)["spec"]["replicas"].is_null());
+}
+
+#[test]
+fn replicas_are_handed_over_only_when_keda_takes_the_count_from_us() {
+    let c = cfg();
+    // A new actor: there is no count to keep.
+    let a = actor(json!({}));
+    let p = plan(&obs(&a, &c, vec![], Keda::all()), &now());
+    assert!(
+        !writes(&p).iter().any(|w| w.starts_with("handover")),
+        "{:?}",
+        writes(&p)
+    );
+    // KEDA already drives it (our ScaledObject exists): a template change is applied
+    // without touching the count KEDA set.
+    let driven = actor(
+        json!({"spec": {"workload": {"template": {"spec": {"containers": [{"name": "runtime", "image": "new"}]}}}}}),
+    );
+    let existing = vec![
+        ours(Kind::Deployment),
+        ours(Kind::ScaledObject),
+        ours(Kind::TriggerAuthentication),
+    ];
+    let p = plan(&obs(&driven, &c, existing, Keda::all()), &now());
+    assert!(
+        writes(&p).contains(&"apply Deployment".to_string()),
+        "{:?}",
+        writes(&p)
+    );
+    assert!(
+        !writes(&p).iter().any(|w| w.starts_with("handover")),
+        "{:?}",
+        writes(&p)
+    );
+    // A StatefulSet handed to KEDA keeps its count too.
+    let sts = actor(json!({"spec": {"workload": {"type": "StatefulSet"}}}));
+    let mut e = ours(Kind::StatefulSet);
+    e.facts.desired = 5;
+    let p = plan(
+        &obs(&sts, &c, vec![e, ours(Kind::Service)], Keda::all()),
+        &now(),
+    );
+    let w = writes(&p);
+    let h = w
+        .iter()
+        .position(|x| x == "handover StatefulSet 5")
+        .expect("handover");
+    let a = w
+        .iter()
+        .position(|x| x == "apply StatefulSet")
+        .expect("apply");
+    assert!(h < a, "{w:?}");
 }
 
 #[test]
@@ -404,10 +460,13 @@ fn a_transport_without_its_block_still_runs_but_never_scales() {
         ("False", "TransportBlockMissing")
     );
     assert_eq!(cond(&p, "ScalingReady"), ("False", "TransportIncomplete"));
+    // One mistake, one Warning: ScalingReady's reason is a consequence of it.
     let notes = transition_notes(None, &p.status);
-    assert!(notes
+    let reasons: Vec<(bool, &str)> = notes
         .iter()
-        .any(|n| n.warning && n.reason == "TransportBlockMissing"));
+        .map(|n| (n.warning, n.reason.as_str()))
+        .collect();
+    assert_eq!(reasons, [(true, "TransportBlockMissing")]);
 }
 
 #[test]
@@ -601,6 +660,12 @@ proptest! {
                 if kind.crd().is_some() {
                     prop_assert!(p.keda_drives && keda.has(*kind));
                 }
+            }
+            if let Action::Handover { kind, .. } = act {
+                // Only to hand the count to KEDA, and only ahead of our apply without it.
+                prop_assert!(p.keda_drives);
+                let later = p.actions.iter().skip_while(|x| *x != act).any(|x| matches!(x, Action::Apply { kind: k, body } if k == kind && body["spec"]["replicas"].is_null()));
+                prop_assert!(later, "{:?}", writes(&p));
             }
         }
         if !p.keda_drives {
