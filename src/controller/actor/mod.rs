@@ -162,16 +162,16 @@ fn debug_key(ns: &str, name: &str) -> String {
     format!("{CONTROLLER}/{ns}/{name}")
 }
 
+shell::with_status!(AsyncActor, crate::api::asya::AsyncActorStatus);
+
 /// One reconcile, inside the shell.
 pub async fn reconcile(actor: Arc<AsyncActor>, ctx: Arc<Ctx>) -> Result<Action> {
-    let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = actor.namespace().unwrap_or_default(), name = %actor.name_any());
-    let body = async {
-        // Start from the status we last wrote when the cache has not caught up with it.
-        let mut actor = (*actor).clone();
-        actor.status = ctx.last_status(&actor, actor.status.as_ref());
-        reconcile_inner(&actor, &ctx).await
-    };
-    ctx.shell.reconcile(CONTROLLER, span, body).await
+    let c = &ctx;
+    c.shell
+        .reconcile_object(CONTROLLER, actor.as_ref(), |actor| async move {
+            reconcile_inner(&actor, c).await
+        })
+        .await
 }
 
 pub fn error_policy(actor: Arc<AsyncActor>, err: &Error, _ctx: Arc<Ctx>) -> Action {
