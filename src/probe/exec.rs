@@ -237,6 +237,13 @@ impl ExecRunner for KubeExec {
                 Err(kube::Error::Api(s)) if s.code == 403 => {
                     return Err(ExecError::Forbidden(short(&s.message)))
                 }
+                Err(kube::Error::Api(s)) => {
+                    let said = format!(
+                        "the API server answered {} {}: {}",
+                        s.code, s.reason, s.message
+                    );
+                    return Err(ExecError::Failed(short(&said)));
+                }
                 Err(e) => return Err(ExecError::Failed(short(&e.to_string()))),
             };
             // Drain and drop the output so the process never blocks on a full pipe.
