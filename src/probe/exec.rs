@@ -6,7 +6,11 @@
 //! - anything that is not an exit code (timeout, container missing, connection refused) is a
 //!   probe error: the pod keeps its last known state and is marked stale (never deleted);
 //! - a 403 is [`ExecError::Forbidden`]: the operator lacks `pods/exec` (the chart grants it
-//!   only with `hsj.execProbe: true`), reported as the `ProbeForbidden` reason;
+//!   only with `hsj.execProbe: true`), reported as the `ProbeForbidden` reason. kube's exec is
+//!   a websocket GET, authorized as verb `get` on `pods/exec`; clusters from 1.30 also check
+//!   `create` on the upgrade, so the chart grants both;
+//! - any other refusal of the upgrade (400 bad container, 404 pod gone) is a failure naming
+//!   the code, reason and message the API server gave (never its debug dump);
 //! - output is discarded through a small buffer and never kept.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,6 +231,13 @@ impl ExecRunner for KubeExec {
                 Ok(p) => p,
                 Err(kube::Error::Api(s)) if s.code == 403 => {
                     return Err(ExecError::Forbidden(short(&s.message)))
+                }
+                Err(kube::Error::Api(s)) => {
+                    let said = format!(
+                        "the API server answered {} {}: {}",
+                        s.code, s.reason, s.message
+                    );
+                    return Err(ExecError::Failed(short(&said)));
                 }
                 Err(e) => return Err(ExecError::Failed(short(&e.to_string()))),
             };
