@@ -58,8 +58,20 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Start with `extra` flags; `ulimit_n` lowers the open-file limit of the process.
+    /// Start with `extra` flags; `ulimit_n` lowers the open-file limit of the process. The
+    /// free ports are picked before the server binds them, so another process may take one
+    /// in between: then it starts again on other ports.
     async fn start(extra: &[&str], ulimit_n: Option<u32>, log_format: &str) -> Server {
+        for _ in 0..4 {
+            if let Some(s) = Self::try_start(extra, ulimit_n, log_format).await {
+                return s;
+            }
+        }
+        panic!("no free ports for the webhook after 4 tries");
+    }
+
+    /// None when a port was taken before the server could bind it.
+    async fn try_start(extra: &[&str], ulimit_n: Option<u32>, log_format: &str) -> Option<Server> {
         let dir = tempfile::tempdir().unwrap();
         let bundle = certs::generate(&certs::default_sans()).unwrap();
         certs::write_dir(dir.path(), &bundle).unwrap();
@@ -103,7 +115,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let s = Server {
+        let mut s = Server {
             child,
             addr,
             ops,
@@ -113,7 +125,10 @@ impl Server {
         };
         for _ in 0..200 {
             if s.healthz().await {
-                return s;
+                return Some(s);
+            }
+            if matches!(s.child.try_wait(), Ok(Some(_))) && s.stderr().contains("in use") {
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
