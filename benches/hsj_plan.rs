@@ -40,8 +40,8 @@ fn record_probe(probes: &ProbeCache, i: usize) {
     match unit(i).core.state {
         BusyState::Unknown => return,
         s => probes.record(&uid, Ok(s), at),
-    }
-    if i % 97 == 0 {
+    };
+    if i.is_multiple_of(97) {
         probes.record(&uid, Err("timeout".into()), at);
     }
 }
@@ -50,13 +50,13 @@ fn record_probe(probes: &ProbeCache, i: usize) {
 /// 1/23 failed, 1/50 failing while active; the rest idle (far more than idleTarget).
 fn unit(i: usize) -> UnitView {
     let state = match i {
-        _ if i % 3 == 0 => BusyState::Busy,
-        _ if i % 17 == 0 => BusyState::Unknown,
+        _ if i.is_multiple_of(3) => BusyState::Busy,
+        _ if i.is_multiple_of(17) => BusyState::Unknown,
         _ => BusyState::Idle,
     };
     let finished = match i {
-        _ if i % 11 == 0 => Some(Finished::Complete),
-        _ if i % 23 == 0 => Some(Finished::Failed),
+        _ if i.is_multiple_of(11) => Some(Finished::Complete),
+        _ if i.is_multiple_of(23) => Some(Finished::Failed),
         _ => None,
     };
     UnitView {
@@ -65,10 +65,10 @@ fn unit(i: usize) -> UnitView {
             uid: format!("uid-{i}"),
             resource_version: i.to_string(),
             created: (i * 7 % 1000) as i64,
-            running: i % 13 != 0,
-            ready: i % 5 != 0,
+            running: !i.is_multiple_of(13),
+            ready: !i.is_multiple_of(5),
             state,
-            stale: i % 97 == 0,
+            stale: i.is_multiple_of(97),
             reason: String::new(),
             cost: None,
             detached: false,
@@ -84,8 +84,12 @@ fn unit(i: usize) -> UnitView {
 
 fn job(i: usize) -> Job {
     let conditions = match i {
-        _ if i % 11 == 0 => json!([{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]),
-        _ if i % 23 == 0 => json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]),
+        _ if i.is_multiple_of(11) => {
+            json!([{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+        }
+        _ if i.is_multiple_of(23) => {
+            json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+        }
         _ => json!([]),
     };
     serde_json::from_value(json!({
@@ -107,8 +111,8 @@ fn pod(i: usize) -> Pod {
         "metadata": {"name": format!("pool-{i}-p"), "namespace": "ns", "uid": format!("pod-{i}"),
                      "labels": {"hsj.paia.tech/name": "pool"},
                      "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": format!("pool-{i}"), "uid": format!("uid-{i}"), "controller": true}]},
-        "status": {"phase": if i % 13 == 0 { "Pending" } else { "Running" }, "podIP": "10.0.0.1",
-                   "conditions": [{"type": "Ready", "status": if i % 5 == 0 { "False" } else { "True" }}],
+        "status": {"phase": if i.is_multiple_of(13) { "Pending" } else { "Running" }, "podIP": "10.0.0.1",
+                   "conditions": [{"type": "Ready", "status": if i.is_multiple_of(5) { "False" } else { "True" }}],
                    "containerStatuses": waiting}
     }))
     .expect("pod")
@@ -147,7 +151,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn print(what: &str, t: &[Duration], per: u32) {
     let us = |d: Duration| d.as_secs_f64() * 1e6 / per as f64;
-    let unit = if per == 1 { "plan" } else { "plan (of the batch)" };
+    let unit = if per == 1 {
+        "plan"
+    } else {
+        "plan (of the batch)"
+    };
     println!(
         "{what}: median {:.1} us/{unit}, p99 {:.1} us, max {:.1} us ({} iterations)",
         us(pct(t, 50.0)),
@@ -187,7 +195,11 @@ fn main() {
     let t = times(iters, || {
         black_box(plan::plan(&observed(&h, &big, now)));
     });
-    print("plan, 1 HSJ x 10,000 units (surplus: victims chosen, broken replaced)", &t, 1);
+    print(
+        "plan, 1 HSJ x 10,000 units (surplus: victims chosen, broken replaced)",
+        &t,
+        1,
+    );
 
     let jobs: Vec<Job> = (0..10_000).map(job).collect();
     let pods: Vec<Pod> = (0..10_000).map(pod).collect();
@@ -195,7 +207,11 @@ fn main() {
         let units = views_of(&h, &jobs, &pods, &probes);
         black_box(plan::plan(&observed(&h, &units, now)));
     });
-    print("observe+plan, 1 HSJ x 10,000 Job + 10,000 Pod objects", &t, 1);
+    print(
+        "observe+plan, 1 HSJ x 10,000 Job + 10,000 Pod objects",
+        &t,
+        1,
+    );
 
     let small: Vec<Vec<UnitView>> = (0..1000)
         .map(|k| (0..10).map(|i| unit(k * 10 + i)).collect())
@@ -207,7 +223,12 @@ fn main() {
     });
     print("plan, 1,000 HSJs x 10 units", &t, 1000);
     let small_objs: Vec<(Vec<Job>, Vec<Pod>)> = (0..1000)
-        .map(|k| ((0..10).map(|i| job(k * 10 + i)).collect(), (0..10).map(|i| pod(k * 10 + i)).collect()))
+        .map(|k| {
+            (
+                (0..10).map(|i| job(k * 10 + i)).collect(),
+                (0..10).map(|i| pod(k * 10 + i)).collect(),
+            )
+        })
         .collect();
     let t = times(iters / 4 + 1, || {
         for (jobs, pods) in &small_objs {
@@ -215,5 +236,9 @@ fn main() {
             black_box(plan::plan(&observed(&h, &units, now)));
         }
     });
-    print("observe+plan, 1,000 HSJs x 10 Job + 10 Pod objects", &t, 1000);
+    print(
+        "observe+plan, 1,000 HSJs x 10 Job + 10 Pod objects",
+        &t,
+        1000,
+    );
 }

@@ -105,7 +105,9 @@ async fn watches_open(api: &fake_apiserver::FakeApi) -> bool {
         let seen = api.seen.0.lock().map(|s| s.clone()).unwrap_or_default();
         let open = |p: &str| {
             seen.iter().any(|s| {
-                s.contains(&format!("{p}?")) && s.contains("watch=true") && s.contains("labelSelector=hsj.paia.tech")
+                s.contains(&format!("{p}?"))
+                    && s.contains("watch=true")
+                    && s.contains("labelSelector=hsj.paia.tech")
             })
         };
         if open(JOBS) && open(PODS) {
@@ -222,7 +224,11 @@ fn report(out: &Outcome, operator: Option<(f64, f64)>) {
         println!("no flip was answered by a Job creation");
         return;
     }
-    let (p50, p99, max) = (pct(&sorted, 50.0), pct(&sorted, 99.0), sorted[sorted.len() - 1]);
+    let (p50, p99, max) = (
+        pct(&sorted, 50.0),
+        pct(&sorted, 99.0),
+        sorted[sorted.len() - 1],
+    );
     let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
     println!(
         "hsj reaction, busy flip (pod watch event) -> replacement Job POST received, {} flips:",
@@ -251,7 +257,11 @@ fn report(out: &Outcome, operator: Option<(f64, f64)>) {
         "  unexpected Job creations: {}, Job deletions: {}{}",
         out.extra_creates,
         out.deletes,
-        if out.missed { "; a flip got no Job within 5 s (stopped)" } else { "" }
+        if out.missed {
+            "; a flip got no Job within 5 s (stopped)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -268,7 +278,10 @@ fn main() {
         let api = fake_apiserver::start_with(Arc::new(objects)).await;
         let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
         if !run.wait_ready().await || !watches_open(&api).await {
-            println!("run mode never became ready or never watched; it said:\n{}", run.stderr());
+            println!(
+                "run mode never became ready or never watched; it said:\n{}",
+                run.stderr()
+            );
             return;
         }
         // The first reconcile (pool already full) ends with its status write.
@@ -278,17 +291,31 @@ fn main() {
             .await
             .is_none()
         {
-            println!("no status write for the HotStandbyJob; it said:\n{}", run.stderr());
+            println!(
+                "no status write for the HotStandbyJob; it said:\n{}",
+                run.stderr()
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let out = measure(&api, iterations, settle).await;
-        let metrics = run.get_ops("/metrics").await.map(|(_, m)| m).unwrap_or_default();
+        let metrics = run
+            .get_ops("/metrics")
+            .await
+            .map(|(_, m)| m)
+            .unwrap_or_default();
         report(&out, reaction_metric(&metrics));
         if out.missed {
             println!("operator log (tail):");
             let log = run.stderr();
-            for l in log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+            for l in log
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 println!("  {l}");
             }
         }

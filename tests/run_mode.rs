@@ -201,7 +201,11 @@ async fn fake_api_pushes_filtered_watch_events_and_names_created_objects() {
     };
     api.push("/api/v1/pods", "ADDED", pod("b", "other-ns", "x"));
     api.push("/api/v1/pods", "ADDED", pod("a", "other-label", "y"));
-    api.push("/apis/apps/v1/replicasets", "ADDED", pod("a", "other-kind", "x"));
+    api.push(
+        "/apis/apps/v1/replicasets",
+        "ADDED",
+        pod("a", "other-kind", "x"),
+    );
     api.push("/api/v1/pods", "MODIFIED", pod("a", "mine", "x"));
     let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), watch.chunk())
         .await
@@ -230,7 +234,8 @@ async fn fake_api_pushes_filtered_watch_events_and_names_created_objects() {
     assert_eq!(names, ["mine"]);
 
     let from = api.writes.len();
-    let sent = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "pool-"}});
+    let sent =
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "pool-"}});
     let r = client
         .post(format!("{base}/apis/batch/v1/namespaces/a/jobs"))
         .json(&sent)
@@ -240,7 +245,10 @@ async fn fake_api_pushes_filtered_watch_events_and_names_created_objects() {
     assert_eq!(r.status().as_u16(), 201);
     let made: Value = r.json().await.unwrap();
     let name = made["metadata"]["name"].as_str().unwrap();
-    assert!(name.starts_with("pool-") && name.len() == "pool-".len() + 5, "{made}");
+    assert!(
+        name.starts_with("pool-") && name.len() == "pool-".len() + 5,
+        "{made}"
+    );
     assert_eq!(made["metadata"]["namespace"], "a");
     assert!(made["metadata"]["uid"].is_string() && made["metadata"]["resourceVersion"].is_string());
     let w = api.writes.since(from);

@@ -229,7 +229,13 @@ fn list(objects: &HashMap<String, Vec<Value>>, path: &str, query: &str) -> Strin
     let filter = Filter::new(path, query);
     let exact = objects.get(path);
     let (items, filter) = match exact {
-        Some(items) => (Some(items), Filter { namespace: None, ..filter }),
+        Some(items) => (
+            Some(items),
+            Filter {
+                namespace: None,
+                ..filter
+            },
+        ),
         None => (objects.get(&filter.collection), filter),
     };
     let all: Vec<&Value> = items
@@ -289,7 +295,11 @@ fn create(fake: &Fake, path: &str, mut obj: Value) -> Value {
     }
     meta["uid"] = format!("fake-uid-{n}").into();
     meta["resourceVersion"] = (1000 + n).to_string().into();
-    meta["creationTimestamp"] = jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default().into();
+    meta["creationTimestamp"] = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+        .into();
     obj
 }
 
