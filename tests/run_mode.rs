@@ -178,3 +178,157 @@ async fn run_mode_refuses_an_unusable_actor_runtime_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/asya_runtime.py"), "{err}");
 }
+
+/// The fake API server itself: pushed watch events reach only the watches whose namespace
+/// and label selector admit them (and later lists), and a POST to a collection is named
+/// from generateName, answered 201 and logged.
+#[tokio::test]
+async fn fake_api_pushes_filtered_watch_events_and_names_created_objects() {
+    use serde_json::{json, Value};
+    let api = fake_apiserver::start().await;
+    let base = format!("http://{}", api.addr);
+    let client = reqwest::Client::new();
+    let mut watch = client
+        .get(format!(
+            "{base}/api/v1/namespaces/a/pods?watch=true&labelSelector=app%3Dx"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let pod = |ns: &str, name: &str, app: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": {"app": app}}})
+    };
+    api.push("/api/v1/pods", "ADDED", pod("b", "other-ns", "x"));
+    api.push("/api/v1/pods", "ADDED", pod("a", "other-label", "y"));
+    api.push(
+        "/apis/apps/v1/replicasets",
+        "ADDED",
+        pod("a", "other-kind", "x"),
+    );
+    api.push("/api/v1/pods", "MODIFIED", pod("a", "mine", "x"));
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), watch.chunk())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let ev: Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!(ev["type"], "MODIFIED");
+    assert_eq!(ev["object"]["metadata"]["name"], "mine");
+    assert!(ev["object"]["metadata"]["resourceVersion"].is_string());
+    api.push("/api/v1/pods", "DELETED", pod("a", "other-label", "y"));
+    let list: Value = client
+        .get(format!("{base}/api/v1/namespaces/a/pods"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"]);
+
+    let from = api.writes.len();
+    let sent =
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "pool-"}});
+    let r = client
+        .post(format!("{base}/apis/batch/v1/namespaces/a/jobs"))
+        .json(&sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let made: Value = r.json().await.unwrap();
+    let name = made["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("pool-") && name.len() == "pool-".len() + 5,
+        "{made}"
+    );
+    assert_eq!(made["metadata"]["namespace"], "a");
+    assert!(made["metadata"]["uid"].is_string() && made["metadata"]["resourceVersion"].is_string());
+    let w = api.writes.since(from);
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        (w[0].method.as_str(), w[0].path.as_str()),
+        ("POST", "/apis/batch/v1/namespaces/a/jobs")
+    );
+    assert_eq!((&w[0].body, &w[0].answer), (&sent, &made));
+}
+
+/// `kube-standby run` with one HotStandbyJob (idleTarget 1, annotation mode) and its one
+/// idle unit: nothing is created until a pod watch event says the unit turned busy, then
+/// one replacement Job of the pool is created.
+#[tokio::test]
+async fn run_mode_hsj_creates_a_job_when_its_unit_turns_busy() {
+    use serde_json::json;
+    use std::time::Duration;
+    let owner = json!([{"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+                        "name": "pool", "uid": "hsj-uid", "controller": true}]);
+    let hsj = json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+        "metadata": {"name": "pool", "namespace": "t", "uid": "hsj-uid", "generation": 1},
+        "spec": {"idleTarget": 1, "jobTemplate": {"image": "busybox"}, "busyProbe": {"mode": "annotation"}}});
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "pool-a", "namespace": "t", "uid": "job-a",
+                     "labels": {"hsj.paia.tech/name": "pool"}, "ownerReferences": owner},
+        "status": {"active": 1}});
+    let pod = |busy: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "pool-a-p", "namespace": "t", "uid": "pod-a",
+                         "labels": {"hsj.paia.tech/name": "pool"}, "annotations": {"paia.tech/busy": busy},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "pool-a", "uid": "job-a", "controller": true}]},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    let objects = std::collections::HashMap::from([
+        (
+            "/apis/apps.paia.tech/v1alpha1/hotstandbyjobs".to_string(),
+            vec![hsj],
+        ),
+        ("/apis/batch/v1/jobs".to_string(), vec![job]),
+        ("/api/v1/pods".to_string(), vec![pod("false")]),
+    ]);
+    let api = fake_apiserver::start_with(std::sync::Arc::new(objects)).await;
+    let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
+    assert!(run.wait_ready().await, "{}", run.stderr());
+    let status = "/apis/apps.paia.tech/v1alpha1/namespaces/t/hotstandbyjobs/pool/status";
+    let first = api
+        .writes
+        .wait_for(0, Duration::from_secs(20), |w| w.path == status)
+        .await;
+    assert!(first.is_some(), "no status write: {}", run.stderr());
+    // The pod watch of the HSJ controller is open (listed after the caches synced).
+    for _ in 0..250 {
+        let seen = api.seen.0.lock().unwrap().clone();
+        if seen.iter().any(|s| {
+            s.contains("/api/v1/pods?") && s.contains("watch=true") && s.contains("hsj.paia.tech")
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let is_create = |w: &fake_apiserver::Write| {
+        w.method == "POST" && w.path == "/apis/batch/v1/namespaces/t/jobs"
+    };
+    assert!(
+        !api.writes.since(0).iter().any(is_create),
+        "a full pool creates nothing"
+    );
+    let from = api.writes.len();
+    api.push("/api/v1/pods", "MODIFIED", pod("true"));
+    let (_, w) = api
+        .writes
+        .wait_for(from, Duration::from_secs(20), is_create)
+        .await
+        .unwrap_or_else(|| panic!("no Job created after the flip: {}", run.stderr()));
+    assert_eq!(w.body["metadata"]["generateName"], "pool-");
+    assert_eq!(w.body["metadata"]["ownerReferences"][0]["uid"], "hsj-uid");
+    assert_eq!(w.body["metadata"]["labels"]["hsj.paia.tech/name"], "pool");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let creates = api.writes.since(0).iter().filter(|w| is_create(w)).count();
+    assert_eq!(creates, 1, "one busy unit, one new Job");
+}

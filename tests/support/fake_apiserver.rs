@@ -1,30 +1,118 @@
 //! A minimal fake kube-apiserver over plain HTTP: lists serve the objects it was given for
 //! that collection path (paged with `limit`/`continue`, filtered by simple label selectors
-//! `k` / `k=v` and `metadata.name=` field selectors), every other list is empty; every
-//! watch stays open and silent; writes echo their body back. Enough for `kube-standby run`
-//! to sync its caches with no cluster. Records the paths it was asked for.
+//! `k` / `k=v`, `metadata.name=` field selectors and, for a namespaced path, the namespace),
+//! every other list is empty. Watches stay open and carry only what the test pushes with
+//! [`FakeApi::push`] (ADDED/MODIFIED/DELETED of one object, to every open watch of that
+//! collection whose namespace and selectors match; no bookmarks); a push also updates what
+//! later lists serve. Writes are recorded in [`FakeApi::writes`] (method, path, body, time
+//! received) and never applied: a POST to a collection answers 201 with the object named
+//! from `generateName` and given a uid, resourceVersion and creationTimestamp, as a real
+//! API server would; a patch of a served object answers with the object merged with the
+//! patch; any other write echoes its body. Enough for `kube-standby run` to sync its caches
+//! with no cluster. Records the paths it was asked for.
 #![allow(dead_code)]
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, Notify};
 
 #[derive(Clone, Default)]
 pub struct Seen(pub Arc<Mutex<Vec<String>>>);
 
+/// One write the fake API server received.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// The request body as JSON (Null when empty or not JSON).
+    pub body: Value,
+    /// What the fake answered (the created object for a POST to a collection).
+    pub answer: Value,
+    /// When the request arrived (before its body was read).
+    pub at: Instant,
+}
+
+/// The log of writes, in arrival order, with a wake-up for waiters.
+#[derive(Clone, Default)]
+pub struct Writes {
+    log: Arc<Mutex<Vec<Write>>>,
+    notify: Arc<Notify>,
+}
+
+impl Writes {
+    fn record(&self, w: Write) {
+        self.log.lock().expect("writes").push(w);
+        self.notify.notify_waiters();
+    }
+
+    /// How many writes were received so far (an index for [`Writes::since`]).
+    pub fn len(&self) -> usize {
+        self.log.lock().expect("writes").len()
+    }
+
+    /// Writes from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<Write> {
+        let log = self.log.lock().expect("writes");
+        log.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// The first write from index `from` on that satisfies `pred`, with its index; waits up
+    /// to `timeout` for it.
+    pub async fn wait_for(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Write) -> bool,
+    ) -> Option<(usize, Write)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = self
+                .since(from)
+                .into_iter()
+                .enumerate()
+                .find(|(_, w)| pred(w));
+            if let Some((i, w)) = found {
+                return Some((from + i, w));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// A watch event pushed by the test.
+#[derive(Clone, Debug)]
+struct Pushed {
+    collection: String,
+    type_: &'static str,
+    object: Value,
+}
+
 pub struct FakeApi {
     pub addr: SocketAddr,
     pub seen: Seen,
+    pub writes: Writes,
     pub kubeconfig: tempfile::NamedTempFile,
+    fake: Fake,
 }
 
 /// Objects served by collection path, e.g. "/api/v1/pods" (all namespaces).
-pub type Objects = Arc<std::collections::HashMap<String, Vec<serde_json::Value>>>;
+pub type Objects = Arc<HashMap<String, Vec<Value>>>;
 
 /// For `/api/v1/namespaces/ns/pods/p[/status]`: ("/api/v1/pods", "ns", "p").
 fn object_path(path: &str) -> Option<(String, String, String)> {
@@ -35,10 +123,48 @@ fn object_path(path: &str) -> Option<(String, String, String)> {
     Some((format!("{base}/{plural}"), ns.to_string(), name.to_string()))
 }
 
+/// For `/api/v1/namespaces/ns/pods`: ("/api/v1/pods", Some("ns")); for a path that is not
+/// a namespaced collection, the path itself and None.
+fn collection_path(path: &str) -> (String, Option<String>) {
+    if let Some((base, rest)) = path.split_once("/namespaces/") {
+        if let [ns, plural] = rest.split('/').collect::<Vec<_>>()[..] {
+            return (format!("{base}/{plural}"), Some(ns.to_string()));
+        }
+    }
+    (path.to_string(), None)
+}
+
+/// Is `path` a collection one can create in (`/api/v1/namespaces/ns/pods`,
+/// `/apis/g/v/plural`), rather than an object or a subresource?
+fn is_collection(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") => segs.get(2..),
+        Some(&"apis") => segs.get(3..),
+        _ => None,
+    };
+    matches!(rest, Some([_]) | Some(["namespaces", _, _]))
+}
+
 #[derive(Clone)]
 struct Fake {
     seen: Seen,
-    objects: Objects,
+    objects: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    events: broadcast::Sender<Pushed>,
+    writes: Writes,
+    counter: Arc<AtomicU64>,
+}
+
+impl Fake {
+    fn next(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn seen(&self, req: &Request) {
+        if let Ok(mut s) = self.seen.0.lock() {
+            s.push(format!("{} {}", req.method(), req.uri()));
+        }
+    }
 }
 
 fn query_param(q: &str, key: &str) -> Option<String> {
@@ -52,7 +178,7 @@ fn query_param(q: &str, key: &str) -> Option<String> {
     })
 }
 
-fn matches(item: &serde_json::Value, labels: Option<&str>, fields: Option<&str>) -> bool {
+fn matches(item: &Value, labels: Option<&str>, fields: Option<&str>) -> bool {
     let have = &item["metadata"]["labels"];
     let label_ok = labels.is_none_or(|sel| {
         sel.split(',')
@@ -69,17 +195,51 @@ fn matches(item: &serde_json::Value, labels: Option<&str>, fields: Option<&str>)
     label_ok && field_ok
 }
 
-/// A page of the objects at `path`.
-fn list(objects: &Objects, path: &str, query: &str) -> String {
-    let labels = query_param(query, "labelSelector");
-    let fields = query_param(query, "fieldSelector");
-    let all: Vec<&serde_json::Value> = objects
-        .get(path)
-        .map(|v| {
-            v.iter()
-                .filter(|i| matches(i, labels.as_deref(), fields.as_deref()))
-                .collect()
-        })
+/// Does `item` belong to the view of a request for `path?query`?
+struct Filter {
+    collection: String,
+    namespace: Option<String>,
+    labels: Option<String>,
+    fields: Option<String>,
+}
+
+impl Filter {
+    fn new(path: &str, query: &str) -> Self {
+        let (collection, namespace) = collection_path(path);
+        Filter {
+            collection,
+            namespace,
+            labels: query_param(query, "labelSelector"),
+            fields: query_param(query, "fieldSelector"),
+        }
+    }
+
+    fn admits(&self, item: &Value) -> bool {
+        let ns_ok = self
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| item["metadata"]["namespace"] == ns);
+        ns_ok && matches(item, self.labels.as_deref(), self.fields.as_deref())
+    }
+}
+
+/// A page of the objects at `path` (exactly that key, else the namespace's share of the
+/// all-namespaces collection).
+fn list(objects: &HashMap<String, Vec<Value>>, path: &str, query: &str) -> String {
+    let filter = Filter::new(path, query);
+    let exact = objects.get(path);
+    let (items, filter) = match exact {
+        Some(items) => (
+            Some(items),
+            Filter {
+                namespace: None,
+                ..filter
+            },
+        ),
+        None => (objects.get(&filter.collection), filter),
+    };
+    let all: Vec<&Value> = items
+        .map(|v| v.iter().filter(|i| filter.admits(i)).collect())
         .unwrap_or_default();
     let start: usize = query_param(query, "continue")
         .and_then(|c| c.parse().ok())
@@ -90,61 +250,174 @@ fn list(objects: &Objects, path: &str, query: &str) -> String {
         .unwrap_or(usize::MAX);
     let end = start.saturating_add(limit).min(all.len());
     let page = &all[start.min(end)..end];
-    let mut meta = serde_json::json!({"resourceVersion": "1"});
+    let mut meta = json!({"resourceVersion": "1"});
     if end < all.len() {
         meta["continue"] = end.to_string().into();
     }
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": page})
-        .to_string()
+    json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": page}).to_string()
+}
+
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap_or_default()
+}
+
+/// A name like the API server's for `generateName` (five characters of its alphabet).
+fn generated(prefix: &str, n: u64) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
+    let suffix: String = (0..5)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+/// What a POST to a collection creates: the body, named, with uid and resourceVersion.
+fn create(fake: &Fake, path: &str, mut obj: Value) -> Value {
+    let n = fake.next();
+    let meta = &mut obj["metadata"];
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    if meta["name"].as_str().is_none_or(str::is_empty) {
+        let prefix = meta["generateName"].as_str().unwrap_or("fake-").to_string();
+        meta["name"] = generated(&prefix, n).into();
+    }
+    if let (_, Some(ns)) = collection_path(path) {
+        meta["namespace"] = ns.into();
+    }
+    meta["uid"] = format!("fake-uid-{n}").into();
+    meta["resourceVersion"] = (1000 + n).to_string().into();
+    meta["creationTimestamp"] = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+        .into();
+    obj
+}
+
+async fn write(fake: Fake, req: Request, at: Instant) -> Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let path = uri.path().to_string();
+    let bytes = axum::body::to_bytes(req.into_body(), 16 << 20)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let merged = object_path(&path).and_then(|(coll, ns, name)| {
+        let objects = fake.objects.lock().ok()?;
+        let obj = objects.get(&coll)?.iter().find(|o| {
+            o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
+        })?;
+        let mut obj = obj.clone();
+        json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
+        Some(obj)
+    });
+    let (status, answer) = match merged {
+        Some(obj) => (StatusCode::OK, obj),
+        None if method == Method::POST && body.is_object() && is_collection(&path) => {
+            (StatusCode::CREATED, create(&fake, &path, body.clone()))
+        }
+        None if bytes.is_empty() => (StatusCode::OK, json!({})),
+        None => (StatusCode::OK, body.clone()),
+    };
+    let text = match &answer {
+        Value::Null => bytes.clone(),
+        a => axum::body::Bytes::from(a.to_string()),
+    };
+    fake.writes.record(Write {
+        method: method.to_string(),
+        path,
+        query: uri.query().unwrap_or_default().to_string(),
+        body,
+        answer,
+        at,
+    });
+    json_response(status, text)
+}
+
+/// A watch: the events pushed from now on that this request's filter admits.
+fn watch(fake: &Fake, path: &str, query: &str) -> Response {
+    let filter = Filter::new(path, query);
+    let rx = fake.events.subscribe();
+    let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if ev.collection == filter.collection && filter.admits(&ev.object) => {
+                    let mut line = json!({"type": ev.type_, "object": ev.object}).to_string();
+                    line.push('\n');
+                    return Some((Ok::<_, std::io::Error>(line.into_bytes()), (rx, filter)));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    json_response(StatusCode::OK, Body::from_stream(stream))
 }
 
 async fn handle(State(fake): State<Fake>, req: Request) -> Response {
+    let at = Instant::now();
     let uri = req.uri().clone();
-    if let Ok(mut s) = fake.seen.0.lock() {
-        s.push(format!("{} {}", req.method(), uri));
+    if req.method() != Method::GET {
+        fake.seen(&req);
+        return write(fake, req, at).await;
     }
-    if req.method() != axum::http::Method::GET {
-        // Writes: a patch of a served object answers with the object merged with the patch
-        // (not stored: the watches stay silent); anything else echoes its body.
-        let path = uri.path().to_string();
-        let body = axum::body::to_bytes(req.into_body(), 16 << 20)
-            .await
-            .unwrap_or_default();
-        let merged = object_path(&path).and_then(|(coll, ns, name)| {
-            let obj = fake.objects.get(&coll)?.iter().find(|o| {
-                o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
-            })?;
-            let mut obj = obj.clone();
-            let patch: serde_json::Value = serde_json::from_slice(&body).ok()?;
-            json_patch::merge(&mut obj, &patch);
-            Some(axum::body::Bytes::from(obj.to_string()))
-        });
-        let body = match merged {
-            Some(b) => b,
-            None if body.is_empty() => axum::body::Bytes::from_static(b"{}"),
-            None => body,
-        };
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap_or_default();
-    }
-    let watching = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let query = uri.query().unwrap_or_default();
+    let watching = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
     if watching {
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from_stream(futures::stream::pending::<
-                Result<Vec<u8>, std::io::Error>,
-            >()))
-            .unwrap_or_default();
+        // Subscribed before the request is recorded: an event pushed once the test has
+        // seen the watch reaches it.
+        let response = watch(&fake, uri.path(), query);
+        fake.seen(&req);
+        return response;
     }
-    let body = list(&fake.objects, uri.path(), uri.query().unwrap_or_default());
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap_or_default()
+    fake.seen(&req);
+    let body = match fake.objects.lock() {
+        Ok(objects) => list(&objects, uri.path(), query),
+        Err(_) => return json_response(StatusCode::INTERNAL_SERVER_ERROR, "{}"),
+    };
+    json_response(StatusCode::OK, body)
+}
+
+impl FakeApi {
+    /// Send a watch event (`ADDED`, `MODIFIED` or `DELETED`) for `object` to every open watch
+    /// of `collection` (all-namespaces path, e.g. "/api/v1/pods") that admits it, and apply
+    /// it to what later lists serve. A missing resourceVersion is filled in.
+    pub fn push(&self, collection: &str, type_: &'static str, mut object: Value) {
+        assert!(
+            matches!(type_, "ADDED" | "MODIFIED" | "DELETED"),
+            "watch event type {type_}"
+        );
+        if object["metadata"]["resourceVersion"].is_null() {
+            object["metadata"]["resourceVersion"] = (1000 + self.fake.next()).to_string().into();
+        }
+        {
+            let mut objects = self.fake.objects.lock().expect("objects");
+            let items = objects.entry(collection.to_string()).or_default();
+            let same = |o: &Value| {
+                o["metadata"]["name"] == object["metadata"]["name"]
+                    && o["metadata"]["namespace"] == object["metadata"]["namespace"]
+            };
+            items.retain(|o| !same(o));
+            if type_ != "DELETED" {
+                items.push(object.clone());
+            }
+        }
+        let _ = self.fake.events.send(Pushed {
+            collection: collection.to_string(),
+            type_,
+            object,
+        });
+    }
 }
 
 pub async fn start() -> FakeApi {
@@ -153,10 +426,14 @@ pub async fn start() -> FakeApi {
 
 pub async fn start_with(objects: Objects) -> FakeApi {
     let seen = Seen::default();
-    let app = Router::new().fallback(handle).with_state(Fake {
+    let fake = Fake {
         seen: seen.clone(),
-        objects,
-    });
+        objects: Arc::new(Mutex::new(Arc::unwrap_or_clone(objects))),
+        events: broadcast::channel(4096).0,
+        writes: Writes::default(),
+        counter: Arc::new(AtomicU64::new(1)),
+    };
+    let app = Router::new().fallback(handle).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -175,7 +452,9 @@ pub async fn start_with(objects: Objects) -> FakeApi {
     FakeApi {
         addr,
         seen,
+        writes: fake.writes.clone(),
         kubeconfig,
+        fake,
     }
 }
 

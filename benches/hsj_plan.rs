@@ -1,0 +1,244 @@
+//! HSJ planning cost (issue 8: "planning cost for 10,000 units"): one HotStandbyJob with
+//! 10,000 units (busy, idle, unknown, stale, finished, failing; idle surplus so victims are
+//! chosen and broken units replaced), and 1,000 HotStandbyJobs of 10 units each. Prints the
+//! time per plan (pure `plan::plan`) and per observe+plan (unit views built with
+//! `observe::pods_by_job` + `observe::unit_view` from Job and Pod objects), as the median
+//! and p99 over the iterations. No I/O.
+//!
+//!   cargo bench --bench hsj_plan
+//!   BENCH_ITERATIONS=50 cargo bench --bench hsj_plan
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube_standby::api::hsj::HotStandbyJob;
+use kube_standby::controller::hsj::observe;
+use kube_standby::controller::hsj::plan::{self, Failures, Finished, Observed, PodView, UnitView};
+use kube_standby::probe::{BusyState, ProbeCache};
+use serde_json::json;
+
+/// An HSJ in exec mode: unit states come from the probe cache (busy, idle, unknown, stale).
+fn hsj(idle: i32) -> HotStandbyJob {
+    serde_json::from_value(json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+        "metadata": {"name": "pool", "namespace": "ns", "uid": "hsj-uid"},
+        "spec": {"idleTarget": idle, "maxReplicas": 100000, "scaleDownDelaySeconds": 0,
+                 "jobTemplate": {"image": "busybox"},
+                 "busyProbe": {"mode": "exec", "exec": {"command": ["cat", "/tmp/busy"]}}}
+    }))
+    .expect("hsj")
+}
+
+/// Probe answers for pod `i` as the unit mix says: none for unknown, a failure after a
+/// known state for stale.
+fn record_probe(probes: &ProbeCache, i: usize) {
+    let at = Instant::now();
+    let uid = format!("pod-{i}");
+    match unit(i).core.state {
+        BusyState::Unknown => return,
+        s => probes.record(&uid, Ok(s), at),
+    };
+    if i.is_multiple_of(97) {
+        probes.record(&uid, Err("timeout".into()), at);
+    }
+}
+
+/// The mix of unit `i`: about a third busy, 1/17 unknown, 1/97 stale, 1/11 completed,
+/// 1/23 failed, 1/50 failing while active; the rest idle (far more than idleTarget).
+fn unit(i: usize) -> UnitView {
+    let state = match i {
+        _ if i.is_multiple_of(3) => BusyState::Busy,
+        _ if i.is_multiple_of(17) => BusyState::Unknown,
+        _ => BusyState::Idle,
+    };
+    let finished = match i {
+        _ if i.is_multiple_of(11) => Some(Finished::Complete),
+        _ if i.is_multiple_of(23) => Some(Finished::Failed),
+        _ => None,
+    };
+    UnitView {
+        core: PodView {
+            name: format!("pool-{i}"),
+            uid: format!("uid-{i}"),
+            resource_version: i.to_string(),
+            created: (i * 7 % 1000) as i64,
+            running: !i.is_multiple_of(13),
+            ready: !i.is_multiple_of(5),
+            state,
+            stale: i.is_multiple_of(97),
+            reason: String::new(),
+            cost: None,
+            detached: false,
+            current: true,
+            ip: None,
+        },
+        finished,
+        finished_at: finished.map(|_| Timestamp::from_second(1_799_999_000).expect("ts")),
+        failing: (i % 50 == 1).then(|| format!("pod pool-{i} container main: ImagePullBackOff")),
+        ever_busy: state == BusyState::Busy,
+    }
+}
+
+fn job(i: usize) -> Job {
+    let conditions = match i {
+        _ if i.is_multiple_of(11) => {
+            json!([{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+        }
+        _ if i.is_multiple_of(23) => {
+            json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+        }
+        _ => json!([]),
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("pool-{i}"), "namespace": "ns", "uid": format!("uid-{i}"), "resourceVersion": i.to_string(),
+                     "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"hsj.paia.tech/name": "pool"},
+                     "ownerReferences": [{"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob", "name": "pool", "uid": "hsj-uid", "controller": true}]},
+        "status": {"active": 1, "conditions": conditions}
+    }))
+    .expect("job")
+}
+
+fn pod(i: usize) -> Pod {
+    let waiting = if i % 50 == 1 {
+        json!([{"name": "main", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}])
+    } else {
+        json!([{"name": "main", "state": {}}])
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("pool-{i}-p"), "namespace": "ns", "uid": format!("pod-{i}"),
+                     "labels": {"hsj.paia.tech/name": "pool"},
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": format!("pool-{i}"), "uid": format!("uid-{i}"), "controller": true}]},
+        "status": {"phase": if i.is_multiple_of(13) { "Pending" } else { "Running" }, "podIP": "10.0.0.1",
+                   "conditions": [{"type": "Ready", "status": if i.is_multiple_of(5) { "False" } else { "True" }}],
+                   "containerStatuses": waiting}
+    }))
+    .expect("pod")
+}
+
+fn observed<'a>(h: &'a HotStandbyJob, units: &'a [UnitView], now: Timestamp) -> Observed<'a> {
+    Observed {
+        spec: &h.spec,
+        units,
+        in_flight: 0,
+        pending_since: None,
+        failures: Failures::default(),
+        now,
+    }
+}
+
+/// Per-iteration times (one warm-up run first), sorted.
+fn times<F: FnMut()>(iters: usize, mut f: F) -> Vec<Duration> {
+    f();
+    let mut t: Vec<Duration> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn print(what: &str, t: &[Duration], per: u32) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / per as f64;
+    let unit = if per == 1 {
+        "plan"
+    } else {
+        "plan (of the batch)"
+    };
+    println!(
+        "{what}: median {:.1} us/{unit}, p99 {:.1} us, max {:.1} us ({} iterations)",
+        us(pct(t, 50.0)),
+        us(pct(t, 99.0)),
+        us(t[t.len() - 1]),
+        t.len()
+    );
+}
+
+fn views_of(h: &HotStandbyJob, jobs: &[Job], pods: &[Pod], probes: &ProbeCache) -> Vec<UnitView> {
+    let by_job = observe::pods_by_job(pods.iter());
+    jobs.iter()
+        .map(|j| {
+            let uid = j.uid().unwrap_or_default();
+            let ps = by_job.get(&uid).map(Vec::as_slice).unwrap_or_default();
+            observe::unit_view(j, ps, &h.spec.busy_probe, probes, false)
+        })
+        .collect()
+}
+
+fn main() {
+    let iters: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let now = Timestamp::from_second(1_800_000_000).expect("ts");
+    let h = hsj(5);
+    let probes = ProbeCache::default();
+    (0..10_000).for_each(|i| record_probe(&probes, i));
+
+    let big: Vec<UnitView> = (0..10_000).map(unit).collect();
+    let p = plan::plan(&observed(&h, &big, now));
+    println!(
+        "1 HSJ x 10,000 units: busy {} idle {} unknown {} stale {} completed {} failed {} -> desired {}, {} victims, {} replaced, create {}",
+        p.busy, p.idle, p.unknown, p.stale, p.completed, p.failed, p.desired, p.victims.len(), p.replace.len(), p.create
+    );
+    let t = times(iters, || {
+        black_box(plan::plan(&observed(&h, &big, now)));
+    });
+    print(
+        "plan, 1 HSJ x 10,000 units (surplus: victims chosen, broken replaced)",
+        &t,
+        1,
+    );
+
+    let jobs: Vec<Job> = (0..10_000).map(job).collect();
+    let pods: Vec<Pod> = (0..10_000).map(pod).collect();
+    let t = times(iters / 4 + 1, || {
+        let units = views_of(&h, &jobs, &pods, &probes);
+        black_box(plan::plan(&observed(&h, &units, now)));
+    });
+    print(
+        "observe+plan, 1 HSJ x 10,000 Job + 10,000 Pod objects",
+        &t,
+        1,
+    );
+
+    let small: Vec<Vec<UnitView>> = (0..1000)
+        .map(|k| (0..10).map(|i| unit(k * 10 + i)).collect())
+        .collect();
+    let t = times(iters / 4 + 1, || {
+        for units in &small {
+            black_box(plan::plan(&observed(&h, units, now)));
+        }
+    });
+    print("plan, 1,000 HSJs x 10 units", &t, 1000);
+    let small_objs: Vec<(Vec<Job>, Vec<Pod>)> = (0..1000)
+        .map(|k| {
+            (
+                (0..10).map(|i| job(k * 10 + i)).collect(),
+                (0..10).map(|i| pod(k * 10 + i)).collect(),
+            )
+        })
+        .collect();
+    let t = times(iters / 4 + 1, || {
+        for (jobs, pods) in &small_objs {
+            let units = views_of(&h, jobs, pods, &probes);
+            black_box(plan::plan(&observed(&h, &units, now)));
+        }
+    });
+    print(
+        "observe+plan, 1,000 HSJs x 10 Job + 10 Pod objects",
+        &t,
+        1000,
+    );
+}
