@@ -67,6 +67,16 @@ impl<'a> Untrusted<'a> {
     }
 }
 
+/// The first `max` characters of `s`, with `…` when it was longer (for messages kept in
+/// caches and errors, not for logs: see [`Untrusted`]).
+pub fn cut(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }

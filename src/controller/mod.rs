@@ -69,6 +69,15 @@ pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<St
         })
 }
 
+/// What every pod cache drops of a pod's metadata: managed fields, and annotation values
+/// over 256 bytes (such as kubectl's last-applied configuration; busy annotations are short).
+pub fn trim_pod_metadata(pod: &mut k8s_openapi::api::core::v1::Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.retain(|_, v| v.len() <= 256);
+    }
+}
+
 /// The cached objects of one namespace.
 pub fn in_namespace<K>(store: &kube::runtime::reflector::Store<K>, ns: &str) -> Vec<Arc<K>>
 where

@@ -205,11 +205,7 @@ pub async fn probe_due(
 }
 
 fn short(s: &str) -> String {
-    let mut out: String = s.chars().take(200).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    crate::telemetry::cut(s, 200)
 }
 
 /// The production runner: `pods/exec` through kube's websocket client.

@@ -94,10 +94,7 @@ pub fn strip_pod(pod: &mut Pod) {
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
     };
-    pod.metadata.managed_fields = None;
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.retain(|_, v| v.len() <= 256);
-    }
+    crate::controller::trim_pod_metadata(pod);
     pod.spec = None;
     let short = |s: Option<String>| s.map(|m| m.chars().take(256).collect::<String>());
     let statuses = |cs: Option<Vec<ContainerStatus>>| {

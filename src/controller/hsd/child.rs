@@ -258,10 +258,7 @@ pub fn detach_patch(
 /// annotations are short), the phase, the pod IP and the conditions' type and status. The
 /// spec and container statuses are dropped: nothing here reads them.
 pub fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.retain(|_, v| v.len() <= 256);
-    }
+    crate::controller::trim_pod_metadata(pod);
     pod.spec = None;
     pod.status = pod
         .status

@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use super::plan::{Finished, PodView, UnitView};
 use crate::api::hsj::{JobBusyMode, JobBusyProbe};
 use crate::probe::{self, BusyState, ProbeCache};
+use crate::telemetry::cut;
 
 /// Waiting reasons that mean the pod will not start without a change.
 const FAILING_WAIT_REASONS: &[&str] = &[
@@ -30,21 +31,10 @@ const FAILING_WAIT_REASONS: &[&str] = &[
     "RunContainerError",
 ];
 
-fn cut(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().take(max).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
-
 /// Keep only what the reconciler reads of a pod: identity, labels/annotations (short ones),
 /// owners, phase, IP, conditions, container names and waiting/terminated reasons.
 pub fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.retain(|_, v| v.len() <= 256);
-    }
+    crate::controller::trim_pod_metadata(pod);
     pod.spec = pod.spec.take().map(|s| PodSpec {
         containers: s
             .containers
