@@ -30,6 +30,11 @@ pub struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub direction: &'static str,
 }
@@ -76,6 +81,8 @@ pub struct Metrics {
     pub actor_workload_ready: Family<ObjectLabels, Gauge>,
     pub actor_scaling_ready: Family<ObjectLabels, Gauge>,
     pub actor_writes: Family<WriteLabels, Counter>,
+    /// 1 once a watched resource's cache has listed, 0 while it waits (see `state::Caches`).
+    pub cache_synced: Family<ResourceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -130,6 +137,12 @@ impl Metrics {
             "admission_duration_seconds",
             "Admission handling latency",
             admission_duration.clone(),
+        );
+        let cache_synced = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 once the cache of a watched resource has listed, 0 while it waits",
+            cache_synced.clone(),
         );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
@@ -294,6 +307,7 @@ impl Metrics {
             actor_workload_ready,
             actor_scaling_ready,
             actor_writes,
+            cache_synced,
         }
     }
 

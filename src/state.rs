@@ -1,13 +1,199 @@
-//! Shared runtime state: readiness flags and what each reconciler believes (`/debug/state`).
+//! Shared runtime state: readiness flags, the caches the process waits for, and what each
+//! reconciler believes (`/debug/state`).
+//!
+//! Invariants: readiness is derived, never stored as one "synced" flag: the process is
+//! ready only once every watch was started *and* every required cache has listed, so a
+//! cache that lists late (a CRD served seconds after start) turns readiness true without a
+//! restart, and `/readyz` names what it still waits for. A watch that fails is logged once
+//! (with the API server's answer) and once more when it recovers, never per retry.
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-/// Readiness: certificates loaded, (in `run` mode) caches synced, and no part stopped.
+use prometheus_client::metrics::{family::Family, gauge::Gauge};
+
+use crate::metrics::ResourceLabels;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// One registered watch.
+#[derive(Debug)]
+struct CacheEntry {
+    resource: String,
+    /// Readiness waits for it (an optional one, such as KEDA's kinds, does not).
+    required: bool,
+    synced: bool,
+    /// The API server's last answer while the watch fails.
+    failing: Option<String>,
+}
+
+/// Every watch the process runs, by resource: which have listed, which fail, and why.
+#[derive(Clone, Debug, Default)]
+pub struct Caches {
+    entries: Arc<Mutex<Vec<CacheEntry>>>,
+    gauge: Family<ResourceLabels, Gauge>,
+}
+
+/// What a watch reports about itself (see `controller::watch`).
+#[derive(Clone, Debug)]
+pub struct CacheHandle {
+    caches: Caches,
+    id: usize,
+}
+
+/// A cache the process still waits for, with the API server's last answer if it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub resource: String,
+    pub last_error: Option<String>,
+}
+
+impl Caches {
+    /// Registry whose per-resource 0/1 is also exported through `gauge`
+    /// (`kube_standby_cache_synced{resource}`).
+    pub fn with_gauge(gauge: Family<ResourceLabels, Gauge>) -> Self {
+        Caches {
+            entries: Arc::default(),
+            gauge,
+        }
+    }
+
+    /// Register a watch of `resource` (a human name such as "pods list in ns-a").
+    pub fn register(&self, resource: impl Into<String>, required: bool) -> CacheHandle {
+        let resource = resource.into();
+        let mut e = lock(&self.entries);
+        e.push(CacheEntry {
+            resource: resource.clone(),
+            required,
+            synced: false,
+            failing: None,
+        });
+        let id = e.len() - 1;
+        drop(e);
+        self.update_gauge(&resource);
+        CacheHandle {
+            caches: self.clone(),
+            id,
+        }
+    }
+
+    /// The required caches not yet listed, by resource (each named once).
+    pub fn waiting_for(&self) -> Vec<Waiting> {
+        let e = lock(&self.entries);
+        let mut out: Vec<Waiting> = vec![];
+        for c in e.iter().filter(|c| c.required && !c.synced) {
+            match out.iter_mut().find(|w| w.resource == c.resource) {
+                Some(w) => {
+                    if w.last_error.is_none() {
+                        w.last_error = c.failing.clone();
+                    }
+                }
+                None => out.push(Waiting {
+                    resource: c.resource.clone(),
+                    last_error: c.failing.clone(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Is every watch of `resource` listed?
+    pub fn is_synced(&self, resource: &str) -> bool {
+        lock(&self.entries)
+            .iter()
+            .filter(|c| c.resource == resource)
+            .all(|c| c.synced)
+    }
+
+    /// How many watches are registered.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update_gauge(&self, resource: &str) {
+        let v = i64::from(self.is_synced(resource));
+        self.gauge
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_string(),
+            })
+            .set(v);
+    }
+}
+
+impl CacheHandle {
+    fn with<R>(&self, f: impl FnOnce(&mut CacheEntry) -> R) -> Option<R> {
+        lock(&self.caches.entries).get_mut(self.id).map(f)
+    }
+
+    pub fn resource(&self) -> String {
+        self.with(|c| c.resource.clone()).unwrap_or_default()
+    }
+
+    /// The watch delivered something: a failing watch has recovered (logged once).
+    pub fn ok(&self) {
+        if let Some(Some((resource, was))) = self.with(|c| {
+            c.failing
+                .take()
+                .map(|was| (c.resource.clone(), was))
+        }) {
+            tracing::info!(resource = %resource, previous_error = %was, "watch recovered");
+        }
+    }
+
+    /// The first (or a new) complete list: the cache is synced.
+    pub fn listed(&self) {
+        self.ok();
+        let first = self.with(|c| !std::mem::replace(&mut c.synced, true));
+        if first == Some(true) {
+            let resource = self.resource();
+            tracing::debug!(resource = %resource, "cache listed");
+            self.caches.update_gauge(&resource);
+        }
+    }
+
+    /// The watch failed with the API server's answer `error`; it retries with backoff.
+    /// Logged once per failing stretch (a warning for a required cache), not per retry.
+    pub fn failed(&self, error: &str) {
+        let first = self.with(|c| {
+            let first = c.failing.is_none();
+            c.failing = Some(error.to_string());
+            (first, c.required, c.synced, c.resource.clone())
+        });
+        match first {
+            Some((true, true, synced, resource)) => tracing::warn!(
+                resource = %resource,
+                error = %error,
+                listed_before = synced,
+                "watch failing; retrying with backoff (logged once until it recovers)"
+            ),
+            Some((true, false, _, resource)) => tracing::info!(
+                resource = %resource,
+                error = %error,
+                "optional watch not available; retrying with backoff (logged once until it recovers)"
+            ),
+            _ => tracing::debug!(error = %error, "watch still failing"),
+        }
+    }
+}
+
+/// Readiness: certificates loaded, (in `run` mode) every watch started and every required
+/// cache listed, and no part stopped.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     certs: Arc<AtomicBool>,
-    caches: Arc<AtomicBool>,
+    /// Every watch has been registered (run mode); until then the caches count as unsynced.
+    started: Arc<AtomicBool>,
+    caches: Caches,
+    stopping: Arc<AtomicBool>,
     broken: Arc<Mutex<Option<String>>>,
 }
 
@@ -15,14 +201,37 @@ impl Readiness {
     /// Readiness for `webhook` mode, where no caches need to sync.
     pub fn without_caches() -> Self {
         let r = Self::default();
-        r.caches.store(true, Ordering::SeqCst);
+        r.started.store(true, Ordering::SeqCst);
         r
+    }
+    /// Readiness that waits for the watches registered in `caches`.
+    pub fn with_caches(caches: Caches) -> Self {
+        Readiness {
+            caches,
+            ..Self::default()
+        }
+    }
+    pub fn caches(&self) -> &Caches {
+        &self.caches
     }
     pub fn set_certs_loaded(&self) {
         self.certs.store(true, Ordering::SeqCst)
     }
-    pub fn set_caches_synced(&self) {
-        self.caches.store(true, Ordering::SeqCst)
+    /// Every watch is registered: from now on readiness follows the caches themselves.
+    pub fn set_watches_started(&self) {
+        self.started.store(true, Ordering::SeqCst)
+    }
+    /// A requested shutdown is under way: not ready, so no new traffic is routed here.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst)
+    }
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+    /// The required caches not yet listed (empty before the watches started, see
+    /// [`Readiness::not_ready_reasons`]).
+    pub fn waiting_for(&self) -> Vec<Waiting> {
+        self.caches.waiting_for()
     }
     /// A part of the process stopped (the process is about to exit).
     pub fn set_broken(&self, reason: String) {
@@ -37,8 +246,11 @@ impl Readiness {
         if !self.certs.load(Ordering::SeqCst) {
             r.push("certificates not loaded".to_string());
         }
-        if !self.caches.load(Ordering::SeqCst) {
+        if !self.started.load(Ordering::SeqCst) || !self.caches.waiting_for().is_empty() {
             r.push("caches not synced".to_string());
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            r.push("shutting down".to_string());
         }
         let broken = match self.broken.lock() {
             Ok(b) => b.clone(),
@@ -95,11 +307,80 @@ mod tests {
         assert_eq!(r.not_ready_reasons().len(), 2);
         r.set_certs_loaded();
         assert_eq!(r.not_ready_reasons(), vec!["caches not synced"]);
-        r.set_caches_synced();
+        r.set_watches_started();
         assert!(r.not_ready_reasons().is_empty());
         assert!(Readiness::without_caches().not_ready_reasons() == vec!["certificates not loaded"]);
         r.set_broken("task hsd stopped".into());
         assert_eq!(r.not_ready_reasons(), vec!["task hsd stopped"]);
+    }
+
+    #[test]
+    fn readiness_follows_every_required_cache_and_names_what_it_waits_for() {
+        let caches = Caches::default();
+        let r = Readiness::with_caches(caches.clone());
+        r.set_certs_loaded();
+        let jobs = caches.register("hotstandbyjobs.apps.paia.tech list", true);
+        let pods_a = caches.register("pods list", true);
+        let pods_b = caches.register("pods list", true);
+        let keda = caches.register("scaledobjects.keda.sh list", false);
+        // Before every watch is registered, never ready even with all listed.
+        jobs.listed();
+        pods_a.listed();
+        pods_b.listed();
+        assert_eq!(r.not_ready_reasons(), vec!["caches not synced"]);
+        r.set_watches_started();
+        assert!(r.not_ready_reasons().is_empty(), "an optional cache does not hold readiness");
+        drop(keda);
+
+        let caches = Caches::default();
+        let r = Readiness::with_caches(caches.clone());
+        r.set_certs_loaded();
+        r.set_watches_started();
+        let jobs = caches.register("hotstandbyjobs.apps.paia.tech list", true);
+        let pods_a = caches.register("pods list", true);
+        let pods_b = caches.register("pods list", true);
+        jobs.failed("404 page not found");
+        jobs.failed("404 page not found");
+        pods_a.listed();
+        assert_eq!(
+            r.waiting_for(),
+            vec![
+                Waiting {
+                    resource: "hotstandbyjobs.apps.paia.tech list".into(),
+                    last_error: Some("404 page not found".into())
+                },
+                Waiting {
+                    resource: "pods list".into(),
+                    last_error: None
+                }
+            ]
+        );
+        assert!(!caches.is_synced("pods list"), "one of two pod watches has listed");
+        pods_b.listed();
+        jobs.listed();
+        assert!(r.not_ready_reasons().is_empty());
+        assert!(caches.is_synced("pods list"));
+        // A later failure is remembered but a listed cache stays synced (its data is kept).
+        jobs.failed("connection refused");
+        assert!(r.not_ready_reasons().is_empty());
+        r.set_stopping();
+        assert_eq!(r.not_ready_reasons(), vec!["shutting down"]);
+    }
+
+    #[test]
+    fn the_synced_gauge_follows_the_caches() {
+        let gauge = Family::<ResourceLabels, Gauge>::default();
+        let caches = Caches::with_gauge(gauge.clone());
+        let label = ResourceLabels {
+            resource: "nodes list".into(),
+        };
+        let a = caches.register("nodes list", true);
+        let b = caches.register("nodes list", true);
+        assert_eq!(gauge.get_or_create(&label).get(), 0);
+        a.listed();
+        assert_eq!(gauge.get_or_create(&label).get(), 0);
+        b.listed();
+        assert_eq!(gauge.get_or_create(&label).get(), 1);
     }
 
     #[test]

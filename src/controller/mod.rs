@@ -15,6 +15,32 @@ pub mod hsj;
 pub mod index;
 pub mod shell;
 pub mod singleton;
+pub mod watch;
+
+/// What every kind's start needs from the runtime: the client, the shared metrics, debug
+/// state and cache registry, and the leadership channel the shell's gate reads.
+#[derive(Clone)]
+pub struct Deps {
+    pub client: kube::Client,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub debug: crate::state::DebugState,
+    pub leading: tokio::sync::watch::Receiver<bool>,
+    pub caches: crate::state::Caches,
+}
+
+impl Deps {
+    /// Deps for one process that always leads, with a registry of its own (tests, embedding).
+    pub fn standalone(client: kube::Client) -> Self {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        Deps {
+            client,
+            caches: crate::state::Caches::with_gauge(metrics.cache_synced.clone()),
+            metrics,
+            debug: Default::default(),
+            leading: shell::always_leading(),
+        }
+    }
+}
 
 /// `impl Deref<Target = Shell>` (and `DerefMut`) for a reconciler context with a `shell` field.
 macro_rules! deref_to_shell {
@@ -105,4 +131,20 @@ pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// A broadcast receiver as a stream; a receiver that lagged skips ahead (every consumer
+/// here only needs to know that something changed, and the latest state is in a cache).
+pub fn broadcast_stream<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }

@@ -20,7 +20,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::api::singleton::StatefulSingleton;
-use crate::controller::{hsd, hsj, singleton};
+use crate::controller::{hsd, hsj, singleton, Deps};
 use crate::metrics::Metrics;
 use crate::server::{self, ServerConfig, TlsMode};
 use crate::state::{DebugState, Readiness};
@@ -30,10 +30,17 @@ use crate::{Error, Result};
 
 pub mod leader;
 
+/// How long a requested shutdown waits for the draining tasks (the webhook answering the
+/// admission reviews in flight) before the process exits anyway.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
 /// One supervised part of the process.
 pub struct Task {
     pub name: String,
     pub fut: BoxFuture<'static, Result<()>>,
+    /// On a requested shutdown the supervisor waits (up to [`DRAIN`]) for this task to end
+    /// by itself; every other task is stopped at once.
+    pub drains: bool,
 }
 
 impl Task {
@@ -44,7 +51,14 @@ impl Task {
         Task {
             name: name.into(),
             fut: Box::pin(fut),
+            drains: false,
         }
+    }
+
+    /// Let this task finish its work on a requested shutdown (see [`Task::drains`]).
+    pub fn draining(mut self) -> Self {
+        self.drains = true;
+        self
     }
 
     /// A part that is meant to run forever (a watch stream, a controller).
@@ -67,39 +81,67 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Run `tasks` until `shutdown` resolves (then Ok). The first task to end before that ends
-/// the run with an error naming it, and marks the process not ready.
+/// Run `tasks` until `shutdown` resolves, then stop them and return Ok: a requested
+/// shutdown is not a failure. The draining tasks get up to [`DRAIN`] to end by themselves
+/// (the webhook answers what is in flight); the others are stopped at once. A task that
+/// ends before the shutdown (returns, fails or panics) ends the run with an error naming
+/// it, and marks the process not ready.
 pub async fn supervise(
     tasks: Vec<Task>,
     shutdown: impl Future<Output = ()>,
     readiness: &Readiness,
 ) -> Result<()> {
-    if tasks.is_empty() {
-        shutdown.await;
-        return Ok(());
-    }
     let mut names = vec![];
+    let mut drains = vec![];
     let mut handles = AbortOnDrop(vec![]);
     for t in tasks {
         names.push(t.name);
+        drains.push(t.drains);
         handles.0.push(tokio::spawn(t.fut));
     }
-    let first = futures::future::select_all(handles.0.iter_mut());
-    tokio::select! {
-        _ = shutdown => Ok(()),
-        (res, idx, _) = first => {
-            let name = names.get(idx).cloned().unwrap_or_default();
-            let why = match res {
-                Ok(Ok(())) => "stopped".to_string(),
-                Ok(Err(e)) => format!("failed: {e}"),
-                Err(e) if e.is_panic() => "panicked".to_string(),
-                Err(e) => format!("was cancelled: {e}"),
-            };
-            let reason = format!("task {name} {why}");
-            readiness.set_broken(reason.clone());
-            Err(Error::TaskStopped(reason))
+    if !handles.0.is_empty() {
+        let first = futures::future::select_all(handles.0.iter_mut());
+        tokio::select! {
+            _ = shutdown => {},
+            (res, idx, _) = first => {
+                let name = names.get(idx).cloned().unwrap_or_default();
+                let why = match res {
+                    Ok(Ok(())) => "stopped".to_string(),
+                    Ok(Err(e)) => format!("failed: {e}"),
+                    Err(e) if e.is_panic() => "panicked".to_string(),
+                    Err(e) => format!("was cancelled: {e}"),
+                };
+                let reason = format!("task {name} {why}");
+                readiness.set_broken(reason.clone());
+                return Err(Error::TaskStopped(reason));
+            }
         }
+    } else {
+        shutdown.await;
     }
+    readiness.set_stopping();
+    let draining = handles
+        .0
+        .iter_mut()
+        .zip(names.iter().zip(drains))
+        .filter(|(_, (_, d))| *d)
+        .map(|(h, (name, _))| async move {
+            match h.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(task = %name, error = %e, "task failed while draining"),
+                Err(e) => tracing::warn!(task = %name, error = %e, "task ended abnormally while draining"),
+            }
+        });
+    if tokio::time::timeout(DRAIN, futures::future::join_all(draining))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = DRAIN.as_secs(),
+            "draining took too long; stopping anyway"
+        );
+    }
+    Ok(())
 }
 
 /// The singleton caches, one per watched scope (all namespaces, or each `--namespace`), as
@@ -186,25 +228,6 @@ async fn tls_mode(client: &Client, cfg: &RunConfig) -> Result<TlsMode> {
     }
 }
 
-/// A controller that runs forever and calls back once its caches have listed: its task
-/// and a future that says whether that happened (false if the controller stopped first).
-fn with_synced<F>(
-    name: String,
-    start: impl FnOnce(Box<dyn FnOnce() + Send>) -> F,
-) -> (Task, BoxFuture<'static, bool>)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let fut = start(Box::new(move || {
-        let _ = tx.send(());
-    }));
-    (
-        Task::forever(name, fut),
-        Box::pin(async move { rx.await.is_ok() }),
-    )
-}
-
 /// `kube-standby run`: webhook + reconcilers against the cluster, until `shutdown`.
 pub async fn run(
     cfg: RunConfig,
@@ -214,8 +237,8 @@ pub async fn run(
     // Unusable input stops the run before anything starts.
     let actor_runtime = crate::controller::actor::runtime_source(&cfg.actor)?;
     let metrics = Arc::new(Metrics::new());
-    let debug = DebugState::default();
-    let readiness = Readiness::default();
+    let caches = crate::state::Caches::with_gauge(metrics.cache_synced.clone());
+    let readiness = Readiness::with_caches(caches.clone());
     let mut tasks = vec![];
 
     let (lead_tx, leading) = watch::channel(cfg.leader.is_none());
@@ -231,6 +254,17 @@ pub async fn run(
             lead_tx.closed().await;
         }));
     }
+    let deps = Deps {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        debug: DebugState::default(),
+        leading,
+        caches,
+    };
+
+    // Cluster-wide caches, built once for every scope.
+    let (nodes, node_task) = singleton::Nodes::watch(&deps);
+    tasks.push(Task::forever("nodes", node_task));
 
     // One set of caches and controllers per watched scope.
     let scopes: Vec<Option<String>> = if cfg.namespaces.is_empty() {
@@ -239,21 +273,12 @@ pub async fn run(
         cfg.namespaces.iter().cloned().map(Some).collect()
     };
     let mut view = SingletonView::default();
-    let mut synced = vec![];
     for scope in &scopes {
         let label = scope.as_deref().unwrap_or("all");
-        let started = singleton::start(
-            client.clone(),
-            metrics.clone(),
-            debug.clone(),
-            leading.clone(),
-            scope.clone(),
-        )
-        .await;
+        let started = singleton::start(&deps, scope.clone(), &nodes);
         for (i, t) in started.tasks.into_iter().enumerate() {
             tasks.push(Task::forever(format!("singleton-{label}-{i}"), t));
         }
-        synced.push(Box::pin(started.synced.map(|()| true)) as BoxFuture<'static, bool>);
         view.0.push((scope.clone(), started.stores));
     }
     let release = Arc::new(ReleaseService::new(
@@ -272,7 +297,7 @@ pub async fn run(
         Some(release),
         readiness.clone(),
         metrics.clone(),
-        debug.clone(),
+        deps.debug.clone(),
     )
     .await?;
 
@@ -289,70 +314,83 @@ pub async fn run(
 
     for scope in &scopes {
         let label = scope.as_deref().unwrap_or("all");
-        let (c, m, d, l, s) = (
-            client.clone(),
-            metrics.clone(),
-            debug.clone(),
-            leading.clone(),
-            scope.clone(),
-        );
-        let (task, ready) = with_synced(format!("hsd-{label}"), |cb| hsd::run(c, m, d, l, s, cb));
-        tasks.push(task);
-        synced.push(ready);
-        let (c, m, d, l, s) = (
-            client.clone(),
-            metrics.clone(),
-            debug.clone(),
-            leading.clone(),
-            scope.clone(),
-        );
-        let (task, ready) = with_synced(format!("hsj-{label}"), |cb| hsj::run(c, m, d, l, s, cb));
-        tasks.push(task);
-        synced.push(ready);
+        tasks.push(Task::forever(
+            format!("hsd-{label}"),
+            hsd::run(deps.clone(), scope.clone()),
+        ));
+        tasks.push(Task::forever(
+            format!("hsj-{label}"),
+            hsj::run(deps.clone(), scope.clone()),
+        ));
     }
-    let actors = crate::controller::actor::start_all(
-        client.clone(),
-        &cfg.actor,
-        actor_runtime,
-        &scopes,
-        metrics.clone(),
-        debug.clone(),
-        leading.clone(),
-    )
-    .await?;
+    let actors =
+        crate::controller::actor::start_all(&deps, &cfg.actor, actor_runtime, &scopes).await?;
     tasks.extend(actors.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
-    synced.extend(actors.synced);
+    // Every watch is registered: readiness now follows the caches (and names the missing).
+    readiness.set_watches_started();
+    tracing::info!(
+        watches = deps.caches.len(),
+        "started; ready once every cache has listed"
+    );
     {
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            if futures::future::join_all(synced).await.iter().all(|ok| *ok) {
-                readiness.set_caches_synced();
-                tracing::info!("caches synced");
-            }
-        });
+        let (readiness, caches) = (readiness.clone(), deps.caches.clone());
+        tasks.push(Task::forever("sync-report", async move {
+            report_synced(readiness, caches).await;
+            futures::future::pending::<()>().await
+        }));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    tasks.push(Task::forever("webhook", async move {
-        prepared
-            .serve(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await
-    }));
+    tasks.push(
+        Task::forever("webhook", async move {
+            prepared
+                .serve(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+        .draining(),
+    );
+    let readiness_on_stop = readiness.clone();
     supervise(
         tasks,
         async move {
             shutdown.await;
+            // Not ready first (no new traffic), then the webhook stops accepting and
+            // answers what is in flight.
+            readiness_on_stop.set_stopping();
             let _ = stop_tx.send(true);
-            // Let the server drain in-flight admissions briefly.
-            tokio::time::sleep(Duration::from_millis(500)).await;
             drop(stop_rx);
         },
         &readiness,
     )
-    .await
+    .await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Log once when every required cache has listed (readiness itself is derived live).
+async fn report_synced(readiness: Readiness, caches: crate::state::Caches) {
+    let mut waited = Duration::ZERO;
+    let mut next_warning = Duration::from_secs(30);
+    loop {
+        if caches.waiting_for().is_empty() {
+            tracing::info!(waited_ms = waited.as_millis() as u64, "caches synced");
+            return;
+        }
+        if waited >= next_warning {
+            next_warning += Duration::from_secs(60);
+            let names: Vec<String> = readiness
+                .waiting_for()
+                .into_iter()
+                .map(|w| w.resource)
+                .collect();
+            tracing::warn!(waiting_for = ?names, "still waiting for caches to list");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
 }
 
 #[cfg(test)]

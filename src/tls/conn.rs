@@ -10,6 +10,9 @@
 //!   (HTTP/2: GOAWAY), and dropped if it has not ended `CLOSE_GRACE` later. Requests in
 //!   progress are bounded by their handlers (body read timeout, the 30 s release poll).
 //! - HTTP/2 connections carry at most `max_http2_streams` concurrent streams.
+//! - On shutdown the listener closes first; every open connection is then shut down
+//!   gracefully (requests in flight are answered) and the loop returns once all have ended,
+//!   or after twice `CLOSE_GRACE`.
 //! - Accept errors (e.g. out of file descriptors) are logged at most once per
 //!   `LOG_EVERY`, with the number left out.
 use std::future::Future;
@@ -194,8 +197,13 @@ impl Activity {
 }
 
 /// Serve HTTP (1.1 or h2) on one accepted connection until it ends or goes idle.
-async fn serve_connection<I>(io: I, app: Router, builder: Builder<TokioExecutor>, idle: Duration)
-where
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    builder: Builder<TokioExecutor>,
+    idle: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
@@ -214,11 +222,13 @@ where
     let ended = tokio::select! {
         r = conn.as_mut() => Some(r),
         _ = activity.idle_for(idle) => None,
+        // The server stops: requests in flight are answered, then the connection closes.
+        _ = closing.wait_for(|c| *c) => None,
     };
     let result = match ended {
         Some(r) => r,
         None => {
-            tracing::debug!("closing an idle connection");
+            tracing::debug!("closing a connection (idle, or the server stops)");
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(CLOSE_GRACE, conn).await {
                 Ok(r) => r,
@@ -238,10 +248,11 @@ async fn accept_loop<F, Fut>(
     shutdown: impl Future<Output = ()> + Send,
     handle: F,
 ) where
-    F: Fn(TcpStream, std::net::SocketAddr) -> Fut,
+    F: Fn(TcpStream, std::net::SocketAddr, tokio::sync::watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut accept_errors = LogLimiter::new(LOG_EVERY);
     let mut refusals = LogLimiter::new(LOG_EVERY);
     tokio::pin!(shutdown);
@@ -267,11 +278,21 @@ async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let fut = handle(tcp, peer);
+        let fut = handle(tcp, peer, closing_rx.clone());
         tokio::spawn(async move {
             fut.await;
             drop(slot);
         });
+    }
+    // Stop accepting; let every open connection answer what is in flight and close. Each
+    // closes within CLOSE_GRACE of being told (in-flight work is bounded by its own
+    // timeouts), so waiting for every slot to come back ends.
+    drop(listener);
+    let _ = closing.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(CLOSE_GRACE * 2, slots.acquire_many(all)).await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after the drain period; closing them");
     }
 }
 
@@ -286,7 +307,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let builder = limits.builder();
     let (handshake, idle) = (limits.tls_handshake_timeout, limits.idle_timeout);
-    accept_loop(listener, limits, shutdown, move |tcp, peer| {
+    accept_loop(listener, limits, shutdown, move |tcp, peer, closing| {
         let accept = acceptor.accept(tcp);
         let (app, builder) = (app.clone(), builder.clone());
         async move {
@@ -301,7 +322,7 @@ pub async fn serve(
                     return;
                 }
             };
-            serve_connection(tls, app, builder, idle).await;
+            serve_connection(tls, app, builder, idle, closing).await;
         }
     })
     .await
@@ -316,8 +337,8 @@ pub async fn serve_plain(
 ) {
     let builder = limits.builder();
     let idle = limits.idle_timeout;
-    accept_loop(listener, limits, shutdown, move |tcp, _peer| {
-        serve_connection(tcp, app.clone(), builder.clone(), idle)
+    accept_loop(listener, limits, shutdown, move |tcp, _peer, closing| {
+        serve_connection(tcp, app.clone(), builder.clone(), idle, closing)
     })
     .await
 }

@@ -419,12 +419,19 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
     if reasons.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
+        let waiting = state.readiness.waiting_for();
+        let errors: serde_json::Map<String, serde_json::Value> = waiting
+            .iter()
+            .filter_map(|w| Some((w.resource.clone(), w.last_error.clone()?.into())))
+            .collect();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(ErrorBody {
-                error: reasons.join(", "),
-                status: 503,
-            }),
+            Json(serde_json::json!({
+                "error": reasons.join(", "),
+                "status": 503,
+                "waiting_for": waiting.iter().map(|w| w.resource.as_str()).collect::<Vec<_>>(),
+                "last_errors": errors,
+            })),
         )
             .into_response()
     }

@@ -176,7 +176,8 @@ pub async fn release(
             }
             _ => {}
         }
-        if Instant::now() >= deadline {
+        // A replica shutting down answers at once; the agent asks again (another replica).
+        if Instant::now() >= deadline || state.readiness.is_stopping() {
             return Json(ReleaseAnswer {
                 released: false,
                 pod,

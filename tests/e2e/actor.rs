@@ -13,8 +13,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use kube_standby::api::AsyncActor;
 use kube_standby::controller::actor::{self, build, build::Kind, plan};
-use kube_standby::metrics::Metrics;
-use kube_standby::state::DebugState;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -40,10 +38,7 @@ fn start_operator(
     let ns = ns.to_string();
     tokio::spawn(async move {
         let run = actor::run(
-            client,
-            Arc::new(Metrics::new()),
-            DebugState::default(),
-            kube_standby::controller::shell::always_leading(),
+            kube_standby::controller::Deps::standalone(client),
             Some(ns),
             cfg,
         );

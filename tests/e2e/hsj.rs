@@ -9,20 +9,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use kube_standby::api::hsj::HotStandbyJob;
-use kube_standby::metrics::Metrics;
-use kube_standby::state::DebugState;
 use serde_json::json;
 
 use crate::util::{self, wait_for, PAUSE};
 
 fn start_operator(client: Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(kube_standby::controller::hsj::run(
-        client,
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        kube_standby::controller::shell::always_leading(),
+        kube_standby::controller::Deps::standalone(client),
         None,
-        || {},
     ))
 }
 

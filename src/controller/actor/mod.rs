@@ -31,7 +31,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
+use super::watch::{resource_name, tracked, tracked_kind};
+use super::Deps;
 use crate::api::asya::AsyncActor;
+use crate::state::Caches;
 use crate::metrics::{Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
@@ -336,8 +339,48 @@ pub async fn detect_native_sidecars(client: &Client) -> bool {
 pub struct Started {
     /// Supervised tasks: (name, future).
     pub tasks: Vec<(String, BoxFuture<'static, ()>)>,
-    /// Resolve true when a scope's caches have listed.
-    pub synced: Vec<BoxFuture<'static, bool>>,
+}
+
+/// KEDA's CRDs (to know whether it is installed): cluster-wide, watched once for every
+/// scope; `changes` says when one of them changed.
+#[derive(Clone)]
+struct KedaCrds {
+    stores: Vec<Store<CustomResourceDefinition>>,
+    changes: tokio::sync::broadcast::Sender<()>,
+}
+
+impl KedaCrds {
+    fn watch(deps: &Deps) -> (KedaCrds, BoxFuture<'static, ()>) {
+        let (changes, _) = tokio::sync::broadcast::channel::<()>(64);
+        let mut stores = vec![];
+        let mut streams = vec![];
+        for name in build::KEDA_CRDS {
+            let (s, w) = reflector::store::<CustomResourceDefinition>();
+            stores.push(s);
+            let stream = tracked(
+                &deps.caches,
+                Api::<CustomResourceDefinition>::all(deps.client.clone()),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+                format!("customresourcedefinitions.apiextensions.k8s.io list ({name})"),
+                true,
+            )
+            .modify(|crd| {
+                crd.metadata.managed_fields = None;
+                crd.metadata.annotations = None;
+                crd.spec = Default::default();
+            })
+            .reflect(w)
+            .touched_objects()
+            .map(|_| ());
+            streams.push(stream.boxed());
+        }
+        let tx = changes.clone();
+        let task = futures::stream::select_all(streams).for_each(move |()| {
+            let _ = tx.send(());
+            async {}
+        });
+        (KedaCrds { stores, changes }, Box::pin(task))
+    }
 }
 
 /// The runtime file source of `cfg`: fails at once when the file is unusable, so `run`
@@ -350,60 +393,40 @@ pub fn runtime_source(cfg: &Config) -> Result<RuntimeSource> {
 pub type RuntimeSource = (RuntimeRx, Option<BoxFuture<'static, ()>>);
 
 /// Build the AsyncActor reconcilers for `scopes` (None: all namespaces).
+/// Start the AsyncActor machinery for every scope: one KEDA CRD watch for all of them,
+/// then per scope its caches and controller.
 pub async fn start_all(
-    client: Client,
+    deps: &Deps,
     cfg: &Config,
     (runtime, poll): RuntimeSource,
     scopes: &[Option<String>],
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Started> {
     let settings = Settings {
         sidecar_image: cfg.sidecar_image.clone(),
-        native_sidecar: detect_native_sidecars(&client).await,
+        native_sidecar: detect_native_sidecars(&deps.client).await,
         runtime,
     };
-    let mut started = Started {
-        tasks: vec![],
-        synced: vec![],
-    };
+    let mut started = Started { tasks: vec![] };
     if let Some(p) = poll {
         started.tasks.push(("actor-runtime-file".into(), p));
     }
+    let (crds, crd_task) = KedaCrds::watch(deps);
+    started.tasks.push(("actor-keda-crds".into(), crd_task));
     for scope in scopes {
         let label = scope.as_deref().unwrap_or("all");
-        let (ctx, tasks) = start_scope(
-            client.clone(),
-            scope.as_deref(),
-            settings.clone(),
-            metrics.clone(),
-            debug.clone(),
-            leading.clone(),
-        );
+        let tasks = start_scope(deps, scope.as_deref(), settings.clone(), &crds);
         for (i, t) in tasks.into_iter().enumerate() {
             started.tasks.push((format!("actor-{label}-{i}"), t));
         }
-        let gate = ctx.gate.clone();
-        started
-            .synced
-            .push(Box::pin(async move { gate.wait_synced().await }));
     }
     Ok(started)
 }
 
 /// Run the AsyncActor reconciler for one scope until the process ends (for tests and
 /// embedding; `kube-standby run` supervises the parts through [`start_all`]).
-pub async fn run(
-    client: Client,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-    namespace: Option<String>,
-    cfg: Config,
-) -> Result<()> {
+pub async fn run(deps: Deps, namespace: Option<String>, cfg: Config) -> Result<()> {
     let source = runtime_source(&cfg)?;
-    let started = start_all(client, &cfg, source, &[namespace], metrics, debug, leading).await?;
+    let started = start_all(&deps, &cfg, source, &[namespace]).await?;
     futures::future::join_all(started.tasks.into_iter().map(|(_, t)| t)).await;
     Ok(())
 }
@@ -426,7 +449,9 @@ fn all_actors(store: &Store<AsyncActor>, ns: Option<&str>) -> Vec<ObjectRef<Asyn
 
 /// A labelled, managed-fields-free watch of `K` feeding `store`; yields the actors touched.
 fn labelled<K>(
+    caches: &Caches,
     api: Api<K>,
+    ns: Option<&str>,
     writer: reflector::store::Writer<K>,
     page: bool,
     strip: fn(&mut K),
@@ -439,8 +464,7 @@ where
     if page {
         wc = wc.page_size(100);
     }
-    watcher(api, wc)
-        .default_backoff()
+    tracked_kind(caches, api, ns, wc, true)
         .modify(strip)
         .reflect(writer)
         .touched_objects()
@@ -462,17 +486,12 @@ fn runtime_changes(rx: RuntimeRx) -> impl Stream<Item = ()> + Send {
 type Tasks = Vec<BoxFuture<'static, ()>>;
 
 /// The caches, the controller and its triggers for one scope.
-fn start_scope(
-    client: Client,
-    ns: Option<&str>,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-) -> (Arc<Ctx>, Tasks) {
+fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &KedaCrds) -> Tasks {
+    let client = deps.client.clone();
+    let caches = &deps.caches;
     let mut tasks: Tasks = vec![];
     let (actors, actor_w) = reflector::store::<AsyncActor>();
-    let (deps, dep_w) = reflector::store::<Deployment>();
+    let (deployments, dep_w) = reflector::store::<Deployment>();
     let (stss, sts_w) = reflector::store::<StatefulSet>();
     let (jobs, job_w) = reflector::store::<Job>();
     let (svcs, svc_w) = reflector::store::<Service>();
@@ -480,18 +499,20 @@ fn start_scope(
     let (cms, cm_w) = reflector::store::<ConfigMap>();
     let c = || client.clone();
     let triggers = futures::stream::select_all(vec![
-        labelled(super::scoped(c(), ns), dep_w, false, clear_managed).boxed(),
-        labelled(super::scoped(c(), ns), sts_w, false, clear_managed).boxed(),
-        labelled(super::scoped(c(), ns), job_w, false, clear_managed).boxed(),
-        labelled(super::scoped(c(), ns), svc_w, false, clear_managed).boxed(),
-        labelled(super::scoped(c(), ns), pod_w, true, observe::strip_pod).boxed(),
+        labelled(caches, super::scoped(c(), ns), ns, dep_w, false, clear_managed).boxed(),
+        labelled(caches, super::scoped(c(), ns), ns, sts_w, false, clear_managed).boxed(),
+        labelled(caches, super::scoped(c(), ns), ns, job_w, false, clear_managed).boxed(),
+        labelled(caches, super::scoped(c(), ns), ns, svc_w, false, clear_managed).boxed(),
+        labelled(caches, super::scoped(c(), ns), ns, pod_w, true, observe::strip_pod).boxed(),
     ]);
     let cm_actors = actors.clone();
-    let cm_stream = watcher(
+    let cm_stream = tracked_kind(
+        caches,
         super::scoped::<ConfigMap>(c(), ns),
+        ns,
         watcher::Config::default().fields(&format!("metadata.name={}", build::RUNTIME_CONFIGMAP)),
+        true,
     )
-    .default_backoff()
     .modify(clear_managed)
     .reflect(cm_w)
     .touched_objects()
@@ -503,29 +524,9 @@ fn start_scope(
         futures::stream::iter(refs)
     });
 
-    // KEDA: its CRDs (to know whether it is installed) and our objects of its kinds.
-    let mut crds = vec![];
-    let mut crd_streams = vec![];
-    for name in build::KEDA_CRDS {
-        let (s, w) = reflector::store::<CustomResourceDefinition>();
-        crds.push(s);
-        let stream = watcher(
-            Api::<CustomResourceDefinition>::all(c()),
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-        )
-        .default_backoff()
-        .modify(|crd| {
-            crd.metadata.managed_fields = None;
-            crd.metadata.annotations = None;
-            crd.spec = Default::default();
-        })
-        .reflect(w)
-        .touched_objects()
-        .map(|_| ());
-        crd_streams.push(stream.boxed());
-    }
+    // KEDA: its CRDs (shared by every scope) and our objects of its kinds.
     let crd_actors = actors.clone();
-    let crd_trigger = futures::stream::select_all(crd_streams)
+    let crd_trigger = super::broadcast_stream(keda_crds.changes.subscribe())
         .flat_map(move |()| futures::stream::iter(all_actors(&crd_actors, None)));
     let mut keda = vec![];
     let mut keda_streams = vec![];
@@ -542,11 +543,14 @@ fn start_scope(
             store: w.as_reader(),
             listed: listed.clone(),
         });
-        let stream = watcher(
+        // KEDA may be missing (404): an optional watch, read by name until a list succeeds.
+        let stream = tracked(
+            caches,
             super::scoped_with(c(), ns, &ar),
             watcher::Config::default().labels(ACTOR_LABEL),
+            resource_name::<DynamicObject>(&ar, ns),
+            false,
         )
-        .default_backoff()
         .map(move |e| {
             match &e {
                 Ok(watcher::Event::InitDone) => listed.store(true, Ordering::Relaxed),
@@ -568,22 +572,22 @@ fn start_scope(
 
     let stores = Stores {
         actors: actors.clone(),
-        deployments: deps,
+        deployments,
         statefulsets: stss,
         jobs,
         services: svcs,
         pods: pods.clone(),
         configmaps: cms,
-        crds,
+        crds: keda_crds.stores.clone(),
         keda,
     };
     let ctx = Arc::new(Ctx::new(
         c(),
         stores,
         settings.clone(),
-        metrics,
-        debug,
-        leading,
+        deps.metrics.clone(),
+        deps.debug.clone(),
+        deps.leading.clone(),
     ));
     {
         // Forget probe results of pods that are gone.
@@ -600,11 +604,13 @@ fn start_scope(
     let rt_actors = actors.clone();
     let rt_trigger = runtime_changes(settings.runtime.clone())
         .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
-    let actor_stream = watcher(
+    let actor_stream = tracked_kind(
+        caches,
         super::scoped::<AsyncActor>(c(), ns),
+        ns,
         watcher::Config::default(),
+        true,
     )
-    .default_backoff()
     .modify(clear_managed)
     .reflect(actor_w)
     .touched_objects();
@@ -615,7 +621,6 @@ fn start_scope(
         .reconcile_on(crd_trigger)
         .reconcile_on(futures::stream::select_all(keda_streams))
         .reconcile_on(rt_trigger)
-        .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(move |r| {
             let janitor = janitor.clone();
@@ -628,7 +633,7 @@ fn start_scope(
             }
         });
     tasks.push(Box::pin(controller));
-    (ctx, tasks)
+    tasks
 }
 
 #[cfg(test)]

@@ -399,87 +399,84 @@ fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
     Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
-/// Run the controller until shutdown. `synced` is called once the caches have listed;
-/// nothing is reconciled before that, nor while `leading` is false.
-pub async fn run(
-    client: Client,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-    namespace: Option<String>,
-    synced: impl FnOnce() + Send + 'static,
-) {
+/// Run the controller until shutdown; nothing is reconciled before the caches have listed,
+/// nor while `deps.leading` is false. The probe-forgetting loop runs inside this future, so
+/// whatever supervises it supervises both.
+pub async fn run(deps: super::Deps, namespace: Option<String>) {
+    use super::watch::tracked_kind;
     let ns = namespace.as_deref();
+    let client = deps.client.clone();
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
-    let (deps, dep_w) = reflector::store::<Deployment>();
-    let pod_stream = watcher(super::scoped::<Pod>(client.clone(), ns), labelled.clone())
-        .default_backoff()
+    let (deps_store, dep_w) = reflector::store::<Deployment>();
+    let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
+    let c = &deps.caches;
+    let pod_stream = tracked_kind(c, super::scoped::<Pod>(client.clone(), ns), ns, labelled.clone(), true)
         .modify(child::strip_pod)
         .reflect(pod_w)
         .touched_objects();
-    let rs_stream = watcher(
-        super::scoped::<ReplicaSet>(client.clone(), ns),
-        labelled.clone(),
-    )
-    .default_backoff()
-    .modify(|rs| rs.managed_fields_mut().clear())
-    .reflect(rs_w)
-    .touched_objects();
-    let dep_stream = watcher(super::scoped::<Deployment>(client.clone(), ns), labelled)
-        .default_backoff()
+    let rs_stream = tracked_kind(c, super::scoped::<ReplicaSet>(client.clone(), ns), ns, labelled.clone(), true)
+        .modify(|rs| rs.managed_fields_mut().clear())
+        .reflect(rs_w)
+        .touched_objects();
+    let dep_stream = tracked_kind(c, super::scoped::<Deployment>(client.clone(), ns), ns, labelled, true)
         .modify(|d| d.managed_fields_mut().clear())
         .reflect(dep_w)
         .touched_objects();
+    let hsd_stream = tracked_kind(
+        c,
+        super::scoped::<HotStandbyDeployment>(client.clone(), ns),
+        ns,
+        watcher::Config::default(),
+        true,
+    )
+    .reflect(hsd_w)
+    .touched_objects();
     let stores = Stores {
         pods: pods.clone(),
         replicasets: rss.clone(),
-        deployments: deps.clone(),
+        deployments: deps_store.clone(),
     };
-    let ctx = Arc::new(Ctx::new(client.clone(), stores, metrics, debug, leading));
-    {
-        let gate = ctx.gate.clone();
-        tokio::spawn(async move {
-            if gate.wait_synced().await {
-                synced();
-            }
-        });
-    }
-    {
+    let ctx = Arc::new(Ctx::new(
+        client,
+        stores,
+        deps.metrics.clone(),
+        deps.debug.clone(),
+        deps.leading.clone(),
+    ));
+    let forget_probes = {
         // Forget probe results of pods that are gone.
         let (pods, probes) = (pods.clone(), ctx.probes.clone());
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 let live: std::collections::HashSet<String> =
                     pods.state().iter().filter_map(|p| p.uid()).collect();
                 probes.retain(&|uid| live.contains(uid));
             }
-        });
-    }
-
-    Controller::new(
-        super::scoped::<HotStandbyDeployment>(client, ns),
-        watcher::Config::default(),
-    )
-    .owns_stream(dep_stream)
-    .watches_stream(pod_stream, |p| owner_hsd(&p))
-    .watches_stream(rs_stream, |r| owner_hsd(&r))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|r| {
-        let ctx = ctx.clone();
-        async move {
-            if let Some((ns, name)) = shell::gone_object(&r) {
-                forget(&ctx, &ns, &name);
-            } else if let Err(e) = r {
-                tracing::debug!(error = %e, "hsd controller event");
-            }
         }
-    })
-    .await;
+    };
+    let controller = Controller::for_stream(hsd_stream, hsds)
+        .owns_stream(dep_stream)
+        .watches_stream(pod_stream, |p| owner_hsd(&p))
+        .watches_stream(rs_stream, |r| owner_hsd(&r))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                if let Some((ns, name)) = shell::gone_object(&r) {
+                    forget(&ctx, &ns, &name);
+                } else if let Err(e) = r {
+                    tracing::debug!(error = %e, "hsd controller event");
+                }
+            }
+        });
+    tokio::select! {
+        _ = controller => {},
+        _ = forget_probes => {},
+    }
 }
 
 /// An HSD is gone: drop its debug entry, status memory and per-object gauges.

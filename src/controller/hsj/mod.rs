@@ -475,91 +475,79 @@ fn owner_hsj<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyJob>> {
     Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
-/// Run the controller until shutdown. `synced` is called once the caches have listed.
-pub async fn run(
-    client: Client,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-    namespace: Option<String>,
-    synced: impl FnOnce() + Send + 'static,
-) {
+/// Run the controller until shutdown.
+pub async fn run(deps: super::Deps, namespace: Option<String>) {
     let exec = ExecProber::new(
         Arc::new(KubeExec {
-            client: client.clone(),
+            client: deps.client.clone(),
         }),
         EXEC_IN_FLIGHT,
     );
-    run_with(client, exec, metrics, debug, leading, namespace, synced).await
+    run_with(deps, exec, namespace).await
 }
 
-/// [`run`] with a given exec prober (tests use a fake runner).
-pub async fn run_with(
-    client: Client,
-    exec: ExecProber,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-    namespace: Option<String>,
-    synced: impl FnOnce() + Send + 'static,
-) {
+/// [`run`] with a given exec prober (tests use a fake runner). Nothing is reconciled before
+/// the caches have listed, nor while `deps.leading` is false; the pruning loop runs inside
+/// this future, so whatever supervises it supervises both.
+pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<String>) {
+    use super::watch::tracked_kind;
     let ns = namespace.as_deref();
+    let client = deps.client.clone();
+    let c = &deps.caches;
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (jobs, job_w) = reflector::store::<Job>();
     let (pods, pod_w) = reflector::store::<Pod>();
-    let job_stream = watcher(super::scoped::<Job>(client.clone(), ns), labelled.clone())
-        .default_backoff()
+    let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
+    let job_stream = tracked_kind(c, super::scoped::<Job>(client.clone(), ns), ns, labelled.clone(), true)
         .modify(|j| {
             j.managed_fields_mut().clear();
             j.spec = None;
         })
         .reflect(job_w)
         .touched_objects();
-    let pod_stream = watcher(super::scoped::<Pod>(client.clone(), ns), labelled)
-        .default_backoff()
+    let pod_stream = tracked_kind(c, super::scoped::<Pod>(client.clone(), ns), ns, labelled, true)
         .modify(observe::strip_pod)
         .reflect(pod_w)
         .touched_objects();
+    let hsj_stream = tracked_kind(
+        c,
+        super::scoped::<HotStandbyJob>(client.clone(), ns),
+        ns,
+        watcher::Config::default(),
+        true,
+    )
+    .reflect(hsj_w)
+    .touched_objects();
     let stores = Stores {
         jobs: jobs.clone(),
         pods: pods.clone(),
     };
     let ctx = Arc::new(Ctx::new(
-        client.clone(),
+        client,
         stores,
         exec,
-        metrics,
-        debug,
-        leading,
+        deps.metrics.clone(),
+        deps.debug.clone(),
+        deps.leading.clone(),
     ));
-    {
-        let gate = ctx.gate.clone();
-        tokio::spawn(async move {
-            if gate.wait_synced().await {
-                synced();
+    let controller = Controller::for_stream(hsj_stream, hsjs)
+        .owns_stream(job_stream)
+        .watches_stream(pod_stream, |p| owner_hsj(&p))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                if let Some((ns, name)) = shell::gone_object(&r) {
+                    forget(&ctx, &ns, &name);
+                } else if let Err(e) = r {
+                    tracing::debug!(error = %e, "hsj controller event");
+                }
             }
         });
+    tokio::select! {
+        _ = controller => {},
+        _ = prune(ctx.clone(), jobs, pods) => {},
     }
-    tokio::spawn(prune(ctx.clone(), jobs, pods));
-    Controller::new(
-        super::scoped::<HotStandbyJob>(client, ns),
-        watcher::Config::default(),
-    )
-    .owns_stream(job_stream)
-    .watches_stream(pod_stream, |p| owner_hsj(&p))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|r| {
-        let ctx = ctx.clone();
-        async move {
-            if let Some((ns, name)) = shell::gone_object(&r) {
-                forget(&ctx, &ns, &name);
-            } else if let Err(e) = r {
-                tracing::debug!(error = %e, "hsj controller event");
-            }
-        }
-    })
-    .await;
 }
 
 /// Every minute, forget probe answers of gone pods and busy memories of gone Jobs.

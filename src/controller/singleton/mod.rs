@@ -18,6 +18,8 @@ use serde_json::json;
 
 use super::index::{self, Index};
 use super::shell::{self, Gate, Shell};
+use super::watch::{resource_name, tracked, tracked_kind};
+use super::Deps;
 use crate::api::singleton::{
     selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
     WRAPPER_CONFIGMAP,
@@ -474,113 +476,126 @@ pub async fn forget(ctx: &Ctx, ar: &ApiResource, ns: &str, name: &str) {
     }
 }
 
-/// Is `group`'s StatefulSingleton served by the API server?
-async fn served(client: &Client, namespace: Option<&str>, group: &str) -> bool {
-    let api = super::scoped_with(client.clone(), namespace, &api_resource(group));
-    api.list(&kube::api::ListParams::default().limit(1))
-        .await
-        .is_ok()
+/// The cluster-wide Node cache: built once by the runtime and shared by every scope.
+#[derive(Clone)]
+pub struct Nodes {
+    pub index: Index<plan::NodeState>,
+    changes: tokio::sync::broadcast::Sender<()>,
 }
 
-/// The singleton machinery, built but not yet running: the stores (for the webhook and the
-/// release service), a future that resolves when every cache has listed, and the tasks
-/// (watch streams and one controller per served group) for the runtime to supervise.
+impl Nodes {
+    /// The Node index, and the watch task that feeds it (for the runtime to supervise).
+    pub fn watch(deps: &Deps) -> (Nodes, futures::future::BoxFuture<'static, ()>) {
+        let index: Index<plan::NodeState> = Index::default();
+        let (changes, _) = tokio::sync::broadcast::channel::<()>(256);
+        let events = tracked_kind(
+            &deps.caches,
+            Api::<Node>::all(deps.client.clone()),
+            None,
+            watcher::Config::default(),
+            true,
+        );
+        let tx = changes.clone();
+        let task = index::feed(events, index.clone(), observe::node_state).for_each(move |_| {
+            let _ = tx.send(());
+            async {}
+        });
+        (Nodes { index, changes }, Box::pin(task))
+    }
+}
+
+/// The singleton machinery of one scope, built but not yet running: the stores (for the
+/// webhook and the release service) and the tasks (watch streams and one controller per
+/// group) for the runtime to supervise. Readiness follows the watches through
+/// `deps.caches`.
 pub struct Started {
     pub stores: Stores,
-    pub synced: futures::future::BoxFuture<'static, ()>,
     pub tasks: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
-/// Build the stores and controllers.
-pub async fn start(
-    client: Client,
-    metrics: Arc<Metrics>,
-    debug: DebugState,
-    leading: tokio::sync::watch::Receiver<bool>,
-    namespace: Option<String>,
-) -> Started {
+/// Build the stores and controllers of one scope; Nodes come from the shared `nodes`.
+/// Both groups are always watched: one whose CRD is not served yet is retried with backoff
+/// (and named by `/readyz`) until it is.
+pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
+    let client = deps.client.clone();
     let ns = namespace.as_deref();
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![];
     let pods: Index<observe::PodFacts> = Index::default();
-    let nodes: Index<plan::NodeState> = Index::default();
     let (cms, cm_w) = reflector::store::<ConfigMap>();
     let (pod_tx, _) = tokio::sync::broadcast::channel::<Arc<observe::PodFacts>>(4096);
-    let (node_tx, _) = tokio::sync::broadcast::channel::<()>(256);
     {
         let pod_tx = pod_tx.clone();
         // Small pages: every pod of the scope is listed, and a page is parsed whole.
-        let events = watcher(
+        let events = tracked_kind(
+            &deps.caches,
             super::scoped::<Pod>(client.clone(), ns),
+            ns,
             watcher::Config::default().page_size(100),
-        )
-        .default_backoff();
+            true,
+        );
         let pod_stream = index::feed(events, pods.clone(), observe::pod_facts);
         tasks.push(Box::pin(pod_stream.for_each(move |p| {
             let _ = pod_tx.send(Arc::new(observe::pod_facts(&p)));
             async {}
         })));
-        let node_tx = node_tx.clone();
-        let events =
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let node_stream = index::feed(events, nodes.clone(), observe::node_state);
-        tasks.push(Box::pin(node_stream.for_each(move |_| {
-            let _ = node_tx.send(());
-            async {}
-        })));
-        let cm_stream = watcher(
+        let cm_stream = tracked_kind(
+            &deps.caches,
             super::scoped::<ConfigMap>(client.clone(), ns),
+            ns,
             watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
+            true,
         )
-        .default_backoff()
         .reflect(cm_w)
         .touched_objects();
         tasks.push(Box::pin(cm_stream.for_each(|_| async {})));
     }
 
-    let mut groups = vec![api_resource("apps.statefulsingleton.com")];
-    if served(&client, ns, LEGACY_GROUP).await {
-        groups.push(api_resource(LEGACY_GROUP));
-    } else {
-        tracing::info!(
-            group = LEGACY_GROUP,
-            "legacy StatefulSingleton group not served; skipping it"
-        );
-    }
+    let groups = [
+        api_resource("apps.statefulsingleton.com"),
+        api_resource(LEGACY_GROUP),
+    ];
     let mut singleton_stores = vec![];
+    let mut singleton_streams = vec![];
     for ar in &groups {
         let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         singleton_stores.push(w.as_reader());
-        let stream = watcher(
+        let stream = tracked(
+            &deps.caches,
             super::scoped_with(client.clone(), ns, ar),
             watcher::Config::default(),
+            resource_name::<DynamicObject>(ar, ns),
+            true,
         )
-        .default_backoff()
         .reflect(w)
         .touched_objects();
-        tasks.push(Box::pin(stream.for_each(|_| async {})));
+        singleton_streams.push(stream);
     }
     let stores = Stores {
         pods: pods.clone(),
-        nodes: nodes.clone(),
+        nodes: nodes.index.clone(),
         configmaps: cms.clone(),
-        singletons: singleton_stores,
+        singletons: singleton_stores.clone(),
     };
 
-    for ar in groups {
+    for ((ar, stream), reader) in groups
+        .into_iter()
+        .zip(singleton_streams)
+        .zip(singleton_stores)
+    {
         let ctx = Arc::new((
             Ctx::new(
                 client.clone(),
                 stores.clone(),
-                metrics.clone(),
-                debug.clone(),
-                leading.clone(),
+                deps.metrics.clone(),
+                deps.debug.clone(),
+                deps.leading.clone(),
             ),
             ar.clone(),
         ));
         let (st, group) = (stores.clone(), ar.group.clone());
         // A pod event reconciles the singletons (of this group) whose selector matches it.
         let pod_trigger =
-            broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
+            super::broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
                 let ns = p.namespace.clone();
                 let refs: Vec<ObjectRef<DynamicObject>> = st
                     .singletons
@@ -596,7 +611,7 @@ pub async fn start(
             });
         let (st, group) = (stores.clone(), ar.group.clone());
         // A node event may unblock a handover waiting for a lost node.
-        let node_trigger = broadcast_stream(node_tx.subscribe()).flat_map(move |()| {
+        let node_trigger = super::broadcast_stream(nodes.changes.subscribe()).flat_map(move |()| {
             let refs: Vec<ObjectRef<DynamicObject>> = st
                 .singletons
                 .iter()
@@ -612,13 +627,11 @@ pub async fn start(
                 .collect();
             futures::stream::iter(refs)
         });
-        let api = super::scoped_with(client.clone(), ns, &ar);
         let janitor = ctx.clone();
         tasks.push(Box::pin(async move {
-            Controller::new_with(api, watcher::Config::default(), ar.clone())
+            Controller::for_stream_with(stream, reader, ar.clone())
                 .reconcile_on(pod_trigger)
                 .reconcile_on(node_trigger)
-                .shutdown_on_signal()
                 .run(reconcile, error_policy, ctx)
                 .for_each(|r| {
                     let janitor = janitor.clone();
@@ -633,26 +646,7 @@ pub async fn start(
                 .await;
         }));
     }
-
-    let waiting = stores.clone();
-    let ready = async move {
-        let ok = [
-            waiting.pods.ready().await,
-            waiting.nodes.ready().await,
-            waiting.configmaps.wait_until_ready().await.is_ok(),
-        ];
-        if ok.contains(&false) {
-            tracing::warn!("a singleton cache stopped before it was ready");
-        }
-        for s in &waiting.singletons {
-            let _ = s.wait_until_ready().await;
-        }
-    };
-    Started {
-        stores,
-        synced: Box::pin(ready),
-        tasks,
-    }
+    Started { stores, tasks }
 }
 
 /// Just the selector of a StatefulSingleton (cheaper than reading the whole object).
@@ -672,16 +666,3 @@ fn ar_of(o: &DynamicObject) -> ApiResource {
     api_resource(&group)
 }
 
-fn broadcast_stream<T: Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(v) => return Some((v, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-}

@@ -1,0 +1,194 @@
+//! Every watch the operator runs starts here: a kube watcher with our backoff, reporting to
+//! the process's cache registry ([`crate::state::Caches`]).
+//!
+//! Invariants:
+//! - a watch never ends and never stalls silently: a failing list or watch (404 while a CRD
+//!   is not yet established, 403, a connection refused) is retried with backoff for ever,
+//!   logged once with the API server's answer, and once more when it recovers;
+//! - the registry learns that a cache has listed from the stream's own `InitDone` event,
+//!   not from kube's `Store::wait_until_ready` (whose signal wakes only the last waiter);
+//! - the backoff starts at [`MIN_BACKOFF`] and is capped at [`MAX_BACKOFF`], so a resource
+//!   served late is picked up within seconds, without a restart.
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::state::{CacheHandle, Caches};
+
+/// First retry after a failure.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest pause between retries of a failing watch.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Exponential backoff (doubling, with up to 25 % jitter) between [`MIN_BACKOFF`] and
+/// [`MAX_BACKOFF`], reset by the stream after a successful event.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(7)
+            | 1;
+        WatchBackoff {
+            next: MIN_BACKOFF,
+            seed,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: cheap jitter so many watches failing together do not retry in step.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = self.next;
+        let jitter = base.mul_f64((self.seed % 1000) as f64 / 4000.0);
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        Some((base + jitter).min(MAX_BACKOFF))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+}
+
+/// "<plural>[.<group>] list", and " in <namespace>" for a one-namespace scope: the name a
+/// watch has in `/readyz`, the logs and `kube_standby_cache_synced{resource}`.
+pub fn resource_name<K: Resource>(dt: &K::DynamicType, namespace: Option<&str>) -> String {
+    let group = K::group(dt);
+    let plural = K::plural(dt);
+    let mut name = if group.is_empty() {
+        format!("{plural} list")
+    } else {
+        format!("{plural}.{group} list")
+    };
+    if let Some(ns) = namespace {
+        name.push_str(" in ");
+        name.push_str(ns);
+    }
+    name
+}
+
+/// Feed `handle` from a watcher's events (listed, recovered, failed), passing them on.
+pub fn report<K, S>(events: S, handle: CacheHandle) -> impl Stream<Item = S::Item> + Send
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
+{
+    events.inspect(move |ev| match ev {
+        Ok(watcher::Event::InitDone) => handle.listed(),
+        Ok(_) => handle.ok(),
+        Err(e) => handle.failed(&e.to_string()),
+    })
+}
+
+/// A watch of `api` registered in `caches` under `name`; `required`: readiness waits for it.
+pub fn tracked<K>(
+    caches: &Caches,
+    api: Api<K>,
+    config: watcher::Config,
+    name: String,
+    required: bool,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let handle = caches.register(name, required);
+    report(
+        kube::runtime::WatchStreamExt::backoff(watcher(api, config), WatchBackoff::default()),
+        handle,
+    )
+}
+
+/// [`tracked`] for a statically typed kind, named from its type and scope.
+pub fn tracked_kind<K>(
+    caches: &Caches,
+    api: Api<K>,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    required: bool,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tracked(
+        caches,
+        api,
+        config,
+        resource_name::<K>(&(), namespace),
+        required,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::Status;
+
+    fn not_found() -> watcher::Error {
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
+            Status::failure("the server could not find the requested resource", "NotFound")
+                .with_code(404),
+        )))
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_floor_to_the_cap_and_resets() {
+        let mut b = WatchBackoff::default();
+        let first = b.next().unwrap();
+        assert!(first >= MIN_BACKOFF && first <= MIN_BACKOFF.mul_f64(1.25), "{first:?}");
+        let delays: Vec<Duration> = (0..10).filter_map(|_| b.next()).collect();
+        assert!(delays.iter().all(|d| *d <= MAX_BACKOFF), "{delays:?}");
+        assert_eq!(delays.last().copied(), Some(MAX_BACKOFF));
+        b.reset();
+        assert!(b.next().unwrap() <= MIN_BACKOFF.mul_f64(1.25));
+    }
+
+    #[test]
+    fn names_say_resource_group_and_scope() {
+        assert_eq!(resource_name::<Pod>(&(), None), "pods list");
+        assert_eq!(resource_name::<Pod>(&(), Some("a")), "pods list in a");
+        assert_eq!(
+            resource_name::<crate::api::HotStandbyJob>(&(), None),
+            "hotstandbyjobs.apps.paia.tech list"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_404_then_a_list_marks_the_cache_synced_and_the_error_is_kept_until_then() {
+        let caches = Caches::default();
+        let handle = caches.register("hotstandbyjobs.apps.paia.tech list", true);
+        let events: Vec<watcher::Result<watcher::Event<Pod>>> = vec![
+            Err(not_found()),
+            Err(not_found()),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ];
+        let mut s = Box::pin(report(futures::stream::iter(events), handle));
+        s.next().await;
+        let waiting = caches.waiting_for();
+        assert_eq!(waiting.len(), 1);
+        assert!(
+            waiting[0].last_error.as_deref().is_some_and(|e| e.contains("404")),
+            "{waiting:?}"
+        );
+        while s.next().await.is_some() {}
+        assert!(caches.waiting_for().is_empty());
+        assert!(caches.is_synced("hotstandbyjobs.apps.paia.tech list"));
+    }
+}
