@@ -30,6 +30,9 @@ struct CacheEntry {
     synced: bool,
     /// The API server's last answer while the watch fails.
     failing: Option<String>,
+    /// This watch logged the failure of its resource (others of the same resource, e.g.
+    /// several pod watches, stay quiet), so it logs the recovery.
+    warned: bool,
 }
 
 /// Every watch the process runs, by resource: which have listed, which fail, and why.
@@ -72,6 +75,7 @@ impl Caches {
             required,
             synced: false,
             failing: None,
+            warned: false,
         });
         let id = e.len() - 1;
         drop(e);
@@ -140,11 +144,11 @@ impl CacheHandle {
 
     /// The watch delivered something: a failing watch has recovered (logged once).
     pub fn ok(&self) {
-        if let Some(Some((resource, was))) = self.with(|c| {
-            c.failing
-                .take()
-                .map(|was| (c.resource.clone(), was))
-        }) {
+        let recovered = self.with(|c| {
+            let was = c.failing.take()?;
+            std::mem::take(&mut c.warned).then(|| (c.resource.clone(), was))
+        });
+        if let Some(Some((resource, was))) = recovered {
             tracing::info!(resource = %resource, previous_error = %was, "watch recovered");
         }
     }
@@ -161,26 +165,40 @@ impl CacheHandle {
     }
 
     /// The watch failed with the API server's answer `error`; it retries with backoff.
-    /// Logged once per failing stretch (a warning for a required cache), not per retry.
+    /// Logged once per resource and failing stretch (a warning for a required cache), not
+    /// per retry nor per watch of the same resource.
     pub fn failed(&self, error: &str) {
-        let first = self.with(|c| {
-            let first = c.failing.is_none();
-            c.failing = Some(error.to_string());
-            (first, c.required, c.synced, c.resource.clone())
-        });
-        match first {
-            Some((true, true, synced, resource)) => tracing::warn!(
+        let mut entries = lock(&self.caches.entries);
+        let Some(resource) = entries.get(self.id).map(|c| c.resource.clone()) else {
+            return;
+        };
+        let already = entries
+            .iter()
+            .any(|c| c.resource == resource && c.warned && c.failing.is_some());
+        let Some(c) = entries.get_mut(self.id) else {
+            return;
+        };
+        c.failing = Some(error.to_string());
+        if already || c.warned {
+            tracing::debug!(resource = %resource, error = %error, "watch still failing");
+            return;
+        }
+        c.warned = true;
+        let (required, synced) = (c.required, c.synced);
+        drop(entries);
+        if required {
+            tracing::warn!(
                 resource = %resource,
                 error = %error,
                 listed_before = synced,
                 "watch failing; retrying with backoff (logged once until it recovers)"
-            ),
-            Some((true, false, _, resource)) => tracing::info!(
+            );
+        } else {
+            tracing::info!(
                 resource = %resource,
                 error = %error,
                 "optional watch not available; retrying with backoff (logged once until it recovers)"
-            ),
-            _ => tracing::debug!(error = %error, "watch still failing"),
+            );
         }
     }
 }
@@ -329,7 +347,10 @@ mod tests {
         pods_b.listed();
         assert_eq!(r.not_ready_reasons(), vec!["caches not synced"]);
         r.set_watches_started();
-        assert!(r.not_ready_reasons().is_empty(), "an optional cache does not hold readiness");
+        assert!(
+            r.not_ready_reasons().is_empty(),
+            "an optional cache does not hold readiness"
+        );
         drop(keda);
 
         let caches = Caches::default();
@@ -355,7 +376,10 @@ mod tests {
                 }
             ]
         );
-        assert!(!caches.is_synced("pods list"), "one of two pod watches has listed");
+        assert!(
+            !caches.is_synced("pods list"),
+            "one of two pod watches has listed"
+        );
         pods_b.listed();
         jobs.listed();
         assert!(r.not_ready_reasons().is_empty());

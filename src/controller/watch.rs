@@ -91,6 +91,8 @@ where
 {
     events.inspect(move |ev| match ev {
         Ok(watcher::Event::InitDone) => handle.listed(),
+        // Emitted before the list request is even sent: not a sign of recovery.
+        Ok(watcher::Event::Init) => {}
         Ok(_) => handle.ok(),
         Err(e) => handle.failed(&e.to_string()),
     })
@@ -142,8 +144,11 @@ mod tests {
 
     fn not_found() -> watcher::Error {
         watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
-            Status::failure("the server could not find the requested resource", "NotFound")
-                .with_code(404),
+            Status::failure(
+                "the server could not find the requested resource",
+                "NotFound",
+            )
+            .with_code(404),
         )))
     }
 
@@ -151,7 +156,10 @@ mod tests {
     fn backoff_doubles_from_the_floor_to_the_cap_and_resets() {
         let mut b = WatchBackoff::default();
         let first = b.next().unwrap();
-        assert!(first >= MIN_BACKOFF && first <= MIN_BACKOFF.mul_f64(1.25), "{first:?}");
+        assert!(
+            first >= MIN_BACKOFF && first <= MIN_BACKOFF.mul_f64(1.25),
+            "{first:?}"
+        );
         let delays: Vec<Duration> = (0..10).filter_map(|_| b.next()).collect();
         assert!(delays.iter().all(|d| *d <= MAX_BACKOFF), "{delays:?}");
         assert_eq!(delays.last().copied(), Some(MAX_BACKOFF));
@@ -184,7 +192,10 @@ mod tests {
         let waiting = caches.waiting_for();
         assert_eq!(waiting.len(), 1);
         assert!(
-            waiting[0].last_error.as_deref().is_some_and(|e| e.contains("404")),
+            waiting[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("404")),
             "{waiting:?}"
         );
         while s.next().await.is_some() {}

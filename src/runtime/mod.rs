@@ -128,8 +128,12 @@ pub async fn supervise(
         .map(|(h, (name, _))| async move {
             match h.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(task = %name, error = %e, "task failed while draining"),
-                Err(e) => tracing::warn!(task = %name, error = %e, "task ended abnormally while draining"),
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %name, error = %e, "task failed while draining")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %name, error = %e, "task ended abnormally while draining")
+                }
             }
         });
     if tokio::time::timeout(DRAIN, futures::future::join_all(draining))

@@ -148,6 +148,8 @@ fn is_collection(path: &str) -> bool {
 
 #[derive(Clone)]
 struct Fake {
+    /// Path prefixes answered 404 (as for a CRD not yet established) until the instant.
+    unserved: Arc<Mutex<Vec<(String, Instant)>>>,
     seen: Seen,
     objects: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     events: broadcast::Sender<Pushed>,
@@ -365,6 +367,23 @@ fn watch(fake: &Fake, path: &str, query: &str) -> Response {
 async fn handle(State(fake): State<Fake>, req: Request) -> Response {
     let at = Instant::now();
     let uri = req.uri().clone();
+    let unserved = fake
+        .unserved
+        .lock()
+        .map(|u| {
+            u.iter()
+                .any(|(prefix, until)| uri.path().starts_with(prefix.as_str()) && at < *until)
+        })
+        .unwrap_or(false);
+    if unserved {
+        fake.seen(&req);
+        // What a real API server answers for a group/version it does not serve (yet).
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from("404 page not found\n"))
+            .unwrap_or_default();
+    }
     if req.method() != Method::GET {
         fake.seen(&req);
         return write(fake, req, at).await;
@@ -389,6 +408,20 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
 }
 
 impl FakeApi {
+    /// Answer 404 to every request whose path starts with `prefix` for the next `for_`, as a
+    /// real API server does while a CRD is not established yet (`Duration::MAX`-like values:
+    /// never served).
+    pub fn not_served(&self, prefix: &str, for_: Duration) {
+        let until = Instant::now()
+            .checked_add(for_)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        self.fake
+            .unserved
+            .lock()
+            .expect("unserved")
+            .push((prefix.to_string(), until));
+    }
+
     /// Send a watch event (`ADDED`, `MODIFIED` or `DELETED`) for `object` to every open watch
     /// of `collection` (all-namespaces path, e.g. "/api/v1/pods") that admits it, and apply
     /// it to what later lists serve. A missing resourceVersion is filled in.
@@ -427,6 +460,7 @@ pub async fn start() -> FakeApi {
 pub async fn start_with(objects: Objects) -> FakeApi {
     let seen = Seen::default();
     let fake = Fake {
+        unserved: Arc::default(),
         seen: seen.clone(),
         objects: Arc::new(Mutex::new(Arc::unwrap_or_clone(objects))),
         events: broadcast::channel(4096).0,

@@ -34,10 +34,10 @@ use super::shell::{self, Gate, Shell};
 use super::watch::{resource_name, tracked, tracked_kind};
 use super::Deps;
 use crate::api::asya::AsyncActor;
-use crate::state::Caches;
 use crate::metrics::{Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
+use crate::state::Caches;
 use crate::state::DebugState;
 use crate::{Error, Result};
 
@@ -499,11 +499,51 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
     let (cms, cm_w) = reflector::store::<ConfigMap>();
     let c = || client.clone();
     let triggers = futures::stream::select_all(vec![
-        labelled(caches, super::scoped(c(), ns), ns, dep_w, false, clear_managed).boxed(),
-        labelled(caches, super::scoped(c(), ns), ns, sts_w, false, clear_managed).boxed(),
-        labelled(caches, super::scoped(c(), ns), ns, job_w, false, clear_managed).boxed(),
-        labelled(caches, super::scoped(c(), ns), ns, svc_w, false, clear_managed).boxed(),
-        labelled(caches, super::scoped(c(), ns), ns, pod_w, true, observe::strip_pod).boxed(),
+        labelled(
+            caches,
+            super::scoped(c(), ns),
+            ns,
+            dep_w,
+            false,
+            clear_managed,
+        )
+        .boxed(),
+        labelled(
+            caches,
+            super::scoped(c(), ns),
+            ns,
+            sts_w,
+            false,
+            clear_managed,
+        )
+        .boxed(),
+        labelled(
+            caches,
+            super::scoped(c(), ns),
+            ns,
+            job_w,
+            false,
+            clear_managed,
+        )
+        .boxed(),
+        labelled(
+            caches,
+            super::scoped(c(), ns),
+            ns,
+            svc_w,
+            false,
+            clear_managed,
+        )
+        .boxed(),
+        labelled(
+            caches,
+            super::scoped(c(), ns),
+            ns,
+            pod_w,
+            true,
+            observe::strip_pod,
+        )
+        .boxed(),
     ]);
     let cm_actors = actors.clone();
     let cm_stream = tracked_kind(

@@ -413,18 +413,36 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
     let (deps_store, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
     let c = &deps.caches;
-    let pod_stream = tracked_kind(c, super::scoped::<Pod>(client.clone(), ns), ns, labelled.clone(), true)
-        .modify(child::strip_pod)
-        .reflect(pod_w)
-        .touched_objects();
-    let rs_stream = tracked_kind(c, super::scoped::<ReplicaSet>(client.clone(), ns), ns, labelled.clone(), true)
-        .modify(|rs| rs.managed_fields_mut().clear())
-        .reflect(rs_w)
-        .touched_objects();
-    let dep_stream = tracked_kind(c, super::scoped::<Deployment>(client.clone(), ns), ns, labelled, true)
-        .modify(|d| d.managed_fields_mut().clear())
-        .reflect(dep_w)
-        .touched_objects();
+    let pod_stream = tracked_kind(
+        c,
+        super::scoped::<Pod>(client.clone(), ns),
+        ns,
+        labelled.clone(),
+        true,
+    )
+    .modify(child::strip_pod)
+    .reflect(pod_w)
+    .touched_objects();
+    let rs_stream = tracked_kind(
+        c,
+        super::scoped::<ReplicaSet>(client.clone(), ns),
+        ns,
+        labelled.clone(),
+        true,
+    )
+    .modify(|rs| rs.managed_fields_mut().clear())
+    .reflect(rs_w)
+    .touched_objects();
+    let dep_stream = tracked_kind(
+        c,
+        super::scoped::<Deployment>(client.clone(), ns),
+        ns,
+        labelled,
+        true,
+    )
+    .modify(|d| d.managed_fields_mut().clear())
+    .reflect(dep_w)
+    .touched_objects();
     let hsd_stream = tracked_kind(
         c,
         super::scoped::<HotStandbyDeployment>(client.clone(), ns),

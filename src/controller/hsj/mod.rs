@@ -498,17 +498,29 @@ pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<Str
     let (jobs, job_w) = reflector::store::<Job>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
-    let job_stream = tracked_kind(c, super::scoped::<Job>(client.clone(), ns), ns, labelled.clone(), true)
-        .modify(|j| {
-            j.managed_fields_mut().clear();
-            j.spec = None;
-        })
-        .reflect(job_w)
-        .touched_objects();
-    let pod_stream = tracked_kind(c, super::scoped::<Pod>(client.clone(), ns), ns, labelled, true)
-        .modify(observe::strip_pod)
-        .reflect(pod_w)
-        .touched_objects();
+    let job_stream = tracked_kind(
+        c,
+        super::scoped::<Job>(client.clone(), ns),
+        ns,
+        labelled.clone(),
+        true,
+    )
+    .modify(|j| {
+        j.managed_fields_mut().clear();
+        j.spec = None;
+    })
+    .reflect(job_w)
+    .touched_objects();
+    let pod_stream = tracked_kind(
+        c,
+        super::scoped::<Pod>(client.clone(), ns),
+        ns,
+        labelled,
+        true,
+    )
+    .modify(observe::strip_pod)
+    .reflect(pod_w)
+    .touched_objects();
     let hsj_stream = tracked_kind(
         c,
         super::scoped::<HotStandbyJob>(client.clone(), ns),

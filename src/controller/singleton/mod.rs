@@ -594,8 +594,8 @@ pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
         ));
         let (st, group) = (stores.clone(), ar.group.clone());
         // A pod event reconciles the singletons (of this group) whose selector matches it.
-        let pod_trigger =
-            super::broadcast_stream(pod_tx.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
+        let pod_trigger = super::broadcast_stream(pod_tx.subscribe()).flat_map(
+            move |p: Arc<observe::PodFacts>| {
                 let ns = p.namespace.clone();
                 let refs: Vec<ObjectRef<DynamicObject>> = st
                     .singletons
@@ -608,7 +608,8 @@ pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
                     .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
                     .collect();
                 futures::stream::iter(refs)
-            });
+            },
+        );
         let (st, group) = (stores.clone(), ar.group.clone());
         // A node event may unblock a handover waiting for a lost node.
         let node_trigger = super::broadcast_stream(nodes.changes.subscribe()).flat_map(move |()| {
@@ -665,4 +666,3 @@ fn ar_of(o: &DynamicObject) -> ApiResource {
         .unwrap_or_else(|| "apps.statefulsingleton.com".into());
     api_resource(&group)
 }
-
