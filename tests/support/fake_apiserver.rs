@@ -400,6 +400,27 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
         return response;
     }
     fake.seen(&req);
+    // A GET of one namespaced object: the object if served, else a NotFound Status.
+    if !is_collection(uri.path()) && !uri.path().ends_with("/status") {
+        if let Some((collection, ns, name)) = object_path(uri.path()) {
+            let found = fake.objects.lock().ok().and_then(|o| {
+                o.get(&collection)?
+                    .iter()
+                    .find(|i| i["metadata"]["namespace"] == ns && i["metadata"]["name"] == name)
+                    .cloned()
+            });
+            return match found {
+                Some(obj) => json_response(StatusCode::OK, obj.to_string()),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404,
+                           "message": format!("{name} not found")})
+                    .to_string(),
+                ),
+            };
+        }
+    }
     let body = match fake.objects.lock() {
         Ok(objects) => list(&objects, uri.path(), query),
         Err(_) => return json_response(StatusCode::INTERNAL_SERVER_ERROR, "{}"),
@@ -517,6 +538,11 @@ fn two_free_ports() -> (u16, u16) {
 }
 
 pub async fn spawn_run(bin: &str, api: &FakeApi) -> RunProcess {
+    spawn_run_with(bin, api, &[]).await
+}
+
+/// [`spawn_run`] with extra arguments after the defaults.
+pub async fn spawn_run_with(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProcess {
     let (port, ops_port) = two_free_ports();
     let log = tempfile::NamedTempFile::new().expect("log file");
     let child = Command::new(bin)
@@ -528,6 +554,7 @@ pub async fn spawn_run(bin: &str, api: &FakeApi) -> RunProcess {
             "--metrics-bind",
             &format!("127.0.0.1:{ops_port}"),
         ])
+        .args(extra)
         .env("KUBECONFIG", api.kubeconfig.path())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
