@@ -44,7 +44,10 @@ async fn sigterm_while_idle_exits_0_and_says_it_shut_down() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("shut down cleanly"), "{log}");
     assert!(!log.contains("error:"), "{log}");
-    assert!(!log.contains("exiting so the process is restarted"), "{log}");
+    assert!(
+        !log.contains("exiting so the process is restarted"),
+        "{log}"
+    );
     eprintln!("exited {took:?} after SIGTERM");
 }
 

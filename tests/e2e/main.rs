@@ -6,4 +6,5 @@ mod actor;
 mod hsd;
 mod hsj;
 mod singleton;
+mod startup;
 mod util;

@@ -100,12 +100,17 @@ where
     }
 }
 
+/// Held shared by every test while it runs, and exclusively by a test that deletes and
+/// re-creates the CRDs (which deletes every object of our kinds cluster-wide).
+pub static CRDS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Run `body` in a task; clean the namespace up whatever happens, then re-raise a failure.
 pub async fn in_namespace<F, Fut>(prefix: &str, body: F)
 where
     F: FnOnce(Client, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let _shared = CRDS.read().await;
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
