@@ -79,6 +79,15 @@ pub struct AgentArgs {
     /// Long-poll length in seconds (at most 30).
     #[arg(long, default_value = "30")]
     pub poll_seconds: u64,
+    /// Exit with status 1 after this many seconds without any answer from the operator
+    /// (the kubelet restarts the agent and the singleton shows `AgentUnreachable`); 0 retries
+    /// forever (the webhook sets 0 for pods with `restartPolicy: Never`).
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_GIVE_UP_SECONDS",
+        default_value_t = crate::agent::DEFAULT_GIVE_UP_SECONDS
+    )]
+    pub give_up_seconds: u64,
 }
 
 /// TLS options shared by `run` and `webhook`.
@@ -411,6 +420,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
             crate::runtime::run(cfg, client, server::shutdown_signal()).await
         }
         Command::Agent(a) => {
+            // First of all: the agent is PID 1 of its container, where SIGTERM without a
+            // handler is ignored.
+            let stop = crate::agent::stop_signal()
+                .map_err(|e| Error::Config(format!("installing signal handlers: {e}")))?;
             let cfg = crate::agent::AgentConfig {
                 operator_url: a.operator_url,
                 ca_pem: a.ca,
@@ -418,14 +431,24 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 pod_uid: a.pod_uid.filter(|u| !u.is_empty()),
                 poll_seconds: a.poll_seconds.clamp(1, 30),
                 max_backoff: Duration::from_secs(10),
+                give_up_after: (a.give_up_seconds > 0)
+                    .then(|| Duration::from_secs(a.give_up_seconds)),
             };
             let mode = match a.signal_file {
                 Some(p) => crate::agent::Mode::Signal(p),
                 None => crate::agent::Mode::Once,
             };
-            crate::agent::run(cfg, mode)
-                .await
-                .map_err(|e| Error::Config(e.to_string()))
+            match crate::agent::run_until(cfg, mode, stop).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = Error::Agent(e.to_string());
+                    crate::agent::write_termination_message(
+                        std::path::Path::new(crate::agent::TERMINATION_LOG),
+                        &format!("error: {e}"),
+                    );
+                    Err(e)
+                }
+            }
         }
     }
 }
