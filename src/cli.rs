@@ -416,6 +416,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Run(a) => {
             let cfg = a.run_config()?;
+            // Certificate files: refuse a CA the agents could not use before touching the cluster.
+            if matches!(cfg.server.tls, server::TlsMode::Files { .. }) {
+                server::agent_ca(&cfg.server, &server::Tls::new(&cfg.server.tls)?)?;
+            }
             let client = kube::Client::try_default().await?;
             crate::runtime::run(cfg, client, server::shutdown_signal()).await
         }
