@@ -20,7 +20,10 @@ Try it with no cluster:\n  kube-standby webhook --objects examples/statefulsingl
 curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
 Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
 kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
-kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key"
+kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key\n\n\
+The CA injected into pods' agents is --ca-file, else the self-signed CA, else the last certificate of \
+--tls-cert-file (certs writes tls.crt as leaf + CA); a leaf-only certificate file without --ca-file, or a CA \
+that does not verify the served certificate for the --operator-url host, is refused at start."
 )]
 pub struct Cli {
     /// Log format.
@@ -113,9 +116,15 @@ pub struct TlsArgs {
     /// Private key (PEM) of the serving certificate.
     #[arg(long, requires = "tls_cert_file", env = "KUBE_STANDBY_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
-    /// CA bundle (PEM) injected into pods' agents; defaults to the self-signed CA.
-    #[arg(long)]
+    /// CA bundle (PEM file) injected into pods' agents (KUBE_STANDBY_CA). Default: the
+    /// self-signed CA, or with --tls-cert-file the last certificate of that chain when it
+    /// holds more than the leaf (`kube-standby certs` writes tls.crt as leaf + CA);
+    /// a leaf-only file needs --ca-file. Checked at start against the served certificate.
+    #[arg(long, env = "KUBE_STANDBY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The same CA bundle as PEM text (the chart passes `tls.caBundle` this way).
+    #[arg(long, env = "KUBE_STANDBY_AGENT_CA", hide_env_values = true, conflicts_with = "ca_file")]
+    pub ca_pem: Option<String>,
     /// Extra subject alternative names for the self-signed certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -305,6 +314,7 @@ impl TlsArgs {
             metrics_bind: self.metrics_bind,
             tls: self.tls_mode()?,
             ca_file: self.ca_file.clone(),
+            ca_pem: self.ca_pem.clone().filter(|p| !p.trim().is_empty()),
             agent_image: self.agent_image.clone(),
             operator_url: self.operator_url.clone(),
             conn_limits: self.limits.conn_limits()?,

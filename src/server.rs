@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub tls: TlsMode,
     /// CA bundle (PEM file) injected into pods' agents; defaults to the self-signed CA.
     pub ca_file: Option<PathBuf>,
+    /// The same as PEM text (`--ca-pem`, `$KUBE_STANDBY_AGENT_CA`; the chart's `tls.caBundle`).
+    pub ca_pem: Option<String>,
     pub agent_image: String,
     pub operator_url: String,
     /// Connection limits of both listeners (the operations port has its own, smaller cap).
@@ -130,6 +132,10 @@ pub fn agent_ca(cfg: &ServerConfig, tls: &Tls) -> Result<String> {
         (Some(p), _) => Some((
             std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
             tls::agent_ca::Source::CaFile(ca_file.as_deref().unwrap_or_default()),
+        )),
+        (None, _) if cfg.ca_pem.is_some() => Some((
+            cfg.ca_pem.clone().unwrap_or_default(),
+            tls::agent_ca::Source::CaPem,
         )),
         (None, Some(ca)) => Some((ca.clone(), tls::agent_ca::Source::SelfSigned)),
         (None, None) => None,

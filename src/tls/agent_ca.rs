@@ -2,7 +2,7 @@
 //! once at start so that a configuration whose agents could never trust the operator is
 //! refused there, with a message naming the fix, instead of crash-looping every pod.
 //!
-//! Rule: `--ca-file` when given; else the self-signed CA we made; else (certificate
+//! Rule: `--ca-file` (or `--ca-pem`) when given; else the self-signed CA we made; else (certificate
 //! files) the last certificate of the served chain when the chain holds more than the
 //! leaf. Whatever is chosen must verify the served chain for the host of the operator URL
 //! the agents use, exactly as the agent's TLS client will.
@@ -19,6 +19,8 @@ use crate::{Error, Result};
 pub enum Source<'a> {
     /// `--ca-file PATH`.
     CaFile(&'a str),
+    /// `--ca-pem` / `$KUBE_STANDBY_AGENT_CA`.
+    CaPem,
     /// The CA made in memory or kept in the CA Secret.
     SelfSigned,
     /// `--tls-cert-file PATH` without `--ca-file`.
@@ -118,6 +120,7 @@ pub fn choose(
     };
     let what = match source {
         Source::CaFile(p) => format!("--ca-file {p}"),
+        Source::CaPem => "--ca-pem ($KUBE_STANDBY_AGENT_CA)".to_string(),
         Source::SelfSigned => "the self-signed CA".to_string(),
         Source::CertFile(p) => format!("the last certificate of {p} (no --ca-file given)"),
     };

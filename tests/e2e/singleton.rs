@@ -82,6 +82,7 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
                 ca: None,
             },
             ca_file: None,
+            ca_pem: None,
             agent_image: env.agent_image.clone(),
             operator_url: url.clone(),
             conn_limits: Default::default(),
