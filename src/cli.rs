@@ -123,7 +123,12 @@ pub struct TlsArgs {
     #[arg(long, env = "KUBE_STANDBY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
     /// The same CA bundle as PEM text (the chart passes `tls.caBundle` this way).
-    #[arg(long, env = "KUBE_STANDBY_AGENT_CA", hide_env_values = true, conflicts_with = "ca_file")]
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_AGENT_CA",
+        hide_env_values = true,
+        conflicts_with = "ca_file"
+    )]
     pub ca_pem: Option<String>,
     /// Extra subject alternative names for the self-signed certificate (repeatable).
     #[arg(long = "tls-san")]

@@ -113,7 +113,11 @@ async fn readme_certs_then_webhook_without_ca_file_injects_a_ca_that_verifies_th
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let _child = Killed(
         webhook(dir.path(), port, &[])
@@ -196,7 +200,10 @@ fn a_leaf_only_certificate_without_ca_file_is_refused_naming_ca_file() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("does not verify the served certificate"), "{err}");
+    assert!(
+        err.contains("does not verify the served certificate"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -30,8 +30,7 @@ fn operator(bundle: &certs::Bundle, behaviour: Behaviour) -> (SocketAddr, Arc<At
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
     let resolver = CertResolver::new(
-        tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
-            .unwrap(),
+        tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
     );
     let config = tls::server_config(resolver).unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -111,7 +110,10 @@ fn spawn(ca_pem: &str, port: u16, once: bool) -> Agent {
         .args(["--poll-seconds", "30"])
         .arg("--token-file")
         .arg(&token)
-        .env("KUBE_STANDBY_OPERATOR_URL", format!("https://localhost:{port}"))
+        .env(
+            "KUBE_STANDBY_OPERATOR_URL",
+            format!("https://localhost:{port}"),
+        )
         .env("KUBE_STANDBY_CA", ca_pem)
         .env("POD_UID", "uid-0")
         .env("RUST_LOG", "info")
@@ -183,7 +185,10 @@ fn stops_promptly(mut agent: Agent, signal: &str) {
     eprintln!("agent exited {took:?} after {signal}: {status}");
     assert!(took < Duration::from_secs(1), "{signal} took {took:?}");
     assert_eq!(status.code(), Some(0), "{signal}: {status}; stderr: {err}");
-    assert!(!exists(&agent.signal), "signal file written on the {signal} path");
+    assert!(
+        !exists(&agent.signal),
+        "signal file written on the {signal} path"
+    );
 }
 
 fn exists(p: &Path) -> bool {
@@ -245,9 +250,14 @@ fn sidecar_mode_after_the_release_stops_on_sigterm() {
     let (addr, _) = operator(&b, Behaviour::Release);
     let mut agent = spawn(&b.ca_pem, addr.port(), false);
     let signal = agent.signal.clone();
-    wait_until("the signal file", Duration::from_secs(20), || signal.exists());
+    wait_until("the signal file", Duration::from_secs(20), || {
+        signal.exists()
+    });
     std::thread::sleep(Duration::from_millis(100));
-    assert!(agent.child.try_wait().unwrap().is_none(), "the sidecar stays up");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the sidecar stays up"
+    );
     send(&agent.child, "TERM");
     let (status, took) =
         wait_exit(&mut agent.child, Duration::from_secs(5)).expect("exits on SIGTERM");
@@ -270,7 +280,9 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
         assert_eq!(status.code(), Some(1), "{err}");
         let last = err.lines().last().unwrap_or_default();
         assert!(
-            last.starts_with("error: kube-standby agent: the operator's certificate is not trusted"),
+            last.starts_with(
+                "error: kube-standby agent: the operator's certificate is not trusted"
+            ),
             "{err}"
         );
         assert!(!agent.signal.exists());

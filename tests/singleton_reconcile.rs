@@ -647,7 +647,10 @@ async fn a_crash_looping_agent_sets_agent_unreachable_with_its_error() {
                     c["message"],
                     "pod db-1: kube-standby agent: configuration: CA bundle holds no certificate"
                 );
-                assert_eq!(st["phase"], "Transitioning", "db-1 still counts as a successor");
+                assert_eq!(
+                    st["phase"], "Transitioning",
+                    "db-1 still counts as a successor"
+                );
             }),
             event("ns", "AgentUnreachable", "CA bundle holds no certificate"),
         ],

@@ -168,7 +168,10 @@ fn send(pid: u32, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
     let start = Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -196,7 +199,10 @@ fn a_signal_before_the_release_ends_the_wrapper_at_once_through_its_trap() {
             .arg(&wrapper)
             .args(["--", "/bin/sh", "-c", "touch \"$0\"; sleep 30"])
             .arg(&marker)
-            .env("STATEFULSINGLETON_SIGNAL_FILE", dir.path().join("start-signal"))
+            .env(
+                "STATEFULSINGLETON_SIGNAL_FILE",
+                dir.path().join("start-signal"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -205,13 +211,25 @@ fn a_signal_before_the_release_ends_the_wrapper_at_once_through_its_trap() {
         assert!(child.try_wait().unwrap().is_none());
         send(child.id(), signal);
         let (status, took) = wait_exit(&mut child, Duration::from_secs(5));
-        assert_eq!(status.signal(), None, "{signal}: killed by the signal, the trap did not run");
+        assert_eq!(
+            status.signal(),
+            None,
+            "{signal}: killed by the signal, the trap did not run"
+        );
         assert_eq!(status.code(), Some(code), "{signal}");
         assert!(took < Duration::from_millis(500), "{signal} took {took:?}");
         assert!(!marker.exists(), "the app started after {signal}");
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(err.contains(&format!("SIG{signal} before release")), "{err}");
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            err.contains(&format!("SIG{signal} before release")),
+            "{err}"
+        );
     }
 }
 
@@ -246,6 +264,10 @@ fn after_the_release_sigterm_reaches_the_app() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "STOPPED\n", "the app's own trap ran");
-    assert_eq!(status.code(), Some(0), "the app's exit code, not the wrapper's 143");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the app's exit code, not the wrapper's 143"
+    );
     assert!(took < Duration::from_millis(500), "{took:?}");
 }

@@ -60,7 +60,9 @@ pub enum AgentError {
     Forbidden(String),
     #[error("unexpected answer from the operator: {0}")]
     Protocol(String),
-    #[error("the operator's certificate is not trusted with the injected CA (KUBE_STANDBY_CA): {0}")]
+    #[error(
+        "the operator's certificate is not trusted with the injected CA (KUBE_STANDBY_CA): {0}"
+    )]
     Untrusted(String),
     #[error("no release answer from the operator for {seconds}s; last error: {last}")]
     GaveUp { seconds: u64, last: String },

@@ -164,7 +164,10 @@ mod tests {
         let err = choose(None, Some("tls.crt"), &chain(&b.cert_pem), URL)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--ca-file") && err.contains("tls.crt"), "{err}");
+        assert!(
+            err.contains("--ca-file") && err.contains("tls.crt"),
+            "{err}"
+        );
         // With the CA given it works.
         let ok = choose(
             Some((b.ca_pem.clone(), Source::CaFile("ca.crt"))),
@@ -187,7 +190,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("does not verify") && err.contains("other.crt"), "{err}");
+        assert!(
+            err.contains("does not verify") && err.contains("other.crt"),
+            "{err}"
+        );
         let err = choose(
             Some((String::new(), Source::CaFile("empty.crt"))),
             None,

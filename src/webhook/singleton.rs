@@ -167,10 +167,7 @@ fn agent_env(config: &Config<'_>, never_restarted: bool) -> Value {
 
 /// Is the pod's agent never restarted after it exits (`restartPolicy: Never`)?
 fn never_restarted(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        == Some("Never")
+    pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never")
 }
 
 /// Why the agent could not work with this injection, if so: it must trust the operator.

@@ -495,7 +495,11 @@ mod tests {
         pod(json!({"spec": spec, "status": status}))
     }
 
-    fn agent_status(name: &str, state: serde_json::Value, last: serde_json::Value) -> serde_json::Value {
+    fn agent_status(
+        name: &str,
+        state: serde_json::Value,
+        last: serde_json::Value,
+    ) -> serde_json::Value {
         json!({"name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 5, "state": state, "lastState": last})
     }
 
@@ -509,13 +513,23 @@ mod tests {
             true,
         );
         let e = agent_error(&p).expect("agent error");
-        assert!(e.starts_with("kube-standby agent: the operator's certificate is not trusted"), "{e}");
+        assert!(
+            e.starts_with("kube-standby agent: the operator's certificate is not trusted"),
+            "{e}"
+        );
         assert!(!e.contains("WARN"), "only the error line: {e}");
-        assert_eq!(failure(&p), None, "the agent's restarts do not fail the pod");
+        assert_eq!(
+            failure(&p),
+            None,
+            "the agent's restarts do not fail the pod"
+        );
         assert_eq!(pod_info(&p).agent_error, Some(e));
         // Once released the agent has nothing left to ask.
         let mut released = p.clone();
-        released.metadata.annotations = Some(BTreeMap::from([(RELEASED_ANNOTATION.to_string(), "t".to_string())]));
+        released.metadata.annotations = Some(BTreeMap::from([(
+            RELEASED_ANNOTATION.to_string(),
+            "t".to_string(),
+        )]));
         assert_eq!(agent_error(&released), None);
     }
 
@@ -544,12 +558,17 @@ mod tests {
         );
         assert_eq!(agent_error(&done), None);
         // A user's container of the same name in a pod without our gate is not our agent.
-        let impostor = pod(json!({"spec": {"containers": [{"name": "status-sidecar", "command": ["x"]}]},
+        let impostor = pod(
+            json!({"spec": {"containers": [{"name": "status-sidecar", "command": ["x"]}]},
             "status": {"containerStatuses": [agent_status("status-sidecar",
                 json!({"waiting": {"reason": "CrashLoopBackOff"}}),
-                json!({"terminated": {"exitCode": 1, "message": "boom"}}))]}}));
+                json!({"terminated": {"exitCode": 1, "message": "boom"}}))]}}),
+        );
         assert_eq!(agent_error(&impostor), None);
-        assert!(failure(&impostor).is_some(), "its crash loop still fails the pod");
+        assert!(
+            failure(&impostor).is_some(),
+            "its crash loop still fails the pod"
+        );
     }
 
     #[test]

@@ -562,7 +562,7 @@ fn failing_agents_give_the_condition_and_one_event_per_pod_and_message() {
     assert_eq!(changed.warn[0].pod, "b");
     assert_eq!(changed.warn[0].message, "connection refused");
     // Pods that are gone are forgotten; healthy pods give no condition.
-    let healthy = agents(&[ok.clone()], &changed.reported);
+    let healthy = agents(std::slice::from_ref(&ok), &changed.reported);
     assert!(healthy.failing.is_empty() && healthy.warn.is_empty());
     assert!(healthy.reported.is_empty());
     // A terminating pod's agent is not reported.
