@@ -121,6 +121,7 @@ fn main() {
             pod_uid: Some("uid-0".into()),
             poll_seconds: 30,
             max_backoff: Duration::from_secs(1),
+            give_up_after: None,
         };
         let agent_task = rt.spawn(agent::run(cfg, Mode::Signal(signal.clone())));
         std::thread::sleep(Duration::from_millis(300)); // agent is long-polling, app is waiting

@@ -121,12 +121,15 @@ pub fn generate_with_intermediate(sans: &[String]) -> Result<Bundle> {
 }
 
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys are mode 0600).
+/// `tls.crt` is the full chain, leaf first and the CA last, so a server started with only
+/// `--tls-cert-file/--tls-key-file` knows the CA its agents must trust.
 pub fn write_dir(dir: &Path, b: &Bundle) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let chain = full_chain(b);
     for (name, content, secret) in [
         ("ca.crt", &b.ca_pem, false),
         ("ca.key", &b.ca_key_pem, true),
-        ("tls.crt", &b.cert_pem, false),
+        ("tls.crt", &chain, false),
         ("tls.key", &b.key_pem, true),
     ] {
         let path = dir.join(name);
@@ -141,6 +144,19 @@ pub fn write_dir(dir: &Path, b: &Bundle) -> Result<()> {
         let _ = secret;
     }
     Ok(())
+}
+
+/// The served chain with the CA appended (leaf, intermediates, CA), unless it is there.
+pub fn full_chain(b: &Bundle) -> String {
+    if b.cert_pem.contains(b.ca_pem.trim()) {
+        return b.cert_pem.clone();
+    }
+    let mut chain = b.cert_pem.clone();
+    if !chain.ends_with('\n') {
+        chain.push('\n');
+    }
+    chain.push_str(&b.ca_pem);
+    chain
 }
 
 #[cfg(test)]
@@ -210,6 +226,10 @@ mod tests {
         for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
             assert!(d.path().join(f).exists(), "{f}");
         }
+        let chain = std::fs::read_to_string(d.path().join("tls.crt")).unwrap();
+        let ca = std::fs::read_to_string(d.path().join("ca.crt")).unwrap();
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(chain.ends_with(&ca), "tls.crt ends in the CA");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -20,7 +20,10 @@ Try it with no cluster:\n  kube-standby webhook --objects examples/statefulsingl
 curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
 Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
 kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
-kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key"
+kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key\n\n\
+The CA injected into pods' agents is --ca-file, else the self-signed CA, else the last certificate of \
+--tls-cert-file (certs writes tls.crt as leaf + CA); a leaf-only certificate file without --ca-file, or a CA \
+that does not verify the served certificate for the --operator-url host, is refused at start."
 )]
 pub struct Cli {
     /// Log format.
@@ -79,6 +82,15 @@ pub struct AgentArgs {
     /// Long-poll length in seconds (at most 30).
     #[arg(long, default_value = "30")]
     pub poll_seconds: u64,
+    /// Exit with status 1 after this many seconds without any answer from the operator
+    /// (the kubelet restarts the agent and the singleton shows `AgentUnreachable`); 0 retries
+    /// forever (the webhook sets 0 for pods with `restartPolicy: Never`).
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_GIVE_UP_SECONDS",
+        default_value_t = crate::agent::DEFAULT_GIVE_UP_SECONDS
+    )]
+    pub give_up_seconds: u64,
 }
 
 /// TLS options shared by `run` and `webhook`.
@@ -104,9 +116,20 @@ pub struct TlsArgs {
     /// Private key (PEM) of the serving certificate.
     #[arg(long, requires = "tls_cert_file", env = "KUBE_STANDBY_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
-    /// CA bundle (PEM) injected into pods' agents; defaults to the self-signed CA.
-    #[arg(long)]
+    /// CA bundle (PEM file) injected into pods' agents (KUBE_STANDBY_CA). Default: the
+    /// self-signed CA, or with --tls-cert-file the last certificate of that chain when it
+    /// holds more than the leaf (`kube-standby certs` writes tls.crt as leaf + CA);
+    /// a leaf-only file needs --ca-file. Checked at start against the served certificate.
+    #[arg(long, env = "KUBE_STANDBY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The same CA bundle as PEM text (the chart passes `tls.caBundle` this way).
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_AGENT_CA",
+        hide_env_values = true,
+        conflicts_with = "ca_file"
+    )]
+    pub ca_pem: Option<String>,
     /// Extra subject alternative names for the self-signed certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -296,6 +319,7 @@ impl TlsArgs {
             metrics_bind: self.metrics_bind,
             tls: self.tls_mode()?,
             ca_file: self.ca_file.clone(),
+            ca_pem: self.ca_pem.clone().filter(|p| !p.trim().is_empty()),
             agent_image: self.agent_image.clone(),
             operator_url: self.operator_url.clone(),
             conn_limits: self.limits.conn_limits()?,
@@ -407,10 +431,18 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Run(a) => {
             let cfg = a.run_config()?;
+            // Certificate files: refuse a CA the agents could not use before touching the cluster.
+            if matches!(cfg.server.tls, server::TlsMode::Files { .. }) {
+                server::agent_ca(&cfg.server, &server::Tls::new(&cfg.server.tls)?)?;
+            }
             let client = kube::Client::try_default().await?;
             crate::runtime::run(cfg, client, server::shutdown_signal()).await
         }
         Command::Agent(a) => {
+            // First of all: the agent is PID 1 of its container, where SIGTERM without a
+            // handler is ignored.
+            let stop = crate::agent::stop_signal()
+                .map_err(|e| Error::Config(format!("installing signal handlers: {e}")))?;
             let cfg = crate::agent::AgentConfig {
                 operator_url: a.operator_url,
                 ca_pem: a.ca,
@@ -418,14 +450,24 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 pod_uid: a.pod_uid.filter(|u| !u.is_empty()),
                 poll_seconds: a.poll_seconds.clamp(1, 30),
                 max_backoff: Duration::from_secs(10),
+                give_up_after: (a.give_up_seconds > 0)
+                    .then(|| Duration::from_secs(a.give_up_seconds)),
             };
             let mode = match a.signal_file {
                 Some(p) => crate::agent::Mode::Signal(p),
                 None => crate::agent::Mode::Once,
             };
-            crate::agent::run(cfg, mode)
-                .await
-                .map_err(|e| Error::Config(e.to_string()))
+            match crate::agent::run_until(cfg, mode, stop).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = Error::Agent(e.to_string());
+                    crate::agent::write_termination_message(
+                        std::path::Path::new(crate::agent::TERMINATION_LOG),
+                        &format!("error: {e}"),
+                    );
+                    Err(e)
+                }
+            }
         }
     }
 }

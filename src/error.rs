@@ -37,6 +37,10 @@ pub enum Error {
 
     #[error("{0}; exiting so the process is restarted")]
     TaskStopped(String),
+
+    /// The in-pod agent's own error (one line, as the container status shows it).
+    #[error("kube-standby agent: {0}")]
+    Agent(String),
 }
 
 impl Error {
@@ -52,6 +56,7 @@ impl Error {
             Error::InvalidObject { .. } => "invalid_object",
             Error::Config(_) => "config",
             Error::TaskStopped(_) => "task_stopped",
+            Error::Agent(_) => "agent",
         }
     }
 

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub tls: TlsMode,
     /// CA bundle (PEM file) injected into pods' agents; defaults to the self-signed CA.
     pub ca_file: Option<PathBuf>,
+    /// The same as PEM text (`--ca-pem`, `$KUBE_STANDBY_AGENT_CA`; the chart's `tls.caBundle`).
+    pub ca_pem: Option<String>,
     pub agent_image: String,
     pub operator_url: String,
     /// Connection limits of both listeners (the operations port has its own, smaller cap).
@@ -117,6 +119,30 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The CA bundle injected into pods' agents, checked against the served chain (see
+/// [`tls::agent_ca`]): a configuration whose agents could never trust us is refused here.
+pub fn agent_ca(cfg: &ServerConfig, tls: &Tls) -> Result<String> {
+    let chain = tls.resolver.current().cert.clone();
+    let ca_file = cfg.ca_file.as_ref().map(|p| p.display().to_string());
+    let cert_file = match &cfg.tls {
+        TlsMode::Files { cert, .. } => Some(cert.display().to_string()),
+        TlsMode::SelfSigned { .. } => None,
+    };
+    let given = match (&cfg.ca_file, &tls.ca_pem) {
+        (Some(p), _) => Some((
+            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+            tls::agent_ca::Source::CaFile(ca_file.as_deref().unwrap_or_default()),
+        )),
+        (None, _) if cfg.ca_pem.is_some() => Some((
+            cfg.ca_pem.clone().unwrap_or_default(),
+            tls::agent_ca::Source::CaPem,
+        )),
+        (None, Some(ca)) => Some((ca.clone(), tls::agent_ca::Source::SelfSigned)),
+        (None, None) => None,
+    };
+    tls::agent_ca::choose(given, cert_file.as_deref(), &chain, &cfg.operator_url)
+}
+
 /// Everything `webhook` and `run` share: TLS, state, the router, the listeners.
 pub struct Prepared {
     pub tls: Tls,
@@ -137,10 +163,7 @@ pub async fn prepare(
     let mut tls = Tls::new(&cfg.tls)?;
     tls.spawn_reloader();
     readiness.set_certs_loaded();
-    let ca_pem = match &cfg.ca_file {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
-        None => tls.ca_pem.clone().unwrap_or_default(),
-    };
+    let ca_pem = agent_ca(cfg, &tls)?;
     let state = WebhookState {
         objects,
         injection: Arc::new(webhook::Injection {

@@ -129,6 +129,7 @@ fn config(op: &Operator, addr: SocketAddr, token: &str, dir: &std::path::Path) -
         pod_uid: Some("uid-0".into()),
         poll_seconds: 2,
         max_backoff: Duration::from_millis(200),
+        give_up_after: None,
     }
 }
 

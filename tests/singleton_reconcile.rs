@@ -350,6 +350,7 @@ async fn a_settled_singleton_makes_no_writes() {
         &p,
         &observe::Overlap::default(),
         None,
+        &Default::default(),
         Timestamp::from_second(NOW).unwrap(),
     );
     let mut settled = base;
@@ -606,6 +607,73 @@ async fn the_wrapper_configmap_goes_with_the_last_user() {
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
         )],
         task,
+    )
+    .await;
+}
+
+/// A waiting pod whose init gate crash-loops because it cannot trust the operator: the
+/// singleton says so (`AgentUnreachable` with the pod and the agent's own error line) and
+/// one Warning event carries the error; a healthy pod gives the condition False.
+#[tokio::test]
+async fn a_crash_looping_agent_sets_agent_unreachable_with_its_error() {
+    let s = singleton_obj(
+        json!({"status": {"phase": "Running", "activePod": "db-0", "activePodUid": "uid-db-0", "activeNode": "n1"}}),
+    );
+    let crash = json!({"status": {"phase": "Pending", "initContainerStatuses": [{
+        "name": "singleton-gate", "image": "kube-standby", "imageID": "", "ready": false, "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+            "message": "error: kube-standby agent: configuration: CA bundle holds no certificate"}}}]}});
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[
+            pod("db-0", NOW - 50, released()),
+            pod("db-1", NOW - 5, crash),
+        ],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![
+            status_patch(|st| {
+                let c = st["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "AgentUnreachable"))
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(c["status"], "True", "{st}");
+                assert_eq!(
+                    c["message"],
+                    "pod db-1: kube-standby agent: configuration: CA bundle holds no certificate"
+                );
+                assert_eq!(
+                    st["phase"], "Transitioning",
+                    "db-1 still counts as a successor"
+                );
+            }),
+            event("ns", "AgentUnreachable", "CA bundle holds no certificate"),
+        ],
+    )
+    .await;
+
+    let s = singleton_obj(json!({}));
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-0", NOW - 5, released())],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![status_patch(|st| {
+            let c = st["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "AgentUnreachable"))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(c["status"], "False", "{st}");
+        })],
     )
     .await;
 }

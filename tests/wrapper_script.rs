@@ -158,3 +158,116 @@ fn no_command_is_an_error_not_a_hang() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no command"));
 }
+
+fn send(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (s, start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The wrapper is PID 1 of the app container while it waits: SIGTERM (SIGINT) before the
+/// release ends it at once through its trap, exit 143 (130) — an exit, not a death by the
+/// signal — and the app never starts.
+#[test]
+fn a_signal_before_the_release_ends_the_wrapper_at_once_through_its_trap() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let dir = tempfile::tempdir().unwrap();
+        let wrapper = script(dir.path());
+        let marker = dir.path().join("app-ran");
+        let mut child = Command::new("/bin/sh")
+            .arg(&wrapper)
+            .args(["--", "/bin/sh", "-c", "touch \"$0\"; sleep 30"])
+            .arg(&marker)
+            .env(
+                "STATEFULSINGLETON_SIGNAL_FILE",
+                dir.path().join("start-signal"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(child.try_wait().unwrap().is_none());
+        send(child.id(), signal);
+        let (status, took) = wait_exit(&mut child, Duration::from_secs(5));
+        assert_eq!(
+            status.signal(),
+            None,
+            "{signal}: killed by the signal, the trap did not run"
+        );
+        assert_eq!(status.code(), Some(code), "{signal}");
+        assert!(took < Duration::from_millis(500), "{signal} took {took:?}");
+        assert!(!marker.exists(), "the app started after {signal}");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            err.contains(&format!("SIG{signal} before release")),
+            "{err}"
+        );
+    }
+}
+
+/// After the release the wrapper has exec'ed the app: SIGTERM reaches the app itself
+/// (its own trap runs), not a shell that would swallow it.
+#[test]
+fn after_the_release_sigterm_reaches_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = script(dir.path());
+    let signal = dir.path().join("start-signal");
+    let mut child = Command::new("/bin/sh")
+        .arg(&wrapper)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo STOPPED; exit 0' TERM; echo STARTED; while :; do sleep 0.05; done",
+        ])
+        .env("STATEFULSINGLETON_SIGNAL_FILE", &signal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&signal, b"released\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"STARTED\n");
+    send(child.id(), "TERM");
+    let (status, took) = wait_exit(&mut child, Duration::from_secs(5));
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "STOPPED\n", "the app's own trap ran");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the app's exit code, not the wrapper's 143"
+    );
+    assert!(took < Duration::from_millis(500), "{took:?}");
+}

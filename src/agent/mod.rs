@@ -2,6 +2,17 @@
 //! is released (a long-poll), retries with backoff while the operator is unreachable,
 //! and only on a positive answer writes the start signal (atomically) or exits 0 (`--once`).
 //!
+//! Stopping: SIGTERM or SIGINT ends the agent at once with exit code 0 in both modes, at
+//! any point (long-polling, backing off, or staying up after the release) and never writes
+//! the signal on that path. The agent is PID 1 of its container, where a signal without a
+//! handler is ignored, so the handlers are installed before anything else.
+//!
+//! Exit codes: 0 released (`--once`) or stopped by a signal; 1 a permanent error (bad
+//! configuration, the operator's certificate not trusted by the injected CA) or no answer
+//! for `give_up_after`; the one-line reason goes to stderr, which the kubelet copies into
+//! the container status (`terminationMessagePolicy: FallbackToLogsOnError`) for the
+//! controller's `AgentUnreachable` condition.
+//!
 //! Invariants: an answer is read up to [`MAX_ANSWER_BYTES`] and no further (the agent's
 //! memory stays bounded whatever the endpoint sends); error messages quote at most a short,
 //! escaped excerpt of an answer; the signal is written on a positive answer only.
@@ -23,6 +34,20 @@ use crate::webhook::release::ReleaseAnswer;
 /// Largest answer the agent reads (a real one is about a hundred bytes).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Default of `--give-up-seconds`: well past an operator restart or leader change.
+pub const DEFAULT_GIVE_UP_SECONDS: u64 = 120;
+
+/// Where the kubelet reads a container's termination message from (its default path).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Record a fatal error as the container's termination message, when the kubelet
+/// provides the file (in a pod); best effort, the message also goes to stderr.
+pub fn write_termination_message(path: &Path, message: &str) {
+    if path.exists() {
+        let _ = std::fs::write(path, message.as_bytes());
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AgentError {
     #[error("configuration: {0}")]
@@ -35,6 +60,19 @@ pub enum AgentError {
     Forbidden(String),
     #[error("unexpected answer from the operator: {0}")]
     Protocol(String),
+    #[error(
+        "the operator's certificate is not trusted with the injected CA (KUBE_STANDBY_CA): {0}"
+    )]
+    Untrusted(String),
+    #[error("no release answer from the operator for {seconds}s; last error: {last}")]
+    GaveUp { seconds: u64, last: String },
+}
+
+impl AgentError {
+    /// Errors that asking again cannot cure: the agent exits non-zero at once.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, AgentError::Config(_) | AgentError::Untrusted(_))
+    }
 }
 
 /// What to do once released.
@@ -54,6 +92,8 @@ pub struct AgentConfig {
     pub pod_uid: Option<String>,
     pub poll_seconds: u64,
     pub max_backoff: Duration,
+    /// Exit non-zero after this long without an answer (`None`: retry forever).
+    pub give_up_after: Option<Duration>,
 }
 
 /// A TLS client config trusting exactly the given CA bundle.
@@ -116,6 +156,22 @@ async fn read_capped(resp: hyper::Response<hyper::body::Incoming>) -> Result<Vec
     }
 }
 
+/// A failed TLS handshake: a certificate the injected CA does not verify is permanent,
+/// anything else (reset, timeout) is the network.
+fn tls_error(e: std::io::Error) -> AgentError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(
+            r @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType),
+        ) => AgentError::Untrusted(r.to_string()),
+        _ => AgentError::Unreachable(format!("TLS: {e}")),
+    }
+}
+
 /// One HTTPS GET; returns (status, body).
 async fn https_get(
     connector: &TlsConnector,
@@ -144,7 +200,7 @@ async fn https_get(
         let tls = connector
             .connect(server_name, tcp)
             .await
-            .map_err(|e| AgentError::Unreachable(format!("TLS: {e}")))?;
+            .map_err(tls_error)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| AgentError::Unreachable(format!("http: {e}")))?;
@@ -217,6 +273,7 @@ pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
 /// transient problems; configuration errors are returned at once.
 pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(100);
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         match check_once(cfg).await {
             Ok(true) => {
@@ -226,9 +283,19 @@ pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
             Ok(false) => {
                 tracing::debug!("not released yet; asking again");
                 backoff = Duration::from_millis(100);
+                failing_since = None;
             }
-            Err(e @ AgentError::Config(_)) => return Err(e),
+            Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if let Some(limit) = cfg.give_up_after {
+                    if since.elapsed() >= limit {
+                        return Err(AgentError::GaveUp {
+                            seconds: limit.as_secs(),
+                            last: e.to_string(),
+                        });
+                    }
+                }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "release check failed; not starting");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(cfg.max_backoff);
@@ -248,6 +315,46 @@ pub fn write_signal(path: &Path) -> std::io::Result<()> {
     ));
     std::fs::write(&tmp, b"released\n")?;
     std::fs::rename(&tmp, path)
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed by this call
+/// (before it returns), not when the future is first polled.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// How the agent ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Released (`--once`).
+    Released,
+    /// Stopped by SIGTERM or SIGINT (the signal file is not written on this path).
+    Stopped(&'static str),
+}
+
+/// `kube-standby agent` until released (`--once`) or stopped by `stop`. Dropping the agent
+/// on `stop` cancels it at its current await point: the signal file is written
+/// synchronously after a positive answer, so it is either whole or absent.
+pub async fn run_until(
+    cfg: AgentConfig,
+    mode: Mode,
+    stop: impl std::future::Future<Output = &'static str>,
+) -> Result<Ended, AgentError> {
+    tokio::select! {
+        r = run(cfg, mode) => r.map(|()| Ended::Released),
+        sig = stop => {
+            tracing::info!(signal = sig, "stopping");
+            Ok(Ended::Stopped(sig))
+        }
+    }
 }
 
 /// `kube-standby agent`.

@@ -180,7 +180,10 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/kube-standby";
 pub const TOKEN_FILE: &str = "/var/run/secrets/kube-standby/token";
 
 /// The start gate script: waits for the release signal (polling every 100 ms), then
-/// `exec "$@"`, so the app receives exactly its original argv.
+/// `exec "$@"`, so the app receives exactly its original argv. The shell is PID 1 of the
+/// app container while it waits, where a signal without a handler is ignored: SIGTERM
+/// (or SIGINT) before the release ends it at once with 143 (130), and the app never
+/// starts. `exec` resets the traps, so after the release the app gets signals itself.
 pub const WRAPPER_SCRIPT: &str = r#"#!/bin/sh
 # kube-standby StatefulSingleton start gate.
 # Usage: entrypoint-wrapper.sh -- <original command and args...>
@@ -192,6 +195,8 @@ if [ "$#" -eq 0 ]; then
   echo "StatefulSingleton: no command to start" >&2
   exit 64
 fi
+trap 'echo "StatefulSingleton: SIGTERM before release, not starting" >&2; exit 143' TERM
+trap 'echo "StatefulSingleton: SIGINT before release, not starting" >&2; exit 130' INT
 echo "StatefulSingleton: waiting for release (${signal})" >&2
 while [ ! -e "$signal" ]; do
   sleep 0.1 2>/dev/null || sleep 1

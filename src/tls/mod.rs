@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+pub mod agent_ca;
 pub mod ca_secret;
 pub mod cabundle;
 pub mod conn;

@@ -146,16 +146,47 @@ pub fn already_injected(pod: &Pod) -> bool {
     crate::api::singleton::carries_gate(pod)
 }
 
-fn agent_env(config: &Config<'_>) -> Value {
+fn agent_env(config: &Config<'_>, never_restarted: bool) -> Value {
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-    json!([
+    let mut env = json!([
         {"name": "KUBE_STANDBY_OPERATOR_URL", "value": config.injection.operator_url},
         {"name": "KUBE_STANDBY_CA", "value": config.injection.ca_bundle},
         {"name": "KUBE_STANDBY_TOKEN_FILE", "value": TOKEN_FILE},
         {"name": "POD_NAME", "valueFrom": field("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
         {"name": "POD_UID", "valueFrom": field("metadata.uid")},
-    ])
+    ]);
+    // A container that is never restarted must not give up on an unreachable operator.
+    if never_restarted {
+        if let Some(a) = env.as_array_mut() {
+            a.push(json!({"name": "KUBE_STANDBY_GIVE_UP_SECONDS", "value": "0"}));
+        }
+    }
+    env
+}
+
+/// Is the pod's agent never restarted after it exits (`restartPolicy: Never`)?
+fn never_restarted(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never")
+}
+
+/// Why the agent could not work with this injection, if so: it must trust the operator.
+pub fn injection_obstacle(config: &Config<'_>) -> Option<String> {
+    if !config
+        .injection
+        .ca_bundle
+        .contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Some(
+            "the operator has no CA bundle for the in-pod agent (KUBE_STANDBY_CA would be empty); \
+             start it with --ca-file or a certificate file that ends in its CA"
+                .into(),
+        );
+    }
+    if config.injection.operator_url.is_empty() || config.injection.agent_image.is_empty() {
+        return Some("the operator has no --operator-url or --agent-image for the agent".into());
+    }
+    None
 }
 
 fn token_mount(names: &VolumeNames) -> Value {
@@ -163,12 +194,14 @@ fn token_mount(names: &VolumeNames) -> Value {
 }
 
 /// The status sidecar: obtains the release and writes the signal file atomically.
-pub fn sidecar(config: &Config<'_>, names: &VolumeNames) -> Value {
+pub fn sidecar(config: &Config<'_>, names: &VolumeNames, never_restarted: bool) -> Value {
     json!({
         "name": SIDECAR_NAME,
         "image": config.injection.agent_image,
         "args": ["agent", "--signal-file", SIGNAL_FILE],
-        "env": agent_env(config),
+        "env": agent_env(config, never_restarted),
+        // The agent's one-line fatal error becomes the container status' message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
         "volumeMounts": [{"name": names.signal, "mountPath": SIGNAL_DIR}, token_mount(names)],
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
@@ -176,12 +209,14 @@ pub fn sidecar(config: &Config<'_>, names: &VolumeNames) -> Value {
 }
 
 /// The init gate: exits 0 once the pod is released.
-pub fn init_gate(config: &Config<'_>, names: &VolumeNames) -> Value {
+pub fn init_gate(config: &Config<'_>, names: &VolumeNames, never_restarted: bool) -> Value {
     json!({
         "name": INIT_GATE_NAME,
         "image": config.injection.agent_image,
         "args": ["agent", "--once"],
-        "env": agent_env(config),
+        "env": agent_env(config, never_restarted),
+        // The agent's one-line fatal error becomes the container status' message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
         "volumeMounts": [token_mount(names)],
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
@@ -207,6 +242,11 @@ pub fn inject(
         return Ok(vec![]);
     };
     let name = singleton.metadata.name.clone().unwrap_or_default();
+    if let Some(why) = injection_obstacle(config) {
+        return Err(format!(
+            "StatefulSingleton {name:?} cannot gate this pod: {why}"
+        ));
+    }
     let gate = choose_gate(pod, singleton.spec.start_gate)
         .map_err(|why| format!("StatefulSingleton {name:?} cannot gate this pod: {why}"))?;
     let names = VolumeNames::for_pod(spec);
@@ -356,18 +396,18 @@ pub fn inject(
             }
             ops.push(add(
                 ptr(&["spec", "containers", "-"]),
-                sidecar(config, &names),
+                sidecar(config, &names, never_restarted(pod)),
             ));
         }
         Gate::InitContainer => match &spec.init_containers {
             None => ops.push(add(
                 ptr(&["spec", "initContainers"]),
-                json!([init_gate(config, &names)]),
+                json!([init_gate(config, &names, never_restarted(pod))]),
             )),
             // First, so no other init container runs before the release.
             Some(_) => ops.push(add(
                 ptr(&["spec", "initContainers", "0"]),
-                init_gate(config, &names),
+                init_gate(config, &names, never_restarted(pod)),
             )),
         },
     }

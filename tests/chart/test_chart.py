@@ -61,6 +61,15 @@ def test_secret_mode_mounts_the_secret():
     assert spec["volumes"][0]["secret"]["secretName"] == "my-tls"
     mwc = by_kind(docs, "MutatingWebhookConfiguration")[0]
     assert mwc["webhooks"][0]["clientConfig"]["caBundle"] == "Q0E="
+    # The agents' CA: caBundle, decoded, never empty.
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["KUBE_STANDBY_AGENT_CA"] == "CA"
+    assert not [a for a in args if a.startswith("--ca-file")]
+    # Without caBundle: the Secret's ca.crt.
+    docs = render({"tls": {"mode": "secret", "secretName": "my-tls"}})
+    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert "--ca-file=/etc/kube-standby/tls/ca.crt" in spec["containers"][0]["args"]
+    assert "KUBE_STANDBY_AGENT_CA" not in {e["name"] for e in spec["containers"][0]["env"]}
 
 
 def test_bad_tls_mode_fails_rendering():

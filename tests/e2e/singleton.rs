@@ -82,6 +82,7 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
                 ca: None,
             },
             ca_file: None,
+            ca_pem: None,
             agent_image: env.agent_image.clone(),
             operator_url: url.clone(),
             conn_limits: Default::default(),
@@ -552,6 +553,489 @@ async fn name_clashes_are_admitted_valid_or_denied_clearly() {
         assert!(msg.contains("singleton-gate") && msg.contains("rename"), "{msg}");
         assert!(pods.get_opt("taken-gate-name").await.expect("get").is_none());
 
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The review cluster's real node (`real-node-0`: a real kubelet and containerd, pods on a
+// bridge network that reaches this host at 10.88.0.1): the injected agent and the app run
+// for real, so the handover is measured from the app's own output.
+
+/// Host the real node's pods reach this process at (`KUBE_STANDBY_E2E_REAL_HOST`).
+const REAL_HOST_DEFAULT: &str = "10.88.0.1";
+const REAL_NODE: &str = "real-node-0";
+const APP_IMAGE: &str = "kube-standby.local/app:1";
+/// The app: prints STARTED/STOPPED with a wall-clock time (busybox date %N when it has it)
+/// and the node's uptime (same kernel for every pod of the node), exits 0 on SIGTERM.
+const APP_SCRIPT: &str = r#"t() { echo "$(date +%s.%N) $(cut -d' ' -f1 /proc/uptime)"; }; trap 'echo "STOPPED $(t)"; exit 0' TERM; echo "STARTED $(t)"; while :; do sleep 0.1; done"#;
+
+fn real_env(test: &str) -> Option<Env> {
+    if !util::enabled(test) {
+        return None;
+    }
+    Some(Env {
+        host: std::env::var("KUBE_STANDBY_E2E_REAL_HOST")
+            .unwrap_or_else(|_| REAL_HOST_DEFAULT.into()),
+        agent_image: format!(
+            "ghcr.io/paia-tech/kube-standby:{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    })
+}
+
+/// `kube-standby certs --dir DIR --san HOST`, as README says.
+fn readme_certs(dir: &std::path::Path, host: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .args(["--san", host])
+        .output()
+        .expect("run certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `run` in this process with certificate files and NO --ca-file (README's "Against a
+/// cluster"), bound on 0.0.0.0 and announced to agents at `https://HOST:PORT`.
+async fn start_file_operator(
+    client: Client,
+    env: &Env,
+    ns: &str,
+    certs: &std::path::Path,
+) -> Operator {
+    let port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("https://{}:{port}", env.host);
+    let cfg = RunConfig {
+        server: ServerConfig {
+            bind: format!("0.0.0.0:{port}").parse().expect("bind addr"),
+            metrics_bind: "127.0.0.1:0".parse().expect("metrics addr"),
+            tls: TlsMode::Files {
+                cert: certs.join("tls.crt"),
+                key: certs.join("tls.key"),
+                reload_every: Duration::from_secs(10),
+            },
+            ca_file: None,
+            ca_pem: None,
+            agent_image: env.agent_image.clone(),
+            operator_url: url.clone(),
+            conn_limits: Default::default(),
+            admission_limits: Default::default(),
+        },
+        webhook_config_name: None,
+        ca_secret: None,
+        ca_secret_namespace: ns.into(),
+        leader: None,
+        namespaces: vec![ns.into()],
+        actor: Default::default(),
+    };
+    let task = tokio::spawn(runtime::run(cfg, client, std::future::pending()));
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "operator listening", || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+    })
+    .await;
+    assert!(!task.is_finished(), "the operator refused to start");
+    Operator { task, url }
+}
+
+async fn register_ca(client: &Client, ns: &str, url: &str, ca: &str) -> String {
+    let name = format!("kube-standby-e2e-{ns}");
+    let mut mwc = webhook_config::build(
+        &name,
+        &webhook_config::Target::Url(format!("{url}/mutate/pods")),
+        ca,
+        "kube-standby",
+    );
+    if let Some(wh) = mwc.webhooks.as_mut().and_then(|w| w.first_mut()) {
+        wh.namespace_selector = Some(
+            serde_json::from_value(json!({"matchLabels": {"kubernetes.io/metadata.name": ns}}))
+                .expect("selector"),
+        );
+        wh.failure_policy = Some("Fail".into());
+    }
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&mwc),
+    )
+    .await
+    .expect("register webhook");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    name
+}
+
+fn real_singleton(ns: &str, gate: &str) -> StatefulSingleton {
+    serde_json::from_value(json!({
+        "apiVersion": "apps.statefulsingleton.com/v1", "kind": "StatefulSingleton",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "real"}}, "terminationGracePeriod": 30,
+                 "maxTransitionTime": 300, "startGate": gate}
+    }))
+    .expect("singleton")
+}
+
+fn real_deployment(ns: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "real"}},
+                 // Default RollingUpdate: the successor is created (and waits, gated)
+                 // while the old pod still runs; the controller scales the old RS to 0.
+                 "template": {"metadata": {"labels": {"app": "real"}}, "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
+                    "containers": [{"name": "app", "image": APP_IMAGE, "imagePullPolicy": "Never",
+                                    "command": ["sh", "-c", APP_SCRIPT]}]}}}
+    }))
+    .expect("deployment")
+}
+
+/// One app line: (what, wall-clock seconds if the date had %N, node uptime seconds).
+#[derive(Clone, Debug)]
+struct AppLine {
+    pod: String,
+    what: String,
+    wall: Option<f64>,
+    uptime: f64,
+}
+
+impl AppLine {
+    fn parse(pod: &str, line: &str) -> Option<AppLine> {
+        let mut it = line.split_whitespace();
+        let what = it.next().filter(|w| *w == "STARTED" || *w == "STOPPED")?;
+        let wall = it
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|w| w.fract() != 0.0);
+        let uptime = it.next()?.parse::<f64>().ok()?;
+        Some(AppLine {
+            pod: pod.into(),
+            what: what.into(),
+            wall,
+            uptime,
+        })
+    }
+    /// The best clock both pods share: wall time with nanoseconds, else the node's uptime.
+    fn at(&self, other: &AppLine) -> (f64, f64) {
+        match (self.wall, other.wall) {
+            (Some(a), Some(b)) => (a, b),
+            _ => (self.uptime, other.uptime),
+        }
+    }
+}
+
+/// Follow the `app` container's log of every pod of the Deployment as soon as it can be
+/// read (a pod's log is gone once it is deleted, so it is read while the pod lives).
+fn follow_app_logs(client: Client, ns: String) -> Arc<Mutex<Vec<AppLine>>> {
+    use futures::{AsyncBufReadExt, TryStreamExt};
+    let lines = Arc::new(Mutex::new(Vec::<AppLine>::new()));
+    let out = lines.clone();
+    tokio::spawn(async move {
+        let api: Api<Pod> = Api::namespaced(client, &ns);
+        let mut following = std::collections::BTreeSet::new();
+        loop {
+            let names: Vec<String> = api
+                .list(&ListParams::default().labels("app=real"))
+                .await
+                .map(|l| l.items.iter().map(|p| p.name_any()).collect())
+                .unwrap_or_default();
+            for name in names {
+                if following.contains(&name) {
+                    continue;
+                }
+                let lp = kube::api::LogParams {
+                    container: Some("app".into()),
+                    follow: true,
+                    ..Default::default()
+                };
+                // Fails until the app container has started (after the release).
+                let Ok(stream) = api.log_stream(&name, &lp).await else {
+                    continue;
+                };
+                following.insert(name.clone());
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let mut l = stream.lines();
+                    while let Ok(Some(line)) = l.try_next().await {
+                        if let Some(a) = AppLine::parse(&name, &line) {
+                            eprintln!("{name}: {line}");
+                            out.lock().expect("lock").push(a);
+                        }
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    lines
+}
+
+/// From the apps' own output: every STARTED of a pod comes after the STOPPED of the pod
+/// before it (0 overlap), and the gaps old-app-exit → new-app-start, in seconds.
+fn handovers(lines: &[AppLine]) -> Vec<f64> {
+    let mut starts: Vec<&AppLine> = lines.iter().filter(|l| l.what == "STARTED").collect();
+    starts.sort_by(|a, b| a.uptime.total_cmp(&b.uptime));
+    let mut gaps = vec![];
+    for pair in starts.windows(2) {
+        let (old, new) = (pair[0], pair[1]);
+        let stopped = lines
+            .iter()
+            .find(|l| l.pod == old.pod && l.what == "STOPPED")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} started while {} never printed STOPPED: overlap",
+                    new.pod, old.pod
+                )
+            });
+        let (stop, start) = stopped.at(new);
+        assert!(
+            start >= stop,
+            "overlap: {} STARTED at {start} before {} STOPPED at {stop}",
+            new.pod,
+            old.pod
+        );
+        gaps.push(start - stop);
+    }
+    gaps
+}
+
+fn p99(gaps: &[f64]) -> f64 {
+    let mut g = gaps.to_vec();
+    g.sort_by(f64::total_cmp);
+    let i = ((g.len() as f64) * 0.99).ceil() as usize;
+    g[i.saturating_sub(1).min(g.len() - 1)]
+}
+
+async fn app_started(lines: &Arc<Mutex<Vec<AppLine>>>, n: usize) -> bool {
+    lines
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| l.what == "STARTED")
+        .count()
+        >= n
+}
+
+/// Three rollouts of a Deployment on the real node with `gate`: the first app starts only
+/// after its release, never two apps at once, each handover gap printed; returns them.
+async fn three_rollouts_on_the_real_node(
+    client: Client,
+    ns: String,
+    env: Env,
+    gate: &str,
+) -> Vec<f64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    readme_certs(dir.path(), &env.host);
+    let op = start_file_operator(client.clone(), &env, &ns, dir.path()).await;
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("ca.crt");
+    let mwc = register_ca(&client, &ns, &op.url, &ca).await;
+    let lines = follow_app_logs(client.clone(), ns.clone());
+    Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &real_singleton(&ns, gate))
+        .await
+        .expect("singleton");
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deps.create(&PostParams::default(), &real_deployment(&ns))
+        .await
+        .expect("deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for(Duration::from_secs(120), "first app STARTED", || {
+        app_started(&lines, 1)
+    })
+    .await;
+    // The first app started only after its pod was released.
+    let first = pods
+        .list(&ListParams::default().labels("app=real"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .next()
+        .expect("first pod");
+    assert_eq!(
+        first
+            .annotations()
+            .get("apps.statefulsingleton.com/gate")
+            .map(String::as_str),
+        Some(gate),
+        "the gate asked for"
+    );
+    let released_at = first
+        .annotations()
+        .get(RELEASED_ANNOTATION)
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .expect("the first pod is released");
+    let started = lines.lock().expect("lock")[0].clone();
+    if let Some(wall) = started.wall {
+        // The release annotation has second precision.
+        assert!(
+            wall + 1.0 >= released_at.as_second() as f64,
+            "the app started before its release"
+        );
+    }
+    for rev in 1..=3 {
+        deps.patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"rev": rev.to_string()}}}}})),
+        )
+        .await
+        .expect("rollout");
+        wait_for(
+            Duration::from_secs(180),
+            &format!("app of rollout {rev} STARTED"),
+            || app_started(&lines, rev + 1),
+        )
+        .await;
+    }
+    let gaps = handovers(&lines.lock().expect("lock"));
+    assert_eq!(gaps.len(), 3, "three handovers");
+    for (i, g) in gaps.iter().enumerate() {
+        eprintln!(
+            "{gate}: handover {}: old app STOPPED -> new app STARTED {:.3} s",
+            i + 1,
+            g
+        );
+    }
+    eprintln!(
+        "{gate}: p99 {:.3} s over {} handovers",
+        p99(&gaps),
+        gaps.len()
+    );
+    unregister(&client, &mwc).await;
+    op.kill();
+    gaps
+}
+
+/// Wrapper gate on the real node: 0 overlap, and the old app's exit → the new app's start
+/// is short whatever the grace period (30 s here): the agent and the wrapper end at once
+/// on SIGTERM, so the old pod is gone as soon as its app has stopped.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn real_node_wrapper_gate_three_rollouts_no_overlap_and_short_handover() {
+    let Some(env) = real_env("real_node_wrapper_gate_three_rollouts_no_overlap_and_short_handover")
+    else {
+        return;
+    };
+    util::in_namespace("ks-e2e-real-wrap", move |client, ns| async move {
+        let gaps = three_rollouts_on_the_real_node(client, ns, env, "wrapper").await;
+        assert!(
+            p99(&gaps) <= 0.3,
+            "wrapper handover p99 {:.3} s > 300 ms: {gaps:?}",
+            p99(&gaps)
+        );
+    })
+    .await;
+}
+
+/// Init-container gate on the real node: 0 overlap; the gap is bounded by the kubelet
+/// starting the app container after the init container exits.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn real_node_init_gate_three_rollouts_no_overlap_and_bounded_handover() {
+    let Some(env) = real_env("real_node_init_gate_three_rollouts_no_overlap_and_bounded_handover")
+    else {
+        return;
+    };
+    util::in_namespace("ks-e2e-real-init", move |client, ns| async move {
+        let gaps = three_rollouts_on_the_real_node(client, ns, env, "initContainer").await;
+        assert!(
+            p99(&gaps) <= 3.0,
+            "init-gate handover p99 {:.3} s > 3 s: {gaps:?}",
+            p99(&gaps)
+        );
+    })
+    .await;
+}
+
+/// File-mode TLS with `kube-standby certs` and no --ca-file on the real node: the injected
+/// CA is not empty, the agent trusts the operator, the pod is released and its app runs,
+/// and the singleton shows no AgentUnreachable.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn real_node_file_tls_without_ca_file_releases_the_pod() {
+    let Some(env) = real_env("real_node_file_tls_without_ca_file_releases_the_pod") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-real-tls", move |client, ns| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        readme_certs(dir.path(), &env.host);
+        let op = start_file_operator(client.clone(), &env, &ns, dir.path()).await;
+        let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("ca.crt");
+        let mwc = register_ca(&client, &ns, &op.url, &ca).await;
+        let lines = follow_app_logs(client.clone(), ns.clone());
+        Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &real_singleton(&ns, "initContainer"),
+            )
+            .await
+            .expect("singleton");
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &real_deployment(&ns))
+            .await
+            .expect("deployment");
+        wait_for(Duration::from_secs(120), "the app STARTED", || {
+            app_started(&lines, 1)
+        })
+        .await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = pods
+            .list(&ListParams::default().labels("app=real"))
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .next()
+            .expect("pod");
+        let gate = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == "singleton-gate"))
+            .cloned()
+            .expect("init gate");
+        let injected = gate
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.name == "KUBE_STANDBY_CA")
+            .and_then(|e| e.value)
+            .unwrap_or_default();
+        assert!(injected.contains("BEGIN CERTIFICATE"), "empty CA injected");
+        assert_eq!(
+            gate.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let s = Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+            .get("app")
+            .await
+            .expect("singleton");
+        let unreachable = s
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "AgentUnreachable"))
+            .map(|c| c.status.clone());
+        assert_ne!(unreachable.as_deref(), Some("True"));
         unregister(&client, &mwc).await;
         op.kill();
     })

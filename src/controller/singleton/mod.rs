@@ -85,6 +85,8 @@ pub struct Ctx {
     pub stores: Stores,
     /// When a reconcile first saw "no instance present, a successor waits", per singleton.
     gone_seen: Mutex<HashMap<String, Instant>>,
+    /// Agent errors already announced by an event: (pod UID, message), per singleton.
+    agent_reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
 crate::controller::deref_to_shell!(Ctx);
@@ -112,6 +114,7 @@ impl Ctx {
             shell: Shell::new(client, metrics, debug, gate),
             stores,
             gone_seen: Mutex::default(),
+            agent_reported: Mutex::default(),
         }
     }
 }
@@ -188,6 +191,9 @@ async fn reconcile_inner(
     let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
     if s.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&key);
+        if let Ok(mut m) = ctx.agent_reported.lock() {
+            m.remove(&key);
+        }
         ctx.forget(&ns, &s.name_any());
         return Ok(KAction::await_change());
     }
@@ -305,8 +311,17 @@ async fn reconcile_inner(
         }
     }
 
+    // Agents that cannot get their release: the condition, and one event per new error.
+    let reported = ctx
+        .agent_reported
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+        .unwrap_or_default();
+    let agents = plan::agents(&infos, &reported);
+
     // Status first: it records the pod about to be released and its node.
-    let status = observe::status(&s, &plan, &overlap, invalid, now);
+    let status = observe::status(&s, &plan, &overlap, invalid, &agents, now);
     patch_status(ctx, ar, obj, &s, &status).await?;
 
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -419,8 +434,30 @@ async fn reconcile_inner(
         )
         .await;
     }
-    ctx.debug
-        .set(key, json!({"plan": plan, "pods": infos, "nodes": nodes}));
+    for p in &agents.warn {
+        publish(
+            ctx,
+            &reference,
+            EventType::Warning,
+            "AgentUnreachable",
+            format!(
+                "pod {}: its kube-standby agent cannot get the release: {}",
+                p.pod, p.message
+            ),
+        )
+        .await;
+    }
+    if let Ok(mut m) = ctx.agent_reported.lock() {
+        if agents.reported.is_empty() {
+            m.remove(&key);
+        } else {
+            m.insert(key.clone(), agents.reported.clone());
+        }
+    }
+    ctx.debug.set(
+        key,
+        json!({"plan": plan, "pods": infos, "nodes": nodes, "agents": agents.failing}),
+    );
 
     let mut next = ctx.resync;
     if let (Phase::Transitioning | Phase::Blocked, Some(since)) =
@@ -437,8 +474,11 @@ async fn reconcile_inner(
 /// A StatefulSingleton is gone: drop what we kept for it, and the namespace's wrapper
 /// ConfigMap once no StatefulSingleton and no pod in the namespace needs it.
 pub async fn forget(ctx: &Ctx, ar: &ApiResource, ns: &str, name: &str) {
-    ctx.debug
-        .remove(&format!("{CONTROLLER}/{}/{ns}/{name}", ar.group));
+    let key = format!("{CONTROLLER}/{}/{ns}/{name}", ar.group);
+    ctx.debug.remove(&key);
+    if let Ok(mut m) = ctx.agent_reported.lock() {
+        m.remove(&key);
+    }
     ctx.forget(ns, name);
     if !ctx.gate.is_open() || !ctx.stores.singletons_in(ns).is_empty() {
         return;

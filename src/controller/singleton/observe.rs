@@ -7,11 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::plan::{Memory, NodeState, Phase, Plan, PodInfo};
+use super::plan::{AgentReport, Memory, NodeState, Phase, Plan, PodInfo};
 use crate::api::set_condition;
 use crate::api::singleton::{
-    self, StatefulSingleton, StatefulSingletonStatus, READY_CONDITION, RELEASED_ANNOTATION,
-    WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
+    self, StatefulSingleton, StatefulSingletonStatus, INIT_GATE_NAME, READY_CONDITION,
+    RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
 };
 
 const BAD_WAITING: [&str; 6] = [
@@ -23,7 +23,88 @@ const BAD_WAITING: [&str; 6] = [
     "InvalidImageName",
 ];
 
-/// Why a pod counts as failed, if it does.
+/// Is this container status our injected agent's (the pod carries the gate)?
+fn is_agent(pod: &Pod, name: &str, init: bool) -> bool {
+    singleton::carries_gate(pod)
+        && if init {
+            name == INIT_GATE_NAME
+        } else {
+            name == SIDECAR_NAME
+        }
+}
+
+/// The one line that says why the agent stopped: its `error:` line (the agent writes it
+/// as the termination message; with `FallbackToLogsOnError` the message may be the log
+/// tail), else the last line, else the exit code.
+fn agent_message(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> String {
+    let text = t.message.as_deref().unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("error:"))
+        .or_else(|| text.lines().rev().map(str::trim).find(|l| !l.is_empty()));
+    match line {
+        Some(l) => crate::telemetry::cut(l.trim_start_matches("error:").trim(), 512),
+        None => format!(
+            "exit code {}{}",
+            t.exit_code,
+            t.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// Why the pod's agent (init gate or status sidecar) cannot get its release, if it
+/// cannot: it is waiting to be restarted, or has stopped, after a non-zero exit. A
+/// released pod's agent has nothing left to ask, so it is never reported.
+pub fn agent_error(pod: &Pod) -> Option<String> {
+    if pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(RELEASED_ANNOTATION))
+    {
+        return None;
+    }
+    let st = pod.status.as_ref()?;
+    let agents = st
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .filter(|cs| is_agent(pod, &cs.name, true))
+        .chain(
+            st.container_statuses
+                .iter()
+                .flatten()
+                .filter(|cs| is_agent(pod, &cs.name, false)),
+        );
+    for cs in agents {
+        let state = cs.state.as_ref();
+        if let Some(t) = state
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0)
+        {
+            return Some(agent_message(t));
+        }
+        let waiting = state.and_then(|s| s.waiting.as_ref()).is_some();
+        if let Some(t) = cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0 && waiting)
+        {
+            return Some(agent_message(t));
+        }
+    }
+    None
+}
+
+/// Why a pod counts as failed, if it does. Our agent's own restarts do not count (they
+/// are reported as `AgentUnreachable`): a pod whose agent crash-looped during an operator
+/// outage must still be released once the agent gets through.
 pub fn failure(pod: &Pod) -> Option<String> {
     let st = pod.status.as_ref()?;
     match st.phase.as_deref() {
@@ -43,7 +124,13 @@ pub fn failure(pod: &Pod) -> Option<String> {
         .container_statuses
         .iter()
         .flatten()
-        .chain(st.init_container_statuses.iter().flatten())
+        .filter(|cs| !is_agent(pod, &cs.name, false))
+        .chain(
+            st.init_container_statuses
+                .iter()
+                .flatten()
+                .filter(|cs| !is_agent(pod, &cs.name, true)),
+        )
     {
         if let Some(reason) = cs
             .state
@@ -106,6 +193,7 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
         ready_condition: crate::controller::pod_condition_true(pod, READY_CONDITION),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         failed: failure(pod),
+        agent_error: agent_error(pod),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         replicaset: pod
             .owner_references()
@@ -168,6 +256,7 @@ pub fn status(
     plan: &Plan,
     overlap: &Overlap,
     invalid: Option<&str>,
+    agents: &AgentReport,
     now: Timestamp,
 ) -> StatefulSingletonStatus {
     let now_t = Time(now);
@@ -262,6 +351,29 @@ pub fn status(
             "{} more waiting pod(s) than can be released (is replicas > 1?)",
             plan.extra_candidates
         ),
+        generation,
+        &now_t,
+    );
+    let unreachable = !agents.failing.is_empty();
+    set_condition(
+        c,
+        "AgentUnreachable",
+        unreachable,
+        if unreachable {
+            "AgentFailing"
+        } else {
+            "NoAgentFailing"
+        },
+        if unreachable {
+            agents
+                .failing
+                .iter()
+                .map(|p| format!("pod {}: {}", p.pod, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            "every waiting pod's agent is running".to_string()
+        },
         generation,
         &now_t,
     );
@@ -372,6 +484,91 @@ mod tests {
             json!({"spec": {"containers": [{"name": "status-sidecar", "command": ["sleep"]}]}}),
         );
         assert!(!pod_info(&impostor).gated);
+    }
+
+    fn gated(status: serde_json::Value, init: bool) -> Pod {
+        let spec = if init {
+            json!({"containers": [{"name": "app"}], "initContainers": [{"name": "singleton-gate", "args": ["agent", "--once"]}]})
+        } else {
+            json!({"containers": [{"name": "app"}, {"name": "status-sidecar", "args": ["agent", "--signal-file", "/x"]}]})
+        };
+        pod(json!({"spec": spec, "status": status}))
+    }
+
+    fn agent_status(
+        name: &str,
+        state: serde_json::Value,
+        last: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({"name": name, "image": "x", "imageID": "", "ready": false, "restartCount": 5, "state": state, "lastState": last})
+    }
+
+    #[test]
+    fn a_crash_looping_init_gate_is_an_agent_error_not_a_failed_pod() {
+        let msg = "2026-01-01T00:00:00Z  WARN release check failed\nerror: kube-standby agent: the operator's certificate is not trusted with the injected CA (KUBE_STANDBY_CA): invalid peer certificate: UnknownIssuer\n";
+        let p = gated(
+            json!({"phase": "Pending", "initContainerStatuses": [agent_status("singleton-gate",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                json!({"terminated": {"exitCode": 1, "reason": "Error", "message": msg}}))]}),
+            true,
+        );
+        let e = agent_error(&p).expect("agent error");
+        assert!(
+            e.starts_with("kube-standby agent: the operator's certificate is not trusted"),
+            "{e}"
+        );
+        assert!(!e.contains("WARN"), "only the error line: {e}");
+        assert_eq!(
+            failure(&p),
+            None,
+            "the agent's restarts do not fail the pod"
+        );
+        assert_eq!(pod_info(&p).agent_error, Some(e));
+        // Once released the agent has nothing left to ask.
+        let mut released = p.clone();
+        released.metadata.annotations = Some(BTreeMap::from([(
+            RELEASED_ANNOTATION.to_string(),
+            "t".to_string(),
+        )]));
+        assert_eq!(agent_error(&released), None);
+    }
+
+    #[test]
+    fn the_sidecar_agent_error_without_a_message_gives_the_exit_code() {
+        let p = gated(
+            json!({"phase": "Running", "containerStatuses": [agent_status("status-sidecar",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                json!({"terminated": {"exitCode": 1, "reason": "Error"}}))]}),
+            false,
+        );
+        assert_eq!(agent_error(&p).as_deref(), Some("exit code 1 (Error)"));
+        // Running again after a crash: not reported (it is asking again).
+        let running = gated(
+            json!({"phase": "Running", "containerStatuses": [agent_status("status-sidecar",
+                json!({"running": {}}),
+                json!({"terminated": {"exitCode": 1, "reason": "Error"}}))]}),
+            false,
+        );
+        assert_eq!(agent_error(&running), None);
+        // A clean exit (released init gate) is no error.
+        let done = gated(
+            json!({"initContainerStatuses": [agent_status("singleton-gate",
+                json!({"terminated": {"exitCode": 0, "reason": "Completed"}}), json!({}))]}),
+            true,
+        );
+        assert_eq!(agent_error(&done), None);
+        // A user's container of the same name in a pod without our gate is not our agent.
+        let impostor = pod(
+            json!({"spec": {"containers": [{"name": "status-sidecar", "command": ["x"]}]},
+            "status": {"containerStatuses": [agent_status("status-sidecar",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                json!({"terminated": {"exitCode": 1, "message": "boom"}}))]}}),
+        );
+        assert_eq!(agent_error(&impostor), None);
+        assert!(
+            failure(&impostor).is_some(),
+            "its crash loop still fails the pod"
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct PodInfo {
     pub terminating: bool,
     /// Why the pod counts as failed (Failed phase, CrashLoopBackOff, image errors, >3 restarts).
     pub failed: Option<String>,
+    /// Why the pod's agent cannot get its release (it exited non-zero), if so.
+    pub agent_error: Option<String>,
     pub node: Option<String>,
     /// Name of the controlling ReplicaSet.
     pub replicaset: Option<String>,
@@ -298,6 +300,62 @@ pub fn plan(o: &Observed<'_>) -> Plan {
         timed_out,
         newly_timed_out: newly,
         extra_candidates,
+    }
+}
+
+/// A pod whose agent exited with an error, and that error.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct AgentProblem {
+    pub pod: String,
+    pub uid: String,
+    pub message: String,
+}
+
+/// The `AgentUnreachable` condition and its Warning events, as data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AgentReport {
+    /// Every pod whose agent is failing now (the condition is True when any is).
+    pub failing: Vec<AgentProblem>,
+    /// Those not reported before: one `AgentUnreachable` Warning event each.
+    pub warn: Vec<AgentProblem>,
+    /// What counts as reported after this reconcile: (pod UID, message) of every pod still
+    /// present, so a pod gets one event per distinct message and a gone pod is forgotten.
+    pub reported: std::collections::BTreeSet<(String, String)>,
+}
+
+/// Which pods' agents are failing, and which of those errors are new.
+pub fn agents(
+    pods: &[PodInfo],
+    reported: &std::collections::BTreeSet<(String, String)>,
+) -> AgentReport {
+    let mut failing: Vec<AgentProblem> = pods
+        .iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| {
+            p.agent_error.as_ref().map(|m| AgentProblem {
+                pod: p.name.clone(),
+                uid: p.uid.clone(),
+                message: m.clone(),
+            })
+        })
+        .collect();
+    failing.sort();
+    let warn = failing
+        .iter()
+        .filter(|p| !reported.contains(&(p.uid.clone(), p.message.clone())))
+        .cloned()
+        .collect();
+    let present: std::collections::BTreeSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+    let reported = reported
+        .iter()
+        .filter(|(uid, _)| present.contains(uid.as_str()))
+        .cloned()
+        .chain(failing.iter().map(|p| (p.uid.clone(), p.message.clone())))
+        .collect();
+    AgentReport {
+        failing,
+        warn,
+        reported,
     }
 }
 

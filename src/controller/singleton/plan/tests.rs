@@ -11,6 +11,7 @@ fn pod(name: &str, created: i64) -> PodInfo {
         ready_condition: false,
         terminating: false,
         failed: None,
+        agent_error: None,
         node: Some("n1".into()),
         replicaset: None,
     }
@@ -535,4 +536,37 @@ proptest! {
         w.apply(&Ev::Step { complete: true })?;
         prop_assert!(w.pods[0].released, "not released: memory={:?}", w.memory);
     }
+}
+
+#[test]
+fn failing_agents_give_the_condition_and_one_event_per_pod_and_message() {
+    let mut a = pod("a", 1);
+    a.agent_error = Some("CA bundle holds no certificate".into());
+    let mut b = pod("b", 2);
+    b.agent_error = Some("timed out".into());
+    let ok = pod("c", 3);
+    let r = agents(&[a.clone(), b.clone(), ok.clone()], &Default::default());
+    assert_eq!(
+        r.failing.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert_eq!(r.warn, r.failing, "first sight: one event each");
+    // The same errors again: no new event.
+    let again = agents(&[a.clone(), b.clone(), ok.clone()], &r.reported);
+    assert_eq!(again.failing.len(), 2);
+    assert!(again.warn.is_empty(), "{:?}", again.warn);
+    // A new message for b: one event for b only.
+    b.agent_error = Some("connection refused".into());
+    let changed = agents(&[a.clone(), b.clone()], &again.reported);
+    assert_eq!(changed.warn.len(), 1);
+    assert_eq!(changed.warn[0].pod, "b");
+    assert_eq!(changed.warn[0].message, "connection refused");
+    // Pods that are gone are forgotten; healthy pods give no condition.
+    let healthy = agents(std::slice::from_ref(&ok), &changed.reported);
+    assert!(healthy.failing.is_empty() && healthy.warn.is_empty());
+    assert!(healthy.reported.is_empty());
+    // A terminating pod's agent is not reported.
+    let mut t = a.clone();
+    t.terminating = true;
+    assert!(agents(&[t], &Default::default()).failing.is_empty());
 }

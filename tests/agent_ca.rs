@@ -1,0 +1,234 @@
+//! File-mode TLS (`--tls-cert-file/--tls-key-file`) without `--ca-file`, run as README's
+//! "Against a cluster" says: the CA injected into pods' agents is never empty and always
+//! verifies the certificate the server really serves; a certificate file holding only the
+//! leaf is refused at start with a message naming `--ca-file`.
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn webhook(dir: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["webhook", "--tls-cert-file"])
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("tls.key"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-bind", "127.0.0.1:0"])
+        .args(["--operator-url", &format!("https://localhost:{port}")])
+        .args(extra)
+        .arg("--objects")
+        .arg(common::repo().join("examples/statefulsingleton-demo.yaml"));
+    c
+}
+
+/// The `KUBE_STANDBY_CA` value of the injected agent, from a real admission answer.
+fn injected_ca(review: &serde_json::Value) -> String {
+    let patch = review["response"]["patch"].as_str().expect("a patch");
+    let ops: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut found = vec![];
+    for op in ops.as_array().unwrap() {
+        let v = &op["value"];
+        let containers: Vec<&serde_json::Value> = match v.as_array() {
+            Some(a) => a.iter().collect(),
+            None => vec![v],
+        };
+        for c in containers {
+            for e in c["env"].as_array().into_iter().flatten() {
+                if e["name"] == "KUBE_STANDBY_CA" {
+                    found.push(e["value"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one agent injected: {ops}");
+    found.remove(0)
+}
+
+/// A TLS handshake with `ca_pem` as the only root, as the agent's client does it.
+async fn handshake(ca_pem: &str, port: u16) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the CA".into());
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn readme_certs_then_webhook_without_ca_file_injects_a_ca_that_verifies_the_served_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["certs", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let _child = Killed(
+        webhook(dir.path(), port, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let review: serde_json::Value = loop {
+        match client
+            .post(format!("https://localhost:{port}/mutate/pods"))
+            .header("content-type", "application/json")
+            .body(common::fixture("pod-create-from-replicaset.json"))
+            .send()
+            .await
+        {
+            Ok(r) => break r.json().await.unwrap(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "webhook never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    let injected = injected_ca(&review);
+    assert!(
+        injected.contains("BEGIN CERTIFICATE"),
+        "empty CA injected: {injected:?}"
+    );
+    handshake(&injected, port)
+        .await
+        .expect("the injected CA verifies the served certificate");
+    // And the check can fail: another CA does not.
+    let other = kube_standby::certs::generate(&["localhost".into()]).unwrap();
+    assert!(handshake(&other.ca_pem, port).await.is_err());
+}
+
+#[test]
+fn a_leaf_only_certificate_without_ca_file_is_refused_naming_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = kube_standby::certs::generate(&kube_standby::certs::default_sans()).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &b.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &b.key_pem).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &b.ca_pem).unwrap();
+    let out = webhook(dir.path(), free_port(), &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--ca-file") && err.contains("holds only the serving certificate"),
+        "{err}"
+    );
+
+    // `run` refuses the same way before it contacts any cluster.
+    let out = bin()
+        .args(["run", "--tls-cert-file"])
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.path().join("tls.key"))
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--ca-file"), "{err}");
+
+    // A --ca-file that did not sign the certificate is refused too.
+    let other = kube_standby::certs::generate(&["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("other.crt"), &other.ca_pem).unwrap();
+    let other_ca = dir.path().join("other.crt").display().to_string();
+    let out = webhook(dir.path(), free_port(), &["--ca-file", &other_ca])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not verify the served certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_leaf_only_certificate_with_the_right_ca_file_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = kube_standby::certs::generate(&kube_standby::certs::default_sans()).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &b.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &b.key_pem).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &b.ca_pem).unwrap();
+    let port = free_port();
+    let ca = dir.path().join("ca.crt").display().to_string();
+    let mut child = Killed(
+        webhook(dir.path(), port, &["--ca-file", &ca])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handshake(&b.ca_pem, port).await.is_err() {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the server exited with a good --ca-file"
+        );
+        assert!(Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
