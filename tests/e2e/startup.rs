@@ -61,10 +61,11 @@ async fn operator_started_with_its_crds_becomes_ready_and_works_without_a_restar
             bind: format!("127.0.0.1:{port}").parse().expect("bind"),
             metrics_bind: format!("127.0.0.1:{ops}").parse().expect("ops"),
             tls: TlsMode::SelfSigned {
-                sans: vec!["localhost".into()],
+                sans: vec!["localhost".into(), "127.0.0.1".into()],
                 ca: None,
             },
             ca_file: None,
+            ca_pem: None,
             agent_image: PAUSE.into(),
             operator_url: format!("https://127.0.0.1:{port}"),
             conn_limits: Default::default(),
