@@ -11,7 +11,7 @@ use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{json, Value};
 
-use super::mutate::Config;
+use super::config::Config;
 use crate::api::singleton::{
     owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL,
     READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
