@@ -6,7 +6,6 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::pool::{PoolScaling, Pooled};
 use super::probe::{BusyProbe, MatchLabels};
 
 /// `api::hsd::BusyMode` stays a public path (tests and users name the HSD's modes here).
@@ -125,16 +124,7 @@ pub struct HotStandbyDeploymentSpec {
     pub busy_probe: BusyProbe,
 }
 
-impl Pooled for HotStandbyDeploymentSpec {
-    fn pool(&self) -> PoolScaling {
-        PoolScaling {
-            idle_target: self.idle_target,
-            min_replicas: self.min_replicas,
-            max_replicas: self.max_replicas,
-            scale_down_delay_seconds: self.scale_down_delay_seconds,
-        }
-    }
-}
+super::pool::pooled!(HotStandbyDeploymentSpec);
 
 /// Observed state of a HotStandbyDeployment.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

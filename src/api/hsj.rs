@@ -8,7 +8,6 @@ use kube::CustomResource;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use super::pool::{PoolScaling, Pooled};
 use super::probe::{default_annotation_key, ExecProbe, HttpProbe, MatchLabels};
 
 /// Spec of a HotStandbyJob.
@@ -110,16 +109,7 @@ pub struct HotStandbyJobSpec {
     pub busy_probe: JobBusyProbe,
 }
 
-impl Pooled for HotStandbyJobSpec {
-    fn pool(&self) -> PoolScaling {
-        PoolScaling {
-            idle_target: self.idle_target,
-            min_replicas: self.min_replicas,
-            max_replicas: self.max_replicas,
-            scale_down_delay_seconds: self.scale_down_delay_seconds,
-        }
-    }
-}
+super::pool::pooled!(HotStandbyJobSpec);
 
 /// A Job template in either form. Unknown JobSpec fields are kept in `rest`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]

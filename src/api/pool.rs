@@ -26,6 +26,24 @@ pub trait Pooled {
     fn pool(&self) -> PoolScaling;
 }
 
+/// `impl Pooled` for a spec with the four fields `idle_target`, `min_replicas`,
+/// `max_replicas` and `scale_down_delay_seconds`.
+macro_rules! pooled {
+    ($spec:ty) => {
+        impl $crate::api::pool::Pooled for $spec {
+            fn pool(&self) -> $crate::api::pool::PoolScaling {
+                $crate::api::pool::PoolScaling {
+                    idle_target: self.idle_target,
+                    min_replicas: self.min_replicas,
+                    max_replicas: self.max_replicas,
+                    scale_down_delay_seconds: self.scale_down_delay_seconds,
+                }
+            }
+        }
+    };
+}
+pub(crate) use pooled;
+
 impl PoolScaling {
     /// Problems with the scaling fields, each with a clear message (the schema refuses
     /// most of them too, but objects stored before the bounds existed still reach us).
