@@ -21,7 +21,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
-use kube_standby::api::hsj::ExecProbe;
+use kube_standby::api::probe::ExecProbe;
 use kube_standby::probe::exec::{probe_pod, ExecCall, ExecError, ExecProber, KubeExec};
 use kube_standby::probe::BusyState;
 use serde_json::{json, Value};

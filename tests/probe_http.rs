@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use kube_standby::api::hsd::HttpProbe;
+use kube_standby::api::probe::HttpProbe;
 use kube_standby::controller::hsd::plan::BusyState;
 use kube_standby::probe::http::HttpProber;
 

@@ -28,8 +28,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
+use crate::api::singleton::ReleaseAnswer;
 use crate::telemetry::Untrusted;
-use crate::webhook::release::ReleaseAnswer;
 
 /// Largest answer the agent reads (a real one is about a hundred bytes).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;

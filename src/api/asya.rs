@@ -213,7 +213,7 @@ pub struct Scaling {
     /// `controller.kubernetes.io/pod-deletion-cost` on the actor's Deployment pods so a
     /// scale-down removes idle pods first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub busy_probe: Option<crate::api::hsd::BusyProbe>,
+    pub busy_probe: Option<crate::api::probe::BusyProbe>,
 }
 
 /// The workload to create.

@@ -1,12 +1,15 @@
 //! HotStandbyDeployment (`apps.paia.tech/v1alpha1`, short name `hsd`).
 //!
 //! Field names and defaults follow the seed operator's CRD so its YAML applies unchanged.
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::probe::{BusyProbe, MatchLabels};
+
+/// `api::hsd::BusyMode` stays a public path (tests and users name the HSD's modes here).
+pub use super::probe::BusyMode;
 
 /// Spec of a HotStandbyDeployment: a Deployment-like workload that always keeps
 /// `idleTarget` idle pods on top of the busy ones.
@@ -98,13 +101,13 @@ pub struct HotStandbyDeploymentSpec {
     pub min_replicas: i32,
 
     /// Upper bound for the child Deployment's replicas.
-    #[serde(default = "default_max_replicas")]
+    #[serde(default = "super::pool::default_max_replicas")]
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
 
     /// How long (seconds) the desired replica count must stay lower before the operator
     /// scales down. 0 scales down at once. Scale-ups always happen at once.
-    #[serde(default = "default_scale_down_delay")]
+    #[serde(default = "super::pool::default_scale_down_delay")]
     #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: i32,
 
@@ -121,136 +124,7 @@ pub struct HotStandbyDeploymentSpec {
     pub busy_probe: BusyProbe,
 }
 
-fn default_max_replicas() -> i32 {
-    1000
-}
-fn default_scale_down_delay() -> i32 {
-    30
-}
-
-/// A label selector made of exact label matches only.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MatchLabels {
-    /// Label key/value pairs a pod must carry.
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-}
-
-/// How busy pods are detected.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BusyProbe {
-    /// `annotation`: the pod's own annotation says it is busy; `http`: the operator
-    /// probes each pod over HTTP.
-    #[serde(default)]
-    pub mode: BusyMode,
-
-    /// Annotation read in `annotation` mode; the pod is busy when its value is "true"
-    /// (any case).
-    #[serde(default = "default_annotation_key")]
-    pub annotation_key: String,
-
-    /// Settings for `http` mode.
-    #[serde(default)]
-    pub http: HttpProbe,
-}
-
-impl Default for BusyProbe {
-    fn default() -> Self {
-        BusyProbe {
-            mode: BusyMode::Annotation,
-            annotation_key: default_annotation_key(),
-            http: HttpProbe::default(),
-        }
-    }
-}
-
-pub fn default_annotation_key() -> String {
-    "paia.tech/busy".to_string()
-}
-
-/// Busy detection modes of a HotStandbyDeployment.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BusyMode {
-    /// The pod annotation `annotationKey` equals "true".
-    #[default]
-    Annotation,
-    /// `GET http://<podIP>:<port><path>`; a 2xx answer means busy (or idle, see successIsBusy).
-    Http,
-}
-
-/// HTTP busy probe settings.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpProbe {
-    /// Container port to probe on the pod's IP (1-65535).
-    #[serde(default = "default_http_port")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub port: i32,
-    /// HTTP path to GET.
-    #[serde(default = "default_http_path")]
-    pub path: String,
-    /// When true a 2xx answer means busy; when false a 2xx answer means idle.
-    #[serde(default = "default_true")]
-    pub success_is_busy: bool,
-    /// Per-probe timeout in seconds (1-60).
-    #[serde(default = "default_one")]
-    #[schemars(range(min = 1, max = 60))]
-    pub timeout_seconds: i32,
-    /// How often each pod is probed, in seconds (1-3600).
-    #[serde(default = "default_period")]
-    #[schemars(range(min = 1, max = 3600))]
-    pub period_seconds: i32,
-}
-
-impl HttpProbe {
-    /// Out-of-range settings, each with a clear message (the schema refuses them too, but
-    /// objects stored before the bounds existed still reach us).
-    pub fn problems(&self) -> Vec<String> {
-        let mut e = vec![];
-        let mut check = |field: &str, v: i32, lo: i32, hi: i32| {
-            if !(lo..=hi).contains(&v) {
-                e.push(format!(
-                    "busyProbe.http.{field} must be within {lo}-{hi}, got {v}"
-                ));
-            }
-        };
-        check("port", self.port, 1, 65535);
-        check("timeoutSeconds", self.timeout_seconds, 1, 60);
-        check("periodSeconds", self.period_seconds, 1, 3600);
-        e
-    }
-}
-
-impl Default for HttpProbe {
-    fn default() -> Self {
-        HttpProbe {
-            port: default_http_port(),
-            path: default_http_path(),
-            success_is_busy: true,
-            timeout_seconds: 1,
-            period_seconds: default_period(),
-        }
-    }
-}
-
-fn default_http_port() -> i32 {
-    8080
-}
-fn default_http_path() -> String {
-    "/busy".to_string()
-}
-pub(crate) fn default_true() -> bool {
-    true
-}
-pub(crate) fn default_one() -> i32 {
-    1
-}
-fn default_period() -> i32 {
-    10
-}
+super::pool::pooled!(HotStandbyDeploymentSpec);
 
 /// Observed state of a HotStandbyDeployment.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

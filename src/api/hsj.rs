@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use super::hsd::{default_annotation_key, default_one, default_true, HttpProbe, MatchLabels};
+use super::probe::{default_annotation_key, ExecProbe, HttpProbe, MatchLabels};
 
 /// Spec of a HotStandbyJob.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -90,11 +90,11 @@ pub struct HotStandbyJobSpec {
     #[schemars(range(min = 0))]
     pub min_replicas: i32,
     /// Upper bound for the number of Jobs.
-    #[serde(default = "default_max_replicas")]
+    #[serde(default = "super::pool::default_max_replicas")]
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
     /// How long (seconds) the desired count must stay lower before surplus idle Jobs are removed.
-    #[serde(default = "default_scale_down_delay")]
+    #[serde(default = "super::pool::default_scale_down_delay")]
     #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: i32,
     /// Optional extra labels that select this pool's pods (merged into the pod labels).
@@ -109,12 +109,7 @@ pub struct HotStandbyJobSpec {
     pub busy_probe: JobBusyProbe,
 }
 
-fn default_max_replicas() -> i32 {
-    1000
-}
-fn default_scale_down_delay() -> i32 {
-    30
-}
+super::pool::pooled!(HotStandbyJobSpec);
 
 /// A Job template in either form. Unknown JobSpec fields are kept in `rest`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -249,55 +244,6 @@ pub enum JobBusyMode {
     Http,
     /// A command run in the pod's container; exit 0 means busy (or idle, see successIsBusy).
     Exec,
-}
-
-/// Exec busy probe settings.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecProbe {
-    /// Command to run in the container.
-    pub command: Vec<String>,
-    /// Container to run it in (default: the first container).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// Timeout in seconds (1-60).
-    #[serde(default = "default_one")]
-    #[schemars(range(min = 1, max = 60))]
-    pub timeout_seconds: i32,
-    /// When true exit code 0 means busy; when false it means idle.
-    #[serde(default = "default_true")]
-    pub success_is_busy: bool,
-    /// How often each pod is probed, in seconds (1-3600).
-    #[serde(default = "default_exec_period")]
-    #[schemars(range(min = 1, max = 3600))]
-    pub period_seconds: i32,
-}
-
-fn default_exec_period() -> i32 {
-    5
-}
-
-impl ExecProbe {
-    /// Problems with these settings, each with a clear message.
-    pub fn problems(&self) -> Vec<String> {
-        let mut e = vec![];
-        if self.command.is_empty() || self.command.iter().all(|c| c.trim().is_empty()) {
-            e.push("busyProbe.exec.command must not be empty".to_string());
-        }
-        if !(1..=60).contains(&self.timeout_seconds) {
-            e.push(format!(
-                "busyProbe.exec.timeoutSeconds must be within 1-60, got {}",
-                self.timeout_seconds
-            ));
-        }
-        if !(1..=3600).contains(&self.period_seconds) {
-            e.push(format!(
-                "busyProbe.exec.periodSeconds must be within 1-3600, got {}",
-                self.period_seconds
-            ));
-        }
-        e
-    }
 }
 
 /// Observed state of a HotStandbyJob.

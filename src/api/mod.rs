@@ -7,12 +7,24 @@ use schemars::{json_schema, Schema, SchemaGenerator};
 pub mod asya;
 pub mod hsd;
 pub mod hsj;
+pub mod pool;
+pub mod probe;
 pub mod singleton;
 
 pub use asya::AsyncActor;
 pub use hsd::HotStandbyDeployment;
 pub use hsj::HotStandbyJob;
 pub use singleton::StatefulSingleton;
+
+/// Serde default: `true`.
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// Serde default: `1`.
+pub(crate) fn default_one() -> i32 {
+    1
+}
 
 /// Schema for an embedded Kubernetes object we keep verbatim (pod or job templates):
 /// an object whose unknown fields the API server must preserve.

@@ -55,7 +55,7 @@ pub struct StatefulSingletonSpec {
     #[schemars(range(min = 1, max = 3600))]
     pub max_transition_time: i64,
     /// Keep the pod's own terminationGracePeriodSeconds when it is longer.
-    #[serde(default = "super::hsd::default_true")]
+    #[serde(default = "super::default_true")]
     pub respect_pod_grace_period: bool,
     /// How the app is held back until release: `wrapper` (wrap each container's command),
     /// `initContainer` (an init container waits), or `auto` (wrapper when every container
@@ -178,6 +178,14 @@ pub const SIGNAL_FILE: &str = "/var/run/signal/start-signal";
 pub const TOKEN_AUDIENCE: &str = "kube-standby";
 pub const TOKEN_DIR: &str = "/var/run/secrets/kube-standby";
 pub const TOKEN_FILE: &str = "/var/run/secrets/kube-standby/token";
+
+/// The answer of `GET /release` (served by the webhook, read by the in-pod agent): is the
+/// asking pod released?
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseAnswer {
+    pub released: bool,
+    pub pod: String,
+}
 
 /// The start gate script: waits for the release signal (polling every 100 ms), then
 /// `exec "$@"`, so the app receives exactly its original argv. The shell is PID 1 of the

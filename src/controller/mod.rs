@@ -13,6 +13,7 @@ pub mod cost;
 pub mod hsd;
 pub mod hsj;
 pub mod index;
+pub mod pool;
 pub mod shell;
 pub mod singleton;
 pub mod watch;

@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use super::{BusyState, ProbeCache};
-use crate::api::hsj::ExecProbe;
+use crate::api::probe::ExecProbe;
 use crate::metrics::Metrics;
 
 /// Why an exec probe gave no exit code.

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
 use super::BusyState;
-use crate::api::hsd::HttpProbe;
+use crate::api::probe::HttpProbe;
 
 /// Probes with a global bound on in-flight requests.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
-use crate::api::hsd::{BusyMode, BusyProbe, HttpProbe};
+use crate::api::probe::{BusyMode, BusyProbe, HttpProbe};
 use crate::metrics::{Metrics, OutcomeLabels};
 
 pub mod exec;

@@ -18,14 +18,16 @@ use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
 
+pub mod config;
 pub mod limits;
 pub mod mutate;
 pub mod objects;
 pub mod release;
 pub mod singleton;
 
+pub use config::{Config, Injection};
 pub use limits::{AdmissionGate, AdmissionLimits};
-pub use mutate::{mutate, Config, Injection};
+pub use mutate::mutate;
 pub use objects::{ObjectSource, StaticObjects};
 
 /// Everything the handlers need.

@@ -12,11 +12,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{ErrorBody, WebhookState};
-use crate::api::singleton::TOKEN_AUDIENCE;
+use crate::api::singleton::{ReleaseAnswer, TOKEN_AUDIENCE};
 
 /// Who a token belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,12 +97,6 @@ pub struct ReleaseQuery {
     pub uid: Option<String>,
     /// Long-poll timeout, at most 30 s.
     pub timeout_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct ReleaseAnswer {
-    pub released: bool,
-    pub pod: String,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {

@@ -11,7 +11,7 @@ use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{json, Value};
 
-use super::mutate::Config;
+use super::config::Config;
 use crate::api::singleton::{
     owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL,
     READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
@@ -232,7 +232,166 @@ fn wrapped_command(c: &Container) -> Value {
     json!(cmd)
 }
 
-/// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied.
+/// Add `items` to the list at `path`: the whole list when the pod has none (`exists` is
+/// false), else each item appended (`-`).
+fn append(exists: bool, path: &[&str], items: Vec<Value>) -> Vec<PatchOperation> {
+    if !exists {
+        return vec![add(ptr(path), Value::Array(items))];
+    }
+    let mut end = path.to_vec();
+    end.push("-");
+    items.into_iter().map(|v| add(ptr(&end), v)).collect()
+}
+
+/// Set `entries` in the string map at `path`: the whole map when the pod has none, else
+/// each key on its own (keys contain '/', escaped by `from_tokens`).
+fn put_entries(exists: bool, path: &[&str], entries: &[(&str, &str)]) -> Vec<PatchOperation> {
+    if !exists {
+        let map = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>();
+        return vec![add(ptr(path), Value::Object(map))];
+    }
+    entries
+        .iter()
+        .map(|(k, v)| {
+            let mut at = path.to_vec();
+            at.push(k);
+            add(ptr(&at), json!(v))
+        })
+        .collect()
+}
+
+/// The managed and singleton labels, and the gate annotation.
+fn metadata_ops(pod: &Pod, singleton: &str, gate: Gate) -> Vec<PatchOperation> {
+    let meta = &pod.metadata;
+    let mut ops = put_entries(
+        meta.labels.is_some(),
+        &["metadata", "labels"],
+        &[(MANAGED_LABEL, "true"), (SINGLETON_LABEL, singleton)],
+    );
+    ops.extend(put_entries(
+        meta.annotations.is_some(),
+        &["metadata", "annotations"],
+        &[(GATE_ANNOTATION, gate.as_str())],
+    ));
+    ops
+}
+
+/// The singleton's readiness gate, unless the pod already lists it.
+fn readiness_gate_ops(spec: &PodSpec) -> Vec<PatchOperation> {
+    let gates = spec.readiness_gates.as_ref();
+    if gates.is_some_and(|g| g.iter().any(|g| g.condition_type == READY_CONDITION)) {
+        return vec![];
+    }
+    let entry = json!({"conditionType": READY_CONDITION});
+    append(gates.is_some(), &["spec", "readinessGates"], vec![entry])
+}
+
+/// Grace period: the singleton's, or the pod's own when longer and respected.
+fn grace_period_ops(spec: &PodSpec, singleton: &StatefulSingleton) -> Vec<PatchOperation> {
+    let own = spec.termination_grace_period_seconds;
+    let wanted = &singleton.spec;
+    let grace = match own {
+        Some(o) if wanted.respect_pod_grace_period && o > wanted.termination_grace_period => o,
+        _ => wanted.termination_grace_period,
+    };
+    if own == Some(grace) {
+        return vec![];
+    }
+    vec![add(
+        ptr(&["spec", "terminationGracePeriodSeconds"]),
+        json!(grace),
+    )]
+}
+
+/// Preferred anti-affinity against this singleton's pods only, merged into what exists.
+fn anti_affinity_ops(spec: &PodSpec, singleton: &str) -> Vec<PatchOperation> {
+    const PREFERRED: &str = "preferredDuringSchedulingIgnoredDuringExecution";
+    let term = json!({"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {SINGLETON_LABEL: singleton}}}});
+    let Some(affinity) = &spec.affinity else {
+        return vec![add(
+            ptr(&["spec", "affinity"]),
+            json!({"podAntiAffinity": {PREFERRED: [term]}}),
+        )];
+    };
+    let Some(anti) = &affinity.pod_anti_affinity else {
+        return vec![add(
+            ptr(&["spec", "affinity", "podAntiAffinity"]),
+            json!({PREFERRED: [term]}),
+        )];
+    };
+    let exists = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .is_some();
+    append(
+        exists,
+        &["spec", "affinity", "podAntiAffinity", PREFERRED],
+        vec![term],
+    )
+}
+
+/// Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
+fn volume_ops(spec: &PodSpec, gate: Gate, names: &VolumeNames) -> Vec<PatchOperation> {
+    let mut volumes = vec![json!({"name": names.token, "projected": {"sources": [
+        {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
+    ]}})];
+    if gate == Gate::Wrapper {
+        volumes.push(json!({"name": names.wrapper, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
+        volumes.push(json!({"name": names.signal, "emptyDir": {}}));
+    }
+    append(spec.volumes.is_some(), &["spec", "volumes"], volumes)
+}
+
+/// The wrapper gate: every app container's command wrapped (args stay exactly as they
+/// are) with the wrapper and signal mounts, then the status sidecar.
+fn wrapper_gate_ops(
+    spec: &PodSpec,
+    config: &Config<'_>,
+    names: &VolumeNames,
+    never_restarted: bool,
+) -> Vec<PatchOperation> {
+    let mounts = [
+        json!({"name": names.wrapper, "mountPath": WRAPPER_DIR, "readOnly": true}),
+        json!({"name": names.signal, "mountPath": SIGNAL_DIR, "readOnly": true}),
+    ];
+    let mut ops = vec![];
+    for (i, c) in spec.containers.iter().enumerate() {
+        let idx = i.to_string();
+        ops.push(add(
+            ptr(&["spec", "containers", &idx, "command"]),
+            wrapped_command(c),
+        ));
+        ops.extend(append(
+            c.volume_mounts.is_some(),
+            &["spec", "containers", &idx, "volumeMounts"],
+            mounts.to_vec(),
+        ));
+    }
+    ops.push(add(
+        ptr(&["spec", "containers", "-"]),
+        sidecar(config, names, never_restarted),
+    ));
+    ops
+}
+
+/// The init gate, first among the init containers so none runs before the release.
+fn init_gate_ops(
+    spec: &PodSpec,
+    config: &Config<'_>,
+    names: &VolumeNames,
+    never_restarted: bool,
+) -> Vec<PatchOperation> {
+    let gate = init_gate(config, names, never_restarted);
+    match &spec.init_containers {
+        None => vec![add(ptr(&["spec", "initContainers"]), json!([gate]))],
+        Some(_) => vec![add(ptr(&["spec", "initContainers", "0"]), gate)],
+    }
+}
+
+/// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied: one
+/// pure function per concern, concatenated in a fixed order.
 pub fn inject(
     pod: &Pod,
     singleton: &StatefulSingleton,
@@ -250,167 +409,15 @@ pub fn inject(
     let gate = choose_gate(pod, singleton.spec.start_gate)
         .map_err(|why| format!("StatefulSingleton {name:?} cannot gate this pod: {why}"))?;
     let names = VolumeNames::for_pod(spec);
-    let mut ops = vec![];
-
-    // Labels and the gate annotation (keys contain '/', escaped by from_tokens).
-    match &pod.metadata.labels {
-        None => ops.push(add(
-            ptr(&["metadata", "labels"]),
-            json!({MANAGED_LABEL: "true", SINGLETON_LABEL: name}),
-        )),
-        Some(_) => {
-            ops.push(add(
-                ptr(&["metadata", "labels", MANAGED_LABEL]),
-                json!("true"),
-            ));
-            ops.push(add(
-                ptr(&["metadata", "labels", SINGLETON_LABEL]),
-                json!(name),
-            ));
-        }
-    }
-    match &pod.metadata.annotations {
-        None => ops.push(add(
-            ptr(&["metadata", "annotations"]),
-            json!({GATE_ANNOTATION: gate.as_str()}),
-        )),
-        Some(_) => ops.push(add(
-            ptr(&["metadata", "annotations", GATE_ANNOTATION]),
-            json!(gate.as_str()),
-        )),
-    }
-
-    // Readiness gate.
-    let gate_entry = json!({"conditionType": READY_CONDITION});
-    match &spec.readiness_gates {
-        None => ops.push(add(ptr(&["spec", "readinessGates"]), json!([gate_entry]))),
-        Some(g) if !g.iter().any(|g| g.condition_type == READY_CONDITION) => {
-            ops.push(add(ptr(&["spec", "readinessGates", "-"]), gate_entry))
-        }
-        Some(_) => {}
-    }
-
-    // Grace period: the singleton's, or the pod's own when longer and respected.
-    let own = spec.termination_grace_period_seconds;
-    let grace = match own {
-        Some(o)
-            if singleton.spec.respect_pod_grace_period
-                && o > singleton.spec.termination_grace_period =>
-        {
-            o
-        }
-        _ => singleton.spec.termination_grace_period,
-    };
-    if own != Some(grace) {
-        ops.push(add(
-            ptr(&["spec", "terminationGracePeriodSeconds"]),
-            json!(grace),
-        ));
-    }
-
-    // Preferred anti-affinity against this singleton's pods only, merged into what exists.
-    let term = json!({"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {SINGLETON_LABEL: name}}}});
-    let anti = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.pod_anti_affinity.as_ref());
-    match (
-        &spec.affinity,
-        anti,
-        anti.and_then(|a| {
-            a.preferred_during_scheduling_ignored_during_execution
-                .as_ref()
-        }),
-    ) {
-        (None, _, _) => ops.push(add(
-            ptr(&["spec", "affinity"]),
-            json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term]}}),
-        )),
-        (Some(_), None, _) => ops.push(add(
-            ptr(&["spec", "affinity", "podAntiAffinity"]),
-            json!({"preferredDuringSchedulingIgnoredDuringExecution": [term]}),
-        )),
-        (Some(_), Some(_), None) => ops.push(add(
-            ptr(&[
-                "spec",
-                "affinity",
-                "podAntiAffinity",
-                "preferredDuringSchedulingIgnoredDuringExecution",
-            ]),
-            json!([term]),
-        )),
-        (Some(_), Some(_), Some(_)) => ops.push(add(
-            ptr(&[
-                "spec",
-                "affinity",
-                "podAntiAffinity",
-                "preferredDuringSchedulingIgnoredDuringExecution",
-                "-",
-            ]),
-            term,
-        )),
-    }
-
-    // Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
-    let mut volumes = vec![json!({"name": names.token, "projected": {"sources": [
-        {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
-    ]}})];
-    if gate == Gate::Wrapper {
-        volumes.push(json!({"name": names.wrapper, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
-        volumes.push(json!({"name": names.signal, "emptyDir": {}}));
-    }
-    match &spec.volumes {
-        None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(volumes))),
-        Some(_) => ops.extend(
-            volumes
-                .into_iter()
-                .map(|v| add(ptr(&["spec", "volumes", "-"]), v)),
-        ),
-    }
-
-    match gate {
-        Gate::Wrapper => {
-            let mounts = [
-                json!({"name": names.wrapper, "mountPath": WRAPPER_DIR, "readOnly": true}),
-                json!({"name": names.signal, "mountPath": SIGNAL_DIR, "readOnly": true}),
-            ];
-            for (i, c) in spec.containers.iter().enumerate() {
-                let idx = i.to_string();
-                // Only the command changes; args stay exactly as they are.
-                ops.push(add(
-                    ptr(&["spec", "containers", &idx, "command"]),
-                    wrapped_command(c),
-                ));
-                match &c.volume_mounts {
-                    None => ops.push(add(
-                        ptr(&["spec", "containers", &idx, "volumeMounts"]),
-                        json!(mounts),
-                    )),
-                    Some(_) => ops.extend(mounts.iter().map(|m| {
-                        add(
-                            ptr(&["spec", "containers", &idx, "volumeMounts", "-"]),
-                            m.clone(),
-                        )
-                    })),
-                }
-            }
-            ops.push(add(
-                ptr(&["spec", "containers", "-"]),
-                sidecar(config, &names, never_restarted(pod)),
-            ));
-        }
-        Gate::InitContainer => match &spec.init_containers {
-            None => ops.push(add(
-                ptr(&["spec", "initContainers"]),
-                json!([init_gate(config, &names, never_restarted(pod))]),
-            )),
-            // First, so no other init container runs before the release.
-            Some(_) => ops.push(add(
-                ptr(&["spec", "initContainers", "0"]),
-                init_gate(config, &names, never_restarted(pod)),
-            )),
-        },
-    }
+    let mut ops = metadata_ops(pod, &name, gate);
+    ops.extend(readiness_gate_ops(spec));
+    ops.extend(grace_period_ops(spec, singleton));
+    ops.extend(anti_affinity_ops(spec, &name));
+    ops.extend(volume_ops(spec, gate, &names));
+    ops.extend(match gate {
+        Gate::Wrapper => wrapper_gate_ops(spec, config, &names, never_restarted(pod)),
+        Gate::InitContainer => init_gate_ops(spec, config, &names, never_restarted(pod)),
+    });
     Ok(ops)
 }
 

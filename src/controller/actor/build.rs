@@ -225,7 +225,7 @@ pub fn scaling_problems(actor: &AsyncActor) -> Vec<String> {
     if let Some(p) = s
         .busy_probe
         .as_ref()
-        .filter(|p| p.mode == crate::api::hsd::BusyMode::Http)
+        .filter(|p| p.mode == crate::api::probe::BusyMode::Http)
     {
         e.extend(
             p.http

@@ -235,7 +235,7 @@ async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx) -> Result<Action> {
         .scaling
         .as_ref()
         .and_then(|s| s.busy_probe.as_ref());
-    if let Some(p) = probe.filter(|p| p.mode == crate::api::hsd::BusyMode::Http) {
+    if let Some(p) = probe.filter(|p| p.mode == crate::api::probe::BusyMode::Http) {
         next = next.min(Duration::from_secs(p.http.period_seconds.max(1) as u64));
     }
     Ok(Action::requeue(next))

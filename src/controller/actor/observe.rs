@@ -319,7 +319,7 @@ pub async fn observe<'a>(
         .scaling
         .as_ref()
         .and_then(|s| s.busy_probe.as_ref());
-    if let Some(p) = probe.filter(|p| p.mode == crate::api::hsd::BusyMode::Http) {
+    if let Some(p) = probe.filter(|p| p.mode == crate::api::probe::BusyMode::Http) {
         if want == Kind::Deployment {
             let refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
             probe::probe_due(&ctx.prober, &ctx.probes, &ctx.metrics, &p.http, &refs).await;

@@ -38,64 +38,13 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::hsd::HotStandbyDeploymentSpec;
+use crate::api::pool::Pooled;
+use crate::api::probe::BusyMode;
 
 pub use crate::probe::BusyState;
 
-/// One counted pod of the child Deployment (not terminating).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PodView {
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
-    /// Creation time, seconds since the epoch.
-    pub created: i64,
-    /// Containers started (phase Running).
-    pub running: bool,
-    pub ready: bool,
-    pub state: BusyState,
-    /// The state is a last-known value because the current probe fails.
-    pub stale: bool,
-    /// Why the state is what it is (for /debug/state).
-    pub reason: String,
-    /// The pod-deletion-cost annotation it carries now.
-    pub cost: Option<i32>,
-    /// Taken out of its ReplicaSet during a rollout (owned by the HSD).
-    pub detached: bool,
-    /// Owned by the child's current ReplicaSet (false: an older revision).
-    pub current: bool,
-    /// The pod's own IP (for a fresh probe before it is deleted).
-    pub ip: Option<std::net::IpAddr>,
-}
-
 pub use crate::controller::cost::{COST_IDLE, COST_PROTECTED};
-
-impl PodView {
-    /// Only an idle pod whose idleness is current may be deleted.
-    pub fn deletable(&self) -> bool {
-        self.state == BusyState::Idle && !self.stale
-    }
-
-    /// The deletion cost this pod should carry.
-    pub fn wanted_cost(&self) -> i32 {
-        crate::controller::cost::wanted_cost(self.state, self.stale)
-    }
-
-    pub fn victim(&self) -> Victim<'_> {
-        Victim {
-            name: &self.name,
-            uid: &self.uid,
-            resource_version: &self.resource_version,
-        }
-    }
-}
-
-/// A pod to delete, with the preconditions that make the delete fail if it changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Victim<'a> {
-    pub name: &'a str,
-    pub uid: &'a str,
-    pub resource_version: &'a str,
-}
+pub use crate::controller::pool::{choose_victims, victim_order, PodView, Victim};
 
 /// What was observed for one HSD.
 #[derive(Clone, Debug)]
@@ -161,38 +110,11 @@ pub struct Plan<'a> {
 
 /// Problems that stop the reconciler from acting on a spec.
 pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
-    let mut errors = vec![];
-    if spec.idle_target < 0 {
-        errors.push(format!("idleTarget must be >= 0, got {}", spec.idle_target));
-    }
-    if spec.min_replicas < 0 {
-        errors.push(format!(
-            "minReplicas must be >= 0, got {}",
-            spec.min_replicas
-        ));
-    }
-    if spec.max_replicas < 1 {
-        errors.push(format!(
-            "maxReplicas must be >= 1, got {}",
-            spec.max_replicas
-        ));
-    }
-    if spec.min_replicas > spec.max_replicas {
-        errors.push(format!(
-            "minReplicas ({}) is greater than maxReplicas ({})",
-            spec.min_replicas, spec.max_replicas
-        ));
-    }
-    if spec.scale_down_delay_seconds < 0 {
-        errors.push(format!(
-            "scaleDownDelaySeconds must be >= 0, got {}",
-            spec.scale_down_delay_seconds
-        ));
-    }
+    let mut errors = spec.pool().validate();
     if spec.selector.match_labels.is_empty() {
         errors.push("selector.matchLabels must not be empty (it would select every pod)".into());
     }
-    if spec.busy_probe.mode == crate::api::hsd::BusyMode::Http {
+    if spec.busy_probe.mode == BusyMode::Http {
         errors.extend(spec.busy_probe.http.problems());
     }
     errors
@@ -200,38 +122,7 @@ pub fn validate(spec: &HotStandbyDeploymentSpec) -> Vec<String> {
 
 /// desired = clamp(busy + idleTarget, min, max), saturating.
 pub fn desired(busy: i32, spec: &HotStandbyDeploymentSpec) -> i32 {
-    let raw = busy.saturating_add(spec.idle_target.max(0));
-    raw.clamp(
-        spec.min_replicas.max(0),
-        spec.max_replicas.max(spec.min_replicas.max(0)),
-    )
-}
-
-/// Victim order: not running first, then not ready, then youngest, then by name.
-pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
-    a.running
-        .cmp(&b.running)
-        .then(a.ready.cmp(&b.ready))
-        .then(b.created.cmp(&a.created))
-        .then(a.name.cmp(&b.name))
-}
-
-/// Choose up to `n` deletable pods in victim order (partial selection, no copies).
-pub fn choose_victims<'a>(
-    pods: impl IntoIterator<Item = &'a PodView>,
-    n: usize,
-) -> Vec<Victim<'a>> {
-    let mut candidates: Vec<&PodView> = pods.into_iter().filter(|p| p.deletable()).collect();
-    let n = n.min(candidates.len());
-    if n == 0 {
-        return vec![];
-    }
-    if n < candidates.len() {
-        candidates.select_nth_unstable_by(n - 1, |a, b| victim_order(a, b));
-        candidates.truncate(n);
-    }
-    candidates.sort_unstable_by(|a, b| victim_order(a, b));
-    candidates.into_iter().map(PodView::victim).collect()
+    spec.pool().desired(busy)
 }
 
 pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
@@ -744,7 +635,7 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("matchLabels")), "{e:?}");
         assert!(validate(&spec(1, 0, 2, 30)).is_empty());
         let mut s = spec(1, 0, 2, 30);
-        s.busy_probe.mode = crate::api::hsd::BusyMode::Http;
+        s.busy_probe.mode = BusyMode::Http;
         s.busy_probe.http.timeout_seconds = 0;
         s.busy_probe.http.period_seconds = 4000;
         s.busy_probe.http.port = 70000;

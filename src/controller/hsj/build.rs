@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn shorthand_unit_is_owned_labelled_and_defaulted() {
         let mut h = hsj(serde_json::json!({"image": "busybox", "command": ["sleep", "1"]}));
-        h.spec.selector = Some(crate::api::hsd::MatchLabels {
+        h.spec.selector = Some(crate::api::probe::MatchLabels {
             match_labels: BTreeMap::from([("app".to_string(), "w".to_string())]),
         });
         let job = unit_job(&h).unwrap();
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn the_selector_may_not_take_our_label() {
         let mut h = hsj(serde_json::json!({"image": "x"}));
-        h.spec.selector = Some(crate::api::hsd::MatchLabels {
+        h.spec.selector = Some(crate::api::probe::MatchLabels {
             match_labels: BTreeMap::from([(NAME_LABEL.to_string(), "other".to_string())]),
         });
         assert!(unit_job(&h).unwrap_err().contains(NAME_LABEL));

@@ -5,8 +5,8 @@
 //! A unit is *active* until its Job finishes (Complete or Failed); finished Jobs are left to
 //! `ttlSecondsAfterFinished`. A unit's busy state is the most protective of its pods': busy
 //! if any pod is busy, unknown if any is unknown, stale if any answer is stale. Units are
-//! ranked and chosen with the HSD's victim rules ([`choose_victims`] over [`PodView`]s that
-//! stand for units).
+//! ranked and chosen with the pools' shared victim rules (`controller::pool`:
+//! [`choose_victims`] over [`PodView`]s that stand for units).
 //!
 //! Rules that hold for every input (property-tested below):
 //! - a busy, unknown or stale unit is never deleted (neither as surplus nor as failing);
@@ -24,7 +24,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::hsj::{HotStandbyJobSpec, JobBusyMode};
-pub use crate::controller::hsd::plan::{choose_victims, PodView, Victim};
+use crate::api::pool::Pooled;
+pub use crate::controller::pool::{choose_victims, PodView, Victim};
 use crate::probe::BusyState;
 
 /// Base and cap of the creation backoff while units keep failing.
@@ -119,27 +120,7 @@ pub struct Plan<'a> {
 
 /// Problems that stop the reconciler from acting on a spec.
 pub fn validate(spec: &HotStandbyJobSpec) -> Vec<String> {
-    let mut e = vec![];
-    let mut nonneg = |field: &str, v: i32| {
-        if v < 0 {
-            e.push(format!("{field} must be >= 0, got {v}"));
-        }
-    };
-    nonneg("idleTarget", spec.idle_target);
-    nonneg("minReplicas", spec.min_replicas);
-    nonneg("scaleDownDelaySeconds", spec.scale_down_delay_seconds);
-    if spec.max_replicas < 1 {
-        e.push(format!(
-            "maxReplicas must be >= 1, got {}",
-            spec.max_replicas
-        ));
-    }
-    if spec.min_replicas > spec.max_replicas {
-        e.push(format!(
-            "minReplicas ({}) is greater than maxReplicas ({})",
-            spec.min_replicas, spec.max_replicas
-        ));
-    }
+    let mut e = spec.pool().validate();
     let probe = &spec.busy_probe;
     match probe.mode {
         JobBusyMode::Http => e.extend(probe.http.problems()),
@@ -150,13 +131,6 @@ pub fn validate(spec: &HotStandbyJobSpec) -> Vec<String> {
         JobBusyMode::Annotation => {}
     }
     e
-}
-
-/// desired = clamp(busy + idleTarget, min, max), saturating.
-pub fn desired(busy: i32, spec: &HotStandbyJobSpec) -> i32 {
-    let lo = spec.min_replicas.max(0);
-    busy.saturating_add(spec.idle_target.max(0))
-        .clamp(lo, spec.max_replicas.max(lo))
 }
 
 /// Wait before the next creation after `consecutive` failures.
@@ -233,7 +207,7 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     );
     let stale = active.iter().filter(|u| u.core.stale).count() as i32;
     let finished = |f: Finished| o.units.iter().filter(|u| u.finished == Some(f)).count() as i32;
-    let d = desired(busy, o.spec);
+    let d = o.spec.pool().desired(busy);
     let limited = d != busy.saturating_add(o.spec.idle_target.max(0));
 
     // Broken units are replaced only once the backoff of the failures before them is over.

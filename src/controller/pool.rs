@@ -1,0 +1,93 @@
+//! Victim choice shared by the warm pools (HotStandbyDeployment pods, HotStandbyJob units):
+//! the planner's view of one counted pod or unit ([`PodView`]), which of them may be
+//! deleted, in which order, and the preconditions a delete carries ([`Victim`]). Pure.
+//!
+//! Rules that hold for every input (property-tested in `hsd::plan` and `hsj::plan`):
+//! - only an idle pod whose idleness is current is ever a victim (never busy, unknown or
+//!   stale);
+//! - victims are taken not running first, then not ready, then youngest, then by name.
+use serde::Serialize;
+
+use crate::probe::BusyState;
+
+/// One counted pod of the child Deployment (not terminating), or one HSJ unit (its Job's
+/// name, UID and resourceVersion, its pods' aggregate state).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    /// Containers started (phase Running).
+    pub running: bool,
+    pub ready: bool,
+    pub state: BusyState,
+    /// The state is a last-known value because the current probe fails.
+    pub stale: bool,
+    /// Why the state is what it is (for /debug/state).
+    pub reason: String,
+    /// The pod-deletion-cost annotation it carries now.
+    pub cost: Option<i32>,
+    /// Taken out of its ReplicaSet during a rollout (owned by the HSD).
+    pub detached: bool,
+    /// Owned by the child's current ReplicaSet (false: an older revision).
+    pub current: bool,
+    /// The pod's own IP (for a fresh probe before it is deleted).
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl PodView {
+    /// Only an idle pod whose idleness is current may be deleted.
+    pub fn deletable(&self) -> bool {
+        self.state == BusyState::Idle && !self.stale
+    }
+
+    /// The deletion cost this pod should carry.
+    pub fn wanted_cost(&self) -> i32 {
+        crate::controller::cost::wanted_cost(self.state, self.stale)
+    }
+
+    pub fn victim(&self) -> Victim<'_> {
+        Victim {
+            name: &self.name,
+            uid: &self.uid,
+            resource_version: &self.resource_version,
+        }
+    }
+}
+
+/// A pod to delete, with the preconditions that make the delete fail if it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Victim<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub resource_version: &'a str,
+}
+
+/// Victim order: not running first, then not ready, then youngest, then by name.
+pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
+    a.running
+        .cmp(&b.running)
+        .then(a.ready.cmp(&b.ready))
+        .then(b.created.cmp(&a.created))
+        .then(a.name.cmp(&b.name))
+}
+
+/// Choose up to `n` deletable pods in victim order (partial selection, no copies).
+pub fn choose_victims<'a>(
+    pods: impl IntoIterator<Item = &'a PodView>,
+    n: usize,
+) -> Vec<Victim<'a>> {
+    let mut candidates: Vec<&PodView> = pods.into_iter().filter(|p| p.deletable()).collect();
+    let n = n.min(candidates.len());
+    if n == 0 {
+        return vec![];
+    }
+    if n < candidates.len() {
+        candidates.select_nth_unstable_by(n - 1, |a, b| victim_order(a, b));
+        candidates.truncate(n);
+    }
+    candidates.sort_unstable_by(|a, b| victim_order(a, b));
+    candidates.into_iter().map(PodView::victim).collect()
+}
