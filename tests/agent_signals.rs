@@ -265,8 +265,9 @@ fn sidecar_mode_after_the_release_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// An operator certificate the injected CA does not verify is permanent: exit 1 at once,
-/// with one line on stderr saying so (the kubelet shows it in the container status).
+/// An operator certificate the injected CA does not verify is permanent: exit 1 once it
+/// has lasted `UNTRUSTED_GRACE` (5 s), with one line on stderr saying so (the kubelet
+/// shows it in the container status).
 #[test]
 fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let served = certs::generate(&certs::default_sans()).unwrap();
@@ -274,8 +275,12 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let (addr, _) = operator(&served, Behaviour::Hold);
     for once in [true, false] {
         let mut agent = spawn(&other.ca_pem, addr.port(), once);
-        let (status, _) =
-            wait_exit(&mut agent.child, Duration::from_secs(10)).expect("exits at once");
+        let (status, took) =
+            wait_exit(&mut agent.child, Duration::from_secs(15)).expect("exits");
+        assert!(
+            took >= kube_standby::agent::UNTRUSTED_GRACE,
+            "gave up after {took:?}, before the grace"
+        );
         let err = stderr_of(&mut agent.child);
         assert_eq!(status.code(), Some(1), "{err}");
         let last = err.lines().last().unwrap_or_default();

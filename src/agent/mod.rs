@@ -8,7 +8,8 @@
 //! handler is ignored, so the handlers are installed before anything else.
 //!
 //! Exit codes: 0 released (`--once`) or stopped by a signal; 1 a permanent error (bad
-//! configuration, the operator's certificate not trusted by the injected CA) or no answer
+//! configuration at once; the operator's certificate not trusted by the injected CA for
+//! [`UNTRUSTED_GRACE`]) or no answer
 //! for `give_up_after`; the one-line reason goes to stderr, which the kubelet copies into
 //! the container status (`terminationMessagePolicy: FallbackToLogsOnError`) for the
 //! controller's `AgentUnreachable` condition.
@@ -68,13 +69,6 @@ pub enum AgentError {
     GaveUp { seconds: u64, last: String },
 }
 
-impl AgentError {
-    /// Errors that asking again cannot cure: the agent exits non-zero at once.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, AgentError::Config(_) | AgentError::Untrusted(_))
-    }
-}
-
 /// What to do once released.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
@@ -83,6 +77,12 @@ pub enum Mode {
     /// Status sidecar: write this file atomically, then stay up.
     Signal(PathBuf),
 }
+
+/// How long the operator's certificate may go on failing verification with the injected CA
+/// before the agent gives up (exit 1, the message in the container status): long enough
+/// to ride out a replica briefly serving another certificate, short enough to show a
+/// wrong CA within seconds.
+pub const UNTRUSTED_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -285,9 +285,14 @@ pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
                 backoff = Duration::from_millis(100);
                 failing_since = None;
             }
-            Err(e) if e.is_permanent() => return Err(e),
+            Err(e @ AgentError::Config(_)) => return Err(e),
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                // A certificate the injected CA does not verify is permanent unless the
+                // operator is restarting onto its kept CA: fatal once it lasts.
+                if matches!(e, AgentError::Untrusted(_)) && since.elapsed() >= UNTRUSTED_GRACE {
+                    return Err(e);
+                }
                 if let Some(limit) = cfg.give_up_after {
                     if since.elapsed() >= limit {
                         return Err(AgentError::GaveUp {

@@ -954,8 +954,17 @@ async fn a_name_clash_leaves_the_users_deployment_alone() {
         }))
         .expect("deployment");
         deps.create(&PostParams::default(), &user).await.expect("the user's Deployment");
+        // The real Deployment controller adds annotations of its own
+        // (`deployment.kubernetes.io/revision`): only the others could be ours.
         let fingerprint = |d: &Value| {
-            json!({"spec": d["spec"], "labels": d["metadata"]["labels"], "annotations": d["metadata"]["annotations"],
+            let annotations: serde_json::Map<String, Value> = d["metadata"]["annotations"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !k.starts_with("deployment.kubernetes.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            json!({"spec": d["spec"], "labels": d["metadata"]["labels"], "annotations": annotations,
                    "owners": d["metadata"]["ownerReferences"], "generation": d["metadata"]["generation"]})
         };
         let before = fingerprint(&get(&client, &ns, Kind::Deployment, "clash").await.expect("exists"));
