@@ -275,8 +275,7 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let (addr, _) = operator(&served, Behaviour::Hold);
     for once in [true, false] {
         let mut agent = spawn(&other.ca_pem, addr.port(), once);
-        let (status, took) =
-            wait_exit(&mut agent.child, Duration::from_secs(15)).expect("exits");
+        let (status, took) = wait_exit(&mut agent.child, Duration::from_secs(15)).expect("exits");
         assert!(
             took >= kube_standby::agent::UNTRUSTED_GRACE,
             "gave up after {took:?}, before the grace"

@@ -124,6 +124,33 @@ pub fn always_leading() -> watch::Receiver<bool> {
     ALWAYS.get_or_init(|| watch::channel(true).0).subscribe()
 }
 
+/// An Event a pure plan decided on, published by the shell once the writes are done: every
+/// kind decides its events as data, never in async code.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Note {
+    pub fn normal(reason: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Plumbing every reconciler shares: client, metrics, debug state, Events, clock, gate.
 pub struct Shell {
     pub client: Client,
@@ -153,6 +180,19 @@ impl Shell {
             resync: Duration::from_secs(300),
             gate,
             written: Mutex::default(),
+        }
+    }
+
+    /// Publish the Events a pure plan decided, in order (a failure is logged, never fatal).
+    pub async fn publish_notes(&self, reference: &ObjectReference, action: &str, notes: &[Note]) {
+        for n in notes {
+            let t = if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            self.publish(reference, action, t, &n.reason, n.message.clone())
+                .await;
         }
     }
 

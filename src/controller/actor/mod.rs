@@ -24,7 +24,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -208,17 +207,9 @@ async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx) -> Result<Action> {
         vec![]
     };
     notes.extend(plan::transition_notes(actor.status.as_ref(), &status));
-    let reference = actor.object_ref(&());
-    for n in notes {
-        let t = if n.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.shell
-            .publish(&reference, "Reconcile", t, &n.reason, n.message)
-            .await;
-    }
+    ctx.shell
+        .publish_notes(&actor.object_ref(&()), "Reconcile", &notes)
+        .await;
     gauges(ctx, &ns, &name, &status);
     ctx.debug.set(
         debug_key(&ns, &name),

@@ -165,19 +165,13 @@ impl Action {
     }
 }
 
-/// An Event to publish once the writes are done.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: String,
-    pub message: String,
-}
+pub use crate::controller::shell::Note;
 
 fn note(warning: bool, reason: &str, message: impl Into<String>) -> Note {
-    Note {
-        warning,
-        reason: reason.into(),
-        message: message.into(),
+    if warning {
+        Note::warning(reason, message)
+    } else {
+        Note::normal(reason, message)
     }
 }
 
