@@ -1,18 +1,21 @@
 //! The HSD reconciler's writes, in the order the plan needs them:
 //! detach protected old-revision pods → retire idle detached pods → delete victims →
-//! deletion costs → (then the caller applies the child). Every pod write carries the UID and
+//! deletion costs → the child Deployment (server-side apply) → (then the shell writes
+//! status and events). Every pod write carries the UID and
 //! resourceVersion it was planned on, so a pod that changed since (e.g. turned busy) is
 //! left alone; in http mode a pod is probed again right before it is deleted and kept when
 //! the fresh answer is busy or fails.
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::ResourceExt;
 
 use super::child;
 use super::plan::{BusyState, Plan, PodView, Victim};
 use super::Ctx;
 use crate::api::hsd::{BusyMode, HotStandbyDeployment};
-use crate::Result;
+use crate::{Result, MANAGER};
 
 /// What the pod writes achieved.
 #[derive(Debug, Default, PartialEq)]
@@ -134,4 +137,83 @@ pub async fn pods(
         retired,
         deleted,
     })
+}
+
+/// What one reconcile wrote, for the events, metrics and status that follow.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub pods: Applied,
+    /// The replica count the child now asks for.
+    pub replicas: i32,
+    /// The child Deployment was written (it was missing or differed).
+    pub wrote_child: bool,
+}
+
+/// The child as it should be: `template` unless protected pods are still leaving their
+/// ReplicaSet (then the child keeps its current template), with `replicas`.
+fn wanted_child(
+    hsd: &HotStandbyDeployment,
+    child: Option<&Deployment>,
+    template: &PodTemplateSpec,
+    hold_template: bool,
+    replicas: i32,
+) -> Deployment {
+    let tpl = match (child, hold_template) {
+        (Some(c), true) => c.spec.template.clone(),
+        _ => template.clone(),
+    };
+    child::child_deployment(hsd, tpl, replicas)
+}
+
+/// Every write of `plan`, in order: pods first, then the child. `Err(Ok(message))`: the API
+/// server refused the child (its template); `Err(Err(e))`: any other failure.
+pub async fn run(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    ns: &str,
+    world: &super::observe::World,
+    plan: &Plan<'_>,
+) -> std::result::Result<Outcome, std::result::Result<String, crate::Error>> {
+    let applied = pods(ctx, hsd, ns, &world.views, plan).await.map_err(Err)?;
+    let replicas = plan.replicas + applied.kept;
+    let child = world.child.as_deref();
+    let want = wanted_child(hsd, child, &world.template, plan.hold_template, replicas);
+    let write = child.is_none_or(|c| !child::child_is_current(c, &want));
+    if write {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let pp = PatchParams::apply(MANAGER).force();
+        match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+                return Err(Ok(format!(
+                    "the API server rejected the child Deployment: {}",
+                    s.message
+                )));
+            }
+            Err(e) => return Err(Err(e.into())),
+        }
+    }
+    Ok(Outcome {
+        pods: applied,
+        replicas,
+        wrote_child: write,
+    })
+}
+
+/// Delete the child whose selector changed (immutable on Deployments), if it is still the
+/// one observed; a child already gone or replaced is fine.
+pub async fn replace_child(ctx: &Ctx, ns: &str, c: &Deployment) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: c.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&c.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -19,16 +19,19 @@ use super::shell::{self, Gate, Shell};
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
-use crate::probe::{self, ProbeCache};
+use crate::probe::ProbeCache;
 use crate::state::DebugState;
-use crate::{Error, Result, MANAGER};
+use crate::{Error, Result};
 
 pub mod apply;
 pub mod child;
+pub mod observe;
 pub mod plan;
+pub mod report;
 
 use child::{child_name, NAME_LABEL};
-use plan::{Direction, Observed};
+use observe::Seen;
+use plan::Direction;
 
 pub const CONTROLLER: &str = "hsd";
 
@@ -145,149 +148,91 @@ async fn reconcile_inner(
     let ns = super::namespace_of(hsd, "HotStandbyDeployment")?;
     let name = hsd.name_any();
     let now = (ctx.clock)();
-    let now_t = Time(now);
     if hsd.metadata.deletion_timestamp.is_some() {
         ctx.debug.remove(&debug_key(&ns, &name));
         ctx.forget(&ns, &name);
         return Ok(Action::await_change());
     }
-
-    let mut errors = plan::validate(&hsd.spec);
-    let tpl = match child::pod_template(hsd) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            errors.push(e);
-            None
+    let world = match observe::observe(ctx, hsd, &ns).await {
+        Seen::Invalid { reason, message } => {
+            return invalid(ctx, hsd, reason, &message, &Time(now)).await
         }
+        Seen::ReplaceChild(c) => return replace_child(ctx, hsd, &ns, &c).await,
+        Seen::Rejected => return Ok(Action::requeue(ctx.resync)),
+        Seen::Ready(w) => w,
     };
-    let Some(tpl) = tpl.filter(|_| errors.is_empty()) else {
-        return invalid(ctx, hsd, "InvalidSpec", &errors.join("; "), &now_t).await;
-    };
-
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let child_ref = ObjectRef::<Deployment>::new(&child_name(&name)).within(&ns);
-    let child = ctx.stores.deployments.get(&child_ref);
-    if let Some(c) = &child {
-        if !child::owned_by(c, hsd) {
-            let msg = format!(
-                "Deployment {} exists and is not controlled by this HotStandbyDeployment",
-                child_name(&name)
-            );
-            return invalid(ctx, hsd, "ChildConflict", &msg, &now_t).await;
-        }
-        if child::selector_changed(c, hsd) {
-            // spec.selector is immutable on Deployments: replace the child.
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: c.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::background()
-            };
-            match deployments.delete(&c.name_any(), &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-            publish(
-                ctx,
-                hsd,
-                EventType::Warning,
-                "SelectorChanged",
-                format!(
-                    "selector changed; Deployment {} is replaced (its pods are deleted)",
-                    c.name_any()
-                ),
-            )
-            .await;
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-    }
-
-    // A generation whose template the API server refused is not applied again (nor is
-    // anything deleted for it) until the spec changes.
-    if rejected(hsd) {
-        return Ok(Action::requeue(ctx.resync));
-    }
-
-    // Observe.
-    let pods = super::in_namespace(&ctx.stores.pods, &ns);
-    let rss = super::in_namespace(&ctx.stores.replicasets, &ns);
-    let (counted, current_rs) = child
-        .as_ref()
-        .map(|c| child::counted_pods(c, hsd, &rss, &pods))
-        .unwrap_or_default();
-    if hsd.spec.busy_probe.mode == BusyMode::Http {
-        let cfg = &hsd.spec.busy_probe.http;
-        probe::probe_due(&ctx.prober, &ctx.probes, &ctx.metrics, cfg, &counted).await;
-    }
-    let views: Vec<plan::PodView> = counted
-        .iter()
-        .map(|p| child::pod_view(p, hsd, &ctx.probes, current_rs.as_deref()))
-        .collect();
-    let want_tpl = child::child_deployment(hsd, tpl.clone(), 0);
-    let observed = Observed {
-        spec: &hsd.spec,
-        current_replicas: child.as_ref().map(|c| c.spec.replicas.unwrap_or(1)),
-        our_replicas: child.as_ref().and_then(|c| child::our_replicas(c)),
-        pods: &views,
-        pending_since: hsd
-            .status
-            .as_ref()
-            .and_then(|s| s.scale_down_pending_since.as_ref())
-            .map(|t| t.0),
-        now,
-        template_changed: child
-            .as_ref()
-            .is_some_and(|c| child::template_changed(c, &want_tpl)),
-    };
-
-    // Plan, then apply: pods first, then the child, then status.
+    let observed = world.observed(hsd, now);
     let plan = plan::plan(&observed);
-    let applied = apply::pods(ctx, hsd, &ns, &views, &plan).await?;
-    let replicas = plan.replicas + applied.kept;
-    // While protected pods leave their ReplicaSet, the child keeps its current template.
-    let tpl = match (&child, plan.hold_template) {
-        (Some(c), true) => c.spec.template.clone(),
-        _ => tpl,
+    let done = match apply::run(ctx, hsd, &ns, &world, &plan).await {
+        Ok(done) => done,
+        Err(Ok(msg)) => return invalid(ctx, hsd, "TemplateRejected", &msg, &Time(now)).await,
+        Err(Err(e)) => return Err(e),
     };
-    let want = child::child_deployment(hsd, tpl, replicas);
-    let write = child
-        .as_ref()
-        .is_none_or(|c| !child::child_is_current(c, &want));
-    if write {
-        let pp = PatchParams::apply(MANAGER).force();
-        match deployments
-            .patch(&child_name(&name), &pp, &Patch::Apply(&want))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-                let msg = format!(
-                    "the API server rejected the child Deployment: {}",
-                    s.message
-                );
-                return invalid(ctx, hsd, "TemplateRejected", &msg, &now_t).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let from = observed.current_replicas.unwrap_or(0);
-    report(ctx, hsd, &plan, &applied, write, from, replicas, started).await;
-
-    let ready = child
-        .as_ref()
-        .and_then(|c| c.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let status = child::build_status(hsd, &plan, replicas, ready, &now_t);
+    let before = report::Before {
+        child: child_name(&name),
+        replicas: observed.current_replicas.unwrap_or(0),
+        was_pending: observed.pending_since.is_some(),
+    };
+    let notes = report::notes(&plan, &done, &before);
+    ctx.publish_notes(&hsd.object_ref(&()), "Reconcile", &notes)
+        .await;
+    decisions(ctx, &plan, &done, started);
+    let status = child::build_status(
+        hsd,
+        &plan,
+        done.replicas,
+        world.ready_replicas(),
+        &Time(now),
+    );
     patch_status(ctx, hsd, &status).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
         debug_key(&ns, &name),
-        json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": views, "replicasWritten": replicas, "at": now.to_string() }),
+        json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": world.views, "replicasWritten": done.replicas, "at": now.to_string() }),
     );
+    Ok(Action::requeue(next_requeue(ctx, hsd, &plan)))
+}
 
+/// The selector changed (immutable on Deployments): delete the child; it is re-created.
+async fn replace_child(
+    ctx: &Ctx,
+    hsd: &HotStandbyDeployment,
+    ns: &str,
+    c: &Deployment,
+) -> Result<Action> {
+    apply::replace_child(ctx, ns, c).await?;
+    let note = shell::Note::warning(
+        "SelectorChanged",
+        format!(
+            "selector changed; Deployment {} is replaced (its pods are deleted)",
+            c.name_any()
+        ),
+    );
+    ctx.publish_notes(&hsd.object_ref(&()), "Reconcile", &[note])
+        .await;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Metrics of a scale the child was written for.
+fn decisions(ctx: &Ctx, plan: &plan::Plan<'_>, done: &apply::Outcome, started: Instant) {
+    if let (true, Some(direction)) = (done.wrote_child, plan.direction) {
+        let direction = match direction {
+            Direction::Down => "down",
+            Direction::Up => "up",
+        };
+        ctx.metrics
+            .hsd_scale_decisions
+            .get_or_create(&DecisionLabels { direction })
+            .inc();
+        ctx.metrics
+            .reaction_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// When to look again: the resync, sooner for a pending scale-down, a rollout that holds
+/// its template or detaches pods, and the http probe period.
+fn next_requeue(ctx: &Ctx, hsd: &HotStandbyDeployment, plan: &plan::Plan<'_>) -> Duration {
     let mut next = ctx.resync;
     if let Some(d) = plan.requeue_after {
         next = next.min(d + Duration::from_millis(50));
@@ -300,73 +245,7 @@ async fn reconcile_inner(
             hsd.spec.busy_probe.http.period_seconds.max(1) as u64,
         ));
     }
-    Ok(Action::requeue(next))
-}
-
-/// Events and metrics for what a reconcile did.
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    ctx: &Ctx,
-    hsd: &HotStandbyDeployment,
-    plan: &plan::Plan<'_>,
-    applied: &apply::Applied,
-    wrote: bool,
-    from: i32,
-    replicas: i32,
-    started: Instant,
-) {
-    let numbers = format!(
-        "busy={} idle={} desired={}",
-        plan.busy, plan.idle, plan.desired
-    );
-    let child = child_name(&hsd.name_any());
-    if let Some((ours, theirs)) = plan.foreign {
-        let note = format!("spec.replicas of {child} was changed from {ours} to {theirs} by another actor; set back to {replicas} ({numbers})");
-        publish(ctx, hsd, EventType::Warning, "ForeignScaleReverted", note).await;
-    }
-    for pod in &applied.detached {
-        let note = format!("{numbers}: busy pod {pod} of an old template revision left its ReplicaSet; it is deleted once idle");
-        publish(ctx, hsd, EventType::Normal, "BusyPodDetached", note).await;
-    }
-    for pod in &applied.retired {
-        let note = format!("{numbers}: detached pod {pod} is idle now and was deleted");
-        publish(ctx, hsd, EventType::Normal, "DetachedPodRetired", note).await;
-    }
-    if let (true, Some(direction)) = (wrote, plan.direction) {
-        let (reason, dir) = match direction {
-            Direction::Down => ("ScaledDown", "down"),
-            Direction::Up => ("ScaledUp", "up"),
-        };
-        let mut note = format!("{numbers}: replicas {from} -> {replicas}");
-        if !applied.deleted.is_empty() {
-            note.push_str(&format!(
-                "; deleted idle pods {}",
-                applied.deleted.join(", ")
-            ));
-        }
-        if applied.kept > 0 {
-            note.push_str(&format!(
-                "; kept {} pod(s) that changed since observed",
-                applied.kept
-            ));
-        }
-        publish(ctx, hsd, EventType::Normal, reason, note).await;
-        ctx.metrics
-            .hsd_scale_decisions
-            .get_or_create(&DecisionLabels { direction: dir })
-            .inc();
-        ctx.metrics
-            .reaction_latency
-            .observe(started.elapsed().as_secs_f64());
-    }
-    let was_pending = hsd
-        .status
-        .as_ref()
-        .is_some_and(|s| s.scale_down_pending_since.is_some());
-    if let (Some(due), false) = (plan.pending_due, was_pending) {
-        let note = format!("{numbers}: scaling down from {replicas} at {due} unless desired rises");
-        publish(ctx, hsd, EventType::Normal, "ScaleDownPending", note).await;
-    }
+    next
 }
 
 fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
@@ -383,14 +262,6 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
     m.hsd_desired
         .get_or_create(&labels)
         .set(plan.desired as i64);
-}
-
-/// Did the API server refuse this generation's template?
-fn rejected(hsd: &HotStandbyDeployment) -> bool {
-    hsd.status
-        .as_ref()
-        .and_then(|s| s.rejected_generation)
-        .is_some_and(|g| Some(g) == hsd.metadata.generation)
 }
 
 /// Map an object carrying our name label to its HSD.
