@@ -136,6 +136,35 @@ where
     )
 }
 
+/// A watch of `api` into the cache `writer`, each object stripped by `strip` first (what a
+/// reconcile never reads is not kept); yields the objects touched.
+pub fn reflected<K>(
+    caches: &Caches,
+    api: Api<K>,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    strip: fn(&mut K),
+) -> impl Stream<Item = watcher::Result<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    tracked_kind(caches, api, namespace, config, true)
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Drops managed fields (never read by a reconcile, often the largest part of an object).
+pub fn strip_managed<K: Resource>(k: &mut K) {
+    k.meta_mut().managed_fields = None;
+}
+
+/// Keeps an object whole.
+pub fn keep<K>(_: &mut K) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,24 @@ impl ProbeCache {
     }
 
     /// Forget pods that no longer exist.
+    /// Every `period`, forget the answers of pods no longer in `pods` (runs for ever; the
+    /// caller's supervised task owns it).
+    pub async fn forget_gone(
+        &self,
+        pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+        period: std::time::Duration,
+    ) {
+        loop {
+            tokio::time::sleep(period).await;
+            let live: std::collections::HashSet<String> = pods
+                .state()
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            self.retain(&|uid| live.contains(uid));
+        }
+    }
+
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         self.lock().retain(|k, _| keep(k));
     }

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -274,59 +274,46 @@ fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
 /// nor while `deps.leading` is false. The probe-forgetting loop runs inside this future, so
 /// whatever supervises it supervises both.
 pub async fn run(deps: super::Deps, namespace: Option<String>) {
-    use super::watch::tracked_kind;
+    use super::watch::{keep, reflected, strip_managed};
     let ns = namespace.as_deref();
-    let client = deps.client.clone();
+    let (client, c) = (deps.client.clone(), &deps.caches);
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
-    let (deps_store, dep_w) = reflector::store::<Deployment>();
+    let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
-    let c = &deps.caches;
-    let pod_stream = tracked_kind(
+    let cl = || client.clone();
+    let pod_stream = reflected(
         c,
-        super::scoped::<Pod>(client.clone(), ns),
+        super::scoped(cl(), ns),
         ns,
         labelled.clone(),
-        true,
-    )
-    .modify(child::strip_pod)
-    .reflect(pod_w)
-    .touched_objects();
-    let rs_stream = tracked_kind(
+        pod_w,
+        child::strip_pod,
+    );
+    let rs_stream = reflected(
         c,
-        super::scoped::<ReplicaSet>(client.clone(), ns),
+        super::scoped(cl(), ns),
         ns,
         labelled.clone(),
-        true,
-    )
-    .modify(|rs| rs.managed_fields_mut().clear())
-    .reflect(rs_w)
-    .touched_objects();
-    let dep_stream = tracked_kind(
+        rs_w,
+        strip_managed,
+    );
+    let dep_stream = reflected(
         c,
-        super::scoped::<Deployment>(client.clone(), ns),
+        super::scoped(cl(), ns),
         ns,
         labelled,
-        true,
-    )
-    .modify(|d| d.managed_fields_mut().clear())
-    .reflect(dep_w)
-    .touched_objects();
-    let hsd_stream = tracked_kind(
-        c,
-        super::scoped::<HotStandbyDeployment>(client.clone(), ns),
-        ns,
-        watcher::Config::default(),
-        true,
-    )
-    .reflect(hsd_w)
-    .touched_objects();
+        dep_w,
+        strip_managed,
+    );
+    let all = watcher::Config::default();
+    let hsd_stream = reflected(c, super::scoped(cl(), ns), ns, all, hsd_w, keep);
     let stores = Stores {
         pods: pods.clone(),
-        replicasets: rss.clone(),
-        deployments: deps_store.clone(),
+        replicasets: rss,
+        deployments,
     };
     let ctx = Arc::new(Ctx::new(
         client,
@@ -335,18 +322,7 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
         deps.debug.clone(),
         deps.leading.clone(),
     ));
-    let forget_probes = {
-        // Forget probe results of pods that are gone.
-        let (pods, probes) = (pods.clone(), ctx.probes.clone());
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                let live: std::collections::HashSet<String> =
-                    pods.state().iter().filter_map(|p| p.uid()).collect();
-                probes.retain(&|uid| live.contains(uid));
-            }
-        }
-    };
+    let forget_probes = ctx.probes.forget_gone(pods, Duration::from_secs(60));
     let controller = Controller::for_stream(hsd_stream, hsds)
         .owns_stream(dep_stream)
         .watches_stream(pod_stream, |p| owner_hsd(&p))
@@ -362,6 +338,7 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
                 }
             }
         });
+    // The probe-forgetting loop lives and dies with the controller's supervised task.
     tokio::select! {
         _ = controller => {},
         _ = forget_probes => {},

@@ -40,6 +40,7 @@ pub mod apply;
 pub mod build;
 pub mod observe;
 pub mod plan;
+pub mod report;
 pub mod status;
 
 use build::NAME_LABEL;
@@ -259,46 +260,21 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         forget(ctx, &ns, &name);
         return Ok(Action::await_change());
     }
-    let mut errors = plan::validate(&hsj.spec);
-    let job = build::unit_job(hsj).map_err(|e| errors.push(e)).ok();
-    let Some(job) = job.filter(|_| errors.is_empty()) else {
-        return invalid(ctx, hsj, "InvalidSpec", &errors.join("; ")).await;
+    let job = match valid_job(hsj) {
+        Ok(job) => job,
+        Err(errors) => return invalid(ctx, hsj, "InvalidSpec", &errors).await,
     };
     if status::rejected(hsj) {
         return Ok(Action::requeue(ctx.resync));
     }
-
-    // Observe.
+    // Observe (caches, and the probes that are due).
     let (jobs, pods) = owned(ctx, hsj, &ns);
     let by_job = observe::pods_by_job(pods.iter().map(|p| p.as_ref()));
-    let live: Vec<&Pod> = jobs
-        .iter()
-        .filter(|j| observe::finished(j).is_none())
-        .filter_map(|j| by_job.get(&j.uid().unwrap_or_default()))
-        .flatten()
-        .copied()
-        .collect();
-    let forbidden = probe_due(ctx, hsj, &live).await;
+    let forbidden = probe_due(ctx, hsj, &live_pods(&jobs, &by_job)).await;
     let units = views(ctx, hsj, &jobs, &by_job);
-    let seen: HashSet<&str> = jobs
-        .iter()
-        .filter_map(|j| j.meta().name.as_deref())
-        .collect();
     let key = key(&ns, &name);
-    let observed = Observed {
-        spec: &hsj.spec,
-        units: &units,
-        in_flight: ctx.expect.in_flight(&key, &seen),
-        pending_since: hsj
-            .status
-            .as_ref()
-            .and_then(|s| s.scale_down_pending_since.as_ref())
-            .map(|t| t.0),
-        failures: failures_of(hsj),
-        now,
-    };
-
-    // Plan, apply, report.
+    let observed = observed(ctx, hsj, &units, &jobs, &key, now);
+    // Plan, apply, then the shell's part: events, status, gauges, debug state.
     let plan = plan::plan(&observed);
     let applied = apply::run(ctx, hsj, &plan, &by_job, &job).await?;
     ctx.expect.created(&key, &applied.created);
@@ -306,18 +282,11 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         let msg = format!("the API server rejected the Job: {msg}");
         return invalid(ctx, hsj, "TemplateRejected", &msg).await;
     }
-    report(ctx, hsj, &plan, &applied, forbidden.as_deref(), started).await;
-    let ready = units
-        .iter()
-        .filter(|u| u.finished.is_none() && u.core.ready)
-        .count() as i32;
-    // Status counts the active units after this reconcile's writes.
-    let written = applied.created.len() as i32 - applied.deleted.len() as i32;
-    let after = plan::Plan {
-        active: plan.active.saturating_add(written),
-        ..plan.clone()
-    };
-    let st = status::build(hsj, &after, ready, forbidden.as_deref(), &Time(now));
+    let notes = report::notes(&plan, &applied, forbidden.as_deref(), hsj.status.as_ref());
+    ctx.publish_notes(&hsj.object_ref(&()), "Reconcile", &notes)
+        .await;
+    count_writes(ctx, &applied, started);
+    let st = status_after(hsj, &plan, &applied, &units, forbidden.as_deref(), now);
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
@@ -332,6 +301,96 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         &plan,
         observed.in_flight,
     )))
+}
+
+/// The unit Job the spec asks for, or every reason it cannot be acted on.
+fn valid_job(hsj: &HotStandbyJob) -> std::result::Result<Job, String> {
+    let mut errors = plan::validate(&hsj.spec);
+    match build::unit_job(hsj) {
+        Ok(job) if errors.is_empty() => return Ok(job),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    Err(errors.join("; "))
+}
+
+/// The pods of the units still running (finished Jobs are not probed).
+fn live_pods<'a>(jobs: &[Arc<Job>], by_job: &HashMap<String, Vec<&'a Pod>>) -> Vec<&'a Pod> {
+    jobs.iter()
+        .filter(|j| observe::finished(j).is_none())
+        .filter_map(|j| by_job.get(&j.uid().unwrap_or_default()))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// The planner's input.
+fn observed<'a>(
+    ctx: &Ctx,
+    hsj: &'a HotStandbyJob,
+    units: &'a [plan::UnitView],
+    jobs: &[Arc<Job>],
+    key: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Observed<'a> {
+    let seen: HashSet<&str> = jobs
+        .iter()
+        .filter_map(|j| j.meta().name.as_deref())
+        .collect();
+    Observed {
+        spec: &hsj.spec,
+        units,
+        in_flight: ctx.expect.in_flight(key, &seen),
+        pending_since: hsj
+            .status
+            .as_ref()
+            .and_then(|s| s.scale_down_pending_since.as_ref())
+            .map(|t| t.0),
+        failures: failures_of(hsj),
+        now,
+    }
+}
+
+/// Status, counting the active units after this reconcile's writes.
+fn status_after(
+    hsj: &HotStandbyJob,
+    plan: &plan::Plan<'_>,
+    applied: &apply::Applied,
+    units: &[plan::UnitView],
+    forbidden: Option<&str>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> HotStandbyJobStatus {
+    let ready = units
+        .iter()
+        .filter(|u| u.finished.is_none() && u.core.ready)
+        .count() as i32;
+    let written = applied.created.len() as i32 - applied.deleted.len() as i32;
+    let after = plan::Plan {
+        active: plan.active.saturating_add(written),
+        ..plan.clone()
+    };
+    status::build(hsj, &after, ready, forbidden, &Time(now))
+}
+
+/// Metrics of the Job writes.
+fn count_writes(ctx: &Ctx, applied: &apply::Applied, started: Instant) {
+    for (direction, n) in [
+        ("replace", applied.replaced.len()),
+        ("down", applied.deleted.len()),
+        ("up", applied.created.len()),
+    ] {
+        if n > 0 {
+            ctx.metrics
+                .hsj_job_writes
+                .get_or_create(&DecisionLabels { direction })
+                .inc_by(n as u64);
+        }
+    }
+    if !applied.created.is_empty() {
+        ctx.metrics
+            .reaction_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The units' views, remembering which Jobs were ever busy.
@@ -374,81 +433,6 @@ fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i
         next = next.min(Duration::from_secs(p.max(1) as u64));
     }
     next
-}
-
-/// Events and metrics for what a reconcile did.
-async fn report(
-    ctx: &Ctx,
-    hsj: &HotStandbyJob,
-    plan: &plan::Plan<'_>,
-    applied: &apply::Applied,
-    forbidden: Option<&str>,
-    started: Instant,
-) {
-    let numbers = format!(
-        "busy={} idle={} desired={} active={}",
-        plan.busy, plan.idle, plan.desired, plan.active
-    );
-    let count = |direction: &'static str, n: usize| {
-        ctx.metrics
-            .hsj_job_writes
-            .get_or_create(&DecisionLabels { direction })
-            .inc_by(n as u64);
-    };
-    for (reason, names, dir, what) in [
-        (
-            "UnitsReplaced",
-            &applied.replaced,
-            "replace",
-            "deleted failing Jobs",
-        ),
-        ("ScaledDown", &applied.deleted, "down", "deleted idle Jobs"),
-        ("ScaledUp", &applied.created, "up", "created Jobs"),
-    ] {
-        if names.is_empty() {
-            continue;
-        }
-        count(dir, names.len());
-        let type_ = if dir == "replace" {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let mut note = format!("{numbers}: {what} {}", names.join(", "));
-        if dir == "replace" {
-            let why = plan.failures.last_reason.as_deref().unwrap_or("failed");
-            note.push_str(&format!(
-                " ({why}); {} failure(s) in a row",
-                plan.failures.consecutive
-            ));
-        }
-        publish(ctx, hsj, type_, reason, note).await;
-    }
-    if !applied.created.is_empty() {
-        ctx.metrics
-            .reaction_latency
-            .observe(started.elapsed().as_secs_f64());
-    }
-    let before = hsj.status.as_ref();
-    if let (Some(due), false) = (
-        plan.pending_due,
-        before.is_some_and(|s| s.scale_down_pending_since.is_some()),
-    ) {
-        let note = format!("{numbers}: deleting idle Jobs at {due} unless desired rises");
-        publish(ctx, hsj, EventType::Normal, "ScaleDownPending", note).await;
-    }
-    let was_backing_off = before.and_then(|s| s.consecutive_failures).unwrap_or(0) > 0;
-    if let (Some(until), false) = (plan.backoff_until, was_backing_off) {
-        let why = plan.failures.last_reason.as_deref().unwrap_or("failed");
-        let note = format!("{numbers}: Jobs fail before being busy ({why}); next Job at {until}");
-        publish(ctx, hsj, EventType::Warning, "BackingOff", note).await;
-    }
-    let was_forbidden = before.is_some_and(|s| status::probe_forbidden(&s.conditions));
-    if let (Some(msg), false) = (forbidden, was_forbidden) {
-        let note =
-            format!("exec busy probe refused: {msg}; grant pods/exec (Helm: hsj.execProbe=true)");
-        publish(ctx, hsj, EventType::Warning, "ProbeForbidden", note).await;
-    }
 }
 
 fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
