@@ -30,7 +30,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
-use super::watch::{resource_name, tracked, tracked_kind};
+use super::watch::{reflected, resource_name, strip_managed, tracked};
 use super::Deps;
 use crate::api::asya::AsyncActor;
 use crate::metrics::{Metrics, ObjectLabels};
@@ -355,7 +355,7 @@ impl KedaCrds {
                 format!("customresourcedefinitions.apiextensions.k8s.io list ({name})"),
                 true,
             )
-            .modify(|crd| {
+            .modify(|crd: &mut CustomResourceDefinition| {
                 crd.metadata.managed_fields = None;
                 crd.metadata.annotations = None;
                 crd.spec = Default::default();
@@ -455,15 +455,8 @@ where
     if page {
         wc = wc.page_size(100);
     }
-    tracked_kind(caches, api, ns, wc, true)
-        .modify(strip)
-        .reflect(writer)
-        .touched_objects()
+    reflected(caches, api, ns, wc, writer, strip)
         .filter_map(|r| async move { r.ok().as_ref().and_then(labelled_actor) })
-}
-
-fn clear_managed<K: Resource>(k: &mut K) {
-    k.meta_mut().managed_fields = None;
 }
 
 /// A stream that yields once per change of the runtime file.
@@ -478,17 +471,15 @@ type Tasks = Vec<BoxFuture<'static, ()>>;
 
 /// The caches, the controller and its triggers for one scope.
 fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &KedaCrds) -> Tasks {
-    let client = deps.client.clone();
-    let caches = &deps.caches;
-    let mut tasks: Tasks = vec![];
+    let (client, caches) = (deps.client.clone(), &deps.caches);
+    let c = || client.clone();
     let (actors, actor_w) = reflector::store::<AsyncActor>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
-    let (stss, sts_w) = reflector::store::<StatefulSet>();
+    let (statefulsets, sts_w) = reflector::store::<StatefulSet>();
     let (jobs, job_w) = reflector::store::<Job>();
-    let (svcs, svc_w) = reflector::store::<Service>();
+    let (services, svc_w) = reflector::store::<Service>();
     let (pods, pod_w) = reflector::store::<Pod>();
-    let (cms, cm_w) = reflector::store::<ConfigMap>();
-    let c = || client.clone();
+    let (configmaps, cm_w) = reflector::store::<ConfigMap>();
     let triggers = futures::stream::select_all(vec![
         labelled(
             caches,
@@ -496,7 +487,7 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             ns,
             dep_w,
             false,
-            clear_managed,
+            strip_managed,
         )
         .boxed(),
         labelled(
@@ -505,7 +496,7 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             ns,
             sts_w,
             false,
-            clear_managed,
+            strip_managed,
         )
         .boxed(),
         labelled(
@@ -514,7 +505,7 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             ns,
             job_w,
             false,
-            clear_managed,
+            strip_managed,
         )
         .boxed(),
         labelled(
@@ -523,7 +514,7 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             ns,
             svc_w,
             false,
-            clear_managed,
+            strip_managed,
         )
         .boxed(),
         labelled(
@@ -536,31 +527,100 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
         )
         .boxed(),
     ]);
-    let cm_actors = actors.clone();
-    let cm_stream = tracked_kind(
+    let runtime_cm =
+        watcher::Config::default().fields(&format!("metadata.name={}", build::RUNTIME_CONFIGMAP));
+    let cm_stream = reflected(
         caches,
-        super::scoped::<ConfigMap>(c(), ns),
+        super::scoped(c(), ns),
         ns,
-        watcher::Config::default().fields(&format!("metadata.name={}", build::RUNTIME_CONFIGMAP)),
-        true,
+        runtime_cm,
+        cm_w,
+        strip_managed,
     )
-    .modify(clear_managed)
-    .reflect(cm_w)
-    .touched_objects()
-    .flat_map(move |r| {
-        let refs = match r {
-            Ok(cm) => all_actors(&cm_actors, cm.namespace().as_deref()),
-            Err(_) => vec![],
-        };
-        futures::stream::iter(refs)
-    });
-
-    // KEDA: its CRDs (shared by every scope) and our objects of its kinds.
+    .flat_map(every_actor_of_the_namespace(actors.clone()));
     let crd_actors = actors.clone();
     let crd_trigger = super::broadcast_stream(keda_crds.changes.subscribe())
         .flat_map(move |()| futures::stream::iter(all_actors(&crd_actors, None)));
+    let (keda, keda_trigger) = keda_objects(caches, &client, ns);
+    let stores = Stores {
+        actors: actors.clone(),
+        deployments,
+        statefulsets,
+        jobs,
+        services,
+        pods: pods.clone(),
+        configmaps,
+        crds: keda_crds.stores.clone(),
+        keda,
+    };
+    let (m, d, l) = (
+        deps.metrics.clone(),
+        deps.debug.clone(),
+        deps.leading.clone(),
+    );
+    let ctx = Arc::new(Ctx::new(c(), stores, settings.clone(), m, d, l));
+    let rt_actors = actors.clone();
+    let rt_trigger = runtime_changes(settings.runtime.clone())
+        .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
+    let all = watcher::Config::default();
+    let actor_stream = reflected(
+        caches,
+        super::scoped(c(), ns),
+        ns,
+        all,
+        actor_w,
+        strip_managed,
+    );
+    let janitor = ctx.clone();
+    let controller = Controller::for_stream(actor_stream, actors)
+        .reconcile_on(triggers)
+        .reconcile_on(cm_stream)
+        .reconcile_on(crd_trigger)
+        .reconcile_on(keda_trigger)
+        .reconcile_on(rt_trigger)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(move |r| {
+            let janitor = janitor.clone();
+            async move {
+                if let Some((ns, name)) = shell::gone_object(&r) {
+                    forget(&janitor, &ns, &name).await;
+                } else if let Err(e) = r {
+                    tracing::debug!(error = %e, "actor controller event");
+                }
+            }
+        });
+    let probes = ctx.probes.clone();
+    let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
+    vec![Box::pin(forget_probes), Box::pin(controller)]
+}
+
+/// A change of a namespace's runtime ConfigMap reconciles every actor of that namespace.
+fn every_actor_of_the_namespace(
+    actors: Store<AsyncActor>,
+) -> impl FnMut(
+    watcher::Result<ConfigMap>,
+) -> futures::stream::Iter<std::vec::IntoIter<ObjectRef<AsyncActor>>> {
+    move |r| {
+        let refs = match r {
+            Ok(cm) => all_actors(&actors, cm.namespace().as_deref()),
+            Err(_) => vec![],
+        };
+        futures::stream::iter(refs)
+    }
+}
+
+/// Our objects of KEDA's kinds (optional watches: KEDA may be missing), their stores, and
+/// the actors their changes touch.
+fn keda_objects(
+    caches: &Caches,
+    client: &Client,
+    ns: Option<&str>,
+) -> (
+    Vec<KedaStore>,
+    impl Stream<Item = ObjectRef<AsyncActor>> + Send,
+) {
     let mut keda = vec![];
-    let mut keda_streams = vec![];
+    let mut streams = vec![];
     for kind in [
         Kind::ScaledObject,
         Kind::ScaledJob,
@@ -574,10 +634,9 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             store: w.as_reader(),
             listed: listed.clone(),
         });
-        // KEDA may be missing (404): an optional watch, read by name until a list succeeds.
         let stream = tracked(
             caches,
-            super::scoped_with(c(), ns, &ar),
+            super::scoped_with(client.clone(), ns, &ar),
             watcher::Config::default().labels(ACTOR_LABEL),
             resource_name::<DynamicObject>(&ar, ns),
             false,
@@ -594,77 +653,13 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
             }
             e
         })
-        .modify(clear_managed)
+        .modify(strip_managed)
         .reflect(w)
         .touched_objects()
         .filter_map(|r| async move { r.ok().as_ref().and_then(labelled_actor) });
-        keda_streams.push(stream.boxed());
+        streams.push(stream.boxed());
     }
-
-    let stores = Stores {
-        actors: actors.clone(),
-        deployments,
-        statefulsets: stss,
-        jobs,
-        services: svcs,
-        pods: pods.clone(),
-        configmaps: cms,
-        crds: keda_crds.stores.clone(),
-        keda,
-    };
-    let ctx = Arc::new(Ctx::new(
-        c(),
-        stores,
-        settings.clone(),
-        deps.metrics.clone(),
-        deps.debug.clone(),
-        deps.leading.clone(),
-    ));
-    {
-        // Forget probe results of pods that are gone.
-        let (pods, probes) = (pods, ctx.probes.clone());
-        tasks.push(Box::pin(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                let live: std::collections::HashSet<String> =
-                    pods.state().iter().filter_map(|p| p.uid()).collect();
-                probes.retain(&|uid| live.contains(uid));
-            }
-        }));
-    }
-    let rt_actors = actors.clone();
-    let rt_trigger = runtime_changes(settings.runtime.clone())
-        .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
-    let actor_stream = tracked_kind(
-        caches,
-        super::scoped::<AsyncActor>(c(), ns),
-        ns,
-        watcher::Config::default(),
-        true,
-    )
-    .modify(clear_managed)
-    .reflect(actor_w)
-    .touched_objects();
-    let janitor = ctx.clone();
-    let controller = Controller::for_stream(actor_stream, actors)
-        .reconcile_on(triggers)
-        .reconcile_on(cm_stream)
-        .reconcile_on(crd_trigger)
-        .reconcile_on(futures::stream::select_all(keda_streams))
-        .reconcile_on(rt_trigger)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(move |r| {
-            let janitor = janitor.clone();
-            async move {
-                if let Some((ns, name)) = shell::gone_object(&r) {
-                    forget(&janitor, &ns, &name).await;
-                } else if let Err(e) = r {
-                    tracing::debug!(error = %e, "actor controller event");
-                }
-            }
-        });
-    tasks.push(Box::pin(controller));
-    tasks
+    (keda, futures::stream::select_all(streams))
 }
 
 #[cfg(test)]

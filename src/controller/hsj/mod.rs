@@ -23,7 +23,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -474,46 +474,32 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
 /// the caches have listed, nor while `deps.leading` is false; the pruning loop runs inside
 /// this future, so whatever supervises it supervises both.
 pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<String>) {
-    use super::watch::tracked_kind;
+    use super::watch::{keep, reflected};
     let ns = namespace.as_deref();
-    let client = deps.client.clone();
-    let c = &deps.caches;
+    let (client, c) = (deps.client.clone(), &deps.caches);
+    let cl = || client.clone();
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (jobs, job_w) = reflector::store::<Job>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
-    let job_stream = tracked_kind(
+    let job_stream = reflected(
         c,
-        super::scoped::<Job>(client.clone(), ns),
+        super::scoped(cl(), ns),
         ns,
         labelled.clone(),
-        true,
-    )
-    .modify(|j| {
-        j.managed_fields_mut().clear();
-        j.spec = None;
-    })
-    .reflect(job_w)
-    .touched_objects();
-    let pod_stream = tracked_kind(
+        job_w,
+        strip_job,
+    );
+    let pod_stream = reflected(
         c,
-        super::scoped::<Pod>(client.clone(), ns),
+        super::scoped(cl(), ns),
         ns,
         labelled,
-        true,
-    )
-    .modify(observe::strip_pod)
-    .reflect(pod_w)
-    .touched_objects();
-    let hsj_stream = tracked_kind(
-        c,
-        super::scoped::<HotStandbyJob>(client.clone(), ns),
-        ns,
-        watcher::Config::default(),
-        true,
-    )
-    .reflect(hsj_w)
-    .touched_objects();
+        pod_w,
+        observe::strip_pod,
+    );
+    let all = watcher::Config::default();
+    let hsj_stream = reflected(c, super::scoped(cl(), ns), ns, all, hsj_w, keep);
     let stores = Stores {
         jobs: jobs.clone(),
         pods: pods.clone(),
@@ -540,18 +526,24 @@ pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<Str
                 }
             }
         });
+    // The pruning loop lives and dies with the controller's supervised task.
     tokio::select! {
         _ = controller => {},
-        _ = prune(ctx.clone(), jobs, pods) => {},
+        _ = ctx.probes.forget_gone(pods, Duration::from_secs(60)) => {},
+        _ = forget_gone_jobs(ctx.clone(), jobs) => {},
     }
 }
 
-/// Every minute, forget probe answers of gone pods and busy memories of gone Jobs.
-async fn prune(ctx: Arc<Ctx>, jobs: Store<Job>, pods: Store<Pod>) {
+/// A cached Job keeps its metadata and status: the reconciler never reads its spec.
+fn strip_job(j: &mut Job) {
+    j.managed_fields_mut().clear();
+    j.spec = None;
+}
+
+/// Every minute, forget the busy memories of gone Jobs.
+async fn forget_gone_jobs(ctx: Arc<Ctx>, jobs: Store<Job>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let live: HashSet<String> = pods.state().iter().filter_map(|p| p.uid()).collect();
-        ctx.probes.retain(&|uid| live.contains(uid));
         let live: HashSet<String> = jobs.state().iter().filter_map(|j| j.uid()).collect();
         lock(&ctx.ever_busy).retain(|uid| live.contains(uid));
     }
