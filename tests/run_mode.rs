@@ -332,3 +332,65 @@ async fn run_mode_hsj_creates_a_job_when_its_unit_turns_busy() {
     let creates = api.writes.since(0).iter().filter(|w| is_create(w)).count();
     assert_eq!(creates, 1, "one busy unit, one new Job");
 }
+
+/// Cluster-wide caches are built once whatever the number of `--namespace` scopes: one
+/// Node watch and one watch per KEDA CRD serve every scope, while the namespaced kinds are
+/// watched once per scope.
+#[tokio::test]
+async fn one_node_cache_and_one_keda_crd_cache_serve_several_namespace_scopes() {
+    let api = fake_apiserver::start().await;
+    let run = fake_apiserver::spawn_run_with(
+        env!("CARGO_BIN_EXE_kube-standby"),
+        &api,
+        &[
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-b",
+            "--namespace",
+            "team-c",
+        ],
+    )
+    .await;
+    assert!(run.wait_ready().await, "{}", run.stderr());
+    let mut seen = vec![];
+    for _ in 0..50 {
+        seen = api.seen.0.lock().unwrap().clone();
+        let ns_watches = |ns: &str| {
+            seen.iter()
+                .filter(|s| s.contains(&format!("/namespaces/{ns}/")) && s.contains("watch=true"))
+                .count()
+        };
+        if ["team-a", "team-b", "team-c"]
+            .iter()
+            .all(|ns| ns_watches(ns) >= 10)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let watches = |p: &str| {
+        seen.iter()
+            .filter(|s| s.contains(p) && s.contains("watch=true"))
+            .count()
+    };
+    assert_eq!(watches("/api/v1/nodes"), 1, "{seen:#?}");
+    assert_eq!(
+        watches("/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
+        3,
+        "{seen:#?}"
+    );
+    for ns in ["team-a", "team-b", "team-c"] {
+        assert!(
+            watches(&format!("/api/v1/namespaces/{ns}/pods")) >= 1,
+            "no pod watch in {ns}: {seen:#?}"
+        );
+    }
+    // Nothing is watched cluster-wide but Nodes and CRDs.
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.contains("watch=true") && s.contains("/api/v1/pods")),
+        "{seen:#?}"
+    );
+}

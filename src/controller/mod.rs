@@ -29,6 +29,27 @@ pub struct Deps {
     pub caches: crate::state::Caches,
 }
 
+/// What a kind's `start` hands the runtime: every long-lived part as a named future, each
+/// supervised on its own (a dead one ends the process and `/readyz` names it).
+pub struct Started {
+    pub tasks: Vec<(String, futures::future::BoxFuture<'static, ()>)>,
+}
+
+impl Started {
+    /// Run every part until the first ends (for tests and embedding without the runtime).
+    pub async fn run(self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let _ = futures::future::select_all(self.tasks.into_iter().map(|(_, t)| t)).await;
+    }
+}
+
+/// "all" for the whole cluster, else the namespace: the scope part of a task's name.
+pub fn scope_label(namespace: Option<&str>) -> &str {
+    namespace.unwrap_or("all")
+}
+
 impl Deps {
     /// Deps for one process that always leads, with a registry of its own (tests, embedding).
     pub fn standalone(client: kube::Client) -> Self {

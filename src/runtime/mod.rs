@@ -317,15 +317,12 @@ pub async fn run(
     }
 
     for scope in &scopes {
-        let label = scope.as_deref().unwrap_or("all");
-        tasks.push(Task::forever(
-            format!("hsd-{label}"),
-            hsd::run(deps.clone(), scope.clone()),
-        ));
-        tasks.push(Task::forever(
-            format!("hsj-{label}"),
-            hsj::run(deps.clone(), scope.clone()),
-        ));
+        for started in [
+            hsd::start(&deps, scope.clone()),
+            hsj::start(&deps, scope.clone()),
+        ] {
+            tasks.extend(started.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
+        }
     }
     let actors =
         crate::controller::actor::start_all(&deps, &cfg.actor, actor_runtime, &scopes).await?;

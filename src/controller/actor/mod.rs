@@ -327,10 +327,7 @@ pub async fn detect_native_sidecars(client: &Client) -> bool {
 }
 
 /// The actor machinery for every scope, built but not running.
-pub struct Started {
-    /// Supervised tasks: (name, future).
-    pub tasks: Vec<(String, BoxFuture<'static, ()>)>,
-}
+pub use super::Started;
 
 /// KEDA's CRDs (to know whether it is installed): cluster-wide, watched once for every
 /// scope; `changes` says when one of them changed.
@@ -405,10 +402,11 @@ pub async fn start_all(
     started.tasks.push(("actor-keda-crds".into(), crd_task));
     for scope in scopes {
         let label = scope.as_deref().unwrap_or("all");
-        let tasks = start_scope(deps, scope.as_deref(), settings.clone(), &crds);
-        for (i, t) in tasks.into_iter().enumerate() {
-            started.tasks.push((format!("actor-{label}-{i}"), t));
-        }
+        let [probes, controller] = start_scope(deps, scope.as_deref(), settings.clone(), &crds);
+        started
+            .tasks
+            .push((format!("actor-{label}-probes"), probes));
+        started.tasks.push((format!("actor-{label}"), controller));
     }
     Ok(started)
 }
@@ -467,10 +465,14 @@ fn runtime_changes(rx: RuntimeRx) -> impl Stream<Item = ()> + Send {
     })
 }
 
-type Tasks = Vec<BoxFuture<'static, ()>>;
-
 /// The caches, the controller and its triggers for one scope.
-fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &KedaCrds) -> Tasks {
+/// The probe-forgetting loop and the controller of one scope.
+fn start_scope(
+    deps: &Deps,
+    ns: Option<&str>,
+    settings: Settings,
+    keda_crds: &KedaCrds,
+) -> [BoxFuture<'static, ()>; 2] {
     let (client, caches) = (deps.client.clone(), &deps.caches);
     let c = || client.clone();
     let (actors, actor_w) = reflector::store::<AsyncActor>();
@@ -591,7 +593,7 @@ fn start_scope(deps: &Deps, ns: Option<&str>, settings: Settings, keda_crds: &Ke
         });
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
-    vec![Box::pin(forget_probes), Box::pin(controller)]
+    [Box::pin(forget_probes), Box::pin(controller)]
 }
 
 /// A change of a namespace's runtime ConfigMap reconciles every actor of that namespace.

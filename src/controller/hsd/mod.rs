@@ -270,10 +270,15 @@ fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
     Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
-/// Run the controller until shutdown; nothing is reconciled before the caches have listed,
-/// nor while `deps.leading` is false. The probe-forgetting loop runs inside this future, so
-/// whatever supervises it supervises both.
+/// Run the controller until shutdown (tests and embedding; `kube-standby run` supervises the
+/// parts of [`start`] one by one).
 pub async fn run(deps: super::Deps, namespace: Option<String>) {
+    start(&deps, namespace).run().await
+}
+
+/// The controller and its probe-forgetting loop, as named tasks for the runtime: nothing is
+/// reconciled before the caches have listed, nor while `deps.leading` is false.
+pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     use super::watch::{keep, reflected, strip_managed};
     let ns = namespace.as_deref();
     let (client, c) = (deps.client.clone(), &deps.caches);
@@ -322,26 +327,32 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
         deps.debug.clone(),
         deps.leading.clone(),
     ));
-    let forget_probes = ctx.probes.forget_gone(pods, Duration::from_secs(60));
+    let probes = ctx.probes.clone();
+    let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     let controller = Controller::for_stream(hsd_stream, hsds)
         .owns_stream(dep_stream)
         .watches_stream(pod_stream, |p| owner_hsd(&p))
         .watches_stream(rs_stream, |r| owner_hsd(&r))
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| {
+        .for_each({
             let ctx = ctx.clone();
-            async move {
-                if let Some((ns, name)) = shell::gone_object(&r) {
-                    forget(&ctx, &ns, &name);
-                } else if let Err(e) = r {
-                    tracing::debug!(error = %e, "hsd controller event");
+            move |r| {
+                let ctx = ctx.clone();
+                async move {
+                    if let Some((ns, name)) = shell::gone_object(&r) {
+                        forget(&ctx, &ns, &name);
+                    } else if let Err(e) = r {
+                        tracing::debug!(error = %e, "hsd controller event");
+                    }
                 }
             }
         });
-    // The probe-forgetting loop lives and dies with the controller's supervised task.
-    tokio::select! {
-        _ = controller => {},
-        _ = forget_probes => {},
+    let label = super::scope_label(ns);
+    super::Started {
+        tasks: vec![
+            (format!("hsd-{label}"), Box::pin(controller)),
+            (format!("hsd-{label}-probes"), Box::pin(forget_probes)),
+        ],
     }
 }
 

@@ -459,21 +459,30 @@ fn owner_hsj<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyJob>> {
     Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
-/// Run the controller until shutdown.
+/// Run the controller until shutdown (tests and embedding; `kube-standby run` supervises the
+/// parts of [`start`] one by one).
 pub async fn run(deps: super::Deps, namespace: Option<String>) {
+    start(&deps, namespace).run().await
+}
+
+/// The controller and its pruning loops as named tasks, with the API's exec prober.
+pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let exec = ExecProber::new(
         Arc::new(KubeExec {
             client: deps.client.clone(),
         }),
         EXEC_IN_FLIGHT,
     );
-    run_with(deps, exec, namespace).await
+    start_with(deps, exec, namespace)
 }
 
-/// [`run`] with a given exec prober (tests use a fake runner). Nothing is reconciled before
-/// the caches have listed, nor while `deps.leading` is false; the pruning loop runs inside
-/// this future, so whatever supervises it supervises both.
-pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<String>) {
+/// [`start`] with a given exec prober (tests use a fake runner). Nothing is reconciled
+/// before the caches have listed, nor while `deps.leading` is false.
+pub fn start_with(
+    deps: &super::Deps,
+    exec: ExecProber,
+    namespace: Option<String>,
+) -> super::Started {
     use super::watch::{keep, reflected};
     let ns = namespace.as_deref();
     let (client, c) = (deps.client.clone(), &deps.caches);
@@ -516,21 +525,31 @@ pub async fn run_with(deps: super::Deps, exec: ExecProber, namespace: Option<Str
         .owns_stream(job_stream)
         .watches_stream(pod_stream, |p| owner_hsj(&p))
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| {
+        .for_each({
             let ctx = ctx.clone();
-            async move {
-                if let Some((ns, name)) = shell::gone_object(&r) {
-                    forget(&ctx, &ns, &name);
-                } else if let Err(e) = r {
-                    tracing::debug!(error = %e, "hsj controller event");
+            move |r| {
+                let ctx = ctx.clone();
+                async move {
+                    if let Some((ns, name)) = shell::gone_object(&r) {
+                        forget(&ctx, &ns, &name);
+                    } else if let Err(e) = r {
+                        tracing::debug!(error = %e, "hsj controller event");
+                    }
                 }
             }
         });
-    // The pruning loop lives and dies with the controller's supervised task.
-    tokio::select! {
-        _ = controller => {},
-        _ = ctx.probes.forget_gone(pods, Duration::from_secs(60)) => {},
-        _ = forget_gone_jobs(ctx.clone(), jobs) => {},
+    let probes = ctx.probes.clone();
+    let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
+    let label = super::scope_label(ns);
+    super::Started {
+        tasks: vec![
+            (format!("hsj-{label}"), Box::pin(controller)),
+            (format!("hsj-{label}-probes"), Box::pin(forget_probes)),
+            (
+                format!("hsj-{label}-jobs"),
+                Box::pin(forget_gone_jobs(ctx.clone(), jobs)),
+            ),
+        ],
     }
 }
 
