@@ -166,6 +166,20 @@ pub struct Shell {
 }
 
 impl Shell {
+    /// A shell whose gate opens once `ready` resolves true and `leading` says this process
+    /// leads: the one way every kind composes its gate.
+    pub fn gated(
+        client: Client,
+        metrics: Arc<Metrics>,
+        debug: DebugState,
+        leading: watch::Receiver<bool>,
+        ready: impl std::future::Future<Output = bool> + Send + 'static,
+    ) -> Self {
+        let gate = Gate::new(leading);
+        gate.open_when(ready);
+        Shell::new(client, metrics, debug, gate)
+    }
+
     pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState, gate: Gate) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -304,6 +318,42 @@ impl Shell {
 
     /// Write `new` as the object's whole status (see the module header). Returns whether a
     /// write was made; nothing is sent when `new` equals the status we start from.
+    /// [`Shell::write_status`] of a namespaced kind's own status, from its cached status.
+    pub async fn write_own_status<K>(&self, obj: &K, status: &K::Status) -> Result<bool>
+    where
+        K: WithStatus + DeserializeOwned + Serialize + std::fmt::Debug,
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        K::Status: Serialize + PartialEq,
+    {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        self.write_status(&api, obj, &(), obj.status(), status)
+            .await
+    }
+
+    /// A spec that cannot be acted on: write `status` (its condition says why) and, when
+    /// that is news, one Warning event; nothing else is done.
+    pub async fn refuse<K>(
+        &self,
+        obj: &K,
+        status: &K::Status,
+        reason: &str,
+        message: &str,
+    ) -> Result<Action>
+    where
+        K: WithStatus + DeserializeOwned + Serialize + std::fmt::Debug,
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        K::Status: Serialize + PartialEq,
+    {
+        if self.write_own_status(obj, status).await? {
+            let note = Note::warning(reason, message);
+            self.publish_notes(&obj.object_ref(&()), "Reconcile", &[note])
+                .await;
+        }
+        tracing::warn!(reason, message, "{} cannot be acted on", K::kind(&()));
+        Ok(Action::requeue(self.resync))
+    }
+
     pub async fn write_status<K, S>(
         &self,
         api: &Api<K>,
@@ -434,6 +484,46 @@ macro_rules! with_status {
     };
 }
 pub(crate) use with_status;
+
+/// A kind's reconciler entry points over its `Ctx` (a `shell` field), its `CONTROLLER` name
+/// and its `reconcile_inner(&obj, &ctx, started)`: the status memory (`WithStatus`),
+/// `reconcile` inside the shell (span, remembered status, gate, metrics), the shared
+/// `error_policy`, and `debug_key` for `/debug/state`.
+macro_rules! reconciler {
+    ($kind:ty, $status:ty) => {
+        $crate::controller::shell::with_status!($kind, $status);
+
+        /// One reconcile, inside the shell.
+        pub async fn reconcile(
+            obj: std::sync::Arc<$kind>,
+            ctx: std::sync::Arc<Ctx>,
+        ) -> $crate::Result<kube::runtime::controller::Action> {
+            let started = std::time::Instant::now();
+            let c = &ctx;
+            c.shell
+                .reconcile_object(CONTROLLER, obj.as_ref(), |obj| async move {
+                    reconcile_inner(&obj, c, started).await
+                })
+                .await
+        }
+
+        /// The shared error policy.
+        pub fn error_policy(
+            obj: std::sync::Arc<$kind>,
+            err: &$crate::Error,
+            _ctx: std::sync::Arc<Ctx>,
+        ) -> kube::runtime::controller::Action {
+            let name = kube::ResourceExt::name_any(obj.as_ref());
+            $crate::controller::shell::error_action(CONTROLLER, &name, err)
+        }
+
+        /// The `/debug/state` key of one object.
+        fn debug_key(ns: &str, name: &str) -> String {
+            format!("{CONTROLLER}/{ns}/{name}")
+        }
+    };
+}
+pub(crate) use reconciler;
 
 pub fn error_action(controller: &'static str, name: &str, err: &Error) -> Action {
     let conflict = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409);

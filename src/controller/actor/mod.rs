@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -38,7 +38,7 @@ use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
 use crate::state::Caches;
 use crate::state::DebugState;
-use crate::{Error, Result};
+use crate::Result;
 
 pub mod apply;
 pub mod build;
@@ -126,9 +126,8 @@ impl Ctx {
         debug: DebugState,
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let gate = Gate::new(leading);
         let s = stores.clone();
-        gate.open_when(async move {
+        let ready = async move {
             Gate::stores_ready(vec![s.actors]).await
                 && Gate::stores_ready(vec![s.deployments]).await
                 && Gate::stores_ready(vec![s.statefulsets]).await
@@ -137,9 +136,9 @@ impl Ctx {
                 && Gate::stores_ready(vec![s.pods]).await
                 && Gate::stores_ready(vec![s.configmaps]).await
                 && Gate::stores_ready(s.crds).await
-        });
+        };
         Ctx {
-            shell: Shell::new(client, metrics, debug, gate),
+            shell: Shell::gated(client, metrics, debug, leading, ready),
             stores,
             settings,
             probes: ProbeCache::default(),
@@ -160,27 +159,9 @@ impl Ctx {
     }
 }
 
-fn debug_key(ns: &str, name: &str) -> String {
-    format!("{CONTROLLER}/{ns}/{name}")
-}
+shell::reconciler!(AsyncActor, crate::api::asya::AsyncActorStatus);
 
-shell::with_status!(AsyncActor, crate::api::asya::AsyncActorStatus);
-
-/// One reconcile, inside the shell.
-pub async fn reconcile(actor: Arc<AsyncActor>, ctx: Arc<Ctx>) -> Result<Action> {
-    let c = &ctx;
-    c.shell
-        .reconcile_object(CONTROLLER, actor.as_ref(), |actor| async move {
-            reconcile_inner(&actor, c).await
-        })
-        .await
-}
-
-pub fn error_policy(actor: Arc<AsyncActor>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    shell::error_action(CONTROLLER, &actor.name_any(), err)
-}
-
-async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx) -> Result<Action> {
+async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx, _started: Instant) -> Result<Action> {
     let ns = super::namespace_of(actor, "AsyncActor")?;
     let name = actor.name_any();
     if actor.metadata.deletion_timestamp.is_some() {

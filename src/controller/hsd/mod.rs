@@ -7,9 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -21,7 +19,7 @@ use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
 use crate::state::DebugState;
-use crate::{Error, Result};
+use crate::Result;
 
 pub mod apply;
 pub mod child;
@@ -63,15 +61,14 @@ impl Ctx {
         debug: DebugState,
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let gate = Gate::new(leading);
         let s = stores.clone();
-        gate.open_when(async move {
+        let ready = async move {
             Gate::stores_ready(vec![s.pods]).await
                 && Gate::stores_ready(vec![s.replicasets]).await
                 && Gate::stores_ready(vec![s.deployments]).await
-        });
+        };
         Ctx {
-            shell: Shell::new(client, metrics, debug, gate),
+            shell: Shell::gated(client, metrics, debug, leading, ready),
             stores,
             probes: ProbeCache::default(),
             prober: HttpProber::new(64),
@@ -79,49 +76,14 @@ impl Ctx {
     }
 }
 
-fn debug_key(ns: &str, name: &str) -> String {
-    format!("{CONTROLLER}/{ns}/{name}")
-}
-
-shell::with_status!(HotStandbyDeployment, HotStandbyDeploymentStatus);
-
-/// One reconcile, inside the shell.
-pub async fn reconcile(hsd: Arc<HotStandbyDeployment>, ctx: Arc<Ctx>) -> Result<Action> {
-    let started = Instant::now();
-    let c = &ctx;
-    c.shell
-        .reconcile_object(CONTROLLER, hsd.as_ref(), |hsd| async move {
-            reconcile_inner(&hsd, c, started).await
-        })
-        .await
-}
-
-pub fn error_policy(hsd: Arc<HotStandbyDeployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    shell::error_action(CONTROLLER, &hsd.name_any(), err)
-}
-
-async fn publish(
-    ctx: &Ctx,
-    hsd: &HotStandbyDeployment,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    ctx.shell
-        .publish(&hsd.object_ref(&()), "Reconcile", type_, reason, note)
-        .await
-}
+shell::reconciler!(HotStandbyDeployment, HotStandbyDeploymentStatus);
 
 async fn patch_status(
     ctx: &Ctx,
     hsd: &HotStandbyDeployment,
     status: &HotStandbyDeploymentStatus,
 ) -> Result<bool> {
-    let api: Api<HotStandbyDeployment> =
-        Api::namespaced(ctx.client.clone(), &hsd.namespace().unwrap_or_default());
-    ctx.shell
-        .write_status(&api, hsd, &(), hsd.status.as_ref(), status)
-        .await
+    ctx.shell.write_own_status(hsd, status).await
 }
 
 /// A spec we cannot act on: say so in a condition and (once) an Event; no churn.
@@ -133,11 +95,7 @@ async fn invalid(
     now: &Time,
 ) -> Result<Action> {
     let st = child::invalid_status(hsd, reason, message, now);
-    if patch_status(ctx, hsd, &st).await? {
-        publish(ctx, hsd, EventType::Warning, reason, message.to_string()).await;
-    }
-    tracing::warn!(reason, message, "HotStandbyDeployment cannot be acted on");
-    Ok(Action::requeue(ctx.resync))
+    ctx.shell.refuse(hsd, &st, reason, message).await
 }
 
 async fn reconcile_inner(

@@ -19,9 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -34,7 +32,7 @@ use crate::probe::exec::{ExecProber, KubeExec};
 use crate::probe::http::HttpProber;
 use crate::probe::{self, ProbeCache};
 use crate::state::DebugState;
-use crate::{Error, Result};
+use crate::Result;
 
 pub mod apply;
 pub mod build;
@@ -136,13 +134,12 @@ impl Ctx {
         debug: DebugState,
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let gate = Gate::new(leading);
         let s = stores.clone();
-        gate.open_when(async move {
+        let ready = async move {
             Gate::stores_ready(vec![s.jobs]).await && Gate::stores_ready(vec![s.pods]).await
-        });
+        };
         Ctx {
-            shell: Shell::new(client, metrics, debug, gate),
+            shell: Shell::gated(client, metrics, debug, leading, ready),
             stores,
             probes: ProbeCache::default(),
             http: HttpProber::new(64),
@@ -153,49 +150,16 @@ impl Ctx {
     }
 }
 
-fn key(ns: &str, name: &str) -> String {
-    format!("{CONTROLLER}/{ns}/{name}")
-}
-
-shell::with_status!(HotStandbyJob, HotStandbyJobStatus);
-
-/// One reconcile, inside the shell.
-pub async fn reconcile(hsj: Arc<HotStandbyJob>, ctx: Arc<Ctx>) -> Result<Action> {
-    let started = Instant::now();
-    let c = &ctx;
-    c.shell
-        .reconcile_object(CONTROLLER, hsj.as_ref(), |hsj| async move {
-            reconcile_inner(&hsj, c, started).await
-        })
-        .await
-}
-
-pub fn error_policy(hsj: Arc<HotStandbyJob>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    shell::error_action(CONTROLLER, &hsj.name_any(), err)
-}
-
-async fn publish(ctx: &Ctx, hsj: &HotStandbyJob, type_: EventType, reason: &str, note: String) {
-    ctx.shell
-        .publish(&hsj.object_ref(&()), "Reconcile", type_, reason, note)
-        .await
-}
+shell::reconciler!(HotStandbyJob, HotStandbyJobStatus);
 
 async fn write_status(ctx: &Ctx, hsj: &HotStandbyJob, st: &HotStandbyJobStatus) -> Result<bool> {
-    let api: Api<HotStandbyJob> =
-        Api::namespaced(ctx.client.clone(), &hsj.namespace().unwrap_or_default());
-    ctx.shell
-        .write_status(&api, hsj, &(), hsj.status.as_ref(), st)
-        .await
+    ctx.shell.write_own_status(hsj, st).await
 }
 
 /// A spec we cannot act on: a condition and (when it is news) one Warning; nothing created.
 async fn invalid(ctx: &Ctx, hsj: &HotStandbyJob, reason: &str, message: &str) -> Result<Action> {
     let st = status::invalid(hsj, reason, message, &Time((ctx.clock)()));
-    if write_status(ctx, hsj, &st).await? {
-        publish(ctx, hsj, EventType::Warning, reason, message.to_string()).await;
-    }
-    tracing::warn!(reason, message, "HotStandbyJob cannot be acted on");
-    Ok(Action::requeue(ctx.resync))
+    ctx.shell.refuse(hsj, &st, reason, message).await
 }
 
 /// Jobs of `hsj` (controlled by it) and their pods, from the caches.
@@ -272,7 +236,7 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
     let by_job = observe::pods_by_job(pods.iter().map(|p| p.as_ref()));
     let forbidden = probe_due(ctx, hsj, &live_pods(&jobs, &by_job)).await;
     let units = views(ctx, hsj, &jobs, &by_job);
-    let key = key(&ns, &name);
+    let key = debug_key(&ns, &name);
     let observed = observed(ctx, hsj, &units, &jobs, &key, now);
     // Plan, apply, then the shell's part: events, status, gauges, debug state.
     let plan = plan::plan(&observed);
@@ -570,9 +534,9 @@ async fn forget_gone_jobs(ctx: Arc<Ctx>, jobs: Store<Job>) {
 
 /// An HSJ is gone: drop its debug entry, status memory, expectations and gauges.
 pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
-    ctx.debug.remove(&key(ns, name));
+    ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
-    ctx.expect.forget(&key(ns, name));
+    ctx.expect.forget(&debug_key(ns, name));
     ctx.metrics.forget_hsj(&ObjectLabels {
         namespace: ns.to_string(),
         name: name.to_string(),
