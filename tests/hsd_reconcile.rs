@@ -523,7 +523,11 @@ async fn an_api_error_is_returned_not_panicked() {
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Response::builder().status(500).body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd down"})).unwrap())).unwrap());
     let err = task.await.unwrap().unwrap_err();
-    assert_eq!(err.metric_label(), "kube");
+    assert_eq!(
+        err.metric_label(),
+        "server",
+        "a 500 is labelled by its class (issue 17: no catch-all \"kube\")"
+    );
 }
 
 #[tokio::test]

@@ -334,105 +334,104 @@ pub fn build_status(
     st.scale_down_pending_since = plan.pending_since.map(Time);
     st.detached_busy_pods = plan.detached.iter().map(|n| n.to_string()).collect();
     st.rejected_generation = None;
-    let c = &mut st.conditions;
-    set_condition(
-        c,
-        "InvalidSpec",
-        false,
-        "Valid",
-        "spec is valid",
-        generation,
-        now,
-    );
-    let ready = ready_replicas >= replicas;
-    set_condition(
-        c,
-        "Ready",
-        ready,
-        if ready {
-            "AllReplicasReady"
-        } else {
-            "ReplicasNotReady"
-        },
-        format!("{ready_replicas}/{replicas} replicas ready"),
-        generation,
-        now,
-    );
-    let raw = plan.busy.saturating_add(hsd.spec.idle_target);
-    set_condition(
-        c,
-        "ScalingLimited",
-        plan.limited,
-        if plan.limited {
-            "Clamped"
-        } else {
-            "WithinLimits"
-        },
-        format!(
-            "busy+idleTarget={raw}, limits [{}, {}], desired={}",
-            hsd.spec.min_replicas, hsd.spec.max_replicas, plan.desired
-        ),
-        generation,
-        now,
-    );
-    set_condition(
-        c,
-        "ProbeDegraded",
-        plan.stale > 0,
-        if plan.stale > 0 {
-            "ProbesFailing"
-        } else {
-            "ProbesHealthy"
-        },
-        format!("{} pod(s) with failing busy probes", plan.stale),
-        generation,
-        now,
-    );
-    let pending = plan.pending_due.is_some() || plan.held.is_some();
-    set_condition(
-        c,
-        "ScaleDownPending",
-        pending,
-        match (&plan.held, pending) {
-            (Some(_), _) => "HeldForProtectedPod",
-            (None, true) => "WaitingForDelay",
-            (None, false) => "NoScaleDownPending",
-        },
-        match (&plan.held, plan.pending_due) {
-            (Some(why), _) => why.clone(),
-            (None, Some(due)) => format!("scale down to {} at {due}", plan.desired),
-            (None, None) => "no scale-down pending".into(),
-        },
-        generation,
-        now,
-    );
-    let protecting = !plan.detached.is_empty() || plan.hold_template;
-    set_condition(
-        c,
-        "RolloutProtectingBusyPods",
-        protecting,
-        if protecting {
-            "BusyPodsDetached"
-        } else {
-            "NoBusyPodsDetached"
-        },
-        if plan.hold_template {
-            format!(
-                "template change waits while {} protected pod(s) leave their ReplicaSet",
-                plan.detach.len()
-            )
-        } else if protecting {
-            format!(
-                "busy pods of an old revision kept until idle: {}",
-                plan.detached.join(", ")
-            )
-        } else {
-            "no pod of an old revision is kept".into()
-        },
-        generation,
-        now,
-    );
+    for (type_, ok, reason, message) in conditions(hsd, plan, replicas, ready_replicas) {
+        set_condition(
+            &mut st.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
     st
+}
+
+/// One condition: type, status, reason, message.
+type Cond = (&'static str, bool, &'static str, String);
+
+/// The conditions of a status built from a plan, in the order they are set.
+fn conditions(hsd: &HotStandbyDeployment, plan: &Plan, replicas: i32, ready: i32) -> [Cond; 6] {
+    let all_ready = ready >= replicas;
+    let raw = plan.busy.saturating_add(hsd.spec.idle_target);
+    let (min, max) = (hsd.spec.min_replicas, hsd.spec.max_replicas);
+    [
+        ("InvalidSpec", false, "Valid", "spec is valid".into()),
+        (
+            "Ready",
+            all_ready,
+            if all_ready {
+                "AllReplicasReady"
+            } else {
+                "ReplicasNotReady"
+            },
+            format!("{ready}/{replicas} replicas ready"),
+        ),
+        (
+            "ScalingLimited",
+            plan.limited,
+            if plan.limited {
+                "Clamped"
+            } else {
+                "WithinLimits"
+            },
+            format!(
+                "busy+idleTarget={raw}, limits [{min}, {max}], desired={}",
+                plan.desired
+            ),
+        ),
+        (
+            "ProbeDegraded",
+            plan.stale > 0,
+            if plan.stale > 0 {
+                "ProbesFailing"
+            } else {
+                "ProbesHealthy"
+            },
+            format!("{} pod(s) with failing busy probes", plan.stale),
+        ),
+        scale_down_condition(plan),
+        rollout_condition(plan),
+    ]
+}
+
+fn scale_down_condition(plan: &Plan) -> Cond {
+    let pending = plan.pending_due.is_some() || plan.held.is_some();
+    let reason = match (&plan.held, pending) {
+        (Some(_), _) => "HeldForProtectedPod",
+        (None, true) => "WaitingForDelay",
+        (None, false) => "NoScaleDownPending",
+    };
+    let message = match (&plan.held, plan.pending_due) {
+        (Some(why), _) => why.clone(),
+        (None, Some(due)) => format!("scale down to {} at {due}", plan.desired),
+        (None, None) => "no scale-down pending".into(),
+    };
+    ("ScaleDownPending", pending, reason, message)
+}
+
+fn rollout_condition(plan: &Plan) -> Cond {
+    let protecting = !plan.detached.is_empty() || plan.hold_template;
+    let reason = if protecting {
+        "BusyPodsDetached"
+    } else {
+        "NoBusyPodsDetached"
+    };
+    let message = if plan.hold_template {
+        format!(
+            "template change waits while {} protected pod(s) leave their ReplicaSet",
+            plan.detach.len()
+        )
+    } else if protecting {
+        format!(
+            "busy pods of an old revision kept until idle: {}",
+            plan.detached.join(", ")
+        )
+    } else {
+        "no pod of an old revision is kept".into()
+    };
+    ("RolloutProtectingBusyPods", protecting, reason, message)
 }
 
 /// Status for a spec that cannot be acted on.

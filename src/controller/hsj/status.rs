@@ -56,8 +56,23 @@ pub fn build(
         rejected_generation: None,
         conditions: prev.conditions,
     };
-    let c = &mut st.conditions;
-    set_condition(c, INVALID_SPEC, false, "Valid", "spec is valid", g, now);
+    let conds = [
+        (INVALID_SPEC, false, "Valid", "spec is valid".to_string()),
+        ready_condition(plan, ready),
+        limits_condition(hsj, plan),
+        probe_condition(plan, forbidden),
+        failing_condition(plan),
+    ];
+    for (type_, ok, reason, msg) in conds {
+        set_condition(&mut st.conditions, type_, ok, reason, msg, g, now);
+    }
+    st
+}
+
+/// One condition: type, status, reason, message.
+type Cond = (&'static str, bool, &'static str, String);
+
+fn ready_condition(plan: &Plan<'_>, ready: i32) -> Cond {
     let (ok, reason) = match (ready >= plan.desired, plan.active >= plan.desired) {
         (true, _) => (true, "PoolReady"),
         (false, true) => (false, "UnitsStarting"),
@@ -67,15 +82,18 @@ pub fn build(
         "{ready} of {} desired Jobs ready (busy {}, idle {})",
         plan.desired, plan.busy, plan.idle
     );
-    set_condition(c, READY, ok, reason, msg, g, now);
+    (READY, ok, reason, msg)
+}
+
+fn limits_condition(hsj: &HotStandbyJob, plan: &Plan<'_>) -> Cond {
     let spec = &hsj.spec;
+    let raw = plan.busy + spec.idle_target;
     let (limited, reason, msg) = match plan.limited {
         true if plan.desired == spec.max_replicas => (
             true,
             "MaxReplicas",
             format!(
-                "busy + idleTarget = {} is above maxReplicas {}",
-                plan.busy + spec.idle_target,
+                "busy + idleTarget = {raw} is above maxReplicas {}",
                 spec.max_replicas
             ),
         ),
@@ -83,8 +101,7 @@ pub fn build(
             true,
             "MinReplicas",
             format!(
-                "busy + idleTarget = {} is below minReplicas {}",
-                plan.busy + spec.idle_target,
+                "busy + idleTarget = {raw} is below minReplicas {}",
                 spec.min_replicas
             ),
         ),
@@ -94,7 +111,10 @@ pub fn build(
             "busy + idleTarget is within minReplicas..maxReplicas".to_string(),
         ),
     };
-    set_condition(c, SCALING_LIMITED, limited, reason, msg, g, now);
+    (SCALING_LIMITED, limited, reason, msg)
+}
+
+fn probe_condition(plan: &Plan<'_>, forbidden: Option<&str>) -> Cond {
     let (degraded, reason, msg) = match (forbidden, plan.stale) {
         (Some(m), _) => (
             true,
@@ -110,33 +130,28 @@ pub fn build(
         ),
         _ => (false, "ProbesHealthy", "busy probes answer".to_string()),
     };
-    set_condition(c, PROBE_DEGRADED, degraded, reason, msg, g, now);
-    let (failing, reason, msg) = match (f.consecutive > 0, plan.backoff_until) {
-        (true, until) => {
-            let why = f
-                .last_reason
-                .clone()
-                .unwrap_or_else(|| "a Job failed".into());
-            let next = until
-                .map(|t| format!("; next Job not before {t}"))
-                .unwrap_or_default();
-            (
-                true,
-                "UnitsFailing",
-                format!(
-                    "{} Job(s) in a row failed before being busy: {why}{next}",
-                    f.consecutive
-                ),
-            )
-        }
-        (false, _) => (
-            false,
-            "NoFailures",
-            "no Job failed before being busy".to_string(),
-        ),
-    };
-    set_condition(c, UNITS_FAILING, failing, reason, msg, g, now);
-    st
+    (PROBE_DEGRADED, degraded, reason, msg)
+}
+
+fn failing_condition(plan: &Plan<'_>) -> Cond {
+    let f = &plan.failures;
+    if f.consecutive == 0 {
+        let msg = "no Job failed before being busy".to_string();
+        return (UNITS_FAILING, false, "NoFailures", msg);
+    }
+    let why = f
+        .last_reason
+        .clone()
+        .unwrap_or_else(|| "a Job failed".into());
+    let next = plan
+        .backoff_until
+        .map(|t| format!("; next Job not before {t}"))
+        .unwrap_or_default();
+    let msg = format!(
+        "{} Job(s) in a row failed before being busy: {why}{next}",
+        f.consecutive
+    );
+    (UNITS_FAILING, true, "UnitsFailing", msg)
 }
 
 /// The status of a spec we cannot act on (bad input, or a Job the API server refused).
