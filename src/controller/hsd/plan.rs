@@ -149,60 +149,16 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         .map(|p| p.name.as_str())
         .collect();
     let d_child = (d - still_detached.len() as i32).max(0);
-    let pods = child.len() as i32;
 
     // The count we stand by: what we last wrote, else what the child has.
-    let current = o.current_replicas.unwrap_or(0);
     let ours = o.our_replicas.or(o.current_replicas).unwrap_or(0);
     let foreign = match (o.current_replicas, o.our_replicas) {
         (Some(c), Some(w)) if c != w => Some((w, c)),
         _ => None,
     };
-
-    let mut pending_since = None;
-    let mut pending_due = None;
-    let mut requeue_after = None;
-    let target = if o.current_replicas.is_none() || d_child >= ours {
-        d_child
-    } else {
-        let since = o.pending_since.unwrap_or(o.now);
-        let delay = Duration::from_secs(o.spec.scale_down_delay_seconds.max(0) as u64);
-        let due = since.checked_add(delay).unwrap_or(since);
-        if o.now >= due {
-            d_child
-        } else {
-            pending_since = Some(since);
-            pending_due = Some(due);
-            requeue_after = Some(Duration::try_from(due.duration_since(o.now)).unwrap_or(delay));
-            ours
-        }
-    };
-
-    // Lowering the count: pick the victims ourselves so the ReplicaSet never does. Only
-    // pods within the count being lowered are removed (a rollout's surge pods are left to
-    // the Deployment); pods of a foreign scale-up count, since we lower from it.
-    let mut victims = vec![];
-    let mut replicas = target;
-    let mut held = None;
-    let to_remove = (pods.min(current.max(ours)) - target).max(0);
-    let lowering = o.current_replicas.is_some() && target < ours.max(current);
-    let unready_protected = child
-        .iter()
-        .find(|p| !(p.deletable() || (p.running && p.ready)));
-    if let (true, Some(p)) = (lowering, unready_protected) {
-        // The ReplicaSet removes not-ready pods before any cost: do not let it choose.
-        held = Some(format!(
-            "scale-down held: protected pod {} is not running and ready",
-            p.name
-        ));
-        replicas = ours.max(current);
-        pending_since = Some(o.pending_since.unwrap_or(o.now));
-        requeue_after = Some(Duration::from_secs(5));
-    } else if to_remove > 0 {
-        victims = choose_victims(child.iter().copied(), to_remove as usize);
-        replicas = target + (to_remove - victims.len() as i32);
-    }
-    let direction = match (o.current_replicas, replicas.cmp(&ours)) {
+    let (target, mut timing) = delayed_target(o, d_child, ours);
+    let lowered = lower(o, &child, target, ours, &mut timing);
+    let direction = match (o.current_replicas, lowered.replicas.cmp(&ours)) {
         (None, _) => Some(Direction::Up),
         (_, std::cmp::Ordering::Greater) => Some(Direction::Up),
         (_, std::cmp::Ordering::Less) => Some(Direction::Down),
@@ -217,14 +173,7 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         .map(|p| p.victim())
         .collect();
     let hold_template = o.template_changed && !detach.is_empty();
-
-    let victim_uids: Vec<&str> = victims.iter().map(|v| v.uid).collect();
-    let costs = child
-        .iter()
-        .filter(|p| !victim_uids.contains(&p.uid.as_str()))
-        .filter(|p| p.cost != Some(p.wanted_cost()))
-        .map(|p| (p.name.as_str(), p.wanted_cost()))
-        .collect();
+    let costs = costs(&child, &lowered.victims);
     Plan {
         busy,
         idle,
@@ -232,20 +181,113 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
         stale,
         desired: d,
         limited,
-        replicas,
-        victims,
-        pending_since,
-        pending_due,
+        replicas: lowered.replicas,
+        victims: lowered.victims,
+        pending_since: timing.pending_since,
+        pending_due: timing.pending_due,
         direction,
         foreign,
-        requeue_after,
+        requeue_after: timing.requeue_after,
         costs,
         detach,
         retire,
         hold_template,
-        held,
+        held: lowered.held,
         detached: still_detached,
     }
+}
+
+/// A pending scale-down's memory and wake-up.
+#[derive(Default)]
+struct Timing {
+    pending_since: Option<Timestamp>,
+    pending_due: Option<Timestamp>,
+    requeue_after: Option<Duration>,
+}
+
+/// The count to move to now: `d_child`, unless it is lower than `ours` and the
+/// scale-down delay has not passed (then `ours`, with the pending memory).
+fn delayed_target(o: &Observed<'_>, d_child: i32, ours: i32) -> (i32, Timing) {
+    if o.current_replicas.is_none() || d_child >= ours {
+        return (d_child, Timing::default());
+    }
+    let since = o.pending_since.unwrap_or(o.now);
+    let delay = Duration::from_secs(o.spec.scale_down_delay_seconds.max(0) as u64);
+    let due = since.checked_add(delay).unwrap_or(since);
+    if o.now >= due {
+        return (d_child, Timing::default());
+    }
+    let timing = Timing {
+        pending_since: Some(since),
+        pending_due: Some(due),
+        requeue_after: Some(Duration::try_from(due.duration_since(o.now)).unwrap_or(delay)),
+    };
+    (ours, timing)
+}
+
+/// How a lowered count is reached.
+struct Lowered<'a> {
+    victims: Vec<Victim<'a>>,
+    replicas: i32,
+    held: Option<String>,
+}
+
+/// Lowering the count: pick the victims ourselves so the ReplicaSet never does. Only pods
+/// within the count being lowered are removed (a rollout's surge pods are left to the
+/// Deployment); pods of a foreign scale-up count, since we lower from it. A protected pod
+/// that is not running and ready holds the scale-down (the ReplicaSet removes not-ready
+/// pods before any cost).
+fn lower<'a>(
+    o: &Observed<'a>,
+    child: &[&'a PodView],
+    target: i32,
+    ours: i32,
+    timing: &mut Timing,
+) -> Lowered<'a> {
+    let current = o.current_replicas.unwrap_or(0);
+    let pods = child.len() as i32;
+    let to_remove = (pods.min(current.max(ours)) - target).max(0);
+    let lowering = o.current_replicas.is_some() && target < ours.max(current);
+    let unready_protected = child
+        .iter()
+        .find(|p| !(p.deletable() || (p.running && p.ready)));
+    if let (true, Some(p)) = (lowering, unready_protected) {
+        timing.pending_since = Some(o.pending_since.unwrap_or(o.now));
+        timing.requeue_after = Some(Duration::from_secs(5));
+        return Lowered {
+            victims: vec![],
+            replicas: ours.max(current),
+            held: Some(format!(
+                "scale-down held: protected pod {} is not running and ready",
+                p.name
+            )),
+        };
+    }
+    if to_remove == 0 {
+        return Lowered {
+            victims: vec![],
+            replicas: target,
+            held: None,
+        };
+    }
+    let victims = choose_victims(child.iter().copied(), to_remove as usize);
+    let replicas = target + (to_remove - victims.len() as i32);
+    Lowered {
+        victims,
+        replicas,
+        held: None,
+    }
+}
+
+/// pod-deletion-costs to write: every counted pod but the victims whose cost differs.
+fn costs<'a>(child: &[&'a PodView], victims: &[Victim<'_>]) -> Vec<(&'a str, i32)> {
+    let victim_uids: Vec<&str> = victims.iter().map(|v| v.uid).collect();
+    child
+        .iter()
+        .filter(|p| !victim_uids.contains(&p.uid.as_str()))
+        .filter(|p| p.cost != Some(p.wanted_cost()))
+        .map(|p| (p.name.as_str(), p.wanted_cost()))
+        .collect()
 }
 
 #[cfg(test)]
