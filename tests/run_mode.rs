@@ -54,8 +54,7 @@ async fn run_mode_syncs_caches_then_reports_ready() {
     );
     let rs = watches("/apis/apps/v1/replicasets");
     assert!(
-        rs.iter()
-            .any(|s| s.contains("labelSelector=hsd.paia.tech"))
+        rs.iter().any(|s| s.contains("labelSelector=hsd.paia.tech"))
             && rs.iter().any(|s| !s.contains("labelSelector")),
         "{seen:#?}"
     );

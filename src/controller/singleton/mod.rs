@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::runtime::controller::{Action as KAction, Controller};
@@ -159,6 +159,25 @@ impl Ctx {
         }
     }
 
+    /// After the writes: the Events of what they achieved, then the gap and timeout
+    /// metrics and the agent errors announced; the failed write's error, if one failed.
+    async fn finish(
+        &self,
+        reference: &ObjectReference,
+        key: &str,
+        events: &plan::NoteInput<'_>,
+        applied: std::result::Result<Outcome, apply::Failed>,
+    ) -> Result<()> {
+        let (outcome, error) = match applied {
+            Ok(o) => (o, None),
+            Err(f) => (f.outcome, Some(f.error)),
+        };
+        let notes = plan::notes(events, &outcome);
+        self.publish_notes(reference, "Handover", &notes).await;
+        self.record(key, events.plan, events.agents, &outcome);
+        error.map_or(Ok(()), Err)
+    }
+
     /// What follows from the outcome besides Events: the handover gap of a release, and,
     /// once every write is done, the timeout counter and the agent errors announced.
     fn record(&self, key: &str, plan: &Plan, agents: &AgentReport, outcome: &Outcome) {
@@ -246,29 +265,23 @@ async fn reconcile_inner(
         status: &status,
         namespace: &ns,
     };
-    let (outcome, error) = match apply::run(ctx, &target, &steps, now).await {
-        Ok(o) => (o, None),
-        Err(f) => (f.outcome, Some(f.error)),
-    };
-    let notes = plan::notes(&plan::NoteInput {
+    let applied = apply::run(ctx, &target, &steps, now).await;
+    let events = plan::NoteInput {
         plan: &handover,
         before: &view.memory,
         node_lost_before: view.node_lost_before,
         max_transition_seconds: max,
         agents: &agents,
-        outcome: &outcome,
-    });
-    ctx.publish_notes(&obj.object_ref(ar), "Handover", &notes)
-        .await;
-    ctx.record(&key, &handover, &agents, &outcome);
-    if let Some(e) = error {
-        return Err(e);
-    }
+    };
+    ctx.finish(&obj.object_ref(ar), &key, &events, applied)
+        .await?;
     ctx.debug.set(
         key,
         json!({"plan": handover, "pods": view.pods, "nodes": view.nodes, "agents": agents.failing}),
     );
-    Ok(KAction::requeue(requeue_after(&handover, max, now, ctx.resync)))
+    Ok(KAction::requeue(requeue_after(
+        &handover, max, now, ctx.resync,
+    )))
 }
 
 /// The safety-net resync, or sooner when a handover reaches maxTransitionTime.
@@ -457,7 +470,10 @@ fn watch_replicasets(
     );
     let sender = tx.clone();
     let task = index::feed(events, replicasets.clone(), observe::rs_info).for_each(move |rs| {
-        let _ = sender.send(Arc::new((rs.namespace().unwrap_or_default(), rs.name_any())));
+        let _ = sender.send(Arc::new((
+            rs.namespace().unwrap_or_default(),
+            rs.name_any(),
+        )));
         async {}
     });
     (replicasets, tx, Box::pin(task))
@@ -573,11 +589,9 @@ fn pod_trigger(
     triggers: &Triggers,
 ) -> impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
     let (st, group) = (stores.clone(), group.to_string());
-    super::broadcast_stream(triggers.pods.subscribe()).flat_map(
-        move |p: Arc<observe::PodFacts>| {
-            futures::stream::iter(selecting(&st, &group, &p.namespace, &[&p.labels]))
-        },
-    )
+    super::broadcast_stream(triggers.pods.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
+        futures::stream::iter(selecting(&st, &group, &p.namespace, &[&p.labels]))
+    })
 }
 
 /// A ReplicaSet event (one created or scaled by a rollout) reconciles the singletons that

@@ -373,7 +373,11 @@ pub fn invalid_spec(s: &StatefulSingleton) -> Option<&'static str> {
 }
 
 /// The states of our pods' nodes and of the remembered active node.
-fn nodes(index: &Index<NodeState>, pods: &[PodInfo], memory: &Memory) -> BTreeMap<String, NodeState> {
+fn nodes(
+    index: &Index<NodeState>,
+    pods: &[PodInfo],
+    memory: &Memory,
+) -> BTreeMap<String, NodeState> {
     pods.iter()
         .filter_map(|p| p.node.clone())
         .chain(memory.active_node.clone())
@@ -386,7 +390,10 @@ fn replicasets(index: &Index<RsInfo>, ns: &str, pods: &[PodInfo]) -> Vec<RsInfo>
     if !pods.iter().any(PodInfo::is_candidate) {
         return vec![];
     }
-    let names: BTreeSet<&str> = pods.iter().filter_map(|p| p.replicaset.as_deref()).collect();
+    let names: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.replicaset.as_deref())
+        .collect();
     names
         .into_iter()
         .filter_map(|n| index.get(ns, n).map(|rs| (*rs).clone()))

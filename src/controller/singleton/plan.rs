@@ -258,7 +258,12 @@ fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
                 transition_since: None,
                 timed_out: false,
             };
-            Plan::new(actions, Phase::Running, format!("released {}", c.name), memory)
+            Plan::new(
+                actions,
+                Phase::Running,
+                format!("released {}", c.name),
+                memory,
+            )
         }
         None => Plan::new(actions, Phase::Running, "no pod".into(), Memory::default()),
     }
@@ -383,19 +388,17 @@ pub struct NoteInput<'a> {
     pub node_lost_before: bool,
     pub max_transition_seconds: i64,
     pub agents: &'a AgentReport,
-    pub outcome: &'a Outcome,
 }
 
 /// The Events of a reconcile: one per action that took effect, in order; then, once every
 /// write is done, a new timeout, a newly lost node and each newly failing agent.
-pub fn notes(i: &NoteInput<'_>) -> Vec<Note> {
-    let mut notes: Vec<Note> = i
-        .outcome
+pub fn notes(i: &NoteInput<'_>, outcome: &Outcome) -> Vec<Note> {
+    let mut notes: Vec<Note> = outcome
         .done
         .iter()
         .filter_map(|a| action_note(a, i.before))
         .collect();
-    if !i.outcome.complete {
+    if !outcome.complete {
         return notes;
     }
     if i.plan.newly_timed_out {

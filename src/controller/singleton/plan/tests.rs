@@ -656,24 +656,31 @@ fn events_follow_what_took_effect() {
         ..Default::default()
     };
     let notes_for = |outcome: &Outcome| {
-        notes(&NoteInput {
+        let input = NoteInput {
             plan: &p,
             before: &before,
             node_lost_before: false,
             max_transition_seconds: 300,
             agents: &agents,
-            outcome,
-        })
+        };
+        notes(&input, outcome)
     };
     let done = Outcome {
         done: p.actions.clone(),
         complete: true,
     };
-    let reasons = |n: Vec<Note>| n.into_iter().map(|n| (n.reason, n.message)).collect::<Vec<_>>();
+    let reasons = |n: Vec<Note>| {
+        n.into_iter()
+            .map(|n| (n.reason, n.message))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         reasons(notes_for(&done)),
         [
-            ("PodTransition".to_string(), "released a after old was gone".to_string()),
+            (
+                "PodTransition".to_string(),
+                "released a after old was gone".to_string()
+            ),
             (
                 "AgentUnreachable".to_string(),
                 "pod b: its kube-standby agent cannot get the release: boom".to_string()
