@@ -373,15 +373,20 @@ impl Nodes {
 /// `deps.caches`.
 pub struct Started {
     pub stores: Stores,
-    pub tasks: Vec<BoxFuture<'static, ()>>,
+    pub tasks: Vec<Task>,
 }
+
+/// A supervised task of the scope.
+type Task = BoxFuture<'static, ()>;
+/// Announces each changed ReplicaSet: (namespace, name).
+type RsChanges = broadcast::Sender<Arc<(String, String)>>;
 
 /// What reconciles a singleton besides its own events: pods (the facts), ReplicaSets
 /// (namespace, name) and Nodes.
 #[derive(Clone)]
 struct Triggers {
     pods: broadcast::Sender<Arc<observe::PodFacts>>,
-    replicasets: broadcast::Sender<Arc<(String, String)>>,
+    replicasets: RsChanges,
     nodes: broadcast::Sender<()>,
 }
 
@@ -428,7 +433,7 @@ fn watch_pods(
 ) -> (
     Index<observe::PodFacts>,
     broadcast::Sender<Arc<observe::PodFacts>>,
-    BoxFuture<'static, ()>,
+    Task,
 ) {
     let pods: Index<observe::PodFacts> = Index::default();
     let (tx, _) = broadcast::channel::<Arc<observe::PodFacts>>(4096);
@@ -451,14 +456,7 @@ fn watch_pods(
 /// Every ReplicaSet of the scope as the planner's small facts (a singleton's pods carry no
 /// label of ours, so no label selector can narrow the watch), and a channel that
 /// announces each changed ReplicaSet.
-fn watch_replicasets(
-    deps: &Deps,
-    ns: Option<&str>,
-) -> (
-    Index<plan::RsInfo>,
-    broadcast::Sender<Arc<(String, String)>>,
-    BoxFuture<'static, ()>,
-) {
+fn watch_replicasets(deps: &Deps, ns: Option<&str>) -> (Index<plan::RsInfo>, RsChanges, Task) {
     let replicasets: Index<plan::RsInfo> = Index::default();
     let (tx, _) = broadcast::channel::<Arc<(String, String)>>(1024);
     let events = tracked_kind(
@@ -480,7 +478,7 @@ fn watch_replicasets(
 }
 
 /// The namespace's wrapper ConfigMap, by name.
-fn watch_configmaps(deps: &Deps, ns: Option<&str>) -> (Store<ConfigMap>, BoxFuture<'static, ()>) {
+fn watch_configmaps(deps: &Deps, ns: Option<&str>) -> (Store<ConfigMap>, Task) {
     let (store, writer) = reflector::store::<ConfigMap>();
     let stream = tracked_kind(
         &deps.caches,
@@ -526,7 +524,7 @@ fn controller(
     ar: ApiResource,
     reader: Store<DynamicObject>,
     stream: impl Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static,
-) -> BoxFuture<'static, ()> {
+) -> Task {
     let ctx = Arc::new((
         Ctx::new(
             deps.client.clone(),

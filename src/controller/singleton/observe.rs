@@ -772,6 +772,29 @@ mod tests {
     }
 
     #[test]
+    fn replicaset_facts_name_the_controlling_deployment() {
+        let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "rs-1", "namespace": "ns",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep", "controller": true}]},
+            "spec": {"replicas": 2, "selector": {}}}))
+        .unwrap();
+        assert_eq!(
+            rs_info(&rs),
+            RsInfo {
+                name: "rs-1".into(),
+                replicas: 2,
+                deployment: Some("dep".into())
+            }
+        );
+        let bare: ReplicaSet =
+            serde_json::from_value(json!({"metadata": {"name": "rs-2"}, "spec": {"selector": {}}}))
+                .unwrap();
+        assert_eq!(
+            (rs_info(&bare).replicas, rs_info(&bare).deployment),
+            (1, None)
+        );
+    }
+
+    #[test]
     fn configmap_holds_the_script() {
         let cm = wrapper_configmap("ns");
         assert!(configmap_current(&cm));
