@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::runtime::controller::{Action as KAction, Controller};
@@ -380,12 +380,14 @@ pub struct Started {
 type Task = BoxFuture<'static, ()>;
 /// Announces each changed ReplicaSet: (namespace, name).
 type RsChanges = broadcast::Sender<Arc<(String, String)>>;
+/// Announces each changed pod.
+type PodChanges = broadcast::Sender<Arc<observe::PodFacts>>;
 
 /// What reconciles a singleton besides its own events: pods (the facts), ReplicaSets
 /// (namespace, name) and Nodes.
 #[derive(Clone)]
 struct Triggers {
-    pods: broadcast::Sender<Arc<observe::PodFacts>>,
+    pods: PodChanges,
     replicasets: RsChanges,
     nodes: broadcast::Sender<()>,
 }
@@ -427,54 +429,52 @@ pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
 }
 
 /// Every pod of the scope as facts, and a channel that announces each changed pod.
-fn watch_pods(
-    deps: &Deps,
-    ns: Option<&str>,
-) -> (
-    Index<observe::PodFacts>,
-    broadcast::Sender<Arc<observe::PodFacts>>,
-    Task,
-) {
-    let pods: Index<observe::PodFacts> = Index::default();
-    let (tx, _) = broadcast::channel::<Arc<observe::PodFacts>>(4096);
-    // Small pages: every pod of the scope is listed, and a page is parsed whole.
-    let events = tracked_kind(
-        &deps.caches,
-        super::scoped::<Pod>(deps.client.clone(), ns),
-        ns,
-        watcher::Config::default().page_size(100),
-        true,
-    );
-    let sender = tx.clone();
-    let task = index::feed(events, pods.clone(), observe::pod_facts).for_each(move |p| {
-        let _ = sender.send(Arc::new(observe::pod_facts(&p)));
-        async {}
-    });
-    (pods, tx, Box::pin(task))
+fn watch_pods(deps: &Deps, ns: Option<&str>) -> (Index<observe::PodFacts>, PodChanges, Task) {
+    watch_facts(deps, ns, observe::pod_facts, observe::pod_facts, 4096)
 }
 
 /// Every ReplicaSet of the scope as the planner's small facts (a singleton's pods carry no
 /// label of ours, so no label selector can narrow the watch), and a channel that
 /// announces each changed ReplicaSet.
 fn watch_replicasets(deps: &Deps, ns: Option<&str>) -> (Index<plan::RsInfo>, RsChanges, Task) {
-    let replicasets: Index<plan::RsInfo> = Index::default();
-    let (tx, _) = broadcast::channel::<Arc<(String, String)>>(1024);
+    let announce = |rs: &ReplicaSet| (rs.namespace().unwrap_or_default(), rs.name_any());
+    watch_facts(deps, ns, observe::rs_info, announce, 1024)
+}
+
+/// Every `K` of the scope as facts `F` (the objects are not kept), and a channel that
+/// announces each changed object as `A`. Small pages: a page is parsed whole.
+fn watch_facts<K, F, A>(
+    deps: &Deps,
+    ns: Option<&str>,
+    facts: fn(&K) -> F,
+    announce: fn(&K) -> A,
+    capacity: usize,
+) -> (Index<F>, broadcast::Sender<Arc<A>>, Task)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: Send + Sync + 'static,
+    A: Send + Sync + 'static,
+{
+    let index: Index<F> = Index::default();
+    let (tx, _) = broadcast::channel::<Arc<A>>(capacity);
     let events = tracked_kind(
         &deps.caches,
-        super::scoped::<ReplicaSet>(deps.client.clone(), ns),
+        super::scoped::<K>(deps.client.clone(), ns),
         ns,
         watcher::Config::default().page_size(100),
         true,
     );
     let sender = tx.clone();
-    let task = index::feed(events, replicasets.clone(), observe::rs_info).for_each(move |rs| {
-        let _ = sender.send(Arc::new((
-            rs.namespace().unwrap_or_default(),
-            rs.name_any(),
-        )));
+    let task = index::feed(events, index.clone(), facts).for_each(move |o| {
+        let _ = sender.send(Arc::new(announce(&o)));
         async {}
     });
-    (replicasets, tx, Box::pin(task))
+    (index, tx, Box::pin(task))
 }
 
 /// The namespace's wrapper ConfigMap, by name.
@@ -535,11 +535,10 @@ fn controller(
         ),
         ar.clone(),
     ));
-    let (pods, replicasets, nodes) = (
-        pod_trigger(stores, &ar.group, triggers),
-        replicaset_trigger(stores, &ar.group, triggers),
-        node_trigger(stores, &ar.group, triggers),
-    );
+    let g = &ar.group;
+    let pods = trigger(triggers.pods.subscribe(), stores, g, pod_refs);
+    let replicasets = trigger(triggers.replicasets.subscribe(), stores, g, replicaset_refs);
+    let nodes = trigger(triggers.nodes.subscribe(), stores, g, waiting_refs);
     let janitor = ctx.clone();
     Box::pin(async move {
         Controller::for_stream_with(stream, reader, ar)
@@ -580,68 +579,57 @@ fn selecting(
         .collect()
 }
 
-/// A pod event reconciles the singletons (of this group) whose selector matches it.
-fn pod_trigger(
+/// Reconcile requests from a change channel: `refs` names the singletons of `group` that
+/// a change concerns.
+fn trigger<T: Clone + Send + 'static>(
+    rx: broadcast::Receiver<T>,
     stores: &Stores,
     group: &str,
-    triggers: &Triggers,
+    refs: fn(&Stores, &str, &T) -> Vec<ObjectRef<DynamicObject>>,
 ) -> impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
     let (st, group) = (stores.clone(), group.to_string());
-    super::broadcast_stream(triggers.pods.subscribe()).flat_map(move |p: Arc<observe::PodFacts>| {
-        futures::stream::iter(selecting(&st, &group, &p.namespace, &[&p.labels]))
-    })
+    super::broadcast_stream(rx).flat_map(move |t| futures::stream::iter(refs(&st, &group, &t)))
+}
+
+/// A pod event reconciles the singletons whose selector matches it.
+fn pod_refs(st: &Stores, group: &str, p: &Arc<observe::PodFacts>) -> Vec<ObjectRef<DynamicObject>> {
+    selecting(st, group, &p.namespace, &[&p.labels])
 }
 
 /// A ReplicaSet event (one created or scaled by a rollout) reconciles the singletons that
 /// select its pods.
-fn replicaset_trigger(
-    stores: &Stores,
+fn replicaset_refs(
+    st: &Stores,
     group: &str,
-    triggers: &Triggers,
-) -> impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
-    let (st, group) = (stores.clone(), group.to_string());
-    super::broadcast_stream(triggers.replicasets.subscribe()).flat_map(
-        move |rs: Arc<(String, String)>| {
-            let (ns, name) = rs.as_ref();
-            let pods = st.pods.in_namespace(ns);
-            let labels: Vec<&CompactLabels> = pods
-                .iter()
-                .filter(|p| p.info.replicaset.as_deref() == Some(name.as_str()))
-                .map(|p| &p.labels)
-                .collect();
-            let refs = if labels.is_empty() {
-                vec![]
-            } else {
-                selecting(&st, &group, ns, &labels)
-            };
-            futures::stream::iter(refs)
-        },
-    )
+    rs: &Arc<(String, String)>,
+) -> Vec<ObjectRef<DynamicObject>> {
+    let (ns, name) = rs.as_ref();
+    let pods = st.pods.in_namespace(ns);
+    let labels: Vec<&CompactLabels> = pods
+        .iter()
+        .filter(|p| p.info.replicaset.as_deref() == Some(name.as_str()))
+        .map(|p| &p.labels)
+        .collect();
+    if labels.is_empty() {
+        return vec![];
+    }
+    selecting(st, group, ns, &labels)
 }
 
-/// A node event may unblock a handover waiting for a lost node.
-fn node_trigger(
-    stores: &Stores,
-    group: &str,
-    triggers: &Triggers,
-) -> impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
-    let (st, group) = (stores.clone(), group.to_string());
-    super::broadcast_stream(triggers.nodes.subscribe()).flat_map(move |()| {
-        let refs: Vec<ObjectRef<DynamicObject>> = st
-            .singletons
-            .iter()
-            .flat_map(|s| s.state())
-            .filter(|o| {
-                ar_of(o).group == group
-                    && o.data
-                        .get("status")
-                        .and_then(|s| s.get("phase"))
-                        .is_some_and(|p| p != "Running")
-            })
-            .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
-            .collect();
-        futures::stream::iter(refs)
-    })
+/// A node event may unblock a handover waiting for a lost node: every singleton not Running.
+fn waiting_refs(st: &Stores, group: &str, _: &()) -> Vec<ObjectRef<DynamicObject>> {
+    st.singletons
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|o| {
+            ar_of(o).group == group
+                && o.data
+                    .get("status")
+                    .and_then(|s| s.get("phase"))
+                    .is_some_and(|p| p != "Running")
+        })
+        .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+        .collect()
 }
 
 /// Just the selector of a StatefulSingleton (cheaper than reading the whole object).

@@ -143,24 +143,24 @@ fn a_failed_old_pod_is_deleted_and_the_successor_released_only_after_it_is_gone(
         .is_empty());
 }
 
-#[test]
-fn surge_rollout_scales_the_old_replicaset_to_zero() {
+/// A surge rollout: the released old pod and the new one, each of its ReplicaSet of one
+/// Deployment.
+fn surge() -> (PodInfo, PodInfo, [RsInfo; 2]) {
     let mut old = released(pod("old", 1));
     old.replicaset = Some("rs-old".into());
     let mut new = pod("new", 2);
     new.replicaset = Some("rs-new".into());
-    let rss = [
-        RsInfo {
-            name: "rs-old".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-        RsInfo {
-            name: "rs-new".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-    ];
+    let rs = |name: &str| RsInfo {
+        name: name.into(),
+        replicas: 1,
+        deployment: Some("d".into()),
+    };
+    (old, new, [rs("rs-old"), rs("rs-new")])
+}
+
+#[test]
+fn surge_rollout_scales_the_old_replicaset_to_zero() {
+    let (old, new, rss) = surge();
     let nodes = ready_nodes();
     let p = plan(&Observed {
         pods: &[old.clone(), new.clone()],
@@ -591,28 +591,13 @@ fn status_first(steps: &[Step]) -> bool {
 
 #[test]
 fn the_status_write_precedes_every_release_delete_and_scale() {
-    let mut old = released(pod("old", 1));
-    old.replicaset = Some("rs-old".into());
-    let mut new = pod("new", 2);
-    new.replicaset = Some("rs-new".into());
+    let (old, new, rss) = surge();
     let mut ungated = pod("x", 3);
     ungated.gated = false;
     let mut failed = released(pod("f", 1));
     failed.failed = Some("CrashLoopBackOff".into());
     let mut half = released(pod("h", 1));
     half.ready_condition = false;
-    let rss = [
-        RsInfo {
-            name: "rs-old".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-        RsInfo {
-            name: "rs-new".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-    ];
     let nodes = ready_nodes();
     let memory = Memory::default();
     let table: [(&str, Vec<PodInfo>); 5] = [
