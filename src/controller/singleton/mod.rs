@@ -480,15 +480,14 @@ where
 /// The namespace's wrapper ConfigMap, by name.
 fn watch_configmaps(deps: &Deps, ns: Option<&str>) -> (Store<ConfigMap>, Task) {
     let (store, writer) = reflector::store::<ConfigMap>();
-    let stream = tracked_kind(
+    let stream = super::watch::reflected(
         &deps.caches,
         super::scoped::<ConfigMap>(deps.client.clone(), ns),
         ns,
         watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
-        true,
-    )
-    .reflect(writer)
-    .touched_objects();
+        writer,
+        super::watch::strip_managed,
+    );
     (store, Box::pin(stream.for_each(|_| async {})))
 }
 
