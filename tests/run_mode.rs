@@ -37,7 +37,9 @@ async fn run_mode_syncs_caches_then_reports_ready() {
     }
     // The HSD controller watches pods, ReplicaSets and Deployments by its label only; the
     // singleton controller needs every pod (a pod admitted without the webhook has no label
-    // of ours) and nodes, and only our ConfigMap by name.
+    // of ours), every ReplicaSet (kept as small facts: a surge rollout's old ReplicaSet is
+    // scaled from that cache, and a singleton's ReplicaSets carry no label of ours either)
+    // and nodes, and only our ConfigMap by name.
     let watches = |p: &str| {
         seen.iter()
             .filter(|s| s.contains(p) && s.contains("watch=true"))
@@ -50,10 +52,16 @@ async fn run_mode_syncs_caches_then_reports_ready() {
             .any(|s| s.contains("labelSelector=hsd.paia.tech")),
         "{seen:#?}"
     );
+    let rs = watches("/apis/apps/v1/replicasets");
     assert!(
-        watches("/apis/apps/v1/replicasets")
-            .iter()
-            .all(|s| s.contains("labelSelector=hsd.paia.tech")),
+        rs.iter().any(|s| s.contains("labelSelector=hsd.paia.tech"))
+            && rs.iter().any(|s| !s.contains("labelSelector")),
+        "{seen:#?}"
+    );
+    // No other kind watches every ReplicaSet: only the HSD's label and the singleton's one.
+    assert!(
+        rs.iter()
+            .all(|s| s.contains("labelSelector=hsd.paia.tech") || !s.contains("labelSelector")),
         "{seen:#?}"
     );
     assert_eq!(watches("/api/v1/nodes").len(), 1, "{seen:#?}");

@@ -5,6 +5,7 @@ mod verifier;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -69,6 +70,8 @@ fn stores_synced(
     n.apply(&watcher::Event::<Node>::Init, observe::node_state);
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
     n.apply(&watcher::Event::InitApply(node), observe::node_state);
+    let r: Index<singleton::plan::RsInfo> = Index::default();
+    r.apply(&watcher::Event::<ReplicaSet>::Init, observe::rs_info);
     let (c, mut cw) = reflector::store::<ConfigMap>();
     cw.apply_watcher_event(&watcher::Event::Init);
     if with_configmap {
@@ -78,11 +81,13 @@ fn stores_synced(
         sw.apply_watcher_event(&watcher::Event::InitDone);
         p.apply(&watcher::Event::<Pod>::InitDone, observe::pod_facts);
         n.apply(&watcher::Event::<Node>::InitDone, observe::node_state);
+        r.apply(&watcher::Event::<ReplicaSet>::InitDone, observe::rs_info);
         cw.apply_watcher_event(&watcher::Event::InitDone);
     }
     Stores {
         pods: p,
         nodes: n,
+        replicasets: r,
         configmaps: c,
         singletons: vec![sw.as_reader()],
     }
@@ -289,24 +294,16 @@ async fn a_surge_rollout_scales_the_old_replicaset_to_zero() {
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}}}})
     };
     let st = stores(std::slice::from_ref(&s), &[old, new], true);
+    // The ReplicaSets come from the controller's ReplicaSet cache, not from live GETs.
+    for name in ["rs-new", "rs-old"] {
+        let obj: ReplicaSet = serde_json::from_value(rs(name)).unwrap();
+        st.replicasets
+            .apply(&watcher::Event::Apply(obj), observe::rs_info);
+    }
     scenario(
         s,
         st,
         vec![
-            expect(
-                "GET",
-                "/apis/apps/v1/namespaces/ns/replicasets/rs-new",
-                |_, _| {},
-                200,
-                rs("rs-new"),
-            ),
-            expect(
-                "GET",
-                "/apis/apps/v1/namespaces/ns/replicasets/rs-old",
-                |_, _| {},
-                200,
-                rs("rs-old"),
-            ),
             status_patch(|st| assert_eq!(st["phase"], "Transitioning")),
             expect(
                 "PATCH",

@@ -1,37 +1,51 @@
-//! StatefulSingleton reconciler: observe (pod/node caches) → pure handover plan → apply.
-//! Status (the planner's memory) is written *before* a release, so a crash between the
-//! two can never leave a released pod unrecorded.
-use std::collections::{BTreeMap, HashMap};
+//! StatefulSingleton reconciler: observe (pod, node and ReplicaSet indexes, ConfigMap and
+//! singleton stores: `observe.rs`) → pure handover plan, status, ordered writes and Events
+//! (`plan.rs`, `observe::status`) → apply (`apply.rs`) → Events and memory, inside the
+//! shared shell.
+//!
+//! Invariants:
+//! - status (the planner's memory) is written *before* a release, so a crash between the
+//!   two can never leave a released pod unrecorded (`plan::steps`, run in order by
+//!   `apply::run`);
+//! - nothing is reconciled before the pod, node, ReplicaSet, ConfigMap and singleton caches
+//!   have listed and this process leads (the shell's gate): a Node missing from an unsynced
+//!   cache is never taken as deleted;
+//! - Events are decided as data (`plan::notes`) from what `apply` achieved, and published
+//!   once the writes are done; a failed write's error is returned, never dropped;
+//! - a pod, ReplicaSet or Node event reconciles the singletons it concerns at once.
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::runtime::controller::{Action as KAction, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::broadcast;
 
 use super::index::{self, Index};
 use super::shell::{self, Gate, Shell};
 use super::watch::{resource_name, tracked, tracked_kind};
 use super::Deps;
 use crate::api::singleton::{
-    selector_matches, StatefulSingleton, LEGACY_GROUP, READY_CONDITION, RELEASED_ANNOTATION,
-    WRAPPER_CONFIGMAP,
+    selector_matches, CompactLabels, StatefulSingleton, LEGACY_GROUP, WRAPPER_CONFIGMAP,
 };
 use crate::metrics::Metrics;
 use crate::state::DebugState;
-use crate::{Error, Result, MANAGER};
+use crate::{Error, Result};
 
+pub mod apply;
 pub mod observe;
 pub mod plan;
 
-use plan::{Action, DeleteReason, Observed, Phase};
+use plan::{Action, AgentReport, Outcome, Phase, Plan};
 
 pub const CONTROLLER: &str = "singleton";
 
@@ -63,6 +77,8 @@ pub fn from_dynamic(obj: &DynamicObject) -> Result<StatefulSingleton> {
 pub struct Stores {
     pub pods: Index<observe::PodFacts>,
     pub nodes: Index<plan::NodeState>,
+    /// Every ReplicaSet of the scope, as the facts the planner reads (a surge rollout).
+    pub replicasets: Index<plan::RsInfo>,
     pub configmaps: Store<ConfigMap>,
     /// StatefulSingletons of both groups (for overlap and the webhook).
     pub singletons: Vec<Store<DynamicObject>>,
@@ -86,15 +102,16 @@ pub struct Ctx {
     /// When a reconcile first saw "no instance present, a successor waits", per singleton.
     gone_seen: Mutex<HashMap<String, Instant>>,
     /// Agent errors already announced by an event: (pod UID, message), per singleton.
-    agent_reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
+    agent_reported: Mutex<HashMap<String, BTreeSet<(String, String)>>>,
 }
 
 crate::controller::deref_to_shell!(Ctx);
 
 impl Ctx {
-    /// The gate opens once the pod, node, ConfigMap and StatefulSingleton stores have listed
-    /// and `leading` says this process leads: a Node missing from an unsynced store is never
-    /// taken as deleted, and no release happens before the status memory has been read.
+    /// The gate opens once the pod, node, ReplicaSet, ConfigMap and StatefulSingleton caches
+    /// have listed and `leading` says this process leads: a Node missing from an unsynced
+    /// store is never taken as deleted, and no release happens before the status memory has
+    /// been read.
     pub fn new(
         client: Client,
         stores: Stores,
@@ -107,6 +124,7 @@ impl Ctx {
         gate.open_when(async move {
             s.pods.ready().await
                 && s.nodes.ready().await
+                && s.replicasets.ready().await
                 && Gate::stores_ready(vec![s.configmaps]).await
                 && Gate::stores_ready(s.singletons).await
         });
@@ -117,18 +135,90 @@ impl Ctx {
             agent_reported: Mutex::default(),
         }
     }
+
+    /// Agent errors already announced for the singleton under `key`.
+    fn reported(&self, key: &str) -> BTreeSet<(String, String)> {
+        self.agent_reported
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Gap bookkeeping: the first time a reconcile sees "nothing present, a successor
+    /// waits" (or a release waiting for a lost node).
+    fn gap_start(&self, key: &str, plan: &Plan, started: Instant) {
+        let waiting_release = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Release { .. }));
+        if let Ok(mut g) = self.gone_seen.lock() {
+            if waiting_release || plan.node_lost.is_some() {
+                g.entry(key.to_string()).or_insert(started);
+            }
+        }
+    }
+
+    /// After the writes: the Events of what they achieved, then the gap and timeout
+    /// metrics and the agent errors announced; the failed write's error, if one failed.
+    async fn finish(
+        &self,
+        reference: &ObjectReference,
+        key: &str,
+        events: &plan::NoteInput<'_>,
+        applied: std::result::Result<Outcome, apply::Failed>,
+    ) -> Result<()> {
+        let (outcome, error) = match applied {
+            Ok(o) => (o, None),
+            Err(f) => (f.outcome, Some(f.error)),
+        };
+        let notes = plan::notes(events, &outcome);
+        self.publish_notes(reference, "Handover", &notes).await;
+        self.record(key, events.plan, events.agents, &outcome);
+        error.map_or(Ok(()), Err)
+    }
+
+    /// What follows from the outcome besides Events: the handover gap of a release, and,
+    /// once every write is done, the timeout counter and the agent errors announced.
+    fn record(&self, key: &str, plan: &Plan, agents: &AgentReport, outcome: &Outcome) {
+        for _ in outcome
+            .done
+            .iter()
+            .filter(|a| matches!(a, Action::Release { .. }))
+        {
+            let gap = self.gone_seen.lock().ok().and_then(|mut g| g.remove(key));
+            if let Some(t) = gap {
+                let secs = t.elapsed().as_secs_f64();
+                self.metrics.singleton_handover_gap.observe(secs);
+            }
+        }
+        if !outcome.complete {
+            return;
+        }
+        if plan.newly_timed_out {
+            self.metrics.singleton_timeouts.inc();
+        }
+        if let Ok(mut m) = self.agent_reported.lock() {
+            if agents.reported.is_empty() {
+                m.remove(key);
+            } else {
+                m.insert(key.to_string(), agents.reported.clone());
+            }
+        }
+    }
+
+    /// Drop what this process keeps for a singleton that is gone or going.
+    fn drop_memory(&self, key: &str, ns: &str, name: &str) {
+        self.debug.remove(key);
+        if let Ok(mut m) = self.agent_reported.lock() {
+            m.remove(key);
+        }
+        self.shell.forget(ns, name);
+    }
 }
 
-async fn publish(
-    ctx: &Ctx,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    ctx.shell
-        .publish(reference, "Handover", type_, reason, note)
-        .await
+fn debug_key(ar: &ApiResource, ns: &str, name: &str) -> String {
+    format!("{CONTROLLER}/{}/{ns}/{name}", ar.group)
 }
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<(Ctx, ApiResource)>) -> Result<KAction> {
@@ -145,39 +235,6 @@ pub fn error_policy(
     shell::error_action(CONTROLLER, &obj.name_any(), err)
 }
 
-async fn patch_status(
-    ctx: &Ctx,
-    ar: &ApiResource,
-    obj: &DynamicObject,
-    s: &StatefulSingleton,
-    st: &crate::api::singleton::StatefulSingletonStatus,
-) -> Result<bool> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &s.namespace().unwrap_or_default(), ar);
-    ctx.shell
-        .write_status(&api, obj, ar, s.status.as_ref(), st)
-        .await
-}
-
-async fn ensure_configmap(ctx: &Ctx, ns: &str) -> Result<()> {
-    let current = ctx
-        .stores
-        .configmaps
-        .get(&ObjectRef::new(WRAPPER_CONFIGMAP).within(ns));
-    if current.as_deref().is_some_and(observe::configmap_current) {
-        return Ok(());
-    }
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch(
-        WRAPPER_CONFIGMAP,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&observe::wrapper_configmap(ns)),
-    )
-    .await?;
-    tracing::info!(namespace = ns, "wrapper ConfigMap written");
-    Ok(())
-}
-
 async fn reconcile_inner(
     obj: &DynamicObject,
     ctx: &Ctx,
@@ -188,298 +245,64 @@ async fn reconcile_inner(
     let mut s = from_dynamic(obj)?;
     // The status is the planner's memory: start from what we last wrote if the cache lags.
     s.status = ctx.last_status(&s, s.status.as_ref());
-    let key = format!("{CONTROLLER}/{}/{ns}/{}", ar.group, s.name_any());
+    let key = debug_key(ar, &ns, &s.name_any());
     if s.metadata.deletion_timestamp.is_some() {
-        ctx.debug.remove(&key);
-        if let Ok(mut m) = ctx.agent_reported.lock() {
-            m.remove(&key);
-        }
-        ctx.forget(&ns, &s.name_any());
+        ctx.drop_memory(&key, &ns, &s.name_any());
         return Ok(KAction::await_change());
     }
-    let reference = obj.object_ref(ar);
     let now = (ctx.clock)();
-
-    // Which pods are ours: matched by our selector, and we are the oldest matching singleton.
-    let all = ctx.stores.singletons_in(&ns);
-    let me = s.uid();
-    let pods = ctx.stores.pods.in_namespace(&ns);
-    let mut overlap = observe::Overlap::default();
-    let mut mine = vec![];
-    for p in &pods {
-        let labels = &p.labels;
-        if !selector_matches(&s.spec.selector, labels) {
-            continue;
-        }
-        match crate::api::singleton::owning_singleton(&all, labels) {
-            Some(owner) if owner.uid() == me => {
-                mine.push(p.clone());
-                for other in all
-                    .iter()
-                    .filter(|o| o.uid() != me && selector_matches(&o.spec.selector, labels))
-                {
-                    let n = other.name_any();
-                    if !overlap.won_against.contains(&n) {
-                        overlap.won_against.push(n);
-                    }
-                }
-            }
-            Some(owner) => {
-                let n = owner.name_any();
-                if !overlap.lost_to.contains(&n) {
-                    overlap.lost_to.push(n);
-                }
-            }
-            None => {}
-        }
-    }
-    let sel = &s.spec.selector;
-    let empty_selector = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-    let invalid = empty_selector.then_some(
-        "selector is empty: it would select every pod of the namespace; nothing is managed",
-    );
-
-    if !mine.is_empty() {
-        ensure_configmap(ctx, &ns).await?;
-    }
-
-    let infos: Vec<plan::PodInfo> = mine.iter().map(|p| p.info.clone()).collect();
-    let memory = observe::memory(s.status.as_ref());
-    let mut nodes = BTreeMap::new();
-    for n in infos
-        .iter()
-        .filter_map(|p| p.node.clone())
-        .chain(memory.active_node.clone())
-    {
-        if let Some(state) = ctx.stores.nodes.get("", &n) {
-            nodes.insert(n, *state);
-        }
-    }
-    // The ReplicaSets of the pods involved (only needed during a surge rollout).
-    let mut replicasets = vec![];
-    if infos.iter().any(|p| p.is_candidate()) {
-        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        let mut names: Vec<String> = infos.iter().filter_map(|p| p.replicaset.clone()).collect();
-        names.sort();
-        names.dedup();
-        for n in names {
-            if let Ok(rs) = rs_api.get(&n).await {
-                replicasets.push(plan::RsInfo {
-                    name: n,
-                    replicas: rs.spec.replicas.unwrap_or(1),
-                    deployment: rs
-                        .owner_references()
-                        .iter()
-                        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
-                        .map(|o| o.uid.clone()),
-                });
-            }
-        }
-    }
-    let observed = Observed {
-        pods: &infos,
-        replicasets: &replicasets,
-        nodes: &nodes,
-        memory: &memory,
-        now: now.as_second(),
-        max_transition_seconds: s.spec.max_transition_time,
+    let max = s.spec.max_transition_time;
+    let view = observe::observe(&ctx.stores, &s, &ns);
+    let handover = plan::handover(&view.observed(now.as_second(), max), view.invalid);
+    ctx.gap_start(&key, &handover, started);
+    let agents = plan::agents(&view.pods, &ctx.reported(&key));
+    let status = observe::status(&s, &handover, &view.overlap, view.invalid, &agents, now);
+    let steps = plan::steps(view.configmap_stale, &handover);
+    let target = apply::Target {
+        obj,
+        ar,
+        singleton: &s,
+        status: &status,
+        namespace: &ns,
     };
-    let plan = if invalid.is_some() {
-        plan::Plan {
-            actions: vec![],
-            phase: Phase::Blocked,
-            memory: memory.clone(),
-            message: invalid.unwrap_or_default().to_string(),
-            node_lost: None,
-            timed_out: false,
-            newly_timed_out: false,
-            extra_candidates: 0,
-        }
-    } else {
-        plan::plan(&observed)
+    let applied = apply::run(ctx, &target, &steps, now).await;
+    let events = plan::NoteInput {
+        plan: &handover,
+        before: &view.memory,
+        node_lost_before: view.node_lost_before,
+        max_transition_seconds: max,
+        agents: &agents,
     };
-
-    // Gap bookkeeping: the first time we see "nothing present, a successor waits".
-    let waiting_release = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Release { .. }));
-    if let Ok(mut g) = ctx.gone_seen.lock() {
-        if waiting_release || plan.node_lost.is_some() {
-            g.entry(key.clone()).or_insert(started);
-        }
-    }
-
-    // Agents that cannot get their release: the condition, and one event per new error.
-    let reported = ctx
-        .agent_reported
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&key).cloned())
-        .unwrap_or_default();
-    let agents = plan::agents(&infos, &reported);
-
-    // Status first: it records the pod about to be released and its node.
-    let status = observe::status(&s, &plan, &overlap, invalid, &agents, now);
-    patch_status(ctx, ar, obj, &s, &status).await?;
-
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    for a in &plan.actions {
-        match a {
-            Action::Delete { name, uid, reason } => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match pods_api.delete(name, &dp).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-                let (why, note) = match reason {
-                    DeleteReason::UngatedDuplicate => ("UngatedPodDeleted", format!("deleted {name}: it was admitted without the start gate while another instance runs; its owner recreates it through the webhook")),
-                    DeleteReason::FailedOldPod => ("FailedPodDeleted", format!("deleted failed pod {name} so its successor can start once it is gone")),
-                };
-                publish(ctx, &reference, EventType::Warning, why, note).await;
-            }
-            Action::ScaleToZero { replicaset } => {
-                let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-                rs_api
-                    .patch(
-                        replicaset,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"replicas": 0}})),
-                    )
-                    .await?;
-                publish(ctx, &reference, EventType::Normal, "PodTransition", format!("scaled old ReplicaSet {replicaset} to 0: a surge rollout cannot finish while the new pod waits")).await;
-            }
-            Action::Release { name, uid } | Action::MarkReady { name, uid } => {
-                let is_release = matches!(a, Action::Release { .. });
-                if is_release {
-                    let patch = json!({"metadata": {"uid": uid, "annotations": {RELEASED_ANNOTATION: now.to_string()}}});
-                    match pods_api
-                        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                let cond = json!({"status": {"conditions": [{"type": READY_CONDITION, "status": "True", "reason": "Released",
-                    "message": "released by kube-standby", "lastTransitionTime": now.to_string()}]}});
-                match pods_api
-                    .patch_status(name, &PatchParams::default(), &Patch::Strategic(cond))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-                if is_release {
-                    let gap = ctx
-                        .gone_seen
-                        .lock()
-                        .ok()
-                        .and_then(|mut g| g.remove(&key))
-                        .map(|t| t.elapsed());
-                    if let Some(gap) = gap {
-                        ctx.metrics
-                            .singleton_handover_gap
-                            .observe(gap.as_secs_f64());
-                    }
-                    let from = memory.active_pod.clone().filter(|p| p != name);
-                    let (reason, note) = match from {
-                        Some(old) => (
-                            "PodTransition",
-                            format!("released {name} after {old} was gone"),
-                        ),
-                        None => ("PodStarted", format!("released {name}")),
-                    };
-                    publish(ctx, &reference, EventType::Normal, reason, note).await;
-                }
-            }
-        }
-    }
-    if plan.newly_timed_out {
-        ctx.metrics.singleton_timeouts.inc();
-        publish(
-            ctx,
-            &reference,
-            EventType::Warning,
-            "TransitionTimeout",
-            format!(
-                "handover exceeded maxTransitionTime ({}s); still waiting safely: {}",
-                s.spec.max_transition_time, plan.message
-            ),
-        )
-        .await;
-    }
-    let was_blocked = s
-        .status
-        .as_ref()
-        .and_then(|st| crate::api::condition(&st.conditions, "NodeLost"))
-        .is_some_and(|c| c.status == "True");
-    if plan.node_lost.is_some() && !was_blocked {
-        publish(
-            ctx,
-            &reference,
-            EventType::Warning,
-            "NodeLost",
-            plan.message.clone(),
-        )
-        .await;
-    }
-    for p in &agents.warn {
-        publish(
-            ctx,
-            &reference,
-            EventType::Warning,
-            "AgentUnreachable",
-            format!(
-                "pod {}: its kube-standby agent cannot get the release: {}",
-                p.pod, p.message
-            ),
-        )
-        .await;
-    }
-    if let Ok(mut m) = ctx.agent_reported.lock() {
-        if agents.reported.is_empty() {
-            m.remove(&key);
-        } else {
-            m.insert(key.clone(), agents.reported.clone());
-        }
-    }
+    ctx.finish(&obj.object_ref(ar), &key, &events, applied)
+        .await?;
     ctx.debug.set(
         key,
-        json!({"plan": plan, "pods": infos, "nodes": nodes, "agents": agents.failing}),
+        json!({"plan": handover, "pods": view.pods, "nodes": view.nodes, "agents": agents.failing}),
     );
+    Ok(KAction::requeue(requeue_after(
+        &handover, max, now, ctx.resync,
+    )))
+}
 
-    let mut next = ctx.resync;
-    if let (Phase::Transitioning | Phase::Blocked, Some(since)) =
-        (plan.phase, plan.memory.transition_since)
-    {
-        let due = since + s.spec.max_transition_time - now.as_second();
-        if due > 0 && !plan.timed_out {
-            next = next.min(Duration::from_secs(due as u64 + 1));
+/// The safety-net resync, or sooner when a handover reaches maxTransitionTime.
+fn requeue_after(plan: &Plan, max_transition: i64, now: Timestamp, resync: Duration) -> Duration {
+    match (plan.phase, plan.memory.transition_since) {
+        (Phase::Transitioning | Phase::Blocked, Some(since)) if !plan.timed_out => {
+            let due = since + max_transition - now.as_second();
+            if due > 0 {
+                resync.min(Duration::from_secs(due as u64 + 1))
+            } else {
+                resync
+            }
         }
+        _ => resync,
     }
-    Ok(KAction::requeue(next))
 }
 
 /// A StatefulSingleton is gone: drop what we kept for it, and the namespace's wrapper
 /// ConfigMap once no StatefulSingleton and no pod in the namespace needs it.
 pub async fn forget(ctx: &Ctx, ar: &ApiResource, ns: &str, name: &str) {
-    let key = format!("{CONTROLLER}/{}/{ns}/{name}", ar.group);
-    ctx.debug.remove(&key);
-    if let Ok(mut m) = ctx.agent_reported.lock() {
-        m.remove(&key);
-    }
-    ctx.forget(ns, name);
+    ctx.drop_memory(&debug_key(ar, ns, name), ns, name);
     if !ctx.gate.is_open() || !ctx.stores.singletons_in(ns).is_empty() {
         return;
     }
@@ -550,144 +373,262 @@ impl Nodes {
 /// `deps.caches`.
 pub struct Started {
     pub stores: Stores,
-    pub tasks: Vec<futures::future::BoxFuture<'static, ()>>,
+    pub tasks: Vec<Task>,
+}
+
+/// A supervised task of the scope.
+type Task = BoxFuture<'static, ()>;
+/// Announces each changed ReplicaSet: (namespace, name).
+type RsChanges = broadcast::Sender<Arc<(String, String)>>;
+/// Announces each changed pod.
+type PodChanges = broadcast::Sender<Arc<observe::PodFacts>>;
+
+/// What reconciles a singleton besides its own events: pods (the facts), ReplicaSets
+/// (namespace, name) and Nodes.
+#[derive(Clone)]
+struct Triggers {
+    pods: PodChanges,
+    replicasets: RsChanges,
+    nodes: broadcast::Sender<()>,
 }
 
 /// Build the stores and controllers of one scope; Nodes come from the shared `nodes`.
 /// Both groups are always watched: one whose CRD is not served yet is retried with backoff
 /// (and named by `/readyz`) until it is.
 pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
-    let client = deps.client.clone();
     let ns = namespace.as_deref();
-    let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = vec![];
-    let pods: Index<observe::PodFacts> = Index::default();
-    let (cms, cm_w) = reflector::store::<ConfigMap>();
-    let (pod_tx, _) = tokio::sync::broadcast::channel::<Arc<observe::PodFacts>>(4096);
-    {
-        let pod_tx = pod_tx.clone();
-        // Small pages: every pod of the scope is listed, and a page is parsed whole.
-        let events = tracked_kind(
-            &deps.caches,
-            super::scoped::<Pod>(client.clone(), ns),
-            ns,
-            watcher::Config::default().page_size(100),
-            true,
-        );
-        let pod_stream = index::feed(events, pods.clone(), observe::pod_facts);
-        tasks.push(Box::pin(pod_stream.for_each(move |p| {
-            let _ = pod_tx.send(Arc::new(observe::pod_facts(&p)));
-            async {}
-        })));
-        let cm_stream = tracked_kind(
-            &deps.caches,
-            super::scoped::<ConfigMap>(client.clone(), ns),
-            ns,
-            watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
-            true,
-        )
-        .reflect(cm_w)
-        .touched_objects();
-        tasks.push(Box::pin(cm_stream.for_each(|_| async {})));
-    }
-
+    let (pods, pod_tx, pod_task) = watch_pods(deps, ns);
+    let (configmaps, cm_task) = watch_configmaps(deps, ns);
+    let (replicasets, rs_tx, rs_task) = watch_replicasets(deps, ns);
     let groups = [
         api_resource("apps.statefulsingleton.com"),
         api_resource(LEGACY_GROUP),
     ];
-    let mut singleton_stores = vec![];
-    let mut singleton_streams = vec![];
-    for ar in &groups {
-        let w = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        singleton_stores.push(w.as_reader());
-        let stream = tracked(
-            &deps.caches,
-            super::scoped_with(client.clone(), ns, ar),
-            watcher::Config::default(),
-            resource_name::<DynamicObject>(ar, ns),
-            true,
-        )
-        .reflect(w)
-        .touched_objects();
-        singleton_streams.push(stream);
-    }
+    let watched: Vec<_> = groups
+        .iter()
+        .map(|ar| watch_singletons(deps, ns, ar))
+        .collect();
     let stores = Stores {
-        pods: pods.clone(),
+        pods,
         nodes: nodes.index.clone(),
-        configmaps: cms.clone(),
-        singletons: singleton_stores.clone(),
+        replicasets,
+        configmaps,
+        singletons: watched.iter().map(|(r, _)| r.clone()).collect(),
     };
-
-    for ((ar, stream), reader) in groups
-        .into_iter()
-        .zip(singleton_streams)
-        .zip(singleton_stores)
-    {
-        let ctx = Arc::new((
-            Ctx::new(
-                client.clone(),
-                stores.clone(),
-                deps.metrics.clone(),
-                deps.debug.clone(),
-                deps.leading.clone(),
-            ),
-            ar.clone(),
-        ));
-        let (st, group) = (stores.clone(), ar.group.clone());
-        // A pod event reconciles the singletons (of this group) whose selector matches it.
-        let pod_trigger = super::broadcast_stream(pod_tx.subscribe()).flat_map(
-            move |p: Arc<observe::PodFacts>| {
-                let ns = p.namespace.clone();
-                let refs: Vec<ObjectRef<DynamicObject>> = st
-                    .singletons
-                    .iter()
-                    .flat_map(|s| s.state())
-                    .filter(|o| {
-                        ar_of(o).group == group && o.namespace().as_deref() == Some(ns.as_str())
-                    })
-                    .filter(|o| selector_of(o).is_some_and(|sel| selector_matches(&sel, &p.labels)))
-                    .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
-                    .collect();
-                futures::stream::iter(refs)
-            },
-        );
-        let (st, group) = (stores.clone(), ar.group.clone());
-        // A node event may unblock a handover waiting for a lost node.
-        let node_trigger = super::broadcast_stream(nodes.changes.subscribe()).flat_map(move |()| {
-            let refs: Vec<ObjectRef<DynamicObject>> = st
-                .singletons
-                .iter()
-                .flat_map(|s| s.state())
-                .filter(|o| {
-                    ar_of(o).group == group
-                        && o.data
-                            .get("status")
-                            .and_then(|s| s.get("phase"))
-                            .is_some_and(|p| p != "Running")
-                })
-                .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
-                .collect();
-            futures::stream::iter(refs)
-        });
-        let janitor = ctx.clone();
-        tasks.push(Box::pin(async move {
-            Controller::for_stream_with(stream, reader, ar.clone())
-                .reconcile_on(pod_trigger)
-                .reconcile_on(node_trigger)
-                .run(reconcile, error_policy, ctx)
-                .for_each(|r| {
-                    let janitor = janitor.clone();
-                    async move {
-                        if let Some((ns, name)) = shell::gone_object(&r) {
-                            forget(&janitor.0, &janitor.1, &ns, &name).await;
-                        } else if let Err(e) = r {
-                            tracing::debug!(error = %e, "singleton controller event");
-                        }
-                    }
-                })
-                .await;
-        }));
+    let triggers = Triggers {
+        pods: pod_tx,
+        replicasets: rs_tx,
+        nodes: nodes.changes.clone(),
+    };
+    let mut tasks = vec![pod_task, cm_task];
+    for (ar, (reader, stream)) in groups.into_iter().zip(watched) {
+        tasks.push(controller(deps, &stores, &triggers, ar, reader, stream));
     }
+    tasks.push(rs_task);
     Started { stores, tasks }
+}
+
+/// Every pod of the scope as facts, and a channel that announces each changed pod.
+fn watch_pods(deps: &Deps, ns: Option<&str>) -> (Index<observe::PodFacts>, PodChanges, Task) {
+    watch_facts(deps, ns, observe::pod_facts, observe::pod_facts, 4096)
+}
+
+/// Every ReplicaSet of the scope as the planner's small facts (a singleton's pods carry no
+/// label of ours, so no label selector can narrow the watch), and a channel that
+/// announces each changed ReplicaSet.
+fn watch_replicasets(deps: &Deps, ns: Option<&str>) -> (Index<plan::RsInfo>, RsChanges, Task) {
+    let announce = |rs: &ReplicaSet| (rs.namespace().unwrap_or_default(), rs.name_any());
+    watch_facts(deps, ns, observe::rs_info, announce, 1024)
+}
+
+/// Every `K` of the scope as facts `F` (the objects are not kept), and a channel that
+/// announces each changed object as `A`. Small pages: a page is parsed whole.
+fn watch_facts<K, F, A>(
+    deps: &Deps,
+    ns: Option<&str>,
+    facts: fn(&K) -> F,
+    announce: fn(&K) -> A,
+    capacity: usize,
+) -> (Index<F>, broadcast::Sender<Arc<A>>, Task)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: Send + Sync + 'static,
+    A: Send + Sync + 'static,
+{
+    let index: Index<F> = Index::default();
+    let (tx, _) = broadcast::channel::<Arc<A>>(capacity);
+    let events = tracked_kind(
+        &deps.caches,
+        super::scoped::<K>(deps.client.clone(), ns),
+        ns,
+        watcher::Config::default().page_size(100),
+        true,
+    );
+    let sender = tx.clone();
+    let task = index::feed(events, index.clone(), facts).for_each(move |o| {
+        let _ = sender.send(Arc::new(announce(&o)));
+        async {}
+    });
+    (index, tx, Box::pin(task))
+}
+
+/// The namespace's wrapper ConfigMap, by name.
+fn watch_configmaps(deps: &Deps, ns: Option<&str>) -> (Store<ConfigMap>, Task) {
+    let (store, writer) = reflector::store::<ConfigMap>();
+    let stream = super::watch::reflected(
+        &deps.caches,
+        super::scoped::<ConfigMap>(deps.client.clone(), ns),
+        ns,
+        watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
+        writer,
+        super::watch::strip_managed,
+    );
+    (store, Box::pin(stream.for_each(|_| async {})))
+}
+
+/// The StatefulSingletons of one group: their store, and the stream a controller runs on.
+fn watch_singletons(
+    deps: &Deps,
+    ns: Option<&str>,
+    ar: &ApiResource,
+) -> (
+    Store<DynamicObject>,
+    impl Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
+    let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let store = writer.as_reader();
+    let stream = tracked(
+        &deps.caches,
+        super::scoped_with(deps.client.clone(), ns, ar),
+        watcher::Config::default(),
+        resource_name::<DynamicObject>(ar, ns),
+        true,
+    )
+    .reflect(writer)
+    .touched_objects();
+    (store, stream)
+}
+
+/// The controller of one group, reconciling on its own events and on `triggers`; a
+/// singleton that is gone is forgotten.
+fn controller(
+    deps: &Deps,
+    stores: &Stores,
+    triggers: &Triggers,
+    ar: ApiResource,
+    reader: Store<DynamicObject>,
+    stream: impl Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static,
+) -> Task {
+    let ctx = Arc::new((
+        Ctx::new(
+            deps.client.clone(),
+            stores.clone(),
+            deps.metrics.clone(),
+            deps.debug.clone(),
+            deps.leading.clone(),
+        ),
+        ar.clone(),
+    ));
+    let g = &ar.group;
+    let pods = trigger(triggers.pods.subscribe(), stores, g, pod_refs);
+    let replicasets = trigger(triggers.replicasets.subscribe(), stores, g, replicaset_refs);
+    let nodes = trigger(triggers.nodes.subscribe(), stores, g, waiting_refs);
+    let janitor = ctx.clone();
+    Box::pin(async move {
+        Controller::for_stream_with(stream, reader, ar)
+            .reconcile_on(pods)
+            .reconcile_on(replicasets)
+            .reconcile_on(nodes)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|r| {
+                let janitor = janitor.clone();
+                async move {
+                    if let Some((ns, name)) = shell::gone_object(&r) {
+                        forget(&janitor.0, &janitor.1, &ns, &name).await;
+                    } else if let Err(e) = r {
+                        tracing::debug!(error = %e, "singleton controller event");
+                    }
+                }
+            })
+            .await;
+    })
+}
+
+/// The singletons of `group` in `ns` whose selector matches any of `labels`.
+fn selecting(
+    stores: &Stores,
+    group: &str,
+    ns: &str,
+    labels: &[&CompactLabels],
+) -> Vec<ObjectRef<DynamicObject>> {
+    stores
+        .singletons
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|o| ar_of(o).group == group && o.namespace().as_deref() == Some(ns))
+        .filter(|o| {
+            selector_of(o).is_some_and(|sel| labels.iter().any(|l| selector_matches(&sel, *l)))
+        })
+        .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+        .collect()
+}
+
+/// Reconcile requests from a change channel: `refs` names the singletons of `group` that
+/// a change concerns.
+fn trigger<T: Clone + Send + 'static>(
+    rx: broadcast::Receiver<T>,
+    stores: &Stores,
+    group: &str,
+    refs: fn(&Stores, &str, &T) -> Vec<ObjectRef<DynamicObject>>,
+) -> impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
+    let (st, group) = (stores.clone(), group.to_string());
+    super::broadcast_stream(rx).flat_map(move |t| futures::stream::iter(refs(&st, &group, &t)))
+}
+
+/// A pod event reconciles the singletons whose selector matches it.
+fn pod_refs(st: &Stores, group: &str, p: &Arc<observe::PodFacts>) -> Vec<ObjectRef<DynamicObject>> {
+    selecting(st, group, &p.namespace, &[&p.labels])
+}
+
+/// A ReplicaSet event (one created or scaled by a rollout) reconciles the singletons that
+/// select its pods.
+fn replicaset_refs(
+    st: &Stores,
+    group: &str,
+    rs: &Arc<(String, String)>,
+) -> Vec<ObjectRef<DynamicObject>> {
+    let (ns, name) = rs.as_ref();
+    let pods = st.pods.in_namespace(ns);
+    let labels: Vec<&CompactLabels> = pods
+        .iter()
+        .filter(|p| p.info.replicaset.as_deref() == Some(name.as_str()))
+        .map(|p| &p.labels)
+        .collect();
+    if labels.is_empty() {
+        return vec![];
+    }
+    selecting(st, group, ns, &labels)
+}
+
+/// A node event may unblock a handover waiting for a lost node: every singleton not Running.
+fn waiting_refs(st: &Stores, group: &str, _: &()) -> Vec<ObjectRef<DynamicObject>> {
+    st.singletons
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|o| {
+            ar_of(o).group == group
+                && o.data
+                    .get("status")
+                    .and_then(|s| s.get("phase"))
+                    .is_some_and(|p| p != "Running")
+        })
+        .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar_of(o.as_ref())))
+        .collect()
 }
 
 /// Just the selector of a StatefulSingleton (cheaper than reading the whole object).

@@ -1,18 +1,32 @@
-//! Pure helpers of the StatefulSingleton reconciler: API objects → planner inputs, and a
-//! plan → status. No I/O.
-use std::collections::BTreeMap;
+//! The StatefulSingleton reconciler's reads: API objects → small facts (pods, nodes,
+//! ReplicaSets, built once per watch event), the caches → one [`View`] per reconcile
+//! (which pods are ours, overlap, nodes, ReplicaSets, the status memory), and a plan → the
+//! status.
+//!
+//! Invariants:
+//! - no I/O: everything is read from the caches the shell's gate has seen listed, so a
+//!   lookup cannot fail and an object missing from a cache is absent from the API;
+//! - a pod is ours only if our selector matches it and no older StatefulSingleton's does
+//!   (`owning_singleton`): two singletons never plan for the same pod.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::plan::{AgentReport, Memory, NodeState, Phase, Plan, PodInfo};
+use super::plan::{AgentReport, Memory, NodeState, Observed, Phase, Plan, PodInfo, RsInfo};
+use super::Stores;
 use crate::api::set_condition;
 use crate::api::singleton::{
-    self, StatefulSingleton, StatefulSingletonStatus, INIT_GATE_NAME, READY_CONDITION,
-    RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
+    self, selector_matches, StatefulSingleton, StatefulSingletonStatus, INIT_GATE_NAME,
+    READY_CONDITION, RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT,
+    WRAPPER_SCRIPT_NAME,
 };
+use crate::controller::index::Index;
 
 const BAD_WAITING: [&str; 6] = [
     "CrashLoopBackOff",
@@ -251,6 +265,263 @@ pub struct Overlap {
     pub lost_to: Vec<String>,
 }
 
+fn push_once(names: &mut Vec<String>, name: String) {
+    if !names.contains(&name) {
+        names.push(name);
+    }
+}
+
+/// Everything one reconcile reads, taken from the caches (no API call, no write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    /// The pods this singleton owns: its selector matches and it is the oldest that does.
+    pub pods: Vec<PodInfo>,
+    pub overlap: Overlap,
+    /// Why the spec cannot be acted on, if it cannot.
+    pub invalid: Option<&'static str>,
+    /// What the status remembers.
+    pub memory: Memory,
+    /// The nodes of our pods and of the remembered active pod (a deleted node is absent).
+    pub nodes: BTreeMap<String, NodeState>,
+    /// The ReplicaSets of our pods, read only while a pod waits for its release.
+    pub replicasets: Vec<RsInfo>,
+    /// Some pod is ours and the namespace's wrapper ConfigMap is missing or stale.
+    pub configmap_stale: bool,
+    /// The NodeLost condition is already True (its Event was given).
+    pub node_lost_before: bool,
+}
+
+impl View {
+    /// The planner's input.
+    pub fn observed(&self, now: i64, max_transition_seconds: i64) -> Observed<'_> {
+        Observed {
+            pods: &self.pods,
+            replicasets: &self.replicasets,
+            nodes: &self.nodes,
+            memory: &self.memory,
+            now,
+            max_transition_seconds,
+        }
+    }
+}
+
+/// Read what a reconcile of `s` (in `ns`) needs from the caches. Cache reads cannot fail:
+/// the shell's gate has seen every cache listed; an object missing from one is absent
+/// from the API (a missing Node was deleted, a missing ReplicaSet is not scaled).
+pub fn observe(stores: &Stores, s: &StatefulSingleton, ns: &str) -> View {
+    let (mine, overlap) = ownership(&stores.singletons_in(ns), s, &stores.pods.in_namespace(ns));
+    let pods: Vec<PodInfo> = mine.iter().map(|p| p.info.clone()).collect();
+    let memory = memory(s.status.as_ref());
+    let configmap = stores
+        .configmaps
+        .get(&ObjectRef::new(WRAPPER_CONFIGMAP).within(ns));
+    View {
+        nodes: nodes(&stores.nodes, &pods, &memory),
+        replicasets: replicasets(&stores.replicasets, ns, &pods),
+        configmap_stale: !mine.is_empty() && !configmap.as_deref().is_some_and(configmap_current),
+        invalid: invalid_spec(s),
+        node_lost_before: s
+            .status
+            .as_ref()
+            .and_then(|st| crate::api::condition(&st.conditions, "NodeLost"))
+            .is_some_and(|c| c.status == "True"),
+        pods,
+        overlap,
+        memory,
+    }
+}
+
+/// Which pods are ours (matched by our selector, and we are the oldest matching
+/// singleton), and which other singletons overlap with us.
+pub fn ownership(
+    all: &[Arc<StatefulSingleton>],
+    s: &StatefulSingleton,
+    pods: &[Arc<PodFacts>],
+) -> (Vec<Arc<PodFacts>>, Overlap) {
+    let me = s.uid();
+    let mut overlap = Overlap::default();
+    let mut mine = vec![];
+    for p in pods
+        .iter()
+        .filter(|p| selector_matches(&s.spec.selector, &p.labels))
+    {
+        match singleton::owning_singleton(all, &p.labels) {
+            Some(owner) if owner.uid() == me => {
+                mine.push(p.clone());
+                for other in all
+                    .iter()
+                    .filter(|o| o.uid() != me && selector_matches(&o.spec.selector, &p.labels))
+                {
+                    push_once(&mut overlap.won_against, other.name_any());
+                }
+            }
+            Some(owner) => push_once(&mut overlap.lost_to, owner.name_any()),
+            None => {}
+        }
+    }
+    (mine, overlap)
+}
+
+/// Why the spec cannot be acted on: an empty selector would take every pod.
+pub fn invalid_spec(s: &StatefulSingleton) -> Option<&'static str> {
+    let sel = &s.spec.selector;
+    let empty_selector = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    empty_selector.then_some(
+        "selector is empty: it would select every pod of the namespace; nothing is managed",
+    )
+}
+
+/// The states of our pods' nodes and of the remembered active node.
+fn nodes(
+    index: &Index<NodeState>,
+    pods: &[PodInfo],
+    memory: &Memory,
+) -> BTreeMap<String, NodeState> {
+    pods.iter()
+        .filter_map(|p| p.node.clone())
+        .chain(memory.active_node.clone())
+        .filter_map(|n| index.get("", &n).map(|state| (n, *state)))
+        .collect()
+}
+
+/// The ReplicaSets of our pods (only needed while a pod waits: a surge rollout).
+fn replicasets(index: &Index<RsInfo>, ns: &str, pods: &[PodInfo]) -> Vec<RsInfo> {
+    if !pods.iter().any(PodInfo::is_candidate) {
+        return vec![];
+    }
+    let names: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.replicaset.as_deref())
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|n| index.get(ns, n).map(|rs| (*rs).clone()))
+        .collect()
+}
+
+/// What the singleton controller keeps of a ReplicaSet.
+pub fn rs_info(rs: &ReplicaSet) -> RsInfo {
+    RsInfo {
+        name: rs.name_any(),
+        replicas: rs.spec.replicas.unwrap_or(1),
+        deployment: rs
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+            .map(|o| o.uid.clone()),
+    }
+}
+
+/// One condition of the status.
+struct Cond {
+    type_: &'static str,
+    on: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn pick<T>(on: bool, yes: T, no: T) -> T {
+    if on {
+        yes
+    } else {
+        no
+    }
+}
+
+fn timeout_condition(s: &StatefulSingleton, plan: &Plan) -> Cond {
+    let on = plan.timed_out;
+    Cond {
+        type_: "TransitionTimedOut",
+        on,
+        reason: pick(on, "MaxTransitionTimeExceeded", "WithinMaxTransitionTime"),
+        message: if on {
+            format!(
+                "handover exceeded maxTransitionTime ({}s); waiting safely: {}",
+                s.spec.max_transition_time, plan.message
+            )
+        } else {
+            "no handover over its time limit".to_string()
+        },
+    }
+}
+
+fn node_lost_condition(plan: &Plan) -> Cond {
+    Cond {
+        type_: "NodeLost",
+        on: plan.node_lost.is_some(),
+        reason: pick(plan.node_lost.is_some(), "WaitingForNode", "NoNodeLost"),
+        message: match &plan.node_lost {
+            Some(n) => plan.message.replace("{node}", n),
+            None => "no release waits for a lost node".into(),
+        },
+    }
+}
+
+fn overlap_condition(overlap: &Overlap) -> Cond {
+    let on = !overlap.won_against.is_empty() || !overlap.lost_to.is_empty();
+    Cond {
+        type_: "Overlapping",
+        on,
+        reason: if !overlap.lost_to.is_empty() {
+            "OlderSingletonWins"
+        } else {
+            pick(on, "ThisSingletonWins", "NoOverlap")
+        },
+        message: if on {
+            format!(
+                "selector overlaps with other StatefulSingletons; the oldest owns shared pods. older: [{}], younger: [{}]",
+                overlap.lost_to.join(", "),
+                overlap.won_against.join(", ")
+            )
+        } else {
+            "no other StatefulSingleton selects these pods".into()
+        },
+    }
+}
+
+fn candidates_condition(plan: &Plan) -> Cond {
+    let on = plan.extra_candidates > 0;
+    Cond {
+        type_: "MultipleCandidates",
+        on,
+        reason: pick(on, "MoreThanOneWaitingPod", "AtMostOneWaitingPod"),
+        message: format!(
+            "{} more waiting pod(s) than can be released (is replicas > 1?)",
+            plan.extra_candidates
+        ),
+    }
+}
+
+fn agent_condition(agents: &AgentReport) -> Cond {
+    let on = !agents.failing.is_empty();
+    Cond {
+        type_: "AgentUnreachable",
+        on,
+        reason: pick(on, "AgentFailing", "NoAgentFailing"),
+        message: if on {
+            agents
+                .failing
+                .iter()
+                .map(|p| format!("pod {}: {}", p.pod, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            "every waiting pod's agent is running".to_string()
+        },
+    }
+}
+
+fn spec_condition(invalid: Option<&str>) -> Cond {
+    Cond {
+        type_: "InvalidSpec",
+        on: invalid.is_some(),
+        reason: pick(invalid.is_some(), "InvalidSpec", "Valid"),
+        message: invalid.unwrap_or("spec is valid").to_string(),
+    }
+}
+
+/// The status a plan leads to: the memory, phase and message, and every condition.
 pub fn status(
     s: &StatefulSingleton,
     plan: &Plan,
@@ -277,119 +548,25 @@ pub fn status(
         .and_then(|t| Timestamp::from_second(t).ok())
         .map(Time);
     st.message = Some(plan.message.clone());
-    let c = &mut st.conditions;
-    set_condition(
-        c,
-        "TransitionTimedOut",
-        plan.timed_out,
-        if plan.timed_out {
-            "MaxTransitionTimeExceeded"
-        } else {
-            "WithinMaxTransitionTime"
-        },
-        if plan.timed_out {
-            format!(
-                "handover exceeded maxTransitionTime ({}s); waiting safely: {}",
-                s.spec.max_transition_time, plan.message
-            )
-        } else {
-            "no handover over its time limit".to_string()
-        },
-        generation,
-        &now_t,
-    );
-    set_condition(
-        c,
-        "NodeLost",
-        plan.node_lost.is_some(),
-        if plan.node_lost.is_some() {
-            "WaitingForNode"
-        } else {
-            "NoNodeLost"
-        },
-        match &plan.node_lost {
-            Some(n) => plan.message.replace("{node}", n),
-            None => "no release waits for a lost node".into(),
-        },
-        generation,
-        &now_t,
-    );
-    let overlapping = !overlap.won_against.is_empty() || !overlap.lost_to.is_empty();
-    set_condition(
-        c,
-        "Overlapping",
-        overlapping,
-        if !overlap.lost_to.is_empty() {
-            "OlderSingletonWins"
-        } else if overlapping {
-            "ThisSingletonWins"
-        } else {
-            "NoOverlap"
-        },
-        if overlapping {
-            format!(
-                "selector overlaps with other StatefulSingletons; the oldest owns shared pods. older: [{}], younger: [{}]",
-                overlap.lost_to.join(", "),
-                overlap.won_against.join(", ")
-            )
-        } else {
-            "no other StatefulSingleton selects these pods".into()
-        },
-        generation,
-        &now_t,
-    );
-    set_condition(
-        c,
-        "MultipleCandidates",
-        plan.extra_candidates > 0,
-        if plan.extra_candidates > 0 {
-            "MoreThanOneWaitingPod"
-        } else {
-            "AtMostOneWaitingPod"
-        },
-        format!(
-            "{} more waiting pod(s) than can be released (is replicas > 1?)",
-            plan.extra_candidates
-        ),
-        generation,
-        &now_t,
-    );
-    let unreachable = !agents.failing.is_empty();
-    set_condition(
-        c,
-        "AgentUnreachable",
-        unreachable,
-        if unreachable {
-            "AgentFailing"
-        } else {
-            "NoAgentFailing"
-        },
-        if unreachable {
-            agents
-                .failing
-                .iter()
-                .map(|p| format!("pod {}: {}", p.pod, p.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        } else {
-            "every waiting pod's agent is running".to_string()
-        },
-        generation,
-        &now_t,
-    );
-    set_condition(
-        c,
-        "InvalidSpec",
-        invalid.is_some(),
-        if invalid.is_some() {
-            "InvalidSpec"
-        } else {
-            "Valid"
-        },
-        invalid.unwrap_or("spec is valid"),
-        generation,
-        &now_t,
-    );
+    let conditions = [
+        timeout_condition(s, plan),
+        node_lost_condition(plan),
+        overlap_condition(overlap),
+        candidates_condition(plan),
+        agent_condition(agents),
+        spec_condition(invalid),
+    ];
+    for c in conditions {
+        set_condition(
+            &mut st.conditions,
+            c.type_,
+            c.on,
+            c.reason,
+            c.message,
+            generation,
+            &now_t,
+        );
+    }
     st
 }
 
@@ -591,6 +768,29 @@ mod tests {
                 json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}})
             )),
             NodeState::OutOfService
+        );
+    }
+
+    #[test]
+    fn replicaset_facts_name_the_controlling_deployment() {
+        let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "rs-1", "namespace": "ns",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep", "controller": true}]},
+            "spec": {"replicas": 2, "selector": {}}}))
+        .unwrap();
+        assert_eq!(
+            rs_info(&rs),
+            RsInfo {
+                name: "rs-1".into(),
+                replicas: 2,
+                deployment: Some("dep".into())
+            }
+        );
+        let bare: ReplicaSet =
+            serde_json::from_value(json!({"metadata": {"name": "rs-2"}, "spec": {"selector": {}}}))
+                .unwrap();
+        assert_eq!(
+            (rs_info(&bare).replicas, rs_info(&bare).deployment),
+            (1, None)
         );
     }
 

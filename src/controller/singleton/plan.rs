@@ -6,9 +6,15 @@
 //! force-deleted from a lost node may still be running there.** Terminating is not gone.
 //! All state the planner needs lives in the API (pod annotations/conditions and the
 //! singleton's status), so an operator restart loses nothing and releases nothing twice.
+//!
+//! The rest of a reconcile is decided here too, as data: the ordered writes ([`steps`]:
+//! **the status write precedes every release**) and the Events that follow from what
+//! `apply` achieved ([`notes`]). Nothing here does I/O or reads a clock.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+use crate::controller::shell::Note;
 
 /// One pod matched by the singleton.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -135,15 +141,47 @@ fn best_candidate(pods: &[PodInfo]) -> Option<&PodInfo> {
         .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))
 }
 
+impl Plan {
+    /// A plan with no lost node and no timeout.
+    fn new(actions: Vec<Action>, phase: Phase, message: String, memory: Memory) -> Plan {
+        Plan {
+            actions,
+            phase,
+            memory,
+            message,
+            node_lost: None,
+            timed_out: false,
+            newly_timed_out: false,
+            extra_candidates: 0,
+        }
+    }
+}
+
+/// The handover plan, or, for an invalid spec, a Blocked plan that keeps the memory and
+/// does nothing.
+pub fn handover(o: &Observed<'_>, invalid: Option<&str>) -> Plan {
+    match invalid {
+        Some(why) => Plan::new(vec![], Phase::Blocked, why.to_string(), o.memory.clone()),
+        None => plan(o),
+    }
+}
+
 pub fn plan(o: &Observed<'_>) -> Plan {
-    let mut actions = vec![];
     let instances: Vec<&PodInfo> = o.pods.iter().filter(|p| p.is_instance()).collect();
     let candidate_count = o.pods.iter().filter(|p| p.is_candidate()).count();
-    let extra_candidates = candidate_count.saturating_sub(1);
-    let mut memory = o.memory.clone();
+    let keeper = keeper(&instances);
+    let actions = duplicate_deletes(&instances, keeper);
+    let mut plan = match keeper {
+        None => no_instance(o, actions),
+        Some(active) => with_instance(o, active, actions),
+    };
+    plan.extra_candidates = candidate_count.saturating_sub(1);
+    plan
+}
 
-    // Keep one instance: released before ungated, alive before terminating, then the oldest.
-    let keeper = instances
+/// The instance to keep: released before ungated, alive before terminating, then the oldest.
+fn keeper<'a>(instances: &[&'a PodInfo]) -> Option<&'a PodInfo> {
+    instances
         .iter()
         .min_by(|a, b| {
             (!a.released, a.terminating, a.created, &a.name).cmp(&(
@@ -153,81 +191,87 @@ pub fn plan(o: &Observed<'_>) -> Plan {
                 &b.name,
             ))
         })
-        .copied();
-    for i in &instances {
-        if Some(i.uid.as_str()) != keeper.map(|k| k.uid.as_str()) && !i.released && !i.terminating {
-            actions.push(Action::Delete {
-                name: i.name.clone(),
-                uid: i.uid.clone(),
-                reason: DeleteReason::UngatedDuplicate,
-            });
+        .copied()
+}
+
+/// Every other ungated, alive instance is deleted.
+fn duplicate_deletes(instances: &[&PodInfo], keeper: Option<&PodInfo>) -> Vec<Action> {
+    instances
+        .iter()
+        .filter(|i| {
+            Some(i.uid.as_str()) != keeper.map(|k| k.uid.as_str()) && !i.released && !i.terminating
+        })
+        .map(|i| Action::Delete {
+            name: i.name.clone(),
+            uid: i.uid.clone(),
+            reason: DeleteReason::UngatedDuplicate,
+        })
+        .collect()
+}
+
+/// The handover clock: starts (or keeps) `transition_since` in `memory` and says whether
+/// the handover is over its time limit, and whether it just went over it.
+fn tick(o: &Observed<'_>, memory: &mut Memory) -> (bool, bool) {
+    let since = o.memory.transition_since.unwrap_or(o.now);
+    memory.transition_since = Some(since);
+    let timed_out = o.now - since > o.max_transition_seconds;
+    memory.timed_out = timed_out;
+    (timed_out, timed_out && !o.memory.timed_out)
+}
+
+/// The node a vanished instance may still run on: the last active pod is gone from the API
+/// but its node is NotReady (it may have been force-deleted there).
+fn fenced_node(o: &Observed<'_>) -> Option<String> {
+    match (&o.memory.active_uid, &o.memory.active_node) {
+        (Some(uid), Some(node)) if !o.pods.iter().any(|p| &p.uid == uid) => {
+            matches!(o.nodes.get(node), Some(NodeState::NotReady)).then(|| node.clone())
         }
+        _ => None,
     }
+}
 
-    let Some(active) = keeper else {
-        // No instance present. Is the last one truly gone, or force-deleted from a lost node?
-        let fenced = match (&o.memory.active_uid, &o.memory.active_node) {
-            (Some(uid), Some(node)) if !o.pods.iter().any(|p| &p.uid == uid) => {
-                matches!(o.nodes.get(node), Some(NodeState::NotReady)).then(|| node.clone())
-            }
-            _ => None,
-        };
-        if let Some(node) = fenced {
-            let since = o.memory.transition_since.unwrap_or(o.now);
-            memory.transition_since = Some(since);
-            let timed_out = o.now - since > o.max_transition_seconds;
-            let newly = timed_out && !o.memory.timed_out;
-            memory.timed_out = timed_out;
-            return Plan {
-                actions,
-                phase: Phase::Blocked,
-                message: format!(
-                    "pod {} was removed while node {node} is not ready; its containers may still run. Waiting for the node to be Ready, deleted, or tainted node.kubernetes.io/out-of-service",
-                    o.memory.active_pod.as_deref().unwrap_or("?")
-                ),
-                memory,
-                node_lost: Some(node),
-                timed_out,
-                newly_timed_out: newly,
-                extra_candidates,
-            };
-        }
-        return match best_candidate(o.pods) {
-            Some(c) => {
-                actions.push(Action::Release {
-                    name: c.name.clone(),
-                    uid: c.uid.clone(),
-                });
-                Plan {
-                    actions,
-                    phase: Phase::Running,
-                    message: format!("released {}", c.name),
-                    memory: Memory {
-                        active_pod: Some(c.name.clone()),
-                        active_uid: Some(c.uid.clone()),
-                        active_node: c.node.clone(),
-                        transition_since: None,
-                        timed_out: false,
-                    },
-                    node_lost: None,
-                    timed_out: false,
-                    newly_timed_out: false,
-                    extra_candidates,
-                }
-            }
-            None => Plan {
-                actions,
-                phase: Phase::Running,
-                message: "no pod".into(),
-                memory: Memory::default(),
-                node_lost: None,
+/// No instance present: wait for a lost node, else release the best candidate, if any.
+fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
+    if let Some(node) = fenced_node(o) {
+        let mut memory = o.memory.clone();
+        let (timed_out, newly) = tick(o, &mut memory);
+        let message = format!(
+            "pod {} was removed while node {node} is not ready; its containers may still run. Waiting for the node to be Ready, deleted, or tainted node.kubernetes.io/out-of-service",
+            o.memory.active_pod.as_deref().unwrap_or("?")
+        );
+        let mut plan = Plan::new(actions, Phase::Blocked, message, memory);
+        plan.node_lost = Some(node);
+        plan.timed_out = timed_out;
+        plan.newly_timed_out = newly;
+        return plan;
+    }
+    match best_candidate(o.pods) {
+        Some(c) => {
+            actions.push(Action::Release {
+                name: c.name.clone(),
+                uid: c.uid.clone(),
+            });
+            let memory = Memory {
+                active_pod: Some(c.name.clone()),
+                active_uid: Some(c.uid.clone()),
+                active_node: c.node.clone(),
+                transition_since: None,
                 timed_out: false,
-                newly_timed_out: false,
-                extra_candidates,
-            },
-        };
-    };
+            };
+            Plan::new(
+                actions,
+                Phase::Running,
+                format!("released {}", c.name),
+                memory,
+            )
+        }
+        None => Plan::new(actions, Phase::Running, "no pod".into(), Memory::default()),
+    }
+}
 
+/// An instance is present: it stays active; a waiting successor starts a handover.
+fn with_instance(o: &Observed<'_>, active: &PodInfo, mut actions: Vec<Action>) -> Plan {
+    let mut memory = o.memory.clone();
     memory.active_pod = Some(active.name.clone());
     memory.active_uid = Some(active.uid.clone());
     if active.node.is_some() {
@@ -239,22 +283,26 @@ pub fn plan(o: &Observed<'_>) -> Plan {
             uid: active.uid.clone(),
         });
     }
-    let Some(next) = best_candidate(o.pods) else {
-        memory.transition_since = None;
-        memory.timed_out = false;
-        return Plan {
-            actions,
-            phase: Phase::Running,
-            message: format!("{} is active", active.name),
-            memory,
-            node_lost: None,
-            timed_out: false,
-            newly_timed_out: false,
-            extra_candidates,
-        };
-    };
+    match best_candidate(o.pods) {
+        Some(next) => successor_waits(o, active, next, memory, actions),
+        None => {
+            memory.transition_since = None;
+            memory.timed_out = false;
+            let message = format!("{} is active", active.name);
+            Plan::new(actions, Phase::Running, message, memory)
+        }
+    }
+}
 
-    // A successor waits for the active instance to be gone.
+/// A successor waits for the active instance to be gone: a failed active pod is deleted,
+/// an old ReplicaSet of a surge rollout is scaled to 0, and the clock runs.
+fn successor_waits(
+    o: &Observed<'_>,
+    active: &PodInfo,
+    next: &PodInfo,
+    mut memory: Memory,
+    mut actions: Vec<Action>,
+) -> Plan {
     let mut message = format!("{} waits for {} to be gone", next.name, active.name);
     if !active.terminating {
         if let Some(why) = &active.failed {
@@ -264,43 +312,139 @@ pub fn plan(o: &Observed<'_>) -> Plan {
                 reason: DeleteReason::FailedOldPod,
             });
             message = format!("{message} (deleting it: {why})");
-        } else if let (Some(old_rs), Some(new_rs)) = (&active.replicaset, &next.replicaset) {
-            let rs = |n: &str| o.replicasets.iter().find(|r| r.name == n);
-            if let (Some(old), Some(new)) = (rs(old_rs), rs(new_rs)) {
-                if old.name != new.name
-                    && old.deployment.is_some()
-                    && old.deployment == new.deployment
-                    && old.replicas > 0
-                {
-                    actions.push(Action::ScaleToZero {
-                        replicaset: old.name.clone(),
-                    });
-                    message = format!("{message} (scaling old ReplicaSet {} to 0)", old.name);
-                }
-            }
+        } else if let Some(old) = surge_old_replicaset(o, active, next) {
+            message = format!("{message} (scaling old ReplicaSet {old} to 0)");
+            actions.push(Action::ScaleToZero { replicaset: old });
         }
     }
-    let since = o.memory.transition_since.unwrap_or(o.now);
-    memory.transition_since = Some(since);
-    let timed_out = o.now - since > o.max_transition_seconds;
-    let newly = timed_out && !o.memory.timed_out;
-    memory.timed_out = timed_out;
+    let (timed_out, newly) = tick(o, &mut memory);
     if timed_out {
         message = format!(
             "{message}; maxTransitionTime ({}s) exceeded, still waiting safely",
             o.max_transition_seconds
         );
     }
-    Plan {
-        actions,
-        phase: Phase::Transitioning,
-        message,
-        memory,
-        node_lost: None,
-        timed_out,
-        newly_timed_out: newly,
-        extra_candidates,
+    let mut plan = Plan::new(actions, Phase::Transitioning, message, memory);
+    plan.timed_out = timed_out;
+    plan.newly_timed_out = newly;
+    plan
+}
+
+/// The active pod's ReplicaSet when it is an older one of the same Deployment as the
+/// successor's and still has replicas (a surge rollout would wait for ever).
+fn surge_old_replicaset(o: &Observed<'_>, active: &PodInfo, next: &PodInfo) -> Option<String> {
+    let rs = |n: &Option<String>| {
+        let n = n.as_deref()?;
+        o.replicasets.iter().find(|r| r.name == n)
+    };
+    let (old, new) = (rs(&active.replicaset)?, rs(&next.replicaset)?);
+    (old.name != new.name
+        && old.deployment.is_some()
+        && old.deployment == new.deployment
+        && old.replicas > 0)
+        .then(|| old.name.clone())
+}
+
+/// One write of a reconcile, in the order `apply` executes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Step {
+    /// Server-side apply the namespace's wrapper ConfigMap (missing or stale).
+    ConfigMap,
+    /// Write the status: the planner's memory, naming the pod about to be released.
+    Status,
+    /// One pod or ReplicaSet write of the handover.
+    Handover(Action),
+}
+
+/// The writes of one reconcile. **Invariant: `Status` precedes every handover action**, so
+/// a crash between the two can never leave a released pod unrecorded; the ConfigMap a
+/// released pod mounts is written before both.
+pub fn steps(configmap_stale: bool, plan: &Plan) -> Vec<Step> {
+    let mut steps = vec![];
+    if configmap_stale {
+        steps.push(Step::ConfigMap);
     }
+    steps.push(Step::Status);
+    steps.extend(plan.actions.iter().cloned().map(Step::Handover));
+    steps
+}
+
+/// What `apply` achieved, as data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The handover actions that took effect, in order; one whose pod was gone or replaced
+    /// meanwhile is left out.
+    pub done: Vec<Action>,
+    /// Every step ran; false when a write failed (the reconcile then returns its error).
+    pub complete: bool,
+}
+
+/// What the Events of a reconcile are decided from.
+pub struct NoteInput<'a> {
+    pub plan: &'a Plan,
+    /// The memory the reconcile started from (who was active before).
+    pub before: &'a Memory,
+    /// The NodeLost condition was already True before this reconcile.
+    pub node_lost_before: bool,
+    pub max_transition_seconds: i64,
+    pub agents: &'a AgentReport,
+}
+
+/// The Events of a reconcile: one per action that took effect, in order; then, once every
+/// write is done, a new timeout, a newly lost node and each newly failing agent.
+pub fn notes(i: &NoteInput<'_>, outcome: &Outcome) -> Vec<Note> {
+    let mut notes: Vec<Note> = outcome
+        .done
+        .iter()
+        .filter_map(|a| action_note(a, i.before))
+        .collect();
+    if !outcome.complete {
+        return notes;
+    }
+    if i.plan.newly_timed_out {
+        notes.push(Note::warning(
+            "TransitionTimeout",
+            format!(
+                "handover exceeded maxTransitionTime ({}s); still waiting safely: {}",
+                i.max_transition_seconds, i.plan.message
+            ),
+        ));
+    }
+    if i.plan.node_lost.is_some() && !i.node_lost_before {
+        notes.push(Note::warning("NodeLost", i.plan.message.clone()));
+    }
+    notes.extend(i.agents.warn.iter().map(|p| {
+        Note::warning(
+            "AgentUnreachable",
+            format!(
+                "pod {}: its kube-standby agent cannot get the release: {}",
+                p.pod, p.message
+            ),
+        )
+    }));
+    notes
+}
+
+/// The Event of one action that took effect (a MarkReady completes a release: none).
+fn action_note(a: &Action, before: &Memory) -> Option<Note> {
+    Some(match a {
+        Action::Delete {
+            name,
+            reason: DeleteReason::UngatedDuplicate,
+            ..
+        } => Note::warning("UngatedPodDeleted", format!("deleted {name}: it was admitted without the start gate while another instance runs; its owner recreates it through the webhook")),
+        Action::Delete {
+            name,
+            reason: DeleteReason::FailedOldPod,
+            ..
+        } => Note::warning("FailedPodDeleted", format!("deleted failed pod {name} so its successor can start once it is gone")),
+        Action::ScaleToZero { replicaset } => Note::normal("PodTransition", format!("scaled old ReplicaSet {replicaset} to 0: a surge rollout cannot finish while the new pod waits")),
+        Action::Release { name, .. } => match before.active_pod.as_ref().filter(|p| *p != name) {
+            Some(old) => Note::normal("PodTransition", format!("released {name} after {old} was gone")),
+            None => Note::normal("PodStarted", format!("released {name}")),
+        },
+        Action::MarkReady { .. } => return None,
+    })
 }
 
 /// A pod whose agent exited with an error, and that error.

@@ -143,24 +143,24 @@ fn a_failed_old_pod_is_deleted_and_the_successor_released_only_after_it_is_gone(
         .is_empty());
 }
 
-#[test]
-fn surge_rollout_scales_the_old_replicaset_to_zero() {
+/// A surge rollout: the released old pod and the new one, each of its ReplicaSet of one
+/// Deployment.
+fn surge() -> (PodInfo, PodInfo, [RsInfo; 2]) {
     let mut old = released(pod("old", 1));
     old.replicaset = Some("rs-old".into());
     let mut new = pod("new", 2);
     new.replicaset = Some("rs-new".into());
-    let rss = [
-        RsInfo {
-            name: "rs-old".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-        RsInfo {
-            name: "rs-new".into(),
-            replicas: 1,
-            deployment: Some("d".into()),
-        },
-    ];
+    let rs = |name: &str| RsInfo {
+        name: name.into(),
+        replicas: 1,
+        deployment: Some("d".into()),
+    };
+    (old, new, [rs("rs-old"), rs("rs-new")])
+}
+
+#[test]
+fn surge_rollout_scales_the_old_replicaset_to_zero() {
+    let (old, new, rss) = surge();
     let nodes = ready_nodes();
     let p = plan(&Observed {
         pods: &[old.clone(), new.clone()],
@@ -444,6 +444,10 @@ impl World {
                     now: self.next,
                     max_transition_seconds: 5,
                 });
+                for cm in [false, true] {
+                    let order = steps(cm, &p);
+                    prop_assert!(status_first(&order), "{:?}", order);
+                }
                 self.memory = p.memory.clone();
                 let actions = if *complete { p.actions.clone() } else { vec![] };
                 for a in &actions {
@@ -569,4 +573,114 @@ fn failing_agents_give_the_condition_and_one_event_per_pod_and_message() {
     let mut t = a.clone();
     t.terminating = true;
     assert!(agents(&[t], &Default::default()).failing.is_empty());
+}
+
+/// The status step comes before every handover action (and the ConfigMap, if any, first).
+fn status_first(steps: &[Step]) -> bool {
+    let status = steps.iter().position(|s| *s == Step::Status);
+    let first_action = steps
+        .iter()
+        .position(|s| matches!(s, Step::Handover(_)))
+        .unwrap_or(steps.len());
+    let configmap_first = steps
+        .iter()
+        .position(|s| *s == Step::ConfigMap)
+        .is_none_or(|i| i == 0);
+    status.is_some_and(|i| i < first_action) && configmap_first
+}
+
+#[test]
+fn the_status_write_precedes_every_release_delete_and_scale() {
+    let (old, new, rss) = surge();
+    let mut ungated = pod("x", 3);
+    ungated.gated = false;
+    let mut failed = released(pod("f", 1));
+    failed.failed = Some("CrashLoopBackOff".into());
+    let mut half = released(pod("h", 1));
+    half.ready_condition = false;
+    let nodes = ready_nodes();
+    let memory = Memory::default();
+    let table: [(&str, Vec<PodInfo>); 5] = [
+        ("release", vec![pod("a", 1)]),
+        ("ungated duplicate", vec![released(pod("a", 1)), ungated]),
+        ("failed old pod", vec![failed, pod("b", 2)]),
+        ("surge rollout", vec![old, new]),
+        ("interrupted release", vec![half]),
+    ];
+    for (case, pods) in table {
+        let p = plan(&Observed {
+            pods: &pods,
+            replicasets: &rss,
+            nodes: &nodes,
+            memory: &memory,
+            now: 10,
+            max_transition_seconds: 300,
+        });
+        assert!(!p.actions.is_empty(), "{case}: the case acts");
+        for cm in [false, true] {
+            let order = steps(cm, &p);
+            assert!(status_first(&order), "{case}: {order:?}");
+            assert_eq!(order.len(), p.actions.len() + 1 + cm as usize, "{case}");
+        }
+    }
+}
+
+#[test]
+fn events_follow_what_took_effect() {
+    let p = run(&[pod("a", 1)], &Memory::default(), &ready_nodes(), 10);
+    let agents = AgentReport {
+        warn: vec![AgentProblem {
+            pod: "b".into(),
+            uid: "uid-b".into(),
+            message: "boom".into(),
+        }],
+        ..Default::default()
+    };
+    let before = Memory {
+        active_pod: Some("old".into()),
+        ..Default::default()
+    };
+    let notes_for = |outcome: &Outcome| {
+        let input = NoteInput {
+            plan: &p,
+            before: &before,
+            node_lost_before: false,
+            max_transition_seconds: 300,
+            agents: &agents,
+        };
+        notes(&input, outcome)
+    };
+    let done = Outcome {
+        done: p.actions.clone(),
+        complete: true,
+    };
+    let reasons = |n: Vec<Note>| {
+        n.into_iter()
+            .map(|n| (n.reason, n.message))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reasons(notes_for(&done)),
+        [
+            (
+                "PodTransition".to_string(),
+                "released a after old was gone".to_string()
+            ),
+            (
+                "AgentUnreachable".to_string(),
+                "pod b: its kube-standby agent cannot get the release: boom".to_string()
+            )
+        ]
+    );
+    // The pod was gone: no release Event; a failed write: nothing after the actions done.
+    let gone = Outcome {
+        done: vec![],
+        complete: true,
+    };
+    assert_eq!(reasons(notes_for(&gone)).len(), 1);
+    let failed = Outcome {
+        done: vec![],
+        complete: false,
+    };
+    assert!(notes_for(&failed).is_empty());
 }
