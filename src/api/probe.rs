@@ -46,6 +46,15 @@ impl Default for BusyProbe {
     }
 }
 
+/// Label that opts a pod into the busy guard (our controllers put it on the pod templates
+/// they write; the ValidatingWebhookConfiguration selects on it).
+pub const BUSY_GUARD_LABEL: &str = "kube-standby.dev/busy-guard";
+/// Annotation naming the annotation that says the pod is busy (default `paia.tech/busy`).
+pub const BUSY_ANNOTATION_KEY_ANNOTATION: &str = "kube-standby.dev/busy-annotation";
+/// Annotation our controllers set on pods of http/exec pools (`probe`): the guard then
+/// reads the operator's probe results, and a pod never probed counts as busy.
+pub const BUSY_SOURCE_ANNOTATION: &str = "kube-standby.dev/busy-source";
+
 pub fn default_annotation_key() -> String {
     "paia.tech/busy".to_string()
 }

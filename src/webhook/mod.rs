@@ -19,6 +19,7 @@ use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
 
 pub mod config;
+pub mod guard;
 pub mod limits;
 pub mod mutate;
 pub mod objects;
