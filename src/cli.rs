@@ -49,7 +49,8 @@ pub enum Command {
     Crds,
     /// Write a CA and a serving certificate/key into a directory.
     Certs(CertsArgs),
-    /// Print the MutatingWebhookConfiguration for a URL or a Service.
+    /// Print the MutatingWebhookConfiguration and the busy guard's
+    /// ValidatingWebhookConfiguration for a URL or a Service.
     WebhookConfig(WebhookConfigArgs),
     /// The in-pod agent of a StatefulSingleton pod (injected by the webhook).
     Agent(AgentArgs),
@@ -361,6 +362,12 @@ pub struct WebhookConfigArgs {
     /// The operator's namespace (excluded from interception, like kube-system).
     #[arg(long, default_value = "kube-standby")]
     pub operator_namespace: String,
+    /// The busy guard's URL (default: --url with /mutate/pods replaced by /validate/pods).
+    #[arg(long, requires = "url")]
+    pub guard_url: Option<String>,
+    /// `timeoutSeconds` of the busy guard's ValidatingWebhookConfiguration (1-30; it fails open).
+    #[arg(long, default_value_t = webhook_config::DEFAULT_GUARD_TIMEOUT_SECONDS)]
+    pub guard_timeout_seconds: i32,
 }
 
 impl TlsArgs {
@@ -497,8 +504,19 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     a.ca_file.display()
                 )));
             }
+            let guard_target = match &a.guard_url {
+                Some(u) => webhook_config::Target::url(u)?,
+                None => target.guard()?,
+            };
             let mwc = webhook_config::build(&a.name, &target, &ca, &a.operator_namespace);
-            print!("{}", webhook_config::to_yaml(&mwc)?);
+            let vwc = webhook_config::build_guard(
+                &a.name,
+                &guard_target,
+                &ca,
+                &a.operator_namespace,
+                a.guard_timeout_seconds,
+            )?;
+            print!("{}", webhook_config::to_yaml_all(&mwc, &vwc)?);
             Ok(())
         }
         Command::Webhook(mut a) => {

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::guard::ProbeView;
@@ -17,7 +18,7 @@ pub trait ObjectSource: Send + Sync {
 
     /// A pod the busy guard may hold (one carrying the guard label), from a cache: the
     /// eviction path looks it up here, never through the API. None: unknown (allowed).
-    fn pod(&self, _namespace: &str, _name: &str) -> Option<Arc<Pod>> {
+    fn guarded_pod(&self, _namespace: &str, _name: &str) -> Option<ObjectMeta> {
         None
     }
 
@@ -44,13 +45,13 @@ impl ObjectSource for StaticObjects {
             .collect()
     }
 
-    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+    fn guarded_pod(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
         self.pods
             .iter()
             .find(|p| {
                 p.namespace().as_deref().unwrap_or("default") == namespace && p.name_any() == name
             })
-            .cloned()
+            .map(|p| p.metadata.clone())
     }
 }
 
@@ -133,9 +134,9 @@ spec:
     fn loads_pods_for_the_guard() {
         let y = "apiVersion: v1\nkind: Pod\nmetadata: {name: w, namespace: prod}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: d}\n";
         let o = StaticObjects::from_yaml(y, "t").unwrap();
-        assert!(o.pod("prod", "w").is_some());
-        assert!(o.pod("default", "d").is_some());
-        assert!(o.pod("prod", "d").is_none());
+        assert!(o.guarded_pod("prod", "w").is_some());
+        assert!(o.guarded_pod("default", "d").is_some());
+        assert!(o.guarded_pod("prod", "d").is_none());
         let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: [x]}\n";
         let e = StaticObjects::from_yaml(bad, "f.yaml")
             .err()

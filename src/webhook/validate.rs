@@ -207,9 +207,8 @@ pub fn guard_review(
                     judge(base, &removal, pod, objects, guard, now)
                 }
                 GuardOp::Evict => {
-                    let pod = objects.pod(namespace, name);
-                    let meta = pod.as_ref().map(|p| &p.metadata);
-                    judge(base, &removal, meta, objects, guard, now)
+                    let pod = objects.guarded_pod(namespace, name);
+                    judge(base, &removal, pod.as_ref(), objects, guard, now)
                 }
             }
         }
