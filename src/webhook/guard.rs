@@ -334,8 +334,7 @@ impl Holds {
     pub fn record(
         &self,
         key: &str,
-        namespace: &str,
-        name: &str,
+        (namespace, name): (&str, &str),
         op: GuardOp,
         verdict: &Verdict,
         now: Instant,
@@ -426,6 +425,17 @@ mod tests {
 
     const RS: &str = REPLICASET_CONTROLLER;
 
+    /// (what, pod, username, op, probe, held for, denial code or None when allowed)
+    type Case<'a> = (
+        &'a str,
+        &'a ObjectMeta,
+        &'a str,
+        GuardOp,
+        Option<&'a ProbeView>,
+        Option<Duration>,
+        Option<u16>,
+    );
+
     fn run(
         pod: &ObjectMeta,
         user: &str,
@@ -498,15 +508,7 @@ mod tests {
             because: b,
             warning: None,
         };
-        let cases: Vec<(
-            &str,
-            &ObjectMeta,
-            &str,
-            GuardOp,
-            Option<&ProbeView>,
-            Option<Duration>,
-            Option<u16>,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("busy, RS delete", &busy, RS, Delete, None, None, Some(403)),
             (
                 "busy any case",
@@ -763,9 +765,9 @@ mod tests {
             warning: None,
         };
         let hold = DEFAULT_MAX_HOLD;
-        assert!(h.record("u1", "ns", "a", GuardOp::Delete, &deny, t0, hold));
+        assert!(h.record("u1", ("ns", "a"), GuardOp::Delete, &deny, t0, hold));
         let later = t0 + Duration::from_secs(5);
-        assert!(!h.record("u1", "ns", "a", GuardOp::Evict, &deny, later, hold));
+        assert!(!h.record("u1", ("ns", "a"), GuardOp::Evict, &deny, later, hold));
         assert_eq!(h.started("u1"), Some(t0), "the hold keeps its start");
         let snap = h.snapshot(later);
         assert_eq!(snap.len(), 1);
@@ -777,11 +779,18 @@ mod tests {
             ),
             (5, 2, "eviction")
         );
-        h.record("u1", "ns", "a", GuardOp::Delete, &allow, later, hold);
+        h.record("u1", ("ns", "a"), GuardOp::Delete, &allow, later, hold);
         assert!(h.is_empty());
         // Not asked about for longer than the max hold: forgotten on the next record.
-        h.record("u2", "ns", "b", GuardOp::Delete, &deny, t0, hold);
-        h.record("u3", "ns", "c", GuardOp::Delete, &deny, t0 + hold * 2, hold);
+        h.record("u2", ("ns", "b"), GuardOp::Delete, &deny, t0, hold);
+        h.record(
+            "u3",
+            ("ns", "c"),
+            GuardOp::Delete,
+            &deny,
+            t0 + hold * 2,
+            hold,
+        );
         assert_eq!(h.started("u2"), None);
         assert_eq!(h.len(), 1);
     }

@@ -104,8 +104,7 @@ pub fn judge(
     if !removal.dry_run && guard::is_guarded(pod) {
         guard.holds.record(
             &key,
-            removal.namespace,
-            removal.name,
+            (removal.namespace, removal.name),
             removal.op,
             &verdict,
             now,

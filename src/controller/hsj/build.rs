@@ -161,11 +161,10 @@ mod tests {
         };
         let m = meta(&h);
         assert_eq!(m.labels.unwrap()[BUSY_GUARD_LABEL], "true");
-        assert!(m
+        assert!(!m
             .annotations
             .unwrap_or_default()
-            .get(BUSY_ANNOTATION_KEY_ANNOTATION)
-            .is_none());
+            .contains_key(BUSY_ANNOTATION_KEY_ANNOTATION));
         h.spec.busy_probe.annotation_key = "x.io/working".into();
         let m = meta(&h);
         assert_eq!(
