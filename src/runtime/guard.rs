@@ -57,7 +57,8 @@ fn metadata_only(pod: &mut Pod) {
 pub fn watch(deps: &Deps, scope: Option<String>) -> (Store<Pod>, BoxFuture<'static, ()>) {
     let ns = scope.as_deref();
     let (store, writer) = reflector::store::<Pod>();
-    let name = format!("{} (busy guard)", resource_name::<Pod>(&(), ns));
+    // "guarded pods list[ in <ns>]": distinct from the singleton controller's pod watch.
+    let name = format!("guarded {}", resource_name::<Pod>(&(), ns));
     let events = tracked(
         &deps.caches,
         crate::controller::scoped::<Pod>(deps.client.clone(), ns),
