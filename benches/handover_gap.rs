@@ -71,6 +71,7 @@ fn main() {
                 flag.clone(),
             ))),
             gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
+            guard: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -143,6 +143,7 @@ fn main() {
         debug: DebugState::default(),
         release: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
+        guard: Default::default(),
     };
 
     // The server gets its own runtime (2 workers), the clients another.

@@ -49,7 +49,8 @@ pub enum Command {
     Crds,
     /// Write a CA and a serving certificate/key into a directory.
     Certs(CertsArgs),
-    /// Print the MutatingWebhookConfiguration for a URL or a Service.
+    /// Print the MutatingWebhookConfiguration and the busy guard's
+    /// ValidatingWebhookConfiguration for a URL or a Service.
     WebhookConfig(WebhookConfigArgs),
     /// The in-pod agent of a StatefulSingleton pod (injected by the webhook).
     Agent(AgentArgs),
@@ -148,6 +149,81 @@ pub struct TlsArgs {
     pub operator_url: String,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The busy guard (`/validate/pods`): who may not delete a busy pod, how long an
+/// eviction is held.
+#[derive(Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Usernames or groups whose DELETE of a busy guarded pod is denied (comma list);
+    /// `self` is the operator's own service account (read from its in-cluster token).
+    /// Everyone else (humans, the garbage collector, the namespace controller) may delete.
+    #[arg(
+        long,
+        env = "KUBE_STANDBY_BUSY_GUARD_REQUESTERS",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:kube-system:replicaset-controller,system:kube-controller-manager,self"
+    )]
+    pub busy_guard_requesters: Vec<String>,
+    /// Seconds an eviction of a busy guarded pod is held (429) before it is let through
+    /// with a warning, so a drain is never blocked for ever; 0: evictions are never held.
+    #[arg(long, env = "KUBE_STANDBY_BUSY_GUARD_MAX_HOLD", default_value_t = crate::webhook::guard::DEFAULT_MAX_HOLD.as_secs())]
+    pub busy_guard_max_hold: u64,
+}
+
+/// Where the operator's in-cluster service-account token lives.
+pub const SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The username in a service-account token (its `sub` claim), e.g.
+/// `system:serviceaccount:kube-standby:kube-standby`. Not verified: it is our own token.
+pub fn token_subject(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl GuardArgs {
+    /// The guard settings, `self` replaced by `own` (dropped when unknown).
+    pub fn settings(&self, own: Option<&str>) -> Result<crate::webhook::guard::GuardSettings> {
+        let mut requesters = vec![];
+        for r in self.busy_guard_requesters.iter().map(|r| r.trim()) {
+            let r = if r == crate::webhook::guard::SELF {
+                match own {
+                    Some(o) => o,
+                    None => {
+                        tracing::info!("--busy-guard-requesters: `self` left out (no in-cluster service-account token)");
+                        continue;
+                    }
+                }
+            } else {
+                r
+            };
+            if r.is_empty() {
+                continue;
+            }
+            if r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::Config(format!(
+                    "--busy-guard-requesters: {r:?} is not a username or group (no spaces)"
+                )));
+            }
+            if !requesters.iter().any(|x: &String| x == r) {
+                requesters.push(r.to_string());
+            }
+        }
+        Ok(crate::webhook::guard::GuardSettings {
+            requesters,
+            max_hold: Duration::from_secs(self.busy_guard_max_hold),
+        })
+    }
 }
 
 /// Limits that keep one misbehaving client from taking the process down.
@@ -286,6 +362,12 @@ pub struct WebhookConfigArgs {
     /// The operator's namespace (excluded from interception, like kube-system).
     #[arg(long, default_value = "kube-standby")]
     pub operator_namespace: String,
+    /// The busy guard's URL (default: --url with /mutate/pods replaced by /validate/pods).
+    #[arg(long, requires = "url")]
+    pub guard_url: Option<String>,
+    /// `timeoutSeconds` of the busy guard's ValidatingWebhookConfiguration (1-30; it fails open).
+    #[arg(long, default_value_t = webhook_config::DEFAULT_GUARD_TIMEOUT_SECONDS)]
+    pub guard_timeout_seconds: i32,
 }
 
 impl TlsArgs {
@@ -324,6 +406,12 @@ impl TlsArgs {
             operator_url: self.operator_url.clone(),
             conn_limits: self.limits.conn_limits()?,
             admission_limits: self.limits.admission_limits()?,
+            busy_guard: self.guard.settings(
+                std::fs::read_to_string(SA_TOKEN)
+                    .ok()
+                    .and_then(|t| token_subject(&t))
+                    .as_deref(),
+            )?,
         })
     }
 }
@@ -416,8 +504,19 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     a.ca_file.display()
                 )));
             }
+            let guard_target = match &a.guard_url {
+                Some(u) => webhook_config::Target::url(u)?,
+                None => target.guard()?,
+            };
             let mwc = webhook_config::build(&a.name, &target, &ca, &a.operator_namespace);
-            print!("{}", webhook_config::to_yaml(&mwc)?);
+            let vwc = webhook_config::build_guard(
+                &a.name,
+                &guard_target,
+                &ca,
+                &a.operator_namespace,
+                a.guard_timeout_seconds,
+            )?;
+            print!("{}", webhook_config::to_yaml_all(&mwc, &vwc)?);
             Ok(())
         }
         Command::Webhook(mut a) => {

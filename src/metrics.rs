@@ -40,6 +40,13 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub decision: &'static str,
+    pub requester_class: &'static str,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub kind: &'static str,
     pub op: &'static str,
@@ -83,6 +90,8 @@ pub struct Metrics {
     pub actor_writes: Family<WriteLabels, Counter>,
     /// 1 once a watched resource's cache has listed, 0 while it waits (see `state::Caches`).
     pub cache_synced: Family<ResourceLabels, Gauge>,
+    /// Busy-guard answers to pod DELETE and eviction reviews.
+    pub busy_guard_decisions: Family<GuardLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -143,6 +152,12 @@ impl Metrics {
             "cache_synced",
             "1 once the cache of a watched resource has listed, 0 while it waits",
             cache_synced.clone(),
+        );
+        let busy_guard_decisions = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "busy_guard_decisions",
+            "Busy-guard answers to pod DELETE and eviction reviews",
+            busy_guard_decisions.clone(),
         );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
@@ -308,6 +323,7 @@ impl Metrics {
             actor_scaling_ready,
             actor_writes,
             cache_synced,
+            busy_guard_decisions,
         }
     }
 

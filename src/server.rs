@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub conn_limits: tls::ConnLimits,
     /// Limits of `/mutate/pods`.
     pub admission_limits: webhook::AdmissionLimits,
+    /// Busy guard settings (`/validate/pods`).
+    pub busy_guard: webhook::guard::GuardSettings,
 }
 
 /// A ready TLS setup.
@@ -176,6 +178,7 @@ pub async fn prepare(
         debug,
         release,
         gate: webhook::AdmissionGate::new(cfg.admission_limits.clone()),
+        guard: webhook::GuardState::new(cfg.busy_guard.clone()),
     };
     let listener = TcpListener::bind(cfg.bind)
         .await

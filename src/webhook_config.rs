@@ -1,9 +1,10 @@
-//! The MutatingWebhookConfiguration that registers `/mutate/pods`.
+//! The MutatingWebhookConfiguration that registers `/mutate/pods`, and the
+//! ValidatingWebhookConfiguration that registers the busy guard's `/validate/pods`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    WebhookClientConfig,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -15,6 +16,11 @@ use crate::{Error, Result};
 pub const DEFAULT_NAME: &str = "kube-standby";
 pub const WEBHOOK_NAME: &str = "pods.kube-standby.paia.tech";
 pub const PATH: &str = "/mutate/pods";
+/// The busy guard's webhook.
+pub const GUARD_WEBHOOK_NAME: &str = "busy-guard.kube-standby.paia.tech";
+pub const GUARD_PATH: &str = "/validate/pods";
+/// Default `timeoutSeconds` of the busy guard: short, and failing open.
+pub const DEFAULT_GUARD_TIMEOUT_SECONDS: i32 = 2;
 
 /// Where the API server reaches the webhook.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +131,108 @@ pub fn to_yaml(mwc: &MutatingWebhookConfiguration) -> Result<String> {
     Ok(serde_yaml::to_string(mwc)?)
 }
 
+impl Target {
+    /// The busy guard's target: the same Service on `/validate/pods`; for a URL ending in
+    /// `/mutate/pods`, the same URL ending in `/validate/pods`.
+    pub fn guard(&self) -> Result<Target> {
+        match self {
+            Target::Service { .. } => Ok(self.clone()),
+            Target::Url(u) => match u.strip_suffix(PATH) {
+                Some(base) => Ok(Target::Url(format!("{base}{GUARD_PATH}"))),
+                None => Err(Error::Config(format!(
+                    "--url {u:?} does not end with {PATH}: give the busy guard's URL with --guard-url"
+                ))),
+            },
+        }
+    }
+}
+
+/// The busy guard's registration: pod DELETE and `pods/eviction` CREATE of pods carrying
+/// the guard label only (objectSelector), failing open (`Ignore`) after `timeout_seconds`.
+pub fn build_guard(
+    name: &str,
+    target: &Target,
+    ca_pem: &str,
+    operator_namespace: &str,
+    timeout_seconds: i32,
+) -> Result<ValidatingWebhookConfiguration> {
+    if !(1..=30).contains(&timeout_seconds) {
+        return Err(Error::Config(format!(
+            "--guard-timeout-seconds must be within 1-30 (the API server's limit), got {timeout_seconds}"
+        )));
+    }
+    let m = build(name, target, ca_pem, operator_namespace);
+    let client_config = match target {
+        Target::Url(u) => WebhookClientConfig {
+            url: Some(u.clone()),
+            ..Default::default()
+        },
+        Target::Service { namespace, name } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(GUARD_PATH.into()),
+                port: Some(443),
+            }),
+            ..Default::default()
+        },
+    };
+    let namespace_selector = m
+        .webhooks
+        .as_ref()
+        .and_then(|w| w.first())
+        .and_then(|w| w.namespace_selector.clone());
+    let rule = |ops: &str, resource: &str| RuleWithOperations {
+        api_groups: Some(vec!["".into()]),
+        api_versions: Some(vec!["v1".into()]),
+        operations: Some(vec![ops.into()]),
+        resources: Some(vec![resource.into()]),
+        scope: Some("Namespaced".into()),
+    };
+    Ok(ValidatingWebhookConfiguration {
+        metadata: m.metadata,
+        webhooks: Some(vec![ValidatingWebhook {
+            name: GUARD_WEBHOOK_NAME.into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            timeout_seconds: Some(timeout_seconds),
+            // An operator outage must never block deletes in the cluster: the controllers'
+            // own protections stay as the second line.
+            failure_policy: Some("Ignore".into()),
+            match_policy: Some("Equivalent".into()),
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                ..client_config
+            },
+            rules: Some(vec![
+                rule("DELETE", "pods"),
+                rule("CREATE", "pods/eviction"),
+            ]),
+            namespace_selector,
+            object_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    crate::api::probe::BUSY_GUARD_LABEL.to_string(),
+                    "true".to_string(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+    })
+}
+
+/// Both configurations as one multi-document YAML stream (mutating first).
+pub fn to_yaml_all(
+    mwc: &MutatingWebhookConfiguration,
+    vwc: &ValidatingWebhookConfiguration,
+) -> Result<String> {
+    Ok(format!(
+        "{}---\n{}",
+        serde_yaml::to_string(mwc)?,
+        serde_yaml::to_string(vwc)?
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +286,63 @@ mod tests {
         let y = to_yaml(&m).unwrap();
         // caBundle is base64 on the wire.
         assert!(y.contains("caBundle: Q0E="), "{y}");
+    }
+
+    #[test]
+    fn guard_registration_fields() {
+        let url = Target::Url("https://127.0.0.1:8443/mutate/pods".into());
+        let g = url.guard().unwrap();
+        assert_eq!(
+            g,
+            Target::Url("https://127.0.0.1:8443/validate/pods".into())
+        );
+        assert!(Target::Url("https://x/other".into()).guard().is_err());
+        let svc = Target::service("ops/kube-standby").unwrap();
+        let v = build_guard("kube-standby", &svc.guard().unwrap(), "CA", "ops", 2).unwrap();
+        let wh = &v.webhooks.as_ref().unwrap()[0];
+        assert_eq!(wh.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(wh.timeout_seconds, Some(2));
+        assert_eq!(wh.side_effects, "None");
+        assert_eq!(wh.admission_review_versions, vec!["v1"]);
+        let svc_ref = wh.client_config.service.as_ref().unwrap();
+        assert_eq!(svc_ref.path.as_deref(), Some("/validate/pods"));
+        let rules = wh.rules.as_ref().unwrap();
+        let got: Vec<(String, String)> = rules
+            .iter()
+            .map(|r| {
+                (
+                    r.operations.as_ref().unwrap()[0].clone(),
+                    r.resources.as_ref().unwrap()[0].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("DELETE".to_string(), "pods".to_string()),
+                ("CREATE".to_string(), "pods/eviction".to_string())
+            ]
+        );
+        assert_eq!(
+            wh.object_selector.as_ref().unwrap().match_labels,
+            Some(BTreeMap::from([(
+                "kube-standby.dev/busy-guard".to_string(),
+                "true".to_string()
+            )]))
+        );
+        let sel = &wh
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            sel.values.as_ref().unwrap(),
+            &vec!["kube-system".to_string(), "ops".to_string()]
+        );
+        for bad in [0, 31, -1] {
+            assert!(build_guard("k", &svc, "CA", "ops", bad).is_err(), "{bad}");
+        }
     }
 }

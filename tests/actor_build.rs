@@ -270,3 +270,32 @@ fn a_job_sidecar_is_native_only_where_the_cluster_has_native_sidecars() {
     assert_eq!(tpl["initContainers"][0]["restartPolicy"], "Always");
     assert_eq!(containers(&j["spec"]["template"]), vec!["runtime"]);
 }
+
+#[test]
+fn pods_are_guarded_only_with_a_busy_probe() {
+    use kube_standby::api::probe::{BusyProbe, BUSY_ANNOTATION_KEY_ANNOTATION, BUSY_GUARD_LABEL};
+    let mut a = example("asyncactor-hello.yaml");
+    let labels = |a: &AsyncActor| {
+        build::pod_template(a, &cfg(false))
+            .unwrap()
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap_or_default()
+    };
+    assert!(a.spec.scaling.as_ref().unwrap().busy_probe.is_none());
+    assert!(!labels(&a).contains_key(BUSY_GUARD_LABEL));
+    a.spec.scaling.as_mut().unwrap().busy_probe = Some(BusyProbe {
+        annotation_key: "asya.io/busy".into(),
+        ..BusyProbe::default()
+    });
+    assert_eq!(labels(&a)[BUSY_GUARD_LABEL], "true");
+    let meta = build::pod_template(&a, &cfg(false))
+        .unwrap()
+        .metadata
+        .unwrap();
+    assert_eq!(
+        meta.annotations.unwrap()[BUSY_ANNOTATION_KEY_ANNOTATION],
+        "asya.io/busy"
+    );
+}

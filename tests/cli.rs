@@ -56,17 +56,29 @@ fn certs_then_webhook_config_for_url_and_service() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut fresh: MutatingWebhookConfiguration = serde_yaml::from_slice(&out.stdout).unwrap();
+        // Two documents: the mutating configuration, then the busy guard's validating one.
+        let (mut fresh, mut fresh_guard) = both(&String::from_utf8(out.stdout).unwrap());
         let wh = &mut fresh.webhooks.as_mut().unwrap()[0];
         assert_eq!(
             wh.client_config.ca_bundle.as_ref().unwrap().0,
             ca.as_bytes()
         );
+        let gwh = &mut fresh_guard.webhooks.as_mut().unwrap()[0];
+        assert_eq!(
+            gwh.client_config.ca_bundle.as_ref().unwrap().0,
+            ca.as_bytes(),
+            "the guard trusts the same CA"
+        );
+        assert_eq!(gwh.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(gwh.timeout_seconds, Some(2));
         // The committed example is the same apart from its CA.
-        let example: MutatingWebhookConfiguration =
-            serde_yaml::from_str(&std::fs::read_to_string(common::repo().join(committed)).unwrap())
-                .unwrap();
+        let (example, example_guard) =
+            both(&std::fs::read_to_string(common::repo().join(committed)).unwrap());
         wh.client_config.ca_bundle = example.webhooks.as_ref().unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone();
+        gwh.client_config.ca_bundle = example_guard.webhooks.as_ref().unwrap()[0]
             .client_config
             .ca_bundle
             .clone();
@@ -74,6 +86,159 @@ fn certs_then_webhook_config_for_url_and_service() {
             fresh, example,
             "{committed} drifted from `kube-standby webhook-config {flag} ...`"
         );
+        assert_eq!(
+            fresh_guard, example_guard,
+            "{committed} (guard) drifted from `kube-standby webhook-config {flag} ...`"
+        );
+    }
+}
+
+fn both(
+    text: &str,
+) -> (
+    MutatingWebhookConfiguration,
+    k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+) {
+    use serde::Deserialize;
+    let mut docs = serde_yaml::Deserializer::from_str(text);
+    let m = MutatingWebhookConfiguration::deserialize(docs.next().expect("first document"))
+        .expect("a MutatingWebhookConfiguration");
+    let v =
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration::deserialize(
+            docs.next().expect("second document"),
+        )
+        .expect("a ValidatingWebhookConfiguration");
+    assert!(docs.next().is_none(), "two documents only");
+    (m, v)
+}
+
+#[test]
+fn the_guard_url_and_timeout_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(
+        &ca,
+        std::fs::read(common::repo().join("tests/data/test-ca.crt")).unwrap(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        bin()
+            .arg("webhook-config")
+            .args(args)
+            .arg("--ca-file")
+            .arg(&ca)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--url", "https://10.0.0.1:8443/hook"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--guard-url"));
+    let out = run(&[
+        "--url",
+        "https://10.0.0.1:8443/hook",
+        "--guard-url",
+        "https://10.0.0.1:8443/guard",
+        "--guard-timeout-seconds",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = both(&String::from_utf8(out.stdout).unwrap());
+    let wh = &v.webhooks.unwrap()[0];
+    assert_eq!(
+        wh.client_config.url.as_deref(),
+        Some("https://10.0.0.1:8443/guard")
+    );
+    assert_eq!(wh.timeout_seconds, Some(5));
+    let out = run(&["--service", "a/b", "--guard-timeout-seconds", "31"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1-30"));
+}
+
+#[test]
+fn busy_guard_flags_are_parsed_and_checked() {
+    use clap::Parser;
+    use kube_standby::cli::{Cli, Command};
+    let cli = Cli::try_parse_from([
+        "kube-standby",
+        "webhook",
+        "--busy-guard-requesters",
+        "system:serviceaccount:kube-system:replicaset-controller, self ,alice",
+        "--busy-guard-max-hold",
+        "120",
+    ])
+    .unwrap();
+    let Command::Webhook(a) = cli.command else {
+        panic!("webhook")
+    };
+    let s = a
+        .tls
+        .guard
+        .settings(Some("system:serviceaccount:ops:ks"))
+        .unwrap();
+    assert_eq!(
+        s.requesters,
+        vec![
+            "system:serviceaccount:kube-system:replicaset-controller",
+            "system:serviceaccount:ops:ks",
+            "alice"
+        ]
+    );
+    assert_eq!(s.max_hold, std::time::Duration::from_secs(120));
+    // Without an in-cluster token `self` is left out.
+    assert_eq!(a.tls.guard.settings(None).unwrap().requesters.len(), 2);
+    // Defaults.
+    let cli = Cli::try_parse_from(["kube-standby", "webhook"]).unwrap();
+    let Command::Webhook(a) = cli.command else {
+        panic!("webhook")
+    };
+    let s = a.tls.guard.settings(None).unwrap();
+    assert_eq!(
+        s.requesters,
+        vec![
+            "system:serviceaccount:kube-system:replicaset-controller",
+            "system:kube-controller-manager"
+        ]
+    );
+    assert_eq!(s.max_hold, std::time::Duration::from_secs(3600));
+    // A bad entry and a bad number are clear errors.
+    let cli =
+        Cli::try_parse_from(["kube-standby", "run", "--busy-guard-requesters", "a b"]).unwrap();
+    let Command::Run(a) = cli.command else {
+        panic!("run")
+    };
+    let e = a.tls.guard.settings(None).unwrap_err().to_string();
+    assert!(e.contains("--busy-guard-requesters"), "{e}");
+    let e = Cli::try_parse_from(["kube-standby", "run", "--busy-guard-max-hold=-1"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("busy-guard-max-hold"), "{e}");
+}
+
+#[test]
+fn the_service_account_token_names_the_operator() {
+    use base64::Engine;
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let token = format!(
+        "{}.{}.sig",
+        enc(r#"{"alg":"RS256"}"#),
+        enc(r#"{"sub":"system:serviceaccount:kube-standby:kube-standby"}"#)
+    );
+    assert_eq!(
+        kube_standby::cli::token_subject(&token).as_deref(),
+        Some("system:serviceaccount:kube-standby:kube-standby")
+    );
+    for bad in [
+        "",
+        "x",
+        "a.!!!.c",
+        &format!("a.{}.c", enc("{}")),
+        &format!("a.{}.c", enc("[1]")),
+    ] {
+        assert_eq!(kube_standby::cli::token_subject(bad), None, "{bad}");
     }
 }
 

@@ -46,6 +46,33 @@ impl Default for BusyProbe {
     }
 }
 
+/// Label that opts a pod into the busy guard (our controllers put it on the pod templates
+/// they write; the ValidatingWebhookConfiguration selects on it).
+pub const BUSY_GUARD_LABEL: &str = "kube-standby.dev/busy-guard";
+/// Annotation naming the annotation that says the pod is busy (default `paia.tech/busy`).
+pub const BUSY_ANNOTATION_KEY_ANNOTATION: &str = "kube-standby.dev/busy-annotation";
+/// Annotation our controllers set on pods of http/exec pools (`probe`): the guard then
+/// reads the operator's probe results, and a pod never probed counts as busy.
+pub const BUSY_SOURCE_ANNOTATION: &str = "kube-standby.dev/busy-source";
+
+/// Opt a pod template into the busy guard: the guard label (unless the template sets it
+/// itself, e.g. to "false" to opt out), and for an annotation-mode pool whose key is not
+/// the default, the annotation naming that key.
+pub fn mark_guarded(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation_key: Option<&str>,
+) {
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .entry(BUSY_GUARD_LABEL.to_string())
+        .or_insert_with(|| "true".to_string());
+    if let Some(k) = annotation_key.filter(|k| *k != default_annotation_key()) {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(BUSY_ANNOTATION_KEY_ANNOTATION.to_string(), k.to_string());
+    }
+}
+
 pub fn default_annotation_key() -> String {
     "paia.tech/busy".to_string()
 }

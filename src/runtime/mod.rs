@@ -28,6 +28,7 @@ use crate::webhook::release::{KubeTokenReviewer, PodRelease, ReleaseLookup, Rele
 use crate::webhook::ObjectSource;
 use crate::{Error, Result};
 
+pub mod guard;
 pub mod leader;
 
 /// How long a requested shutdown waits for the draining tasks (the webhook answering the
@@ -291,13 +292,23 @@ pub async fn run(
         }),
         Arc::new(view.clone()),
     ));
+    let mut guarded = guard::GuardedObjects {
+        inner: Arc::new(view),
+        pods: vec![],
+    };
+    for scope in &scopes {
+        let (store, task) = guard::watch(&deps, scope.clone());
+        let label = scope.as_deref().unwrap_or("all");
+        tasks.push(Task::forever(format!("busy-guard-pods-{label}"), task));
+        guarded.pods.push((scope.clone(), store));
+    }
     let server_cfg = ServerConfig {
         tls: tls_mode(&client, &cfg).await?,
         ..cfg.server.clone()
     };
     let prepared = server::prepare(
         &server_cfg,
-        Arc::new(view),
+        Arc::new(guarded),
         Some(release),
         readiness.clone(),
         metrics.clone(),
@@ -306,10 +317,29 @@ pub async fn run(
     .await?;
 
     match (cfg.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
-        (Some(name), Some(ca)) => tasks.push(Task::forever(
-            "cabundle",
-            crate::tls::cabundle::keep_ca_bundle(client.clone(), name, ca, Duration::from_secs(60)),
-        )),
+        (Some(name), Some(ca)) => {
+            // The busy guard's ValidatingWebhookConfiguration has the same name.
+            tasks.push(Task::forever(
+                "cabundle-guard",
+                crate::tls::cabundle::keep_ca_bundle_of::<
+                    k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+                >(
+                    client.clone(),
+                    name.clone(),
+                    ca.clone(),
+                    Duration::from_secs(60),
+                ),
+            ));
+            tasks.push(Task::forever(
+                "cabundle",
+                crate::tls::cabundle::keep_ca_bundle(
+                    client.clone(),
+                    name,
+                    ca,
+                    Duration::from_secs(60),
+                ),
+            ))
+        }
         (Some(_), None) => {
             tracing::info!("--webhook-config-name is only used with --tls-self-signed; caBundle left to its owner")
         }

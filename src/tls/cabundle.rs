@@ -1,36 +1,79 @@
-//! Keep a MutatingWebhookConfiguration's `caBundle` equal to the CA we serve with.
+//! Keep a MutatingWebhookConfiguration's (and the busy guard's
+//! ValidatingWebhookConfiguration's) `caBundle` equal to the CA we serve with.
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use kube::Client;
 
 use crate::Result;
 
+/// A webhook configuration kind whose client configs carry a caBundle.
+pub trait WebhookConfigKind:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig>;
+}
+
+impl WebhookConfigKind for MutatingWebhookConfiguration {
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
+
+impl WebhookConfigKind for ValidatingWebhookConfiguration {
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
+
 /// The configuration with every webhook's caBundle set to `ca_pem`, or None when it
 /// already is (no write needed).
-pub fn with_ca_bundle(
-    mwc: &MutatingWebhookConfiguration,
-    ca_pem: &str,
-) -> Option<MutatingWebhookConfiguration> {
+pub fn with_ca_bundle<K: WebhookConfigKind>(config: &K, ca_pem: &str) -> Option<K> {
     let want = ByteString(ca_pem.as_bytes().to_vec());
-    let mut out = mwc.clone();
+    let mut out = config.clone();
     let mut changed = false;
-    for wh in out.webhooks.iter_mut().flatten() {
-        if wh.client_config.ca_bundle.as_ref() != Some(&want) {
-            wh.client_config.ca_bundle = Some(want.clone());
+    for cc in out.client_configs() {
+        if cc.ca_bundle.as_ref() != Some(&want) {
+            cc.ca_bundle = Some(want.clone());
             changed = true;
         }
     }
     changed.then_some(out)
 }
 
+/// Make the named MutatingWebhookConfiguration trust `ca_pem` (see [`ensure_ca_bundle_of`]).
+pub async fn ensure_ca_bundle(client: Client, name: &str, ca_pem: &str) -> Result<bool> {
+    ensure_ca_bundle_of::<MutatingWebhookConfiguration>(client, name, ca_pem).await
+}
+
 /// Make the named configuration trust `ca_pem`. The write is a replace carrying the
 /// resourceVersion we read, so a concurrent change makes it fail with 409; we then
 /// re-read and retry. Returns whether a write happened.
-pub async fn ensure_ca_bundle(client: Client, name: &str, ca_pem: &str) -> Result<bool> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+pub async fn ensure_ca_bundle_of<K: WebhookConfigKind>(
+    client: Client,
+    name: &str,
+    ca_pem: &str,
+) -> Result<bool> {
+    let api: Api<K> = Api::all(client);
     let mut attempt = 0;
     loop {
         let current = api.get(name).await?;
@@ -61,8 +104,22 @@ pub async fn ensure_ca_bundle(client: Client, name: &str, ca_pem: &str) -> Resul
 
 /// Re-assert the caBundle periodically (someone may re-apply the configuration).
 pub async fn keep_ca_bundle(client: Client, name: String, ca_pem: String, every: Duration) {
+    keep_ca_bundle_of::<MutatingWebhookConfiguration>(client, name, ca_pem, every).await
+}
+
+/// [`keep_ca_bundle`] for any webhook configuration kind; a configuration that does not
+/// exist (e.g. the busy guard's, not applied) is logged at debug level only.
+pub async fn keep_ca_bundle_of<K: WebhookConfigKind>(
+    client: Client,
+    name: String,
+    ca_pem: String,
+    every: Duration,
+) {
     loop {
-        match ensure_ca_bundle(client.clone(), &name, &ca_pem).await {
+        match ensure_ca_bundle_of::<K>(client.clone(), &name, &ca_pem).await {
+            Err(crate::Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                tracing::debug!(webhook_config = %name, kind = %K::kind(&()), "not found; caBundle not kept")
+            }
             Ok(true) => tracing::info!(webhook_config = %name, "caBundle updated"),
             Ok(false) => {}
             Err(e) => {

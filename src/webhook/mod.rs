@@ -19,16 +19,19 @@ use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
 
 pub mod config;
+pub mod guard;
 pub mod limits;
 pub mod mutate;
 pub mod objects;
 pub mod release;
 pub mod singleton;
+pub mod validate;
 
 pub use config::{Config, Injection};
 pub use limits::{AdmissionGate, AdmissionLimits};
 pub use mutate::mutate;
 pub use objects::{ObjectSource, StaticObjects};
+pub use validate::GuardState;
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -40,19 +43,26 @@ pub struct WebhookState {
     pub debug: DebugState,
     /// The agent release service (`run` mode only).
     pub release: Option<Arc<release::ReleaseService>>,
-    /// Concurrency, body size, body time and buffer limits of `/mutate/pods`.
+    /// Concurrency, body size, body time and buffer limits of `/mutate/pods` and
+    /// `/validate/pods` (one budget for both).
     pub gate: Arc<AdmissionGate>,
+    /// The busy guard's settings and holds (`/validate/pods`).
+    pub guard: Arc<GuardState>,
 }
 
 /// The webhook's HTTPS routes (what the API server and the in-pod agents reach).
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/mutate/pods", post(mutate_pods))
+        .route(VALIDATE_PATH, post(validate_pods))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/release", get(release::release))
         .with_state(state)
 }
+
+/// Where the busy guard (pod DELETE and `pods/eviction`) is served.
+pub const VALIDATE_PATH: &str = "/validate/pods";
 
 /// The operations routes, served on a separate plain-HTTP port (`--metrics-bind`) so a
 /// NetworkPolicy can keep metrics and debug state inside the cluster: `/metrics`,
@@ -341,37 +351,44 @@ fn refuse(
     resp
 }
 
-async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Response {
-    let started = Instant::now();
+/// Take a review slot and read the body within the limits; or the refusal to send.
+async fn admitted_body(
+    state: &WebhookState,
+    started: Instant,
+    req: Request,
+) -> Result<(limits::Admitted, Vec<u8>), Response> {
     let (parts, mut body) = req.into_parts();
     let gate = state.gate.clone();
     // Held until the answer is built: the slot and the buffered bytes.
-    let mut admitted = match gate.enter() {
-        Ok(a) => a,
-        Err(e) => {
-            let outcome = e.outcome();
-            return refuse(
-                &state,
-                started,
-                AdmissionError::Body(e.to_string(), e.status()),
-                outcome,
-            );
-        }
-    };
-    let body = match gate
+    let mut admitted = gate.enter().map_err(|e| {
+        let outcome = e.outcome();
+        refuse(
+            state,
+            started,
+            AdmissionError::Body(e.to_string(), e.status()),
+            outcome,
+        )
+    })?;
+    let body = gate
         .read_body(&mut admitted, &parts.headers, &mut body)
         .await
-    {
-        Ok(b) => b,
-        Err(e) => {
+        .map_err(|e| {
             let outcome = e.outcome();
-            return refuse(
-                &state,
+            refuse(
+                state,
                 started,
                 AdmissionError::Body(e.to_string(), e.status()),
                 outcome,
-            );
-        }
+            )
+        })?;
+    Ok((admitted, body))
+}
+
+async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Response {
+    let started = Instant::now();
+    let (admitted, body) = match admitted_body(&state, started, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let req = match parse_review(&body) {
         Ok(r) => r,
@@ -451,5 +468,90 @@ async fn metrics(State(state): State<WebhookState>) -> Response {
 }
 
 async fn debug_state(State(state): State<WebhookState>) -> Response {
-    Json(state.debug.snapshot()).into_response()
+    let mut v = state.debug.snapshot();
+    let held = state.guard.held();
+    if !held.is_empty() {
+        if let (Some(m), Ok(h)) = (v.as_object_mut(), serde_json::to_value(held)) {
+            m.insert("busy_guard/held_pods".into(), h);
+        }
+    }
+    Json(v).into_response()
+}
+
+async fn validate_pods(State(state): State<WebhookState>, req: Request) -> Response {
+    let started = Instant::now();
+    let (admitted, body) = match admitted_body(&state, started, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let req = match parse_review(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(&state, started, e, "rejected"),
+    };
+    drop(body);
+    let span = info_span!(
+        "busy_guard",
+        uid = %Untrusted::short(req.uid()),
+        namespace = %Untrusted::short(req.namespace().unwrap_or("")),
+        name = %Untrusted::short(&req.display_name()),
+        operation = ?req.operation(),
+        dry_run = req.dry_run(),
+        allowed = field::Empty,
+        duration_us = field::Empty,
+    );
+    async move {
+        let answer =
+            validate::guard_review(&req, state.objects.as_ref(), &state.guard, Instant::now());
+        let elapsed = started.elapsed();
+        let span = tracing::Span::current();
+        span.record("allowed", answer.response.allowed);
+        span.record("duration_us", elapsed.as_micros() as u64);
+        let outcome = if answer.response.allowed {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
+        };
+        if let Some(j) = &answer.judged {
+            state
+                .metrics
+                .busy_guard_decisions
+                .get_or_create(&crate::metrics::GuardLabels {
+                    decision: j.verdict.label(),
+                    requester_class: j.requester_class,
+                    operation: j.op.label(),
+                })
+                .inc();
+            match &j.verdict {
+                guard::Verdict::Deny { message, .. } => {
+                    tracing::info!(pod = %Untrusted::short(&j.pod), requester = j.requester_class, reason = %Untrusted::long(message), "busy guard held a removal")
+                }
+                guard::Verdict::Allow {
+                    warning: Some(w), ..
+                } => {
+                    tracing::warn!(pod = %Untrusted::short(&j.pod), warning = %Untrusted::long(w), "busy guard let a busy pod go")
+                }
+                _ => tracing::debug!(decision = j.verdict.label(), "busy guard reviewed"),
+            }
+        }
+        state
+            .metrics
+            .admission(outcome.label(), elapsed.as_secs_f64());
+        let decision = Decision {
+            response: answer.response,
+            outcome,
+            patch: vec![],
+        };
+        let resp = match review_json(decision) {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => AdmissionError::Body(
+                format!("could not encode the response: {e}"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .into_response(),
+        };
+        drop(admitted);
+        resp
+    }
+    .instrument(span)
+    .await
 }

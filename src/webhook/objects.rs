@@ -3,8 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
+use super::guard::ProbeView;
 use crate::api::StatefulSingleton;
 use crate::{Error, Result};
 
@@ -12,12 +15,25 @@ use crate::{Error, Result};
 pub trait ObjectSource: Send + Sync {
     /// The StatefulSingletons of a namespace.
     fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>>;
+
+    /// A pod the busy guard may hold (one carrying the guard label), from a cache: the
+    /// eviction path looks it up here, never through the API. None: unknown (allowed).
+    fn guarded_pod(&self, _namespace: &str, _name: &str) -> Option<ObjectMeta> {
+        None
+    }
+
+    /// The operator's latest probe result for a pod of an http/exec pool, by UID.
+    fn probe(&self, _uid: &str) -> Option<ProbeView> {
+        None
+    }
 }
 
 /// A fixed set of objects, e.g. loaded from `--objects` files.
 #[derive(Default, Clone)]
 pub struct StaticObjects {
     pub singletons: Vec<Arc<StatefulSingleton>>,
+    /// Pods for the busy guard's eviction path (`kind: Pod` documents).
+    pub pods: Vec<Arc<Pod>>,
 }
 
 impl ObjectSource for StaticObjects {
@@ -28,11 +44,20 @@ impl ObjectSource for StaticObjects {
             .cloned()
             .collect()
     }
+
+    fn guarded_pod(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        self.pods
+            .iter()
+            .find(|p| {
+                p.namespace().as_deref().unwrap_or("default") == namespace && p.name_any() == name
+            })
+            .map(|p| p.metadata.clone())
+    }
 }
 
 impl StaticObjects {
     /// Load objects from multi-document YAML (or JSON) text. StatefulSingletons (either
-    /// group) are kept; other kinds are ignored. A malformed StatefulSingleton is an error.
+    /// group) and Pods are kept; other kinds are ignored. A malformed one is an error.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
         let mut out = StaticObjects::default();
         out.add_yaml(text, origin)?;
@@ -51,6 +76,13 @@ impl StaticObjects {
                 .get("kind")
                 .and_then(|k| k.as_str())
                 .unwrap_or_default();
+            if kind == "Pod" {
+                let p: Pod = serde_yaml::from_value(value).map_err(|e| {
+                    Error::Config(format!("{origin}: document {}: invalid Pod: {e}", i + 1))
+                })?;
+                self.pods.push(Arc::new(p));
+                continue;
+            }
             if kind != "StatefulSingleton" {
                 continue;
             }
@@ -96,6 +128,21 @@ spec:
         assert_eq!(o.singletons("prod").len(), 1);
         assert_eq!(o.singletons("other").len(), 0);
         assert_eq!(o.singletons("prod")[0].spec.termination_grace_period, 30);
+    }
+
+    #[test]
+    fn loads_pods_for_the_guard() {
+        let y = "apiVersion: v1\nkind: Pod\nmetadata: {name: w, namespace: prod}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: d}\n";
+        let o = StaticObjects::from_yaml(y, "t").unwrap();
+        assert!(o.guarded_pod("prod", "w").is_some());
+        assert!(o.guarded_pod("default", "d").is_some());
+        assert!(o.guarded_pod("prod", "d").is_none());
+        let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: [x]}\n";
+        let e = StaticObjects::from_yaml(bad, "f.yaml")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("f.yaml") && e.contains("invalid Pod"), "{e}");
     }
 
     #[test]

@@ -152,7 +152,8 @@ def test_namespaced_mode_uses_roles_and_scopes_the_webhook():
     cluster = by_kind(docs, "ClusterRole")[0]
     # Only what is cluster-scoped stays cluster-wide.
     assert {r for rule in cluster["rules"] for r in rule["resources"]} == {
-        "nodes", "tokenreviews", "mutatingwebhookconfigurations", "customresourcedefinitions"}
+        "nodes", "tokenreviews", "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
+        "customresourcedefinitions"}
     roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")
              if r["metadata"]["name"] == "kube-standby"}
     assert set(roles) == {"team-a", "team-b"}
@@ -291,11 +292,52 @@ def test_webhook_matches_the_binary():
     ca = os.path.join(ROOT, "tests", "data", "test-ca.crt")
     out = subprocess.run([BIN, "webhook-config", "--service", "kube-standby/kube-standby", "--ca-file", ca],
                          check=True, capture_output=True, text=True).stdout
-    want = yaml.safe_load(out)["webhooks"][0]
-    got = by_kind(render(), "MutatingWebhookConfiguration")[0]["webhooks"][0]
-    want["clientConfig"].pop("caBundle", None)
-    got["clientConfig"].pop("caBundle", None)
-    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), (got, want)
+    printed = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    assert set(printed) == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}, printed
+    docs = render()
+    for kind in printed:
+        want = printed[kind]["webhooks"][0]
+        got = by_kind(docs, kind)[0]["webhooks"][0]
+        want["clientConfig"].pop("caBundle", None)
+        got["clientConfig"].pop("caBundle", None)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), (kind, got, want)
+
+
+def test_busy_guard_registration_and_flags():
+    docs = render()
+    vwc = by_kind(docs, "ValidatingWebhookConfiguration")[0]
+    wh = vwc["webhooks"][0]
+    assert wh["failurePolicy"] == "Ignore" and wh["timeoutSeconds"] == 2
+    assert wh["objectSelector"] == {"matchLabels": {"kube-standby.dev/busy-guard": "true"}}
+    assert wh["clientConfig"]["service"]["path"] == "/validate/pods"
+    assert "caBundle" not in wh["clientConfig"]  # self-signed: kept by the operator
+    args = container(docs)["args"]
+    assert ("--busy-guard-requesters=system:serviceaccount:kube-system:replicaset-controller,"
+            "system:kube-controller-manager,self") in args, args
+    assert "--busy-guard-max-hold=3600" in args, args
+    # The operator keeps both caBundles current: RBAC on both kinds, by name.
+    rules = [r for c in by_kind(docs, "ClusterRole") for r in c["rules"]]
+    hooks = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
+    assert hooks and hooks[0]["resourceNames"] == ["kube-standby"], hooks
+    # Same CA handling as the mutating one in secret mode.
+    docs = render({"tls": {"mode": "secret", "secretName": "t", "caBundle": "Q0E="},
+                   "busyGuard": {"requesters": ["alice", "self"], "maxHoldSeconds": 7200,
+                                 "timeoutSeconds": 5}})
+    wh = by_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]
+    assert wh["clientConfig"]["caBundle"] == "Q0E=" and wh["timeoutSeconds"] == 5
+    args = container(docs)["args"]
+    assert "--busy-guard-requesters=alice,self" in args and "--busy-guard-max-hold=7200" in args, args
+    # The binary accepts what the chart renders.
+    guard_args = [a for a in args if a.startswith("--busy-guard")]
+    out = subprocess.run([BIN, "webhook", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0",
+                          "--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key"]
+                         + guard_args, capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "/nonexistent/tls.crt" in out.stderr, out.stderr
+    # Namespaced mode scopes the guard like the mutating webhook.
+    docs = render({"watchNamespaces": ["team-a"]})
+    sel = by_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["namespaceSelector"]
+    assert sel["matchExpressions"][0]["operator"] == "In"
+    assert sel["matchExpressions"][0]["values"] == ["team-a"]
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ pub fn state_with(objects: StaticObjects) -> WebhookState {
         debug: DebugState::default(),
         release: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
+        guard: Default::default(),
     }
 }
 

@@ -554,6 +554,19 @@ pub fn pod_template(actor: &AsyncActor, cfg: &BuildConfig) -> Result<PodTemplate
     meta.labels
         .get_or_insert_with(BTreeMap::new)
         .insert(ACTOR_LABEL.into(), actor.name_any());
+    // Pods of an actor with a busy probe are guarded against any remover (KEDA/HPA too).
+    if let Some(p) = actor
+        .spec
+        .scaling
+        .as_ref()
+        .and_then(|s| s.busy_probe.as_ref())
+    {
+        crate::api::probe::mark_guarded(
+            meta,
+            (p.mode == crate::api::probe::BusyMode::Annotation)
+                .then_some(p.annotation_key.as_str()),
+        );
+    }
     // A new runtime file rolls the pods of long-running workloads (subPath mounts are not
     // refreshed in place). Jobs pick it up with their next pods.
     if let (Some(h), false) = (&cfg.runtime_hash, wl.type_ == WorkloadType::Job) {

@@ -56,6 +56,12 @@ pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, Strin
     if tpl.spec.as_ref().is_none_or(|s| s.containers.is_empty()) {
         return Err("podTemplate.spec.containers must list at least one container".into());
     }
+    let probe = &hsd.spec.busy_probe;
+    crate::api::probe::mark_guarded(
+        tpl.metadata.get_or_insert_with(ObjectMeta::default),
+        (probe.mode == crate::api::probe::BusyMode::Annotation)
+            .then_some(probe.annotation_key.as_str()),
+    );
     Ok(tpl)
 }
 
@@ -483,6 +489,26 @@ mod tests {
 
     fn tpl() -> serde_json::Value {
         json!({"metadata": {"labels": {"tier": "web"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}})
+    }
+
+    #[test]
+    fn template_pods_are_guarded() {
+        use crate::api::probe::{BUSY_ANNOTATION_KEY_ANNOTATION, BUSY_GUARD_LABEL};
+        let mut h = hsd(tpl());
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert_eq!(meta.labels.unwrap()[BUSY_GUARD_LABEL], "true");
+        assert!(meta.annotations.is_none(), "default key: nothing to name");
+        h.spec.busy_probe.annotation_key = "x.io/working".into();
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert_eq!(
+            meta.annotations.unwrap()[BUSY_ANNOTATION_KEY_ANNOTATION],
+            "x.io/working"
+        );
+        // http mode: the key is not the busy source.
+        h.spec.busy_probe.mode = crate::api::probe::BusyMode::Http;
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert_eq!(meta.labels.unwrap()[BUSY_GUARD_LABEL], "true");
+        assert!(meta.annotations.is_none());
     }
 
     #[test]

@@ -109,6 +109,12 @@ pub fn unit_job(hsj: &HotStandbyJob) -> Result<Job, String> {
     meta.labels
         .get_or_insert_with(Default::default)
         .extend(labels.clone());
+    let probe = &hsj.spec.busy_probe;
+    crate::api::probe::mark_guarded(
+        meta,
+        (probe.mode == crate::api::hsj::JobBusyMode::Annotation)
+            .then_some(probe.annotation_key.as_str()),
+    );
     spec.ttl_seconds_after_finished.get_or_insert(DEFAULT_TTL);
     spec.completions = Some(1);
     Ok(Job {
@@ -139,6 +145,47 @@ mod tests {
         h
     }
 
+    use crate::api::probe::{BUSY_ANNOTATION_KEY_ANNOTATION, BUSY_GUARD_LABEL};
+
+    #[test]
+    fn pods_are_guarded_and_name_a_custom_busy_annotation() {
+        let mut h = hsj(serde_json::json!({"image": "busybox"}));
+        let meta = |h: &HotStandbyJob| {
+            unit_job(h)
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+        };
+        let m = meta(&h);
+        assert_eq!(m.labels.unwrap()[BUSY_GUARD_LABEL], "true");
+        assert!(!m
+            .annotations
+            .unwrap_or_default()
+            .contains_key(BUSY_ANNOTATION_KEY_ANNOTATION));
+        h.spec.busy_probe.annotation_key = "x.io/working".into();
+        let m = meta(&h);
+        assert_eq!(
+            m.annotations.unwrap()[BUSY_ANNOTATION_KEY_ANNOTATION],
+            "x.io/working"
+        );
+        // The Job object itself is not a pod: no guard label there.
+        assert!(!unit_job(&h)
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap()
+            .contains_key(BUSY_GUARD_LABEL));
+        // A template that opts out keeps its choice.
+        let h = hsj(
+            serde_json::json!({"template": {"metadata": {"labels": {BUSY_GUARD_LABEL: "false"}},
+            "spec": {"containers": [{"name": "a", "image": "b"}]}}}),
+        );
+        assert_eq!(meta(&h).labels.unwrap()[BUSY_GUARD_LABEL], "false");
+    }
+
     #[test]
     fn shorthand_unit_is_owned_labelled_and_defaulted() {
         let mut h = hsj(serde_json::json!({"image": "busybox", "command": ["sleep", "1"]}));
@@ -163,7 +210,12 @@ mod tests {
         assert_eq!(spec.completions, Some(1));
         assert_eq!(spec.ttl_seconds_after_finished, Some(DEFAULT_TTL));
         let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-        assert_eq!(pod_labels, want);
+        let mut want_pod = want.clone();
+        want_pod.insert(BUSY_GUARD_LABEL.to_string(), "true".to_string());
+        assert_eq!(
+            pod_labels, want_pod,
+            "the pods carry the busy-guard label too"
+        );
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     }
