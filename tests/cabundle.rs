@@ -90,5 +90,9 @@ async fn missing_configuration_is_an_error_not_a_panic() {
     });
     expect(&mut handle, "GET", 404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).await;
     let err = task.await.unwrap().unwrap_err();
-    assert_eq!(err.metric_label(), "kube");
+    assert_eq!(
+        err.metric_label(),
+        "not_found",
+        "an API error is labelled by its class (issue 17)"
+    );
 }
