@@ -285,77 +285,14 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
         return p;
     };
     if o.foreign(kind) || (kind == Kind::StatefulSet && o.foreign(Kind::Service)) {
-        let what = if o.foreign(kind) { kind } else { Kind::Service };
-        let msg = format!(
-            "{} {} exists and is not controlled by this AsyncActor; nothing was changed",
-            what.name(),
-            actor.name_any()
-        );
-        let mut c = cond(&mut p.status, actor, now);
-        c.set("WorkloadReady", false, "WorkloadConflict", msg);
-        c.set(
-            "ScalingReady",
-            false,
-            "WaitingForWorkload",
-            "the workload is not ours",
-        );
-        p.status.workload_ref = None;
-        p.status.scaled_object_ref = None;
-        // Ours would scale an object we do not control.
-        for k in KEDA_KINDS {
-            delete_ours(o, &mut p, k);
-        }
+        conflict(o, &mut p, kind, now);
         return p;
     }
-
     let scaling = scaling_decision(o, kind);
     p.keda_drives = matches!(scaling, Scaling::Keda { .. });
     // The runtime ConfigMap first: the pods mount it.
     p.actions.extend(configmap);
-    // Deletions of what is no longer wanted.
-    for k in WORKLOAD_KINDS.into_iter().filter(|k| *k != kind) {
-        if let Some(e) = o.ours(k).filter(|e| !e.deleting) {
-            p.actions.push(Action::Delete {
-                kind: k,
-                uid: e.uid.clone(),
-            });
-            p.notes.push(note(
-                false,
-                "WorkloadReplaced",
-                format!(
-                    "workload.type is {}: the old {} was deleted",
-                    kind.name(),
-                    k.name()
-                ),
-            ));
-        }
-    }
-    if kind != Kind::StatefulSet {
-        delete_ours(o, &mut p, Kind::Service);
-    }
-    let keep: Vec<Kind> = match &scaling {
-        Scaling::Keda { auth, .. } => {
-            let mut v = vec![scaled_kind(kind)];
-            if auth.is_some() {
-                v.push(Kind::TriggerAuthentication);
-            }
-            v
-        }
-        _ => vec![],
-    };
-    for k in KEDA_KINDS.into_iter().filter(|k| !keep.contains(k)) {
-        if o.ours(k).is_some_and(|e| !e.deleting) {
-            delete_ours(o, &mut p, k);
-            if k != Kind::TriggerAuthentication {
-                p.notes.push(note(
-                    false,
-                    "ScalingRemoved",
-                    format!("{} {} deleted", k.name(), actor.name_any()),
-                ));
-            }
-        }
-    }
-
+    unwanted(o, &mut p, kind, &scaling);
     workload_actions(o, &mut p, kind, tpl);
     if let Scaling::Keda { scaled, auth } = &scaling {
         if let Some(a) = auth {
@@ -376,6 +313,79 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
     workload_condition(o, &mut p, kind, now);
     scaling_condition(o, &mut p, &scaling, kind, now);
     p
+}
+
+/// A workload (or its Service) of our name that we do not control: change nothing of it,
+/// say so, and delete our KEDA objects (they would scale an object we do not control).
+fn conflict(o: &Observed<'_>, p: &mut Plan, kind: Kind, now: &Time) {
+    let actor = o.actor;
+    let what = if o.foreign(kind) { kind } else { Kind::Service };
+    let msg = format!(
+        "{} {} exists and is not controlled by this AsyncActor; nothing was changed",
+        what.name(),
+        actor.name_any()
+    );
+    let mut c = cond(&mut p.status, actor, now);
+    c.set("WorkloadReady", false, "WorkloadConflict", msg);
+    c.set(
+        "ScalingReady",
+        false,
+        "WaitingForWorkload",
+        "the workload is not ours",
+    );
+    p.status.workload_ref = None;
+    p.status.scaled_object_ref = None;
+    for k in KEDA_KINDS {
+        delete_ours(o, p, k);
+    }
+}
+
+/// Deletions of what is no longer wanted: workloads of another kind, a Service a
+/// StatefulSet no longer needs, KEDA objects the scaling no longer uses.
+fn unwanted(o: &Observed<'_>, p: &mut Plan, kind: Kind, scaling: &Scaling) {
+    let actor = o.actor;
+    for k in WORKLOAD_KINDS.into_iter().filter(|k| *k != kind) {
+        if let Some(e) = o.ours(k).filter(|e| !e.deleting) {
+            p.actions.push(Action::Delete {
+                kind: k,
+                uid: e.uid.clone(),
+            });
+            p.notes.push(note(
+                false,
+                "WorkloadReplaced",
+                format!(
+                    "workload.type is {}: the old {} was deleted",
+                    kind.name(),
+                    k.name()
+                ),
+            ));
+        }
+    }
+    if kind != Kind::StatefulSet {
+        delete_ours(o, p, Kind::Service);
+    }
+    let keep: Vec<Kind> = match scaling {
+        Scaling::Keda { auth, .. } => {
+            let mut v = vec![scaled_kind(kind)];
+            if auth.is_some() {
+                v.push(Kind::TriggerAuthentication);
+            }
+            v
+        }
+        _ => vec![],
+    };
+    for k in KEDA_KINDS.into_iter().filter(|k| !keep.contains(k)) {
+        if o.ours(k).is_some_and(|e| !e.deleting) {
+            delete_ours(o, p, k);
+            if k != Kind::TriggerAuthentication {
+                p.notes.push(note(
+                    false,
+                    "ScalingRemoved",
+                    format!("{} {} deleted", k.name(), actor.name_any()),
+                ));
+            }
+        }
+    }
 }
 
 /// The KEDA kind that scales a workload kind.
