@@ -1,5 +1,5 @@
 """Chart tests with the real Helm engine (helm-python-sdk): lint, render both TLS modes,
-the 2-replica HA layout and the namespaced mode, and check the rendered webhook registration
+the 2-replica HA layout, the namespaced mode (every watchNamespaces combination), and check the rendered webhook registration
 against the binary's own `webhook-config`."""
 import json
 import os
@@ -296,6 +296,68 @@ def test_webhook_matches_the_binary():
     want["clientConfig"].pop("caBundle", None)
     got["clientConfig"].pop("caBundle", None)
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), (got, want)
+
+
+def valid_selector(sel):
+    """The API server's rules for a LabelSelector (ValidateLabelSelector): In/NotIn need
+    at least one value, Exists/DoesNotExist none, and no other operator exists."""
+    for e in (sel or {}).get("matchExpressions", []):
+        op, values = e["operator"], e.get("values") or []
+        assert op in ("In", "NotIn", "Exists", "DoesNotExist"), e
+        if op in ("In", "NotIn"):
+            assert values, f"values: Required value: must be specified when operator is 'In' or 'NotIn': {e}"
+            assert all(isinstance(v, str) and v for v in values), e
+        else:
+            assert not values, e
+        assert e["key"], e
+
+
+def webhook_of(docs):
+    return by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"][0]
+
+
+def test_every_watch_namespaces_combination_renders_an_accepted_selector():
+    cases = {
+        "empty": [],
+        "release namespace only": ["kube-standby"],
+        "several": ["team-a", "team-b"],
+        "several with the release namespace": ["team-a", "kube-standby"],
+        "duplicates and kube-system": ["team-a", "team-a", "kube-system"],
+    }
+    for label, namespaces in cases.items():
+        docs = render({"watchNamespaces": namespaces})
+        wh = webhook_of(docs)
+        valid_selector(wh["namespaceSelector"])
+        valid_selector(wh.get("objectSelector"))
+        names = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")
+                 if r["metadata"]["name"] == "kube-standby"}
+        assert names == set(namespaces), (label, names)
+    # Empty: every namespace but kube-system and the operator's own.
+    wh = webhook_of(render({"watchNamespaces": []}))
+    assert wh["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "kube-standby"]}]
+    assert "objectSelector" not in wh
+    # The release namespace only: its pods are handled, the operator's own pods are not.
+    wh = webhook_of(render({"watchNamespaces": ["kube-standby"]}))
+    assert wh["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["kube-standby"]}]
+    op_labels = by_kind(render(), "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    expr = wh["objectSelector"]["matchExpressions"][0]
+    assert expr["operator"] == "NotIn" and op_labels[expr["key"]] in expr["values"], (expr, op_labels)
+    # Duplicates are listed once, kube-system never.
+    wh = webhook_of(render({"watchNamespaces": ["team-a", "team-a", "kube-system"]}))
+    assert wh["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"]
+    args = container(render({"watchNamespaces": ["team-a", "team-a"]}))["args"]
+    assert args.count("--namespace=team-a") == 1
+
+
+def test_watching_only_kube_system_fails_rendering():
+    try:
+        render({"watchNamespaces": ["kube-system"]})
+    except helm.HelmError as e:
+        assert "watchNamespaces" in str(e) and "kube-system" in str(e)
+    else:
+        raise AssertionError("rendering should fail")
 
 
 if __name__ == "__main__":
