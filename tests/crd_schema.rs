@@ -201,3 +201,37 @@ fn the_v2_view_of_a_nullable_object_would_let_a_typo_through() {
     );
     assert!(!errors.is_empty());
 }
+
+#[test]
+fn every_kind_is_in_the_kube_standby_category_with_distinct_short_names() {
+    let mut seen = std::collections::BTreeMap::new();
+    // Short names of built-in kinds a user may have in muscle memory.
+    let builtin = [
+        "sts", "deploy", "rs", "po", "svc", "cm", "ns", "ds", "hpa", "pdb",
+    ];
+    for crd in api::all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let names = &crd.spec.names;
+        assert_eq!(
+            names.categories.as_deref(),
+            Some(&["kube-standby".to_string()][..]),
+            "{name}: `kubectl get kube-standby` must list it"
+        );
+        let short = names.short_names.clone().unwrap_or_default();
+        assert!(!short.is_empty(), "{name}: no short name");
+        for s in short {
+            assert!(!builtin.contains(&s.as_str()), "{name}: {s} is a built-in");
+            if let Some(other) = seen.insert(s.clone(), name.clone()) {
+                panic!("short name {s} of both {other} and {name}: kubectl would show one only");
+            }
+        }
+    }
+    assert_eq!(
+        seen.get("singleton").map(String::as_str),
+        Some("statefulsingletons.apps.statefulsingleton.com")
+    );
+    assert_eq!(
+        seen.get("ossingleton").map(String::as_str),
+        Some("statefulsingletons.apps.openshift.statefulsingleton.com")
+    );
+}

@@ -5,6 +5,7 @@
 mod actor;
 mod hsd;
 mod hsj;
+mod kubectl;
 mod singleton;
 mod startup;
 mod util;
