@@ -526,7 +526,10 @@ mod tests {
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
         }
         assert!(check_san(&"a".repeat(64)).is_err());
-        assert!(check_san(&vec!["a".repeat(63); 5].join(".")).is_err(), "over 253");
+        assert!(
+            check_san(&vec!["a".repeat(63); 5].join(".")).is_err(),
+            "over 253"
+        );
         let e = generate(&["localhost".into(), "bad name!".into()])
             .unwrap_err()
             .to_string();

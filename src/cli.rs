@@ -96,15 +96,16 @@ pub struct AgentArgs {
 /// TLS options shared by `run` and `webhook`.
 #[derive(Args, Debug, Clone)]
 pub struct TlsArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND")]
+    /// Address to listen on (`HOST:PORT`; `:PORT` means every address, as Go operators write it).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// Plain-HTTP address for /metrics, /debug/state, /healthz and /readyz (keep it inside
     /// the cluster; the chart binds 0.0.0.0:9090 behind a NetworkPolicy-able port).
     #[arg(
         long,
         default_value = "127.0.0.1:9090",
-        env = "KUBE_STANDBY_METRICS_BIND"
+        env = "KUBE_STANDBY_METRICS_BIND",
+        value_parser = parse_bind
     )]
     pub metrics_bind: SocketAddr,
     /// Generate a CA and serving certificate in memory at start-up.
@@ -130,9 +131,17 @@ pub struct TlsArgs {
         conflicts_with = "ca_file"
     )]
     pub ca_pem: Option<String>,
-    /// Extra subject alternative names for the self-signed certificate (repeatable).
+    /// Extra subject alternative names for the self-signed certificate (repeatable; DNS
+    /// names or IPs).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// Days the self-signed serving certificate is valid; it is renewed in memory, without
+    /// a restart, once a third of this is left.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub tls_cert_validity_days: u32,
+    /// Days the in-memory self-signed CA is valid (a CA kept in --ca-secret keeps its own).
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub tls_ca_validity_days: u32,
     /// How often (seconds) certificate files are checked for changes.
     #[arg(long, default_value = "10")]
     pub tls_reload_seconds: u64,
@@ -255,6 +264,18 @@ pub struct RunArgs {
     pub actor_runtime_file: Option<PathBuf>,
 }
 
+/// `HOST:PORT`, or `:PORT` for every IPv4 address (`0.0.0.0:PORT`, as Go operators'
+/// `--bind-address :8443`).
+fn parse_bind(s: &str) -> std::result::Result<SocketAddr, String> {
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_string(),
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an address: write HOST:PORT (e.g. 0.0.0.0:8443, [::]:8443) or :PORT")
+    })
+}
+
 #[derive(Args, Debug)]
 pub struct CertsArgs {
     /// Output directory.
@@ -264,6 +285,12 @@ pub struct CertsArgs {
     /// kube-standby.kube-standby.svc(.cluster.local).
     #[arg(long = "san")]
     pub sans: Vec<String>,
+    /// Days the CA is valid.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_validity_days: u32,
+    /// Days the serving certificate is valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub cert_validity_days: u32,
     /// Overwrite an existing CA (ca.key) in the directory.
     #[arg(long)]
     pub force: bool,
@@ -272,7 +299,7 @@ pub struct CertsArgs {
 #[derive(Args, Debug)]
 pub struct WebhookConfigArgs {
     /// Webhook URL, e.g. https://127.0.0.1:8443/mutate/pods (local development).
-    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    #[arg(long, conflicts_with = "service")]
     pub url: Option<String>,
     /// Service NAMESPACE/NAME serving the webhook on port 443.
     #[arg(long)]
@@ -302,8 +329,20 @@ impl TlsArgs {
             }),
             (None, None, true) => {
                 let mut sans = certs::default_sans();
-                sans.extend(self.tls_sans.iter().cloned());
-                Ok(server::TlsMode::SelfSigned { sans, ca: None })
+                for s in &self.tls_sans {
+                    certs::check_san(s).map_err(|e| Error::Config(format!("--tls-san: {e}")))?;
+                    if !sans.contains(s) {
+                        sans.push(s.clone());
+                    }
+                }
+                Ok(server::TlsMode::SelfSigned {
+                    sans,
+                    ca: None,
+                    validity: certs::Validity::days(
+                        self.tls_ca_validity_days,
+                        self.tls_cert_validity_days,
+                    )?,
+                })
             }
             _ => Err(Error::Config(
                 "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file"
@@ -386,16 +425,20 @@ pub async fn execute(cli: Cli) -> Result<()> {
             }
             let mut sans = certs::default_sans();
             for s in a.sans {
+                certs::check_san(&s).map_err(|e| Error::Config(format!("--san: {e}")))?;
                 if !sans.contains(&s) {
                     sans.push(s);
                 }
             }
-            let bundle = certs::generate(&sans)?;
+            let validity = certs::Validity::days(a.ca_validity_days, a.cert_validity_days)?;
+            let bundle = certs::generate_for(&sans, validity)?;
             certs::write_dir(&a.dir, &bundle)?;
             eprintln!(
-                "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}",
+                "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {} (CA valid {} days, serving certificate {} days)",
                 a.dir.display(),
-                sans.join(", ")
+                sans.join(", "),
+                a.ca_validity_days,
+                a.cert_validity_days
             );
             Ok(())
         }
@@ -405,7 +448,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 (None, Some(s)) => webhook_config::Target::service(s)?,
                 _ => {
                     return Err(Error::Config(
-                        "give exactly one of --url or --service".into(),
+                        "give exactly one of --url URL (e.g. https://<your-ip>:8443/mutate/pods) or --service NAMESPACE/NAME (in-cluster)".into(),
                     ))
                 }
             };

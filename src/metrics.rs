@@ -40,6 +40,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub kind: &'static str,
     pub op: &'static str,
@@ -83,6 +88,9 @@ pub struct Metrics {
     pub actor_writes: Family<WriteLabels, Counter>,
     /// 1 once a watched resource's cache has listed, 0 while it waits (see `state::Caches`).
     pub cache_synced: Family<ResourceLabels, Gauge>,
+    /// `notAfter` (seconds since 1970) of the served certificate (`certificate="serving"`)
+    /// and of the self-signed CA (`certificate="ca"`).
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -143,6 +151,12 @@ impl Metrics {
             "cache_synced",
             "1 once the cache of a watched resource has listed, 0 while it waits",
             cache_synced.clone(),
+        );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, seconds since 1970) of the served certificate and of the self-signed CA",
+            certificate_expiry.clone(),
         );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
@@ -308,6 +322,7 @@ impl Metrics {
             actor_scaling_ready,
             actor_writes,
             cache_synced,
+            certificate_expiry,
         }
     }
 
