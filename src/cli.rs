@@ -10,6 +10,15 @@ use crate::telemetry::LogFormat;
 use crate::webhook::StaticObjects;
 use crate::{certs, server, webhook_config, Error, Result};
 
+/// `run --help`'s quick start (README "Against a cluster"). `--san <your-ip>` matters: the
+/// API server checks the serving certificate for that address, and with `failurePolicy:
+/// Ignore` a failed check admits pods ungated without an error anywhere.
+const RUN_QUICK_START: &str = "Quick start against a cluster (from your machine; <your-ip> must be reachable by the API server):\n  \
+kube-standby crds | kubectl apply -f -\n  \
+kube-standby certs --dir certs --san <your-ip>\n  \
+kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
+kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kube-standby",
@@ -18,7 +27,7 @@ use crate::{certs, server, webhook_config, Error, Result};
     long_about = "One binary: an admission webhook (axum + rustls) and the reconcilers.\n\n\
 Try it with no cluster:\n  kube-standby webhook --objects examples/statefulsingleton-demo.yaml\n  \
 curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
-Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
+Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs --san <your-ip>\n  \
 kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
 kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key\n\n\
 The CA injected into pods' agents is --ca-file, else the self-signed CA, else the last certificate of \
@@ -42,6 +51,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Webhook server and every reconciler, against the cluster from KUBECONFIG or in-cluster config.
+    #[command(after_help = RUN_QUICK_START)]
     Run(RunArgs),
     /// The webhook server alone; needs no cluster.
     Webhook(WebhookArgs),
@@ -248,7 +258,15 @@ pub struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "kube-standby")]
     pub leader_election_name: String,
-    /// Watch and reconcile only these namespaces (repeatable; default: all).
+    /// Kubeconfig file to use (kubectl's --kubeconfig; default: $KUBECONFIG, then
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (kubectl's --context; default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespaces to watch and reconcile (repeatable; default: all). Unlike kubectl's
+    /// --namespace this is not "the namespace to act in": it restricts every watch.
     #[arg(
         long = "namespace",
         env = "KUBE_STANDBY_NAMESPACES",
@@ -262,6 +280,35 @@ pub struct RunArgs {
     /// AsyncActor (mounted at /opt/asya/asya_runtime.py); re-read every 10 s.
     #[arg(long, env = "KUBE_STANDBY_ACTOR_RUNTIME_FILE")]
     pub actor_runtime_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The cluster client: `--kubeconfig`/`--context` as kubectl reads them, else the
+    /// usual inference ($KUBECONFIG, ~/.kube/config, in-cluster).
+    pub async fn client(&self) -> Result<kube::Client> {
+        use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
+                let kc = Kubeconfig::read_from(path)
+                    .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?;
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?
+            }
+            (None, Some(ctx)) => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| Error::Config(format!("--context {ctx}: {e}")))?,
+            (None, None) => Config::infer()
+                .await
+                .map_err(|e| Error::Config(format!("no cluster configuration: {e}")))?,
+        };
+        kube::Client::try_from(config)
+            .map_err(|e| Error::Config(format!("cannot build the cluster client: {e}")))
+    }
 }
 
 /// `HOST:PORT`, or `:PORT` for every IPv4 address (`0.0.0.0:PORT`, as Go operators'
@@ -478,7 +525,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             if matches!(cfg.server.tls, server::TlsMode::Files { .. }) {
                 server::agent_ca(&cfg.server, &server::Tls::new(&cfg.server.tls)?)?;
             }
-            let client = kube::Client::try_default().await?;
+            let client = a.client().await?;
             crate::runtime::run(cfg, client, server::shutdown_signal()).await
         }
         Command::Agent(a) => {

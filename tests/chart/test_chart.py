@@ -360,6 +360,26 @@ def test_watching_only_kube_system_fails_rendering():
         raise AssertionError("rendering should fail")
 
 
+def test_readme_rbac_table_matches_the_chart():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## RBAC\n"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("API groups", "---") or not line.startswith("|"):
+            continue
+        groups = tuple(sorted(g.strip().strip("`").replace('""', "") for g in cells[0].split(",")))
+        resources = tuple(sorted(r.split("(")[0].strip() for r in cells[1].split(",")))
+        verbs = tuple(sorted(v.strip() for v in cells[2].split(",")))
+        rows.add((groups, resources, verbs))
+    chart = set()
+    for r in by_kind(render(), "ClusterRole")[0]["rules"]:
+        chart.add((tuple(sorted(r.get("apiGroups", []))), tuple(sorted(r["resources"])),
+                   tuple(sorted(r["verbs"]))))
+    assert rows == chart, (sorted(rows - chart), sorted(chart - rows))
+
+
 if __name__ == "__main__":
     failed = 0
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
