@@ -232,7 +232,8 @@ impl LimitArgs {
 pub struct WebhookArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// YAML files with StatefulSingleton objects to match pods against (no cluster needed).
+    /// YAML files with StatefulSingleton objects to match pods against (no cluster needed);
+    /// an object without a namespace matches pods of every namespace.
     #[arg(long, num_args = 1..)]
     pub objects: Vec<PathBuf>,
 }
@@ -512,7 +513,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Webhook(mut a) => {
             let objects = StaticObjects::from_files(&a.objects)?;
-            tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            if objects.singletons.is_empty() && !a.objects.is_empty() {
+                tracing::warn!(
+                    files = ?a.objects,
+                    "--objects: no StatefulSingleton in these files (other kinds are ignored), so no pod will be gated"
+                );
+            } else {
+                tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            }
             if a.tls.tls_cert_file.is_none() && !a.tls.tls_self_signed {
                 tracing::info!("no certificate given: using a self-signed one made in memory (clients need -k or the CA)");
                 a.tls.tls_self_signed = true;
