@@ -532,6 +532,15 @@ def test_network_policy_guards_the_ops_port():
     assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
+def test_chart_readme_lists_every_value():
+    text = open(os.path.join(CHART, "README.md")).read()
+    values = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    missing = [k for k in values if f"`{k}" not in text]
+    assert not missing, missing
+    schema = json.load(open(os.path.join(CHART, "values.schema.json")))
+    assert set(schema["properties"]) == set(values), set(schema["properties"]) ^ set(values)
+
+
 if __name__ == "__main__":
     failed = 0
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
