@@ -281,3 +281,84 @@ async fn every_example_applies_into_a_fresh_namespace() {
     })
     .await;
 }
+
+/// The chart rendered by the real Helm engine (`tests/chart/render.py`, run with
+/// `$KUBE_STANDBY_E2E_PYTHON`, default `.ci/venv/bin/python` as `.ci/run` makes it).
+fn render_chart(namespace: &str, values: &Value) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("KUBE_STANDBY_E2E_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".ci/venv/bin/python"));
+    let out = Command::new(&python)
+        .arg(root.join("tests/chart/render.py"))
+        .arg(namespace)
+        .arg(values.to_string())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (python3 -m venv .ci/venv && .ci/venv/bin/pip install helm-python-sdk pyyaml, or set KUBE_STANDBY_E2E_PYTHON)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "rendering the chart with {values}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every `watchNamespaces` shape (and cert-manager mode when its CRDs are installed) renders
+/// objects the API server accepts: a server-side dry run applies the whole rendered chart,
+/// so the API server's own validation (e.g. `values: Required value` for an `In` selector
+/// without values) is what judges it. Nothing is created.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn the_rendered_chart_is_accepted_by_the_api_server() {
+    if !util::enabled("the_rendered_chart_is_accepted_by_the_api_server") {
+        return;
+    }
+    util::in_namespace("chart", |_client, ns| async move {
+        let k = Kubectl::new(&ns);
+        let mut cases = vec![
+            ("default values", serde_json::json!({})),
+            ("the release namespace only", serde_json::json!({"watchNamespaces": [ns]})),
+            ("several namespaces", serde_json::json!({"watchNamespaces": [ns, "default"]})),
+            ("one other namespace", serde_json::json!({"watchNamespaces": ["default"]})),
+        ];
+        let cert_manager = k
+            .run(&["get", "crd", "certificates.cert-manager.io", "issuers.cert-manager.io"], None)
+            .status
+            .success();
+        if cert_manager {
+            cases.push(("cert-manager mode", serde_json::json!({"tls": {"mode": "certManager"}})));
+        } else {
+            let rendered = render_chart(&ns, &serde_json::json!({"tls": {"mode": "certManager"}}));
+            assert!(rendered.contains("kind: Certificate"));
+            eprintln!(
+                "the_rendered_chart_is_accepted_by_the_api_server: cert-manager mode rendered only, not applied: \
+                 the cert-manager CRDs (certificates.cert-manager.io, issuers.cert-manager.io) are not installed"
+            );
+        }
+        for (what, values) in cases {
+            let yaml = render_chart(&ns, &values);
+            // No -n: every namespaced object names its namespace (some are in other namespaces).
+            let out = k.run(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+            assert!(
+                out.status.success(),
+                "{what}: the API server refused the rendered chart: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The webhook configuration was among what it accepted.
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("mutatingwebhookconfiguration"),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    })
+    .await;
+}
