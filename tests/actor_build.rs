@@ -15,8 +15,8 @@ pub const RUNTIME: &str = "# asya runtime\nprint('hello')\n";
 pub fn example(file: &str) -> AsyncActor {
     // The originals as their users wrote them (some name a namespace, which the golden
     // files keep); `examples/` holds namespace-free copies.
-    let text = std::fs::read_to_string(common::repo().join("examples/original").join(file))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(common::repo().join("examples/original").join(file)).unwrap();
     let mut v: Value = serde_yaml::from_str(&text).unwrap();
     if v["metadata"]["namespace"].is_null() {
         v["metadata"]["namespace"] = "default".into();

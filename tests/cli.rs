@@ -459,3 +459,37 @@ fn webhook_config_without_a_target_names_both_flags() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_certificate_and_key_that_do_not_match_name_both_files() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&a, &b] {
+        let out = bin()
+            .args(["certs", "--dir"])
+            .arg(d.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let (cert, key) = (a.path().join("tls.crt"), b.path().join("tls.key"));
+    let out = bin()
+        .args([
+            "webhook",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&cert.display().to_string()) && stderr.contains(&key.display().to_string()),
+        "{stderr}"
+    );
+}
