@@ -132,22 +132,22 @@ async fn explain_shows_nested_descriptions_and_nested_typos_are_refused() {
         }
         // A nested typo is refused (client-side validation on 1.24, server-side field
         // validation on newer servers), and nothing is stored.
-        let typo = r#"
-apiVersion: asya.io/v1alpha1
-kind: AsyncActor
-metadata:
-  name: typo
-spec:
-  transport:
-    type: sqs
-  workload:
-    template:
-      spec:
-        containers: [{name: runtime, image: registry.k8s.io/pause:3.10}]
-  scaling:
-    enabeld: true
-"#;
-        let out = k.run(&["apply", "-n", &ns, "-f", "-"], Some(typo));
+        let mut typo: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/asyncactor-hello.yaml"),
+            )
+            .expect("example"),
+        )
+        .expect("yaml");
+        typo["metadata"]["name"] = "typo".into();
+        typo["spec"]["scaling"] = serde_json::json!({"enabeld": true});
+        let fixed = {
+            let mut f = typo.clone();
+            f["spec"]["scaling"] = serde_json::json!({"enabled": true});
+            f.to_string()
+        };
+        let typo = typo.to_string();
+        let out = k.run(&["apply", "-n", &ns, "-f", "-"], Some(&typo));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "the typo was accepted: {}", String::from_utf8_lossy(&out.stdout));
         assert!(stderr.contains("enabeld"), "the error should name the field: {stderr}");
@@ -156,7 +156,7 @@ spec:
             "the object was stored"
         );
         // The same object spelt right is accepted (the refusal was the typo's).
-        k.ok(&["apply", "-n", &ns, "-f", "-"], Some(&typo.replace("enabeld", "enabled")));
+        k.ok(&["apply", "-n", &ns, "-f", "-"], Some(&fixed));
         let got: Value = serde_json::from_str(&k.ok(
             &["get", "asyncactors.asya.io", "typo", "-n", &ns, "-o", "json"],
             None,
