@@ -493,3 +493,49 @@ fn a_certificate_and_key_that_do_not_match_name_both_files() {
         "{stderr}"
     );
 }
+
+/// `--objects` files that hold no StatefulSingleton (here: only a HotStandbyDeployment)
+/// are worth a warning: no pod would ever be gated.
+#[test]
+fn objects_without_a_singleton_warn() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["webhook", "--tls-self-signed", "--bind", "127.0.0.1:0"])
+        .args(["--metrics-bind", "127.0.0.1:0", "--objects"])
+        .arg(common::repo().join("examples/hsd-annotation.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("listening");
+                seen.push(line);
+                if done && seen.iter().any(|l| l.contains("no StatefulSingleton")) {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("WARN") && l.contains("no StatefulSingleton")),
+        "{seen:#?}"
+    );
+}
