@@ -10,6 +10,15 @@ use crate::telemetry::LogFormat;
 use crate::webhook::StaticObjects;
 use crate::{certs, server, webhook_config, Error, Result};
 
+/// `run --help`'s quick start (README "Against a cluster"). `--san <your-ip>` matters: the
+/// API server checks the serving certificate for that address, and with `failurePolicy:
+/// Ignore` a failed check admits pods ungated without an error anywhere.
+const RUN_QUICK_START: &str = "Quick start against a cluster (from your machine; <your-ip> must be reachable by the API server):\n  \
+kube-standby crds | kubectl apply -f -\n  \
+kube-standby certs --dir certs --san <your-ip>\n  \
+kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
+kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kube-standby",
@@ -18,7 +27,7 @@ use crate::{certs, server, webhook_config, Error, Result};
     long_about = "One binary: an admission webhook (axum + rustls) and the reconcilers.\n\n\
 Try it with no cluster:\n  kube-standby webhook --objects examples/statefulsingleton-demo.yaml\n  \
 curl -sk https://127.0.0.1:8443/mutate/pods -H 'content-type: application/json' -d @examples/admission/pod-create-from-replicaset.json\n\n\
-Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs\n  \
+Against a cluster:\n  kube-standby crds | kubectl apply -f -\n  kube-standby certs --dir certs --san <your-ip>\n  \
 kube-standby webhook-config --url https://<your-ip>:8443/mutate/pods --ca-file certs/ca.crt | kubectl apply -f -\n  \
 kube-standby run --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key\n\n\
 The CA injected into pods' agents is --ca-file, else the self-signed CA, else the last certificate of \
@@ -42,6 +51,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Webhook server and every reconciler, against the cluster from KUBECONFIG or in-cluster config.
+    #[command(after_help = RUN_QUICK_START)]
     Run(RunArgs),
     /// The webhook server alone; needs no cluster.
     Webhook(WebhookArgs),
@@ -97,15 +107,16 @@ pub struct AgentArgs {
 /// TLS options shared by `run` and `webhook`.
 #[derive(Args, Debug, Clone)]
 pub struct TlsArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND")]
+    /// Address to listen on (`HOST:PORT`; `:PORT` means every address, as Go operators write it).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_STANDBY_BIND", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// Plain-HTTP address for /metrics, /debug/state, /healthz and /readyz (keep it inside
     /// the cluster; the chart binds 0.0.0.0:9090 behind a NetworkPolicy-able port).
     #[arg(
         long,
         default_value = "127.0.0.1:9090",
-        env = "KUBE_STANDBY_METRICS_BIND"
+        env = "KUBE_STANDBY_METRICS_BIND",
+        value_parser = parse_bind
     )]
     pub metrics_bind: SocketAddr,
     /// Generate a CA and serving certificate in memory at start-up.
@@ -131,9 +142,17 @@ pub struct TlsArgs {
         conflicts_with = "ca_file"
     )]
     pub ca_pem: Option<String>,
-    /// Extra subject alternative names for the self-signed certificate (repeatable).
+    /// Extra subject alternative names for the self-signed certificate (repeatable; DNS
+    /// names or IPs).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// Days the self-signed serving certificate is valid; it is renewed in memory, without
+    /// a restart, once a third of this is left.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub tls_cert_validity_days: u32,
+    /// Days the in-memory self-signed CA is valid (a CA kept in --ca-secret keeps its own).
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub tls_ca_validity_days: u32,
     /// How often (seconds) certificate files are checked for changes.
     #[arg(long, default_value = "10")]
     pub tls_reload_seconds: u64,
@@ -289,7 +308,8 @@ impl LimitArgs {
 pub struct WebhookArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// YAML files with StatefulSingleton objects to match pods against (no cluster needed).
+    /// YAML files with StatefulSingleton objects to match pods against (no cluster needed);
+    /// an object without a namespace matches pods of every namespace.
     #[arg(long, num_args = 1..)]
     pub objects: Vec<PathBuf>,
 }
@@ -315,7 +335,15 @@ pub struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "kube-standby")]
     pub leader_election_name: String,
-    /// Watch and reconcile only these namespaces (repeatable; default: all).
+    /// Kubeconfig file to use (kubectl's --kubeconfig; default: $KUBECONFIG, then
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (kubectl's --context; default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespaces to watch and reconcile (repeatable; default: all). Unlike kubectl's
+    /// --namespace this is not "the namespace to act in": it restricts every watch.
     #[arg(
         long = "namespace",
         env = "KUBE_STANDBY_NAMESPACES",
@@ -331,6 +359,47 @@ pub struct RunArgs {
     pub actor_runtime_file: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The cluster client: `--kubeconfig`/`--context` as kubectl reads them, else the
+    /// usual inference ($KUBECONFIG, ~/.kube/config, in-cluster).
+    pub async fn client(&self) -> Result<kube::Client> {
+        use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
+                let kc = Kubeconfig::read_from(path)
+                    .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?;
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?
+            }
+            (None, Some(ctx)) => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| Error::Config(format!("--context {ctx}: {e}")))?,
+            (None, None) => Config::infer()
+                .await
+                .map_err(|e| Error::Config(format!("no cluster configuration: {e}")))?,
+        };
+        kube::Client::try_from(config)
+            .map_err(|e| Error::Config(format!("cannot build the cluster client: {e}")))
+    }
+}
+
+/// `HOST:PORT`, or `:PORT` for every IPv4 address (`0.0.0.0:PORT`, as Go operators'
+/// `--bind-address :8443`).
+fn parse_bind(s: &str) -> std::result::Result<SocketAddr, String> {
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_string(),
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an address: write HOST:PORT (e.g. 0.0.0.0:8443, [::]:8443) or :PORT")
+    })
+}
+
 #[derive(Args, Debug)]
 pub struct CertsArgs {
     /// Output directory.
@@ -340,6 +409,12 @@ pub struct CertsArgs {
     /// kube-standby.kube-standby.svc(.cluster.local).
     #[arg(long = "san")]
     pub sans: Vec<String>,
+    /// Days the CA is valid.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_validity_days: u32,
+    /// Days the serving certificate is valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub cert_validity_days: u32,
     /// Overwrite an existing CA (ca.key) in the directory.
     #[arg(long)]
     pub force: bool,
@@ -348,7 +423,7 @@ pub struct CertsArgs {
 #[derive(Args, Debug)]
 pub struct WebhookConfigArgs {
     /// Webhook URL, e.g. https://127.0.0.1:8443/mutate/pods (local development).
-    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    #[arg(long, conflicts_with = "service")]
     pub url: Option<String>,
     /// Service NAMESPACE/NAME serving the webhook on port 443.
     #[arg(long)]
@@ -384,8 +459,20 @@ impl TlsArgs {
             }),
             (None, None, true) => {
                 let mut sans = certs::default_sans();
-                sans.extend(self.tls_sans.iter().cloned());
-                Ok(server::TlsMode::SelfSigned { sans, ca: None })
+                for s in &self.tls_sans {
+                    certs::check_san(s).map_err(|e| Error::Config(format!("--tls-san: {e}")))?;
+                    if !sans.contains(s) {
+                        sans.push(s.clone());
+                    }
+                }
+                Ok(server::TlsMode::SelfSigned {
+                    sans,
+                    ca: None,
+                    validity: certs::Validity::days(
+                        self.tls_ca_validity_days,
+                        self.tls_cert_validity_days,
+                    )?,
+                })
             }
             _ => Err(Error::Config(
                 "choose a certificate: --tls-self-signed, or --tls-cert-file with --tls-key-file"
@@ -474,16 +561,20 @@ pub async fn execute(cli: Cli) -> Result<()> {
             }
             let mut sans = certs::default_sans();
             for s in a.sans {
+                certs::check_san(&s).map_err(|e| Error::Config(format!("--san: {e}")))?;
                 if !sans.contains(&s) {
                     sans.push(s);
                 }
             }
-            let bundle = certs::generate(&sans)?;
+            let validity = certs::Validity::days(a.ca_validity_days, a.cert_validity_days)?;
+            let bundle = certs::generate_for(&sans, validity)?;
             certs::write_dir(&a.dir, &bundle)?;
             eprintln!(
-                "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}",
+                "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {} (CA valid {} days, serving certificate {} days)",
                 a.dir.display(),
-                sans.join(", ")
+                sans.join(", "),
+                a.ca_validity_days,
+                a.cert_validity_days
             );
             Ok(())
         }
@@ -493,7 +584,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 (None, Some(s)) => webhook_config::Target::service(s)?,
                 _ => {
                     return Err(Error::Config(
-                        "give exactly one of --url or --service".into(),
+                        "give exactly one of --url URL (e.g. https://<your-ip>:8443/mutate/pods) or --service NAMESPACE/NAME (in-cluster)".into(),
                     ))
                 }
             };
@@ -521,7 +612,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Webhook(mut a) => {
             let objects = StaticObjects::from_files(&a.objects)?;
-            tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            if objects.singletons.is_empty() && !a.objects.is_empty() {
+                tracing::warn!(
+                    files = ?a.objects,
+                    "--objects: no StatefulSingleton in these files (other kinds are ignored), so no pod will be gated"
+                );
+            } else {
+                tracing::info!(singletons = objects.singletons.len(), "loaded objects");
+            }
             if a.tls.tls_cert_file.is_none() && !a.tls.tls_self_signed {
                 tracing::info!("no certificate given: using a self-signed one made in memory (clients need -k or the CA)");
                 a.tls.tls_self_signed = true;
@@ -534,7 +632,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             if matches!(cfg.server.tls, server::TlsMode::Files { .. }) {
                 server::agent_ca(&cfg.server, &server::Tls::new(&cfg.server.tls)?)?;
             }
-            let client = kube::Client::try_default().await?;
+            let client = a.client().await?;
             crate::runtime::run(cfg, client, server::shutdown_signal()).await
         }
         Command::Agent(a) => {

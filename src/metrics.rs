@@ -47,6 +47,11 @@ pub struct GuardLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub kind: &'static str,
     pub op: &'static str,
@@ -92,6 +97,9 @@ pub struct Metrics {
     pub cache_synced: Family<ResourceLabels, Gauge>,
     /// Busy-guard answers to pod DELETE and eviction reviews.
     pub busy_guard_decisions: Family<GuardLabels, Counter>,
+    /// `notAfter` (seconds since 1970) of the served certificate (`certificate="serving"`)
+    /// and of the self-signed CA (`certificate="ca"`).
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -158,6 +166,12 @@ impl Metrics {
             "busy_guard_decisions",
             "Busy-guard answers to pod DELETE and eviction reviews",
             busy_guard_decisions.clone(),
+        );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, seconds since 1970) of the served certificate and of the self-signed CA",
+            certificate_expiry.clone(),
         );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconcile runs", reconciles.clone());
@@ -324,6 +338,7 @@ impl Metrics {
             actor_writes,
             cache_synced,
             busy_guard_decisions,
+            certificate_expiry,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum TlsMode {
         sans: Vec<String>,
         /// Issue from this CA (kept in a Secret) instead of making a new one.
         ca: Option<crate::tls::ca_secret::CaPair>,
+        /// Validity of the CA made here and of the serving certificate (renewed in memory
+        /// once a third of it is left, see [`Tls::spawn_upkeep`]).
+        validity: certs::Validity,
     },
     Files {
         cert: PathBuf,
@@ -56,15 +59,41 @@ pub struct Tls {
     /// The CA that signed the serving certificate, when we know it.
     pub ca_pem: Option<String>,
     reloader: Option<(FileReloader, Duration)>,
+    renewer: Option<Renewer>,
+}
+
+/// What re-issues the self-signed serving certificate.
+#[derive(Clone)]
+struct Renewer {
+    ca_pem: String,
+    ca_key_pem: String,
+    sans: Vec<String>,
+    valid_for: Duration,
+}
+
+impl Renewer {
+    /// Renew once less than a third of the validity is left (a 1-year certificate: about
+    /// 4 months before it expires).
+    fn due(&self, not_after: i64, now: i64) -> bool {
+        let left = not_after.saturating_sub(now);
+        i128::from(left) * 3 < i128::from(self.valid_for.as_secs())
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Tls {
     pub fn new(mode: &TlsMode) -> Result<Self> {
         match mode {
-            TlsMode::SelfSigned { sans, ca } => {
+            TlsMode::SelfSigned { sans, ca, validity } => {
                 let b = match ca {
-                    Some(ca) => certs::issue(&ca.cert_pem, &ca.key_pem, sans)?,
-                    None => certs::generate(sans)?,
+                    Some(ca) => certs::issue_for(&ca.cert_pem, &ca.key_pem, sans, validity.cert)?,
+                    None => certs::generate_for(sans, *validity)?,
                 };
                 let resolver = CertResolver::new(tls::certified_key_from_pem(
                     b.cert_pem.as_bytes(),
@@ -73,8 +102,14 @@ impl Tls {
                 Ok(Tls {
                     config: tls::server_config(resolver.clone())?,
                     resolver,
-                    ca_pem: Some(b.ca_pem),
+                    ca_pem: Some(b.ca_pem.clone()),
                     reloader: None,
+                    renewer: Some(Renewer {
+                        ca_pem: b.ca_pem,
+                        ca_key_pem: b.ca_key_pem,
+                        sans: sans.clone(),
+                        valid_for: validity.cert,
+                    }),
                 })
             }
             TlsMode::Files {
@@ -88,6 +123,7 @@ impl Tls {
                     resolver,
                     ca_pem: None,
                     reloader: Some((reloader, *reload_every)),
+                    renewer: None,
                 })
             }
         }
@@ -99,6 +135,80 @@ impl Tls {
             tokio::spawn(r.run(every));
         }
     }
+
+    /// Keep `kube_standby_certificate_expiry_timestamp_seconds` current and, for a
+    /// self-signed certificate, renew it in memory (same CA, new key) once less than a
+    /// third of its validity is left, without a restart: new connections get the new one.
+    /// Checks every `every` (a minute in production).
+    pub fn spawn_upkeep(&self, metrics: Arc<Metrics>, every: Duration) {
+        let resolver = self.resolver.clone();
+        let renewer = self.renewer.clone();
+        let ca_expiry = self
+            .ca_pem
+            .as_deref()
+            .and_then(|ca| certs::pem_not_after_unix(ca).ok());
+        tokio::spawn(async move {
+            loop {
+                cert_upkeep_once(&resolver, renewer.as_ref(), ca_expiry, &metrics);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}
+
+/// One check of [`Tls::spawn_upkeep`].
+fn cert_upkeep_once(
+    resolver: &CertResolver,
+    renewer: Option<&Renewer>,
+    ca_expiry: Option<i64>,
+    metrics: &Metrics,
+) {
+    use crate::metrics::CertificateLabels;
+    if let Some(t) = ca_expiry {
+        metrics
+            .certificate_expiry
+            .get_or_create(&CertificateLabels { certificate: "ca" })
+            .set(t);
+    }
+    let current = resolver.current();
+    let Some(leaf) = current.cert.first() else {
+        return;
+    };
+    let not_after = match certs::not_after_unix(leaf) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the served certificate's expiry");
+            return;
+        }
+    };
+    let mut expiry = not_after;
+    if let Some(r) = renewer.filter(|r| r.due(not_after, unix_now())) {
+        let renewed =
+            certs::issue_for(&r.ca_pem, &r.ca_key_pem, &r.sans, r.valid_for).and_then(|b| {
+                let key = tls::certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes())?;
+                Ok((key, certs::pem_not_after_unix(&b.cert_pem)?))
+            });
+        match renewed {
+            Ok((key, t)) => {
+                resolver.swap(key);
+                expiry = t;
+                tracing::info!(
+                    old_not_after = not_after,
+                    new_not_after = t,
+                    "renewed the self-signed serving certificate"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "renewing the self-signed serving certificate failed; retrying")
+            }
+        }
+    }
+    metrics
+        .certificate_expiry
+        .get_or_create(&CertificateLabels {
+            certificate: "serving",
+        })
+        .set(expiry);
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -164,6 +274,7 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     let mut tls = Tls::new(&cfg.tls)?;
     tls.spawn_reloader();
+    tls.spawn_upkeep(metrics.clone(), Duration::from_secs(60));
     readiness.set_certs_loaded();
     let ca_pem = agent_ca(cfg, &tls)?;
     let state = WebhookState {
@@ -233,4 +344,80 @@ pub async fn run_webhook(cfg: ServerConfig, objects: Arc<dyn ObjectSource>) -> R
     .await?;
     prepared.serve(shutdown_signal()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_once_a_third_of_the_validity_is_left() {
+        let r = Renewer {
+            ca_pem: String::new(),
+            ca_key_pem: String::new(),
+            sans: vec![],
+            valid_for: certs::DAY * 365,
+        };
+        let day = 86400;
+        assert!(!r.due(1000 + 200 * day, 1000));
+        assert!(!r.due(1000 + 122 * day, 1000));
+        assert!(r.due(1000 + 121 * day, 1000));
+        assert!(r.due(1000 - day, 1000), "expired");
+    }
+
+    /// The self-signed serving certificate is replaced in memory, the expiry metric follows,
+    /// and the new certificate chains to the same CA (pods' agents keep trusting it).
+    #[test]
+    fn a_self_signed_certificate_is_renewed_before_it_expires() {
+        let mode = TlsMode::SelfSigned {
+            sans: vec!["localhost".into()],
+            ca: None,
+            validity: certs::Validity {
+                ca: certs::DAY,
+                cert: Duration::from_secs(2),
+            },
+        };
+        let tls = Tls::new(&mode).unwrap();
+        let metrics = Metrics::new();
+        let ca_expiry = certs::pem_not_after_unix(tls.ca_pem.as_deref().unwrap()).unwrap();
+        let first = tls.resolver.current();
+        let first_expiry = certs::not_after_unix(&first.cert[0]).unwrap();
+        cert_upkeep_once(
+            &tls.resolver,
+            tls.renewer.as_ref(),
+            Some(ca_expiry),
+            &metrics,
+        );
+        assert!(
+            Arc::ptr_eq(&first, &tls.resolver.current()),
+            "renewed too early"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!(
+                "kube_standby_certificate_expiry_timestamp_seconds{{certificate=\"serving\"}} {first_expiry}"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "kube_standby_certificate_expiry_timestamp_seconds{{certificate=\"ca\"}} {ca_expiry}"
+        )));
+        std::thread::sleep(Duration::from_millis(2100));
+        cert_upkeep_once(
+            &tls.resolver,
+            tls.renewer.as_ref(),
+            Some(ca_expiry),
+            &metrics,
+        );
+        let second = tls.resolver.current();
+        assert_ne!(first.cert[0], second.cert[0], "not renewed");
+        let second_expiry = certs::not_after_unix(&second.cert[0]).unwrap();
+        assert!(second_expiry > first_expiry);
+        assert!(metrics.render().contains(&format!(
+            "kube_standby_certificate_expiry_timestamp_seconds{{certificate=\"serving\"}} {second_expiry}"
+        )));
+        // Same CA: the agents' check accepts the renewed certificate.
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tls::agent_ca::verifies(tls.ca_pem.as_deref().unwrap(), &second.cert, &name).unwrap();
+    }
 }

@@ -365,6 +365,7 @@ async fn an_agent_admitted_before_a_restart_is_released_after_it() {
     let mode = |ca: Option<ca_secret::CaPair>| TlsMode::SelfSigned {
         sans: certs::default_sans(),
         ca,
+        validity: Default::default(),
     };
 
     let mut op = operator();

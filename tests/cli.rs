@@ -520,3 +520,187 @@ fn limit_flags_are_checked_and_documented() {
         assert!(help.contains(flag), "{flag} missing from run --help");
     }
 }
+
+#[test]
+fn certs_refuses_a_san_that_is_no_dns_name_or_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["certs", "--dir"])
+        .arg(dir.path())
+        .args(["--san", "bad name!"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted a bad SAN");
+    assert!(
+        stderr.contains("--san") && stderr.contains("\"bad name!\"") && stderr.contains("DNS name"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("tls.crt").exists(), "wrote files anyway");
+    // The same for the self-signed mode of the server.
+    let out = bin()
+        .args(["webhook", "--tls-self-signed", "--tls-san", "under_score"])
+        .args(["--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--tls-san") && stderr.contains("under_score"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_validity_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["certs", "--dir"])
+        .arg(dir.path())
+        .args(["--ca-validity-days", "30", "--cert-validity-days", "7"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let ca = kube_standby::certs::pem_not_after_unix(&read("ca.crt")).unwrap() - now;
+    let leaf = kube_standby::certs::pem_not_after_unix(&read("tls.crt")).unwrap() - now;
+    assert!((30 * 86400 - 60..=30 * 86400 + 60).contains(&ca), "{ca}");
+    assert!((7 * 86400 - 60..=7 * 86400 + 60).contains(&leaf), "{leaf}");
+    // A leaf outliving its CA is refused.
+    let out = bin()
+        .args(["certs", "--force", "--dir"])
+        .arg(dir.path())
+        .args(["--ca-validity-days", "30", "--cert-validity-days", "31"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outlive"));
+}
+
+#[test]
+fn bind_accepts_the_go_style_port_only_form() {
+    // `:PORT` parses (the server then fails later, on the missing certificate file).
+    let out = bin()
+        .args(["webhook", "--bind", ":0", "--metrics-bind", "127.0.0.1:0"])
+        .args([
+            "--tls-cert-file",
+            "/nonexistent/tls.crt",
+            "--tls-key-file",
+            "/nonexistent/tls.key",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("--bind"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+    let out = bin()
+        .args(["webhook", "--bind", "nonsense"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("HOST:PORT") && stderr.contains(":PORT"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn webhook_config_without_a_target_names_both_flags() {
+    let out = bin().args(["webhook-config"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--url") && stderr.contains("--service"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_certificate_and_key_that_do_not_match_name_both_files() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&a, &b] {
+        let out = bin()
+            .args(["certs", "--dir"])
+            .arg(d.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let (cert, key) = (a.path().join("tls.crt"), b.path().join("tls.key"));
+    let out = bin()
+        .args([
+            "webhook",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&cert.display().to_string()) && stderr.contains(&key.display().to_string()),
+        "{stderr}"
+    );
+}
+
+/// `--objects` files that hold no StatefulSingleton (here: only a HotStandbyDeployment)
+/// are worth a warning: no pod would ever be gated.
+#[test]
+fn objects_without_a_singleton_warn() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["webhook", "--tls-self-signed", "--bind", "127.0.0.1:0"])
+        .args(["--metrics-bind", "127.0.0.1:0", "--objects"])
+        .arg(common::repo().join("examples/hsd-annotation.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("listening");
+                seen.push(line);
+                if done && seen.iter().any(|l| l.contains("no StatefulSingleton")) {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("WARN") && l.contains("no StatefulSingleton")),
+        "{seen:#?}"
+    );
+}

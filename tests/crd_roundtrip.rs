@@ -223,3 +223,52 @@ fn checker_catches_unknown_fields_types_and_ranges() {
     common::schema::validate(&schema, &serde_json::json!({}), "", &mut e);
     assert_eq!(e, vec![": missing required field a".to_string()]);
 }
+
+fn docs_of(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// `examples/original/` keeps the originals' files; each top-level example is the same
+/// objects without `metadata.namespace` (so `kubectl apply -n ANY -f examples/` works),
+/// and the originals still validate against the CRDs.
+#[test]
+fn top_level_examples_are_the_originals_without_a_namespace() {
+    let dir = common::repo().join("examples");
+    let mut originals = 0;
+    for entry in std::fs::read_dir(dir.join("original")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        let top = docs_of(&dir.join(&name));
+        let orig = docs_of(&path);
+        assert_eq!(top.len(), orig.len(), "{name:?}");
+        for (mut o, t) in orig.into_iter().zip(top) {
+            let errors = common::schema::validate_object(&crd_for(&o), &o);
+            assert!(errors.is_empty(), "original {name:?}: {errors:?}");
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            assert_eq!(
+                o, t,
+                "{name:?}: differs from its original beyond the namespace"
+            );
+        }
+        originals += 1;
+    }
+    assert!(originals >= 9, "only {originals} originals");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            for doc in docs_of(&path) {
+                assert!(
+                    doc["metadata"].get("namespace").is_none(),
+                    "{}: names a namespace",
+                    path.display()
+                );
+            }
+        }
+    }
+}

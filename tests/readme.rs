@@ -88,3 +88,92 @@ fn the_demo_stops_when_the_port_is_taken() {
     );
     drop(taken);
 }
+
+/// The `bash` block under "## Against a cluster": each line's `cargo run -- ARGS` (before
+/// any `|` or `#`), with `<your-ip>` standing for a documentation address.
+fn against_a_cluster() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme.find("## Against a cluster").expect("section");
+    let block = &readme[start..];
+    let open = block.find("```bash\n").expect("bash block") + "```bash\n".len();
+    let close = open + block[open..].find("```").expect("block end");
+    block[open..close]
+        .lines()
+        .map(|l| {
+            let l = l.split('#').next().unwrap_or_default();
+            let l = l.split('|').next().unwrap_or_default().trim();
+            let args = l
+                .strip_prefix("cargo run -- ")
+                .unwrap_or_else(|| panic!("not a `cargo run --` line: {l}"));
+            args.split_whitespace()
+                .map(|a| a.replace("<your-ip>", "192.0.2.10"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every command of the cluster block runs as written up to the cluster: `crds` and
+/// `webhook-config` print YAML for `kubectl apply`, `certs` writes the files the next lines
+/// read (with the IP SAN the API server will check), and `run` accepts its flags and the
+/// certificates, stopping only at the (here missing) cluster configuration.
+#[test]
+fn the_cluster_commands_run_up_to_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmds = against_a_cluster();
+    let names: Vec<&str> = cmds.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(names, ["crds", "certs", "webhook-config", "run"]);
+    for args in &cmds {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-standby"));
+        cmd.args(args).current_dir(dir.path());
+        if args[0] == "run" {
+            cmd.args(["--kubeconfig", "/nonexistent/kubeconfig"]).args([
+                "--bind",
+                "127.0.0.1:0",
+                "--metrics-bind",
+                "127.0.0.1:0",
+            ]);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match args[0].as_str() {
+            "crds" | "webhook-config" => {
+                assert!(out.status.success(), "{args:?}: {stderr}");
+                assert!(stdout.contains("kind: "), "{args:?}: {stdout}");
+            }
+            "certs" => {
+                assert!(out.status.success(), "{args:?}: {stderr}");
+                assert!(stderr.contains("192.0.2.10"), "{stderr}");
+            }
+            _ => {
+                assert!(!out.status.success());
+                assert!(
+                    stderr.contains("/nonexistent/kubeconfig"),
+                    "run should stop only at the cluster: {stderr}"
+                );
+            }
+        }
+    }
+    assert!(dir.path().join("certs/tls.crt").exists());
+}
+
+/// `run --help` ends with the same quick start as README (the `--san <your-ip>` included).
+#[test]
+fn run_help_quick_start_is_the_readme_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme.find("## Against a cluster").expect("section");
+    let block = &readme[start..];
+    let open = block.find("```bash\n").expect("bash block") + "```bash\n".len();
+    let close = open + block[open..].find("```").expect("block end");
+    for line in block[open..close].lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let want = line.replace("cargo run -- ", "kube-standby ");
+        assert!(help.contains(&want), "run --help lacks {want:?}:\n{help}");
+    }
+    assert!(help.contains("--san <your-ip>"));
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
     singular = "asyncactor",
     shortname = "asya",
     shortname = "asyas",
+    category = "kube-standby",
     namespaced,
     status = "AsyncActorStatus",
     derive = "PartialEq",

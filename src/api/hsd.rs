@@ -21,6 +21,7 @@ pub use super::probe::BusyMode;
     plural = "hotstandbydeployments",
     singular = "hotstandbydeployment",
     shortname = "hsd",
+    category = "kube-standby",
     namespaced,
     status = "HotStandbyDeploymentStatus",
     derive = "PartialEq",

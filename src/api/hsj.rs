@@ -19,6 +19,7 @@ use super::probe::{default_annotation_key, ExecProbe, HttpProbe, MatchLabels};
     plural = "hotstandbyjobs",
     singular = "hotstandbyjob",
     shortname = "hsj",
+    category = "kube-standby",
     namespaced,
     status = "HotStandbyJobStatus",
     derive = "PartialEq",

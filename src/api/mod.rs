@@ -53,30 +53,75 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         AsyncActor::crd(),
     ]
     .into_iter()
-    .map(without_null_enum_values)
+    .map(normalize_schema)
     .collect()
 }
 
-/// schemars lists `null` among the values of an optional enum; kubectl's client-side
-/// validation against a 1.24 API server refuses such a CRD. Optional fields are already
-/// expressed by `nullable`/absence, so `null` is dropped from every `enum`.
-fn without_null_enum_values(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    fn walk(v: &mut serde_json::Value) {
+/// Fields that keep `nullable: true` in the generated schemas, as
+/// (`<crd name>:<path>`, reason), the path written like `.spec.scaling`. Empty: every
+/// optional field of ours is expressed by leaving it out (our types never serialize
+/// `null`, and a merge patch's `null` deletes a field whatever the schema says).
+///
+/// Why not `nullable` by default: the API server publishes a nullable field to OpenAPI v2
+/// (what kubectl reads on 1.24) with no type and no properties, so `kubectl explain`
+/// shows `<>` and kubectl's client-side validation cannot refuse a misspelt nested key,
+/// which the server then prunes without a word.
+pub const NULLABLE_FIELDS: &[(&str, &str)] = &[];
+
+/// Schema clean-up applied to every CRD we generate:
+/// - schemars lists `null` among the values of an optional enum; kubectl's client-side
+///   validation against a 1.24 API server refuses such a CRD, so `null` is dropped from
+///   every `enum`;
+/// - kube turns `Option<T>` into `nullable: true`; that is removed everywhere except the
+///   fields listed in [`NULLABLE_FIELDS`] (see there why).
+fn normalize_schema(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value, crd: &str, path: &str) {
         match v {
             serde_json::Value::Object(m) => {
                 if let Some(serde_json::Value::Array(values)) = m.get_mut("enum") {
                     values.retain(|x| !x.is_null());
                 }
-                m.values_mut().for_each(walk);
+                if m.get("nullable") == Some(&serde_json::Value::Bool(true)) {
+                    let key = format!("{crd}:{path}");
+                    if !NULLABLE_FIELDS.iter().any(|(f, _)| *f == key) {
+                        m.remove("nullable");
+                    }
+                }
+                for (k, x) in m.iter_mut() {
+                    let sub = match k.as_str() {
+                        "properties" => {
+                            if let serde_json::Value::Object(props) = x {
+                                for (name, p) in props.iter_mut() {
+                                    walk(p, crd, &format!("{path}.{name}"));
+                                }
+                            }
+                            continue;
+                        }
+                        "items" => format!("{path}[]"),
+                        "additionalProperties" => format!("{path}{{}}"),
+                        other => format!("{path}<{other}>"),
+                    };
+                    walk(x, crd, &sub);
+                }
             }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, crd, path)),
             _ => {}
         }
     }
     let Ok(mut v) = serde_json::to_value(&crd) else {
         return crd;
     };
-    walk(&mut v);
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    if let Some(versions) = v
+        .pointer_mut("/spec/versions")
+        .and_then(|x| x.as_array_mut())
+    {
+        for version in versions {
+            if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
+                walk(schema, &name, "");
+            }
+        }
+    }
     serde_json::from_value(v).unwrap_or(crd)
 }
 

@@ -20,6 +20,9 @@ pub const LEGACY_GROUP: &str = "apps.openshift.statefulsingleton.com";
     kind = "StatefulSingleton",
     plural = "statefulsingletons",
     singular = "statefulsingleton",
+    shortname = "singleton",
+    shortname = "singletons",
+    category = "kube-standby",
     namespaced,
     status = "StatefulSingletonStatus",
     derive = "PartialEq",
@@ -123,12 +126,23 @@ pub struct StatefulSingletonStatus {
 }
 
 /// The same CRD served under the seed README's group, so its example applies unchanged.
+///
+/// Both groups have the plural `statefulsingletons` (the originals' URLs and RBAC rules use
+/// it). kubectl resolves a bare `statefulsingletons` to one group only: among CRD groups of
+/// equal priority the API server lists them alphabetically, so that is this legacy group.
+/// Each group therefore has short names of its own ([`LEGACY_SHORT_NAMES`] here,
+/// `singleton`/`singletons` for the main group), and both are in the `kube-standby`
+/// category; README ("Seeing both StatefulSingleton groups") documents the commands.
 pub fn legacy_group_crd() -> CustomResourceDefinition {
     let mut crd = StatefulSingleton::crd();
     crd.metadata.name = Some(format!("{}.{}", crd.spec.names.plural, LEGACY_GROUP));
     crd.spec.group = LEGACY_GROUP.to_string();
+    crd.spec.names.short_names = Some(LEGACY_SHORT_NAMES.iter().map(|s| s.to_string()).collect());
     crd
 }
+
+/// Short names of the legacy group's CRD (the main group's are `singleton`, `singletons`).
+pub const LEGACY_SHORT_NAMES: &[&str] = &["ossingleton", "ossingletons"];
 
 /// Pod label: the pod is managed by a StatefulSingleton.
 pub const MANAGED_LABEL: &str = "apps.statefulsingleton.com/managed";

@@ -220,10 +220,14 @@ pub fn own_namespace() -> String {
 /// The TLS mode, with the CA taken from (or first stored in) the CA Secret when asked.
 async fn tls_mode(client: &Client, cfg: &RunConfig) -> Result<TlsMode> {
     match (cfg.server.tls.clone(), &cfg.ca_secret) {
-        (TlsMode::SelfSigned { sans, .. }, Some(name)) => {
+        (TlsMode::SelfSigned { sans, validity, .. }, Some(name)) => {
             let ns = &cfg.ca_secret_namespace;
             let ca = crate::tls::ca_secret::load_or_create(client.clone(), ns, name).await?;
-            Ok(TlsMode::SelfSigned { sans, ca: Some(ca) })
+            Ok(TlsMode::SelfSigned {
+                sans,
+                ca: Some(ca),
+                validity,
+            })
         }
         (m @ TlsMode::Files { .. }, Some(_)) => {
             tracing::info!("--ca-secret is only used with --tls-self-signed");

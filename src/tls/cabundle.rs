@@ -1,5 +1,10 @@
 //! Keep a MutatingWebhookConfiguration's (and the busy guard's
-//! ValidatingWebhookConfiguration's) `caBundle` equal to the CA we serve with.
+//! ValidatingWebhookConfiguration's) `caBundle` trusting the CA we serve with.
+//!
+//! A CA rotation must not break admission while replicas with the old CA still serve: the
+//! bundle is our CA first, then up to [`KEEP_PREVIOUS`] other CAs it already held that have
+//! not expired (as Kubewarden keeps old and new CA during a rotation). Expired or
+//! unreadable entries are dropped.
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
@@ -45,15 +50,62 @@ impl WebhookConfigKind for ValidatingWebhookConfiguration {
     }
 }
 
-/// The configuration with every webhook's caBundle set to `ca_pem`, or None when it
-/// already is (no write needed).
+/// How many other, still valid CAs a bundle keeps after ours.
+pub const KEEP_PREVIOUS: usize = 2;
+
+/// The PEM certificate blocks of a bundle, each with its trailing newline.
+fn pem_blocks(bundle: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = vec![];
+    let mut rest = bundle;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(end) = rest[start..].find(END) else {
+            break;
+        };
+        let stop = start + end + END.len();
+        out.push(format!("{}\n", &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+/// The bundle to publish: `ca_pem` first, then the still valid other CAs of `current`.
+pub fn merged_bundle(current: Option<&[u8]>, ca_pem: &str, now_unix: i64) -> String {
+    let ours = pem_blocks(ca_pem);
+    let mut out = if ours.is_empty() {
+        ca_pem.to_string()
+    } else {
+        ours.concat()
+    };
+    let previous = current
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(pem_blocks)
+        .unwrap_or_default();
+    let valid = |pem: &String| crate::certs::pem_not_after_unix(pem).is_ok_and(|t| t > now_unix);
+    for old in previous
+        .into_iter()
+        .filter(|p| !ours.contains(p) && valid(p))
+        .take(KEEP_PREVIOUS)
+    {
+        out.push_str(&old);
+    }
+    out
+}
+
+/// The configuration with every webhook's caBundle trusting `ca_pem` (see
+/// [`merged_bundle`]), or None when it already does (no write needed).
 pub fn with_ca_bundle<K: WebhookConfigKind>(config: &K, ca_pem: &str) -> Option<K> {
-    let want = ByteString(ca_pem.as_bytes().to_vec());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
     let mut out = config.clone();
     let mut changed = false;
     for cc in out.client_configs() {
+        let current = cc.ca_bundle.as_ref().map(|b| b.0.as_slice());
+        let want = ByteString(merged_bundle(current, ca_pem, now).into_bytes());
         if cc.ca_bundle.as_ref() != Some(&want) {
-            cc.ca_bundle = Some(want.clone());
+            cc.ca_bundle = Some(want);
             changed = true;
         }
     }
@@ -158,5 +210,43 @@ mod tests {
         );
         assert!(with_ca_bundle(&mwc(Some("OLD")), "CA").is_some());
         assert!(with_ca_bundle(&mwc(Some("CA")), "CA").is_none());
+    }
+
+    fn expired_ca() -> String {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    /// During a CA rotation the old CA stays trusted next to the new one (ours first);
+    /// expired CAs and entries beyond KEEP_PREVIOUS are dropped; a repeat is a no-op.
+    #[test]
+    fn a_rotation_keeps_the_previous_valid_cas() {
+        let ca = |_| crate::certs::generate(&["x".into()]).unwrap().ca_pem;
+        let (old, new) = (ca(0), ca(1));
+        let expired = expired_ca();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let current = format!("{old}{expired}");
+        let got = merged_bundle(Some(current.as_bytes()), &new, now);
+        assert_eq!(got, format!("{new}{old}"));
+        // Applied to the configuration: one write, then none.
+        let updated = with_ca_bundle(&mwc(Some(&current)), &new).unwrap();
+        assert!(with_ca_bundle(&updated, &new).is_none());
+        // Ours is never listed twice; at most KEEP_PREVIOUS others.
+        let many: Vec<String> = (2..6).map(ca).collect();
+        let current = format!("{new}{}", many.concat());
+        let got = merged_bundle(Some(current.as_bytes()), &new, now);
+        assert_eq!(got.matches("BEGIN CERTIFICATE").count(), 1 + KEEP_PREVIOUS);
+        assert!(got.starts_with(&new) && got.matches(new.as_str()).count() == 1);
+        // Once the old CA has expired it goes.
+        let later = crate::certs::pem_not_after_unix(&old).unwrap() + 1;
+        let got = merged_bundle(Some(old.as_bytes()), &new, later);
+        assert_eq!(got, new);
     }
 }

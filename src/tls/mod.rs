@@ -97,7 +97,13 @@ impl FileReloader {
     pub fn load(cert: &Path, key: &Path) -> Result<(Self, Arc<CertResolver>)> {
         let c = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
         let k = std::fs::read(key).map_err(|e| Error::io(key, e))?;
-        let resolver = CertResolver::new(certified_key_from_pem(&c, &k)?);
+        let resolver = CertResolver::new(certified_key_from_pem(&c, &k).map_err(|e| {
+            Error::Tls(format!(
+                "--tls-cert-file {} with --tls-key-file {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?);
         Ok((
             FileReloader {
                 cert: cert.to_path_buf(),

@@ -37,10 +37,13 @@ pub struct StaticObjects {
 }
 
 impl ObjectSource for StaticObjects {
+    /// An object with a namespace matches that namespace's pods; one without (like the
+    /// namespace-free `examples/`, which `kubectl apply -n NS` places anywhere) matches
+    /// pods of every namespace.
     fn singletons(&self, namespace: &str) -> Vec<Arc<StatefulSingleton>> {
         self.singletons
             .iter()
-            .filter(|s| s.namespace().as_deref().unwrap_or("default") == namespace)
+            .filter(|s| s.namespace().is_none_or(|ns| ns == namespace))
             .cloned()
             .collect()
     }
@@ -143,6 +146,14 @@ spec:
             .unwrap()
             .to_string();
         assert!(e.contains("f.yaml") && e.contains("invalid Pod"), "{e}");
+    }
+
+    #[test]
+    fn an_object_without_a_namespace_matches_every_namespace() {
+        let y = "apiVersion: apps.statefulsingleton.com/v1\nkind: StatefulSingleton\nmetadata: {name: db}\nspec:\n  selector: {matchLabels: {app: db}}\n";
+        let o = StaticObjects::from_yaml(y, "t").unwrap();
+        assert_eq!(o.singletons("cap").len(), 1);
+        assert_eq!(o.singletons("default").len(), 1);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-"""Chart tests with the real Helm engine (helm-python-sdk): lint, render both TLS modes,
-the 2-replica HA layout and the namespaced mode, and check the rendered webhook registration
+"""Chart tests with the real Helm engine (helm-python-sdk): lint, values.schema.json, NOTES, every TLS mode (cert-manager too),
+the 2-replica HA layout, the namespaced mode (every watchNamespaces combination), and check the rendered webhook registration
 against the binary's own `webhook-config`."""
 import json
 import os
@@ -65,18 +65,20 @@ def test_secret_mode_mounts_the_secret():
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["KUBE_STANDBY_AGENT_CA"] == "CA"
     assert not [a for a in args if a.startswith("--ca-file")]
-    # Without caBundle: the Secret's ca.crt.
-    docs = render({"tls": {"mode": "secret", "secretName": "my-tls"}})
-    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
-    assert "--ca-file=/etc/kube-standby/tls/ca.crt" in spec["containers"][0]["args"]
-    assert "KUBE_STANDBY_AGENT_CA" not in {e["name"] for e in spec["containers"][0]["env"]}
+    # Without caBundle the API server could not verify the webhook: refused at render.
+    try:
+        render({"tls": {"mode": "secret", "secretName": "my-tls"}})
+    except helm.HelmError as e:
+        assert "tls.caBundle" in str(e) and "certManager" in str(e), e
+    else:
+        raise AssertionError("secret mode without caBundle should not render")
 
 
 def test_bad_tls_mode_fails_rendering():
     try:
         render({"tls": {"mode": "bogus"}})
     except helm.HelmError as e:
-        assert "tls.mode" in str(e)
+        assert "tls/mode" in str(e) and "certManager" in str(e), str(e)
     else:
         raise AssertionError("rendering should fail")
 
@@ -338,6 +340,247 @@ def test_busy_guard_registration_and_flags():
     sel = by_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]["namespaceSelector"]
     assert sel["matchExpressions"][0]["operator"] == "In"
     assert sel["matchExpressions"][0]["values"] == ["team-a"]
+
+
+def valid_selector(sel):
+    """The API server's rules for a LabelSelector (ValidateLabelSelector): In/NotIn need
+    at least one value, Exists/DoesNotExist none, and no other operator exists."""
+    for e in (sel or {}).get("matchExpressions", []):
+        op, values = e["operator"], e.get("values") or []
+        assert op in ("In", "NotIn", "Exists", "DoesNotExist"), e
+        if op in ("In", "NotIn"):
+            assert values, f"values: Required value: must be specified when operator is 'In' or 'NotIn': {e}"
+            assert all(isinstance(v, str) and v for v in values), e
+        else:
+            assert not values, e
+        assert e["key"], e
+
+
+def webhook_of(docs):
+    return by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"][0]
+
+
+def test_every_watch_namespaces_combination_renders_an_accepted_selector():
+    cases = {
+        "empty": [],
+        "release namespace only": ["kube-standby"],
+        "several": ["team-a", "team-b"],
+        "several with the release namespace": ["team-a", "kube-standby"],
+        "duplicates and kube-system": ["team-a", "team-a", "kube-system"],
+    }
+    for label, namespaces in cases.items():
+        docs = render({"watchNamespaces": namespaces})
+        wh = webhook_of(docs)
+        valid_selector(wh["namespaceSelector"])
+        valid_selector(wh.get("objectSelector"))
+        names = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")
+                 if r["metadata"]["name"] == "kube-standby"}
+        assert names == set(namespaces), (label, names)
+    # Empty: every namespace but kube-system and the operator's own.
+    wh = webhook_of(render({"watchNamespaces": []}))
+    assert wh["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "kube-standby"]}]
+    assert "objectSelector" not in wh
+    # The release namespace only: its pods are handled, the operator's own pods are not.
+    wh = webhook_of(render({"watchNamespaces": ["kube-standby"]}))
+    assert wh["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["kube-standby"]}]
+    op_labels = by_kind(render(), "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    expr = wh["objectSelector"]["matchExpressions"][0]
+    assert expr["operator"] == "NotIn" and op_labels[expr["key"]] in expr["values"], (expr, op_labels)
+    # Duplicates are listed once, kube-system never.
+    wh = webhook_of(render({"watchNamespaces": ["team-a", "team-a", "kube-system"]}))
+    assert wh["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"]
+    args = container(render({"watchNamespaces": ["team-a", "team-a"]}))["args"]
+    assert args.count("--namespace=team-a") == 1
+
+
+def test_watching_only_kube_system_fails_rendering():
+    try:
+        render({"watchNamespaces": ["kube-system"]})
+    except helm.HelmError as e:
+        assert "watchNamespaces" in str(e) and "kube-system" in str(e)
+    else:
+        raise AssertionError("rendering should fail")
+
+
+def test_readme_rbac_table_matches_the_chart():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## RBAC\n"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("API groups", "---") or not line.startswith("|"):
+            continue
+        groups = tuple(sorted(g.strip().strip("`").replace('""', "") for g in cells[0].split(",")))
+        resources = tuple(sorted(r.split("(")[0].strip() for r in cells[1].split(",")))
+        verbs = tuple(sorted(v.strip() for v in cells[2].split(",")))
+        rows.add((groups, resources, verbs))
+    chart = set()
+    for r in by_kind(render(), "ClusterRole")[0]["rules"]:
+        chart.add((tuple(sorted(r.get("apiGroups", []))), tuple(sorted(r["resources"])),
+                   tuple(sorted(r["verbs"]))))
+    assert rows == chart, (sorted(rows - chart), sorted(chart - rows))
+
+
+def refused(values, *needles):
+    try:
+        render(values)
+    except helm.HelmError as e:
+        for n in needles:
+            assert n in str(e), (values, n, str(e))
+        return str(e)
+    raise AssertionError(f"{values} should not render")
+
+
+def test_values_schema_refuses_wrong_and_misspelt_values():
+    assert os.path.exists(os.path.join(CHART, "values.schema.json"))
+    refused({"logFormat": "yaml"}, "logFormat")
+    refused({"replicas": 3}, "replicas")
+    refused({"serviceMonitor": {"enabld": True}}, "enabld")
+    refused({"tls": {"mode": "bogus"}}, "mode")
+    refused({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy")
+    refused({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces")
+    refused({"limits": {"maxConnections": 0}}, "maxConnections")
+    # Every documented value passes, with values of the right shape.
+    render({"logFormat": "text", "replicaCount": 3, "serviceMonitor": {"enabled": True},
+            "webhook": {"failurePolicy": "Fail"}, "watchNamespaces": ["team-a"]})
+
+
+def render_notes(values=None):
+    chart = helm.Chart.load(CHART)
+    out = chart.render(values or {}, name="kube-standby", namespace="kube-standby", is_install=True)
+    return next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+
+
+def test_notes_say_what_was_installed_and_how_to_check_it():
+    notes = render_notes()
+    assert "kubectl -n kube-standby rollout status deployment/kube-standby" in notes, notes
+    assert "kubectl get kube-standby -A" in notes
+    assert "kubectl apply -n demo -f examples/hsd-annotation.yaml" in notes
+    assert "port-forward svc/kube-standby 9090:9090" in notes and "/debug/state" in notes
+    assert "team-a" in render_notes({"watchNamespaces": ["team-a"]})
+
+
+def test_the_usual_values():
+    docs = render({
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"a": "1"},
+        "podLabels": {"team": "ops"},
+        "priorityClassName": "system-cluster-critical",
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:x"}},
+    })
+    dep = by_kind(docs, "Deployment")[0]
+    pod = dep["spec"]["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["metadata"]["annotations"] == {"a": "1"}
+    assert pod["metadata"]["labels"]["team"] == "ops"
+    assert "team" not in dep["spec"]["selector"]["matchLabels"], "pod labels must not change the selector"
+    assert pod["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert pod["spec"]["topologySpreadConstraints"][0]["maxSkew"] == 1
+    sa = by_kind(docs, "ServiceAccount")[0]
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:x"}
+    assert pod["spec"]["serviceAccountName"] == sa["metadata"]["name"] == "kube-standby"
+    # Defaults: none of the optional fields.
+    pod = by_kind(render(), "Deployment")[0]["spec"]["template"]
+    for k in ("imagePullSecrets", "priorityClassName", "topologySpreadConstraints"):
+        assert k not in pod["spec"], k
+    assert "annotations" not in pod["metadata"]
+
+
+def test_an_existing_service_account():
+    docs = render({"serviceAccount": {"create": False, "name": "mine"}})
+    assert not by_kind(docs, "ServiceAccount")
+    assert by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+    for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding"):
+        assert b["subjects"][0]["name"] == "mine", b["metadata"]["name"]
+    refused({"serviceAccount": {"create": False}}, "serviceAccount.name")
+
+
+def test_name_overrides():
+    docs = render({"fullnameOverride": "ks"})
+    names = {d["kind"]: d["metadata"]["name"] for d in docs}
+    for kind in ("Deployment", "Service", "ServiceAccount", "ClusterRole", "MutatingWebhookConfiguration"):
+        assert names[kind] == "ks", (kind, names)
+    assert "--webhook-config-name=ks" in container(docs)["args"]
+    docs = render({"nameOverride": "ops"})
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["metadata"]["name"] == "kube-standby-ops"
+    assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ops"
+
+
+def test_restricted_pod_security_by_default():
+    spec = by_kind(render(), "Deployment")[0]["spec"]["template"]["spec"]
+    pod, c = spec["securityContext"], spec["containers"][0]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["allowPrivilegeEscalation"] is False and c["readOnlyRootFilesystem"] is True
+    assert c["capabilities"] == {"drop": ["ALL"]} and c["runAsNonRoot"] is True
+    assert not c.get("privileged")
+
+
+def test_cert_manager_mode():
+    docs = render({"tls": {"mode": "certManager"}})
+    issuers = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "Issuer")}
+    assert issuers["kube-standby-selfsigned"] == {"selfSigned": {}}
+    assert issuers["kube-standby-ca"]["ca"]["secretName"] == "kube-standby-ca-cert-manager"
+    certs = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "Certificate")}
+    assert certs["kube-standby-ca"]["isCA"] is True
+    serving = certs["kube-standby-tls"]
+    assert serving["secretName"] == "kube-standby-tls"
+    assert serving["issuerRef"]["name"] == "kube-standby-ca"
+    assert "kube-standby.kube-standby.svc" in serving["dnsNames"]
+    mwc = by_kind(docs, "MutatingWebhookConfiguration")[0]
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "kube-standby/kube-standby-tls"
+    assert "caBundle" not in mwc["webhooks"][0]["clientConfig"]
+    c = container(docs)
+    assert "--tls-cert-file=/etc/kube-standby/tls/tls.crt" in c["args"]
+    assert "--ca-file=/etc/kube-standby/tls/ca.crt" in c["args"]
+    assert "--tls-self-signed" not in c["args"] and not [a for a in c["args"] if "webhook-config-name" in a]
+    spec = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert spec["volumes"][0]["secret"]["secretName"] == "kube-standby-tls"
+    # Other modes make no cert-manager objects.
+    assert not by_kind(render(), "Certificate") and not by_kind(render(), "Issuer")
+
+
+def test_service_monitor():
+    assert not by_kind(render(), "ServiceMonitor")
+    sm = by_kind(render({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), "ServiceMonitor")[0]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["port"] == "metrics" and ep["path"] == "/metrics"
+    svc = by_kind(render(), "Service")[0]
+    assert {p["name"] for p in svc["spec"]["ports"]} >= {"metrics"}
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+
+
+def test_network_policy_guards_the_ops_port():
+    np = by_kind(render(), "NetworkPolicy")[0]
+    dep = by_kind(render(), "Deployment")[0]
+    assert np["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    rules = np["spec"]["ingress"]
+    # Default: the webhook port for everyone, the ops port for no namespace.
+    assert rules == [{"ports": [{"port": "https", "protocol": "TCP"}]}], rules
+    rules = by_kind(render({"networkPolicy": {"metricsFromNamespaces": ["monitoring"]}}),
+                   "NetworkPolicy")[0]["spec"]["ingress"]
+    metrics = [r for r in rules if r["ports"][0]["port"] == "metrics"][0]
+    sel = metrics["from"][0]["namespaceSelector"]
+    valid_selector(sel)
+    assert sel["matchExpressions"][0]["values"] == ["monitoring"]
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_chart_readme_lists_every_value():
+    text = open(os.path.join(CHART, "README.md")).read()
+    values = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    missing = [k for k in values if f"`{k}" not in text]
+    assert not missing, missing
+    schema = json.load(open(os.path.join(CHART, "values.schema.json")))
+    assert set(schema["properties"]) == set(values), set(schema["properties"]) ^ set(values)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ async fn start_operator(
             tls: TlsMode::SelfSigned {
                 sans: vec![host.clone(), "localhost".into()],
                 ca: None,
+                validity: Default::default(),
             },
             ca_file: None,
             ca_pem: None,

@@ -6,6 +6,7 @@ mod actor;
 mod guard;
 mod hsd;
 mod hsj;
+mod kubectl;
 mod singleton;
 mod startup;
 mod util;

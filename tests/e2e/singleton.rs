@@ -80,6 +80,7 @@ async fn start_operator(client: Client, env: &Env, ns: &str, identity: Option<&s
             tls: TlsMode::SelfSigned {
                 sans: vec![env.host.clone(), "localhost".into()],
                 ca: None,
+                validity: Default::default(),
             },
             ca_file: None,
             ca_pem: None,

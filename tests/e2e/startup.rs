@@ -63,6 +63,7 @@ async fn operator_started_with_its_crds_becomes_ready_and_works_without_a_restar
             tls: TlsMode::SelfSigned {
                 sans: vec!["localhost".into(), "127.0.0.1".into()],
                 ca: None,
+                validity: Default::default(),
             },
             ca_file: None,
             ca_pem: None,
