@@ -35,9 +35,14 @@ use crate::{Error, Result, MANAGER};
 pub const READY_REPOLL: Duration = Duration::from_millis(50);
 
 /// Opens when the controller's caches have synced and this process leads.
+///
+/// The sync condition is a future awaited by the reconciles themselves (shared, so every
+/// waiting reconcile sees the same answer), never a task of its own: nothing outside the
+/// supervised controller task runs for the gate.
 #[derive(Clone)]
 pub struct Gate {
     synced: Arc<watch::Sender<bool>>,
+    ready: Option<futures::future::Shared<futures::future::BoxFuture<'static, bool>>>,
     leading: watch::Receiver<bool>,
 }
 
@@ -46,6 +51,7 @@ impl Gate {
     pub fn new(leading: watch::Receiver<bool>) -> Self {
         Gate {
             synced: Arc::new(watch::channel(false).0),
+            ready: None,
             leading,
         }
     }
@@ -57,14 +63,11 @@ impl Gate {
         g
     }
 
-    /// Mark the caches synced once `ready` resolves true (spawned; returns at once).
-    pub fn open_when(&self, ready: impl std::future::Future<Output = bool> + Send + 'static) {
-        let synced = self.synced.clone();
-        tokio::spawn(async move {
-            if ready.await {
-                synced.send_replace(true);
-            }
-        });
+    /// The caches count as synced once `ready` resolves true (awaited by the first
+    /// reconcile that needs to know, and shared with every other).
+    pub fn open_when(&mut self, ready: impl std::future::Future<Output = bool> + Send + 'static) {
+        use futures::FutureExt;
+        self.ready = Some(ready.boxed().shared());
     }
 
     pub fn set_synced(&self) {
@@ -72,7 +75,7 @@ impl Gate {
     }
 
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
+        *self.synced.borrow() || self.ready.as_ref().and_then(|r| r.peek()) == Some(&true)
     }
 
     pub fn is_open(&self) -> bool {
@@ -81,16 +84,25 @@ impl Gate {
 
     /// Wait until the caches have synced (leadership aside). False if they never will.
     pub async fn wait_synced(&self) -> bool {
-        self.synced.subscribe().wait_for(|s| *s).await.is_ok()
+        if self.is_synced() {
+            return true;
+        }
+        let mut synced = self.synced.subscribe();
+        match self.ready.clone() {
+            Some(ready) => tokio::select! {
+                ok = ready => ok,
+                r = synced.wait_for(|s| *s) => r.is_ok(),
+            },
+            None => synced.wait_for(|s| *s).await.is_ok(),
+        }
     }
 
-    /// Wait until the gate is open. Returns false if it can never open (sender gone).
+    /// Wait until the gate is open. Returns false if it can never open.
     pub async fn opened(&self) -> bool {
-        let mut synced = self.synced.subscribe();
-        let mut leading = self.leading.clone();
-        if synced.wait_for(|s| *s).await.is_err() {
+        if !self.wait_synced().await {
             return false;
         }
+        let mut leading = self.leading.clone();
         let ok = leading.wait_for(|l| *l).await.is_ok();
         ok
     }
@@ -175,7 +187,7 @@ impl Shell {
         leading: watch::Receiver<bool>,
         ready: impl std::future::Future<Output = bool> + Send + 'static,
     ) -> Self {
-        let gate = Gate::new(leading);
+        let mut gate = Gate::new(leading);
         gate.open_when(ready);
         Shell::new(client, metrics, debug, gate)
     }
@@ -606,7 +618,7 @@ mod tests {
         use k8s_openapi::api::core::v1::Pod;
         use kube::runtime::{reflector, watcher};
         let (s, mut w) = reflector::store::<Pod>();
-        let g = Gate::new(always_leading());
+        let mut g = Gate::new(always_leading());
         g.open_when(Gate::stores_ready(vec![s.clone()]));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let other = tokio::spawn(async move { s.wait_until_ready().await.is_ok() });
@@ -624,7 +636,7 @@ mod tests {
         use kube::runtime::{reflector, watcher};
         let (s1, mut w1) = reflector::store::<Pod>();
         let (s2, mut w2) = reflector::store::<Pod>();
-        let g = Gate::new(always_leading());
+        let mut g = Gate::new(always_leading());
         g.open_when(Gate::stores_ready(vec![s1, s2]));
         w1.apply_watcher_event(&watcher::Event::InitDone);
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -446,64 +446,9 @@ pub fn pod_template(actor: &AsyncActor, cfg: &BuildConfig) -> Result<PodTemplate
         .spec
         .take()
         .ok_or("workload.template.spec is missing: it must list the runtime container")?;
-    if spec.containers.is_empty() {
-        return Err("workload.template.spec.containers must list at least one container".into());
-    }
-    let reserved_container = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == SIDECAR);
-    if reserved_container {
-        return Err(format!(
-            "container name {SIDECAR:?} is reserved for the injected sidecar; rename the template's container"
-        ));
-    }
-    if let Some(v) = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == SOCKET_VOLUME || v.name == RUNTIME_VOLUME)
-    {
-        return Err(format!(
-            "volume name {:?} is reserved for the operator's mounts",
-            v.name
-        ));
-    }
+    check_names(&spec)?;
     let native = native_sidecar(actor, cfg);
-    let i = runtime_index(&spec.containers);
-    let rt = &mut spec.containers[i];
-    let mounts = rt.volume_mounts.get_or_insert_with(Vec::new);
-    mounts.push(VolumeMount {
-        name: SOCKET_VOLUME.into(),
-        mount_path: dir.clone(),
-        ..Default::default()
-    });
-    if cfg.runtime_hash.is_some() {
-        mounts.push(VolumeMount {
-            name: RUNTIME_VOLUME.into(),
-            mount_path: RUNTIME_MOUNT.into(),
-            sub_path: Some(RUNTIME_KEY.into()),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
-    let envs = rt.env.get_or_insert_with(Vec::new);
-    if !envs.iter().any(|e| e.name == ENV_SOCKET_PATH) {
-        envs.push(env(ENV_SOCKET_PATH, socket_path(actor)));
-    }
-    let username = actor
-        .spec
-        .transport
-        .rabbitmq
-        .as_ref()
-        .and_then(|r| r.username.clone());
-    if let (true, Some(u)) = (native, username) {
-        // KEDA resolves `env` from `containers` only (see env_source_container).
-        if !envs.iter().any(|e| e.name == ENV_RABBITMQ_USERNAME) {
-            envs.push(env(ENV_RABBITMQ_USERNAME, u));
-        }
-    }
+    runtime_container(actor, cfg, &mut spec, &dir, native);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
         name: SOCKET_VOLUME.into(),
@@ -550,7 +495,90 @@ pub fn pod_template(actor: &AsyncActor, cfg: &BuildConfig) -> Result<PodTemplate
         }
     }
     tpl.spec = Some(spec);
-    let meta = tpl.metadata.get_or_insert_with(ObjectMeta::default);
+    template_metadata(
+        actor,
+        cfg,
+        tpl.metadata.get_or_insert_with(ObjectMeta::default),
+    );
+    Ok(tpl)
+}
+
+/// The template must have a container, and leave our container and volume names free.
+fn check_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), String> {
+    if spec.containers.is_empty() {
+        return Err("workload.template.spec.containers must list at least one container".into());
+    }
+    let reserved_container = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == SIDECAR);
+    if reserved_container {
+        return Err(format!(
+            "container name {SIDECAR:?} is reserved for the injected sidecar; rename the template's container"
+        ));
+    }
+    if let Some(v) = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == SOCKET_VOLUME || v.name == RUNTIME_VOLUME)
+    {
+        return Err(format!(
+            "volume name {:?} is reserved for the operator's mounts",
+            v.name
+        ));
+    }
+    Ok(())
+}
+
+/// The runtime container gets the socket (and runtime file) mounts and its environment.
+fn runtime_container(
+    actor: &AsyncActor,
+    cfg: &BuildConfig,
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    dir: &str,
+    native: bool,
+) {
+    let i = runtime_index(&spec.containers);
+    let Some(rt) = spec.containers.get_mut(i) else {
+        return;
+    };
+    let mounts = rt.volume_mounts.get_or_insert_with(Vec::new);
+    mounts.push(VolumeMount {
+        name: SOCKET_VOLUME.into(),
+        mount_path: dir.to_string(),
+        ..Default::default()
+    });
+    if cfg.runtime_hash.is_some() {
+        mounts.push(VolumeMount {
+            name: RUNTIME_VOLUME.into(),
+            mount_path: RUNTIME_MOUNT.into(),
+            sub_path: Some(RUNTIME_KEY.into()),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let envs = rt.env.get_or_insert_with(Vec::new);
+    if !envs.iter().any(|e| e.name == ENV_SOCKET_PATH) {
+        envs.push(env(ENV_SOCKET_PATH, socket_path(actor)));
+    }
+    let username = actor
+        .spec
+        .transport
+        .rabbitmq
+        .as_ref()
+        .and_then(|r| r.username.clone());
+    if let (true, Some(u)) = (native, username) {
+        // KEDA resolves `env` from `containers` only (see env_source_container).
+        if !envs.iter().any(|e| e.name == ENV_RABBITMQ_USERNAME) {
+            envs.push(env(ENV_RABBITMQ_USERNAME, u));
+        }
+    }
+}
+
+/// Our label, the busy guard's (with a busy probe), and the runtime file's hash.
+fn template_metadata(actor: &AsyncActor, cfg: &BuildConfig, meta: &mut ObjectMeta) {
     meta.labels
         .get_or_insert_with(BTreeMap::new)
         .insert(ACTOR_LABEL.into(), actor.name_any());
@@ -569,12 +597,14 @@ pub fn pod_template(actor: &AsyncActor, cfg: &BuildConfig) -> Result<PodTemplate
     }
     // A new runtime file rolls the pods of long-running workloads (subPath mounts are not
     // refreshed in place). Jobs pick it up with their next pods.
-    if let (Some(h), false) = (&cfg.runtime_hash, wl.type_ == WorkloadType::Job) {
+    if let (Some(h), false) = (
+        &cfg.runtime_hash,
+        actor.spec.workload.type_ == WorkloadType::Job,
+    ) {
         meta.annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(RUNTIME_HASH.into(), h.clone());
     }
-    Ok(tpl)
 }
 
 /// Set `asya.io/spec-hash` to the hash of the object's body (without that annotation).

@@ -455,83 +455,26 @@ fn start_scope(
     keda_crds: &KedaCrds,
 ) -> [BoxFuture<'static, ()>; 2] {
     let (client, caches) = (deps.client.clone(), &deps.caches);
-    let c = || client.clone();
     let (actors, actor_w) = reflector::store::<AsyncActor>();
-    let (deployments, dep_w) = reflector::store::<Deployment>();
-    let (statefulsets, sts_w) = reflector::store::<StatefulSet>();
-    let (jobs, job_w) = reflector::store::<Job>();
-    let (services, svc_w) = reflector::store::<Service>();
-    let (pods, pod_w) = reflector::store::<Pod>();
     let (configmaps, cm_w) = reflector::store::<ConfigMap>();
-    let triggers = futures::stream::select_all(vec![
-        labelled(
-            caches,
-            super::scoped(c(), ns),
-            ns,
-            dep_w,
-            false,
-            strip_managed,
-        )
-        .boxed(),
-        labelled(
-            caches,
-            super::scoped(c(), ns),
-            ns,
-            sts_w,
-            false,
-            strip_managed,
-        )
-        .boxed(),
-        labelled(
-            caches,
-            super::scoped(c(), ns),
-            ns,
-            job_w,
-            false,
-            strip_managed,
-        )
-        .boxed(),
-        labelled(
-            caches,
-            super::scoped(c(), ns),
-            ns,
-            svc_w,
-            false,
-            strip_managed,
-        )
-        .boxed(),
-        labelled(
-            caches,
-            super::scoped(c(), ns),
-            ns,
-            pod_w,
-            true,
-            observe::strip_pod,
-        )
-        .boxed(),
-    ]);
+    let owned = Owned::watch(caches, &client, ns);
     let runtime_cm =
         watcher::Config::default().fields(&format!("metadata.name={}", build::RUNTIME_CONFIGMAP));
-    let cm_stream = reflected(
-        caches,
-        super::scoped(c(), ns),
-        ns,
-        runtime_cm,
-        cm_w,
-        strip_managed,
-    )
-    .flat_map(every_actor_of_the_namespace(actors.clone()));
+    let cm_api = super::scoped(client.clone(), ns);
+    let cm_stream = reflected(caches, cm_api, ns, runtime_cm, cm_w, strip_managed)
+        .flat_map(every_actor_of_the_namespace(actors.clone()));
     let crd_actors = actors.clone();
     let crd_trigger = super::broadcast_stream(keda_crds.changes.subscribe())
         .flat_map(move |()| futures::stream::iter(all_actors(&crd_actors, None)));
     let (keda, keda_trigger) = keda_objects(caches, &client, ns);
+    let pods = owned.pods.clone();
     let stores = Stores {
         actors: actors.clone(),
-        deployments,
-        statefulsets,
-        jobs,
-        services,
-        pods: pods.clone(),
+        deployments: owned.deployments,
+        statefulsets: owned.statefulsets,
+        jobs: owned.jobs,
+        services: owned.services,
+        pods: owned.pods,
         configmaps,
         crds: keda_crds.stores.clone(),
         keda,
@@ -541,26 +484,23 @@ fn start_scope(
         deps.debug.clone(),
         deps.leading.clone(),
     );
-    let ctx = Arc::new(Ctx::new(c(), stores, settings.clone(), m, d, l));
+    let ctx = Arc::new(Ctx::new(client.clone(), stores, settings.clone(), m, d, l));
     let rt_actors = actors.clone();
     let rt_trigger = runtime_changes(settings.runtime.clone())
         .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
     let all = watcher::Config::default();
-    let actor_stream = reflected(
-        caches,
-        super::scoped(c(), ns),
-        ns,
-        all,
-        actor_w,
-        strip_managed,
-    );
+    let actor_api = super::scoped(client, ns);
+    let actor_stream = reflected(caches, actor_api, ns, all, actor_w, strip_managed);
+    let triggers = futures::stream::select_all([
+        owned.touched,
+        cm_stream.boxed(),
+        crd_trigger.boxed(),
+        keda_trigger.boxed(),
+        rt_trigger.boxed(),
+    ]);
     let janitor = ctx.clone();
     let controller = Controller::for_stream(actor_stream, actors)
         .reconcile_on(triggers)
-        .reconcile_on(cm_stream)
-        .reconcile_on(crd_trigger)
-        .reconcile_on(keda_trigger)
-        .reconcile_on(rt_trigger)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(move |r| {
             let janitor = janitor.clone();
@@ -575,6 +515,76 @@ fn start_scope(
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     [Box::pin(forget_probes), Box::pin(controller)]
+}
+
+/// The caches of what actors own (workloads, Services, pods), watched by our label, and
+/// the actors their changes touch.
+struct Owned {
+    deployments: Store<Deployment>,
+    statefulsets: Store<StatefulSet>,
+    jobs: Store<Job>,
+    services: Store<Service>,
+    pods: Store<Pod>,
+    touched: futures::stream::BoxStream<'static, ObjectRef<AsyncActor>>,
+}
+
+impl Owned {
+    fn watch(caches: &Caches, client: &Client, ns: Option<&str>) -> Owned {
+        let (deployments, dep_w) = reflector::store::<Deployment>();
+        let (statefulsets, sts_w) = reflector::store::<StatefulSet>();
+        let (jobs, job_w) = reflector::store::<Job>();
+        let (services, svc_w) = reflector::store::<Service>();
+        let (pods, pod_w) = reflector::store::<Pod>();
+        let api = || super::scoped(client.clone(), ns);
+        let touched = futures::stream::select_all([
+            labelled(caches, api(), ns, dep_w, false, strip_managed).boxed(),
+            labelled(
+                caches,
+                super::scoped(client.clone(), ns),
+                ns,
+                sts_w,
+                false,
+                strip_managed,
+            )
+            .boxed(),
+            labelled(
+                caches,
+                super::scoped(client.clone(), ns),
+                ns,
+                job_w,
+                false,
+                strip_managed,
+            )
+            .boxed(),
+            labelled(
+                caches,
+                super::scoped(client.clone(), ns),
+                ns,
+                svc_w,
+                false,
+                strip_managed,
+            )
+            .boxed(),
+            labelled(
+                caches,
+                super::scoped(client.clone(), ns),
+                ns,
+                pod_w,
+                true,
+                observe::strip_pod,
+            )
+            .boxed(),
+        ])
+        .boxed();
+        Owned {
+            deployments,
+            statefulsets,
+            jobs,
+            services,
+            pods,
+            touched,
+        }
+    }
 }
 
 /// A change of a namespace's runtime ConfigMap reconciles every actor of that namespace.

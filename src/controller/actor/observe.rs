@@ -232,11 +232,34 @@ pub async fn observe<'a>(
     cfg: &'a BuildConfig,
     runtime: Option<&'a str>,
 ) -> Result<Observed<'a>> {
-    let name = actor.name_any();
-    let uid = actor.uid().unwrap_or_default();
+    let st = &ctx.stores;
+    let keda = Keda {
+        scaled_objects: crd_established(&st.crds, build::KEDA_CRDS[0]),
+        scaled_jobs: crd_established(&st.crds, build::KEDA_CRDS[1]),
+        trigger_authentications: crd_established(&st.crds, build::KEDA_CRDS[2]),
+    };
+    let mut found = workloads(ctx, actor, ns).await?;
+    found.extend(keda_objects(ctx, actor, ns, &keda).await?);
+    let configmap = runtime_configmap(ctx, ns, cfg);
+    let pods = pods(ctx, actor, ns).await;
+    Ok(Observed {
+        actor,
+        cfg,
+        runtime,
+        existing: found,
+        configmap,
+        keda,
+        pods,
+    })
+}
+
+/// The workloads and Service of the actor's name: from the caches, or read by name when
+/// the kind is the one wanted and the cache (labelled) does not have it (a clash).
+async fn workloads(ctx: &Ctx, actor: &AsyncActor, ns: &str) -> Result<Vec<Existing>> {
+    let (name, uid) = (actor.name_any(), actor.uid().unwrap_or_default());
     let st = &ctx.stores;
     let want = Kind::of(actor.spec.workload.type_);
-    let mut found: Vec<Existing> = vec![];
+    let mut found = vec![];
     let cached = [
         (Kind::Deployment, from_store(&st.deployments, ns, &name)),
         (Kind::StatefulSet, from_store(&st.statefulsets, ns, &name)),
@@ -254,20 +277,26 @@ pub async fn observe<'a>(
             found.push(existing(kind, &v, &uid));
         }
     }
-    let keda = Keda {
-        scaled_objects: crd_established(&st.crds, build::KEDA_CRDS[0]),
-        scaled_jobs: crd_established(&st.crds, build::KEDA_CRDS[1]),
-        trigger_authentications: crd_established(&st.crds, build::KEDA_CRDS[2]),
-    };
+    Ok(found)
+}
+
+/// Objects of KEDA's kinds of the actor's name (only for kinds KEDA serves): from the
+/// caches once listed, else read by name when scaling may write them.
+async fn keda_objects(
+    ctx: &Ctx,
+    actor: &AsyncActor,
+    ns: &str,
+    keda: &Keda,
+) -> Result<Vec<Existing>> {
+    let (name, uid) = (actor.name_any(), actor.uid().unwrap_or_default());
+    let want = Kind::of(actor.spec.workload.type_);
     let scaling = actor.spec.scaling.as_ref().is_some_and(|s| s.enabled)
         || actor
             .status
             .as_ref()
             .is_some_and(|s| s.scaled_object_ref.is_some());
-    for k in &st.keda {
-        if !keda.has(k.kind) {
-            continue;
-        }
+    let mut found = vec![];
+    for k in ctx.stores.keda.iter().filter(|k| keda.has(k.kind)) {
         // The kinds this actor may write; a clash with one of them must be seen.
         let wanted = scaling
             && (k.kind == Kind::TriggerAuthentication || k.kind == super::plan::scaled_kind(want));
@@ -289,28 +318,35 @@ pub async fn observe<'a>(
             found.push(existing(k.kind, &v, &uid));
         }
     }
-    let configmap = match &cfg.runtime_hash {
-        None => RuntimeCm::NotConfigured,
-        Some(hash) => {
-            let cm = st
-                .configmaps
-                .get(&ObjectRef::new(build::RUNTIME_CONFIGMAP).within(ns));
-            match cm {
-                None => RuntimeCm::Missing,
-                Some(c)
-                    if c.labels().get(build::MANAGED_BY).map(String::as_str)
-                        != Some(crate::MANAGER) =>
-                {
-                    RuntimeCm::Foreign
-                }
-                Some(c) if c.annotations().get(build::RUNTIME_HASH) == Some(hash) => {
-                    RuntimeCm::Current
-                }
-                Some(_) => RuntimeCm::Outdated,
-            }
-        }
+    Ok(found)
+}
+
+/// The namespace's runtime ConfigMap, as this operator's runtime file wants it.
+fn runtime_configmap(ctx: &Ctx, ns: &str, cfg: &BuildConfig) -> RuntimeCm {
+    let Some(hash) = &cfg.runtime_hash else {
+        return RuntimeCm::NotConfigured;
     };
-    let pods: Vec<std::sync::Arc<Pod>> = crate::controller::in_namespace(&st.pods, ns)
+    let cm = ctx
+        .stores
+        .configmaps
+        .get(&ObjectRef::new(build::RUNTIME_CONFIGMAP).within(ns));
+    match cm {
+        None => RuntimeCm::Missing,
+        Some(c)
+            if c.labels().get(build::MANAGED_BY).map(String::as_str) != Some(crate::MANAGER) =>
+        {
+            RuntimeCm::Foreign
+        }
+        Some(c) if c.annotations().get(build::RUNTIME_HASH) == Some(hash) => RuntimeCm::Current,
+        Some(_) => RuntimeCm::Outdated,
+    }
+}
+
+/// The actor's pods as facts, sorted by name (http probes of a Deployment's pods first,
+/// when due).
+async fn pods(ctx: &Ctx, actor: &AsyncActor, ns: &str) -> Vec<PodFacts> {
+    let name = actor.name_any();
+    let pods: Vec<std::sync::Arc<Pod>> = crate::controller::in_namespace(&ctx.stores.pods, ns)
         .into_iter()
         .filter(|p| p.labels().get(build::ACTOR_LABEL) == Some(&name))
         .collect();
@@ -319,26 +355,19 @@ pub async fn observe<'a>(
         .scaling
         .as_ref()
         .and_then(|s| s.busy_probe.as_ref());
+    let want = Kind::of(actor.spec.workload.type_);
     if let Some(p) = probe.filter(|p| p.mode == crate::api::probe::BusyMode::Http) {
         if want == Kind::Deployment {
             let refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
             probe::probe_due(&ctx.prober, &ctx.probes, &ctx.metrics, &p.http, &refs).await;
         }
     }
-    let mut pods: Vec<PodFacts> = pods
+    let mut facts: Vec<PodFacts> = pods
         .iter()
         .map(|p| pod_facts(p, actor, &ctx.probes))
         .collect();
-    pods.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Observed {
-        actor,
-        cfg,
-        runtime,
-        existing: found,
-        configmap,
-        keda,
-        pods,
-    })
+    facts.sort_by(|a, b| a.name.cmp(&b.name));
+    facts
 }
 
 #[cfg(test)]

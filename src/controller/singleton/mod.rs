@@ -119,17 +119,16 @@ impl Ctx {
         debug: DebugState,
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let gate = Gate::new(leading);
         let s = stores.clone();
-        gate.open_when(async move {
+        let ready = async move {
             s.pods.ready().await
                 && s.nodes.ready().await
                 && s.replicasets.ready().await
                 && Gate::stores_ready(vec![s.configmaps]).await
                 && Gate::stores_ready(s.singletons).await
-        });
+        };
         Ctx {
-            shell: Shell::new(client, metrics, debug, gate),
+            shell: Shell::gated(client, metrics, debug, leading, ready),
             stores,
             gone_seen: Mutex::default(),
             agent_reported: Mutex::default(),
