@@ -384,17 +384,26 @@ async fn admitted_body(
     Ok((admitted, body))
 }
 
+/// A review admitted within the limits and parsed (the body is not kept), or the answer
+/// that refused it; the permit must be held while the review is handled.
+async fn admitted_review(
+    state: &WebhookState,
+    started: Instant,
+    req: Request,
+) -> Result<(limits::Admitted, Parsed), Response> {
+    let (admitted, body) = admitted_body(state, started, req).await?;
+    match parse_review(&body) {
+        Ok(r) => Ok((admitted, r)),
+        Err(e) => Err(refuse(state, started, e, "rejected")),
+    }
+}
+
 async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Response {
     let started = Instant::now();
-    let (admitted, body) = match admitted_body(&state, started, req).await {
+    let (admitted, req) = match admitted_review(&state, started, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let req = match parse_review(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(&state, started, e, "rejected"),
-    };
-    drop(body);
     let span = info_span!(
         "admission",
         uid = %Untrusted::short(req.uid()),
@@ -480,15 +489,10 @@ async fn debug_state(State(state): State<WebhookState>) -> Response {
 
 async fn validate_pods(State(state): State<WebhookState>, req: Request) -> Response {
     let started = Instant::now();
-    let (admitted, body) = match admitted_body(&state, started, req).await {
+    let (admitted, req) = match admitted_review(&state, started, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let req = match parse_review(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(&state, started, e, "rejected"),
-    };
-    drop(body);
     let span = info_span!(
         "busy_guard",
         uid = %Untrusted::short(req.uid()),
