@@ -1,6 +1,17 @@
 //! Reconcilers. Each kind's module follows observe → pure plan → apply, inside the shared
 //! `shell`. Controllers never import the webhook, the TLS server or the CLI; `runtime` wires
 //! them together.
+//!
+//! Start path: every kind is `start(&Deps, scope) -> Started`, a list of named tasks (the
+//! controller and each background loop) that the runtime supervises one by one; caches that
+//! are cluster-wide (Nodes, KEDA's CRDs) are built once and shared by every scope.
+//!
+//! Pods are still watched once per kind and scope, not by one shared watch: each kind
+//! watches a different subset (HSD, HSJ and AsyncActor only their own pods, by their label,
+//! stripped to what they read; the singleton every pod of the scope, as small facts), so one
+//! unfiltered shared watch would make the three labelled caches hold every pod of the scope.
+//! kube's shared reflector streams (`unstable-runtime`) share one watch with one filter,
+//! which does not fit four filters.
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
