@@ -611,11 +611,26 @@ async fn start_file_operator(
     ns: &str,
     certs: &std::path::Path,
 ) -> Operator {
-    let port = {
+    start_file_operator_announcing(client, env, ns, certs, None)
+        .await
+        .0
+}
+
+/// [`start_file_operator`], telling agents `announce_port` instead of the port it serves on
+/// (a port where nothing listens makes every agent unable to reach the operator).
+async fn start_file_operator_announcing(
+    client: Client,
+    env: &Env,
+    ns: &str,
+    certs: &std::path::Path,
+    announce_port: Option<u16>,
+) -> (Operator, String) {
+    let free_port = || {
         let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let url = format!("https://{}:{port}", env.host);
+    let port = free_port();
+    let url = format!("https://{}:{}", env.host, announce_port.unwrap_or(port));
     let cfg = RunConfig {
         server: ServerConfig {
             bind: format!("0.0.0.0:{port}").parse().expect("bind addr"),
@@ -648,7 +663,8 @@ async fn start_file_operator(
     })
     .await;
     assert!(!task.is_finished(), "the operator refused to start");
-    Operator { task, url }
+    let served = format!("https://{}:{port}", env.host);
+    (Operator { task, url }, served)
 }
 
 async fn register_ca(client: &Client, ns: &str, url: &str, ca: &str) -> String {
@@ -1039,6 +1055,80 @@ async fn real_node_file_tls_without_ca_file_releases_the_pod() {
             .and_then(|st| st.conditions.iter().find(|c| c.type_ == "AgentUnreachable"))
             .map(|c| c.status.clone());
         assert_ne!(unreachable.as_deref(), Some("True"));
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+/// An agent that cannot reach the operator (it is told a port where nothing listens): the
+/// pod is never released (its app never starts), and once the agent gives up (120 s) and
+/// exits with its one-line error, the StatefulSingleton shows `AgentUnreachable=True`
+/// naming the pod, with an `AgentUnreachable` Warning event.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn real_node_unreachable_operator_shows_agent_unreachable() {
+    let Some(env) = real_env("real_node_unreachable_operator_shows_agent_unreachable") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-real-unreach", move |client, ns| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        readme_certs(dir.path(), &env.host);
+        let nowhere = {
+            let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let (op, served) =
+            start_file_operator_announcing(client.clone(), &env, &ns, dir.path(), Some(nowhere))
+                .await;
+        assert!(op.url.ends_with(&format!(":{nowhere}")), "{}", op.url);
+        let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("ca.crt");
+        // The API server reaches the webhook where it really listens.
+        let mwc = register_ca(&client, &ns, &served, &ca).await;
+        let lines = follow_app_logs(client.clone(), ns.clone());
+        Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &real_singleton(&ns, "initContainer"),
+            )
+            .await
+            .expect("singleton");
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &real_deployment(&ns))
+            .await
+            .expect("deployment");
+        let singletons = Api::<StatefulSingleton>::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(300), "AgentUnreachable=True", || {
+            let singletons = singletons.clone();
+            async move {
+                singletons.get("app").await.ok().is_some_and(|s| {
+                    s.status.as_ref().is_some_and(|st| {
+                        st.conditions.iter().any(|c| {
+                            c.type_ == "AgentUnreachable"
+                                && c.status == "True"
+                                && c.message.contains("pod ")
+                        })
+                    })
+                })
+            }
+        })
+        .await;
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        let warned = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AgentUnreachable"));
+        assert!(warned, "no AgentUnreachable event");
+        assert!(
+            !app_started(&lines, 1).await,
+            "the app started although its agent never reached the operator"
+        );
         unregister(&client, &mwc).await;
         op.kill();
     })
