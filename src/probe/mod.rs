@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
 use crate::api::probe::{BusyMode, BusyProbe, HttpProbe};
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::Metrics;
 
 pub mod exec;
 pub mod http;
@@ -80,18 +80,14 @@ pub async fn probe_due(
 
 /// Record a probe's duration (since `started`) and outcome.
 pub fn count_probe<E>(metrics: &Metrics, started: Instant, r: &Result<BusyState, E>) {
-    metrics
-        .probe_duration
-        .observe(started.elapsed().as_secs_f64());
     let outcome = match r {
         Ok(BusyState::Busy) => "busy",
         Ok(_) => "idle",
         Err(_) => "error",
     };
     metrics
-        .probe_outcomes
-        .get_or_create(&OutcomeLabels { outcome })
-        .inc();
+        .probe
+        .observe(started.elapsed().as_secs_f64(), outcome);
 }
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.

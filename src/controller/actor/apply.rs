@@ -17,7 +17,6 @@ use super::build::Kind;
 use super::plan::{Action, Plan, HANDOVER_MANAGER};
 use super::Ctx;
 use crate::api::asya::AsyncActor;
-use crate::metrics::WriteLabels;
 use crate::{Result, MANAGER};
 
 /// What the writes achieved.
@@ -34,10 +33,7 @@ fn api(ctx: &Ctx, ns: &str, kind: Kind) -> Api<DynamicObject> {
 }
 
 fn count(ctx: &Ctx, kind: &'static str, op: &'static str) {
-    ctx.metrics
-        .actor_writes
-        .get_or_create(&WriteLabels { kind, op })
-        .inc();
+    ctx.metrics.actor.wrote(kind, op);
 }
 
 /// Execute `plan.actions` in order.

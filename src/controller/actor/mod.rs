@@ -227,17 +227,11 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, st: &crate::api::asya::AsyncActorStat
         namespace: ns.to_string(),
         name: name.to_string(),
     };
-    let is_true = |t: &str| {
-        crate::api::condition(&st.conditions, t).is_some_and(|c| c.status == "True") as i64
-    };
+    let is_true =
+        |t: &str| crate::api::condition(&st.conditions, t).is_some_and(|c| c.status == "True");
     ctx.metrics
-        .actor_workload_ready
-        .get_or_create(&labels)
-        .set(is_true("WorkloadReady"));
-    ctx.metrics
-        .actor_scaling_ready
-        .get_or_create(&labels)
-        .set(is_true("ScalingReady"));
+        .actor
+        .set(&labels, is_true("WorkloadReady"), is_true("ScalingReady"));
 }
 
 /// An actor is gone: drop what we kept for it, and the namespace's runtime ConfigMap once
@@ -245,7 +239,7 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, st: &crate::api::asya::AsyncActorStat
 pub async fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
-    ctx.metrics.forget_actor(&ObjectLabels {
+    ctx.metrics.actor.forget(&ObjectLabels {
         namespace: ns.to_string(),
         name: name.to_string(),
     });

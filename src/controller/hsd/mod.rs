@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
-use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
+use crate::metrics::{HsdCounts, Metrics, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
 use crate::state::DebugState;
@@ -178,10 +178,7 @@ fn decisions(ctx: &Ctx, plan: &plan::Plan<'_>, done: &apply::Outcome, started: I
             Direction::Down => "down",
             Direction::Up => "up",
         };
-        ctx.metrics
-            .hsd_scale_decisions
-            .get_or_create(&DecisionLabels { direction })
-            .inc();
+        ctx.metrics.hsd.scaled(direction);
         ctx.metrics
             .reaction_latency
             .observe(started.elapsed().as_secs_f64());
@@ -211,15 +208,13 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
         namespace: ns.to_string(),
         name: name.to_string(),
     };
-    let m = &ctx.metrics;
-    m.hsd_busy.get_or_create(&labels).set(plan.busy as i64);
-    m.hsd_idle.get_or_create(&labels).set(plan.idle as i64);
-    m.hsd_unknown
-        .get_or_create(&labels)
-        .set(plan.unknown as i64);
-    m.hsd_desired
-        .get_or_create(&labels)
-        .set(plan.desired as i64);
+    let counts = HsdCounts {
+        busy: plan.busy as i64,
+        idle: plan.idle as i64,
+        unknown: plan.unknown as i64,
+        desired: plan.desired as i64,
+    };
+    ctx.metrics.hsd.set(&labels, &counts);
 }
 
 /// Map an object carrying our name label to its HSD.
@@ -318,7 +313,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
 pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
-    ctx.metrics.forget_hsd(&ObjectLabels {
+    ctx.metrics.hsd.forget(&ObjectLabels {
         namespace: ns.to_string(),
         name: name.to_string(),
     });

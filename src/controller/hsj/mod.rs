@@ -27,7 +27,7 @@ use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::hsj::{HotStandbyJob, HotStandbyJobStatus, JobBusyMode};
-use crate::metrics::{DecisionLabels, Metrics, ObjectLabels};
+use crate::metrics::{HsjCounts, Metrics, ObjectLabels};
 use crate::probe::exec::{ExecProber, KubeExec};
 use crate::probe::http::HttpProber;
 use crate::probe::{self, ProbeCache};
@@ -338,18 +338,10 @@ fn status_after(
 
 /// Metrics of the Job writes.
 fn count_writes(ctx: &Ctx, applied: &apply::Applied, started: Instant) {
-    for (direction, n) in [
-        ("replace", applied.replaced.len()),
-        ("down", applied.deleted.len()),
-        ("up", applied.created.len()),
-    ] {
-        if n > 0 {
-            ctx.metrics
-                .hsj_job_writes
-                .get_or_create(&DecisionLabels { direction })
-                .inc_by(n as u64);
-        }
-    }
+    let m = &ctx.metrics.hsj;
+    m.wrote("replace", applied.replaced.len());
+    m.wrote("down", applied.deleted.len());
+    m.wrote("up", applied.created.len());
     if !applied.created.is_empty() {
         ctx.metrics
             .reaction_latency
@@ -404,17 +396,15 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
         namespace: ns.to_string(),
         name: name.to_string(),
     };
-    let m = &ctx.metrics;
-    for (g, v) in [
-        (&m.hsj_busy, plan.busy),
-        (&m.hsj_idle, plan.idle),
-        (&m.hsj_unknown, plan.unknown),
-        (&m.hsj_desired, plan.desired),
-        (&m.hsj_active, plan.active),
-        (&m.hsj_consecutive_failures, plan.failures.consecutive),
-    ] {
-        g.get_or_create(&labels).set(v as i64);
-    }
+    let counts = HsjCounts {
+        busy: plan.busy as i64,
+        idle: plan.idle as i64,
+        unknown: plan.unknown as i64,
+        desired: plan.desired as i64,
+        active: plan.active as i64,
+        consecutive_failures: plan.failures.consecutive as i64,
+    };
+    ctx.metrics.hsj.set(&labels, &counts);
 }
 
 /// Map an object carrying our name label to its HSJ.
@@ -537,7 +527,7 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.expect.forget(&debug_key(ns, name));
-    ctx.metrics.forget_hsj(&ObjectLabels {
+    ctx.metrics.hsj.forget(&ObjectLabels {
         namespace: ns.to_string(),
         name: name.to_string(),
     });

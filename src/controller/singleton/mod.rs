@@ -188,14 +188,14 @@ impl Ctx {
             let gap = self.gone_seen.lock().ok().and_then(|mut g| g.remove(key));
             if let Some(t) = gap {
                 let secs = t.elapsed().as_secs_f64();
-                self.metrics.singleton_handover_gap.observe(secs);
+                self.metrics.singleton.handover_gap.observe(secs);
             }
         }
         if !outcome.complete {
             return;
         }
         if plan.newly_timed_out {
-            self.metrics.singleton_timeouts.inc();
+            self.metrics.singleton.timeouts.inc();
         }
         if let Ok(mut m) = self.agent_reported.lock() {
             if agents.reported.is_empty() {
