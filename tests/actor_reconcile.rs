@@ -1,6 +1,7 @@
 //! The AsyncActor reconciler against a mocked API server (kube-rs ApiServerVerifier style):
 //! each scenario lists the requests one reconcile must make, in order, with their bodies
 //! checked, and then that it makes no other.
+use kube_standby::controller::Deps;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -16,9 +17,6 @@ use kube_standby::api::AsyncActor;
 use kube_standby::controller::actor::build::{BuildConfig, Kind};
 use kube_standby::controller::actor::plan::{self, Action, Keda, Observed, RuntimeCm};
 use kube_standby::controller::actor::{self, Ctx, KedaStore, Settings, Stores};
-use kube_standby::controller::shell;
-use kube_standby::metrics::Metrics;
-use kube_standby::state::DebugState;
 use serde_json::{json, Value};
 
 use verifier::{expect, Expect};
@@ -157,16 +155,13 @@ fn stores(w: &World, a: &AsyncActor) -> Stores {
 fn ctx(client: kube::Client, w: &World, a: &AsyncActor) -> Arc<Ctx> {
     let (_, runtime) = tokio::sync::watch::channel(None);
     let mut c = Ctx::new(
-        client,
+        &Deps::standalone(client),
         stores(w, a),
         Settings {
             sidecar_image: SIDECAR.into(),
             native_sidecar: false,
             runtime,
         },
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
     );
     c.clock = Arc::new(|| Timestamp::from_second(1_800_000_000).unwrap());
     Arc::new(c)
@@ -622,12 +617,9 @@ async fn pods_failing_on_a_missing_secret_show_in_status_with_one_warning() {
     // The next reconcile (the same state) writes and reports nothing: one Warning in all.
     let (client, handle) = verifier::mock_client();
     let mut again = Ctx::new(
-        client,
+        &Deps::standalone(client),
         c.stores.clone(),
         c.settings.clone(),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
     );
     again.clock = c.clock.clone();
     // Carry the status memory over: what the first reconcile wrote.

@@ -1,6 +1,7 @@
 //! The HSD reconciler against a mocked API server (kube-rs ApiServerVerifier style): each
 //! scenario lists the requests it must make, in order, with their bodies checked, and
 //! then that it makes no other.
+use kube_standby::controller::Deps;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use kube_standby::api::HotStandbyDeployment;
 use kube_standby::controller::hsd::{self, Ctx, Stores};
-use kube_standby::controller::shell;
 use kube_standby::metrics::Metrics;
-use kube_standby::state::DebugState;
 use serde_json::{json, Value};
 
 use verifier::{expect, Expect, Handle};
@@ -148,13 +147,7 @@ async fn scenario(
     expected: Vec<Expect>,
 ) -> kube::runtime::controller::Action {
     let (client, handle) = verifier::mock_client();
-    let mut ctx = Ctx::new(
-        client,
-        stores(&world),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let mut ctx = Ctx::new(&Deps::standalone(client), stores(&world));
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
     verifier::verify(handle, expected, task)
@@ -509,15 +502,12 @@ async fn an_api_error_is_returned_not_panicked() {
     let h = hsd(json!({}));
     let (svc, mut handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Ctx::new(
-        Client::new(svc, "default"),
+        &Deps::standalone(Client::new(svc, "default")),
         stores(&World {
             pods: vec![],
             rss: vec![],
             deployments: vec![],
         }),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
     );
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
     let (_, send) = handle.next_request().await.unwrap();
@@ -584,15 +574,12 @@ async fn a_reconcile_before_the_caches_sync_does_nothing_until_they_do() {
     let (deps, mut dw) = reflector::store();
     pw.apply_watcher_event(&watcher::Event::Init);
     let ctx = Ctx::new(
-        client,
+        &Deps::standalone(client),
         Stores {
             pods,
             replicasets: rss,
             deployments: deps,
         },
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
     );
     let task = tokio::spawn(hsd::reconcile(Arc::new(h.clone()), Arc::new(ctx)));
     let early = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
@@ -693,15 +680,15 @@ async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
     let (client, handle) = verifier::mock_client();
     let metrics = Arc::new(Metrics::new());
     let mut ctx = Ctx::new(
-        client,
+        &Deps {
+            metrics: metrics.clone(),
+            ..Deps::standalone(client)
+        },
         stores(&World {
             pods: vec![],
             rss: vec![],
             deployments: vec![],
         }),
-        metrics.clone(),
-        DebugState::default(),
-        shell::always_leading(),
     );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let ctx = Arc::new(ctx);
@@ -908,13 +895,7 @@ async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
         deployments: vec![child(&h, 1, 1)],
     };
     let (client, handle) = verifier::mock_client();
-    let mut ctx = Ctx::new(
-        client,
-        stores(&world),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let mut ctx = Ctx::new(&Deps::standalone(client), stores(&world));
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     // Last periodic probe: idle.
     ctx.probes.record(

@@ -1,6 +1,7 @@
 //! The HSJ reconciler against a mocked API server (kube-rs ApiServerVerifier style): each
 //! scenario lists the requests one reconcile must make, in order, with their bodies
 //! checked, and then that it makes no other.
+use kube_standby::controller::Deps;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{reflector, watcher};
 use kube_standby::api::hsj::HotStandbyJob;
 use kube_standby::controller::hsj::{self, Ctx, Stores};
-use kube_standby::controller::shell;
-use kube_standby::metrics::Metrics;
 use kube_standby::probe::exec::{ExecCall, ExecError, ExecProber, ExecRunner};
-use kube_standby::state::DebugState;
 use serde_json::{json, Value};
 
 use verifier::{expect, Expect};
@@ -125,14 +123,7 @@ async fn scenario_with(
         jobs: store::<Job>(jobs),
         pods: store::<Pod>(pods),
     };
-    let mut ctx = Ctx::new(
-        client,
-        stores,
-        ExecProber::new(exec, 4),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let mut ctx = Ctx::new(&Deps::standalone(client), stores, ExecProber::new(exec, 4));
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let task = tokio::spawn(hsj::reconcile(Arc::new(h), Arc::new(ctx)));
     verifier::verify(handle, expected, task)

@@ -3,6 +3,7 @@
 #[path = "support/verifier.rs"]
 mod verifier;
 
+use kube_standby::controller::Deps;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -12,10 +13,7 @@ use kube::api::DynamicObject;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use kube_standby::controller::index::Index;
-use kube_standby::controller::shell;
 use kube_standby::controller::singleton::{self, observe, Ctx, Stores};
-use kube_standby::metrics::Metrics;
-use kube_standby::state::DebugState;
 use serde_json::{json, Value};
 use verifier::{event, expect, Expect};
 
@@ -116,13 +114,7 @@ fn status_patch(check: impl Fn(&Value) + Send + 'static) -> Expect {
 
 async fn scenario(obj: Value, st: Stores, expected: Vec<Expect>) {
     let (client, handle) = verifier::mock_client();
-    let mut ctx = Ctx::new(
-        client,
-        st,
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let mut ctx = Ctx::new(&Deps::standalone(client), st);
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let ar = singleton::api_resource("apps.statefulsingleton.com");
     let dynobj: DynamicObject = serde_json::from_value(obj).unwrap();
@@ -367,13 +359,7 @@ async fn nothing_is_released_before_the_caches_sync() {
         false,
     );
     let (client, mut handle) = verifier::mock_client();
-    let ctx = Ctx::new(
-        client,
-        st,
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let ctx = Ctx::new(&Deps::standalone(client), st);
     let ar = singleton::api_resource("apps.statefulsingleton.com");
     let dynobj: DynamicObject = serde_json::from_value(s).unwrap();
     let task = tokio::spawn(singleton::reconcile(Arc::new(dynobj), Arc::new((ctx, ar))));
@@ -399,11 +385,11 @@ async fn a_replica_that_does_not_lead_writes_nothing() {
     let (client, mut handle) = verifier::mock_client();
     let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
     let mut ctx = Ctx::new(
-        client,
+        &Deps {
+            leading: lead_rx,
+            ..Deps::standalone(client)
+        },
         st,
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        lead_rx,
     );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let ar = singleton::api_resource("apps.statefulsingleton.com");
@@ -501,11 +487,11 @@ async fn a_new_leader_mid_handover_releases_only_once_the_old_pod_is_gone() {
             let (client, handle) = verifier::mock_client();
             let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
             let mut ctx = Ctx::new(
-                client,
+                &Deps {
+                    leading: lead_rx,
+                    ..Deps::standalone(client)
+                },
                 st,
-                Arc::new(Metrics::new()),
-                DebugState::default(),
-                lead_rx,
             );
             ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
             let ar = singleton::api_resource("apps.statefulsingleton.com");
@@ -559,13 +545,7 @@ async fn the_wrapper_configmap_goes_with_the_last_user() {
     );
     // A pod still mounts it: nothing is deleted.
     let (client, mut handle) = verifier::mock_client();
-    let ctx = Ctx::new(
-        client,
-        stores(&[], &[mounting], true),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let ctx = Ctx::new(&Deps::standalone(client), stores(&[], &[mounting], true));
     ctx.debug.set(
         "singleton/apps.statefulsingleton.com/ns/db".into(),
         json!({}),
@@ -585,13 +565,7 @@ async fn the_wrapper_configmap_goes_with_the_last_user() {
 
     // No user left: the ConfigMap is deleted.
     let (client, handle) = verifier::mock_client();
-    let ctx = Ctx::new(
-        client,
-        stores(&[], &[], true),
-        Arc::new(Metrics::new()),
-        DebugState::default(),
-        shell::always_leading(),
-    );
+    let ctx = Ctx::new(&Deps::standalone(client), stores(&[], &[], true));
     ctx.gate.opened().await;
     let task = tokio::spawn(async move { singleton::forget(&ctx, &ar, "ns", "db").await });
     verifier::verify(

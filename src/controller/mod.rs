@@ -56,6 +56,17 @@ impl Started {
     }
 }
 
+/// The object named by `obj`'s `label` in `obj`'s namespace: how a child carrying our name
+/// label maps back to its owner (pods and ReplicaSets are not owned by the pool directly).
+pub fn labelled_owner<O, K>(label: &str, obj: &K) -> Option<kube::runtime::reflector::ObjectRef<O>>
+where
+    O: kube::Resource<DynamicType = ()>,
+    K: kube::Resource,
+{
+    let name = obj.meta().labels.as_ref()?.get(label)?;
+    Some(kube::runtime::reflector::ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
+}
+
 /// "all" for the whole cluster, else the namespace: the scope part of a task's name.
 pub fn scope_label(namespace: Option<&str>) -> &str {
     namespace.unwrap_or("all")
@@ -126,6 +137,22 @@ pub fn namespace_of<K: kube::Resource>(obj: &K, kind: &'static str) -> Result<St
             name: obj.meta().name.clone().unwrap_or_default(),
             reason: "no namespace".into(),
         })
+}
+
+/// A cached pod's conditions, each reduced to its type and status (what readiness checks
+/// read); times, reasons and messages are dropped.
+pub fn slim_conditions(
+    conditions: Option<Vec<k8s_openapi::api::core::v1::PodCondition>>,
+) -> Option<Vec<k8s_openapi::api::core::v1::PodCondition>> {
+    conditions.map(|cs| {
+        cs.into_iter()
+            .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                type_: c.type_,
+                status: c.status,
+                ..Default::default()
+            })
+            .collect()
+    })
 }
 
 /// What every pod cache drops of a pod's metadata: managed fields, and annotation values

@@ -181,15 +181,13 @@ impl Shell {
     /// A shell whose gate opens once `ready` resolves true and `leading` says this process
     /// leads: the one way every kind composes its gate.
     pub fn gated(
-        client: Client,
-        metrics: Arc<Metrics>,
-        debug: DebugState,
-        leading: watch::Receiver<bool>,
+        deps: &super::Deps,
         ready: impl std::future::Future<Output = bool> + Send + 'static,
     ) -> Self {
-        let mut gate = Gate::new(leading);
+        let mut gate = Gate::new(deps.leading.clone());
         gate.open_when(ready);
-        Shell::new(client, metrics, debug, gate)
+        let (client, metrics) = (deps.client.clone(), deps.metrics.clone());
+        Shell::new(client, metrics, deps.debug.clone(), gate)
     }
 
     pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState, gate: Gate) -> Self {
@@ -432,6 +430,33 @@ fn memo_key<K: Resource>(obj: &K) -> String {
         m.namespace.as_deref().unwrap_or_default(),
         m.name.as_deref().unwrap_or_default()
     )
+}
+
+/// Drive a controller's result stream to its end: a request whose object is gone calls
+/// `gone` (the kind forgets its per-object state there); any other error is logged at debug
+/// (kube's controller retries it by `error_policy`).
+pub async fn follow<T, C, Fut>(
+    results: impl futures::Stream<
+        Item = std::result::Result<
+            T,
+            kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
+        >,
+    >,
+    kind: &'static str,
+    ctx: Arc<C>,
+    gone: impl Fn(Arc<C>, String, String) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    futures::pin_mut!(results);
+    while let Some(r) = results.next().await {
+        match (gone_object(&r), r) {
+            (Some((ns, name)), _) => gone(ctx.clone(), ns, name).await,
+            (None, Err(e)) => tracing::debug!(error = %e, kind, "controller event"),
+            (None, Ok(_)) => {}
+        }
+    }
 }
 
 /// The namespace and name of a reconcile request whose object is gone (kube's controller

@@ -157,6 +157,22 @@ where
         .touched_objects()
 }
 
+/// [`reflected`] over the watched scope (`--namespace`, or all) of a namespaced kind.
+pub fn in_scope<K>(
+    deps: &super::Deps,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    strip: fn(&mut K),
+) -> impl Stream<Item = watcher::Result<K>> + Send
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let api = super::scoped(deps.client.clone(), namespace);
+    reflected(&deps.caches, api, namespace, config, writer, strip)
+}
+
 /// Drops managed fields (never read by a reconcile, often the largest part of an object).
 pub fn strip_managed<K: Resource>(k: &mut K) {
     k.meta_mut().managed_fields = None;

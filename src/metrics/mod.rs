@@ -41,6 +41,15 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+impl ObjectLabels {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ObjectLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub resource: String,

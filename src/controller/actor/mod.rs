@@ -33,11 +33,10 @@ use super::shell::{self, Gate, Shell};
 use super::watch::{reflected, resource_name, strip_managed, tracked};
 use super::Deps;
 use crate::api::asya::AsyncActor;
-use crate::metrics::{Metrics, ObjectLabels};
+use crate::metrics::ObjectLabels;
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
 use crate::state::Caches;
-use crate::state::DebugState;
 use crate::Result;
 
 pub mod apply;
@@ -118,14 +117,7 @@ crate::controller::deref_to_shell!(Ctx);
 impl Ctx {
     /// The gate opens once every cache but the KEDA object caches has listed and
     /// `leading` says this process leads.
-    pub fn new(
-        client: Client,
-        stores: Stores,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        debug: DebugState,
-        leading: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(deps: &super::Deps, stores: Stores, settings: Settings) -> Self {
         let s = stores.clone();
         let ready = async move {
             Gate::stores_ready(vec![s.actors]).await
@@ -138,7 +130,7 @@ impl Ctx {
                 && Gate::stores_ready(s.crds).await
         };
         Ctx {
-            shell: Shell::gated(client, metrics, debug, leading, ready),
+            shell: Shell::gated(deps, ready),
             stores,
             settings,
             probes: ProbeCache::default(),
@@ -223,10 +215,7 @@ fn action_verb(a: &plan::Action) -> &'static str {
 }
 
 fn gauges(ctx: &Ctx, ns: &str, name: &str, st: &crate::api::asya::AsyncActorStatus) {
-    let labels = ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    };
+    let labels = ObjectLabels::new(ns, name);
     let is_true =
         |t: &str| crate::api::condition(&st.conditions, t).is_some_and(|c| c.status == "True");
     ctx.metrics
@@ -239,10 +228,7 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, st: &crate::api::asya::AsyncActorStat
 pub async fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
-    ctx.metrics.actor.forget(&ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    });
+    ctx.metrics.actor.forget(&ObjectLabels::new(ns, name));
     let others = super::in_namespace(&ctx.stores.actors, ns)
         .iter()
         .any(|a| a.name_any() != name && a.metadata.deletion_timestamp.is_none());
@@ -473,12 +459,7 @@ fn start_scope(
         crds: keda_crds.stores.clone(),
         keda,
     };
-    let (m, d, l) = (
-        deps.metrics.clone(),
-        deps.debug.clone(),
-        deps.leading.clone(),
-    );
-    let ctx = Arc::new(Ctx::new(client.clone(), stores, settings.clone(), m, d, l));
+    let ctx = Arc::new(Ctx::new(deps, stores, settings.clone()));
     let rt_actors = actors.clone();
     let rt_trigger = runtime_changes(settings.runtime.clone())
         .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
@@ -493,19 +474,12 @@ fn start_scope(
         rt_trigger.boxed(),
     ]);
     let janitor = ctx.clone();
-    let controller = Controller::for_stream(actor_stream, actors)
+    let results = Controller::for_stream(actor_stream, actors)
         .reconcile_on(triggers)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(move |r| {
-            let janitor = janitor.clone();
-            async move {
-                if let Some((ns, name)) = shell::gone_object(&r) {
-                    forget(&janitor, &ns, &name).await;
-                } else if let Err(e) = r {
-                    tracing::debug!(error = %e, "actor controller event");
-                }
-            }
-        });
+        .run(reconcile, error_policy, ctx.clone());
+    let controller = shell::follow(results, "actor", janitor, |c, ns, name| async move {
+        forget(&c, &ns, &name).await;
+    });
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     [Box::pin(forget_probes), Box::pin(controller)]

@@ -272,15 +272,7 @@ pub fn strip_pod(pod: &mut Pod) {
         .map(|s| k8s_openapi::api::core::v1::PodStatus {
             phase: s.phase,
             pod_ip: s.pod_ip,
-            conditions: s.conditions.map(|cs| {
-                cs.into_iter()
-                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
+            conditions: crate::controller::slim_conditions(s.conditions),
             ..Default::default()
         });
 }

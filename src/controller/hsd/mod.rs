@@ -3,22 +3,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
-use crate::metrics::{HsdCounts, Metrics, ObjectLabels};
+use crate::metrics::{HsdCounts, ObjectLabels};
 use crate::probe::http::HttpProber;
 use crate::probe::ProbeCache;
-use crate::state::DebugState;
 use crate::Result;
 
 pub mod apply;
@@ -54,13 +52,7 @@ crate::controller::deref_to_shell!(Ctx);
 impl Ctx {
     /// The gate opens once the pod, ReplicaSet and Deployment stores have listed and
     /// `leading` says this process leads.
-    pub fn new(
-        client: Client,
-        stores: Stores,
-        metrics: Arc<Metrics>,
-        debug: DebugState,
-        leading: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(deps: &super::Deps, stores: Stores) -> Self {
         let s = stores.clone();
         let ready = async move {
             Gate::stores_ready(vec![s.pods]).await
@@ -68,7 +60,7 @@ impl Ctx {
                 && Gate::stores_ready(vec![s.deployments]).await
         };
         Ctx {
-            shell: Shell::gated(client, metrics, debug, leading, ready),
+            shell: Shell::gated(deps, ready),
             stores,
             probes: ProbeCache::default(),
             prober: HttpProber::new(64),
@@ -204,10 +196,7 @@ fn next_requeue(ctx: &Ctx, hsd: &HotStandbyDeployment, plan: &plan::Plan<'_>) ->
 }
 
 fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
-    let labels = ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    };
+    let labels = ObjectLabels::new(ns, name);
     let counts = HsdCounts {
         busy: plan.busy as i64,
         idle: plan.idle as i64,
@@ -215,12 +204,6 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
         desired: plan.desired as i64,
     };
     ctx.metrics.hsd.set(&labels, &counts);
-}
-
-/// Map an object carrying our name label to its HSD.
-fn owner_hsd<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyDeployment>> {
-    let name = obj.meta().labels.as_ref()?.get(NAME_LABEL)?;
-    Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
 /// Run the controller until shutdown (tests and embedding; `kube-standby run` supervises the
@@ -232,74 +215,35 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
 /// The controller and its probe-forgetting loop, as named tasks for the runtime: nothing is
 /// reconciled before the caches have listed, nor while `deps.leading` is false.
 pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
-    use super::watch::{keep, reflected, strip_managed};
+    use super::watch::{in_scope, keep, strip_managed};
     let ns = namespace.as_deref();
-    let (client, c) = (deps.client.clone(), &deps.caches);
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<Pod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
-    let cl = || client.clone();
-    let pod_stream = reflected(
-        c,
-        super::scoped(cl(), ns),
-        ns,
-        labelled.clone(),
-        pod_w,
-        child::strip_pod,
-    );
-    let rs_stream = reflected(
-        c,
-        super::scoped(cl(), ns),
-        ns,
-        labelled.clone(),
-        rs_w,
-        strip_managed,
-    );
-    let dep_stream = reflected(
-        c,
-        super::scoped(cl(), ns),
-        ns,
-        labelled,
-        dep_w,
-        strip_managed,
-    );
+    let pod_stream = in_scope(deps, ns, labelled.clone(), pod_w, child::strip_pod);
+    let rs_stream = in_scope(deps, ns, labelled.clone(), rs_w, strip_managed);
+    let dep_stream = in_scope(deps, ns, labelled, dep_w, strip_managed);
     let all = watcher::Config::default();
-    let hsd_stream = reflected(c, super::scoped(cl(), ns), ns, all, hsd_w, keep);
+    let hsd_stream = in_scope(deps, ns, all, hsd_w, keep);
     let stores = Stores {
         pods: pods.clone(),
         replicasets: rss,
         deployments,
     };
-    let ctx = Arc::new(Ctx::new(
-        client,
-        stores,
-        deps.metrics.clone(),
-        deps.debug.clone(),
-        deps.leading.clone(),
-    ));
+    let ctx = Arc::new(Ctx::new(deps, stores));
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
-    let controller = Controller::for_stream(hsd_stream, hsds)
+    let results = Controller::for_stream(hsd_stream, hsds)
         .owns_stream(dep_stream)
-        .watches_stream(pod_stream, |p| owner_hsd(&p))
-        .watches_stream(rs_stream, |r| owner_hsd(&r))
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each({
-            let ctx = ctx.clone();
-            move |r| {
-                let ctx = ctx.clone();
-                async move {
-                    if let Some((ns, name)) = shell::gone_object(&r) {
-                        forget(&ctx, &ns, &name);
-                    } else if let Err(e) = r {
-                        tracing::debug!(error = %e, "hsd controller event");
-                    }
-                }
-            }
-        });
+        .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
+        .watches_stream(rs_stream, |r| super::labelled_owner(NAME_LABEL, &r))
+        .run(reconcile, error_policy, ctx.clone());
+    let controller = shell::follow(results, "hsd", ctx.clone(), |c, ns, name| async move {
+        forget(&c, &ns, &name);
+    });
     let label = super::scope_label(ns);
     super::Started {
         tasks: vec![
@@ -313,8 +257,5 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
 pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
-    ctx.metrics.hsd.forget(&ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    });
+    ctx.metrics.hsd.forget(&ObjectLabels::new(ns, name));
 }

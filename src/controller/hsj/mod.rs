@@ -15,23 +15,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::hsj::{HotStandbyJob, HotStandbyJobStatus, JobBusyMode};
-use crate::metrics::{HsjCounts, Metrics, ObjectLabels};
+use crate::metrics::{HsjCounts, ObjectLabels};
 use crate::probe::exec::{ExecProber, KubeExec};
 use crate::probe::http::HttpProber;
 use crate::probe::{self, ProbeCache};
-use crate::state::DebugState;
 use crate::Result;
 
 pub mod apply;
@@ -126,20 +124,13 @@ crate::controller::deref_to_shell!(Ctx);
 
 impl Ctx {
     /// The gate opens once the Job and pod stores have listed and `leading` says we lead.
-    pub fn new(
-        client: Client,
-        stores: Stores,
-        exec: ExecProber,
-        metrics: Arc<Metrics>,
-        debug: DebugState,
-        leading: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(deps: &super::Deps, stores: Stores, exec: ExecProber) -> Self {
         let s = stores.clone();
         let ready = async move {
             Gate::stores_ready(vec![s.jobs]).await && Gate::stores_ready(vec![s.pods]).await
         };
         Ctx {
-            shell: Shell::gated(client, metrics, debug, leading, ready),
+            shell: Shell::gated(deps, ready),
             stores,
             probes: ProbeCache::default(),
             http: HttpProber::new(64),
@@ -392,10 +383,7 @@ fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i
 }
 
 fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
-    let labels = ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    };
+    let labels = ObjectLabels::new(ns, name);
     let counts = HsjCounts {
         busy: plan.busy as i64,
         idle: plan.idle as i64,
@@ -405,12 +393,6 @@ fn gauges(ctx: &Ctx, ns: &str, name: &str, plan: &plan::Plan<'_>) {
         consecutive_failures: plan.failures.consecutive as i64,
     };
     ctx.metrics.hsj.set(&labels, &counts);
-}
-
-/// Map an object carrying our name label to its HSJ.
-fn owner_hsj<K: Resource>(obj: &K) -> Option<ObjectRef<HotStandbyJob>> {
-    let name = obj.meta().labels.as_ref()?.get(NAME_LABEL)?;
-    Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
 /// Run the controller until shutdown (tests and embedding; `kube-standby run` supervises the
@@ -437,61 +419,28 @@ pub fn start_with(
     exec: ExecProber,
     namespace: Option<String>,
 ) -> super::Started {
-    use super::watch::{keep, reflected};
+    use super::watch::{in_scope, keep};
     let ns = namespace.as_deref();
-    let (client, c) = (deps.client.clone(), &deps.caches);
-    let cl = || client.clone();
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (jobs, job_w) = reflector::store::<Job>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
-    let job_stream = reflected(
-        c,
-        super::scoped(cl(), ns),
-        ns,
-        labelled.clone(),
-        job_w,
-        strip_job,
-    );
-    let pod_stream = reflected(
-        c,
-        super::scoped(cl(), ns),
-        ns,
-        labelled,
-        pod_w,
-        observe::strip_pod,
-    );
+    let job_stream = in_scope(deps, ns, labelled.clone(), job_w, strip_job);
+    let pod_stream = in_scope(deps, ns, labelled, pod_w, observe::strip_pod);
     let all = watcher::Config::default();
-    let hsj_stream = reflected(c, super::scoped(cl(), ns), ns, all, hsj_w, keep);
+    let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
     let stores = Stores {
         jobs: jobs.clone(),
         pods: pods.clone(),
     };
-    let ctx = Arc::new(Ctx::new(
-        client,
-        stores,
-        exec,
-        deps.metrics.clone(),
-        deps.debug.clone(),
-        deps.leading.clone(),
-    ));
-    let controller = Controller::for_stream(hsj_stream, hsjs)
+    let ctx = Arc::new(Ctx::new(deps, stores, exec));
+    let results = Controller::for_stream(hsj_stream, hsjs)
         .owns_stream(job_stream)
-        .watches_stream(pod_stream, |p| owner_hsj(&p))
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each({
-            let ctx = ctx.clone();
-            move |r| {
-                let ctx = ctx.clone();
-                async move {
-                    if let Some((ns, name)) = shell::gone_object(&r) {
-                        forget(&ctx, &ns, &name);
-                    } else if let Err(e) = r {
-                        tracing::debug!(error = %e, "hsj controller event");
-                    }
-                }
-            }
-        });
+        .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
+        .run(reconcile, error_policy, ctx.clone());
+    let controller = shell::follow(results, "hsj", ctx.clone(), |c, ns, name| async move {
+        forget(&c, &ns, &name);
+    });
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     let label = super::scope_label(ns);
@@ -527,8 +476,5 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.expect.forget(&debug_key(ns, name));
-    ctx.metrics.hsj.forget(&ObjectLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    });
+    ctx.metrics.hsj.forget(&ObjectLabels::new(ns, name));
 }

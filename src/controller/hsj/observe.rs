@@ -51,15 +51,7 @@ pub fn strip_pod(pod: &mut Pod) {
         pod_ip: s.pod_ip,
         reason: s.reason,
         message: s.message.map(|m| cut(&m, 200)),
-        conditions: s.conditions.map(|cs| {
-            cs.into_iter()
-                .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    ..Default::default()
-                })
-                .collect()
-        }),
+        conditions: crate::controller::slim_conditions(s.conditions),
         container_statuses: s
             .container_statuses
             .map(|cs| cs.into_iter().map(strip_container_status).collect()),

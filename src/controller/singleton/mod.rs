@@ -26,7 +26,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::runtime::controller::{Action as KAction, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -37,8 +37,6 @@ use super::Deps;
 use crate::api::singleton::{
     selector_matches, CompactLabels, StatefulSingleton, LEGACY_GROUP, WRAPPER_CONFIGMAP,
 };
-use crate::metrics::Metrics;
-use crate::state::DebugState;
 use crate::{Error, Result};
 
 pub mod apply;
@@ -112,13 +110,7 @@ impl Ctx {
     /// have listed and `leading` says this process leads: a Node missing from an unsynced
     /// store is never taken as deleted, and no release happens before the status memory has
     /// been read.
-    pub fn new(
-        client: Client,
-        stores: Stores,
-        metrics: Arc<Metrics>,
-        debug: DebugState,
-        leading: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(deps: &super::Deps, stores: Stores) -> Self {
         let s = stores.clone();
         let ready = async move {
             s.pods.ready().await
@@ -128,7 +120,7 @@ impl Ctx {
                 && Gate::stores_ready(s.singletons).await
         };
         Ctx {
-            shell: Shell::gated(client, metrics, debug, leading, ready),
+            shell: Shell::gated(deps, ready),
             stores,
             gone_seen: Mutex::default(),
             agent_reported: Mutex::default(),
@@ -479,9 +471,8 @@ where
 /// The namespace's wrapper ConfigMap, by name.
 fn watch_configmaps(deps: &Deps, ns: Option<&str>) -> (Store<ConfigMap>, Task) {
     let (store, writer) = reflector::store::<ConfigMap>();
-    let stream = super::watch::reflected(
-        &deps.caches,
-        super::scoped::<ConfigMap>(deps.client.clone(), ns),
+    let stream = super::watch::in_scope::<ConfigMap>(
+        deps,
         ns,
         watcher::Config::default().fields(&format!("metadata.name={WRAPPER_CONFIGMAP}")),
         writer,
@@ -523,16 +514,7 @@ fn controller(
     reader: Store<DynamicObject>,
     stream: impl Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static,
 ) -> Task {
-    let ctx = Arc::new((
-        Ctx::new(
-            deps.client.clone(),
-            stores.clone(),
-            deps.metrics.clone(),
-            deps.debug.clone(),
-            deps.leading.clone(),
-        ),
-        ar.clone(),
-    ));
+    let ctx = Arc::new((Ctx::new(deps, stores.clone()), ar.clone()));
     let g = &ar.group;
     let pods = trigger(triggers.pods.subscribe(), stores, g, pod_refs);
     let replicasets = trigger(triggers.replicasets.subscribe(), stores, g, replicaset_refs);
