@@ -38,6 +38,8 @@ pub struct Deps {
     pub debug: crate::state::DebugState,
     pub leading: tokio::sync::watch::Receiver<bool>,
     pub caches: crate::state::Caches,
+    /// Every kind's http/exec probe results by pod UID, also read by the busy guard.
+    pub probes: crate::probe::ProbeCache,
 }
 
 /// What a kind's `start` hands the runtime: every long-lived part as a named future, each
@@ -82,6 +84,7 @@ impl Deps {
             metrics,
             debug: Default::default(),
             leading: shell::always_leading(),
+            probes: Default::default(),
         }
     }
 }

@@ -194,7 +194,8 @@ pub async fn probe_due(
             Err(ExecError::Forbidden(m)) => Some(m.clone()),
             _ => None,
         };
-        probes.record(uid, r.map_err(|e| format!("exec: {e}")), Instant::now());
+        let r = r.map_err(|e| format!("exec: {e}"));
+        probes.record_every(uid, r, Instant::now(), Some(period));
         forbidden
     });
     futures::future::join_all(runs)

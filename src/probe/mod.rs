@@ -73,7 +73,7 @@ pub async fn probe_due(
         if let Err(e) = &r {
             tracing::debug!(%ip, error = %e, "busy probe failed");
         }
-        probes.record(&uid, r, Instant::now());
+        probes.record_every(&uid, r, Instant::now(), Some(period));
     });
     futures::future::join_all(runs).await;
 }
@@ -110,6 +110,26 @@ pub struct ProbeRecord {
     pub failing: bool,
     pub reason: String,
     pub probed_at: Instant,
+    /// How often the pod's pool probes it (None: not said): how old a result may be
+    /// before the busy guard counts it stale.
+    pub period: Option<Duration>,
+}
+
+/// How long a gone pod's result is kept when another kind may still probe it (the cache
+/// is shared by every kind and the busy guard; each kind only knows its own pods).
+pub const FORGET_GRACE: Duration = Duration::from_secs(600);
+/// A result older than this many periods counts as stale for the busy guard.
+pub const STALE_PERIODS: u32 = 3;
+/// The period assumed when a result does not say one.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(20);
+
+/// What the busy guard reads of a pod's probe results.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProbeView {
+    pub state: BusyState,
+    /// The last probe failed, or is older than the pool's period allows.
+    pub stale: bool,
+    pub reason: String,
 }
 
 /// Probe results by pod UID, shared between reconciles.
@@ -133,6 +153,17 @@ impl ProbeCache {
     /// Record an outcome: Ok(busy) or Err(reason). Returns true when the pod's effective
     /// state (busy/idle/stale) changed.
     pub fn record(&self, uid: &str, outcome: Result<BusyState, String>, at: Instant) -> bool {
+        self.record_every(uid, outcome, at, None)
+    }
+
+    /// [`record`](Self::record), saying how often the pod's pool probes it.
+    pub fn record_every(
+        &self,
+        uid: &str,
+        outcome: Result<BusyState, String>,
+        at: Instant,
+        period: Option<Duration>,
+    ) -> bool {
         let mut m = self.lock();
         let prev = m.get(uid).cloned();
         let rec = match outcome {
@@ -141,12 +172,14 @@ impl ProbeCache {
                 failing: false,
                 reason: format!("http: {state:?}"),
                 probed_at: at,
+                period: period.or(prev.as_ref().and_then(|p| p.period)),
             },
             Err(reason) => ProbeRecord {
                 last_known: prev.as_ref().and_then(|p| p.last_known),
                 failing: true,
                 reason,
                 probed_at: at,
+                period: period.or(prev.as_ref().and_then(|p| p.period)),
             },
         };
         let changed =
@@ -155,9 +188,9 @@ impl ProbeCache {
         changed
     }
 
-    /// Forget pods that no longer exist.
-    /// Every `period`, forget the answers of pods no longer in `pods` (runs for ever; the
-    /// caller's supervised task owns it).
+    /// Every `period`, forget the answers of pods no longer in `pods` and not probed for
+    /// [`FORGET_GRACE`] (the cache is shared: another kind's live pods are probed again
+    /// well within the grace). Runs for ever; the caller's supervised task owns it.
     pub async fn forget_gone(
         &self,
         pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
@@ -170,8 +203,35 @@ impl ProbeCache {
                 .iter()
                 .filter_map(|p| p.metadata.uid.clone())
                 .collect();
-            self.retain(&|uid| live.contains(uid));
+            self.forget_unless(&|uid| live.contains(uid), Instant::now());
         }
+    }
+
+    /// Forget every result whose pod `live` does not hold and that is older than
+    /// [`FORGET_GRACE`] at `now`.
+    pub fn forget_unless(&self, live: &dyn Fn(&str) -> bool, now: Instant) {
+        self.lock().retain(|uid, r| {
+            live(uid) || now.saturating_duration_since(r.probed_at) < FORGET_GRACE
+        });
+    }
+
+    /// The busy guard's view of a pod's results at `now`: unknown when never classified,
+    /// stale when the last probe failed or is older than [`STALE_PERIODS`] periods.
+    pub fn guard_view(&self, uid: &str, now: Instant) -> Option<ProbeView> {
+        let r = self.get(uid)?;
+        let period = r.period.unwrap_or(DEFAULT_PERIOD);
+        let age = now.saturating_duration_since(r.probed_at);
+        let too_old = age > period * STALE_PERIODS;
+        let reason = if too_old {
+            format!("{} ({}s ago)", r.reason, age.as_secs())
+        } else {
+            r.reason
+        };
+        Some(ProbeView {
+            state: r.last_known.unwrap_or(BusyState::Unknown),
+            stale: r.failing || too_old,
+            reason,
+        })
     }
 
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
@@ -272,5 +332,47 @@ mod tests {
         assert!(c.due("u", Duration::from_secs(10), t0 + Duration::from_secs(10)));
         c.retain(&|k| k == "u");
         assert!(c.get("v").is_none());
+    }
+
+    #[test]
+    fn the_guard_sees_a_result_stale_once_it_is_older_than_three_periods_or_failing() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        let p = Duration::from_secs(5);
+        assert_eq!(c.guard_view("u", t0), None, "never probed: unknown to the guard");
+        c.record_every("u", Ok(BusyState::Idle), t0, Some(p));
+        let fresh = c.guard_view("u", t0 + p * STALE_PERIODS).unwrap();
+        assert_eq!((fresh.state, fresh.stale), (BusyState::Idle, false));
+        let old = c
+            .guard_view("u", t0 + p * STALE_PERIODS + Duration::from_millis(1))
+            .unwrap();
+        assert_eq!((old.state, old.stale), (BusyState::Idle, true));
+        assert!(old.reason.contains("s ago"), "{}", old.reason);
+        // A failure keeps the period it was told before, and is stale at once.
+        c.record("u", Err("refused".into()), t0 + p);
+        let failing = c.guard_view("u", t0 + p).unwrap();
+        assert_eq!((failing.state, failing.stale), (BusyState::Idle, true));
+        assert_eq!(c.get("u").unwrap().period, Some(p));
+        // Never classified: unknown, whatever the age.
+        c.record("v", Err("refused".into()), t0);
+        assert_eq!(c.guard_view("v", t0).unwrap().state, BusyState::Unknown);
+        // No period said: the default applies.
+        c.record("w", Ok(BusyState::Busy), t0);
+        assert!(!c.guard_view("w", t0 + DEFAULT_PERIOD).unwrap().stale);
+        assert!(c.guard_view("w", t0 + DEFAULT_PERIOD * 4).unwrap().stale);
+    }
+
+    #[test]
+    fn a_gone_pod_is_forgotten_only_after_the_grace_another_kind_may_still_probe_it() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        c.record("mine-live", Ok(BusyState::Busy), t0);
+        c.record("gone-or-other-kind", Ok(BusyState::Busy), t0);
+        let live = |u: &str| u == "mine-live";
+        c.forget_unless(&live, t0 + FORGET_GRACE - Duration::from_millis(1));
+        assert!(c.get("gone-or-other-kind").is_some(), "kept within the grace");
+        c.forget_unless(&live, t0 + FORGET_GRACE);
+        assert!(c.get("gone-or-other-kind").is_none());
+        assert!(c.get("mine-live").is_some(), "a live pod is never forgotten");
     }
 }

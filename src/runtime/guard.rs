@@ -23,6 +23,8 @@ use crate::webhook::ObjectSource;
 pub struct GuardedObjects {
     pub inner: Arc<dyn ObjectSource>,
     pub pods: Vec<(Option<String>, Store<Pod>)>,
+    /// The controllers' probe results (http/exec pools).
+    pub probes: crate::probe::ProbeCache,
 }
 
 impl ObjectSource for GuardedObjects {
@@ -42,7 +44,9 @@ impl ObjectSource for GuardedObjects {
     }
 
     fn probe(&self, uid: &str) -> Option<ProbeView> {
-        self.inner.probe(uid)
+        self.probes
+            .guard_view(uid, std::time::Instant::now())
+            .or_else(|| self.inner.probe(uid))
     }
 }
 
@@ -73,3 +77,68 @@ pub fn watch(deps: &Deps, scope: Option<String>) -> (Store<Pod>, BoxFuture<'stat
     .touched_objects();
     (store, Box::pin(events.for_each(|_| async {})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{BusyState, ProbeCache};
+    use crate::webhook::StaticObjects;
+    use kube::runtime::watcher::Event;
+
+    fn objects(pod: Pod) -> GuardedObjects {
+        let (store, mut writer) = reflector::store::<Pod>();
+        writer.apply_watcher_event(&Event::InitApply(pod));
+        writer.apply_watcher_event(&Event::InitDone);
+        GuardedObjects {
+            inner: Arc::new(StaticObjects::default()),
+            pods: vec![(Some("ns".into()), store)],
+            probes: ProbeCache::default(),
+        }
+    }
+
+    /// In `run` mode the guard answers from the controllers' probe results: the cache the
+    /// runtime hands every kind (`Deps::probes`) is the one read here.
+    #[test]
+    fn the_guard_reads_the_controllers_probe_results() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("w-1".into());
+        pod.metadata.namespace = Some("ns".into());
+        pod.metadata.uid = Some("uid-1".into());
+        let o = objects(pod);
+        assert!(o.guarded_pod("ns", "w-1").is_some());
+        assert!(o.guarded_pod("other", "w-1").is_none());
+        assert_eq!(o.probe("uid-1"), None);
+        o.probes.record_every(
+            "uid-1",
+            Ok(BusyState::Busy),
+            std::time::Instant::now(),
+            Some(std::time::Duration::from_secs(10)),
+        );
+        let v = o.probe("uid-1").expect("a result");
+        assert_eq!((v.state, v.stale), (BusyState::Busy, false));
+    }
+
+    #[tokio::test]
+    async fn every_kind_shares_the_probe_results_of_deps() {
+        let deps = crate::controller::Deps::standalone(kube::Client::new(
+            tower::service_fn(|_: http::Request<kube::client::Body>| async {
+                Err::<http::Response<kube::client::Body>, std::io::Error>(std::io::Error::other(
+                    "no API server in this test",
+                ))
+            }),
+            "default",
+        ));
+        let hsd = crate::controller::hsd::Ctx::new(
+            &deps,
+            crate::controller::hsd::Stores {
+                pods: reflector::store().0,
+                replicasets: reflector::store().0,
+                deployments: reflector::store().0,
+            },
+        );
+        hsd.probes
+            .record("uid-9", Ok(BusyState::Busy), std::time::Instant::now());
+        assert!(deps.probes.get("uid-9").is_some());
+    }
+}
+

@@ -269,6 +269,7 @@ pub async fn run(
         debug: DebugState::default(),
         leading,
         caches,
+        probes: Default::default(),
     };
 
     // Cluster-wide caches, built once for every scope.
@@ -299,6 +300,7 @@ pub async fn run(
     let mut guarded = guard::GuardedObjects {
         inner: Arc::new(view),
         pods: vec![],
+        probes: deps.probes.clone(),
     };
     for scope in &scopes {
         let (store, task) = guard::watch(&deps, scope.clone());

@@ -78,13 +78,7 @@ pub struct Requester<'a> {
 }
 
 /// The operator's latest probe result for a pod (http/exec pools).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeView {
-    pub state: BusyState,
-    /// The last probe failed, or is older than the pool's period allows.
-    pub stale: bool,
-    pub reason: String,
-}
+pub use crate::probe::ProbeView;
 
 /// The guard's settings (`--busy-guard-requesters`, `--busy-guard-max-hold`).
 #[derive(Debug, Clone, PartialEq)]

@@ -133,7 +133,7 @@ impl Ctx {
             shell: Shell::gated(deps, ready),
             stores,
             settings,
-            probes: ProbeCache::default(),
+            probes: deps.probes.clone(),
             prober: HttpProber::new(64),
         }
     }

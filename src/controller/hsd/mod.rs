@@ -62,7 +62,7 @@ impl Ctx {
         Ctx {
             shell: Shell::gated(deps, ready),
             stores,
-            probes: ProbeCache::default(),
+            probes: deps.probes.clone(),
             prober: HttpProber::new(64),
         }
     }

@@ -132,7 +132,7 @@ impl Ctx {
         Ctx {
             shell: Shell::gated(deps, ready),
             stores,
-            probes: ProbeCache::default(),
+            probes: deps.probes.clone(),
             http: HttpProber::new(64),
             exec,
             expect: Expectations::default(),
