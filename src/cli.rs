@@ -499,6 +499,7 @@ impl TlsArgs {
                     .and_then(|t| token_subject(&t))
                     .as_deref(),
             )?,
+            held: Default::default(),
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub admission_limits: webhook::AdmissionLimits,
     /// Busy guard settings (`/validate/pods`).
     pub busy_guard: webhook::guard::GuardSettings,
+    /// Where the guard tells this process's controllers what it holds.
+    pub held: crate::state::HeldPods,
 }
 
 /// A ready TLS setup.
@@ -289,7 +291,7 @@ pub async fn prepare(
         debug,
         release,
         gate: webhook::AdmissionGate::new(cfg.admission_limits.clone()),
-        guard: webhook::GuardState::new(cfg.busy_guard.clone()),
+        guard: webhook::GuardState::sharing(cfg.busy_guard.clone(), cfg.held.clone()),
     };
     let listener = TcpListener::bind(cfg.bind)
         .await

@@ -416,3 +416,103 @@ mod tests {
         assert_eq!(d.snapshot(), serde_json::json!({}));
     }
 }
+
+/// The pods the busy guard holds now (a removal of a busy pod was refused and no removal
+/// has been allowed since), by namespace and name, shared by the webhook (which records
+/// them) and the controllers (which show them in their pools' status and Events). Each
+/// change is announced on a channel the controllers reconcile on. A process only knows the
+/// holds its own webhook decided.
+#[derive(Clone, Debug)]
+pub struct HeldPods {
+    inner: Arc<Mutex<BTreeMap<(String, String), std::time::Instant>>>,
+    changes: tokio::sync::broadcast::Sender<(String, String)>,
+}
+
+impl Default for HeldPods {
+    fn default() -> Self {
+        HeldPods {
+            inner: Arc::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// Runtime state, not configuration: a `ServerConfig` compares equal whatever registry it
+/// carries.
+impl PartialEq for HeldPods {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl HeldPods {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), std::time::Instant>> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The pod is held (`true`) or not; a change is announced.
+    pub fn set(&self, namespace: &str, name: &str, held: bool, now: std::time::Instant) {
+        let key = (namespace.to_string(), name.to_string());
+        let changed = {
+            let mut m = self.lock();
+            if held {
+                m.insert(key.clone(), now).is_none()
+            } else {
+                m.remove(&key).is_some()
+            }
+        };
+        if changed {
+            // Nobody listening (webhook mode) is fine.
+            let _ = self.changes.send(key);
+        }
+    }
+
+    /// The held pods of a namespace.
+    pub fn in_namespace(&self, namespace: &str) -> std::collections::BTreeSet<String> {
+        self.lock()
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// (namespace, pod) of every change from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hold_and_its_end_are_announced_once_each() {
+        let h = HeldPods::default();
+        let mut rx = h.subscribe();
+        let t = std::time::Instant::now();
+        h.set("ns", "a", true, t);
+        h.set("ns", "a", true, t);
+        h.set("other", "b", true, t);
+        assert_eq!(h.in_namespace("ns"), ["a".to_string()].into());
+        h.set("ns", "a", false, t);
+        h.set("ns", "a", false, t);
+        assert!(h.in_namespace("ns").is_empty());
+        let mut seen = vec![];
+        while let Ok(k) = rx.try_recv() {
+            seen.push(k);
+        }
+        let k = |ns: &str, n: &str| (ns.to_string(), n.to_string());
+        assert_eq!(seen, vec![k("ns", "a"), k("other", "b"), k("ns", "a")]);
+        let other = h.clone();
+        other.set("ns", "c", true, t);
+        assert_eq!(
+            h.in_namespace("ns"),
+            ["c".to_string()].into(),
+            "clones share"
+        );
+    }
+}

@@ -383,3 +383,28 @@ fn guard_state_is_shared_by_clones() {
     let t = s.clone();
     assert!(Arc::ptr_eq(&s.guard, &t.guard));
 }
+
+/// Issue 18: what the guard holds reaches the controllers of the process (the pools'
+/// `status.heldPods`) through the shared registry, and leaves it once a removal passes.
+#[tokio::test]
+async fn a_hold_is_shared_with_the_controllers_and_ends_when_the_pod_may_go() {
+    let held = kube_standby::state::HeldPods::default();
+    let s = WebhookState {
+        guard: GuardState::sharing(GuardSettings::default(), held.clone()),
+        ..common::state_with(StaticObjects::default())
+    };
+    let mut changes = held.subscribe();
+    let r = review(s.clone(), &guarded_delete(RS_DELETE, BUSY)).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(
+        held.in_namespace("cap-ns"),
+        ["web-866bcb66c8-wghxn".to_string()].into()
+    );
+    let idle = &[("paia.tech/busy", "false")];
+    let r = review(s.clone(), &guarded_delete(RS_DELETE, idle)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(held.in_namespace("cap-ns").is_empty());
+    let pod = ("cap-ns".to_string(), "web-866bcb66c8-wghxn".to_string());
+    assert_eq!(changes.try_recv().ok(), Some(pod.clone()), "held");
+    assert_eq!(changes.try_recv().ok(), Some(pod), "let go");
+}

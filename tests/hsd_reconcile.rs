@@ -915,3 +915,33 @@ async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
     .await
     .expect("reconcile ok");
 }
+
+/// Issue 18: a pod the busy guard holds is listed in `status.heldPods` (only this pool's,
+/// only this namespace's) with one `DeletionHeld` Event.
+#[tokio::test]
+async fn a_held_pod_is_listed_in_status_with_one_deletion_held_event() {
+    let h = hsd(json!({}));
+    let world = World {
+        pods: vec![pod("a", true, 100), pod("b", true, 50), pod("c", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 2)],
+    };
+    let (client, handle) = verifier::mock_client();
+    let deps = Deps::standalone(client);
+    let t = std::time::Instant::now();
+    deps.held.set("ns", "a", true, t);
+    deps.held.set("other", "b", true, t);
+    deps.held.set("ns", "not-of-this-pool", true, t);
+    let mut ctx = Ctx::new(&deps, stores(&world));
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let expected = vec![
+        apply_child(|b| assert_eq!(b["spec"]["replicas"], 3)),
+        event("ScaledUp", "busy=2 idle=1 desired=3: replicas 2 -> 3"),
+        event("DeletionHeld", "pod a is busy"),
+        status(|st| assert_eq!(st["heldPods"], json!(["a"]))),
+    ];
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    verifier::verify(handle, expected, task)
+        .await
+        .expect("reconcile ok");
+}

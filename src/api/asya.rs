@@ -274,6 +274,10 @@ pub struct ObjectRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AsyncActorStatus {
+    /// Pods whose removal the busy guard holds now because they are busy (as seen by the
+    /// webhook of the leading replica); each got one `DeletionHeld` Event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_pods: Vec<String>,
     /// WorkloadReady, ScalingReady, RuntimeMounted, TransportConfigured and, for Job
     /// workloads, NativeSidecar.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -288,6 +288,10 @@ pub struct HotStandbyJobStatus {
     /// A generation whose Job the API server refused; not tried again until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_generation: Option<i64>,
+    /// Pods whose removal the busy guard holds now because they are busy (as seen by the
+    /// webhook of the leading replica); each got one `DeletionHeld` Event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_pods: Vec<String>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -21,6 +21,7 @@ use crate::Result;
 
 pub mod actor;
 pub mod cost;
+pub mod held;
 pub mod hsd;
 pub mod hsj;
 pub mod index;
@@ -40,6 +41,8 @@ pub struct Deps {
     pub caches: crate::state::Caches,
     /// Every kind's http/exec probe results by pod UID, also read by the busy guard.
     pub probes: crate::probe::ProbeCache,
+    /// The pods the busy guard holds now (the pools show them in status and Events).
+    pub held: crate::state::HeldPods,
 }
 
 /// What a kind's `start` hands the runtime: every long-lived part as a named future, each
@@ -85,6 +88,7 @@ impl Deps {
             debug: Default::default(),
             leading: shell::always_leading(),
             probes: Default::default(),
+            held: Default::default(),
         }
     }
 }

@@ -173,6 +173,8 @@ pub struct Shell {
     /// Safety-net resync; everything else is event-driven.
     pub resync: Duration,
     pub gate: Gate,
+    /// The pods the busy guard holds now (status.heldPods, DeletionHeld Events).
+    pub held: crate::state::HeldPods,
     /// The status last written per object ("namespace/name" → (uid, status)).
     written: Mutex<HashMap<String, (String, Value)>>,
 }
@@ -187,7 +189,9 @@ impl Shell {
         let mut gate = Gate::new(deps.leading.clone());
         gate.open_when(ready);
         let (client, metrics) = (deps.client.clone(), deps.metrics.clone());
-        Shell::new(client, metrics, deps.debug.clone(), gate)
+        let mut shell = Shell::new(client, metrics, deps.debug.clone(), gate);
+        shell.held = deps.held.clone();
+        shell
     }
 
     pub fn new(client: Client, metrics: Arc<Metrics>, debug: DebugState, gate: Gate) -> Self {
@@ -203,6 +207,7 @@ impl Shell {
             clock: Arc::new(Timestamp::now),
             resync: Duration::from_secs(300),
             gate,
+            held: Default::default(),
             written: Mutex::default(),
         }
     }

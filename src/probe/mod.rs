@@ -339,7 +339,11 @@ mod tests {
         let c = ProbeCache::default();
         let t0 = Instant::now();
         let p = Duration::from_secs(5);
-        assert_eq!(c.guard_view("u", t0), None, "never probed: unknown to the guard");
+        assert_eq!(
+            c.guard_view("u", t0),
+            None,
+            "never probed: unknown to the guard"
+        );
         c.record_every("u", Ok(BusyState::Idle), t0, Some(p));
         let fresh = c.guard_view("u", t0 + p * STALE_PERIODS).unwrap();
         assert_eq!((fresh.state, fresh.stale), (BusyState::Idle, false));
@@ -370,9 +374,15 @@ mod tests {
         c.record("gone-or-other-kind", Ok(BusyState::Busy), t0);
         let live = |u: &str| u == "mine-live";
         c.forget_unless(&live, t0 + FORGET_GRACE - Duration::from_millis(1));
-        assert!(c.get("gone-or-other-kind").is_some(), "kept within the grace");
+        assert!(
+            c.get("gone-or-other-kind").is_some(),
+            "kept within the grace"
+        );
         c.forget_unless(&live, t0 + FORGET_GRACE);
         assert!(c.get("gone-or-other-kind").is_none());
-        assert!(c.get("mine-live").is_some(), "a live pod is never forgotten");
+        assert!(
+            c.get("mine-live").is_some(),
+            "a live pod is never forgotten"
+        );
     }
 }

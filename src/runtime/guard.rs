@@ -141,4 +141,3 @@ mod tests {
         assert!(deps.probes.get("uid-9").is_some());
     }
 }
-

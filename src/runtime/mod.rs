@@ -270,6 +270,7 @@ pub async fn run(
         leading,
         caches,
         probes: Default::default(),
+        held: Default::default(),
     };
 
     // Cluster-wide caches, built once for every scope.
@@ -310,6 +311,7 @@ pub async fn run(
     }
     let server_cfg = ServerConfig {
         tls: tls_mode(&client, &cfg).await?,
+        held: deps.held.clone(),
         ..cfg.server.clone()
     };
     let prepared = server::prepare(

@@ -19,13 +19,21 @@ use super::objects::ObjectSource;
 pub struct GuardState {
     pub settings: GuardSettings,
     pub holds: Holds,
+    /// The held pods as the controllers read them (status, Events).
+    pub held: crate::state::HeldPods,
 }
 
 impl GuardState {
     pub fn new(settings: GuardSettings) -> Arc<Self> {
+        Self::sharing(settings, Default::default())
+    }
+
+    /// A guard that tells the controllers of this process what it holds through `held`.
+    pub fn sharing(settings: GuardSettings, held: crate::state::HeldPods) -> Arc<Self> {
         Arc::new(GuardState {
             settings,
             holds: Holds::default(),
+            held,
         })
     }
 
@@ -110,6 +118,8 @@ pub fn judge(
             now,
             guard.settings.max_hold,
         );
+        let held = !verdict.allowed();
+        guard.held.set(removal.namespace, removal.name, held, now);
     }
     let response = match &verdict {
         Verdict::Allow { warning, .. } => {

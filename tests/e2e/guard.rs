@@ -56,6 +56,7 @@ async fn start_operator(
             conn_limits: Default::default(),
             admission_limits: Default::default(),
             busy_guard: guard,
+            held: Default::default(),
         },
         webhook_config_name: None,
         ca_secret: Some(CA_SECRET.into()),

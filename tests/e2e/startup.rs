@@ -72,6 +72,7 @@ async fn operator_started_with_its_crds_becomes_ready_and_works_without_a_restar
             conn_limits: Default::default(),
             admission_limits: Default::default(),
             busy_guard: Default::default(),
+            held: Default::default(),
         },
         webhook_config_name: None,
         ca_secret: None,

@@ -166,10 +166,14 @@ async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx, _started: Instant) -> Re
     let now = Time((ctx.clock)());
     let plan = plan::plan(&observed, &now);
     let outcome = apply::run(ctx, actor, &ns, &plan).await?;
-    let status = match &outcome.rejected {
+    let mut status = match &outcome.rejected {
         Some((kind, msg)) => plan::rejected(actor, &plan.status, *kind, msg, &now),
         None => plan.status.clone(),
     };
+    let was = actor.status.as_ref().map(|s| &s.held_pods);
+    let pool_pods = observed.pods.iter().map(|p| p.name.as_str());
+    let (held, held_notes) = super::held::observe(&ctx.held, &ns, pool_pods, was);
+    status.held_pods = held;
     let api: Api<AsyncActor> = Api::namespaced(ctx.client.clone(), &ns);
     ctx.shell
         .write_status(&api, actor, &(), actor.status.as_ref(), &status)
@@ -180,6 +184,7 @@ async fn reconcile_inner(actor: &AsyncActor, ctx: &Ctx, _started: Instant) -> Re
         vec![]
     };
     notes.extend(plan::transition_notes(actor.status.as_ref(), &status));
+    notes.extend(held_notes);
     ctx.shell
         .publish_notes(&actor.object_ref(&()), "Reconcile", &notes)
         .await;
@@ -383,8 +388,7 @@ pub async fn run(deps: Deps, namespace: Option<String>, cfg: Config) -> Result<(
 
 /// Map an object carrying our label to its actor.
 fn labelled_actor<K: Resource>(obj: &K) -> Option<ObjectRef<AsyncActor>> {
-    let name = obj.meta().labels.as_ref()?.get(ACTOR_LABEL)?;
-    Some(ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
+    super::labelled_owner(ACTOR_LABEL, obj)
 }
 
 /// Every actor of the scope (optionally only those of one namespace).
@@ -466,7 +470,9 @@ fn start_scope(
     let all = watcher::Config::default();
     let actor_api = super::scoped(client, ns);
     let actor_stream = reflected(caches, actor_api, ns, all, actor_w, strip_managed);
+    let held = super::held::trigger(&deps.held, pods.clone(), labelled_actor);
     let triggers = futures::stream::select_all([
+        held.boxed(),
         owned.touched,
         cm_stream.boxed(),
         crd_trigger.boxed(),

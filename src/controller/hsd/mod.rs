@@ -123,17 +123,22 @@ async fn reconcile_inner(
         replicas: observed.current_replicas.unwrap_or(0),
         was_pending: observed.pending_since.is_some(),
     };
-    let notes = report::notes(&plan, &done, &before);
+    let pool_pods = world.views.iter().map(|v| v.name.as_str());
+    let was = hsd.status.as_ref().map(|s| &s.held_pods);
+    let (held, held_notes) = super::held::observe(&ctx.held, &ns, pool_pods, was);
+    let mut notes = report::notes(&plan, &done, &before);
+    notes.extend(held_notes);
     ctx.publish_notes(&hsd.object_ref(&()), "Reconcile", &notes)
         .await;
     decisions(ctx, &plan, &done, started);
-    let status = child::build_status(
+    let mut status = child::build_status(
         hsd,
         &plan,
         done.replicas,
         world.ready_replicas(),
         &Time(now),
     );
+    status.held_pods = held;
     patch_status(ctx, hsd, &status).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
@@ -236,7 +241,11 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let ctx = Arc::new(Ctx::new(deps, stores));
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
+    let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
+        super::labelled_owner(NAME_LABEL, p)
+    });
     let results = Controller::for_stream(hsd_stream, hsds)
+        .reconcile_on(held)
         .owns_stream(dep_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
         .watches_stream(rs_stream, |r| super::labelled_owner(NAME_LABEL, &r))

@@ -237,11 +237,16 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         let msg = format!("the API server rejected the Job: {msg}");
         return invalid(ctx, hsj, "TemplateRejected", &msg).await;
     }
-    let notes = report::notes(&plan, &applied, forbidden.as_deref(), hsj.status.as_ref());
+    let was = hsj.status.as_ref().map(|s| &s.held_pods);
+    let pool_pods = pods.iter().filter_map(|p| p.metadata.name.as_deref());
+    let (held, held_notes) = super::held::observe(&ctx.held, &ns, pool_pods, was);
+    let mut notes = report::notes(&plan, &applied, forbidden.as_deref(), hsj.status.as_ref());
+    notes.extend(held_notes);
     ctx.publish_notes(&hsj.object_ref(&()), "Reconcile", &notes)
         .await;
     count_writes(ctx, &applied, started);
-    let st = status_after(hsj, &plan, &applied, &units, forbidden.as_deref(), now);
+    let mut st = status_after(hsj, &plan, &applied, &units, forbidden.as_deref(), now);
+    st.held_pods = held;
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
@@ -434,7 +439,11 @@ pub fn start_with(
         pods: pods.clone(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores, exec));
+    let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
+        super::labelled_owner(NAME_LABEL, p)
+    });
     let results = Controller::for_stream(hsj_stream, hsjs)
+        .reconcile_on(held)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
         .run(reconcile, error_policy, ctx.clone());

@@ -54,6 +54,7 @@ pub fn build(
         last_failure_time: f.last_at.filter(|_| f.consecutive > 0).map(Time),
         scale_down_pending_since: plan.pending_since.map(Time),
         rejected_generation: None,
+        held_pods: vec![],
         conditions: prev.conditions,
     };
     let conds = [
