@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::util::{self, wait_for, PAUSE};
 
 /// Held by every actor test: one of them uninstalls KEDA's (cluster-wide) CRDs.
-static KEDA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static KEDA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The password in the Secrets the tests create: no object we write may contain it.
 const PASSWORD: &str = "e2e-password-never-copied";
@@ -84,7 +84,7 @@ async fn crd_established(api: &Api<CustomResourceDefinition>, name: &str) -> boo
 }
 
 /// Server-side apply KEDA's CRDs (as KEDA's docs install them) and wait until served.
-async fn install_keda(client: &Client) {
+pub(crate) async fn install_keda(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in keda_crds() {
         let name = crd["metadata"]["name"].as_str().expect("name").to_string();
@@ -353,7 +353,7 @@ fn no_password(objs: &[&Value]) {
 }
 
 /// A small actor of our own (not a seed example): `extra` is merged into it.
-fn small_actor(ns: &str, name: &str, extra: Value) -> Value {
+pub(crate) fn small_actor(ns: &str, name: &str, extra: Value) -> Value {
     let mut v = json!({
         "apiVersion": "asya.io/v1alpha1", "kind": "AsyncActor",
         "metadata": {"name": name, "namespace": ns},

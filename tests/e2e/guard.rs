@@ -459,3 +459,346 @@ async fn eviction_of_a_busy_pod_waits_until_idle_or_the_max_hold() {
     })
     .await;
 }
+
+/// Wait until `pods` of `app` are all live, sampling every 20 ms, for `hold`; panics if any
+/// is deleted (or starts terminating) meanwhile.
+async fn assert_stay(api: &Api<Pod>, app: &str, pods: &[String], hold: Duration) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        let live: Vec<String> = live_pods(api, app)
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        for p in pods {
+            assert!(live.contains(p), "busy pod {p} deleted while busy");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hsd_object(ns: &str, name: &str, min: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "idleTarget": 1, "minReplicas": min, "maxReplicas": 8,
+            "selector": {"matchLabels": {"app": name}},
+            "busyProbe": {"mode": "annotation", "annotationKey": BUSY},
+            "podTemplate": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "app", "image": PAUSE}]}
+            }
+        }
+    })
+}
+
+async fn create_hsd(client: &Client, ns: &str, v: serde_json::Value) {
+    let api: Api<kube_standby::api::HotStandbyDeployment> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(v).expect("HSD"),
+    )
+    .await
+    .expect("create HSD");
+}
+
+/// Issue 18: an HSD template rollout (another actor changes the child's template) while the
+/// operator's controllers are stopped but its webhook serves: no busy pod is deleted; the
+/// idle ones are replaced; a freed one goes.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn a_rollout_with_only_the_webhook_serving_keeps_busy_hsd_pods() {
+    if !util::enabled("a_rollout_with_only_the_webhook_serving_keeps_busy_hsd_pods") {
+        return;
+    }
+    util::in_namespace("guard-rollout", |client, ns| async move {
+        let (op, url) = start_operator(client.clone(), &ns, GuardSettings::default()).await;
+        let hook = register(&client, &ns, &url).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        create_hsd(&client, &ns, hsd_object(&ns, "pool", 4)).await;
+        let names = wait_running(&pods, "pool", 4).await;
+        for p in live_pods(&pods, "pool").await {
+            assert_eq!(
+                p.labels()
+                    .get("kube-standby.dev/busy-guard")
+                    .map(String::as_str),
+                Some("true"),
+                "our template guards HSD pods"
+            );
+        }
+        let busy: Vec<String> = names.iter().take(2).cloned().collect();
+        for b in &busy {
+            set_busy(&pods, b, true).await;
+        }
+        // Stop the controllers; serve the webhook alone on the same address, with the CA
+        // the guard was registered with.
+        op.abort();
+        let _ = op.await;
+        let port: u16 = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let ca = ca_secret::from_secret(&secrets.get(CA_SECRET).await.expect("CA Secret"))
+            .expect("CA pair");
+        let cfg = ServerConfig {
+            bind: format!("0.0.0.0:{port}").parse().expect("bind addr"),
+            metrics_bind: "127.0.0.1:0".parse().expect("metrics addr"),
+            tls: TlsMode::SelfSigned {
+                sans: vec![host(), "localhost".into()],
+                ca: Some(ca),
+                validity: Default::default(),
+            },
+            ca_file: None,
+            ca_pem: None,
+            agent_image: PAUSE.into(),
+            operator_url: url.clone(),
+            conn_limits: Default::default(),
+            admission_limits: Default::default(),
+            busy_guard: GuardSettings::default(),
+            held: Default::default(),
+        };
+        let objects = Arc::new(kube_standby::webhook::StaticObjects::default());
+        let webhook = tokio::spawn(async move {
+            // The port is free again once the aborted operator's listener is dropped.
+            for _ in 0..50 {
+                match kube_standby::server::run_webhook(cfg.clone(), objects.clone()).await {
+                    Err(e) if e.to_string().contains("in use") => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    other => return other,
+                }
+            }
+            Ok(())
+        });
+        let addr = format!("127.0.0.1:{port}");
+        wait_for(Duration::from_secs(30), "webhook-only listening", || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await;
+        // Another actor rolls the child's template.
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch(
+                "pool-workload",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"template": {"metadata": {"annotations": {"rolled": "1"}}}}}),
+                ),
+            )
+            .await
+            .expect("roll the child's template");
+        assert_stay(&pods, "pool", &busy, Duration::from_secs(15)).await;
+        // The idle pods of the old revision were replaced.
+        let idle_old: Vec<&String> = names.iter().filter(|n| !busy.contains(n)).collect();
+        let live: Vec<String> = live_pods(&pods, "pool")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert!(
+            idle_old.iter().all(|n| !live.contains(n)),
+            "idle old pods replaced: live {live:?}"
+        );
+        // Freed, a busy pod goes.
+        set_busy(&pods, &busy[0], false).await;
+        let t = Instant::now();
+        wait_for(Duration::from_secs(30), "the freed pod deleted", || {
+            let pods = pods.clone();
+            let name = busy[0].clone();
+            async move {
+                !live_pods(&pods, "pool")
+                    .await
+                    .iter()
+                    .any(|p| p.name_any() == name)
+            }
+        })
+        .await;
+        println!(
+            "rollout, webhook only: freed pod deleted {} ms after it turned idle",
+            t.elapsed().as_millis()
+        );
+        assert_stay(&pods, "pool", &busy[1..], Duration::from_secs(2)).await;
+        unregister(&client, &hook).await;
+        webhook.abort();
+    })
+    .await;
+}
+
+/// Issue 18: a refused eviction shows on the HSD: `status.heldPods` names the pod and one
+/// `DeletionHeld` Event says so; once the pod may go, the list empties.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn a_held_hsd_pod_shows_in_status_and_one_event() {
+    if !util::enabled("a_held_hsd_pod_shows_in_status_and_one_event") {
+        return;
+    }
+    util::in_namespace("guard-status", |client, ns| async move {
+        let (op, url) = start_operator(client.clone(), &ns, GuardSettings::default()).await;
+        let hook = register(&client, &ns, &url).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        create_hsd(&client, &ns, hsd_object(&ns, "held", 2)).await;
+        let names = wait_running(&pods, "held", 2).await;
+        let busy = names[0].clone();
+        set_busy(&pods, &busy, true).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            let e = pods
+                .evict(&busy, &EvictParams::default())
+                .await
+                .expect_err("busy pod evicted");
+            assert_eq!(code(&e), Some(429), "{e}");
+        }
+        let hsds: Api<kube_standby::api::HotStandbyDeployment> =
+            Api::namespaced(client.clone(), &ns);
+        let held_now = |want: Vec<String>| {
+            let hsds = hsds.clone();
+            move || {
+                let (hsds, want) = (hsds.clone(), want.clone());
+                async move {
+                    hsds.get("held")
+                        .await
+                        .ok()
+                        .and_then(|h| h.status)
+                        .is_some_and(|s| s.held_pods == want)
+                }
+            }
+        };
+        wait_for(
+            Duration::from_secs(10),
+            "status.heldPods names the pod",
+            held_now(vec![busy.clone()]),
+        )
+        .await;
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+        let held_events = || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|e| e.reason.as_deref() == Some("DeletionHeld"))
+                        .filter(|e| e.involved_object.name.as_deref() == Some("held"))
+                        .map(|e| e.count.unwrap_or(1))
+                        .sum::<i32>()
+                })
+                .unwrap_or(0)
+        };
+        wait_for(Duration::from_secs(10), "a DeletionHeld Event", || async {
+            held_events().await >= 1
+        })
+        .await;
+        assert_eq!(held_events().await, 1, "one Event per pod per hold");
+        // Freed: the eviction passes and the list empties.
+        set_busy(&pods, &busy, false).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pods.evict(&busy, &EvictParams::default())
+            .await
+            .expect("freed pod evicted");
+        wait_for(
+            Duration::from_secs(10),
+            "status.heldPods empty",
+            held_now(vec![]),
+        )
+        .await;
+        unregister(&client, &hook).await;
+        op.abort();
+    })
+    .await;
+}
+
+/// Issue 18: an AsyncActor with `scaling.busyProbe` whose Deployment is scaled down by
+/// hand (as KEDA or an HPA would): no busy pod is deleted while busy; the idle ones go.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn a_hand_scaled_asyncactor_keeps_its_busy_pods() {
+    if !util::enabled("a_hand_scaled_asyncactor_keeps_its_busy_pods") {
+        return;
+    }
+    let _keda = crate::actor::KEDA.lock().await;
+    util::in_namespace("guard-actor", |client, ns| async move {
+        crate::actor::install_keda(&client).await;
+        let (op, url) = start_operator(client.clone(), &ns, GuardSettings::default()).await;
+        let hook = register(&client, &ns, &url).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let actor = crate::actor::small_actor(
+            &ns,
+            "worker",
+            json!({"spec": {
+                "scaling": {"enabled": true, "minReplicas": 1, "maxReplicas": 10,
+                            "busyProbe": {"mode": "annotation", "annotationKey": BUSY}},
+                "workload": {"replicas": 5, "template": {"metadata": {"labels": {"app": "worker"}},
+                             "spec": {"terminationGracePeriodSeconds": 0,
+                                      "containers": [{"name": "runtime", "image": PAUSE}]}}}
+            }}),
+        );
+        let actors: Api<kube_standby::api::asya::AsyncActor> = Api::namespaced(client.clone(), &ns);
+        actors
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(actor).expect("actor"),
+            )
+            .await
+            .expect("create actor");
+        // KEDA (not running here) would set the count: do it as it would.
+        wait_for(Duration::from_secs(30), "the actor's Deployment", || {
+            let deps = Api::<Deployment>::namespaced(client.clone(), &ns);
+            async move { matches!(deps.get_opt("worker").await, Ok(Some(_))) }
+        })
+        .await;
+        scale(&client, &ns, "worker", 5).await;
+        let names = wait_running(&pods, "worker", 5).await;
+        for p in live_pods(&pods, "worker").await {
+            assert_eq!(
+                p.labels()
+                    .get("kube-standby.dev/busy-guard")
+                    .map(String::as_str),
+                Some("true"),
+                "an actor with a busy probe guards its pods"
+            );
+        }
+        let busy: Vec<String> = names.iter().take(3).cloned().collect();
+        for b in &busy {
+            set_busy(&pods, b, true).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        scale(&client, &ns, "worker", 1).await;
+        assert_stay(&pods, "worker", &busy, Duration::from_secs(10)).await;
+        let live: Vec<String> = live_pods(&pods, "worker")
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(
+            live.len(),
+            3,
+            "the idle pods went, the busy stayed: {live:?}"
+        );
+        // Freed ones go until the count is reached; the last busy one stays.
+        for b in busy.iter().take(2) {
+            set_busy(&pods, b, false).await;
+        }
+        wait_for(Duration::from_secs(30), "the freed pods deleted", || {
+            let pods = pods.clone();
+            async move { live_pods(&pods, "worker").await.len() == 1 }
+        })
+        .await;
+        assert_stay(&pods, "worker", &busy[2..], Duration::from_secs(2)).await;
+        unregister(&client, &hook).await;
+        op.abort();
+    })
+    .await;
+}
