@@ -362,3 +362,94 @@ async fn the_rendered_chart_is_accepted_by_the_api_server() {
     })
     .await;
 }
+
+/// A real install of the rendered chart (default values except: the release namespace
+/// only, and the operator pods placed on `real-node-0` with pull policy `Never`, where the
+/// image built from this release is present): the API server accepts every object, the
+/// operator really runs with the chart's flags and RBAC, and its readiness probe
+/// (`/readyz`: every cache listed) passes. Everything installed is removed again.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn the_chart_installs_and_the_operator_becomes_ready_on_a_real_node() {
+    if !util::enabled("the_chart_installs_and_the_operator_becomes_ready_on_a_real_node") {
+        return;
+    }
+    util::in_namespace("chart-install", |_client, ns| async move {
+        let k = Kubectl::new(&ns);
+        let name = format!("ks-{ns}");
+        let values = serde_json::json!({
+            "fullnameOverride": name,
+            "watchNamespaces": [ns],
+            "nodeSelector": {"kubernetes.io/hostname": "real-node-0"},
+            "image": {"pullPolicy": "Never"},
+        });
+        let yaml = render_chart(&ns, &values);
+        let out = k.run(&["apply", "-f", "-"], Some(&yaml));
+        let installed = out.status.success();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let ready = installed && {
+            let started = Instant::now();
+            let mut ready = false;
+            while started.elapsed() < Duration::from_secs(240) {
+                let got = k.run(&["get", "deployment", &name, "-n", &ns, "-o", "json"], None);
+                if let Ok(d) = serde_json::from_slice::<Value>(&got.stdout) {
+                    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                    if d["status"]["readyReplicas"].as_i64() == Some(want) {
+                        ready = true;
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            ready
+        };
+        let pods = k.run(
+            &[
+                "get",
+                "pods",
+                "-n",
+                &ns,
+                "-l",
+                &format!("app.kubernetes.io/instance={name}"),
+                "-o",
+                "wide",
+            ],
+            None,
+        );
+        let logs = k.run(
+            &[
+                "logs",
+                "-n",
+                &ns,
+                &format!("deployment/{name}"),
+                "--tail=200",
+            ],
+            None,
+        );
+        let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+        // Remove what was installed (cluster-scoped objects too), whatever happened.
+        let _ = k.run(
+            &["delete", "--wait=false", "--ignore-not-found", "-f", "-"],
+            Some(&yaml),
+        );
+        assert!(installed, "the API server refused the chart: {stderr}");
+        assert!(
+            ready,
+            "the operator did not become ready in 240 s\npods:\n{}\nlogs:\n{logs}",
+            String::from_utf8_lossy(&pods.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&pods.stdout).contains("real-node-0"),
+            "{}",
+            String::from_utf8_lossy(&pods.stdout)
+        );
+        assert!(
+            !logs.to_lowercase().contains("forbidden"),
+            "the chart's RBAC is short of something:\n{logs}"
+        );
+    })
+    .await;
+}
