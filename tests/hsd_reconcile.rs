@@ -945,3 +945,40 @@ async fn a_held_pod_is_listed_in_status_with_one_deletion_held_event() {
         .await
         .expect("reconcile ok");
 }
+
+/// Issue 22: on a scale-up, the write that restores capacity (the child's replicas) comes
+/// before the pod-deletion-cost of the pod that just turned busy, and status after both.
+#[tokio::test]
+async fn a_scale_up_writes_replicas_before_costs_and_status() {
+    let h = hsd(json!({}));
+    let mut flipped = pod("a", true, 100);
+    // It turned busy a moment ago: its cost still says idle.
+    flipped["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = json!("1");
+    let world = World {
+        pods: vec![flipped, pod("b", true, 50), pod("c", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 2)],
+    };
+    scenario(
+        h,
+        world,
+        vec![
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 3)),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/a",
+                |b, _| {
+                    assert_eq!(
+                        b["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
+                        "1000000"
+                    )
+                },
+                200,
+                pod("a", true, 100),
+            ),
+            event("ScaledUp", "busy=2 idle=1 desired=3: replicas 2 -> 3"),
+            status(|st| assert_eq!(st["desiredReplicas"], 3)),
+        ],
+    )
+    .await;
+}

@@ -1,7 +1,8 @@
 //! The HSD reconciler's writes, in the order the plan needs them:
 //! detach protected old-revision pods → retire idle detached pods → delete victims →
 //! deletion costs → the child Deployment (server-side apply) → (then the shell writes
-//! status and events). Every pod write carries the UID and
+//! status and events). On a scale-up the child comes first and the costs after: what
+//! restores capacity is never queued behind annotation writes. Every pod write carries the UID and
 //! resourceVersion it was planned on, so a pod that changed since (e.g. turned busy) is
 //! left alone; in http mode a pod is probed again right before it is deleted and kept when
 //! the fresh answer is busy or fails.
@@ -130,13 +131,21 @@ pub async fn pods(
     let detached = detach(&api, hsd, &plan.detach).await?;
     let retired = delete_idle(ctx, &api, hsd, views, &plan.retire).await?;
     let deleted = delete_idle(ctx, &api, hsd, views, &plan.victims).await?;
-    crate::controller::cost::write_costs(&api, &plan.costs).await?;
     Ok(Applied {
         kept: (plan.victims.len() - deleted.len()) as i32,
         detached,
         retired,
         deleted,
     })
+}
+
+async fn write_costs(
+    api: &Api<Pod>,
+    plan: &Plan<'_>,
+) -> std::result::Result<(), std::result::Result<String, crate::Error>> {
+    crate::controller::cost::write_costs(api, &plan.costs)
+        .await
+        .map_err(Err)
 }
 
 /// What one reconcile wrote, for the events, metrics and status that follow.
@@ -179,6 +188,11 @@ pub async fn run(
     let child = world.child.as_deref();
     let want = wanted_child(hsd, child, &world.template, plan.hold_template, replicas);
     let write = child.is_none_or(|c| !child::child_is_current(c, &want));
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let up = plan.direction == Some(super::plan::Direction::Up);
+    if !up {
+        write_costs(&pod_api, plan).await?;
+    }
     if write {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let pp = PatchParams::apply(MANAGER).force();
@@ -192,6 +206,9 @@ pub async fn run(
             }
             Err(e) => return Err(Err(e.into())),
         }
+    }
+    if up {
+        write_costs(&pod_api, plan).await?;
     }
     Ok(Outcome {
         pods: applied,
