@@ -61,15 +61,15 @@ fn unit(i: usize) -> UnitView {
     };
     UnitView {
         core: PodView {
-            name: format!("pool-{i}"),
-            uid: format!("uid-{i}"),
-            resource_version: i.to_string(),
+            name: format!("pool-{i}").into(),
+            uid: format!("uid-{i}").into(),
+            resource_version: i.to_string().into(),
             created: (i * 7 % 1000) as i64,
             running: !i.is_multiple_of(13),
             ready: !i.is_multiple_of(5),
             state,
             stale: i.is_multiple_of(97),
-            reason: String::new(),
+            reason: String::new().into(),
             cost: None,
             detached: false,
             current: true,

@@ -7,6 +7,7 @@
 //!   stale);
 //! - victims are taken not running first, then not ready, then youngest, then by name.
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::probe::BusyState;
 
@@ -14,9 +15,10 @@ use crate::probe::BusyState;
 /// name, UID and resourceVersion, its pods' aggregate state).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PodView {
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
+    /// Shared strings: a view is cloned from the reconcilers' view caches, not rebuilt.
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
+    pub resource_version: Arc<str>,
     /// Creation time, seconds since the epoch.
     pub created: i64,
     /// Containers started (phase Running).
@@ -26,7 +28,7 @@ pub struct PodView {
     /// The state is a last-known value because the current probe fails.
     pub stale: bool,
     /// Why the state is what it is (for /debug/state).
-    pub reason: String,
+    pub reason: Arc<str>,
     /// The pod-deletion-cost annotation it carries now.
     pub cost: Option<i32>,
     /// Taken out of its ReplicaSet during a rollout (owned by the HSD).

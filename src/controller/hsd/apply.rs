@@ -40,7 +40,7 @@ async fn still_idle(
     }
     let cfg = &hsd.spec.busy_probe.http;
     let checks = victims.iter().map(|v| {
-        let ip = pods.iter().find(|p| p.uid == v.uid).and_then(|p| p.ip);
+        let ip = pods.iter().find(|p| &*p.uid == v.uid).and_then(|p| p.ip);
         async move {
             match ip {
                 Some(ip) => {

@@ -162,6 +162,11 @@ pub fn our_replicas(child: &Deployment) -> Option<i32> {
         .ok()
 }
 
+/// UID of the ReplicaSet controlling `pod`.
+pub fn owner_replicaset(pod: &Pod) -> Option<String> {
+    controller_uid(&pod.metadata, "ReplicaSet")
+}
+
 fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
     meta.owner_references
         .as_ref()?
@@ -293,15 +298,15 @@ pub fn pod_view(
     let running = is_running(pod);
     let (state, stale, reason) = probe::pod_busy(pod, &hsd.spec.busy_probe, probes);
     PodView {
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
-        resource_version: pod.resource_version().unwrap_or_default(),
+        name: pod.name_any().into(),
+        uid: pod.uid().unwrap_or_default().into(),
+        resource_version: pod.resource_version().unwrap_or_default().into(),
         created: crate::controller::created_seconds(&pod.metadata),
         running,
         ready: is_ready(pod),
         state,
         stale,
-        reason,
+        reason: reason.into(),
         cost: pod
             .annotations()
             .get(DELETION_COST)

@@ -24,6 +24,7 @@ pub mod child;
 pub mod observe;
 pub mod plan;
 pub mod report;
+pub mod views;
 
 use child::{child_name, NAME_LABEL};
 use observe::Seen;
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub stores: Stores,
     pub probes: ProbeCache,
     pub prober: HttpProber,
+    /// Pod views kept between reconciles (rebuilt only for changed pods).
+    pub views: views::ViewCache,
 }
 
 crate::controller::deref_to_shell!(Ctx);
@@ -64,6 +67,7 @@ impl Ctx {
             stores,
             probes: deps.probes.clone(),
             prober: HttpProber::new(64),
+            views: Default::default(),
         }
     }
 }
@@ -99,8 +103,7 @@ async fn reconcile_inner(
     let name = hsd.name_any();
     let now = (ctx.clock)();
     if hsd.metadata.deletion_timestamp.is_some() {
-        ctx.debug.remove(&debug_key(&ns, &name));
-        ctx.forget(&ns, &name);
+        forget(ctx, &ns, &name);
         return Ok(Action::await_change());
     }
     let world = match observe::observe(ctx, hsd, &ns).await {
@@ -123,7 +126,7 @@ async fn reconcile_inner(
         replicas: observed.current_replicas.unwrap_or(0),
         was_pending: observed.pending_since.is_some(),
     };
-    let pool_pods = world.views.iter().map(|v| v.name.as_str());
+    let pool_pods = world.views.iter().map(|v| &*v.name);
     let was = hsd.status.as_ref().map(|s| &s.held_pods);
     let (held, held_notes) = super::held::observe(&ctx.held, &ns, pool_pods, was);
     let mut notes = report::notes(&plan, &done, &before);
@@ -267,4 +270,5 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.metrics.hsd.forget(&ObjectLabels::new(ns, name));
+    ctx.views.forget(&format!("{ns}/{name}"));
 }

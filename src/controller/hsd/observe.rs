@@ -137,10 +137,10 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
         let cfg = &hsd.spec.busy_probe.http;
         probe::probe_due(&ctx.prober, &ctx.probes, &ctx.metrics, cfg, &counted).await;
     }
-    let views = counted
-        .iter()
-        .map(|p| child::pod_view(p, hsd, &ctx.probes, current_rs.as_deref()))
-        .collect();
+    let key = format!("{ns}/{name}");
+    let views = ctx
+        .views
+        .views(&key, &counted, hsd, &ctx.probes, current_rs.as_deref());
     let want = child::child_deployment(hsd, template.clone(), 0);
     let template_changed = child
         .as_ref()

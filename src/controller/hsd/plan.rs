@@ -146,7 +146,7 @@ pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
     let still_detached: Vec<&str> = detached
         .iter()
         .filter(|p| !p.deletable())
-        .map(|p| p.name.as_str())
+        .map(|p| &*p.name)
         .collect();
     let d_child = (d - still_detached.len() as i32).max(0);
 
@@ -281,12 +281,13 @@ fn lower<'a>(
 
 /// pod-deletion-costs to write: every counted pod but the victims whose cost differs.
 fn costs<'a>(child: &[&'a PodView], victims: &[Victim<'_>]) -> Vec<(&'a str, i32)> {
-    let victim_uids: Vec<&str> = victims.iter().map(|v| v.uid).collect();
+    // A set: with thousands of victims a list lookup per pod is quadratic.
+    let victim_uids: std::collections::HashSet<&str> = victims.iter().map(|v| v.uid).collect();
     child
         .iter()
-        .filter(|p| !victim_uids.contains(&p.uid.as_str()))
+        .filter(|p| !victim_uids.contains(&&*p.uid))
         .filter(|p| p.cost != Some(p.wanted_cost()))
-        .map(|p| (p.name.as_str(), p.wanted_cost()))
+        .map(|p| (&*p.name, p.wanted_cost()))
         .collect()
 }
 
@@ -306,14 +307,14 @@ mod tests {
     fn pod(name: &str, state: BusyState, created: i64, running: bool, ready: bool) -> PodView {
         PodView {
             name: name.into(),
-            uid: format!("uid-{name}"),
+            uid: format!("uid-{name}").into(),
             resource_version: "1".into(),
             created,
             running,
             ready,
             state,
             stale: false,
-            reason: String::new(),
+            reason: String::new().into(),
             cost: None,
             detached: false,
             current: true,
@@ -694,8 +695,8 @@ mod tests {
     fn arb_pods(max: usize) -> impl Strategy<Value = Vec<PodView>> {
         proptest::collection::vec(arb_pod(), 0..max).prop_map(|mut v| {
             for (i, p) in v.iter_mut().enumerate() {
-                p.name = format!("p{i}");
-                p.uid = format!("u{i}");
+                p.name = format!("p{i}").into();
+                p.uid = format!("u{i}").into();
             }
             v
         })
@@ -711,15 +712,15 @@ mod tests {
             0..10_000u32,
         )
             .prop_map(|(s, created, running, ready, stale, id)| PodView {
-                name: format!("p{id}"),
-                uid: format!("u{id}"),
+                name: format!("p{id}").into(),
+                uid: format!("u{id}").into(),
                 resource_version: "1".into(),
                 created,
                 running,
                 ready: ready && running,
                 state: [Busy, Idle, Unknown, Idle][s as usize],
                 stale,
-                reason: String::new(),
+                reason: String::new().into(),
                 cost: [None, Some(COST_IDLE), Some(COST_PROTECTED), Some(0)][(id % 4) as usize],
                 detached: id % 7 == 0,
                 current: id % 3 != 0,
@@ -740,7 +741,7 @@ mod tests {
             let s = spec(idle, min, min + span + 1, delay);
             let o = Observed { spec: &s, current_replicas: cur, our_replicas: ours.filter(|_| cur.is_some()), pods: &pods, pending_since: since.map(t), now: t(now), template_changed: changed };
             let p = plan(&o);
-            let find = |uid: &str| pods.iter().find(|x| x.uid == uid).unwrap();
+            let find = |uid: &str| pods.iter().find(|x| &*x.uid == uid).unwrap();
             // The rule itself, on the inputs: no busy, unknown or stale pod is removed.
             for v in p.victims.iter().chain(&p.retire) {
                 let pod = find(v.uid);
@@ -752,8 +753,8 @@ mod tests {
             // Every pod whose cost is not planned to change already has the right one, and
             // protected pods get the top cost.
             for pod in pods.iter().filter(|x| !x.detached) {
-                let planned = p.costs.iter().find(|(n, _)| *n == pod.name).map(|(_, c)| *c);
-                let victim = p.victims.iter().any(|v| v.uid == pod.uid);
+                let planned = p.costs.iter().find(|(n, _)| *n == &*pod.name).map(|(_, c)| *c);
+                let victim = p.victims.iter().any(|v| v.uid == &*pod.uid);
                 let protected = pod.state != Idle || pod.stale;
                 let cost = planned.or(pod.cost);
                 if protected {

@@ -118,7 +118,7 @@ mod tests {
             wrote_child: true,
         };
         let n = notes(&plan(), &done, &before());
-        let reasons: Vec<&str> = n.iter().map(|n| n.reason.as_str()).collect();
+        let reasons: Vec<&str> = n.iter().map(|n| &*n.reason).collect();
         assert_eq!(
             reasons,
             [

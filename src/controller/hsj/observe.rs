@@ -207,9 +207,9 @@ pub fn unit_view(
     };
     UnitView {
         core: PodView {
-            name: job.name_any(),
-            uid: job.uid().unwrap_or_default(),
-            resource_version: job.resource_version().unwrap_or_default(),
+            name: job.name_any().into(),
+            uid: job.uid().unwrap_or_default().into(),
+            resource_version: job.resource_version().unwrap_or_default().into(),
             created: crate::controller::created_seconds(&job.metadata),
             running: live.iter().any(|p| probe::is_running(p)),
             ready: live
@@ -217,7 +217,7 @@ pub fn unit_view(
                 .any(|p| crate::controller::pod_condition_true(p, "Ready")),
             state,
             stale,
-            reason,
+            reason: reason.into(),
             cost: None,
             detached: false,
             current: true,
@@ -354,11 +354,7 @@ mod tests {
         assert_eq!(u.core.state, BusyState::Busy);
         assert!(u.ever_busy);
         assert_eq!(
-            (
-                u.core.name.as_str(),
-                u.core.uid.as_str(),
-                u.core.resource_version.as_str()
-            ),
+            (&*u.core.name, &*u.core.uid, &*u.core.resource_version),
             ("pool-abc", "j1", "7")
         );
         let u = unit_view(&j, &[&idle], &probe, &probes, true);

@@ -268,7 +268,7 @@ fn grow(
         plan.create = deficit;
         return;
     }
-    let replaced = |u: &UnitView| plan.replace.iter().any(|r| r.uid == u.core.uid);
+    let replaced = |u: &UnitView| plan.replace.iter().any(|r| r.uid == &*u.core.uid);
     let starting = active
         .iter()
         .any(|u| !replaced(u) && u.failing.is_none() && !u.healthy())
@@ -299,7 +299,7 @@ fn shrink<'a>(o: &Observed<'a>, plan: &mut Plan<'a>, active: &[&'a UnitView], su
     }
     let candidates = active
         .iter()
-        .filter(|u| !plan.replace.iter().any(|r| r.uid == u.core.uid))
+        .filter(|u| !plan.replace.iter().any(|r| r.uid == &*u.core.uid))
         .map(|u| &u.core);
     plan.victims = choose_victims(candidates, surplus as usize);
 }

@@ -24,15 +24,15 @@ fn t(s: i64) -> Timestamp {
 fn unit(i: usize, state: BusyState) -> UnitView {
     UnitView {
         core: PodView {
-            name: format!("u{i}"),
-            uid: format!("uid-{i}"),
-            resource_version: format!("{}", 100 + i),
+            name: format!("u{i}").into(),
+            uid: format!("uid-{i}").into(),
+            resource_version: format!("{}", 100 + i).into(),
             created: i as i64,
             running: true,
             ready: true,
             state,
             stale: false,
-            reason: String::new(),
+            reason: String::new().into(),
             cost: None,
             detached: false,
             current: true,
@@ -368,8 +368,8 @@ prop_compose! {
         now in 0i64..600,
     ) -> (HotStandbyJobSpec, Vec<UnitView>, i32, Option<i64>, Failures, i64) {
         for (i, u) in us.iter_mut().enumerate() {
-            u.core.name = format!("u{i}");
-            u.core.uid = format!("uid-{i}");
+            u.core.name = format!("u{i}").into();
+            u.core.uid = format!("uid-{i}").into();
         }
         let f = Failures { consecutive, last_at: last_at.map(t), last_reason: None };
         (spec(idle, min, max.max(min), delay), us, in_flight, pending, f, now)
@@ -386,13 +386,13 @@ proptest! {
         let o = Observed { spec: &s, units: &us, in_flight, pending_since: pending.map(t), failures: f, now: t(now) };
         let p = plan(&o);
         for v in p.victims.iter().chain(p.replace.iter()) {
-            let u = us.iter().find(|u| u.core.uid == v.uid).unwrap();
+            let u = us.iter().find(|u| &*u.core.uid == v.uid).unwrap();
             prop_assert!(u.finished.is_none(), "finished unit {} deleted", v.name);
             prop_assert_eq!(u.core.state, BusyState::Idle, "{} is not idle", v.name);
             prop_assert!(!u.core.stale, "{} is stale", v.name);
         }
         for v in &p.replace {
-            let u = us.iter().find(|u| u.core.uid == v.uid).unwrap();
+            let u = us.iter().find(|u| &*u.core.uid == v.uid).unwrap();
             prop_assert!(u.failing.is_some() && !u.ever_busy);
         }
         // Never the same unit twice.
@@ -469,10 +469,10 @@ proptest! {
             let gone: Vec<String> = p.replace.iter().map(|v| v.uid.to_string()).collect();
             let create = p.create;
             failures = p.failures.clone();
-            pool.retain(|u| !gone.contains(&u.core.uid));
+            pool.retain(|u| !gone.iter().any(|g| **g == *u.core.uid));
             for _ in 0..create {
                 let mut u = broken_unit(next);
-                u.core.uid = format!("uid-{next}");
+                u.core.uid = format!("uid-{next}").into();
                 next += 1;
                 pool.push(u);
                 created += 1;
