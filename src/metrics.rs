@@ -83,6 +83,8 @@ pub struct Metrics {
     pub reaction_latency: Histogram,
     pub singleton_handover_gap: Histogram,
     pub singleton_timeouts: Counter,
+    /// Epoch gauge and the handover gap's two parts (see [`SingletonFailover`]).
+    pub singleton_failover: SingletonFailover,
     pub hsj_busy: Family<ObjectLabels, Gauge>,
     pub hsj_idle: Family<ObjectLabels, Gauge>,
     pub hsj_unknown: Family<ObjectLabels, Gauge>,
@@ -250,6 +252,7 @@ impl Metrics {
             "Handovers that exceeded maxTransitionTime",
             singleton_timeouts.clone(),
         );
+        let singleton_failover = SingletonFailover::register(&mut registry);
         let hsj_gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Family::<ObjectLabels, Gauge>::default();
             registry.register(name, help, g.clone());
@@ -326,6 +329,7 @@ impl Metrics {
             reaction_latency,
             singleton_handover_gap,
             singleton_timeouts,
+            singleton_failover,
             hsj_busy,
             hsj_idle,
             hsj_unknown,
@@ -377,6 +381,46 @@ impl Metrics {
                 error: error.metric_label(),
             })
             .inc();
+    }
+}
+
+// ---- StatefulSingleton failover metrics (issue 20): one self-contained block. ----
+
+/// The fencing epoch of each StatefulSingleton, and the handover gap split in two:
+/// detection (the watch event showing the old pod gone → the reconcile that saw it) and
+/// release (that reconcile → the successor's release written).
+/// `singleton_handover_gap_seconds` stays the whole gap (detection + release).
+pub struct SingletonFailover {
+    pub epoch: Family<ObjectLabels, Gauge>,
+    pub detection: Histogram,
+    pub release: Histogram,
+}
+
+impl SingletonFailover {
+    fn register(registry: &mut Registry) -> Self {
+        let epoch = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "singleton_epoch",
+            "The fencing epoch of the StatefulSingleton's last release (status.epoch)",
+            epoch.clone(),
+        );
+        let detection = Histogram::new(latency_buckets());
+        registry.register(
+            "singleton_handover_detection_seconds",
+            "From the watch event showing the old instance gone to the reconcile that saw it",
+            detection.clone(),
+        );
+        let release = Histogram::new(latency_buckets());
+        registry.register(
+            "singleton_handover_release_seconds",
+            "From the reconcile that saw the old instance gone to the successor's release written",
+            release.clone(),
+        );
+        SingletonFailover {
+            epoch,
+            detection,
+            release,
+        }
     }
 }
 
