@@ -425,6 +425,34 @@ impl SingletonFailover {
 }
 
 #[cfg(test)]
+mod singleton_failover_tests {
+    use super::*;
+
+    #[test]
+    fn epoch_gauge_and_gap_parts_are_exported_and_the_gauge_forgotten() {
+        let m = Metrics::new();
+        let labels = ObjectLabels {
+            namespace: "ns".into(),
+            name: "db".into(),
+        };
+        m.singleton_failover.epoch.get_or_create(&labels).set(3);
+        m.singleton_failover.detection.observe(0.002);
+        m.singleton_failover.release.observe(0.01);
+        let text = m.render();
+        for want in [
+            r#"kube_standby_singleton_epoch{namespace="ns",name="db"} 3"#,
+            "kube_standby_singleton_handover_detection_seconds_count 1",
+            "kube_standby_singleton_handover_release_seconds_count 1",
+            "kube_standby_singleton_handover_gap_seconds_count 0",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        m.singleton_failover.epoch.remove(&labels);
+        assert!(!m.render().contains("kube_standby_singleton_epoch{"));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -40,6 +40,19 @@ pub const LEGACY_GROUP: &str = "apps.openshift.statefulsingleton.com";
         description = "The released pod"
     ),
     printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        description = "Fencing epoch of the last release"
+    ),
+    printcolumn(
+        name = "Standby",
+        type_ = "string",
+        json_path = ".status.standbyPods",
+        description = "Gated pods ready to take over",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
