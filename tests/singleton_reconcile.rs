@@ -680,8 +680,10 @@ async fn a_crash_looping_agent_sets_agent_unreachable_with_its_error() {
 /// measured gap and the epoch.
 #[tokio::test]
 async fn a_failover_writes_the_next_epoch_to_status_before_the_release_and_names_the_gap() {
-    let s = singleton_obj(json!({"status": {"phase": "Transitioning", "activePod": "db-0",
-        "activePodUid": "uid-db-0", "activeNode": "n1", "epoch": 4}}));
+    let s = singleton_obj(
+        json!({"status": {"phase": "Transitioning", "activePod": "db-0",
+        "activePodUid": "uid-db-0", "activeNode": "n1", "epoch": 4}}),
+    );
     let st = stores(
         std::slice::from_ref(&s),
         &[pod("db-1", NOW - 5, json!({}))],
@@ -714,7 +716,11 @@ async fn a_failover_writes_the_next_epoch_to_status_before_the_release_and_names
                 200,
                 pod("db-1", NOW - 5, json!({})),
             ),
-            event("ns", "PodTransition", "released db-1 after db-0 was gone; handover gap"),
+            event(
+                "ns",
+                "PodTransition",
+                "released db-1 after db-0 was gone; handover gap",
+            ),
         ],
     )
     .await;

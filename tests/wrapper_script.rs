@@ -368,7 +368,10 @@ fn the_wait_wakes_at_once_and_never_polls() {
     let fake = bin.path().join("sleep");
     std::fs::write(
         &fake,
-        format!("#!/bin/sh\necho \"$@\" >> '{}'\nexec /bin/sleep \"$@\"\n", calls.display()),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec /bin/sleep \"$@\"\n",
+            calls.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -387,10 +390,15 @@ fn the_wait_wakes_at_once_and_never_polls() {
             agent::wake_fifo_for(&signal).exists()
         });
         std::thread::sleep(Duration::from_millis(120));
-        assert!(child.try_wait().unwrap().is_none(), "started before the release");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "started before the release"
+        );
         let t0 = Instant::now();
         let _waker = release(&signal, Some(1));
-        wait_until("the app started", Duration::from_secs(5), || started.exists());
+        wait_until("the app started", Duration::from_secs(5), || {
+            started.exists()
+        });
         took.push(t0.elapsed());
         assert!(child.wait().unwrap().success());
     }
@@ -447,7 +455,10 @@ fn a_wake_up_without_the_signal_waits_again() {
         std::io::Write::write_all(&mut w, b"x\n").unwrap();
         drop(w);
         std::thread::sleep(Duration::from_millis(100));
-        assert!(child.try_wait().unwrap().is_none(), "started without the signal");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "started without the signal"
+        );
     }
     let _waker = release(&signal, Some(3));
     let (status, out, _) = output(child);

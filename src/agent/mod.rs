@@ -263,8 +263,8 @@ pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
     let text = Untrusted::long(&lossy).to_string();
     match status {
         200 => serde_json::from_slice::<ReleaseAnswer>(&body).map_err(|e| {
-                AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
-            }),
+            AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
+        }),
         401 => Err(AgentError::Unauthorized(text)),
         403 => Err(AgentError::Forbidden(text)),
         s if s >= 500 => Err(AgentError::Unreachable(format!("status {s}: {text}"))),
@@ -504,9 +504,8 @@ pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
         Mode::Signal(p) => {
             if let Some(epoch) = epoch {
                 let file = epoch_file_for(&p);
-                write_atomic(&file, format!("{epoch}\n").as_bytes()).map_err(|e| {
-                    AgentError::Config(format!("writing {}: {e}", file.display()))
-                })?;
+                write_atomic(&file, format!("{epoch}\n").as_bytes())
+                    .map_err(|e| AgentError::Config(format!("writing {}: {e}", file.display())))?;
             }
             write_signal(&p)
                 .map_err(|e| AgentError::Config(format!("writing {}: {e}", p.display())))?;

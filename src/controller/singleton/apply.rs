@@ -21,8 +21,7 @@ use super::plan::{Action, Outcome, Step};
 use super::{observe, Ctx};
 use crate::api::singleton::{
     StatefulSingleton, StatefulSingletonStatus, EPOCH_ANNOTATION, READY_CONDITION,
-    RELEASED_ANNOTATION,
-    WRAPPER_CONFIGMAP,
+    RELEASED_ANNOTATION, WRAPPER_CONFIGMAP,
 };
 use crate::{Error, MANAGER};
 

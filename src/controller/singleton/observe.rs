@@ -23,9 +23,8 @@ use super::Stores;
 use crate::api::set_condition;
 use crate::api::singleton::{
     self, selector_matches, StatefulSingleton, StatefulSingletonStatus, EPOCH_ANNOTATION,
-    INIT_GATE_NAME,
-    READY_CONDITION, RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT,
-    WRAPPER_SCRIPT_NAME,
+    INIT_GATE_NAME, READY_CONDITION, RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP,
+    WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
 };
 use crate::controller::index::Index;
 
@@ -215,11 +214,23 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .iter()
             .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
             .map(|o| o.name.clone()),
+        started: started(pod),
         epoch: ann
             .and_then(|a| a.get(EPOCH_ANNOTATION))
             .and_then(|e| e.trim().parse::<u64>().ok())
             .filter(|e| *e > 0),
     }
+}
+
+/// Have the pod's containers started (phase Running, or its init gate running)?
+fn started(pod: &Pod) -> bool {
+    let Some(st) = pod.status.as_ref() else {
+        return false;
+    };
+    st.phase.as_deref() == Some("Running")
+        || st.init_container_statuses.iter().flatten().any(|cs| {
+            is_agent(pod, &cs.name, true) && cs.state.as_ref().is_some_and(|s| s.running.is_some())
+        })
 }
 
 pub fn node_state(node: &Node) -> NodeState {

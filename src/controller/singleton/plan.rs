@@ -39,6 +39,9 @@ pub struct PodInfo {
     pub replicaset: Option<String>,
     /// The epoch annotation of a released pod.
     pub epoch: Option<u64>,
+    /// Its containers have started (phase Running, or the init gate running): a warm
+    /// standby, ready to run the app as soon as it is released.
+    pub started: bool,
 }
 
 impl PodInfo {
@@ -141,11 +144,30 @@ pub struct Observed<'a> {
     pub max_transition_seconds: i64,
 }
 
-/// The candidate to release: the newest (most likely the current template), then by name.
+/// The candidate to release. The newest candidate's ReplicaSet is taken as the current
+/// template (a rollout's new pods), and among that ReplicaSet's candidates the warm one
+/// that has waited longest is chosen (a warm standby, not the replacement made a moment
+/// ago); pods without a ReplicaSet (StatefulSet, bare pods): a started one first, then
+/// the newest. Then by name.
 fn best_candidate(pods: &[PodInfo]) -> Option<&PodInfo> {
-    pods.iter()
+    let newest = pods
+        .iter()
         .filter(|p| p.is_candidate())
-        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))
+        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))?;
+    let Some(rs) = newest.replicaset.as_ref() else {
+        return pods.iter().filter(|p| p.is_candidate()).max_by(|a, b| {
+            (a.started, a.created)
+                .cmp(&(b.started, b.created))
+                .then_with(|| b.name.cmp(&a.name))
+        });
+    };
+    pods.iter()
+        .filter(|p| p.is_candidate() && p.replicaset.as_ref() == Some(rs))
+        .max_by(|a, b| {
+            (a.started, std::cmp::Reverse(a.created))
+                .cmp(&(b.started, std::cmp::Reverse(b.created)))
+                .then_with(|| b.name.cmp(&a.name))
+        })
 }
 
 impl Plan {

@@ -15,6 +15,7 @@ fn pod(name: &str, created: i64) -> PodInfo {
         node: Some("n1".into()),
         replicaset: None,
         epoch: None,
+        started: false,
     }
 }
 
@@ -702,7 +703,10 @@ fn epochs_start_at_one_and_grow_by_one_per_release() {
     // a gone: b gets 2.
     let p3 = run(&[pod("b", 2)], &p2.memory, &ready_nodes(), 12);
     assert_eq!(p3.memory.epoch, 2);
-    assert!(p3.standby.is_empty(), "the pod being released is no standby");
+    assert!(
+        p3.standby.is_empty(),
+        "the pod being released is no standby"
+    );
     // Every pod gone: the epoch is remembered; the next release gets 3.
     let p4 = run(&[], &p3.memory, &ready_nodes(), 13);
     assert_eq!(p4.memory.epoch, 2);
@@ -711,8 +715,7 @@ fn epochs_start_at_one_and_grow_by_one_per_release() {
 }
 
 #[test]
-fn an_interrupted_release_keeps_its_epoch_and_a_lost_status_never_goes_below_a_released_pod()
-{
+fn an_interrupted_release_keeps_its_epoch_and_a_lost_status_never_goes_below_a_released_pod() {
     // The status recorded b with epoch 5, the release did not land: b is released with 5.
     let mem = Memory {
         active_pod: Some("b".into()),
@@ -720,9 +723,15 @@ fn an_interrupted_release_keeps_its_epoch_and_a_lost_status_never_goes_below_a_r
         epoch: 5,
         ..Default::default()
     };
-    assert_eq!(run(&[pod("b", 2)], &mem, &ready_nodes(), 10).memory.epoch, 5);
+    assert_eq!(
+        run(&[pod("b", 2)], &mem, &ready_nodes(), 10).memory.epoch,
+        5
+    );
     // Another pod than the recorded one: one more.
-    assert_eq!(run(&[pod("c", 2)], &mem, &ready_nodes(), 10).memory.epoch, 6);
+    assert_eq!(
+        run(&[pod("c", 2)], &mem, &ready_nodes(), 10).memory.epoch,
+        6
+    );
     // The status was reset, but a released pod still carries epoch 7: never below it.
     let mut old = released(pod("old", 1));
     old.epoch = Some(7);
@@ -734,7 +743,12 @@ fn an_interrupted_release_keeps_its_epoch_and_a_lost_status_never_goes_below_a_r
         10,
     );
     assert_eq!(p.memory.epoch, 7);
-    assert_eq!(run(&[pod("new", 2)], &p.memory, &ready_nodes(), 11).memory.epoch, 8);
+    assert_eq!(
+        run(&[pod("new", 2)], &p.memory, &ready_nodes(), 11)
+            .memory
+            .epoch,
+        8
+    );
 }
 
 #[test]
@@ -884,4 +898,78 @@ proptest! {
             }
         }
     }
+}
+
+/// After the active pod of a 2-replica Deployment is deleted, its ReplicaSet makes a
+/// replacement at once: the warm standby that has waited is released, not the newcomer.
+/// A rollout's new ReplicaSet still wins over an old one's standby.
+#[test]
+fn the_warm_standby_is_released_before_a_fresh_replacement() {
+    let in_rs = |mut p: PodInfo, rs: &str, started: bool| {
+        p.replicaset = Some(rs.into());
+        p.started = started;
+        p
+    };
+    let standby = in_rs(pod("standby", 5), "rs1", true);
+    let fresh = in_rs(pod("fresh", 9), "rs1", false);
+    let p = run(
+        &[fresh.clone(), standby.clone()],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "standby".into(),
+            uid: "uid-standby".into()
+        }]
+    );
+    assert_eq!(p.standby, vec!["fresh".to_string()]);
+    // Both started: the one that waited longest.
+    let fresh_started = in_rs(pod("fresh", 9), "rs1", true);
+    let p = run(
+        &[fresh_started, standby.clone()],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "standby".into(),
+            uid: "uid-standby".into()
+        }]
+    );
+    // A rollout: the new template's pod, even though the old standby is warm.
+    let new_template = in_rs(pod("new", 9), "rs2", false);
+    let p = run(
+        &[new_template, standby],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "new".into(),
+            uid: "uid-new".into()
+        }]
+    );
+    // StatefulSet pods (no ReplicaSet): a started standby before the pod just recreated.
+    let mut warm = pod("db-1", 5);
+    warm.started = true;
+    let p = run(
+        &[pod("db-0", 9), warm],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "db-1".into(),
+            uid: "uid-db-1".into()
+        }]
+    );
 }
