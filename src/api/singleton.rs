@@ -246,8 +246,10 @@ pub struct ReleaseAnswer {
 /// opens it for writing once the signal file is written, again and again, so any reader,
 /// early or late, wakes at once. The signal file stays the durable record: it is checked
 /// before every wait and after every wake-up, so a wrapper (re)started after the release
-/// starts at once, and a wake-up without it waits again. Only an image without `mkfifo`
-/// whose agent has not made the FIFO yet falls back to looking every 100 ms.
+/// starts at once, and a wake-up without it waits again. Only while the FIFO does not
+/// exist and cannot be made here (the read-only mount the webhook gives app containers,
+/// or no `mkfifo`) does it look every 100 ms, until the agent (which makes it when it
+/// starts) has.
 ///
 /// The shell is PID 1 of the app container while it waits, where a signal without a
 /// handler is ignored: SIGTERM (or SIGINT) before the release interrupts `wait`, ends the
@@ -282,7 +284,7 @@ while [ ! -e "$signal" ]; do
     wait $waiter
     waiter=
   else
-    # No mkfifo in this image and no FIFO from the agent yet.
+    # No FIFO yet and none can be made here: the agent makes it when it starts.
     sleep 0.1 2>/dev/null || sleep 1
   fi
 done
