@@ -482,3 +482,54 @@ fn one_release_wakes_every_wrapper_and_the_fifo_is_writable_by_all() {
     assert_eq!(output(a).1, "a\n");
     assert_eq!(output(b).1, "b\n");
 }
+
+/// Where the wrapper cannot make the FIFO (the webhook mounts the signal volume read-only
+/// in app containers; here: no `mkfifo` on PATH), the agent's FIFO, made when the agent
+/// starts, is what it blocks on: made first, the wrapper never polls; made later, the
+/// wrapper looks only until it exists, then the release still starts the app at once.
+#[test]
+fn without_mkfifo_the_agents_fifo_is_used() {
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("sleep-calls");
+    let fake = bin.path().join("sleep");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec /bin/sleep \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = bin.path().display().to_string(); // sleep only: no mkfifo
+                                                 // The agent came first.
+    let dir = tempfile::tempdir().unwrap();
+    let signal = dir.path().join("start-signal");
+    agent::ensure_fifo(&agent::wake_fifo_for(&signal)).unwrap();
+    let (mut child, _) = spawn_wrapper(dir.path(), "echo started", Some(&path));
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(child.try_wait().unwrap().is_none());
+    let t0 = Instant::now();
+    let _waker = release(&signal, Some(2));
+    let (status, out, err) = output(child);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "started\n");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(!calls.exists(), "polled although the FIFO existed");
+    // The wrapper came first: it looks until the agent has made the FIFO, then blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, signal) = spawn_wrapper(dir.path(), "echo started", Some(&path));
+    let fifo = agent::wake_fifo_for(&signal);
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(!fifo.exists(), "the wrapper made the FIFO without mkfifo");
+    assert!(calls.exists(), "it looks while there is no FIFO");
+    agent::ensure_fifo(&fifo).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(child.try_wait().unwrap().is_none());
+    let _waker = release(&signal, None);
+    assert_eq!(output(child).1, "started\n");
+}
