@@ -726,8 +726,9 @@ async fn a_failover_writes_the_next_epoch_to_status_before_the_release_and_names
     .await;
 }
 
-/// Two replicas: the active pod runs and the second waits gated: it is listed as a warm
-/// standby and StandbyReady is True; the epoch already handed out is kept.
+/// Two replicas: the active pod runs and the second waits gated with its gate running: it
+/// is listed as a warm standby and StandbyReady is True (a pod not started yet is not);
+/// the epoch already handed out is kept.
 #[tokio::test]
 async fn a_gated_second_replica_is_a_warm_standby() {
     let s = singleton_obj(json!({"status": {"phase": "Running", "activePod": "db-0",
@@ -738,7 +739,15 @@ async fn a_gated_second_replica_is_a_warm_standby() {
         std::slice::from_ref(&s),
         &[
             pod("db-0", NOW - 50, active),
-            pod("db-1", NOW - 5, json!({})),
+            // Its init gate runs: started, waiting for the release.
+            pod(
+                "db-1",
+                NOW - 5,
+                json!({"status": {"initContainerStatuses": [{"name": "singleton-gate",
+                "image": "kube-standby", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"running": {}}}]}}),
+            ),
+            pod("db-2", NOW - 1, json!({})),
         ],
         true,
     );

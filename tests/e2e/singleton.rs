@@ -1497,7 +1497,15 @@ async fn warm_standby_node_loss_releases_only_once_the_node_is_gone() {
         pods.create(&PostParams::default(), &pod_on(&ns, "db-b", &other))
             .await
             .expect("db-b");
-        assert_eq!(standby_ready(&client, &ns).await, "db-b");
+        // No kubelet behind the fake node: db-b never starts, so it is a waiting
+        // candidate but not listed as a warm standby.
+        wait_for(Duration::from_secs(30), "db-b gated and seen", || async {
+            pods.get("db-b")
+                .await
+                .is_ok_and(|p| kube_standby::api::singleton::carries_gate(&p))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
 
         // The node stops reporting; the pod object is force-deleted.
         set_node_ready(&client, &lost, "Unknown").await;

@@ -234,8 +234,9 @@ fn release_epoch(o: &Observed<'_>, c: &PodInfo) -> u64 {
     }
 }
 
-/// Warm standbys: gated candidates that wait healthy (not failed, their agent asking) and
-/// are not released by this plan.
+/// Warm standbys: gated candidates whose containers have started and that wait healthy
+/// (not failed, their agent not failing), not released by this plan: a failover to one
+/// needs no pod start.
 fn standby(pods: &[PodInfo], actions: &[Action]) -> Vec<String> {
     let releasing = |p: &PodInfo| {
         actions
@@ -244,7 +245,7 @@ fn standby(pods: &[PodInfo], actions: &[Action]) -> Vec<String> {
     };
     let mut names: Vec<String> = pods
         .iter()
-        .filter(|p| p.is_candidate() && p.agent_error.is_none() && !releasing(p))
+        .filter(|p| p.is_candidate() && p.started && p.agent_error.is_none() && !releasing(p))
         .map(|p| p.name.clone())
         .collect();
     names.sort();
