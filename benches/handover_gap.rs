@@ -1,10 +1,11 @@
 //! The part of the StatefulSingleton handover gap that runs outside the API server:
-//! from the release landing in the operator's pod cache, through the agent's long-poll over
-//! TLS and the atomic signal write, to the real wrapper script `exec`ing the app.
-//! (Not included: the API server's delete event reaching the operator and the release
-//! writes, one reconcile with three API calls.)
+//! from the release landing in the operator's pod cache (which wakes the `/release`
+//! long-poll), through the agent's answer over TLS, the atomic epoch and signal writes and
+//! the wake FIFO, to the real wrapper script (a `/bin/sh` process) `exec`ing the app,
+//! which records when it started. (Not included: the API server's delete event reaching
+//! the operator and the release writes, one reconcile with three API calls.)
 //!
-//!   cargo bench --bench handover_gap        (BENCH_ITERATIONS, default 20)
+//!   cargo bench --bench handover_gap        (BENCH_ITERATIONS, default 50)
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,14 +28,20 @@ impl TokenReviewer for OneToken {
     }
 }
 
+/// The pod cache: released or not, and the change notification a cache update gives.
 #[derive(Default)]
-struct Flag(AtomicBool);
+struct Flag(AtomicBool, Arc<tokio::sync::Notify>);
 impl ReleaseLookup for Flag {
     fn lookup(&self, _ns: &str, _name: &str) -> Option<PodRelease> {
+        let released = self.0.load(Ordering::SeqCst);
         Some(PodRelease {
             uid: "uid-0".into(),
-            released: self.0.load(Ordering::SeqCst),
+            released,
+            epoch: released.then_some(1),
         })
+    }
+    fn changes(&self, _ns: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.1.clone())
     }
 }
 
@@ -49,7 +56,7 @@ fn main() {
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(50);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let bundle = certs::generate(&certs::default_sans()).expect("certs");
     let flag = Arc::new(Flag::default());
@@ -109,7 +116,11 @@ fn main() {
                 "--",
                 "/bin/sh",
                 "-c",
-                &format!("date +%s%N > {}", out.display()),
+                &format!(
+                    "date +%s%N > {}; echo \"$STATEFULSINGLETON_EPOCH\" >> {}",
+                    out.display(),
+                    out.display()
+                ),
             ])
             .env("STATEFULSINGLETON_SIGNAL_FILE", &signal)
             .stderr(std::process::Stdio::null())
@@ -128,12 +139,18 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300)); // agent is long-polling, app is waiting
         let released_at = now_ns();
         flag.0.store(true, Ordering::SeqCst);
+        flag.1.notify_waiters();
         let _ = app.wait();
         agent_task.abort();
-        let started: u128 = std::fs::read_to_string(&out)
-            .ok()
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let mut lines = text.lines();
+        let started: u128 = lines
+            .next()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
+        if lines.next() != Some("1") {
+            eprintln!("the app did not see STATEFULSINGLETON_EPOCH=1: {text:?}");
+        }
         if started > released_at {
             gaps.push(Duration::from_nanos((started - released_at) as u64));
         }
@@ -145,7 +162,7 @@ fn main() {
             .unwrap_or_default()
     };
     println!(
-        "release -> app exec (agent long-poll over TLS + signal + wrapper poll), {} runs: p50={:.1}ms p99={:.1}ms max={:.1}ms",
+        "release written -> app exec'd (long-poll woken by the cache, answer over TLS, epoch + signal files, wake FIFO, wrapper exec), {} runs: p50={:.1}ms p99={:.1}ms max={:.1}ms",
         gaps.len(),
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,

@@ -34,7 +34,10 @@ impl TokenReviewer for Tokens {
 }
 
 #[derive(Default)]
-struct Pods(Mutex<HashMap<(String, String), PodRelease>>);
+struct Pods(
+    Mutex<HashMap<(String, String), PodRelease>>,
+    Arc<tokio::sync::Notify>,
+);
 
 impl ReleaseLookup for Pods {
     fn lookup(&self, ns: &str, name: &str) -> Option<PodRelease> {
@@ -44,17 +47,27 @@ impl ReleaseLookup for Pods {
             .get(&(ns.to_string(), name.to_string()))
             .cloned()
     }
+
+    fn changes(&self, _ns: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.1.clone())
+    }
 }
 
 impl Pods {
     fn set(&self, name: &str, uid: &str, released: bool) {
+        self.set_epoch(name, uid, released, None);
+    }
+
+    fn set_epoch(&self, name: &str, uid: &str, released: bool, epoch: Option<u64>) {
         self.0.lock().unwrap().insert(
             ("prod".into(), name.into()),
             PodRelease {
                 uid: uid.into(),
                 released,
+                epoch,
             },
         );
+        self.1.notify_waiters();
     }
 }
 
@@ -525,4 +538,74 @@ async fn the_agent_stops_reading_past_its_cap_and_keeps_errors_short() {
             e.len()
         );
     }
+}
+
+/// The answer carries the release's epoch; the agent writes it (atomically) next to the
+/// signal file, before the signal.
+#[tokio::test]
+async fn the_epoch_is_answered_and_written_before_the_signal() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set_epoch("db-0", "uid-0", true, Some(7));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    let answer = agent::ask_once(&cfg).await.unwrap();
+    assert!(answer.released);
+    assert_eq!(answer.epoch, Some(7));
+    let signal = dir.path().join("start-signal");
+    let task = tokio::spawn(agent::run(cfg.clone(), Mode::Signal(signal.clone())));
+    for _ in 0..250 {
+        if signal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(signal.exists(), "signal never written");
+    assert_eq!(
+        std::fs::read_to_string(agent::epoch_file_for(&signal)).unwrap(),
+        "7\n"
+    );
+    task.abort();
+
+    // The epoch file cannot be written (a directory in its place): the agent fails and
+    // never writes the signal, so no app starts without its epoch.
+    let dir = tempfile::tempdir().unwrap();
+    let signal = dir.path().join("start-signal");
+    std::fs::create_dir(agent::epoch_file_for(&signal)).unwrap();
+    std::fs::write(agent::epoch_file_for(&signal).join("x"), "").unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        agent::run(cfg, Mode::Signal(signal.clone())),
+    )
+    .await
+    .expect("the agent ends");
+    assert!(matches!(r, Err(AgentError::Config(m)) if m.contains("epoch")));
+    assert!(!signal.exists(), "signal written without the epoch");
+}
+
+/// The long-poll answers as soon as the pod cache changes, not at its next look.
+#[tokio::test]
+async fn the_long_poll_wakes_on_a_cache_change() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set("db-0", "uid-0", false);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    assert_eq!(agent::check_once(&cfg).await, Ok(false)); // warms the review cache
+    let mut took = vec![];
+    for _ in 0..5 {
+        op.pods.set("db-0", "uid-0", false);
+        let cfg = cfg.clone();
+        let ask = tokio::spawn(async move { agent::ask_once(&cfg).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let t0 = std::time::Instant::now();
+        op.pods.set_epoch("db-0", "uid-0", true, Some(1));
+        let a = ask.await.unwrap().unwrap();
+        took.push(t0.elapsed());
+        assert!(a.released);
+    }
+    took.sort();
+    // The fallback look is every 50 ms: a median far below it shows the wake-up.
+    assert!(took[2] < Duration::from_millis(20), "{took:?}");
 }

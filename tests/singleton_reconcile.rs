@@ -648,3 +648,97 @@ async fn a_crash_looping_agent_sets_agent_unreachable_with_its_error() {
     )
     .await;
 }
+
+/// A failover: db-0 (epoch 4) is gone and db-1 waits. The status naming epoch 5 is written
+/// before the release, the release carries the epoch annotation, and the event names the
+/// measured gap and the epoch.
+#[tokio::test]
+async fn a_failover_writes_the_next_epoch_to_status_before_the_release_and_names_the_gap() {
+    let s = singleton_obj(
+        json!({"status": {"phase": "Transitioning", "activePod": "db-0",
+        "activePodUid": "uid-db-0", "activeNode": "n1", "epoch": 4}}),
+    );
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[pod("db-1", NOW - 5, json!({}))],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![
+            status_patch(|st| {
+                assert_eq!(st["activePod"], "db-1");
+                assert_eq!(st["epoch"], 5, "{st}");
+                assert!(st.get("standbyPods").is_none(), "{st}");
+            }),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-1",
+                |b, _| {
+                    let ann = &b["metadata"]["annotations"];
+                    assert_eq!(ann["apps.statefulsingleton.com/epoch"], "5", "{b}");
+                    assert!(ann["apps.statefulsingleton.com/released"].is_string());
+                },
+                200,
+                pod("db-1", NOW - 5, json!({})),
+            ),
+            expect(
+                "PATCH",
+                "/api/v1/namespaces/ns/pods/db-1/status",
+                |_, _| {},
+                200,
+                pod("db-1", NOW - 5, json!({})),
+            ),
+            event(
+                "ns",
+                "PodTransition",
+                "released db-1 after db-0 was gone; handover gap",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Two replicas: the active pod runs and the second waits gated with its gate running: it
+/// is listed as a warm standby and StandbyReady is True (a pod not started yet is not);
+/// the epoch already handed out is kept.
+#[tokio::test]
+async fn a_gated_second_replica_is_a_warm_standby() {
+    let s = singleton_obj(json!({"status": {"phase": "Running", "activePod": "db-0",
+        "activePodUid": "uid-db-0", "activeNode": "n1", "epoch": 2}}));
+    let mut active = released();
+    active["metadata"]["annotations"]["apps.statefulsingleton.com/epoch"] = "2".into();
+    let st = stores(
+        std::slice::from_ref(&s),
+        &[
+            pod("db-0", NOW - 50, active),
+            // Its init gate runs: started, waiting for the release.
+            pod(
+                "db-1",
+                NOW - 5,
+                json!({"status": {"initContainerStatuses": [{"name": "singleton-gate",
+                "image": "kube-standby", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"running": {}}}]}}),
+            ),
+            pod("db-2", NOW - 1, json!({})),
+        ],
+        true,
+    );
+    scenario(
+        s,
+        st,
+        vec![status_patch(|st| {
+            assert_eq!(st["standbyPods"], json!(["db-1"]), "{st}");
+            assert_eq!(st["epoch"], 2);
+            let c = st["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "StandbyReady"))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(c["status"], "True", "{st}");
+            assert!(c["message"].as_str().unwrap_or_default().contains("db-1"));
+        })],
+    )
+    .await;
+}

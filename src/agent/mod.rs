@@ -228,6 +228,11 @@ async fn https_get(
 
 /// Ask once (a long-poll of up to `poll_seconds`). Ok(true) only on a positive answer.
 pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
+    ask_once(cfg).await.map(|a| a.released)
+}
+
+/// Ask once (a long-poll of up to `poll_seconds`): the operator's whole answer.
+pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
     let connector = tls_connector(&cfg.ca_pem)?;
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
@@ -257,11 +262,9 @@ pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
     let lossy = String::from_utf8_lossy(&body);
     let text = Untrusted::long(&lossy).to_string();
     match status {
-        200 => serde_json::from_slice::<ReleaseAnswer>(&body)
-            .map(|a| a.released)
-            .map_err(|e| {
-                AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
-            }),
+        200 => serde_json::from_slice::<ReleaseAnswer>(&body).map_err(|e| {
+            AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
+        }),
         401 => Err(AgentError::Unauthorized(text)),
         403 => Err(AgentError::Forbidden(text)),
         s if s >= 500 => Err(AgentError::Unreachable(format!("status {s}: {text}"))),
@@ -270,17 +273,18 @@ pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
 }
 
 /// Ask until released, with exponential backoff on errors. Never returns an error for
-/// transient problems; configuration errors are returned at once.
-pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
+/// transient problems; configuration errors are returned at once. The release's epoch,
+/// when the operator gave one.
+pub async fn wait_released(cfg: &AgentConfig) -> Result<Option<u64>, AgentError> {
     let mut backoff = Duration::from_millis(100);
     let mut failing_since: Option<std::time::Instant> = None;
     loop {
-        match check_once(cfg).await {
-            Ok(true) => {
-                tracing::info!("released by the operator");
-                return Ok(());
+        match ask_once(cfg).await.map(|a| (a.released, a.epoch)) {
+            Ok((true, epoch)) => {
+                tracing::info!(epoch, "released by the operator");
+                return Ok(epoch);
             }
-            Ok(false) => {
+            Ok((false, _)) => {
                 tracing::debug!("not released yet; asking again");
                 backoff = Duration::from_millis(100);
                 failing_since = None;
@@ -309,8 +313,9 @@ pub async fn wait_released(cfg: &AgentConfig) -> Result<(), AgentError> {
     }
 }
 
-/// Write the signal file atomically (temp file in the same directory, then rename).
-pub fn write_signal(path: &Path) -> std::io::Result<()> {
+/// Write a file atomically (temp file in the same directory, then rename): a reader sees
+/// it whole or not at all.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -318,8 +323,120 @@ pub fn write_signal(path: &Path) -> std::io::Result<()> {
             .and_then(|n| n.to_str())
             .unwrap_or("signal")
     ));
-    std::fs::write(&tmp, b"released\n")?;
+    std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Write the signal file atomically (temp file in the same directory, then rename).
+pub fn write_signal(path: &Path) -> std::io::Result<()> {
+    write_atomic(path, b"released\n")
+}
+
+/// The epoch file next to the signal file (the wrapper exports it as
+/// `STATEFULSINGLETON_EPOCH`).
+pub fn epoch_file_for(signal: &Path) -> PathBuf {
+    signal
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(crate::api::singleton::EPOCH_FILE_NAME)
+}
+
+/// The wake FIFO next to the signal file (the wrapper blocks opening it for reading).
+pub fn wake_fifo_for(signal: &Path) -> PathBuf {
+    signal
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(crate::api::singleton::WAKE_FIFO_NAME)
+}
+
+/// Make the wake FIFO unless it exists, readable and writable by everyone (the app may run
+/// as any user; the wrapper makes it the same way with `mkfifo -m 666` when it comes
+/// first). An existing path that is not a FIFO is an error: it is never written to.
+pub fn ensure_fifo(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mode = rustix::fs::Mode::from_raw_mode(0o666);
+    match rustix::fs::mkfifoat(rustix::fs::CWD, path, mode) {
+        Ok(()) => {
+            // mkfifo applies the umask; ours, so the chmod cannot be refused.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        }
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if std::fs::symlink_metadata(path)?.file_type().is_fifo() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} exists and is not a FIFO",
+            path.display()
+        )))
+    }
+}
+
+/// Wakes every wrapper that waits on the FIFO, now and later, from its own thread: open
+/// the FIFO for writing (this blocks until a reader opens it, so nothing spins), write one
+/// line, close, again. Each reader's open returns as soon as ours does, whichever came
+/// first, so no wake-up is lost: a wrapper that checked for the signal file just before
+/// it was written still wakes. Dropping the waker ends the thread.
+pub struct Waker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    fifo: PathBuf,
+}
+
+impl Waker {
+    /// Start waking readers of `fifo`. Call only once the signal file is written.
+    pub fn start(fifo: PathBuf) -> Waker {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), fifo.clone());
+        // A plain thread, not spawn_blocking: a runtime waits for its blocking tasks on
+        // shutdown, and this one may block for ever.
+        let spawned = std::thread::Builder::new()
+            .name("wake-fifo".into())
+            .spawn(move || wake_loop(&path, &flag));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the wake thread; the wrapper waits for a reader");
+        }
+        Waker { stop, fifo }
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Unblock the thread's open: a reader that goes away at once.
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&self.fifo);
+    }
+}
+
+fn wake_loop(fifo: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use std::io::Write;
+    let mut failures = 0u32;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Err(e) = ensure_fifo(fifo) {
+            tracing::warn!(fifo = %fifo.display(), error = %e, "cannot wake the wrapper through its FIFO; it starts when it next looks");
+            return;
+        }
+        match std::fs::OpenOptions::new().write(true).open(fifo) {
+            Ok(mut f) => {
+                // A reader that left already (EPIPE) is no error: it was woken.
+                let _ = f.write_all(b"released\n");
+                failures = 0;
+                // Let the woken readers go before the next round.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(fifo = %fifo.display(), error = %e, "cannot open the wake FIFO; retrying");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT. The handlers are installed by this call
@@ -363,20 +480,37 @@ pub async fn run_until(
 }
 
 /// `kube-standby agent`.
+///
+/// Sidecar mode, in this order: make the wake FIFO (so the wrapper need not), wait for the
+/// release, write the epoch file (atomically, when the operator gave an epoch), write the
+/// signal file (atomically), then wake the wrapper through the FIFO and stay up. An agent
+/// restarted after the release finds the signal file and only wakes (a wrapper may still
+/// wait if the previous agent died between the signal and the wake-up).
 pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
     if let Mode::Signal(p) = &mode {
+        let fifo = wake_fifo_for(p);
+        if let Err(e) = ensure_fifo(&fifo) {
+            tracing::warn!(fifo = %fifo.display(), error = %e, "cannot make the wake FIFO");
+        }
         if p.exists() {
             tracing::info!(signal = %p.display(), "already released (signal present)");
+            let _waker = Waker::start(fifo);
             std::future::pending::<()>().await;
         }
     }
-    wait_released(&cfg).await?;
+    let epoch = wait_released(&cfg).await?;
     match mode {
         Mode::Once => Ok(()),
         Mode::Signal(p) => {
+            if let Some(epoch) = epoch {
+                let file = epoch_file_for(&p);
+                write_atomic(&file, format!("{epoch}\n").as_bytes())
+                    .map_err(|e| AgentError::Config(format!("writing {}: {e}", file.display())))?;
+            }
             write_signal(&p)
                 .map_err(|e| AgentError::Config(format!("writing {}: {e}", p.display())))?;
-            tracing::info!(signal = %p.display(), "start signal written");
+            tracing::info!(signal = %p.display(), epoch, "start signal written");
+            let _waker = Waker::start(wake_fifo_for(&p));
             // Stay up: a status sidecar that exits would be restarted by the kubelet.
             std::future::pending::<()>().await;
             Ok(())

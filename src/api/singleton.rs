@@ -40,6 +40,19 @@ pub const LEGACY_GROUP: &str = "apps.openshift.statefulsingleton.com";
         description = "The released pod"
     ),
     printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        description = "Fencing epoch of the last release"
+    ),
+    printcolumn(
+        name = "Standby",
+        type_ = "string",
+        json_path = ".status.standbyPods",
+        description = "Gated pods ready to take over",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -120,9 +133,18 @@ pub struct StatefulSingletonStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions (TransitionTimedOut, Overlapping, NodeLost, ...).
+    /// Conditions (TransitionTimedOut, Overlapping, NodeLost, StandbyReady, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Fencing epoch of the last release: 1 for the first released pod, one more for each
+    /// release after it. Written before the release itself, so it never goes backwards.
+    /// The released pod carries it in annotation `apps.statefulsingleton.com/epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub epoch: Option<i64>,
+    /// Gated pods waiting, ready to take over when the active pod is gone (warm standbys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby_pods: Vec<String>,
 }
 
 /// The same CRD served under the seed README's group, so its example applies unchanged.
@@ -152,6 +174,8 @@ pub const SINGLETON_LABEL: &str = "apps.statefulsingleton.com/singleton";
 pub const READY_CONDITION: &str = "apps.statefulsingleton.com/singleton-ready";
 /// Pod annotation: when the controller released the pod (the durable release record).
 pub const RELEASED_ANNOTATION: &str = "apps.statefulsingleton.com/released";
+/// Pod annotation: the fencing epoch the pod was released with (see `status.epoch`).
+pub const EPOCH_ANNOTATION: &str = "apps.statefulsingleton.com/epoch";
 /// Pod annotation: which start gate was injected (`wrapper` or `initContainer`).
 pub const GATE_ANNOTATION: &str = "apps.statefulsingleton.com/gate";
 /// Name of the injected status sidecar (wrapper gate) container.
@@ -188,6 +212,14 @@ pub const WRAPPER_DIR: &str = "/opt/wrapper";
 pub const WRAPPER_SCRIPT_NAME: &str = "entrypoint-wrapper.sh";
 pub const SIGNAL_DIR: &str = "/var/run/signal";
 pub const SIGNAL_FILE: &str = "/var/run/signal/start-signal";
+/// Name (in the signal file's directory) of the file holding the released pod's epoch,
+/// written atomically by the agent before the signal file.
+pub const EPOCH_FILE_NAME: &str = "epoch";
+/// Name (in the signal file's directory) of the FIFO the wrapper blocks on and the agent
+/// opens for writing once the signal file is written: the wrapper wakes at once.
+pub const WAKE_FIFO_NAME: &str = "start-wake";
+/// The environment variable the wrapper exports to the app: the release's epoch.
+pub const EPOCH_ENV: &str = "STATEFULSINGLETON_EPOCH";
 /// Audience of the projected token the in-pod agent presents to the operator.
 pub const TOKEN_AUDIENCE: &str = "kube-standby";
 pub const TOKEN_DIR: &str = "/var/run/secrets/kube-standby";
@@ -199,31 +231,70 @@ pub const TOKEN_FILE: &str = "/var/run/secrets/kube-standby/token";
 pub struct ReleaseAnswer {
     pub released: bool,
     pub pod: String,
+    /// The fencing epoch the pod was released with (absent before the release, and for a
+    /// pod released by an operator that gave none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
-/// The start gate script: waits for the release signal (polling every 100 ms), then
-/// `exec "$@"`, so the app receives exactly its original argv. The shell is PID 1 of the
-/// app container while it waits, where a signal without a handler is ignored: SIGTERM
-/// (or SIGINT) before the release ends it at once with 143 (130), and the app never
-/// starts. `exec` resets the traps, so after the release the app gets signals itself.
+/// The start gate script: blocks until the release signal file exists, then `exec "$@"`,
+/// so the app receives exactly its original argv, with `STATEFULSINGLETON_EPOCH` exported
+/// from the epoch file the agent wrote before the signal.
+///
+/// The wait has no poll interval: a background `read` blocks opening the wake FIFO (next
+/// to the signal file, made by whichever of agent and wrapper comes first), and the agent
+/// opens it for writing once the signal file is written, again and again, so any reader,
+/// early or late, wakes at once. The signal file stays the durable record: it is checked
+/// before every wait and after every wake-up, so a wrapper (re)started after the release
+/// starts at once, and a wake-up without it waits again. Only while the FIFO does not
+/// exist and cannot be made here (the read-only mount the webhook gives app containers,
+/// or no `mkfifo`) does it look every 100 ms, until the agent (which makes it when it
+/// starts) has.
+///
+/// The shell is PID 1 of the app container while it waits, where a signal without a
+/// handler is ignored: SIGTERM (or SIGINT) before the release interrupts `wait`, ends the
+/// blocked reader and exits 143 (130); the app never starts. `exec` resets the traps, so
+/// after the release the app gets signals itself.
 pub const WRAPPER_SCRIPT: &str = r#"#!/bin/sh
 # kube-standby StatefulSingleton start gate.
 # Usage: entrypoint-wrapper.sh -- <original command and args...>
 # Waits until the release signal file exists, then replaces itself with the original
 # command. Arguments are passed through untouched ("$@"), never re-parsed.
 signal="${STATEFULSINGLETON_SIGNAL_FILE:-/var/run/signal/start-signal}"
+case "$signal" in */*) dir="${signal%/*}" ;; *) dir=. ;; esac
+wake="$dir/start-wake"
+epoch_file="$dir/epoch"
 if [ "${1-}" = "--" ]; then shift; fi
 if [ "$#" -eq 0 ]; then
   echo "StatefulSingleton: no command to start" >&2
   exit 64
 fi
-trap 'echo "StatefulSingleton: SIGTERM before release, not starting" >&2; exit 143' TERM
-trap 'echo "StatefulSingleton: SIGINT before release, not starting" >&2; exit 130' INT
+waiter=
+trap 'kill $waiter 2>/dev/null; echo "StatefulSingleton: SIGTERM before release, not starting" >&2; exit 143' TERM
+trap 'kill $waiter 2>/dev/null; echo "StatefulSingleton: SIGINT before release, not starting" >&2; exit 130' INT
 echo "StatefulSingleton: waiting for release (${signal})" >&2
 while [ ! -e "$signal" ]; do
-  sleep 0.1 2>/dev/null || sleep 1
+  if [ ! -p "$wake" ]; then
+    mkfifo -m 666 "$wake" 2>/dev/null || true
+  fi
+  if [ -p "$wake" ]; then
+    # Blocks until the agent opens the FIFO for writing (it does once the signal exists).
+    (read -r _ < "$wake") &
+    waiter=$!
+    wait $waiter
+    waiter=
+  else
+    # No FIFO yet and none can be made here: the agent makes it when it starts.
+    sleep 0.1 2>/dev/null || sleep 1
+  fi
 done
-echo "StatefulSingleton: released, starting $1" >&2
+if [ -r "$epoch_file" ] && IFS= read -r epoch < "$epoch_file"; then
+  case "$epoch" in
+    ''|*[!0-9]*) ;;
+    *) STATEFULSINGLETON_EPOCH="$epoch"; export STATEFULSINGLETON_EPOCH ;;
+  esac
+fi
+echo "StatefulSingleton: released, starting $1 (epoch ${STATEFULSINGLETON_EPOCH:-none})" >&2
 exec "$@"
 "#;
 

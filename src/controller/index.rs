@@ -30,6 +30,8 @@ struct Inner<F> {
 pub struct Index<F> {
     inner: Arc<RwLock<Inner<F>>>,
     ready: Arc<watch::Sender<bool>>,
+    /// Woken after every applied change (long-polls waiting on a fact wake at once).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl<F> Clone for Index<F> {
@@ -37,6 +39,7 @@ impl<F> Clone for Index<F> {
         Index {
             inner: self.inner.clone(),
             ready: self.ready.clone(),
+            changed: self.changed.clone(),
         }
     }
 }
@@ -49,6 +52,7 @@ impl<F> Default for Index<F> {
                 relist: None,
             })),
             ready: Arc::new(watch::channel(false).0),
+            changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -108,8 +112,22 @@ impl<F> Index<F> {
         self.ready.subscribe().wait_for(|r| *r).await.is_ok()
     }
 
+    /// Notified after every change applied to the live index (an object applied or
+    /// deleted, a list swapped in). Create the `notified()` future (and `enable` it) before
+    /// reading, so a change between the read and the wait is not missed.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
     /// Apply one watch event, turning objects into facts with `facts`.
     pub fn apply<K: Resource>(&self, ev: &watcher::Event<K>, facts: impl Fn(&K) -> F) {
+        self.apply_inner(ev, facts);
+        if !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_)) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn apply_inner<K: Resource>(&self, ev: &watcher::Event<K>, facts: impl Fn(&K) -> F) {
         let mut g = self.write();
         match ev {
             watcher::Event::Apply(o) => {

@@ -339,6 +339,7 @@ mod names {
         m.actor.set(&labels(), true, true);
         m.actor.wrote("Deployment", "apply");
         m.probe.observe(0.001, "idle");
+        m.singleton.epoch.get_or_create(&labels()).set(1);
         let text = m.render();
         let mut names: Vec<&str> = text
             .lines()
@@ -373,7 +374,10 @@ mod names {
             "kube_standby_reconcile_duration_seconds",
             "kube_standby_reconcile_errors",
             "kube_standby_reconciles",
+            "kube_standby_singleton_epoch",
+            "kube_standby_singleton_handover_detection_seconds",
             "kube_standby_singleton_handover_gap_seconds",
+            "kube_standby_singleton_handover_release_seconds",
             "kube_standby_singleton_transition_timeouts",
         ];
         want.sort();
@@ -437,5 +441,30 @@ mod names {
             text.contains(r#"kube_standby_hsj_job_writes_total{direction="down"} 2"#),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod singleton_failover_tests {
+    use super::*;
+
+    #[test]
+    fn epoch_gauge_and_gap_parts_are_exported_and_the_gauge_forgotten() {
+        let m = Metrics::new();
+        let labels = ObjectLabels::new("ns", "db");
+        m.singleton.epoch.get_or_create(&labels).set(3);
+        m.singleton.detection.observe(0.002);
+        m.singleton.release.observe(0.01);
+        let text = m.render();
+        for want in [
+            r#"kube_standby_singleton_epoch{namespace="ns",name="db"} 3"#,
+            "kube_standby_singleton_handover_detection_seconds_count 1",
+            "kube_standby_singleton_handover_release_seconds_count 1",
+            "kube_standby_singleton_handover_gap_seconds_count 0",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        m.singleton.epoch.remove(&labels);
+        assert!(!m.render().contains("kube_standby_singleton_epoch{"));
     }
 }

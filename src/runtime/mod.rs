@@ -177,7 +177,12 @@ impl ReleaseLookup for SingletonView {
         Some(PodRelease {
             uid: pod.info.uid.clone(),
             released: pod.info.released,
+            epoch: pod.info.epoch,
         })
+    }
+
+    fn changes(&self, namespace: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.stores(namespace)?.pods.changes())
     }
 }
 

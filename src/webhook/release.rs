@@ -46,11 +46,18 @@ pub trait TokenReviewer: Send + Sync {
 pub struct PodRelease {
     pub uid: String,
     pub released: bool,
+    /// The fencing epoch of the release (annotation `apps.statefulsingleton.com/epoch`).
+    pub epoch: Option<u64>,
 }
 
 /// Reads pods' release state (the controller's pod cache in production).
 pub trait ReleaseLookup: Send + Sync {
     fn lookup(&self, namespace: &str, name: &str) -> Option<PodRelease>;
+    /// Notified whenever the pods of `namespace` may have changed: a long-poll wakes at
+    /// once instead of at its next look. None: looks every `poll_every` only.
+    fn changes(&self, _namespace: &str) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// The release service: reviewer + lookup + a short-lived review cache.
@@ -150,7 +157,15 @@ pub async fn release(
     let deadline = Instant::now() + timeout;
     let span = tracing::info_span!("release", pod = %pod, uid = %id.uid);
     let _e = span.enter();
+    let changes = svc
+        .lookup
+        .changes(&id.namespace)
+        .unwrap_or_else(|| Arc::new(tokio::sync::Notify::new()));
     loop {
+        // Registered before the look, so a change right after it is not missed.
+        let changed = changes.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         match svc.lookup.lookup(&id.namespace, &id.name) {
             Some(r) if r.uid != id.uid => {
                 return error(
@@ -165,6 +180,7 @@ pub async fn release(
                 return Json(ReleaseAnswer {
                     released: true,
                     pod,
+                    epoch: r.epoch,
                 })
                 .into_response()
             }
@@ -175,10 +191,11 @@ pub async fn release(
             return Json(ReleaseAnswer {
                 released: false,
                 pod,
+                epoch: None,
             })
             .into_response();
         }
-        tokio::time::sleep(svc.poll_every).await;
+        let _ = tokio::time::timeout(svc.poll_every, changed).await;
     }
 }
 

@@ -1136,3 +1136,440 @@ async fn real_node_unreachable_operator_shows_agent_unreachable() {
     })
     .await;
 }
+
+// ---- Warm standby (issue 20): replicas 2, failover to the gated standby, epochs ----
+
+/// The singleton of the warm-standby tests: a long maxTransitionTime (the standby waits
+/// for as long as the active pod lives).
+fn standby_singleton(ns: &str) -> StatefulSingleton {
+    serde_json::from_value(json!({
+        "apiVersion": "apps.statefulsingleton.com/v1", "kind": "StatefulSingleton",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}, "terminationGracePeriod": 2, "maxTransitionTime": 3600}
+    }))
+    .expect("singleton")
+}
+
+/// A Deployment with two replicas: one active, one gated warm standby.
+fn standby_deployment(ns: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "db", "namespace": ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "db", "image": PAUSE}]}}}
+    }))
+    .expect("deployment")
+}
+
+/// Samples the pods every 20 ms and records every sample in which two pods that may run
+/// the app (released or ungated, Terminating included) exist at once.
+#[derive(Default)]
+struct Sampler {
+    samples: usize,
+    overlaps: Vec<String>,
+}
+
+fn spawn_sampler(client: Client, ns: String) -> Arc<Mutex<Sampler>> {
+    let s = Arc::new(Mutex::new(Sampler::default()));
+    let out = s.clone();
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(client, &ns);
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default().labels("app=db")).await {
+                let running: Vec<String> = list
+                    .items
+                    .iter()
+                    .filter(|p| instance(p))
+                    .map(|p| p.name_any())
+                    .collect();
+                let mut g = out.lock().expect("lock");
+                g.samples += 1;
+                if running.len() > 1 {
+                    g.overlaps.push(running.join(","));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    s
+}
+
+fn assert_no_overlap(s: &Arc<Mutex<Sampler>>) {
+    let g = s.lock().expect("lock");
+    eprintln!("sampled the pods {} times (every 20 ms)", g.samples);
+    assert!(g.samples > 0, "the sampler never listed the pods");
+    assert!(
+        g.overlaps.is_empty(),
+        "two instances coexisted: {:?}",
+        g.overlaps
+    );
+}
+
+fn epoch_of(p: &Pod) -> Option<u64> {
+    p.annotations()
+        .get(kube_standby::api::singleton::EPOCH_ANNOTATION)
+        .and_then(|e| e.parse().ok())
+}
+
+/// The released, not terminating pod and its epoch annotation.
+async fn active_with_epoch(pods: &Api<Pod>) -> Option<(String, Option<u64>)> {
+    pods.list(&ListParams::default().labels("app=db"))
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.annotations().contains_key(RELEASED_ANNOTATION)
+        })
+        .map(|p| (p.name_any(), epoch_of(&p)))
+}
+
+/// Wait until the singleton shows a warm standby (StandbyReady=True, standbyPods) and
+/// return it.
+async fn standby_ready(client: &Client, ns: &str) -> String {
+    let api = Api::<StatefulSingleton>::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(120), "StandbyReady=True", || {
+        let api = api.clone();
+        async move {
+            api.get("db")
+                .await
+                .ok()
+                .and_then(|s| s.status)
+                .is_some_and(|st| {
+                    !st.standby_pods.is_empty()
+                        && st
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "StandbyReady" && c.status == "True")
+                })
+        }
+    })
+    .await;
+    api.get("db")
+        .await
+        .ok()
+        .and_then(|s| s.status)
+        .and_then(|st| st.standby_pods.first().cloned())
+        .expect("a standby pod")
+}
+
+async fn status_epoch(client: &Client, ns: &str) -> Option<i64> {
+    Api::<StatefulSingleton>::namespaced(client.clone(), ns)
+        .get("db")
+        .await
+        .ok()
+        .and_then(|s| s.status)
+        .and_then(|st| st.epoch)
+}
+
+/// Create the singleton and the 2-replica Deployment; wait for the first release: epoch 1.
+async fn first_standby_release(client: &Client, ns: &str) -> u64 {
+    Api::<StatefulSingleton>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &standby_singleton(ns))
+        .await
+        .expect("singleton");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &standby_deployment(ns))
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(120), "first pod released", || async {
+        active_with_epoch(&pods).await.is_some()
+    })
+    .await;
+    let (_, epoch) = active_with_epoch(&pods).await.expect("active pod");
+    epoch.expect("the released pod carries its epoch")
+}
+
+/// Delete the active pod and wait for the standby's release: the standby (not a new pod)
+/// is released, with the next epoch, recorded in the status too. Returns the epoch and
+/// the gap old pod gone → standby released, both seen by polling every 20 ms.
+async fn fail_over(client: &Client, ns: &str, round: usize) -> (u64, Duration) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let standby = standby_ready(client, ns).await;
+    let (active, _) = active_with_epoch(&pods).await.expect("an active pod");
+    assert_ne!(active, standby);
+    pods.delete(&active, &DeleteParams::default())
+        .await
+        .expect("delete the active pod");
+    let start = Instant::now();
+    let (mut gone_at, mut released_at) = (None, None);
+    let mut epoch = None;
+    while released_at.is_none() || gone_at.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "failover {round}: {active} gone: {gone_at:?}, {standby} released: {released_at:?}"
+        );
+        if gone_at.is_none() && matches!(pods.get_opt(&active).await, Ok(None)) {
+            gone_at = Some(Instant::now());
+        }
+        if released_at.is_none() {
+            if let Ok(Some(p)) = pods.get_opt(&standby).await {
+                if p.annotations().contains_key(RELEASED_ANNOTATION) {
+                    released_at = Some(Instant::now());
+                    epoch = epoch_of(&p);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (gone, released) = (gone_at.expect("gone"), released_at.expect("released"));
+    let gap = released.saturating_duration_since(gone);
+    let epoch = epoch.expect("the standby carries its epoch");
+    assert_eq!(
+        status_epoch(client, ns).await,
+        Some(epoch as i64),
+        "status.epoch"
+    );
+    eprintln!(
+        "failover {round}: {active} -> standby {standby}: epoch {epoch}, gap {:.1} ms (old pod gone -> standby released, polled every 20 ms; target <= 100 ms)",
+        gap.as_secs_f64() * 1e3
+    );
+    (epoch, gap)
+}
+
+/// The operator's own account of each failover: the PodTransition events with their gap.
+async fn print_failover_events(client: &Client, ns: &str) {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("PodTransition"))
+    {
+        eprintln!(
+            "event PodTransition: {}",
+            e.note.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+/// replicas 2: deleting the active pod releases the waiting standby (0 overlaps, sampled
+/// every 20 ms); three failovers give epochs 1, 2, 3, 4 (the first release is 1).
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn warm_standby_failovers_release_the_standby_with_increasing_epochs() {
+    let Some(env) = env("warm_standby_failovers_release_the_standby_with_increasing_epochs") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-standby", move |client, ns| async move {
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        let sampler = spawn_sampler(client.clone(), ns.clone());
+        let mut epochs = vec![first_standby_release(&client, &ns).await];
+        let mut gaps = vec![];
+        for round in 1..=3 {
+            let (epoch, gap) = fail_over(&client, &ns, round).await;
+            epochs.push(epoch);
+            gaps.push(gap);
+        }
+        assert_eq!(epochs, vec![1, 2, 3, 4]);
+        gaps.sort();
+        eprintln!(
+            "warm standby failover gaps: p50={:.1} ms max={:.1} ms",
+            gaps[gaps.len() / 2].as_secs_f64() * 1e3,
+            gaps[gaps.len() - 1].as_secs_f64() * 1e3
+        );
+        print_failover_events(&client, &ns).await;
+        assert_no_overlap(&sampler);
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+/// The operator is killed and started again between failovers: the epochs keep going up
+/// by one (1, 2, 3), never reused or reset, and never two instances.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn warm_standby_operator_restart_between_failovers_keeps_the_epoch_sequence() {
+    let Some(env) = env("warm_standby_operator_restart_between_failovers_keeps_the_epoch_sequence")
+    else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-standby-rs", move |client, ns| async move {
+        let mut op = start_operator(client.clone(), &env, &ns, None).await;
+        let mut mwc = register(&client, &ns, &op.url).await;
+        let sampler = spawn_sampler(client.clone(), ns.clone());
+        let mut epochs = vec![first_standby_release(&client, &ns).await];
+        for round in 1..=2 {
+            // The standby must be waiting before the restart, so the new process's first
+            // look sees it (admitted by the previous one).
+            standby_ready(&client, &ns).await;
+            op.kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            op = start_operator(client.clone(), &env, &ns, None).await;
+            mwc = register(&client, &ns, &op.url).await; // new port, same CA
+            let (epoch, _) = fail_over(&client, &ns, round).await;
+            epochs.push(epoch);
+        }
+        assert_eq!(epochs, vec![1, 2, 3]);
+        print_failover_events(&client, &ns).await;
+        assert_no_overlap(&sampler);
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+/// A Node object of our own (no kubelet, no simulator behind it): pods bound to it by
+/// `nodeName` stay as the API has them, and its Ready condition is what we set.
+async fn fake_node(client: &Client, name: &str, ready: &str) {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kube-standby-e2e": "node-loss"}}}))
+    .expect("node");
+    if nodes.get_opt(name).await.ok().flatten().is_none() {
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+    set_node_ready(client, name, ready).await;
+}
+
+async fn set_node_ready(client: &Client, name: &str, ready: &str) {
+    use k8s_openapi::api::core::v1::Node;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    Api::<Node>::all(client.clone())
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"status": {"conditions": [{"type": "Ready", "status": ready,
+                "reason": "KubeStandbyE2E", "message": "set by the e2e test",
+                "lastHeartbeatTime": now, "lastTransitionTime": now}]}}),
+            ),
+        )
+        .await
+        .expect("node status");
+}
+
+/// A gated pod of the singleton bound to `node`.
+fn pod_on(ns: &str, name: &str, node: &str) -> Pod {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "db"}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 2,
+                 "containers": [{"name": "db", "image": PAUSE}]}}))
+    .expect("pod")
+}
+
+/// Node loss with a warm standby: the active pod's node stops reporting and the pod is
+/// force-deleted (its containers may still run there): nothing is released, the singleton
+/// is Blocked with NodeLost; once the node is confirmed gone (deleted) the standby is
+/// released at once (the gap is printed; target <= 100 ms).
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn warm_standby_node_loss_releases_only_once_the_node_is_gone() {
+    let Some(env) = env("warm_standby_node_loss_releases_only_once_the_node_is_gone") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-nodeloss", move |client, ns| async move {
+        use k8s_openapi::api::core::v1::Node;
+        let (lost, other) = (format!("{ns}-lost"), format!("{ns}-other"));
+        fake_node(&client, &lost, "True").await;
+        fake_node(&client, &other, "True").await;
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        let sampler = spawn_sampler(client.clone(), ns.clone());
+        Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &standby_singleton(&ns))
+            .await
+            .expect("singleton");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.create(&PostParams::default(), &pod_on(&ns, "db-a", &lost))
+            .await
+            .expect("db-a");
+        wait_for(Duration::from_secs(60), "db-a released", || async {
+            active_with_epoch(&pods).await.is_some_and(|(p, _)| p == "db-a")
+        })
+        .await;
+        pods.create(&PostParams::default(), &pod_on(&ns, "db-b", &other))
+            .await
+            .expect("db-b");
+        // No kubelet behind the fake node: db-b never starts, so it is a waiting
+        // candidate but not listed as a warm standby.
+        wait_for(Duration::from_secs(30), "db-b gated and seen", || async {
+            pods.get("db-b")
+                .await
+                .is_ok_and(|p| kube_standby::api::singleton::carries_gate(&p))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // The node stops reporting; the pod object is force-deleted.
+        set_node_ready(&client, &lost, "Unknown").await;
+        tokio::time::sleep(Duration::from_secs(1)).await; // the operator's Node watch
+        pods.delete(
+            "db-a",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("force delete");
+        let singletons = Api::<StatefulSingleton>::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(30), "Blocked with NodeLost", || {
+            let singletons = singletons.clone();
+            async move {
+                singletons.get("db").await.ok().and_then(|s| s.status).is_some_and(|st| {
+                    st.phase == Some(kube_standby::api::singleton::Phase::Blocked)
+                        && st
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "NodeLost" && c.status == "True")
+                })
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = pods.get("db-b").await.expect("db-b");
+        assert!(
+            !b.annotations().contains_key(RELEASED_ANNOTATION),
+            "the standby was released while the lost node may still run db-a"
+        );
+
+        // The node is confirmed gone: the standby is released at once.
+        Api::<Node>::all(client.clone())
+            .delete(&lost, &DeleteParams::default())
+            .await
+            .expect("delete the lost node");
+        let gone = Instant::now();
+        let released = loop {
+            assert!(gone.elapsed() < Duration::from_secs(60), "db-b never released");
+            if let Ok(p) = pods.get("db-b").await {
+                if p.annotations().contains_key(RELEASED_ANNOTATION) {
+                    break Instant::now();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let gap = released.saturating_duration_since(gone);
+        eprintln!(
+            "node loss: node deleted -> standby db-b released in {:.1} ms (polled every 20 ms; target <= 100 ms)",
+            gap.as_secs_f64() * 1e3
+        );
+        let epoch = epoch_of(&pods.get("db-b").await.expect("db-b"));
+        assert_eq!(epoch, Some(2));
+        assert_no_overlap(&sampler);
+        unregister(&client, &mwc).await;
+        op.kill();
+        let _ = Api::<Node>::all(client.clone())
+            .delete(&other, &DeleteParams::default())
+            .await;
+    })
+    .await;
+}

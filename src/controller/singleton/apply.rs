@@ -20,8 +20,8 @@ use serde_json::json;
 use super::plan::{Action, Outcome, Step};
 use super::{observe, Ctx};
 use crate::api::singleton::{
-    StatefulSingleton, StatefulSingletonStatus, READY_CONDITION, RELEASED_ANNOTATION,
-    WRAPPER_CONFIGMAP,
+    StatefulSingleton, StatefulSingletonStatus, EPOCH_ANNOTATION, READY_CONDITION,
+    RELEASED_ANNOTATION, WRAPPER_CONFIGMAP,
 };
 use crate::{Error, MANAGER};
 
@@ -66,7 +66,7 @@ pub async fn run(
         let res = match step {
             Step::ConfigMap => configmap(ctx, t.namespace).await,
             Step::Status => status(ctx, t).await,
-            Step::Handover(a) => handover(ctx, t.namespace, a, now).await,
+            Step::Handover(a) => handover(ctx, t, a, now).await,
         };
         match (res, step) {
             (Ok(true), Step::Handover(a)) => outcome.done.push(a.clone()),
@@ -97,7 +97,8 @@ async fn status(ctx: &Ctx, t: &Target<'_>) -> Effect {
         .await
 }
 
-async fn handover(ctx: &Ctx, ns: &str, a: &Action, now: Timestamp) -> Effect {
+async fn handover(ctx: &Ctx, t: &Target<'_>, a: &Action, now: Timestamp) -> Effect {
+    let ns = t.namespace;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     match a {
         Action::Delete { name, uid, .. } => {
@@ -118,8 +119,13 @@ async fn handover(ctx: &Ctx, ns: &str, a: &Action, now: Timestamp) -> Effect {
             Ok(true)
         }
         Action::Release { name, uid } => {
-            let patch = json!({"metadata": {"uid": uid,
-                "annotations": {RELEASED_ANNOTATION: now.to_string()}}});
+            // The epoch the status (written before this step) recorded for this release.
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(RELEASED_ANNOTATION.into(), now.to_string().into());
+            if let Some(epoch) = t.status.epoch {
+                annotations.insert(EPOCH_ANNOTATION.into(), epoch.to_string().into());
+            }
+            let patch = json!({"metadata": {"uid": uid, "annotations": annotations}});
             let res = pods
                 .patch(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await;

@@ -43,7 +43,7 @@ pub mod apply;
 pub mod observe;
 pub mod plan;
 
-use plan::{Action, AgentReport, Outcome, Phase, Plan};
+use plan::{Action, Outcome, Phase, Plan};
 
 pub const CONTROLLER: &str = "singleton";
 
@@ -97,8 +97,12 @@ impl Stores {
 pub struct Ctx {
     pub shell: Shell,
     pub stores: Stores,
-    /// When a reconcile first saw "no instance present, a successor waits", per singleton.
-    gone_seen: Mutex<HashMap<String, Instant>>,
+    /// When a reconcile first saw "no instance present, a successor waits", per singleton,
+    /// and how long after the pod event that showed it (the detection part of the gap).
+    gone_seen: Mutex<HashMap<String, (Instant, Option<Duration>)>>,
+    /// When the first pod event since the last reconcile arrived, per singleton (set by
+    /// the pod trigger, taken by the next reconcile).
+    pod_events: Arc<Mutex<HashMap<String, Instant>>>,
     /// Agent errors already announced by an event: (pod UID, message), per singleton.
     agent_reported: Mutex<HashMap<String, BTreeSet<(String, String)>>>,
 }
@@ -123,8 +127,14 @@ impl Ctx {
             shell: Shell::gated(deps, ready),
             stores,
             gone_seen: Mutex::default(),
+            pod_events: Arc::default(),
             agent_reported: Mutex::default(),
         }
+    }
+
+    /// When the first pod event since the last reconcile of `key` arrived, if one did.
+    fn take_pod_event(&self, key: &str) -> Option<Instant> {
+        self.pod_events.lock().ok().and_then(|mut m| m.remove(key))
     }
 
     /// Agent errors already announced for the singleton under `key`.
@@ -138,16 +148,33 @@ impl Ctx {
 
     /// Gap bookkeeping: the first time a reconcile sees "nothing present, a successor
     /// waits" (or a release waiting for a lost node).
-    fn gap_start(&self, key: &str, plan: &Plan, started: Instant) {
+    fn gap_start(&self, key: &str, plan: &Plan, started: Instant, event: Option<Instant>) {
         let waiting_release = plan
             .actions
             .iter()
             .any(|a| matches!(a, Action::Release { .. }));
         if let Ok(mut g) = self.gone_seen.lock() {
             if waiting_release || plan.node_lost.is_some() {
-                g.entry(key.to_string()).or_insert(started);
+                let detection = event.map(|e| started.saturating_duration_since(e));
+                g.entry(key.to_string()).or_insert((started, detection));
             }
         }
+    }
+
+    /// The gap of a release that took effect (its bookkeeping is then forgotten).
+    fn take_gap(&self, key: &str, outcome: &Outcome) -> Option<plan::HandoverGap> {
+        if !outcome
+            .done
+            .iter()
+            .any(|a| matches!(a, Action::Release { .. }))
+        {
+            return None;
+        }
+        let (seen, detection) = self.gone_seen.lock().ok()?.remove(key)?;
+        Some(plan::HandoverGap {
+            detection,
+            release: seen.elapsed(),
+        })
     }
 
     /// After the writes: the Events of what they achieved, then the gap and timeout
@@ -156,31 +183,30 @@ impl Ctx {
         &self,
         reference: &ObjectReference,
         key: &str,
-        events: &plan::NoteInput<'_>,
+        mut events: plan::NoteInput<'_>,
         applied: std::result::Result<Outcome, apply::Failed>,
     ) -> Result<()> {
         let (outcome, error) = match applied {
             Ok(o) => (o, None),
             Err(f) => (f.outcome, Some(f.error)),
         };
-        let notes = plan::notes(events, &outcome);
+        events.gap = self.take_gap(key, &outcome);
+        let notes = plan::notes(&events, &outcome);
         self.publish_notes(reference, "Handover", &notes).await;
-        self.record(key, events.plan, events.agents, &outcome);
+        self.record(key, &events, &outcome);
         error.map_or(Ok(()), Err)
     }
 
     /// What follows from the outcome besides Events: the handover gap of a release, and,
     /// once every write is done, the timeout counter and the agent errors announced.
-    fn record(&self, key: &str, plan: &Plan, agents: &AgentReport, outcome: &Outcome) {
-        for _ in outcome
-            .done
-            .iter()
-            .filter(|a| matches!(a, Action::Release { .. }))
-        {
-            let gap = self.gone_seen.lock().ok().and_then(|mut g| g.remove(key));
-            if let Some(t) = gap {
-                let secs = t.elapsed().as_secs_f64();
-                self.metrics.singleton.handover_gap.observe(secs);
+    fn record(&self, key: &str, events: &plan::NoteInput<'_>, outcome: &Outcome) {
+        let (plan, agents) = (events.plan, events.agents);
+        if let Some(gap) = events.gap {
+            let m = &self.metrics;
+            m.singleton.handover_gap.observe(gap.total().as_secs_f64());
+            m.singleton.release.observe(gap.release.as_secs_f64());
+            if let Some(d) = gap.detection {
+                m.singleton.detection.observe(d.as_secs_f64());
             }
         }
         if !outcome.complete {
@@ -201,10 +227,24 @@ impl Ctx {
     /// Drop what this process keeps for a singleton that is gone or going.
     fn drop_memory(&self, key: &str, ns: &str, name: &str) {
         self.debug.remove(key);
+        self.metrics.singleton.epoch.remove(&epoch_labels(ns, name));
+        if let Ok(mut m) = self.pod_events.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut g) = self.gone_seen.lock() {
+            g.remove(key);
+        }
         if let Ok(mut m) = self.agent_reported.lock() {
             m.remove(key);
         }
         self.shell.forget(ns, name);
+    }
+}
+
+fn epoch_labels(ns: &str, name: &str) -> crate::metrics::ObjectLabels {
+    crate::metrics::ObjectLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
     }
 }
 
@@ -241,11 +281,12 @@ async fn reconcile_inner(
         ctx.drop_memory(&key, &ns, &s.name_any());
         return Ok(KAction::await_change());
     }
+    let pod_event = ctx.take_pod_event(&key);
     let now = (ctx.clock)();
     let max = s.spec.max_transition_time;
     let view = observe::observe(&ctx.stores, &s, &ns);
     let handover = plan::handover(&view.observed(now.as_second(), max), view.invalid);
-    ctx.gap_start(&key, &handover, started);
+    ctx.gap_start(&key, &handover, started, pod_event);
     let agents = plan::agents(&view.pods, &ctx.reported(&key));
     let status = observe::status(&s, &handover, &view.overlap, view.invalid, &agents, now);
     let steps = plan::steps(view.configmap_stale, &handover);
@@ -263,9 +304,17 @@ async fn reconcile_inner(
         node_lost_before: view.node_lost_before,
         max_transition_seconds: max,
         agents: &agents,
+        gap: None,
     };
-    ctx.finish(&obj.object_ref(ar), &key, &events, applied)
+    ctx.finish(&obj.object_ref(ar), &key, events, applied)
         .await?;
+    if let Some(e) = status.epoch {
+        ctx.metrics
+            .singleton
+            .epoch
+            .get_or_create(&epoch_labels(&ns, &s.name_any()))
+            .set(e);
+    }
     ctx.debug.set(
         key,
         json!({"plan": handover, "pods": view.pods, "nodes": view.nodes, "agents": agents.failing}),
@@ -516,7 +565,14 @@ fn controller(
 ) -> Task {
     let ctx = Arc::new((Ctx::new(deps, stores.clone()), ar.clone()));
     let g = &ar.group;
-    let pods = trigger(triggers.pods.subscribe(), stores, g, pod_refs);
+    let stamps = ctx.0.pod_events.clone();
+    let group = ar.clone();
+    let pods = trigger(triggers.pods.subscribe(), stores, g, pod_refs).inspect(move |r| {
+        let key = debug_key(&group, r.namespace.as_deref().unwrap_or_default(), &r.name);
+        if let Ok(mut m) = stamps.lock() {
+            m.entry(key).or_insert_with(Instant::now);
+        }
+    });
     let replicasets = trigger(triggers.replicasets.subscribe(), stores, g, replicaset_refs);
     let nodes = trigger(triggers.nodes.subscribe(), stores, g, waiting_refs);
     let janitor = ctx.clone();

@@ -22,9 +22,9 @@ use super::plan::{AgentReport, Memory, NodeState, Observed, Phase, Plan, PodInfo
 use super::Stores;
 use crate::api::set_condition;
 use crate::api::singleton::{
-    self, selector_matches, StatefulSingleton, StatefulSingletonStatus, INIT_GATE_NAME,
-    READY_CONDITION, RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP, WRAPPER_SCRIPT,
-    WRAPPER_SCRIPT_NAME,
+    self, selector_matches, StatefulSingleton, StatefulSingletonStatus, EPOCH_ANNOTATION,
+    INIT_GATE_NAME, READY_CONDITION, RELEASED_ANNOTATION, SIDECAR_NAME, WRAPPER_CONFIGMAP,
+    WRAPPER_SCRIPT, WRAPPER_SCRIPT_NAME,
 };
 use crate::controller::index::Index;
 
@@ -214,7 +214,23 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .iter()
             .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
             .map(|o| o.name.clone()),
+        started: started(pod),
+        epoch: ann
+            .and_then(|a| a.get(EPOCH_ANNOTATION))
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .filter(|e| *e > 0),
     }
+}
+
+/// Have the pod's containers started (phase Running, or its init gate running)?
+fn started(pod: &Pod) -> bool {
+    let Some(st) = pod.status.as_ref() else {
+        return false;
+    };
+    st.phase.as_deref() == Some("Running")
+        || st.init_container_statuses.iter().flatten().any(|cs| {
+            is_agent(pod, &cs.name, true) && cs.state.as_ref().is_some_and(|s| s.running.is_some())
+        })
 }
 
 pub fn node_state(node: &Node) -> NodeState {
@@ -253,6 +269,7 @@ pub fn memory(status: Option<&StatefulSingletonStatus>) -> Memory {
         transition_since: s.transition_timestamp.as_ref().map(|t| t.0.as_second()),
         timed_out: crate::api::condition(&s.conditions, "TransitionTimedOut")
             .is_some_and(|c| c.status == "True"),
+        epoch: s.epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0),
     }
 }
 
@@ -512,6 +529,23 @@ fn agent_condition(agents: &AgentReport) -> Cond {
     }
 }
 
+fn standby_condition(plan: &Plan) -> Cond {
+    let on = !plan.standby.is_empty();
+    Cond {
+        type_: "StandbyReady",
+        on,
+        reason: pick(on, "StandbyWaiting", "NoStandby"),
+        message: if on {
+            format!(
+                "gated and ready to take over once the active pod is gone: {}",
+                plan.standby.join(", ")
+            )
+        } else {
+            "no gated pod waits to take over (replicas 2 keeps a warm standby)".to_string()
+        },
+    }
+}
+
 fn spec_condition(invalid: Option<&str>) -> Cond {
     Cond {
         type_: "InvalidSpec",
@@ -548,12 +582,15 @@ pub fn status(
         .and_then(|t| Timestamp::from_second(t).ok())
         .map(Time);
     st.message = Some(plan.message.clone());
+    st.epoch = i64::try_from(plan.memory.epoch).ok().filter(|e| *e > 0);
+    st.standby_pods = plan.standby.clone();
     let conditions = [
         timeout_condition(s, plan),
         node_lost_condition(plan),
         overlap_condition(overlap),
         candidates_condition(plan),
         agent_condition(agents),
+        standby_condition(plan),
         spec_condition(invalid),
     ];
     for c in conditions {

@@ -37,6 +37,11 @@ pub struct PodInfo {
     pub node: Option<String>,
     /// Name of the controlling ReplicaSet.
     pub replicaset: Option<String>,
+    /// The epoch annotation of a released pod.
+    pub epoch: Option<u64>,
+    /// Its containers have started (phase Running, or the init gate running): a warm
+    /// standby, ready to run the app as soon as it is released.
+    pub started: bool,
 }
 
 impl PodInfo {
@@ -77,6 +82,9 @@ pub struct Memory {
     pub transition_since: Option<i64>,
     /// A TransitionTimedOut warning was already given for this handover.
     pub timed_out: bool,
+    /// The last fencing epoch handed out (0: none yet). Persisted in the status before the
+    /// release that carries it.
+    pub epoch: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -123,6 +131,8 @@ pub struct Plan {
     pub newly_timed_out: bool,
     /// More than one gated candidate waits; only one will be released.
     pub extra_candidates: usize,
+    /// Gated pods waiting to take over (warm standbys), by name.
+    pub standby: Vec<String>,
 }
 
 pub struct Observed<'a> {
@@ -134,11 +144,30 @@ pub struct Observed<'a> {
     pub max_transition_seconds: i64,
 }
 
-/// The candidate to release: the newest (most likely the current template), then by name.
+/// The candidate to release. The newest candidate's ReplicaSet is taken as the current
+/// template (a rollout's new pods), and among that ReplicaSet's candidates the warm one
+/// that has waited longest is chosen (a warm standby, not the replacement made a moment
+/// ago); pods without a ReplicaSet (StatefulSet, bare pods): a started one first, then
+/// the newest. Then by name.
 fn best_candidate(pods: &[PodInfo]) -> Option<&PodInfo> {
-    pods.iter()
+    let newest = pods
+        .iter()
         .filter(|p| p.is_candidate())
-        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))
+        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| b.name.cmp(&a.name)))?;
+    let Some(rs) = newest.replicaset.as_ref() else {
+        return pods.iter().filter(|p| p.is_candidate()).max_by(|a, b| {
+            (a.started, a.created)
+                .cmp(&(b.started, b.created))
+                .then_with(|| b.name.cmp(&a.name))
+        });
+    };
+    pods.iter()
+        .filter(|p| p.is_candidate() && p.replicaset.as_ref() == Some(rs))
+        .max_by(|a, b| {
+            (a.started, std::cmp::Reverse(a.created))
+                .cmp(&(b.started, std::cmp::Reverse(b.created)))
+                .then_with(|| b.name.cmp(&a.name))
+        })
 }
 
 impl Plan {
@@ -153,6 +182,7 @@ impl Plan {
             timed_out: false,
             newly_timed_out: false,
             extra_candidates: 0,
+            standby: vec![],
         }
     }
 }
@@ -176,7 +206,50 @@ pub fn plan(o: &Observed<'_>) -> Plan {
         Some(active) => with_instance(o, active, actions),
     };
     plan.extra_candidates = candidate_count.saturating_sub(1);
+    plan.standby = standby(o.pods, &plan.actions);
     plan
+}
+
+/// The last epoch handed out, as far as anything we can read says: the status memory, or
+/// a released pod's annotation when it is higher (a status that was reset or lost).
+fn epoch_floor(o: &Observed<'_>) -> u64 {
+    o.pods
+        .iter()
+        .filter_map(|p| p.epoch)
+        .fold(o.memory.epoch, u64::max)
+}
+
+/// The epoch of a release of `c`: the one the status already recorded for `c` (a release
+/// that was interrupted after its status write), else one more than any handed out.
+/// Either way it is higher than the epoch of any other pod ever released.
+fn release_epoch(o: &Observed<'_>, c: &PodInfo) -> u64 {
+    let floor = epoch_floor(o);
+    let recorded_for_c = o.memory.active_uid.as_deref() == Some(c.uid.as_str())
+        && o.memory.epoch > 0
+        && o.memory.epoch >= floor;
+    if recorded_for_c {
+        o.memory.epoch
+    } else {
+        floor.saturating_add(1)
+    }
+}
+
+/// Warm standbys: gated candidates whose containers have started and that wait healthy
+/// (not failed, their agent not failing), not released by this plan: a failover to one
+/// needs no pod start.
+fn standby(pods: &[PodInfo], actions: &[Action]) -> Vec<String> {
+    let releasing = |p: &PodInfo| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Release { uid, .. } if *uid == p.uid))
+    };
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter(|p| p.is_candidate() && p.started && p.agent_error.is_none() && !releasing(p))
+        .map(|p| p.name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The instance to keep: released before ungated, alive before terminating, then the oldest.
@@ -234,6 +307,7 @@ fn fenced_node(o: &Observed<'_>) -> Option<String> {
 fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
     if let Some(node) = fenced_node(o) {
         let mut memory = o.memory.clone();
+        memory.epoch = epoch_floor(o);
         let (timed_out, newly) = tick(o, &mut memory);
         let message = format!(
             "pod {} was removed while node {node} is not ready; its containers may still run. Waiting for the node to be Ready, deleted, or tainted node.kubernetes.io/out-of-service",
@@ -257,6 +331,7 @@ fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
                 active_node: c.node.clone(),
                 transition_since: None,
                 timed_out: false,
+                epoch: release_epoch(o, c),
             };
             Plan::new(
                 actions,
@@ -265,13 +340,20 @@ fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
                 memory,
             )
         }
-        None => Plan::new(actions, Phase::Running, "no pod".into(), Memory::default()),
+        None => {
+            let memory = Memory {
+                epoch: epoch_floor(o),
+                ..Memory::default()
+            };
+            Plan::new(actions, Phase::Running, "no pod".into(), memory)
+        }
     }
 }
 
 /// An instance is present: it stays active; a waiting successor starts a handover.
 fn with_instance(o: &Observed<'_>, active: &PodInfo, mut actions: Vec<Action>) -> Plan {
     let mut memory = o.memory.clone();
+    memory.epoch = epoch_floor(o);
     memory.active_pod = Some(active.name.clone());
     memory.active_uid = Some(active.uid.clone());
     if active.node.is_some() {
@@ -388,6 +470,28 @@ pub struct NoteInput<'a> {
     pub node_lost_before: bool,
     pub max_transition_seconds: i64,
     pub agents: &'a AgentReport,
+    /// The measured gap of the release this reconcile made, when it made one.
+    pub gap: Option<HandoverGap>,
+}
+
+/// How long a handover took, as this process measured it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HandoverGap {
+    /// From the watch event that showed the old pod gone to the reconcile that saw it
+    /// (None when no pod event preceded the reconcile, e.g. a resync or a restart).
+    pub detection: Option<std::time::Duration>,
+    /// From that reconcile to the successor's release written.
+    pub release: std::time::Duration,
+}
+
+impl HandoverGap {
+    pub fn total(&self) -> std::time::Duration {
+        self.detection.unwrap_or_default() + self.release
+    }
+}
+
+fn ms(d: std::time::Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 /// The Events of a reconcile: one per action that took effect, in order; then, once every
@@ -396,7 +500,7 @@ pub fn notes(i: &NoteInput<'_>, outcome: &Outcome) -> Vec<Note> {
     let mut notes: Vec<Note> = outcome
         .done
         .iter()
-        .filter_map(|a| action_note(a, i.before))
+        .filter_map(|a| action_note(a, i))
         .collect();
     if !outcome.complete {
         return notes;
@@ -425,8 +529,11 @@ pub fn notes(i: &NoteInput<'_>, outcome: &Outcome) -> Vec<Note> {
     notes
 }
 
-/// The Event of one action that took effect (a MarkReady completes a release: none).
-fn action_note(a: &Action, before: &Memory) -> Option<Note> {
+/// The Event of one action that took effect (a MarkReady completes a release: none). A
+/// failover's names the gap measured and the epoch handed out.
+fn action_note(a: &Action, i: &NoteInput<'_>) -> Option<Note> {
+    let before = i.before;
+    let epoch = i.plan.memory.epoch;
     Some(match a {
         Action::Delete {
             name,
@@ -439,9 +546,15 @@ fn action_note(a: &Action, before: &Memory) -> Option<Note> {
             ..
         } => Note::warning("FailedPodDeleted", format!("deleted failed pod {name} so its successor can start once it is gone")),
         Action::ScaleToZero { replicaset } => Note::normal("PodTransition", format!("scaled old ReplicaSet {replicaset} to 0: a surge rollout cannot finish while the new pod waits")),
-        Action::Release { name, .. } => match before.active_pod.as_ref().filter(|p| *p != name) {
-            Some(old) => Note::normal("PodTransition", format!("released {name} after {old} was gone")),
-            None => Note::normal("PodStarted", format!("released {name}")),
+        Action::Release { name, .. } => match (before.active_pod.as_ref().filter(|p| *p != name), i.gap) {
+            (Some(old), Some(gap)) => Note::normal("PodTransition", format!(
+                "released {name} after {old} was gone; handover gap {} (detection {}, release {}), epoch {epoch}",
+                ms(gap.total()),
+                gap.detection.map(ms).unwrap_or_else(|| "unmeasured".into()),
+                ms(gap.release),
+            )),
+            (Some(old), None) => Note::normal("PodTransition", format!("released {name} after {old} was gone")),
+            (None, _) => Note::normal("PodStarted", format!("released {name} (epoch {epoch})")),
         },
         Action::MarkReady { .. } => return None,
     })

@@ -14,6 +14,8 @@ fn pod(name: &str, created: i64) -> PodInfo {
         agent_error: None,
         node: Some("n1".into()),
         replicaset: None,
+        epoch: None,
+        started: false,
     }
 }
 
@@ -647,6 +649,7 @@ fn events_follow_what_took_effect() {
             node_lost_before: false,
             max_transition_seconds: 300,
             agents: &agents,
+            gap: None,
         };
         notes(&input, outcome)
     };
@@ -683,4 +686,297 @@ fn events_follow_what_took_effect() {
         complete: false,
     };
     assert!(notes_for(&failed).is_empty());
+}
+
+// ---- Fencing epochs ----
+
+#[test]
+fn epochs_start_at_one_and_grow_by_one_per_release() {
+    let p1 = run(&[pod("a", 1)], &Memory::default(), &ready_nodes(), 10);
+    assert_eq!(p1.memory.epoch, 1);
+    let mut a = released(pod("a", 1));
+    a.epoch = Some(1);
+    // Active with a standby: the epoch stays; b is a warm standby once it has started.
+    let mut b = pod("b", 2);
+    let p2 = run(&[a.clone(), b.clone()], &p1.memory, &ready_nodes(), 11);
+    assert!(p2.standby.is_empty(), "not started yet");
+    b.started = true;
+    let p2 = run(&[a.clone(), b], &p1.memory, &ready_nodes(), 11);
+    assert_eq!(p2.memory.epoch, 1);
+    assert_eq!(p2.standby, vec!["b".to_string()]);
+    // a gone: b gets 2.
+    let p3 = run(&[pod("b", 2)], &p2.memory, &ready_nodes(), 12);
+    assert_eq!(p3.memory.epoch, 2);
+    assert!(
+        p3.standby.is_empty(),
+        "the pod being released is no standby"
+    );
+    // Every pod gone: the epoch is remembered; the next release gets 3.
+    let p4 = run(&[], &p3.memory, &ready_nodes(), 13);
+    assert_eq!(p4.memory.epoch, 2);
+    let p5 = run(&[pod("c", 3)], &p4.memory, &ready_nodes(), 14);
+    assert_eq!(p5.memory.epoch, 3);
+}
+
+#[test]
+fn an_interrupted_release_keeps_its_epoch_and_a_lost_status_never_goes_below_a_released_pod() {
+    // The status recorded b with epoch 5, the release did not land: b is released with 5.
+    let mem = Memory {
+        active_pod: Some("b".into()),
+        active_uid: Some("uid-b".into()),
+        epoch: 5,
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&[pod("b", 2)], &mem, &ready_nodes(), 10).memory.epoch,
+        5
+    );
+    // Another pod than the recorded one: one more.
+    assert_eq!(
+        run(&[pod("c", 2)], &mem, &ready_nodes(), 10).memory.epoch,
+        6
+    );
+    // The status was reset, but a released pod still carries epoch 7: never below it.
+    let mut old = released(pod("old", 1));
+    old.epoch = Some(7);
+    old.terminating = true;
+    let p = run(
+        &[old.clone(), pod("new", 2)],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(p.memory.epoch, 7);
+    assert_eq!(
+        run(&[pod("new", 2)], &p.memory, &ready_nodes(), 11)
+            .memory
+            .epoch,
+        8
+    );
+}
+
+#[test]
+fn the_failover_event_names_the_gap_and_the_epoch() {
+    let p = run(&[pod("b", 2)], &Memory::default(), &ready_nodes(), 10);
+    let before = Memory {
+        active_pod: Some("a".into()),
+        ..Default::default()
+    };
+    let agents = AgentReport::default();
+    let input = NoteInput {
+        plan: &p,
+        before: &before,
+        node_lost_before: false,
+        max_transition_seconds: 300,
+        agents: &agents,
+        gap: Some(HandoverGap {
+            detection: Some(std::time::Duration::from_millis(3)),
+            release: std::time::Duration::from_micros(12_500),
+        }),
+    };
+    let done = Outcome {
+        done: p.actions.clone(),
+        complete: true,
+    };
+    let n = notes(&input, &done);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].reason, "PodTransition");
+    assert_eq!(
+        n[0].message,
+        "released b after a was gone; handover gap 15.5 ms (detection 3.0 ms, release 12.5 ms), epoch 1"
+    );
+}
+
+#[derive(Clone, Debug)]
+enum EpochEv {
+    Create,
+    /// The pod is gone from the API (deleted, or its delete finished).
+    Gone(usize),
+    /// A reconcile: 0 its status write fails (nothing written), 1 the status is written
+    /// and the process dies before the pod writes, 2 everything is written.
+    Step(u8),
+    /// The operator restarts or another replica takes the lease: it plans from the status
+    /// as stored (this process kept nothing else that matters for epochs).
+    NewProcess,
+    /// Someone resets the status while the last released pod still exists.
+    StatusReset,
+}
+
+fn epoch_ev() -> impl Strategy<Value = EpochEv> {
+    prop_oneof![
+        3 => Just(EpochEv::Create),
+        3 => (0..4usize).prop_map(EpochEv::Gone),
+        5 => (0..3u8).prop_map(EpochEv::Step),
+        1 => Just(EpochEv::NewProcess),
+        1 => Just(EpochEv::StatusReset),
+    ]
+}
+
+/// The epoch model's state: pods, the status in the API, what the acting process plans
+/// from, and every (pod UID, epoch) actually handed out, in order.
+#[derive(Default)]
+struct EpochWorld {
+    pods: Vec<PodInfo>,
+    stored: Memory,
+    process: Memory,
+    handed: Vec<(String, u64)>,
+    next: i64,
+}
+
+impl EpochWorld {
+    fn step(&mut self, outcome: u8) -> Result<(), TestCaseError> {
+        self.next += 1;
+        let p = run(&self.pods, &self.process, &ready_nodes(), self.next);
+        let order = steps(false, &p);
+        prop_assert!(status_first(&order), "{:?}", order);
+        if outcome == 0 {
+            return Ok(());
+        }
+        self.stored = p.memory.clone();
+        self.process = self.stored.clone();
+        if outcome == 1 {
+            return Ok(());
+        }
+        for a in &p.actions {
+            if let Action::Release { uid, .. } = a {
+                // The status written before this release names its epoch.
+                let epoch = self.stored.epoch;
+                prop_assert!(epoch >= 1);
+                for (other, before) in &self.handed {
+                    prop_assert!(
+                        epoch > *before,
+                        "{} released with epoch {} after {} had {}",
+                        uid,
+                        epoch,
+                        other,
+                        before
+                    );
+                }
+                self.handed.push((uid.clone(), epoch));
+                if let Some(t) = self.pods.iter_mut().find(|x| &x.uid == uid) {
+                    t.released = true;
+                    t.ready_condition = true;
+                    t.epoch = Some(epoch);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever the interleaving of releases, failed writes, restarts and leader changes:
+    /// every pod actually released gets an epoch higher than every pod released before
+    /// it, and the status naming that epoch is written before the release (the first
+    /// step).
+    #[test]
+    fn epochs_strictly_increase(events in proptest::collection::vec(epoch_ev(), 1..60)) {
+        let mut w = EpochWorld::default();
+        for e in &events {
+            match e {
+                EpochEv::Create => {
+                    w.next += 1;
+                    let p = pod(&format!("p{}", w.next), w.next);
+                    w.pods.push(p);
+                }
+                EpochEv::Gone(i) => {
+                    if *i < w.pods.len() {
+                        w.pods.remove(*i);
+                    }
+                }
+                EpochEv::NewProcess => w.process = w.stored.clone(),
+                EpochEv::StatusReset => {
+                    // Reset while the last released pod exists; the status change itself
+                    // triggers a reconcile, whose status write restores the floor from
+                    // that pod's annotation (it dies before any pod write).
+                    let last = w.handed.last().map(|(u, _)| u.clone());
+                    if last.is_some_and(|u| w.pods.iter().any(|p| p.uid == u)) {
+                        w.stored = Memory::default();
+                        w.process = w.stored.clone();
+                        w.step(1)?;
+                    }
+                }
+                EpochEv::Step(outcome) => w.step(*outcome)?,
+            }
+        }
+    }
+}
+
+/// After the active pod of a 2-replica Deployment is deleted, its ReplicaSet makes a
+/// replacement at once: the warm standby that has waited is released, not the newcomer.
+/// A rollout's new ReplicaSet still wins over an old one's standby.
+#[test]
+fn the_warm_standby_is_released_before_a_fresh_replacement() {
+    let in_rs = |mut p: PodInfo, rs: &str, started: bool| {
+        p.replicaset = Some(rs.into());
+        p.started = started;
+        p
+    };
+    let standby = in_rs(pod("standby", 5), "rs1", true);
+    let fresh = in_rs(pod("fresh", 9), "rs1", false);
+    let p = run(
+        &[fresh.clone(), standby.clone()],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "standby".into(),
+            uid: "uid-standby".into()
+        }]
+    );
+    assert!(
+        p.standby.is_empty(),
+        "the replacement has not started: no warm standby yet"
+    );
+    // Both started: the one that waited longest.
+    let fresh_started = in_rs(pod("fresh", 9), "rs1", true);
+    let p = run(
+        &[fresh_started, standby.clone()],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "standby".into(),
+            uid: "uid-standby".into()
+        }]
+    );
+    // A rollout: the new template's pod, even though the old standby is warm.
+    let new_template = in_rs(pod("new", 9), "rs2", false);
+    let p = run(
+        &[new_template, standby],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "new".into(),
+            uid: "uid-new".into()
+        }]
+    );
+    // StatefulSet pods (no ReplicaSet): a started standby before the pod just recreated.
+    let mut warm = pod("db-1", 5);
+    warm.started = true;
+    let p = run(
+        &[pod("db-0", 9), warm],
+        &Memory::default(),
+        &ready_nodes(),
+        10,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::Release {
+            name: "db-1".into(),
+            uid: "uid-db-1".into()
+        }]
+    );
 }
