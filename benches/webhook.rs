@@ -6,11 +6,14 @@
 //! is driven in turn by N concurrent clients, alternating which goes first in each round:
 //! - saturation, per workload: rps of each and the ratio real/floor (targets: injection, a
 //!   pod CREATE a StatefulSingleton matches, >= 0.85; pass-through, an UPDATE the webhook
-//!   leaves alone, >= 0.95); the median ratio over the rounds is the figure.
-//! - a fixed 1,000 rps, per workload: p50/p99 of each (target: the real p99 no worse than
-//!   the floor's).
+//!   leaves alone, >= 0.95);
+//! - a fixed 1,000 rps, per workload: p50/p99 of each and the ratio of the p99s (target:
+//!   the real p99 no worse than the floor's, <= 1.00).
 //!
-//!   cargo bench --bench webhook    (BENCH_SECONDS=5, BENCH_CLIENTS=32, BENCH_ROUNDS=3,
+//! The figures are the medians of the per-round ratios: on a shared machine an absolute rps
+//! says more about the neighbours than about the webhook.
+//!
+//!   cargo bench --bench webhook    (BENCH_SECONDS=4, BENCH_CLIENTS=32, BENCH_ROUNDS=5,
 //!                                   BENCH_LOG=off for no log subscriber)
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -160,9 +163,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let secs = env_u64("BENCH_SECONDS", 5);
+    let secs = env_u64("BENCH_SECONDS", 4);
     let clients = env_u64("BENCH_CLIENTS", 32);
-    let rounds = env_u64("BENCH_ROUNDS", 3);
+    let rounds = env_u64("BENCH_ROUNDS", 5);
     let logs = support::install_logs();
     let bundle = certs::generate(&certs::default_sans()).expect("certs");
     let resolver = tls::CertResolver::new(
@@ -216,32 +219,38 @@ fn main() {
     ];
     for (name, bodies, target) in workloads {
         println!("{name}:");
-        let mut ratios = vec![];
+        let (mut ratios, mut p99s) = (vec![], vec![]);
         for round in 0..rounds {
-            let order = if round % 2 == 0 { [("floor", floor), ("real", real)] } else { [("real", real), ("floor", floor)] };
-            let mut rps = [0.0; 2];
+            // Alternate which server goes first, so a drift in machine load favours neither.
+            let order = if round % 2 == 0 {
+                [("floor", floor), ("real", real)]
+            } else {
+                [("real", real), ("floor", floor)]
+            };
+            let (mut rps, mut p99) = ([0.0; 2], [Duration::ZERO; 2]);
             for (who, addr) in order {
                 let f = run(addr, 0.0, bodies);
-                f.print(&format!("saturation, round {}, {who}", round + 1));
+                f.print(&format!("round {}, saturation, {who}", round + 1));
                 rps[usize::from(who == "real")] = f.rps;
             }
+            for (who, addr) in order {
+                let f = run(addr, 1000.0, bodies);
+                f.print(&format!("round {}, 1000 rps, {who}", round + 1));
+                p99[usize::from(who == "real")] = f.p99;
+            }
             ratios.push(rps[1] / rps[0]);
+            p99s.push(p99[1].as_secs_f64() / p99[0].as_secs_f64());
         }
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let shown = |v: &[f64]| v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ");
         println!(
-            "  => throughput real/floor: median {:.2}x (rounds: {}; target >= {target})",
+            "  => throughput real/floor at saturation: median {:.2}x (rounds: {}; target >= {target})",
             median(ratios.clone()),
-            shown.join(", ")
+            shown(&ratios)
         );
-        let f_floor = run(floor, 1000.0, bodies);
-        f_floor.print("fixed 1000 rps, floor");
-        let f_real = run(real, 1000.0, bodies);
-        f_real.print("fixed 1000 rps, real");
         println!(
-            "  => p99 at 1000 rps real/floor: {:.2}x ({:.3} ms vs {:.3} ms; target: no worse than the floor)",
-            f_real.p99.as_secs_f64() / f_floor.p99.as_secs_f64(),
-            f_real.p99.as_secs_f64() * 1e3,
-            f_floor.p99.as_secs_f64() * 1e3,
+            "  => p99 real/floor at 1000 rps: median {:.2}x (rounds: {}; target <= 1.00)",
+            median(p99s.clone()),
+            shown(&p99s)
         );
     }
 }

@@ -30,7 +30,7 @@ pub mod validate;
 
 pub use config::{Config, Injection};
 pub use limits::{AdmissionGate, AdmissionLimits};
-pub use mutate::mutate;
+pub use mutate::{mutate, mutate_patch};
 pub use objects::{ObjectSource, StaticObjects};
 pub use patch::Patch;
 pub use validate::GuardState;
@@ -300,7 +300,7 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
         singletons: objects.singletons(&ns),
         injection,
     };
-    let ops = match mutate(pod, &config) {
+    let ops = match mutate_patch(pod, &config) {
         Ok(ops) => ops,
         Err(why) => return Decision::deny(base, why),
     };

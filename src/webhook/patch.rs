@@ -29,6 +29,10 @@ pub fn pointer(tokens: &[&str]) -> String {
     let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
     for t in tokens {
         out.push('/');
+        if !t.contains(['~', '/']) {
+            out.push_str(t);
+            continue;
+        }
         for c in t.chars() {
             match c {
                 '~' => out.push_str("~0"),
