@@ -12,7 +12,9 @@
 //!
 //!   cargo bench --bench run_memory
 //!   BENCH_CASES=idle,hsd1000,hsj1000,actors200 cargo bench --bench run_memory   (a subset;
-//!   also foreign, own; idle is always measured first)
+//!   also foreign, own, and for splits hsd:N:M (N HSDs of M pods), hsd-only:N,
+//!   children-only:N (their Deployments and ReplicaSets); idle is always measured first;
+//!   BENCH_DIAG=1 also prints the sizes of /metrics and /debug/state and the writes made)
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -286,6 +288,18 @@ async fn measure(objects: HashMap<String, Vec<Value>>) -> Option<u64> {
         println!("run mode never became ready");
         return None;
     }
+    if std::env::var("BENCH_DIAG").is_ok_and(|v| v == "1") {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        for what in ["metrics", "debug/state"] {
+            let url = format!("http://127.0.0.1:{}/{what}", run.ops_port);
+            let body = match reqwest::get(&url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            println!("      /{what}: {} bytes, {} lines", body.len(), body.lines().count());
+        }
+        println!("      writes to the API server: {}", api.writes.len());
+    }
     // Settled: 4 s after ready, then until VmRSS grows by less than 1% in 2 s (at most 20 s
     // more: reconciles of a large world still running).
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
@@ -341,6 +355,24 @@ fn main() {
             ("hsj1000", "100 HSJs x 10 units (1,000 Jobs + pods)", if wanted("hsj1000") { hsj_units(100, 10) } else { HashMap::new() }, 1_000.0, "unit"),
             ("actors200", "200 AsyncActors (+ children, KEDA objects)", if wanted("actors200") { actors(200) } else { HashMap::new() }, 200.0, "actor"),
         ];
+        // Ad hoc splits: `hsd:N:M` is N HSDs of M pods each; `hsd-only:N` the N HSDs
+        // alone, `children-only:N` their Deployments and ReplicaSets alone.
+        for case in cases.iter().filter(|c| c.contains(':')) {
+            let mut it = case.split(':');
+            let kind = it.next().unwrap_or_default();
+            let mut nums = it.map(|x| x.parse::<usize>().unwrap_or(0));
+            let (n, m) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+            let mut objects = own(n, m);
+            match kind {
+                "hsd-only" => objects.retain(|k, _| k.contains("hotstandbydeployments")),
+                "children-only" => objects.retain(|k, _| !k.contains("hotstandbydeployments")),
+                _ => {}
+            }
+            let served = count(&objects);
+            if let Some(r) = measure(objects).await {
+                println!("run, {case} ({served}): VmRSS = {:6.1} MiB", mib(r));
+            }
+        }
         for (case, name, objects, n, unit) in at_scale {
             if !wanted(case) {
                 continue;

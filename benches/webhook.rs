@@ -15,6 +15,9 @@
 //!
 //!   cargo bench --bench webhook    (BENCH_SECONDS=4, BENCH_CLIENTS=32, BENCH_ROUNDS=5,
 //!                                   BENCH_LOG=off for no log subscriber)
+//!
+//! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
+//! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -157,6 +160,19 @@ async fn phase(
     Figures::new(all, errors, start.elapsed())
 }
 
+/// One client, `n` requests one after another (after one that opens the connection): for
+/// counting instructions under callgrind, where time means nothing.
+async fn count_run(ca: &str, addr: SocketAddr, n: u64, bodies: &'static [&'static [u8]]) -> usize {
+    let url = format!("https://localhost:{}/mutate/pods", addr.port());
+    let c = client(ca, addr);
+    let _ = one(&c, &url, bodies[0]).await;
+    let mut ok = 0;
+    for i in 0..n as usize {
+        ok += usize::from(one(&c, &url, bodies[i % bodies.len()]).await.is_ok());
+    }
+    ok
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -210,6 +226,20 @@ fn main() {
     let run = |addr, rate: f64, bodies| {
         client_rt.block_on(phase(&ca, addr, clients, rate / clients as f64, secs, bodies))
     };
+    // Instruction counting: BENCH_COUNT=N BENCH_SERVER=floor|real BENCH_BODIES=inject|pass
+    // under `valgrind --tool=callgrind`; two values of N give the instructions per request of
+    // server and client together, TLS included.
+    if let Some(n) = std::env::var("BENCH_COUNT").ok().and_then(|v| v.parse().ok()) {
+        let addr = if std::env::var("BENCH_SERVER").is_ok_and(|v| v == "floor") { floor } else { real };
+        let bodies: &'static [&'static [u8]] = if std::env::var("BENCH_BODIES").is_ok_and(|v| v == "pass") {
+            &support::PASS_BODIES
+        } else {
+            &support::INJECT_BODIES
+        };
+        let ok = client_rt.block_on(count_run(&ca, addr, n, bodies));
+        println!("{ok} of {n} requests answered");
+        return;
+    }
     println!(
         "webhook vs floor: TLS + HTTP/1.1 keep-alive, {clients} clients, {secs}s per phase, {rounds} rounds, logs {logs}"
     );
