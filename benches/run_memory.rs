@@ -183,10 +183,14 @@ fn actors(n: usize) -> HashMap<String, Vec<Value>> {
     };
     m.insert(
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(),
-        ["scaledobjects.keda.sh", "scaledjobs.keda.sh", "triggerauthentications.keda.sh"]
-            .iter()
-            .map(|c| established(c))
-            .collect(),
+        [
+            "scaledobjects.keda.sh",
+            "scaledjobs.keda.sh",
+            "triggerauthentications.keda.sh",
+        ]
+        .iter()
+        .map(|c| established(c))
+        .collect(),
     );
     for a in 0..n {
         let job_actor = a % 4 == 3;
@@ -271,6 +275,11 @@ fn actors(n: usize) -> HashMap<String, Vec<Value>> {
     m
 }
 
+/// A world at scale: its name in `BENCH_CASES`, what it is, its objects, how many of
+/// `unit` it holds.
+type Case = (&'static str, &'static str, Objects, f64, &'static str);
+type Objects = HashMap<String, Vec<Value>>;
+
 fn count(objects: &HashMap<String, Vec<Value>>) -> String {
     let mut parts: Vec<String> = objects
         .iter()
@@ -296,7 +305,11 @@ async fn measure(objects: HashMap<String, Vec<Value>>) -> Option<u64> {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(e) => e.to_string(),
             };
-            println!("      /{what}: {} bytes, {} lines", body.len(), body.lines().count());
+            println!(
+                "      /{what}: {} bytes, {} lines",
+                body.len(),
+                body.lines().count()
+            );
         }
         println!("      writes to the API server: {}", api.writes.len());
     }
@@ -350,7 +363,7 @@ fn main() {
                 );
             }
         }
-        let at_scale: [(&str, &str, HashMap<String, Vec<Value>>, f64, &str); 3] = [
+        let at_scale: [Case; 3] = [
             ("hsd1000", "1,000 HSDs x 10 pods", if wanted("hsd1000") { own(1_000, 10) } else { HashMap::new() }, 1_000.0, "HSD"),
             ("hsj1000", "100 HSJs x 10 units (1,000 Jobs + pods)", if wanted("hsj1000") { hsj_units(100, 10) } else { HashMap::new() }, 1_000.0, "unit"),
             ("actors200", "200 AsyncActors (+ children, KEDA objects)", if wanted("actors200") { actors(200) } else { HashMap::new() }, 200.0, "actor"),

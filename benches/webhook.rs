@@ -224,18 +224,33 @@ fn main() {
         .expect("rt");
     let ca = bundle.ca_pem.clone();
     let run = |addr, rate: f64, bodies| {
-        client_rt.block_on(phase(&ca, addr, clients, rate / clients as f64, secs, bodies))
+        client_rt.block_on(phase(
+            &ca,
+            addr,
+            clients,
+            rate / clients as f64,
+            secs,
+            bodies,
+        ))
     };
     // Instruction counting: BENCH_COUNT=N BENCH_SERVER=floor|real BENCH_BODIES=inject|pass
     // under `valgrind --tool=callgrind`; two values of N give the instructions per request of
     // server and client together, TLS included.
-    if let Some(n) = std::env::var("BENCH_COUNT").ok().and_then(|v| v.parse().ok()) {
-        let addr = if std::env::var("BENCH_SERVER").is_ok_and(|v| v == "floor") { floor } else { real };
-        let bodies: &'static [&'static [u8]] = if std::env::var("BENCH_BODIES").is_ok_and(|v| v == "pass") {
-            &support::PASS_BODIES
+    if let Some(n) = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        let addr = if std::env::var("BENCH_SERVER").is_ok_and(|v| v == "floor") {
+            floor
         } else {
-            &support::INJECT_BODIES
+            real
         };
+        let bodies: &'static [&'static [u8]] =
+            if std::env::var("BENCH_BODIES").is_ok_and(|v| v == "pass") {
+                &support::PASS_BODIES
+            } else {
+                &support::INJECT_BODIES
+            };
         let ok = client_rt.block_on(count_run(&ca, addr, n, bodies));
         println!("{ok} of {n} requests answered");
         return;
@@ -244,7 +259,11 @@ fn main() {
         "webhook vs floor: TLS + HTTP/1.1 keep-alive, {clients} clients, {secs}s per phase, {rounds} rounds, logs {logs}"
     );
     let workloads: [(&str, &'static [&'static [u8]], f64); 2] = [
-        ("injection (pod CREATE, singleton matches)", &support::INJECT_BODIES, 0.85),
+        (
+            "injection (pod CREATE, singleton matches)",
+            &support::INJECT_BODIES,
+            0.85,
+        ),
         ("pass-through (pod UPDATE)", &support::PASS_BODIES, 0.95),
     ];
     for (name, bodies, target) in workloads {
@@ -271,7 +290,12 @@ fn main() {
             ratios.push(rps[1] / rps[0]);
             p99s.push(p99[1].as_secs_f64() / p99[0].as_secs_f64());
         }
-        let shown = |v: &[f64]| v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ");
+        let shown = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
             "  => throughput real/floor at saturation: median {:.2}x (rounds: {}; target >= {target})",
             median(ratios.clone()),

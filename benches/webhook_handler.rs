@@ -50,7 +50,9 @@ fn main() {
         .build()
         .expect("runtime");
     let var = |k: &str| std::env::var(k).ok();
-    let n: usize = var("WEBHOOK_N").and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = var("WEBHOOK_N")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let servers: Vec<(&str, &Router)> = match var("WEBHOOK_SERVER").as_deref() {
         Some("real") => vec![("real", &real)],
         Some("floor") => vec![("floor", &floor)],
@@ -76,7 +78,11 @@ fn main() {
             per.push(ns);
         }
         if let [floor, real] = per[..] {
-            println!("  {workload:6} real/floor time: {:.2}x (throughput ratio {:.2})", real / floor, floor / real);
+            println!(
+                "  {workload:6} real/floor time: {:.2}x (throughput ratio {:.2})",
+                real / floor,
+                floor / real
+            );
         }
     }
 }

@@ -177,7 +177,10 @@ mod tests {
     fn the_text_is_what_patch_operations_serialize_to() {
         let ops: Vec<(&[&str], serde_json::Value)> = vec![
             (&["metadata", "labels", "a.b/c~d"], json!("x\"\n\u{2028}")),
-            (&["spec", "containers", "-"], json!({"b": [1, 2.5, null], "a": {}})),
+            (
+                &["spec", "containers", "-"],
+                json!({"b": [1, 2.5, null], "a": {}}),
+            ),
             (&[], json!(true)),
             (&["spec", "x~/y", "0"], json!(-7)),
         ];

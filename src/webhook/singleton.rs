@@ -417,7 +417,12 @@ fn readiness_gate_ops(patch: &mut Patch, spec: &PodSpec) {
     let entry = ReadinessGate {
         condition_type: READY_CONDITION,
     };
-    append(patch, gates.is_some(), &["spec", "readinessGates"], &[entry]);
+    append(
+        patch,
+        gates.is_some(),
+        &["spec", "readinessGates"],
+        &[entry],
+    );
 }
 
 /// Grace period: the singleton's, or the pod's own when longer and respected.
@@ -591,7 +596,12 @@ fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames
             projected: None,
         });
     }
-    append(patch, spec.volumes.is_some(), &["spec", "volumes"], &volumes);
+    append(
+        patch,
+        spec.volumes.is_some(),
+        &["spec", "volumes"],
+        &volumes,
+    );
 }
 
 /// The wrapper gate: every app container's command wrapped (args stay exactly as they
@@ -652,7 +662,11 @@ fn init_gate_ops(
 
 /// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied: one
 /// pure function per concern, written in a fixed order.
-pub fn inject(pod: &Pod, singleton: &StatefulSingleton, config: &Config<'_>) -> Result<Patch, String> {
+pub fn inject(
+    pod: &Pod,
+    singleton: &StatefulSingleton,
+    config: &Config<'_>,
+) -> Result<Patch, String> {
     let mut patch = Patch::with_capacity(4096);
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(patch);
