@@ -1,12 +1,20 @@
 //! Resident memory of `kube-standby run` against a fake API server (no cluster here), in
-//! three worlds: idle (no objects), 10,000 foreign pods (pods of nothing of ours, in another
-//! namespace), and 1,000 own pods of 20 HotStandbyDeployments (with their Deployments and
-//! ReplicaSets). Prints VmRSS once ready and settled, and the cost per pod against idle.
+//! these worlds: idle (no objects), 10,000 foreign pods (pods of nothing of ours, in another
+//! namespace), 1,000 own pods of 20 HotStandbyDeployments (with their Deployments and
+//! ReplicaSets), and at scale (issue 22): 1,000 HSDs x 10 pods, 100 HotStandbyJobs x 10
+//! units (1,000 Jobs and their pods), 200 AsyncActors (150 Deployment actors with their
+//! ScaledObjects, ReplicaSets and pods; 50 Job actors with their ScaledJobs, two Jobs and
+//! pods each; KEDA's CRDs served). Prints VmRSS once ready and settled, and the cost per
+//! object against idle.
 //!
-//! Targets (issue 11): <= 2 KiB per foreign pod, <= 60 MiB with 10,000 foreign pods,
-//! <= 40 MiB with 1,000 own pods.
+//! Targets: <= 2 KiB per foreign pod, <= 60 MiB with 10,000 foreign pods, <= 40 MiB with
+//! 1,000 own pods (issue 11); <= 60 MiB for each case at scale (issue 22).
 //!
 //!   cargo bench --bench run_memory
+//!   BENCH_CASES=idle,hsd1000,hsj1000,actors200 cargo bench --bench run_memory   (a subset;
+//!   also foreign, own, and for splits hsd:N:M (N HSDs of M pods), hsd-only:N,
+//!   children-only:N (their Deployments and ReplicaSets); idle is always measured first;
+//!   BENCH_DIAG=1 also prints the sizes of /metrics and /debug/state and the writes made)
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -122,6 +130,165 @@ fn own(hsds: usize, pods_each: usize) -> HashMap<String, Vec<Value>> {
     m
 }
 
+/// `n` HotStandbyJobs of `units` units each (annotation busy mode): a Job per unit, owned by
+/// its HSJ, and the Job's running pod.
+fn hsj_units(n: usize, units: usize) -> HashMap<String, Vec<Value>> {
+    let mut m: HashMap<String, Vec<Value>> = HashMap::new();
+    for h in 0..n {
+        let name = format!("pool-{h}");
+        let hsj_uid = format!("hsj-{h}");
+        m.entry("/apis/apps.paia.tech/v1alpha1/hotstandbyjobs".into()).or_default().push(json!({
+            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+            "metadata": {"name": name, "namespace": "batch", "uid": hsj_uid, "generation": 1, "resourceVersion": "1"},
+            "spec": {"idleTarget": units, "minReplicas": 0, "maxReplicas": 1000,
+                     "jobTemplate": {"image": "registry.example.com/team/worker:1.2.3", "command": ["/bin/worker"]},
+                     "busyProbe": {"mode": "annotation"}}
+        }));
+        for u in 0..units {
+            let job = format!("{name}-{u:04}");
+            let job_uid = format!("job-{h}-{u}");
+            let labels = json!({"hsj.paia.tech/name": name});
+            m.entry("/apis/batch/v1/jobs".into()).or_default().push(json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": job, "namespace": "batch", "uid": job_uid, "resourceVersion": "2", "labels": labels.clone(),
+                             "ownerReferences": [{"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob", "name": name, "uid": hsj_uid, "controller": true}]},
+                "spec": {"parallelism": 1, "completions": 1, "backoffLimit": 0,
+                         "template": {"metadata": {"labels": labels.clone()},
+                                      "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "registry.example.com/team/worker:1.2.3", "command": ["/bin/worker"]}]}}},
+                "status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}
+            }));
+            let mut p = pod(
+                "batch",
+                &format!("{job}-x7k2p"),
+                labels,
+                json!({"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": job_uid, "controller": true, "blockOwnerDeletion": true}),
+            );
+            p["metadata"]["annotations"]["paia.tech/busy"] = "false".into();
+            m.entry("/api/v1/pods".into()).or_default().push(p);
+        }
+    }
+    m
+}
+
+/// `n` AsyncActors with what the operator and KEDA made for them: every fourth a Job actor
+/// (a ScaledJob, two Jobs and their pods), the others Deployment actors (a Deployment, its
+/// ReplicaSet and one pod, a ScaledObject).
+fn actors(n: usize) -> HashMap<String, Vec<Value>> {
+    let mut m: HashMap<String, Vec<Value>> = HashMap::new();
+    let established = |name: &str| {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {"group": "keda.sh", "names": {"kind": "X", "plural": "x"}, "scope": "Namespaced", "versions": []},
+            "status": {"conditions": [{"type": "Established", "status": "True"}]}})
+    };
+    m.insert(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(),
+        [
+            "scaledobjects.keda.sh",
+            "scaledjobs.keda.sh",
+            "triggerauthentications.keda.sh",
+        ]
+        .iter()
+        .map(|c| established(c))
+        .collect(),
+    );
+    for a in 0..n {
+        let job_actor = a % 4 == 3;
+        let name = format!("actor-{a}");
+        let uid = format!("actor-uid-{a}");
+        let labels = json!({"asya.io/actor": name});
+        let own = json!([{"apiVersion": "asya.io/v1alpha1", "kind": "AsyncActor", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+        let containers = json!([
+            {"name": "runtime", "image": "registry.example.com/team/actor:1.2.3", "resources": {"limits": {"cpu": "1000m", "memory": "1Gi"}}},
+            {"name": "asya-sidecar", "image": "ghcr.io/asya/sidecar:1.0.0",
+             "env": [{"name": "ASYA_QUEUE", "value": format!("queue-{a}")}, {"name": "ASYA_TRANSPORT", "value": "rabbitmq"}]}
+        ]);
+        m.entry("/apis/asya.io/v1alpha1/asyncactors".into()).or_default().push(json!({
+            "apiVersion": "asya.io/v1alpha1", "kind": "AsyncActor",
+            "metadata": {"name": name, "namespace": "actors", "uid": uid, "generation": 1, "resourceVersion": "1"},
+            "spec": {"queueName": format!("queue-{a}"),
+                     "transport": {"type": "rabbitmq", "rabbitmq": {"host": "rabbitmq.rabbitmq.svc.cluster.local", "port": 5672, "username": "admin",
+                                   "passwordSecretRef": {"name": "rabbitmq-secret", "key": "password"}}},
+                     "scaling": {"enabled": true, "minReplicas": 0, "maxReplicas": 10, "queueLength": 5},
+                     "workload": {"type": if job_actor { "Job" } else { "Deployment" },
+                                  "template": {"spec": {"containers": [{"name": "runtime", "image": "registry.example.com/team/actor:1.2.3"}]}}}}
+        }));
+        let trigger = json!([{"type": "rabbitmq", "metadata": {"queueName": format!("queue-{a}"), "mode": "QueueLength", "value": "5", "protocol": "amqp"},
+                              "authenticationRef": {"name": format!("{name}-trigger-auth")}}]);
+        if job_actor {
+            m.entry("/apis/keda.sh/v1alpha1/scaledjobs".into()).or_default().push(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+                "metadata": {"name": name, "namespace": "actors", "uid": format!("sj-{a}"), "labels": labels.clone(), "ownerReferences": own.clone()},
+                "spec": {"jobTargetRef": {"template": {"metadata": {"labels": labels.clone()}, "spec": {"restartPolicy": "OnFailure", "containers": containers.clone()}}},
+                         "minReplicaCount": 0, "maxReplicaCount": 10, "triggers": trigger}
+            }));
+            for j in 0..2 {
+                let job = format!("{name}-{j:05}");
+                let job_uid = format!("ajob-{a}-{j}");
+                m.entry("/apis/batch/v1/jobs".into()).or_default().push(json!({
+                    "apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": job, "namespace": "actors", "uid": job_uid, "labels": labels.clone(),
+                                 "ownerReferences": [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "name": name, "uid": format!("sj-{a}"), "controller": true}]},
+                    "spec": {"template": {"metadata": {"labels": labels.clone()}, "spec": {"restartPolicy": "OnFailure", "containers": containers.clone()}}},
+                    "status": {"active": 1}
+                }));
+                m.entry("/api/v1/pods".into()).or_default().push(pod(
+                    "actors",
+                    &format!("{job}-q8w4z"),
+                    labels.clone(),
+                    json!({"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": job_uid, "controller": true}),
+                ));
+            }
+        } else {
+            m.entry("/apis/apps/v1/deployments".into()).or_default().push(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "actors", "uid": format!("adep-{a}"), "generation": 1, "labels": labels.clone(), "ownerReferences": own.clone()},
+                "spec": {"replicas": 1, "selector": {"matchLabels": labels.clone()},
+                         "template": {"metadata": {"labels": labels.clone()}, "spec": {"containers": containers.clone()}}},
+                "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}
+            }));
+            let rs = format!("{name}-5d8c7b9f4");
+            m.entry("/apis/apps/v1/replicasets".into()).or_default().push(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": rs, "namespace": "actors", "uid": format!("ars-{a}"), "labels": labels.clone(),
+                             "ownerReferences": [owner("Deployment", &name, &format!("adep-{a}"))]},
+                "spec": {"replicas": 1, "selector": {"matchLabels": labels.clone()}, "template": {"metadata": {"labels": labels.clone()}}}
+            }));
+            m.entry("/api/v1/pods".into()).or_default().push(pod(
+                "actors",
+                &format!("{rs}-h2x9v"),
+                labels.clone(),
+                owner("ReplicaSet", &rs, &format!("ars-{a}")),
+            ));
+            m.entry("/apis/keda.sh/v1alpha1/scaledobjects".into()).or_default().push(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": name, "namespace": "actors", "uid": format!("so-{a}"), "labels": labels.clone(), "ownerReferences": own.clone()},
+                "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": 0, "maxReplicaCount": 10, "triggers": trigger}
+            }));
+        }
+        m.entry("/apis/keda.sh/v1alpha1/triggerauthentications".into()).or_default().push(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": {"name": format!("{name}-trigger-auth"), "namespace": "actors", "uid": format!("ta-{a}"), "labels": labels.clone(), "ownerReferences": own.clone()},
+            "spec": {"secretTargetRef": [{"parameter": "password", "name": "rabbitmq-secret", "key": "password"}]}
+        }));
+    }
+    m
+}
+
+/// A world at scale: its name in `BENCH_CASES`, what it is, its objects, how many of
+/// `unit` it holds.
+type Case = (&'static str, &'static str, Objects, f64, &'static str);
+type Objects = HashMap<String, Vec<Value>>;
+
+fn count(objects: &HashMap<String, Vec<Value>>) -> String {
+    let mut parts: Vec<String> = objects
+        .iter()
+        .map(|(path, v)| format!("{} {}", v.len(), path.rsplit('/').next().unwrap_or(path)))
+        .collect();
+    parts.sort();
+    parts.join(", ")
+}
+
 /// VmRSS (KiB) of `run` against a fake API server holding `objects`, once ready and settled.
 async fn measure(objects: HashMap<String, Vec<Value>>) -> Option<u64> {
     let api = fake_apiserver::start_with(Arc::new(objects)).await;
@@ -130,8 +297,35 @@ async fn measure(objects: HashMap<String, Vec<Value>>) -> Option<u64> {
         println!("run mode never became ready");
         return None;
     }
+    if std::env::var("BENCH_DIAG").is_ok_and(|v| v == "1") {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        for what in ["metrics", "debug/state"] {
+            let url = format!("http://127.0.0.1:{}/{what}", run.ops_port);
+            let body = match reqwest::get(&url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            println!(
+                "      /{what}: {} bytes, {} lines",
+                body.len(),
+                body.lines().count()
+            );
+        }
+        println!("      writes to the API server: {}", api.writes.len());
+    }
+    // Settled: 4 s after ready, then until VmRSS grows by less than 1% in 2 s (at most 20 s
+    // more: reconciles of a large world still running).
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    run.rss_kib()
+    let mut last = run.rss_kib()?;
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = run.rss_kib()?;
+        if now <= last + last / 100 {
+            return Some(now.max(last));
+        }
+        last = now;
+    }
+    Some(last)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -139,25 +333,77 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn main() {
+    let cases: Vec<String> = std::env::var("BENCH_CASES")
+        .unwrap_or_else(|_| "foreign,own,hsd1000,hsj1000,actors200".into())
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .collect();
+    let wanted = |c: &str| cases.iter().any(|x| x == c);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let Some(idle) = measure(HashMap::new()).await else {
             return;
         };
         println!("run, idle (caches synced, 0 objects):           VmRSS = {:6.1} MiB", mib(idle));
-        if let Some(f) = measure(foreign(10_000)).await {
-            let per = (f.saturating_sub(idle) * 1024) as f64 / 10_000.0;
-            println!(
-                "run, 10,000 foreign pods:                       VmRSS = {:6.1} MiB  ({per:.0} B per foreign pod; targets <= 60 MiB, <= 2048 B)",
-                mib(f)
-            );
+        if wanted("foreign") {
+            if let Some(f) = measure(foreign(10_000)).await {
+                let per = (f.saturating_sub(idle) * 1024) as f64 / 10_000.0;
+                println!(
+                    "run, 10,000 foreign pods:                       VmRSS = {:6.1} MiB  ({per:.0} B per foreign pod; targets <= 60 MiB, <= 2048 B)",
+                    mib(f)
+                );
+            }
         }
-        if let Some(o) = measure(own(20, 50)).await {
-            let per = (o.saturating_sub(idle) * 1024) as f64 / 1_000.0;
-            println!(
-                "run, 1,000 own pods of 20 HSDs (+ Deployments/ReplicaSets): VmRSS = {:6.1} MiB  ({per:.0} B per own pod; target <= 40 MiB)",
-                mib(o)
-            );
+        if wanted("own") {
+            if let Some(o) = measure(own(20, 50)).await {
+                let per = (o.saturating_sub(idle) * 1024) as f64 / 1_000.0;
+                println!(
+                    "run, 1,000 own pods of 20 HSDs (+ Deployments/ReplicaSets): VmRSS = {:6.1} MiB  ({per:.0} B per own pod; target <= 40 MiB)",
+                    mib(o)
+                );
+            }
+        }
+        let at_scale: [Case; 3] = [
+            ("hsd1000", "1,000 HSDs x 10 pods", if wanted("hsd1000") { own(1_000, 10) } else { HashMap::new() }, 1_000.0, "HSD"),
+            ("hsj1000", "100 HSJs x 10 units (1,000 Jobs + pods)", if wanted("hsj1000") { hsj_units(100, 10) } else { HashMap::new() }, 1_000.0, "unit"),
+            ("actors200", "200 AsyncActors (+ children, KEDA objects)", if wanted("actors200") { actors(200) } else { HashMap::new() }, 200.0, "actor"),
+        ];
+        // Ad hoc splits: `hsd:N:M` is N HSDs of M pods each; `hsd-only:N` the N HSDs
+        // alone, `children-only:N` their Deployments and ReplicaSets alone.
+        for case in cases.iter().filter(|c| c.contains(':')) {
+            let mut it = case.split(':');
+            let kind = it.next().unwrap_or_default();
+            let mut nums = it.map(|x| x.parse::<usize>().unwrap_or(0));
+            let (n, m) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+            let mut objects = own(n, m);
+            match kind {
+                "hsd-only" => objects.retain(|k, _| k.contains("hotstandbydeployments")),
+                "children-only" => objects.retain(|k, _| !k.contains("hotstandbydeployments")),
+                _ => {}
+            }
+            let served = count(&objects);
+            if let Some(r) = measure(objects).await {
+                println!("run, {case} ({served}): VmRSS = {:6.1} MiB", mib(r));
+            }
+        }
+        for (case, name, objects, n, unit) in at_scale {
+            if !wanted(case) {
+                continue;
+            }
+            let served = count(&objects);
+            if let Some(r) = measure(objects).await {
+                let per = (r.saturating_sub(idle) * 1024) as f64 / n;
+                let over = mib(r) - 60.0;
+                let verdict = if over > 0.0 {
+                    format!("OVER the 60 MiB target by {over:.1} MiB")
+                } else {
+                    "target <= 60 MiB met".to_string()
+                };
+                println!(
+                    "run, {name}: VmRSS = {:6.1} MiB  ({per:.0} B per {unit} over idle; {verdict})\n      served: {served}",
+                    mib(r)
+                );
+            }
         }
     });
 }

@@ -1,15 +1,31 @@
-//! Drives `POST /mutate/pods` over TLS with keep-alive from N concurrent clients and prints
-//! rps, p50 and p99: once at a fixed 1,000 rps, once at saturation.
+//! The webhook over TLS against its floor, with the same client in the same run.
 //!
-//!   cargo bench --bench webhook            (BENCH_SECONDS, BENCH_CLIENTS to tune)
+//! Two servers on the product's connection loop (`tls::serve`: rustls, hyper, axum, HTTP/1.1
+//! keep-alive): the real webhook (`examples/statefulsingleton-demo.yaml` objects) and the
+//! floor (`support/webhook_bench.rs`: parse the AdmissionReview JSON, answer allowed). Each
+//! is driven in turn by N concurrent clients, alternating which goes first in each round:
+//! - saturation, per workload: rps of each and the ratio real/floor (targets: injection, a
+//!   pod CREATE a StatefulSingleton matches, >= 0.85; pass-through, an UPDATE the webhook
+//!   leaves alone, >= 0.95);
+//! - a fixed 1,000 rps, per workload: p50/p99 of each and the ratio of the p99s (target:
+//!   the real p99 no worse than the floor's, <= 1.00).
+//!
+//! The figures are the medians of the per-round ratios: on a shared machine an absolute rps
+//! says more about the neighbours than about the webhook.
+//!
+//!   cargo bench --bench webhook    (BENCH_SECONDS=4, BENCH_CLIENTS=32, BENCH_ROUNDS=5,
+//!                                   BENCH_LOG=off for no log subscriber)
+//!
+//! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
+//! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube_standby::metrics::Metrics;
-use kube_standby::state::{DebugState, Readiness};
-use kube_standby::webhook::{router, Injection, ObjectSource, StaticObjects, WebhookState};
+use kube_standby::webhook::router;
 use kube_standby::{certs, tls};
+
+#[path = "support/webhook_bench.rs"]
+mod support;
 
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -26,17 +42,41 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(name: &str, mut lat: Vec<Duration>, errors: usize, elapsed: Duration) {
-    lat.sort();
-    println!(
-        "{name}: requests={} errors={} rps={:.0} p50={:.3}ms p99={:.3}ms max={:.3}ms",
-        lat.len(),
-        errors,
-        lat.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-    );
+/// What one phase measured.
+struct Figures {
+    requests: usize,
+    errors: usize,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Figures {
+    fn new(mut lat: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
+        lat.sort();
+        Figures {
+            requests: lat.len(),
+            errors,
+            rps: lat.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&lat, 0.50),
+            p99: percentile(&lat, 0.99),
+            max: lat.last().copied().unwrap_or_default(),
+        }
+    }
+
+    fn print(&self, name: &str) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "  {name:32} requests={:6} errors={} rps={:6.0} p50={:.3}ms p99={:.3}ms max={:.3}ms",
+            self.requests,
+            self.errors,
+            self.rps,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+        );
+    }
 }
 
 fn client(ca: &str, addr: SocketAddr) -> reqwest::Client {
@@ -75,24 +115,28 @@ async fn phase(
     rate_per_client: f64,
     secs: u64,
     bodies: &'static [&'static [u8]],
-) -> (Vec<Duration>, usize, Duration) {
+) -> Figures {
     let url = format!("https://localhost:{}/mutate/pods", addr.port());
+    let mut conns = vec![];
+    for _ in 0..clients {
+        let c = client(ca, addr);
+        let _ = one(&c, &url, bodies[0]).await; // open the connection before the clock starts
+        conns.push(c);
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = vec![];
-    for i in 0..clients {
-        let c = client(ca, addr);
+    for (i, c) in conns.into_iter().enumerate() {
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
             let mut errors = 0;
-            let _ = one(&c, &url, bodies[0]).await; // open the connection
             let mut tick = (rate_per_client > 0.0).then(|| {
                 let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_client));
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
-            let mut n = i as usize;
+            let mut n = i;
             while Instant::now() < deadline {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
@@ -113,82 +157,154 @@ async fn phase(
         all.extend(l);
         errors += e;
     }
-    (all, errors, start.elapsed())
+    Figures::new(all, errors, start.elapsed())
+}
+
+/// One client, `n` requests one after another (after one that opens the connection): for
+/// counting instructions under callgrind, where time means nothing.
+async fn count_run(ca: &str, addr: SocketAddr, n: u64, bodies: &'static [&'static [u8]]) -> usize {
+    let url = format!("https://localhost:{}/mutate/pods", addr.port());
+    let c = client(ca, addr);
+    let _ = one(&c, &url, bodies[0]).await;
+    let mut ok = 0;
+    for i in 0..n as usize {
+        ok += usize::from(one(&c, &url, bodies[i % bodies.len()]).await.is_ok());
+    }
+    ok
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() {
-    let secs = env_u64("BENCH_SECONDS", 5);
-    let clients = env_u64("BENCH_CLIENTS", 16);
+    let secs = env_u64("BENCH_SECONDS", 4);
+    let clients = env_u64("BENCH_CLIENTS", 32);
+    let rounds = env_u64("BENCH_ROUNDS", 5);
+    let logs = support::install_logs();
     let bundle = certs::generate(&certs::default_sans()).expect("certs");
     let resolver = tls::CertResolver::new(
         tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
             .expect("key"),
     );
-    let objects = StaticObjects::from_files(&[concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/statefulsingleton-demo.yaml"
-    )])
-    .expect("objects");
-    let readiness = Readiness::without_caches();
-    readiness.set_certs_loaded();
-    let state = WebhookState {
-        objects: Arc::new(objects) as Arc<dyn ObjectSource>,
-        injection: Arc::new(Injection {
-            agent_image: "ghcr.io/paia-tech/kube-standby:bench".into(),
-            operator_url: "https://kube-standby.kube-standby.svc:443".into(),
-            ca_bundle: bundle.ca_pem.clone(),
-        }),
-        metrics: Arc::new(Metrics::new()),
-        readiness,
-        debug: DebugState::default(),
-        release: None,
-        gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
-        guard: Default::default(),
-    };
+    let cfg = tls::server_config(resolver).expect("tls config");
 
-    // The server gets its own runtime (2 workers), the clients another.
+    // The servers share one runtime (2 workers) and are loaded one at a time; the clients
+    // have another.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("rt");
-    let addr = server_rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let cfg = tls::server_config(resolver).expect("tls config");
-        tokio::spawn(tls::serve(
-            listener,
-            cfg,
-            router(state),
-            tls::ConnLimits::default(),
-            std::future::pending(),
-        ));
-        addr
-    });
+    let serve = |app: axum::Router| {
+        let cfg = cfg.clone();
+        server_rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(tls::serve(
+                listener,
+                cfg,
+                app,
+                tls::ConnLimits::default(),
+                std::future::pending(),
+            ));
+            addr
+        })
+    };
+    let real = serve(router(support::webhook_state(&bundle.ca_pem)));
+    let floor = serve(support::floor_router());
 
-    let bodies: &'static [&'static [u8]] = Box::leak(Box::new([
-        &include_bytes!("../tests/data/admission/pod-create-from-replicaset.json")[..],
-        &include_bytes!("../tests/data/admission/pod-create-direct-with-command.json")[..],
-        &include_bytes!("../tests/data/admission/pod-create-dry-run.json")[..],
-    ]));
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("rt");
-    println!("webhook bench: TLS + HTTP/1.1 keep-alive, {clients} clients, {secs}s per phase, fixture pods");
     let ca = bundle.ca_pem.clone();
-    let (lat, err, el) = client_rt.block_on(phase(
-        &ca,
-        addr,
-        clients,
-        1000.0 / clients as f64,
-        secs,
-        bodies,
-    ));
-    report("fixed 1000 rps", lat, err, el);
-    let (lat, err, el) = client_rt.block_on(phase(&ca, addr, clients, 0.0, secs, bodies));
-    report("saturation", lat, err, el);
+    let run = |addr, rate: f64, bodies| {
+        client_rt.block_on(phase(
+            &ca,
+            addr,
+            clients,
+            rate / clients as f64,
+            secs,
+            bodies,
+        ))
+    };
+    // Instruction counting: BENCH_COUNT=N BENCH_SERVER=floor|real BENCH_BODIES=inject|pass
+    // under `valgrind --tool=callgrind`; two values of N give the instructions per request of
+    // server and client together, TLS included.
+    if let Some(n) = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        let addr = if std::env::var("BENCH_SERVER").is_ok_and(|v| v == "floor") {
+            floor
+        } else {
+            real
+        };
+        let bodies: &'static [&'static [u8]] =
+            if std::env::var("BENCH_BODIES").is_ok_and(|v| v == "pass") {
+                &support::PASS_BODIES
+            } else {
+                &support::INJECT_BODIES
+            };
+        let ok = client_rt.block_on(count_run(&ca, addr, n, bodies));
+        println!("{ok} of {n} requests answered");
+        return;
+    }
+    println!(
+        "webhook vs floor: TLS + HTTP/1.1 keep-alive, {clients} clients, {secs}s per phase, {rounds} rounds, logs {logs}"
+    );
+    let workloads: [(&str, &'static [&'static [u8]], f64); 2] = [
+        (
+            "injection (pod CREATE, singleton matches)",
+            &support::INJECT_BODIES,
+            0.85,
+        ),
+        ("pass-through (pod UPDATE)", &support::PASS_BODIES, 0.95),
+    ];
+    for (name, bodies, target) in workloads {
+        println!("{name}:");
+        let (mut ratios, mut p99s) = (vec![], vec![]);
+        for round in 0..rounds {
+            // Alternate which server goes first, so a drift in machine load favours neither.
+            let order = if round % 2 == 0 {
+                [("floor", floor), ("real", real)]
+            } else {
+                [("real", real), ("floor", floor)]
+            };
+            let (mut rps, mut p99) = ([0.0; 2], [Duration::ZERO; 2]);
+            for (who, addr) in order {
+                let f = run(addr, 0.0, bodies);
+                f.print(&format!("round {}, saturation, {who}", round + 1));
+                rps[usize::from(who == "real")] = f.rps;
+            }
+            for (who, addr) in order {
+                let f = run(addr, 1000.0, bodies);
+                f.print(&format!("round {}, 1000 rps, {who}", round + 1));
+                p99[usize::from(who == "real")] = f.p99;
+            }
+            ratios.push(rps[1] / rps[0]);
+            p99s.push(p99[1].as_secs_f64() / p99[0].as_secs_f64());
+        }
+        let shown = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  => throughput real/floor at saturation: median {:.2}x (rounds: {}; target >= {target})",
+            median(ratios.clone()),
+            shown(&ratios)
+        );
+        println!(
+            "  => p99 real/floor at 1000 rps: median {:.2}x (rounds: {}; target <= 1.00)",
+            median(p99s.clone()),
+            shown(&p99s)
+        );
+    }
 }

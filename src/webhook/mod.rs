@@ -23,14 +23,16 @@ pub mod guard;
 pub mod limits;
 pub mod mutate;
 pub mod objects;
+pub mod patch;
 pub mod release;
 pub mod singleton;
 pub mod validate;
 
 pub use config::{Config, Injection};
 pub use limits::{AdmissionGate, AdmissionLimits};
-pub use mutate::mutate;
+pub use mutate::{mutate, mutate_patch};
 pub use objects::{ObjectSource, StaticObjects};
+pub use patch::Patch;
 pub use validate::GuardState;
 
 /// Everything the handlers need.
@@ -232,22 +234,22 @@ impl Outcome {
 pub struct Decision {
     pub response: AdmissionResponse,
     pub outcome: Outcome,
-    pub patch: Vec<json_patch::PatchOperation>,
+    pub patch: Patch,
 }
 
 impl Decision {
-    fn allow(response: AdmissionResponse) -> Self {
+    pub fn allow(response: AdmissionResponse) -> Self {
         Decision {
             response,
             outcome: Outcome::Allowed,
-            patch: vec![],
+            patch: Patch::default(),
         }
     }
-    fn deny(response: AdmissionResponse, why: String) -> Self {
+    pub fn deny(response: AdmissionResponse, why: String) -> Self {
         Decision {
             response: response.deny(why),
             outcome: Outcome::Denied,
-            patch: vec![],
+            patch: Patch::default(),
         }
     }
 }
@@ -298,7 +300,7 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
         singletons: objects.singletons(&ns),
         injection,
     };
-    let ops = match mutate(pod, &config) {
+    let ops = match mutate_patch(pod, &config) {
         Ok(ops) => ops,
         Err(why) => return Decision::deny(base, why),
     };
@@ -312,13 +314,15 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
     }
 }
 
-/// The AdmissionReview answer as JSON. The patch is written as the base64 string the
-/// API documents (kube's response type would write an array of byte values).
-pub fn review_json(d: Decision) -> Result<serde_json::Value, serde_json::Error> {
+/// The AdmissionReview answer as a JSON value, the patch as the base64 string the API
+/// documents (kube's response type would write an array of byte values). The reference
+/// for [`review_body`], which the handlers use: the same JSON, without building it as a
+/// value first.
+pub fn review_json(d: &Decision) -> Result<serde_json::Value, serde_json::Error> {
     use base64::Engine;
-    let mut v = serde_json::to_value(d.response.into_review())?;
+    let mut v = serde_json::to_value(d.response.clone().into_review())?;
     if !d.patch.is_empty() {
-        let bytes = serde_json::to_vec(&d.patch)?;
+        let bytes = d.patch.to_json()?;
         if let Some(r) = v.get_mut("response").and_then(|r| r.as_object_mut()) {
             r.insert(
                 "patch".into(),
@@ -330,6 +334,64 @@ pub fn review_json(d: Decision) -> Result<serde_json::Value, serde_json::Error> 
         }
     }
     Ok(v)
+}
+
+/// The AdmissionReview answer as JSON text: the same text as serializing [`review_json`]
+/// (keys in the same, sorted, order), written directly, with the patch base64-encoded
+/// straight into it (base64 needs no JSON escaping).
+pub fn review_body(d: &Decision) -> Result<Vec<u8>, serde_json::Error> {
+    let r = &d.response;
+    if r.patch.is_some() {
+        // A patch set through kube's own response type: its serialization is kube's.
+        return serde_json::to_vec(&review_json(d)?);
+    }
+    let mut out = Vec::with_capacity(192 + r.uid.len() + d.patch.base64_len());
+    out.extend_from_slice(br#"{"apiVersion":"#);
+    serde_json::to_writer(&mut out, &r.types.api_version)?;
+    out.extend_from_slice(br#","kind":"#);
+    serde_json::to_writer(&mut out, &r.types.kind)?;
+    out.extend_from_slice(br#","response":{"allowed":"#);
+    out.extend_from_slice(if r.allowed { b"true" } else { b"false" });
+    if !r.audit_annotations.is_empty() {
+        out.extend_from_slice(br#","auditAnnotations":"#);
+        let sorted: std::collections::BTreeMap<_, _> = r.audit_annotations.iter().collect();
+        serde_json::to_writer(&mut out, &sorted)?;
+    }
+    if !d.patch.is_empty() {
+        out.extend_from_slice(br#","patch":""#);
+        d.patch.write_base64(&mut out)?;
+        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
+    }
+    out.extend_from_slice(br#","status":"#);
+    // Through a value, for its sorted keys (a handful of fields).
+    serde_json::to_writer(&mut out, &serde_json::to_value(&r.result)?)?;
+    out.extend_from_slice(br#","uid":"#);
+    serde_json::to_writer(&mut out, &r.uid)?;
+    if let Some(w) = &r.warnings {
+        out.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut out, w)?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
+}
+
+/// The answer to send: the review as JSON, or a 500 saying it could not be written.
+fn review_response(d: &Decision) -> Response {
+    match review_body(d) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => AdmissionError::Body(
+            format!("could not encode the response: {e}"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        )
+        .into_response(),
+    }
 }
 
 /// A JSON error answer for a request that was not reviewed, counted under `outcome`.
@@ -427,14 +489,7 @@ async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Respons
         state
             .metrics
             .admission(outcome.label(), elapsed.as_secs_f64());
-        let resp = match review_json(decision) {
-            Ok(v) => Json(v).into_response(),
-            Err(e) => AdmissionError::Body(
-                format!("could not encode the response: {e}"),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
-            .into_response(),
-        };
+        let resp = review_response(&decision);
         drop(admitted);
         resp
     }
@@ -543,16 +598,9 @@ async fn validate_pods(State(state): State<WebhookState>, req: Request) -> Respo
         let decision = Decision {
             response: answer.response,
             outcome,
-            patch: vec![],
+            patch: Patch::default(),
         };
-        let resp = match review_json(decision) {
-            Ok(v) => Json(v).into_response(),
-            Err(e) => AdmissionError::Body(
-                format!("could not encode the response: {e}"),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
-            .into_response(),
-        };
+        let resp = review_response(&decision);
         drop(admitted);
         resp
     }

@@ -6,12 +6,18 @@
 //! names are part of the documented layout (and how an injected pod is recognised), so a
 //! clash there moves to the other gate, and when neither gate fits the pod is denied
 //! with a message naming the clash.
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
+//!
+//! The operations are written straight to JSON text ([`Patch`]): every value is a struct
+//! borrowing from the pod and the settings, with its fields in sorted order, so the text is
+//! the same as that of the `serde_json::Value`s this module built before (the tests in
+//! `tests/patch_equivalence.rs` keep that one as the reference).
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::config::Config;
+use super::patch::Patch;
 use crate::api::singleton::{
     owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL,
     READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
@@ -131,14 +137,6 @@ impl VolumeNames {
     }
 }
 
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
 /// Is this pod already injected (a reinvocation, or created from an injected spec)?
 /// Decided from the injected containers only: a pod that merely carries the gate
 /// annotation is injected like any other.
@@ -146,21 +144,61 @@ pub fn already_injected(pod: &Pod) -> bool {
     crate::api::singleton::carries_gate(pod)
 }
 
-fn agent_env(config: &Config<'_>, never_restarted: bool) -> Value {
-    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-    let mut env = json!([
-        {"name": "KUBE_STANDBY_OPERATOR_URL", "value": config.injection.operator_url},
-        {"name": "KUBE_STANDBY_CA", "value": config.injection.ca_bundle},
-        {"name": "KUBE_STANDBY_TOKEN_FILE", "value": TOKEN_FILE},
-        {"name": "POD_NAME", "valueFrom": field("metadata.name")},
-        {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
-        {"name": "POD_UID", "valueFrom": field("metadata.uid")},
-    ]);
+/// `{"fieldRef": {"fieldPath": ...}}`
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FieldRef<'a> {
+    field_ref: FieldPath<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FieldPath<'a> {
+    field_path: &'a str,
+}
+
+/// One entry of a container's `env` (fields in sorted order).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvVar<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_from: Option<FieldRef<'a>>,
+}
+
+impl<'a> EnvVar<'a> {
+    fn value(name: &'a str, value: &'a str) -> Self {
+        EnvVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        }
+    }
+    fn field(name: &'a str, field_path: &'a str) -> Self {
+        EnvVar {
+            name,
+            value: None,
+            value_from: Some(FieldRef {
+                field_ref: FieldPath { field_path },
+            }),
+        }
+    }
+}
+
+fn agent_env<'a>(config: &'a Config<'_>, never_restarted: bool) -> Vec<EnvVar<'a>> {
+    let mut env = vec![
+        EnvVar::value("KUBE_STANDBY_OPERATOR_URL", &config.injection.operator_url),
+        EnvVar::value("KUBE_STANDBY_CA", &config.injection.ca_bundle),
+        EnvVar::value("KUBE_STANDBY_TOKEN_FILE", TOKEN_FILE),
+        EnvVar::field("POD_NAME", "metadata.name"),
+        EnvVar::field("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar::field("POD_UID", "metadata.uid"),
+    ];
     // A container that is never restarted must not give up on an unreachable operator.
     if never_restarted {
-        if let Some(a) = env.as_array_mut() {
-            a.push(json!({"name": "KUBE_STANDBY_GIVE_UP_SECONDS", "value": "0"}));
-        }
+        env.push(EnvVar::value("KUBE_STANDBY_GIVE_UP_SECONDS", "0"));
     }
     env
 }
@@ -189,108 +227,206 @@ pub fn injection_obstacle(config: &Config<'_>) -> Option<String> {
     None
 }
 
-fn token_mount(names: &VolumeNames) -> Value {
-    json!({"name": names.token, "mountPath": TOKEN_DIR, "readOnly": true})
+/// One entry of a container's `volumeMounts`.
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct VolumeMount<'a> {
+    mount_path: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only: Option<bool>,
+}
+
+fn token_mount(names: &VolumeNames) -> VolumeMount<'_> {
+    VolumeMount {
+        mount_path: TOKEN_DIR,
+        name: &names.token,
+        read_only: Some(true),
+    }
+}
+
+#[derive(Serialize)]
+struct CpuMemory {
+    cpu: &'static str,
+    memory: &'static str,
+}
+
+#[derive(Serialize)]
+struct Resources {
+    limits: CpuMemory,
+    requests: CpuMemory,
+}
+
+const AGENT_RESOURCES: Resources = Resources {
+    limits: CpuMemory {
+        cpu: "20m",
+        memory: "64Mi",
+    },
+    requests: CpuMemory {
+        cpu: "10m",
+        memory: "32Mi",
+    },
+};
+
+#[derive(Serialize)]
+struct Capabilities {
+    drop: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContext {
+    allow_privilege_escalation: bool,
+    capabilities: Capabilities,
+    read_only_root_filesystem: bool,
+    run_as_non_root: bool,
+    run_as_user: i64,
+}
+
+const AGENT_SECURITY: SecurityContext = SecurityContext {
+    allow_privilege_escalation: false,
+    capabilities: Capabilities { drop: ["ALL"] },
+    read_only_root_filesystem: true,
+    run_as_non_root: true,
+    run_as_user: 65532,
+};
+
+/// The agent's container (the status sidecar or the init gate), fields in sorted order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentContainer<'a> {
+    args: &'static [&'static str],
+    env: Vec<EnvVar<'a>>,
+    image: &'a str,
+    name: &'static str,
+    resources: &'static Resources,
+    security_context: &'static SecurityContext,
+    /// The agent's one-line fatal error becomes the container status' message.
+    termination_message_policy: &'static str,
+    volume_mounts: Vec<VolumeMount<'a>>,
 }
 
 /// The status sidecar: obtains the release and writes the signal file atomically.
-pub fn sidecar(config: &Config<'_>, names: &VolumeNames, never_restarted: bool) -> Value {
-    json!({
-        "name": SIDECAR_NAME,
-        "image": config.injection.agent_image,
-        "args": ["agent", "--signal-file", SIGNAL_FILE],
-        "env": agent_env(config, never_restarted),
-        // The agent's one-line fatal error becomes the container status' message.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
-        "volumeMounts": [{"name": names.signal, "mountPath": SIGNAL_DIR}, token_mount(names)],
-        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
-    })
+pub fn sidecar<'a>(
+    config: &'a Config<'_>,
+    names: &'a VolumeNames,
+    never_restarted: bool,
+) -> AgentContainer<'a> {
+    AgentContainer {
+        args: &["agent", "--signal-file", SIGNAL_FILE],
+        env: agent_env(config, never_restarted),
+        image: &config.injection.agent_image,
+        name: SIDECAR_NAME,
+        resources: &AGENT_RESOURCES,
+        security_context: &AGENT_SECURITY,
+        termination_message_policy: "FallbackToLogsOnError",
+        volume_mounts: vec![
+            VolumeMount {
+                mount_path: SIGNAL_DIR,
+                name: &names.signal,
+                read_only: None,
+            },
+            token_mount(names),
+        ],
+    }
 }
 
 /// The init gate: exits 0 once the pod is released.
-pub fn init_gate(config: &Config<'_>, names: &VolumeNames, never_restarted: bool) -> Value {
-    json!({
-        "name": INIT_GATE_NAME,
-        "image": config.injection.agent_image,
-        "args": ["agent", "--once"],
-        "env": agent_env(config, never_restarted),
-        // The agent's one-line fatal error becomes the container status' message.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
-        "volumeMounts": [token_mount(names)],
-        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
-    })
+pub fn init_gate<'a>(
+    config: &'a Config<'_>,
+    names: &'a VolumeNames,
+    never_restarted: bool,
+) -> AgentContainer<'a> {
+    AgentContainer {
+        args: &["agent", "--once"],
+        env: agent_env(config, never_restarted),
+        image: &config.injection.agent_image,
+        name: INIT_GATE_NAME,
+        resources: &AGENT_RESOURCES,
+        security_context: &AGENT_SECURITY,
+        termination_message_policy: "FallbackToLogsOnError",
+        volume_mounts: vec![token_mount(names)],
+    }
 }
 
-fn wrapped_command(c: &Container) -> Value {
-    let mut cmd = vec![
-        format!("{WRAPPER_DIR}/{WRAPPER_SCRIPT_NAME}"),
-        "--".to_string(),
-    ];
-    cmd.extend(c.command.iter().flatten().cloned());
-    json!(cmd)
+/// The container's command behind the wrapper (its args stay exactly as they are).
+fn wrapped_command<'a>(wrapper: &'a str, c: &'a Container) -> Vec<&'a str> {
+    let mut cmd = vec![wrapper, "--"];
+    cmd.extend(c.command.iter().flatten().map(String::as_str));
+    cmd
 }
 
 /// Add `items` to the list at `path`: the whole list when the pod has none (`exists` is
 /// false), else each item appended (`-`).
-fn append(exists: bool, path: &[&str], items: Vec<Value>) -> Vec<PatchOperation> {
+fn append<T: Serialize>(patch: &mut Patch, exists: bool, path: &[&str], items: &[T]) {
     if !exists {
-        return vec![add(ptr(path), Value::Array(items))];
+        patch.add(path, items);
+        return;
     }
     let mut end = path.to_vec();
     end.push("-");
-    items.into_iter().map(|v| add(ptr(&end), v)).collect()
+    for item in items {
+        patch.add(&end, item);
+    }
 }
 
 /// Set `entries` in the string map at `path`: the whole map when the pod has none, else
-/// each key on its own (keys contain '/', escaped by `from_tokens`).
-fn put_entries(exists: bool, path: &[&str], entries: &[(&str, &str)]) -> Vec<PatchOperation> {
+/// each key on its own (keys contain '/', escaped in the pointer).
+fn put_entries(patch: &mut Patch, exists: bool, path: &[&str], entries: &[(&str, &str)]) {
     if !exists {
-        let map = entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect::<serde_json::Map<_, _>>();
-        return vec![add(ptr(path), Value::Object(map))];
+        let map: BTreeMap<&str, &str> = entries.iter().copied().collect();
+        patch.add(path, &map);
+        return;
     }
-    entries
-        .iter()
-        .map(|(k, v)| {
-            let mut at = path.to_vec();
-            at.push(k);
-            add(ptr(&at), json!(v))
-        })
-        .collect()
+    for (k, v) in entries {
+        let mut at = path.to_vec();
+        at.push(k);
+        patch.add(&at, v);
+    }
 }
 
 /// The managed and singleton labels, and the gate annotation.
-fn metadata_ops(pod: &Pod, singleton: &str, gate: Gate) -> Vec<PatchOperation> {
+fn metadata_ops(patch: &mut Patch, pod: &Pod, singleton: &str, gate: Gate) {
     let meta = &pod.metadata;
-    let mut ops = put_entries(
+    put_entries(
+        patch,
         meta.labels.is_some(),
         &["metadata", "labels"],
         &[(MANAGED_LABEL, "true"), (SINGLETON_LABEL, singleton)],
     );
-    ops.extend(put_entries(
+    put_entries(
+        patch,
         meta.annotations.is_some(),
         &["metadata", "annotations"],
         &[(GATE_ANNOTATION, gate.as_str())],
-    ));
-    ops
+    );
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadinessGate {
+    condition_type: &'static str,
 }
 
 /// The singleton's readiness gate, unless the pod already lists it.
-fn readiness_gate_ops(spec: &PodSpec) -> Vec<PatchOperation> {
+fn readiness_gate_ops(patch: &mut Patch, spec: &PodSpec) {
     let gates = spec.readiness_gates.as_ref();
     if gates.is_some_and(|g| g.iter().any(|g| g.condition_type == READY_CONDITION)) {
-        return vec![];
+        return;
     }
-    let entry = json!({"conditionType": READY_CONDITION});
-    append(gates.is_some(), &["spec", "readinessGates"], vec![entry])
+    let entry = ReadinessGate {
+        condition_type: READY_CONDITION,
+    };
+    append(
+        patch,
+        gates.is_some(),
+        &["spec", "readinessGates"],
+        &[entry],
+    );
 }
 
 /// Grace period: the singleton's, or the pod's own when longer and respected.
-fn grace_period_ops(spec: &PodSpec, singleton: &StatefulSingleton) -> Vec<PatchOperation> {
+fn grace_period_ops(patch: &mut Patch, spec: &PodSpec, singleton: &StatefulSingleton) {
     let own = spec.termination_grace_period_seconds;
     let wanted = &singleton.spec;
     let grace = match own {
@@ -298,109 +434,244 @@ fn grace_period_ops(spec: &PodSpec, singleton: &StatefulSingleton) -> Vec<PatchO
         _ => wanted.termination_grace_period,
     };
     if own == Some(grace) {
-        return vec![];
+        return;
     }
-    vec![add(
-        ptr(&["spec", "terminationGracePeriodSeconds"]),
-        json!(grace),
-    )]
+    patch.add(&["spec", "terminationGracePeriodSeconds"], &grace);
+}
+
+const PREFERRED: &str = "preferredDuringSchedulingIgnoredDuringExecution";
+
+/// A map of one entry.
+struct OneEntry<'a>(&'static str, &'a str);
+
+impl Serialize for OneEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, self.1)?;
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelSelector<'a> {
+    match_labels: OneEntry<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodAffinityTerm<'a> {
+    label_selector: LabelSelector<'a>,
+    topology_key: &'static str,
+}
+
+/// A preferred anti-affinity term, fields in sorted order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WeightedTerm<'a> {
+    pod_affinity_term: PodAffinityTerm<'a>,
+    weight: i32,
+}
+
+/// `{"preferredDuringSchedulingIgnoredDuringExecution": [term]}`
+#[derive(Serialize)]
+struct Preferred<'a> {
+    #[serde(rename = "preferredDuringSchedulingIgnoredDuringExecution")]
+    preferred: [WeightedTerm<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AntiAffinity<'a> {
+    pod_anti_affinity: Preferred<'a>,
 }
 
 /// Preferred anti-affinity against this singleton's pods only, merged into what exists.
-fn anti_affinity_ops(spec: &PodSpec, singleton: &str) -> Vec<PatchOperation> {
-    const PREFERRED: &str = "preferredDuringSchedulingIgnoredDuringExecution";
-    let term = json!({"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {SINGLETON_LABEL: singleton}}}});
+fn anti_affinity_ops(patch: &mut Patch, spec: &PodSpec, singleton: &str) {
+    let term = WeightedTerm {
+        pod_affinity_term: PodAffinityTerm {
+            label_selector: LabelSelector {
+                match_labels: OneEntry(SINGLETON_LABEL, singleton),
+            },
+            topology_key: "kubernetes.io/hostname",
+        },
+        weight: 100,
+    };
     let Some(affinity) = &spec.affinity else {
-        return vec![add(
-            ptr(&["spec", "affinity"]),
-            json!({"podAntiAffinity": {PREFERRED: [term]}}),
-        )];
+        let value = AntiAffinity {
+            pod_anti_affinity: Preferred { preferred: [term] },
+        };
+        patch.add(&["spec", "affinity"], &value);
+        return;
     };
     let Some(anti) = &affinity.pod_anti_affinity else {
-        return vec![add(
-            ptr(&["spec", "affinity", "podAntiAffinity"]),
-            json!({PREFERRED: [term]}),
-        )];
+        let value = Preferred { preferred: [term] };
+        patch.add(&["spec", "affinity", "podAntiAffinity"], &value);
+        return;
     };
     let exists = anti
         .preferred_during_scheduling_ignored_during_execution
         .is_some();
     append(
+        patch,
         exists,
         &["spec", "affinity", "podAntiAffinity", PREFERRED],
-        vec![term],
-    )
+        &[term],
+    );
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenSource {
+    audience: &'static str,
+    expiration_seconds: i64,
+    path: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProjectedSource {
+    service_account_token: TokenSource,
+}
+
+#[derive(Serialize)]
+struct Projected {
+    sources: [ProjectedSource; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigMapSource {
+    default_mode: i32,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// One of the volumes the injection adds, fields in sorted order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Volume<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_map: Option<ConfigMapSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    empty_dir: Option<Empty>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    projected: Option<Projected>,
 }
 
 /// Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
-fn volume_ops(spec: &PodSpec, gate: Gate, names: &VolumeNames) -> Vec<PatchOperation> {
-    let mut volumes = vec![json!({"name": names.token, "projected": {"sources": [
-        {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
-    ]}})];
+fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames) {
+    let mut volumes = vec![Volume {
+        config_map: None,
+        empty_dir: None,
+        name: &names.token,
+        projected: Some(Projected {
+            sources: [ProjectedSource {
+                service_account_token: TokenSource {
+                    audience: TOKEN_AUDIENCE,
+                    expiration_seconds: 3600,
+                    path: "token",
+                },
+            }],
+        }),
+    }];
     if gate == Gate::Wrapper {
-        volumes.push(json!({"name": names.wrapper, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
-        volumes.push(json!({"name": names.signal, "emptyDir": {}}));
+        volumes.push(Volume {
+            config_map: Some(ConfigMapSource {
+                default_mode: 0o755,
+                name: WRAPPER_CONFIGMAP,
+            }),
+            empty_dir: None,
+            name: &names.wrapper,
+            projected: None,
+        });
+        volumes.push(Volume {
+            config_map: None,
+            empty_dir: Some(Empty {}),
+            name: &names.signal,
+            projected: None,
+        });
     }
-    append(spec.volumes.is_some(), &["spec", "volumes"], volumes)
+    append(
+        patch,
+        spec.volumes.is_some(),
+        &["spec", "volumes"],
+        &volumes,
+    );
 }
 
 /// The wrapper gate: every app container's command wrapped (args stay exactly as they
 /// are) with the wrapper and signal mounts, then the status sidecar.
 fn wrapper_gate_ops(
+    patch: &mut Patch,
     spec: &PodSpec,
     config: &Config<'_>,
     names: &VolumeNames,
     never_restarted: bool,
-) -> Vec<PatchOperation> {
+) {
     let mounts = [
-        json!({"name": names.wrapper, "mountPath": WRAPPER_DIR, "readOnly": true}),
-        json!({"name": names.signal, "mountPath": SIGNAL_DIR, "readOnly": true}),
+        VolumeMount {
+            mount_path: WRAPPER_DIR,
+            name: &names.wrapper,
+            read_only: Some(true),
+        },
+        VolumeMount {
+            mount_path: SIGNAL_DIR,
+            name: &names.signal,
+            read_only: Some(true),
+        },
     ];
-    let mut ops = vec![];
+    let wrapper = format!("{WRAPPER_DIR}/{WRAPPER_SCRIPT_NAME}");
     for (i, c) in spec.containers.iter().enumerate() {
         let idx = i.to_string();
-        ops.push(add(
-            ptr(&["spec", "containers", &idx, "command"]),
-            wrapped_command(c),
-        ));
-        ops.extend(append(
+        patch.add(
+            &["spec", "containers", &idx, "command"],
+            &wrapped_command(&wrapper, c),
+        );
+        append(
+            patch,
             c.volume_mounts.is_some(),
             &["spec", "containers", &idx, "volumeMounts"],
-            mounts.to_vec(),
-        ));
+            &mounts,
+        );
     }
-    ops.push(add(
-        ptr(&["spec", "containers", "-"]),
-        sidecar(config, names, never_restarted),
-    ));
-    ops
+    patch.add(
+        &["spec", "containers", "-"],
+        &sidecar(config, names, never_restarted),
+    );
 }
 
 /// The init gate, first among the init containers so none runs before the release.
 fn init_gate_ops(
+    patch: &mut Patch,
     spec: &PodSpec,
     config: &Config<'_>,
     names: &VolumeNames,
     never_restarted: bool,
-) -> Vec<PatchOperation> {
+) {
     let gate = init_gate(config, names, never_restarted);
     match &spec.init_containers {
-        None => vec![add(ptr(&["spec", "initContainers"]), json!([gate]))],
-        Some(_) => vec![add(ptr(&["spec", "initContainers", "0"]), gate)],
+        None => patch.add(&["spec", "initContainers"], &[gate]),
+        Some(_) => patch.add(&["spec", "initContainers", "0"], &gate),
     }
 }
 
 /// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied: one
-/// pure function per concern, concatenated in a fixed order.
+/// pure function per concern, written in a fixed order.
 pub fn inject(
     pod: &Pod,
     singleton: &StatefulSingleton,
     config: &Config<'_>,
-) -> Result<Vec<PatchOperation>, String> {
+) -> Result<Patch, String> {
+    let mut patch = Patch::with_capacity(4096);
     let Some(spec) = pod.spec.as_ref() else {
-        return Ok(vec![]);
+        return Ok(patch);
     };
-    let name = singleton.metadata.name.clone().unwrap_or_default();
+    let name = singleton.metadata.name.as_deref().unwrap_or_default();
     if let Some(why) = injection_obstacle(config) {
         return Err(format!(
             "StatefulSingleton {name:?} cannot gate this pod: {why}"
@@ -409,26 +680,29 @@ pub fn inject(
     let gate = choose_gate(pod, singleton.spec.start_gate)
         .map_err(|why| format!("StatefulSingleton {name:?} cannot gate this pod: {why}"))?;
     let names = VolumeNames::for_pod(spec);
-    let mut ops = metadata_ops(pod, &name, gate);
-    ops.extend(readiness_gate_ops(spec));
-    ops.extend(grace_period_ops(spec, singleton));
-    ops.extend(anti_affinity_ops(spec, &name));
-    ops.extend(volume_ops(spec, gate, &names));
-    ops.extend(match gate {
-        Gate::Wrapper => wrapper_gate_ops(spec, config, &names, never_restarted(pod)),
-        Gate::InitContainer => init_gate_ops(spec, config, &names, never_restarted(pod)),
-    });
-    Ok(ops)
+    metadata_ops(&mut patch, pod, name, gate);
+    readiness_gate_ops(&mut patch, spec);
+    grace_period_ops(&mut patch, spec, singleton);
+    anti_affinity_ops(&mut patch, spec, name);
+    volume_ops(&mut patch, spec, gate, &names);
+    match gate {
+        Gate::Wrapper => wrapper_gate_ops(&mut patch, spec, config, &names, never_restarted(pod)),
+        Gate::InitContainer => {
+            init_gate_ops(&mut patch, spec, config, &names, never_restarted(pod))
+        }
+    }
+    Ok(patch)
 }
 
 /// The StatefulSingleton feature's mutator: the patch, or why the pod is denied.
-pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Vec<PatchOperation>, String> {
+pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Patch, String> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
     if already_injected(pod) {
-        return Ok(vec![]);
+        return Ok(Patch::default());
     }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    match owning_singleton(&config.singletons, &labels) {
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+    match owning_singleton(&config.singletons, labels) {
         Some(s) => inject(pod, s, config),
-        None => Ok(vec![]),
+        None => Ok(Patch::default()),
     }
 }
