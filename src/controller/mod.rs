@@ -72,6 +72,16 @@ where
     Some(kube::runtime::reflector::ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 
+/// Reconciles of one kind that run at once. Unbounded, a start with 1,000 pools runs 1,000
+/// reconciles together and their buffers set a memory high-water mark the process keeps;
+/// 16 keeps the start quick and the peak small.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// The controller settings every kind uses.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
+
 /// "all" for the whole cluster, else the namespace: the scope part of a task's name.
 pub fn scope_label(namespace: Option<&str>) -> &str {
     namespace.unwrap_or("all")

@@ -481,6 +481,7 @@ fn start_scope(
     ]);
     let janitor = ctx.clone();
     let results = Controller::for_stream(actor_stream, actors)
+        .with_config(super::controller_config())
         .reconcile_on(triggers)
         .run(reconcile, error_policy, ctx.clone());
     let controller = shell::follow(results, "actor", janitor, |c, ns, name| async move {

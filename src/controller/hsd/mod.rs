@@ -248,6 +248,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
         super::labelled_owner(NAME_LABEL, p)
     });
     let results = Controller::for_stream(hsd_stream, hsds)
+        .with_config(super::controller_config())
         .reconcile_on(held)
         .owns_stream(dep_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))

@@ -443,6 +443,7 @@ pub fn start_with(
         super::labelled_owner(NAME_LABEL, p)
     });
     let results = Controller::for_stream(hsj_stream, hsjs)
+        .with_config(super::controller_config())
         .reconcile_on(held)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))

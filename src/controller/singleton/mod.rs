@@ -578,6 +578,7 @@ fn controller(
     let janitor = ctx.clone();
     Box::pin(async move {
         Controller::for_stream_with(stream, reader, ar)
+            .with_config(super::controller_config())
             .reconcile_on(pods)
             .reconcile_on(replicasets)
             .reconcile_on(nodes)
