@@ -202,8 +202,9 @@ fn report(setup: &Setup, flips: usize, stats: &hsd_pool::Stats, waiting: &[Durat
         );
     }
     println!(
-        "    not measured: {} superseded (an idle flip lowered the need first), {} lost to a delete \
-         committed first; {} still waiting at the end{}",
+        "    not measured: {} covered (the child already asked for enough), {} superseded (an idle flip \
+         lowered the need first), {} lost to a delete committed first; {} still waiting at the end{}",
+        stats.covered,
         stats.superseded,
         stats.lost_to_delete,
         waiting.len(),

@@ -105,7 +105,7 @@ async fn case(flips: Vec<(usize, bool, usize, u64)>, latency_ms: u64) -> Vec<Str
     let mut config = kube::Config::new(format!("http://{}", api.addr).parse().unwrap());
     config.default_namespace = NS.into();
     let client = kube::Client::try_from(config).unwrap();
-    let controller = tokio::spawn(hsd::run(Deps::standalone(client), Some(NS.into())));
+    let controller = tokio::spawn(hsd::run(Deps::standalone(client), None));
     assert!(watches_open(&api).await, "the HSD controller never watched");
     // Each pool's first reconcile (already full) ends with its status write.
     let statuses = |api: &fake_apiserver::FakeApi| {
@@ -158,7 +158,7 @@ async fn case(flips: Vec<(usize, bool, usize, u64)>, latency_ms: u64) -> Vec<Str
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Over random flip sequences (pool, busy or idle, which pod, pause 0–2 ms), pushed
     /// while the operator's writes are in flight, the last child write of every pool asks

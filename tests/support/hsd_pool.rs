@@ -172,6 +172,9 @@ struct Pending {
     pod: String,
     at: Instant,
     target: i32,
+    /// The child already asked for the target when the flip was sent: no write is due
+    /// unless a later one lowers the count below it (then it waits as any other).
+    met_already: bool,
 }
 
 /// What the model saw.
@@ -183,6 +186,8 @@ pub struct Stats {
     pub answered: Vec<Duration>,
     /// Busy flips whose target an idle flip of the same pool lowered before it was met.
     pub superseded: usize,
+    /// Busy flips the child's count already covered (a scale-down not yet made): no write due.
+    pub covered: usize,
     /// Busy flips of a pod whose (earlier) deletion the API server had already committed.
     pub lost_to_delete: usize,
     /// Pods the operator deleted that were busy when the delete committed (must be 0).
@@ -387,17 +392,25 @@ impl Sim {
             pool.set_child_status();
             self.api.push(DEPLOYMENTS, "MODIFIED", pool.child.clone());
         }
-        // The busy flips this write answers.
-        let (met, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut st.pending)
-            .into_iter()
-            .partition(|p| p.pool == i && p.target <= r && w.at >= p.at);
-        st.pending = rest;
-        for p in met {
-            st.stats.latencies.push(w.at.saturating_duration_since(p.at));
-            st.stats
-                .answered
-                .push(w.answered.saturating_duration_since(p.at));
+        // The busy flips this write answers (one sent after the flip, asking enough).
+        let mut waiting = vec![];
+        for mut p in std::mem::take(&mut st.pending) {
+            match (p.pool == i && w.at >= p.at, p.target <= r, p.met_already) {
+                (false, _, _) => waiting.push(p),
+                (true, true, true) => st.stats.covered += 1,
+                (true, true, false) => {
+                    st.stats.latencies.push(w.at.saturating_duration_since(p.at));
+                    st.stats
+                        .answered
+                        .push(w.answered.saturating_duration_since(p.at));
+                }
+                (true, false, _) => {
+                    p.met_already = false;
+                    waiting.push(p);
+                }
+            }
         }
+        st.pending = waiting;
         // The ReplicaSet follows.
         let pool = &mut st.pools[i];
         while (pool.pods.len() as i32) < r {
@@ -535,6 +548,7 @@ impl Sim {
         let p = pool.pods.get_mut(&name)?;
         p.busy = busy;
         let target = pool.spec.wanted(pool.busy());
+        let met_already = pool.replicas >= target;
         let event = pool.pods.get(&name).map(|p| pool.pod_json(&name, p))?;
         let at = Instant::now();
         self.api.push(PODS, "MODIFIED", event);
@@ -545,6 +559,7 @@ impl Sim {
                 pod: name.clone(),
                 at,
                 target,
+                met_already,
             });
         } else {
             st.stats.idle_flips += 1;
@@ -571,9 +586,11 @@ impl Sim {
                 );
             }
         }
+        stats.covered += st.pending.iter().filter(|p| p.met_already).count();
         let waiting = st
             .pending
             .iter()
+            .filter(|p| !p.met_already)
             .map(|p| now.saturating_duration_since(p.at))
             .collect();
         (stats, waiting)
