@@ -338,7 +338,11 @@ fn checked_delete(fake: &Fake, path: &str, body: &Value) -> Option<(StatusCode, 
                "code": code.as_u16(), "message": message})
     };
     let Some(obj) = served else {
-        let s = status(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found"));
+        let s = status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{name} not found"),
+        );
         return Some((StatusCode::NOT_FOUND, s));
     };
     for field in ["uid", "resourceVersion"] {
@@ -366,10 +370,9 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep_until((at + latency).into()).await;
     }
-    let checked = (method == Method::DELETE
-        && fake.check_preconditions.load(Ordering::Relaxed))
-    .then(|| checked_delete(&fake, &path, &body))
-    .flatten();
+    let checked = (method == Method::DELETE && fake.check_preconditions.load(Ordering::Relaxed))
+        .then(|| checked_delete(&fake, &path, &body))
+        .flatten();
     let merged = object_path(&path).and_then(|(coll, ns, name)| {
         let objects = fake.objects.lock().ok()?;
         let obj = objects.get(&coll)?.iter().find(|o| {

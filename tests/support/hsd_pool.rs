@@ -153,12 +153,7 @@ impl Pool {
 
     /// The pod the ReplicaSet removes first: the lowest cost (none counts 0), then the newest.
     fn replicaset_victim(&self) -> Option<String> {
-        let cost = |p: &Pod| -> i64 {
-            p.cost
-                .as_deref()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0)
-        };
+        let cost = |p: &Pod| -> i64 { p.cost.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0) };
         self.pods
             .iter()
             .min_by_key(|(_, p)| (cost(p), -p.seq))
@@ -242,8 +237,8 @@ pub fn build(ns: &str, specs: &[PoolSpec]) -> (Objects, Model) {
         c["metadata"]["generation"] = 1.into();
         c["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z".into();
         let hash = format!("{:x}", 0x5d8f_7000_u64 + pools.len() as u64);
-        let mut labels = serde_json::to_value(tpl.metadata.and_then(|m| m.labels))
-            .unwrap_or_else(|_| json!({}));
+        let mut labels =
+            serde_json::to_value(tpl.metadata.and_then(|m| m.labels)).unwrap_or_else(|_| json!({}));
         labels[child::TEMPLATE_HASH_LABEL] = hash.clone().into();
         let child_name = child::child_name(&s.name);
         let mut pool = Pool {
@@ -327,7 +322,7 @@ impl Sim {
             from += new.len();
             let mut st = self.lock();
             for w in &new {
-                self.apply(&mut *st, w);
+                self.apply(&mut st, w);
             }
         }
     }
@@ -370,9 +365,7 @@ impl Sim {
             Self::count(st, "event");
         } else {
             Self::count(st, "other");
-            st.stats
-                .unexpected
-                .push(format!("{} {}", w.method, w.path));
+            st.stats.unexpected.push(format!("{} {}", w.method, w.path));
         }
     }
 
@@ -399,7 +392,9 @@ impl Sim {
                 (false, _, _) => waiting.push(p),
                 (true, true, true) => st.stats.covered += 1,
                 (true, true, false) => {
-                    st.stats.latencies.push(w.at.saturating_duration_since(p.at));
+                    st.stats
+                        .latencies
+                        .push(w.at.saturating_duration_since(p.at));
                     st.stats
                         .answered
                         .push(w.answered.saturating_duration_since(p.at));
