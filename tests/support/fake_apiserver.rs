@@ -10,6 +10,12 @@
 //! API server would; a patch of a served object answers with the object merged with the
 //! patch; any other write echoes its body. Enough for `kube-standby run` to sync its caches
 //! with no cluster. Records the paths it was asked for.
+//!
+//! Two opt-in behaviours of a real API server: [`FakeApi::set_write_latency`] holds every
+//! write that long before it is answered (and recorded), and
+//! [`FakeApi::check_delete_preconditions`] answers a DELETE whose `preconditions` (uid,
+//! resourceVersion) differ from the served object 409 Conflict, and one of an object that
+//! is not served 404 (both judged once the latency has passed, as at commit time).
 #![allow(dead_code)]
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +47,10 @@ pub struct Write {
     pub answer: Value,
     /// When the request arrived (before its body was read).
     pub at: Instant,
+    /// When it was answered (after the write latency, if any).
+    pub answered: Instant,
+    /// The HTTP status of the answer.
+    pub status: u16,
 }
 
 /// The log of writes, in arrival order, with a wake-up for waiters.
@@ -155,6 +165,10 @@ struct Fake {
     events: broadcast::Sender<Pushed>,
     writes: Writes,
     counter: Arc<AtomicU64>,
+    /// Added before every write is answered (nanoseconds).
+    write_latency: Arc<AtomicU64>,
+    /// DELETE preconditions are checked against the served object.
+    check_preconditions: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Fake {
@@ -305,6 +319,46 @@ fn create(fake: &Fake, path: &str, mut obj: Value) -> Value {
     obj
 }
 
+/// The answer to a DELETE with preconditions when they are checked: the served object it
+/// deletes (200), else a Conflict (the uid or resourceVersion differ) or NotFound Status.
+fn checked_delete(fake: &Fake, path: &str, body: &Value) -> Option<(StatusCode, Value)> {
+    let pre = body.get("preconditions").filter(|p| p.is_object())?;
+    let (coll, ns, name) = object_path(path)?;
+    let served = fake.objects.lock().ok().and_then(|objects| {
+        objects
+            .get(&coll)?
+            .iter()
+            .find(|o| {
+                o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
+            })
+            .cloned()
+    });
+    let status = |code: StatusCode, reason: &str, message: String| {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+               "code": code.as_u16(), "message": message})
+    };
+    let Some(obj) = served else {
+        let s = status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{name} not found"),
+        );
+        return Some((StatusCode::NOT_FOUND, s));
+    };
+    for field in ["uid", "resourceVersion"] {
+        let want = &pre[field];
+        if !want.is_null() && *want != obj["metadata"][field] {
+            let message = format!(
+                "Precondition failed: {field}: {want}, {field} in object meta: {}",
+                obj["metadata"][field]
+            );
+            let s = status(StatusCode::CONFLICT, "Conflict", message);
+            return Some((StatusCode::CONFLICT, s));
+        }
+    }
+    Some((StatusCode::OK, obj))
+}
+
 async fn write(fake: Fake, req: Request, at: Instant) -> Response {
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let path = uri.path().to_string();
@@ -312,6 +366,13 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let latency = Duration::from_nanos(fake.write_latency.load(Ordering::Relaxed));
+    if !latency.is_zero() {
+        tokio::time::sleep_until((at + latency).into()).await;
+    }
+    let checked = (method == Method::DELETE && fake.check_preconditions.load(Ordering::Relaxed))
+        .then(|| checked_delete(&fake, &path, &body))
+        .flatten();
     let merged = object_path(&path).and_then(|(coll, ns, name)| {
         let objects = fake.objects.lock().ok()?;
         let obj = objects.get(&coll)?.iter().find(|o| {
@@ -321,13 +382,14 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
         Some(obj)
     });
-    let (status, answer) = match merged {
-        Some(obj) => (StatusCode::OK, obj),
-        None if method == Method::POST && body.is_object() && is_collection(&path) => {
+    let (status, answer) = match (checked, merged) {
+        (Some(checked), _) => checked,
+        (None, Some(obj)) => (StatusCode::OK, obj),
+        (None, None) if method == Method::POST && body.is_object() && is_collection(&path) => {
             (StatusCode::CREATED, create(&fake, &path, body.clone()))
         }
-        None if bytes.is_empty() => (StatusCode::OK, json!({})),
-        None => (StatusCode::OK, body.clone()),
+        (None, None) if bytes.is_empty() => (StatusCode::OK, json!({})),
+        (None, None) => (StatusCode::OK, body.clone()),
     };
     let text = match &answer {
         Value::Null => bytes.clone(),
@@ -340,6 +402,8 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         body,
         answer,
         at,
+        answered: Instant::now(),
+        status: status.as_u16(),
     });
     json_response(status, text)
 }
@@ -429,6 +493,21 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
 }
 
 impl FakeApi {
+    /// Hold every write (any request but a GET) `latency` from its arrival before it is
+    /// answered, as a real API server's storage round trip does. Default: none.
+    pub fn set_write_latency(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.fake.write_latency.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Check the `preconditions` of every DELETE against the served object from now on
+    /// (409 Conflict when the uid or resourceVersion differ, 404 when it is not served);
+    /// the answer of a passing DELETE is the served object. Default: off (any DELETE is
+    /// answered as another write is).
+    pub fn check_delete_preconditions(&self, on: bool) {
+        self.fake.check_preconditions.store(on, Ordering::Relaxed);
+    }
+
     /// Answer 404 to every request whose path starts with `prefix` for the next `for_`, as a
     /// real API server does while a CRD is not established yet (`Duration::MAX`-like values:
     /// never served).
@@ -487,6 +566,8 @@ pub async fn start_with(objects: Objects) -> FakeApi {
         events: broadcast::channel(4096).0,
         writes: Writes::default(),
         counter: Arc::new(AtomicU64::new(1)),
+        write_latency: Arc::default(),
+        check_preconditions: Arc::default(),
     };
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
