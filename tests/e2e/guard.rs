@@ -226,6 +226,10 @@ fn spawn_watchdog(api: Api<Pod>, app: String) -> Arc<Mutex<Watchdog>> {
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+            // The test dropped its handle: the phase it watched is over.
+            if Arc::strong_count(&d) == 1 {
+                break;
+            }
         }
     });
     dog
@@ -354,6 +358,7 @@ async fn scale_down_never_deletes_a_busy_pod_and_idle_ones_go_at_once() {
             .iter()
             .all(|p| p.annotations().get(BUSY).map(String::as_str) == Some("true")));
         dog.lock().expect("lock").busy.clear();
+        drop(dog); // the sampler stops: its phase is over
         Api::<Namespace>::all(client.clone())
             .delete(&ns, &DeleteParams::background())
             .await
@@ -460,6 +465,29 @@ async fn eviction_of_a_busy_pod_waits_until_idle_or_the_max_hold() {
     .await;
 }
 
+/// Every live pod of `app` carries the guard label (our templates put it there).
+async fn assert_guarded(api: &Api<Pod>, app: &str) {
+    for p in live_pods(api, app).await {
+        assert_eq!(
+            p.labels()
+                .get("kube-standby.dev/busy-guard")
+                .map(String::as_str),
+            Some("true"),
+            "pod {} of {app} is not guarded",
+            p.name_any()
+        );
+    }
+}
+
+/// Mark the first `n` of `names` busy; returns them.
+async fn mark_busy(api: &Api<Pod>, names: &[String], n: usize) -> Vec<String> {
+    let busy: Vec<String> = names.iter().take(n).cloned().collect();
+    for b in &busy {
+        set_busy(api, b, true).await;
+    }
+    busy
+}
+
 /// Wait until `pods` of `app` are all live, sampling every 20 ms, for `hold`; panics if any
 /// is deleted (or starts terminating) meanwhile.
 async fn assert_stay(api: &Api<Pod>, app: &str, pods: &[String], hold: Duration) {
@@ -522,19 +550,8 @@ async fn a_rollout_with_only_the_webhook_serving_keeps_busy_hsd_pods() {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         create_hsd(&client, &ns, hsd_object(&ns, "pool", 4)).await;
         let names = wait_running(&pods, "pool", 4).await;
-        for p in live_pods(&pods, "pool").await {
-            assert_eq!(
-                p.labels()
-                    .get("kube-standby.dev/busy-guard")
-                    .map(String::as_str),
-                Some("true"),
-                "our template guards HSD pods"
-            );
-        }
-        let busy: Vec<String> = names.iter().take(2).cloned().collect();
-        for b in &busy {
-            set_busy(&pods, b, true).await;
-        }
+        assert_guarded(&pods, "pool").await;
+        let busy = mark_busy(&pods, &names, 2).await;
         // Stop the controllers; serve the webhook alone on the same address, with the CA
         // the guard was registered with.
         op.abort();
@@ -761,19 +778,8 @@ async fn a_hand_scaled_asyncactor_keeps_its_busy_pods() {
         .await;
         scale(&client, &ns, "worker", 5).await;
         let names = wait_running(&pods, "worker", 5).await;
-        for p in live_pods(&pods, "worker").await {
-            assert_eq!(
-                p.labels()
-                    .get("kube-standby.dev/busy-guard")
-                    .map(String::as_str),
-                Some("true"),
-                "an actor with a busy probe guards its pods"
-            );
-        }
-        let busy: Vec<String> = names.iter().take(3).cloned().collect();
-        for b in &busy {
-            set_busy(&pods, b, true).await;
-        }
+        assert_guarded(&pods, "worker").await;
+        let busy = mark_busy(&pods, &names, 3).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         scale(&client, &ns, "worker", 1).await;
         assert_stay(&pods, "worker", &busy, Duration::from_secs(10)).await;

@@ -50,8 +50,9 @@ impl ViewCache {
         probes: &ProbeCache,
         current_rs: Option<&str>,
     ) -> Vec<PodView> {
-        let mut all = self.lock();
-        let mut old = all.remove(key).unwrap_or_default();
+        // The lock is held only to take and put back this HSD's views (kube never runs two
+        // reconciles of one object at once), not while they are built.
+        let mut old = self.lock().remove(key).unwrap_or_default();
         let mut fresh = HashMap::with_capacity(pods.len());
         let probe = &hsd.spec.busy_probe;
         let ann_key: &str = &probe.annotation_key;
@@ -85,7 +86,7 @@ impl ViewCache {
             out.push(c.view.clone());
             fresh.insert(c.view.uid.clone(), c);
         }
-        all.insert(key.to_string(), fresh);
+        self.lock().insert(key.to_string(), fresh);
         out
     }
 
