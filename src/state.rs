@@ -516,3 +516,96 @@ mod held_tests {
         );
     }
 }
+
+/// A pool's claims as the claim controller counted them at its last pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolClaims {
+    /// Pods bound to a claim now.
+    pub claimed: i32,
+    /// Claims waiting for an idle pod.
+    pub pending: i32,
+    /// Claims failed with PoolExhausted that still exist.
+    pub exhausted: i32,
+}
+
+/// Claim counts by pool (namespace, kind, name), written by the claim controller and read
+/// by the HSD and HSJ controllers into their pools' status (one status writer per object).
+/// Each change is announced so the pool reconciles. Only the leading replica counts.
+#[derive(Clone, Debug)]
+pub struct ClaimCounts {
+    inner: Arc<Mutex<BTreeMap<(String, String, String), PoolClaims>>>,
+    changes: tokio::sync::broadcast::Sender<(String, String, String)>,
+}
+
+impl Default for ClaimCounts {
+    fn default() -> Self {
+        ClaimCounts {
+            inner: Arc::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl ClaimCounts {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String, String), PoolClaims>> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Set a pool's counts (all zero: forgotten); a change is announced.
+    pub fn set(&self, namespace: &str, kind: &str, name: &str, counts: PoolClaims) {
+        let key = (namespace.to_string(), kind.to_string(), name.to_string());
+        let changed = {
+            let mut m = self.lock();
+            if counts == PoolClaims::default() {
+                m.remove(&key).is_some()
+            } else {
+                m.insert(key.clone(), counts) != Some(counts)
+            }
+        };
+        if changed {
+            let _ = self.changes.send(key);
+        }
+    }
+
+    /// A pool's counts (None: no claim names it).
+    pub fn get(&self, namespace: &str, kind: &str, name: &str) -> Option<PoolClaims> {
+        self.lock()
+            .get(&(namespace.to_string(), kind.to_string(), name.to_string()))
+            .copied()
+    }
+
+    /// (namespace, kind, name) of every change from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, String, String)> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod claim_count_tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_announced_and_zero_forgets() {
+        let c = ClaimCounts::default();
+        let mut rx = c.subscribe();
+        let one = PoolClaims {
+            claimed: 1,
+            pending: 2,
+            exhausted: 0,
+        };
+        c.set("ns", "HotStandbyDeployment", "p", one);
+        c.set("ns", "HotStandbyDeployment", "p", one);
+        assert_eq!(c.get("ns", "HotStandbyDeployment", "p"), Some(one));
+        assert_eq!(c.get("ns", "HotStandbyJob", "p"), None);
+        c.set("ns", "HotStandbyDeployment", "p", PoolClaims::default());
+        assert_eq!(c.get("ns", "HotStandbyDeployment", "p"), None);
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 2, "set once, forgotten once; the repeat is quiet");
+    }
+}

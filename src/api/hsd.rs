@@ -123,6 +123,11 @@ pub struct HotStandbyDeploymentSpec {
     /// How the operator tells whether a pod is busy.
     #[serde(default)]
     pub busy_probe: BusyProbe,
+
+    /// How a pod learns the HotStandbyClaim it was claimed for: `none` (default: the app
+    /// asks `GET /v1/assignment` itself) or `file` (the injected agent writes it to a file).
+    #[serde(default, skip_serializing_if = "crate::api::claim::AssignmentMode::is_none")]
+    pub assignment: crate::api::claim::AssignmentMode,
 }
 
 super::pool::pooled!(HotStandbyDeploymentSpec);
@@ -168,6 +173,15 @@ pub struct HotStandbyDeploymentStatus {
     /// webhook of the leading replica); each got one `DeletionHeld` Event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_pods: Vec<String>,
+    /// Pods bound to a HotStandbyClaim now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_count: Option<i32>,
+    /// Claims waiting for an idle pod of this pool now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_claims: Option<i32>,
+    /// Claims that failed with PoolExhausted and still exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhausted_claims: Option<i32>,
     /// Ready, ScalingLimited, ProbeDegraded, ScaleDownPending, InvalidSpec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -108,6 +108,10 @@ pub struct HotStandbyJobSpec {
     /// How the operator tells whether a Job's pod is busy.
     #[serde(default)]
     pub busy_probe: JobBusyProbe,
+    /// How a pod learns the HotStandbyClaim it was claimed for: `none` (default: the app
+    /// asks `GET /v1/assignment` itself) or `file` (the injected agent writes it to a file).
+    #[serde(default, skip_serializing_if = "crate::api::claim::AssignmentMode::is_none")]
+    pub assignment: crate::api::claim::AssignmentMode,
 }
 
 super::pool::pooled!(HotStandbyJobSpec);
@@ -292,6 +296,15 @@ pub struct HotStandbyJobStatus {
     /// webhook of the leading replica); each got one `DeletionHeld` Event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_pods: Vec<String>,
+    /// Pods bound to a HotStandbyClaim now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_count: Option<i32>,
+    /// Claims waiting for an idle pod of this pool now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_claims: Option<i32>,
+    /// Claims that failed with PoolExhausted and still exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhausted_claims: Option<i32>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -5,6 +5,7 @@ use kube::CustomResourceExt;
 use schemars::{json_schema, Schema, SchemaGenerator};
 
 pub mod asya;
+pub mod claim;
 pub mod hsd;
 pub mod hsj;
 pub mod pool;
@@ -12,6 +13,7 @@ pub mod probe;
 pub mod singleton;
 
 pub use asya::AsyncActor;
+pub use claim::HotStandbyClaim;
 pub use hsd::HotStandbyDeployment;
 pub use hsj::HotStandbyJob;
 pub use singleton::StatefulSingleton;
@@ -51,6 +53,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         StatefulSingleton::crd(),
         singleton::legacy_group_crd(),
         AsyncActor::crd(),
+        HotStandbyClaim::crd(),
     ]
     .into_iter()
     .map(normalize_schema)
@@ -273,6 +276,7 @@ mod tests {
             "statefulsingletons.apps.statefulsingleton.com",
             "statefulsingletons.apps.openshift.statefulsingleton.com",
             "asyncactors.asya.io",
+            "hotstandbyclaims.apps.paia.tech",
         ] {
             assert!(y.contains(&format!("name: {k}")), "missing {k}");
         }

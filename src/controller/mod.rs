@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::Result;
 
 pub mod actor;
+pub mod claim;
 pub mod cost;
 pub mod held;
 pub mod hsd;
@@ -43,6 +44,8 @@ pub struct Deps {
     pub probes: crate::probe::ProbeCache,
     /// The pods the busy guard holds now (the pools show them in status and Events).
     pub held: crate::state::HeldPods,
+    /// Claim counts per pool (the claim controller writes, HSD and HSJ show them).
+    pub claims: crate::state::ClaimCounts,
 }
 
 /// What a kind's `start` hands the runtime: every long-lived part as a named future, each
@@ -99,6 +102,7 @@ impl Deps {
             leading: shell::always_leading(),
             probes: Default::default(),
             held: Default::default(),
+            claims: Default::default(),
         }
     }
 }

@@ -175,6 +175,8 @@ pub struct Shell {
     pub gate: Gate,
     /// The pods the busy guard holds now (status.heldPods, DeletionHeld Events).
     pub held: crate::state::HeldPods,
+    /// Claim counts per pool (HSD and HSJ show them in status).
+    pub claims: crate::state::ClaimCounts,
     /// The status last written per object ("namespace/name" → (uid, status)).
     written: Mutex<HashMap<String, (String, Value)>>,
 }
@@ -191,6 +193,7 @@ impl Shell {
         let (client, metrics) = (deps.client.clone(), deps.metrics.clone());
         let mut shell = Shell::new(client, metrics, deps.debug.clone(), gate);
         shell.held = deps.held.clone();
+        shell.claims = deps.claims.clone();
         shell
     }
 
@@ -208,6 +211,7 @@ impl Shell {
             resync: Duration::from_secs(300),
             gate,
             held: Default::default(),
+            claims: Default::default(),
             written: Mutex::default(),
         }
     }

@@ -8,12 +8,14 @@ use prometheus_client::metrics::{
 use prometheus_client::registry::Registry;
 
 pub mod actor;
+pub mod claim;
 pub mod hsd;
 pub mod hsj;
 pub mod probe;
 pub mod singleton;
 
 pub use actor::ActorMetrics;
+pub use claim::ClaimMetrics;
 pub use hsd::{HsdCounts, HsdMetrics};
 pub use hsj::{HsjCounts, HsjMetrics};
 pub use probe::ProbeMetrics;
@@ -122,6 +124,7 @@ pub struct Metrics {
     pub actor: ActorMetrics,
     pub singleton: SingletonMetrics,
     pub probe: ProbeMetrics,
+    pub claim: ClaimMetrics,
 }
 
 impl Default for Metrics {
@@ -193,6 +196,7 @@ impl Metrics {
         let singleton = SingletonMetrics::register(&mut r);
         let hsj = HsjMetrics::register(&mut r);
         let actor = ActorMetrics::register(&mut r);
+        let claim = ClaimMetrics::register(&mut r);
         Metrics {
             registry: Mutex::new(r),
             admissions,
@@ -209,6 +213,7 @@ impl Metrics {
             actor,
             singleton,
             probe,
+            claim,
         }
     }
 
@@ -340,6 +345,7 @@ mod names {
         m.actor.wrote("Deployment", "apply");
         m.probe.observe(0.001, "idle");
         m.singleton.epoch.get_or_create(&labels()).set(1);
+        m.claim.outcome("bound");
         let text = m.render();
         let mut names: Vec<&str> = text
             .lines()
@@ -358,6 +364,9 @@ mod names {
             "kube_standby_busy_probes",
             "kube_standby_cache_synced",
             "kube_standby_certificate_expiry_timestamp_seconds",
+            "kube_standby_claim_bind_seconds",
+            "kube_standby_claim_wait_seconds",
+            "kube_standby_claims",
             "kube_standby_hsd_busy_pods",
             "kube_standby_hsd_desired_replicas",
             "kube_standby_hsd_idle_pods",

@@ -36,6 +36,9 @@ pub fn is_running(pod: &Pod) -> bool {
 /// A pod's busy state under `probe`: (state, stale, reason). In http mode a pod that is not
 /// running (or has no IP yet) is idle: its app cannot be busy; otherwise the probe cache says.
 pub fn pod_busy(pod: &Pod, probe: &BusyProbe, probes: &ProbeCache) -> (BusyState, bool, String) {
+    if let Some(claim) = crate::api::claim::claimed_by(&pod.metadata) {
+        return (BusyState::Busy, false, format!("claimed by {claim}"));
+    }
     match probe.mode {
         BusyMode::Annotation => {
             let (s, r) = annotation_state(pod, &probe.annotation_key);

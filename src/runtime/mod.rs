@@ -276,6 +276,7 @@ pub async fn run(
         caches,
         probes: Default::default(),
         held: Default::default(),
+        claims: Default::default(),
     };
 
     // Cluster-wide caches, built once for every scope.
@@ -313,6 +314,19 @@ pub async fn run(
         let label = scope.as_deref().unwrap_or("all");
         tasks.push(Task::forever(format!("busy-guard-pods-{label}"), task));
         guarded.pods.push((scope.clone(), store));
+    }
+    // Claims: every replica keeps the caches (the HTTP endpoints read them); the leader binds.
+    let mut claim_stores = vec![];
+    for scope in &scopes {
+        let claims = crate::controller::claim::start(&deps, scope.clone());
+        tasks.extend(
+            claims
+                .started
+                .tasks
+                .into_iter()
+                .map(|(n, t)| Task::forever(n, t)),
+        );
+        claim_stores.push((scope.clone(), claims.stores));
     }
     let server_cfg = ServerConfig {
         tls: tls_mode(&client, &cfg).await?,

@@ -191,6 +191,9 @@ pub fn uses_probe(pod: &ObjectMeta) -> bool {
 
 /// Is the pod busy, and why (for the message)? Unknown and stale probe results count as busy.
 pub fn busy(pod: &ObjectMeta, probe: Option<&ProbeView>) -> (bool, String) {
+    if let Some(claim) = crate::api::claim::claimed_by(pod) {
+        return (true, format!("claimed by {claim}"));
+    }
     match probe {
         Some(p) => match (p.state, p.stale) {
             (BusyState::Idle, false) => (false, format!("probe: idle ({})", p.reason)),

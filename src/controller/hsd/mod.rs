@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
+use crate::api::claim::PoolKind;
 use crate::api::hsd::{BusyMode, HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::metrics::{HsdCounts, ObjectLabels};
 use crate::probe::http::HttpProber;
@@ -142,6 +143,11 @@ async fn reconcile_inner(
         &Time(now),
     );
     status.held_pods = held;
+    (
+        status.claimed_count,
+        status.pending_claims,
+        status.exhausted_claims,
+    ) = super::claim::counts_of(&ctx.claims, &ns, PoolKind::HotStandbyDeployment, &name);
     patch_status(ctx, hsd, &status).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
@@ -250,6 +256,10 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let results = Controller::for_stream(hsd_stream, hsds)
         .with_config(super::controller_config())
         .reconcile_on(held)
+        .reconcile_on(super::claim::count_trigger(
+            &deps.claims,
+            PoolKind::HotStandbyDeployment,
+        ))
         .owns_stream(dep_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
         .watches_stream(rs_stream, |r| super::labelled_owner(NAME_LABEL, &r))

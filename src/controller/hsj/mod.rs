@@ -25,6 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
+use crate::api::claim::PoolKind;
 use crate::api::hsj::{HotStandbyJob, HotStandbyJobStatus, JobBusyMode};
 use crate::metrics::{HsjCounts, ObjectLabels};
 use crate::probe::exec::{ExecProber, KubeExec};
@@ -247,6 +248,8 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
     count_writes(ctx, &applied, started);
     let mut st = status_after(hsj, &plan, &applied, &units, forbidden.as_deref(), now);
     st.held_pods = held;
+    (st.claimed_count, st.pending_claims, st.exhausted_claims) =
+        super::claim::counts_of(&ctx.claims, &ns, PoolKind::HotStandbyJob, &name);
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
     ctx.debug.set(
@@ -445,6 +448,10 @@ pub fn start_with(
     let results = Controller::for_stream(hsj_stream, hsjs)
         .with_config(super::controller_config())
         .reconcile_on(held)
+        .reconcile_on(super::claim::count_trigger(
+            &deps.claims,
+            PoolKind::HotStandbyJob,
+        ))
         .owns_stream(job_stream)
         .watches_stream(pod_stream, |p| super::labelled_owner(NAME_LABEL, &p))
         .run(reconcile, error_policy, ctx.clone());

@@ -154,6 +154,9 @@ pub fn pod_state(
     probe: &JobBusyProbe,
     probes: &ProbeCache,
 ) -> (BusyState, bool, String) {
+    if let Some(claim) = crate::api::claim::claimed_by(&pod.metadata) {
+        return (BusyState::Busy, false, format!("claimed by {claim}"));
+    }
     match probe.mode {
         JobBusyMode::Annotation => {
             let (s, r) = probe::annotation_state(pod, &probe.annotation_key);

@@ -55,6 +55,9 @@ pub fn build(
         scale_down_pending_since: plan.pending_since.map(Time),
         rejected_generation: None,
         held_pods: vec![],
+        claimed_count: prev.claimed_count,
+        pending_claims: prev.pending_claims,
+        exhausted_claims: prev.exhausted_claims,
         conditions: prev.conditions,
     };
     let conds = [

@@ -14,6 +14,7 @@ fn spec(idle: i32, min: i32, max: i32, delay: i32) -> HotStandbyJobSpec {
             ..Default::default()
         },
         busy_probe: JobBusyProbe::default(),
+        assignment: Default::default(),
     }
 }
 

@@ -1,0 +1,580 @@
+//! HotStandbyClaim controller: hands warm pods of HSD and HSJ pools to claims.
+//!
+//! Shape: a pass per pool, observe (caches → [`bind::World`]) → [`bind::plan`] (pure) →
+//! [`apply::run`]. Passes are keyed by pool, not by claim, because binding is a decision
+//! over the pool's pods and all of its waiting claims at once (FIFO, one pod per claim).
+//!
+//! Invariants:
+//! - at most one pass per pool runs at a time; a change during a pass runs one more pass
+//!   after it (changes coalesce, the last one is never lost);
+//! - no pass runs before the caches have listed and while this replica does not lead (the
+//!   shell's gate); every replica keeps the caches (any replica answers `/v1/assignment`
+//!   and `/v1/claims` from them);
+//! - a binding written but not yet in the caches is remembered (`in_flight`) until the
+//!   cache shows it, so a lagging cache never binds a claim twice or a pod twice;
+//! - a pass wakes itself when a claim's wait or TTL runs out (a timer per pool, the
+//!   earliest only).
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+
+use super::shell::{Gate, Shell};
+use crate::api::claim::{Assignment, ClaimPhase, HotStandbyClaim, PoolKind, CLAIM_ANNOTATION, CLAIM_UID_ANNOTATION};
+use crate::api::{HotStandbyDeployment, HotStandbyJob};
+use crate::probe::ProbeCache;
+
+pub mod apply;
+pub mod bind;
+pub mod observe;
+
+pub use observe::PoolKey;
+
+pub const CONTROLLER: &str = "claim";
+
+/// How long a binding is remembered at most while the cache does not show it.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(30);
+
+/// The caches claims are served from (every replica keeps them).
+#[derive(Clone)]
+pub struct Stores {
+    pub claims: Store<HotStandbyClaim>,
+    pub hsd_pods: Store<Pod>,
+    pub hsj_pods: Store<Pod>,
+    pub hsds: Store<HotStandbyDeployment>,
+    pub hsjs: Store<HotStandbyJob>,
+    /// Woken on every claim or pool-pod change (long-polls wait on it).
+    pub changed: Arc<tokio::sync::Notify>,
+}
+
+impl Stores {
+    fn pods_of(&self, kind: Option<PoolKind>) -> Option<&Store<Pod>> {
+        match kind? {
+            PoolKind::HotStandbyDeployment => Some(&self.hsd_pods),
+            PoolKind::HotStandbyJob => Some(&self.hsj_pods),
+        }
+    }
+
+    /// The claim a pod carries, as the pod should learn it: only for the pod whose UID is
+    /// `uid`, and only while the claim named on it exists with the same UID.
+    pub fn assignment(&self, namespace: &str, pod: &str, uid: &str) -> Option<Assignment> {
+        let r = ObjectRef::new(pod).within(namespace);
+        let p = self.hsd_pods.get(&r).or_else(|| self.hsj_pods.get(&r))?;
+        if p.metadata.uid.as_deref() != Some(uid) {
+            return None;
+        }
+        let a = p.metadata.annotations.as_ref()?;
+        let (claim_ns, claim) = a.get(CLAIM_ANNOTATION)?.trim().split_once('/')?;
+        let claim_uid = a.get(CLAIM_UID_ANNOTATION)?;
+        let c = self.claims.get(&ObjectRef::new(claim).within(claim_ns))?;
+        if c.metadata.uid.as_deref() != Some(claim_uid.as_str()) {
+            return None;
+        }
+        let phase = c.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if phase.is_final() {
+            return None;
+        }
+        Some(Assignment {
+            claim: claim.to_string(),
+            namespace: claim_ns.to_string(),
+            parameters: c
+                .spec
+                .parameters
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({})),
+            bound_at: c.status.as_ref().and_then(|s| s.bound_at.clone()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    /// Bindings (and lost races) not yet in the caches, by pool.
+    in_flight: HashMap<PoolKey, Vec<(bind::InFlight, Instant)>>,
+    /// Pods whose claim write lost a race at this resourceVersion.
+    lost: HashMap<String, (String, Instant)>,
+    /// When this process first saw each claim (order, instant).
+    seen: HashMap<String, (u64, Instant)>,
+    next_seen: u64,
+}
+
+/// Everything a pass needs.
+pub struct Ctx {
+    pub shell: Shell,
+    pub stores: Stores,
+    pub probes: ProbeCache,
+    pub counts: crate::state::ClaimCounts,
+    memory: Mutex<Memory>,
+}
+
+impl Ctx {
+    pub fn new(deps: &super::Deps, stores: Stores) -> Self {
+        let s = stores.clone();
+        let ready = async move {
+            Gate::stores_ready(vec![s.claims]).await
+                && Gate::stores_ready(vec![s.hsd_pods, s.hsj_pods]).await
+                && Gate::stores_ready(vec![s.hsds]).await
+                && Gate::stores_ready(vec![s.hsjs]).await
+        };
+        Ctx {
+            shell: Shell::gated(deps, ready),
+            stores,
+            probes: deps.probes.clone(),
+            counts: deps.claims.clone(),
+            memory: Mutex::default(),
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        match self.memory.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Note that a claim was seen (first time only).
+    fn saw(&self, uid: &str) {
+        let mut m = self.memory();
+        if !m.seen.contains_key(uid) {
+            let n = m.next_seen;
+            m.next_seen += 1;
+            m.seen.insert(uid.to_string(), (n, Instant::now()));
+        }
+    }
+
+    /// Milliseconds the claim waited until `now`: from when this process first saw it,
+    /// else from its creation time (whole seconds).
+    pub fn waited_ms(&self, uid: &str, created: Timestamp, now: Timestamp) -> Option<i64> {
+        if let Some((_, at)) = self.memory().seen.get(uid) {
+            return Some(at.elapsed().as_millis() as i64);
+        }
+        let d = now.duration_since(created);
+        Some(d.as_millis().max(0) as i64)
+    }
+}
+
+/// The busy annotation a pool's claims write (the pool's own key, so its controller and
+/// the guard read the same).
+fn busy_key(stores: &Stores, key: &PoolKey) -> String {
+    let k = match key.kind() {
+        Some(PoolKind::HotStandbyDeployment) => stores
+            .hsds
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+            .map(|h| h.spec.busy_probe.annotation_key.clone()),
+        Some(PoolKind::HotStandbyJob) => stores
+            .hsjs
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+            .map(|h| h.spec.busy_probe.annotation_key.clone()),
+        None => None,
+    };
+    k.filter(|k| !k.trim().is_empty())
+        .unwrap_or_else(crate::api::probe::default_annotation_key)
+}
+
+/// Observe one pool: its state, pods and claims (with the objects behind the claims).
+fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
+    let s = &ctx.stores;
+    let kind = key.kind();
+    let pods: Vec<Arc<Pod>> = s
+        .pods_of(kind)
+        .map(|store| {
+            store
+                .state()
+                .into_iter()
+                .filter(|p| PoolKey::of_pod(p).as_ref() == Some(key))
+                .collect()
+        })
+        .unwrap_or_default();
+    let live = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
+    let (hsd, hsj) = (
+        s.hsds.get(&ObjectRef::new(&key.name).within(&key.namespace)),
+        s.hsjs.get(&ObjectRef::new(&key.name).within(&key.namespace)),
+    );
+    let (pool, src) = match kind {
+        Some(PoolKind::HotStandbyDeployment) => observe::hsd_state(hsd.as_deref(), live),
+        Some(PoolKind::HotStandbyJob) => observe::hsj_state(hsj.as_deref(), live),
+        None => (bind::PoolState::UnknownKind, None),
+    };
+    let pod_facts: Vec<bind::PodFacts> = pods
+        .iter()
+        .map(|p| observe::pod_facts(p, src.as_ref(), &ctx.probes))
+        .collect();
+    let in_ns = super::in_namespace(&s.claims, &key.namespace);
+    let live_claims: HashSet<String> = in_ns
+        .iter()
+        .filter_map(|c| c.metadata.uid.clone())
+        .collect();
+    let mut objects: Vec<HotStandbyClaim> = in_ns
+        .iter()
+        .filter(|c| PoolKey::of_claim(c).as_ref() == Some(key))
+        .map(|c| (**c).clone())
+        .collect();
+    objects.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+    let mut m = ctx.memory();
+    let now = Instant::now();
+    // Forget what the caches show now (or what is too old to matter).
+    let flights = m.in_flight.entry(key.clone()).or_default();
+    flights.retain(|(f, at)| {
+        let shown = pod_facts
+            .iter()
+            .find(|p| p.uid == f.pod_uid)
+            .is_none_or(|p| p.claim.as_ref().is_some_and(|c| c.1 == f.claim_uid));
+        !shown && now.duration_since(*at) < IN_FLIGHT_FOR
+    });
+    let mut in_flight: Vec<bind::InFlight> = flights.iter().map(|(f, _)| f.clone()).collect();
+    let lost: Vec<(String, String)> = pod_facts
+        .iter()
+        .filter(|p| {
+            m.lost
+                .get(&p.uid)
+                .is_some_and(|(rv, at)| *rv == p.resource_version && now.duration_since(*at) < IN_FLIGHT_FOR)
+        })
+        .map(|p| (p.uid.clone(), String::new()))
+        .collect();
+    in_flight.extend(lost.into_iter().map(|(pod_uid, claim_uid)| bind::InFlight { claim_uid, pod_uid }));
+    let claims = objects
+        .iter()
+        .map(|c| {
+            let uid = c.metadata.uid.clone().unwrap_or_default();
+            let seen = m.seen.get(&uid).map(|s| s.0).unwrap_or(0);
+            let status = ctx.shell.last_status(c, c.status.as_ref());
+            observe::claim_facts(c, status.as_ref(), seen)
+        })
+        .collect::<Vec<_>>();
+    // Claims that ended need no arrival time any more.
+    for c in &claims {
+        if c.phase.is_final() {
+            m.seen.remove(&c.uid);
+        }
+    }
+    drop(m);
+    let world = bind::World {
+        namespace: key.namespace.clone(),
+        pool_name: key.name.clone(),
+        pool,
+        pods: pod_facts,
+        claims,
+        in_flight,
+        live_claims,
+    };
+    (world, objects)
+}
+
+/// One pass over one pool. Returns when to pass it again (a wait or TTL runs out) and
+/// whether to pass it again at once (a race was lost).
+pub async fn pass(ctx: &Ctx, key: &PoolKey) -> crate::Result<(Option<Timestamp>, bool)> {
+    let started = Instant::now();
+    let (world, objects) = observe(ctx, key);
+    let now = (ctx.shell.clock)();
+    let plan = bind::plan(&world, now);
+    let key_str = busy_key(&ctx.stores, key);
+    let done = apply::run(ctx, &world, &objects, &plan.actions, &key_str, started).await?;
+    {
+        let mut m = ctx.memory();
+        let at = Instant::now();
+        let flights = m.in_flight.entry(key.clone()).or_default();
+        for (claim_uid, pod_uid) in &done.bound {
+            flights.push((
+                bind::InFlight {
+                    claim_uid: claim_uid.clone(),
+                    pod_uid: pod_uid.clone(),
+                },
+                at,
+            ));
+        }
+        if flights.is_empty() {
+            m.in_flight.remove(key);
+        }
+        for (pod, rv) in &done.lost {
+            m.lost.insert(pod.clone(), (rv.clone(), at));
+        }
+        m.lost.retain(|_, (_, t)| at.duration_since(*t) < IN_FLIGHT_FOR);
+        for (c, _) in &done.bound {
+            if let Some((_, seen)) = m.seen.get(c) {
+                ctx.shell
+                    .metrics
+                    .claim
+                    .wait
+                    .observe(seen.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if let Some(k) = key.kind() {
+        ctx.counts.set(&key.namespace, k.as_str(), &key.name, plan.counts);
+    }
+    ctx.shell.debug.set(
+        format!("claim/{key}"),
+        serde_json::json!({"counts": {"claimed": plan.counts.claimed, "pending": plan.counts.pending, "exhausted": plan.counts.exhausted}, "actions": plan.actions.len()}),
+    );
+    let pending = world.claims.iter().any(|c| c.phase == ClaimPhase::Pending);
+    Ok((plan.wake_at, done.again && pending))
+}
+
+type PassResult = crate::Result<(Option<Timestamp>, bool)>;
+
+/// One pass, once the gate is open, with the reconcile metrics.
+fn spawn_pass(
+    ctx: Arc<Ctx>,
+    key: PoolKey,
+) -> futures::future::BoxFuture<'static, (PoolKey, PassResult)> {
+    Box::pin(async move {
+        use tracing::Instrument;
+        if !ctx.shell.gate.is_open() && !ctx.shell.gate.opened().await {
+            return (key, Ok((None, false)));
+        }
+        let span = tracing::info_span!("pass", controller = CONTROLLER, pool = %key);
+        let started = Instant::now();
+        let r = pass(&ctx, &key).instrument(span).await;
+        let m = &ctx.shell.metrics;
+        m.reconciled(CONTROLLER, started.elapsed().as_secs_f64());
+        if let Err(e) = &r {
+            m.reconcile_failed(CONTROLLER, e);
+        }
+        (key, r)
+    })
+}
+
+/// Run passes for the pools `triggers` names: at most one per pool at a time, coalescing
+/// what arrives meanwhile, and waking pools whose claims' waits or TTLs run out.
+pub async fn drive(ctx: Arc<Ctx>, triggers: impl Stream<Item = PoolKey> + Send) {
+    let mut triggers = std::pin::pin!(triggers);
+    let mut running: HashSet<PoolKey> = HashSet::new();
+    let mut dirty: HashSet<PoolKey> = HashSet::new();
+    let mut timers: BTreeSet<(Timestamp, PoolKey)> = BTreeSet::new();
+    let mut passes: FuturesUnordered<futures::future::BoxFuture<'static, (PoolKey, PassResult)>> =
+        FuturesUnordered::new();
+    let mut resync = tokio::time::interval(ctx.shell.resync);
+    resync.tick().await;
+    loop {
+        let mut due: Vec<PoolKey> = vec![];
+        let next_timer = timers.first().map(|(t, _)| *t);
+        let sleep = async {
+            match next_timer {
+                Some(t) => {
+                    let now = (ctx.shell.clock)();
+                    let wait = if t <= now {
+                        Duration::ZERO
+                    } else {
+                        now.duration_until(t).unsigned_abs()
+                    };
+                    tokio::time::sleep(wait + Duration::from_millis(5)).await
+                }
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            key = triggers.next() => {
+                let Some(key) = key else { return };
+                due.push(key);
+            }
+            Some((key, r)) = passes.next(), if !passes.is_empty() => {
+                running.remove(&key);
+                timers.retain(|(_, k)| *k != key);
+                let (wake, again) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(pool = %key, error = %e, "claim pass failed; retried");
+                        let retry = (ctx.shell.clock)()
+                            .checked_add(k8s_openapi::jiff::SignedDuration::from_millis(500))
+                            .ok();
+                        (retry, false)
+                    }
+                };
+                if let Some(t) = wake {
+                    timers.insert((t, key.clone()));
+                }
+                if dirty.remove(&key) || again {
+                    due.push(key);
+                }
+            }
+            _ = sleep => {
+                let now = (ctx.shell.clock)();
+                while timers.first().is_some_and(|(t, _)| *t <= now) {
+                    if let Some((_, key)) = timers.pop_first() {
+                        due.push(key);
+                    }
+                }
+            }
+            _ = resync.tick() => {
+                let keys: BTreeSet<PoolKey> = ctx
+                    .stores
+                    .claims
+                    .state()
+                    .iter()
+                    .filter_map(|c| PoolKey::of_claim(c))
+                    .collect();
+                due.extend(keys);
+            }
+        }
+        for key in due {
+            if running.contains(&key) {
+                dirty.insert(key);
+            } else {
+                running.insert(key.clone());
+                passes.push(spawn_pass(ctx.clone(), key));
+            }
+        }
+    }
+}
+
+/// The pools a claim event concerns (its own; a claim is noted as seen).
+fn claim_trigger(ctx: &Ctx, c: &HotStandbyClaim) -> Option<PoolKey> {
+    if let Some(uid) = c.metadata.uid.as_deref() {
+        let fin = c.status.as_ref().is_some_and(|s| s.phase.is_final());
+        if !fin {
+            ctx.saw(uid);
+        }
+    }
+    PoolKey::of_claim(c)
+}
+
+/// The pool a pod event concerns, when claims care: the pod carries a claim, or some
+/// claim names its pool.
+fn pod_trigger(stores: &Stores, p: &Pod) -> Option<PoolKey> {
+    let key = PoolKey::of_pod(p)?;
+    if crate::api::claim::claimed_by(&p.metadata).is_some() {
+        return Some(key);
+    }
+    let named = stores
+        .claims
+        .state()
+        .iter()
+        .any(|c| PoolKey::of_claim(c).as_ref() == Some(&key));
+    named.then_some(key)
+}
+
+/// What a start hands the runtime: the tasks, and the caches the HTTP endpoints read.
+pub struct StartedClaims {
+    pub started: super::Started,
+    pub stores: Stores,
+}
+
+/// The claim controller over one scope: claims, the pods of HSD and HSJ pools (stripped),
+/// and the pools themselves.
+pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
+    use super::watch::{in_scope, keep, strip_managed};
+    let ns = namespace.as_deref();
+    let hsd_label = crate::controller::hsd::child::NAME_LABEL;
+    let hsj_label = crate::controller::hsj::build::NAME_LABEL;
+    let (claims, claim_w) = reflector::store::<HotStandbyClaim>();
+    let (hsd_pods, hsd_pod_w) = reflector::store::<Pod>();
+    let (hsj_pods, hsj_pod_w) = reflector::store::<Pod>();
+    let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
+    let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
+    let all = watcher::Config::default();
+    let paged = |label: &str| watcher::Config::default().labels(label).page_size(100);
+    let claim_stream = in_scope(deps, ns, all.clone(), claim_w, strip_managed);
+    let hsd_pod_stream = in_scope(deps, ns, paged(hsd_label), hsd_pod_w, strip_pod);
+    let hsj_pod_stream = in_scope(deps, ns, paged(hsj_label), hsj_pod_w, strip_pod);
+    let hsd_stream = in_scope(deps, ns, all.clone(), hsd_w, keep);
+    let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
+    let stores = Stores {
+        claims,
+        hsd_pods,
+        hsj_pods,
+        hsds,
+        hsjs,
+        changed: Arc::new(tokio::sync::Notify::new()),
+    };
+    let ctx = Arc::new(Ctx::new(deps, stores.clone()));
+    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let notify = |n: Arc<tokio::sync::Notify>| move |k| {
+        n.notify_waiters();
+        k
+    };
+    let claims_t = claim_stream
+        .filter_map(move |r| futures::future::ready(r.ok().and_then(|c| claim_trigger(&c1, &c))))
+        .map(notify(stores.changed.clone()));
+    let hsd_pods_t = hsd_pod_stream
+        .filter_map(move |r| futures::future::ready(r.ok().and_then(|p| pod_trigger(&c2.stores, &p))))
+        .map(notify(stores.changed.clone()));
+    let hsj_pods_t = hsj_pod_stream
+        .filter_map(move |r| futures::future::ready(r.ok().and_then(|p| pod_trigger(&c3.stores, &p))))
+        .map(notify(stores.changed.clone()));
+    let pools_t = futures::stream::select(
+        hsd_stream.filter_map(|r| {
+            futures::future::ready(r.ok().and_then(|h| {
+                Some(PoolKey::new(h.metadata.namespace.as_deref()?, PoolKind::HotStandbyDeployment.as_str(), &h.name_any()))
+            }))
+        }),
+        hsj_stream.filter_map(|r| {
+            futures::future::ready(r.ok().and_then(|h| {
+                Some(PoolKey::new(h.metadata.namespace.as_deref()?, PoolKind::HotStandbyJob.as_str(), &h.name_any()))
+            }))
+        }),
+    );
+    let stores_for_pools = stores.clone();
+    let pools_t = pools_t.filter(move |k| {
+        let named = stores_for_pools
+            .claims
+            .state()
+            .iter()
+            .any(|c| PoolKey::of_claim(c).as_ref() == Some(k));
+        futures::future::ready(named)
+    });
+    let triggers = futures::stream::select(
+        futures::stream::select(claims_t, pools_t),
+        futures::stream::select(hsd_pods_t, hsj_pods_t),
+    );
+    let label = super::scope_label(ns);
+    StartedClaims {
+        started: super::Started {
+            tasks: vec![(format!("claims-{label}"), Box::pin(drive(ctx, triggers)))],
+        },
+        stores,
+    }
+}
+
+/// What the claim caches keep of a pod: what binding and `/v1/assignment` read.
+pub fn strip_pod(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    super::trim_pod_metadata(pod);
+    pod.spec = pod.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        ..Default::default()
+    });
+    pod.status = pod.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        pod_ip: s.pod_ip,
+        conditions: super::slim_conditions(s.conditions),
+        ..Default::default()
+    });
+}
+
+/// Set a pool status's claim fields from the counts (absent when no claim names the pool).
+pub fn counts_of(
+    counts: &crate::state::ClaimCounts,
+    namespace: &str,
+    kind: PoolKind,
+    name: &str,
+) -> (Option<i32>, Option<i32>, Option<i32>) {
+    match counts.get(namespace, kind.as_str(), name) {
+        Some(c) => (Some(c.claimed), Some(c.pending), Some(c.exhausted)),
+        None => (None, None, None),
+    }
+}
+
+/// The pools of `kind` to reconcile when their claim counts change (a lagging receiver
+/// skips: the resync catches up; a closed channel ends the stream).
+pub fn count_trigger<K>(
+    counts: &crate::state::ClaimCounts,
+    kind: PoolKind,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+{
+    super::broadcast_stream(counts.subscribe()).filter_map(move |(ns, k, name)| {
+        let hit = (k == kind.as_str()).then(|| ObjectRef::new(&name).within(&ns));
+        futures::future::ready(hit)
+    })
+}
