@@ -169,6 +169,8 @@ struct Fake {
     write_latency: Arc<AtomicU64>,
     /// DELETE preconditions are checked against the served object.
     check_preconditions: Arc<std::sync::atomic::AtomicBool>,
+    /// Writes change what is served and are sent to the watches (see `apply_writes`).
+    store_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Fake {
@@ -382,6 +384,22 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
         Some(obj)
     });
+    if fake.store_writes.load(Ordering::Relaxed) {
+        if let Some((status, answer)) = stored_write(&fake, &method, &path, &body) {
+            let text = axum::body::Bytes::from(answer.to_string());
+            fake.writes.record(Write {
+                method: method.to_string(),
+                path,
+                query: uri.query().unwrap_or_default().to_string(),
+                body,
+                answer,
+                at,
+                answered: Instant::now(),
+                status: status.as_u16(),
+            });
+            return json_response(status, text);
+        }
+    }
     let (status, answer) = match (checked, merged) {
         (Some(checked), _) => checked,
         (None, Some(obj)) => (StatusCode::OK, obj),
@@ -406,6 +424,91 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         status: status.as_u16(),
     });
     json_response(status, text)
+}
+
+fn failure(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {
+    let s = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                   "code": code.as_u16(), "message": message});
+    (code, s)
+}
+
+/// A write applied to what is served, as a real API server commits it (store mode): a
+/// PATCH whose body names a `metadata.resourceVersion` other than the served one is a 409
+/// Conflict; a `/status` patch replaces the status; a POST of a taken name is a 409
+/// AlreadyExists; a DELETE removes the object (its preconditions checked). Each change
+/// gets a new resourceVersion and is sent to the watches. None: not a write this models.
+fn stored_write(fake: &Fake, method: &Method, path: &str, body: &Value) -> Option<(StatusCode, Value)> {
+    let same = |o: &Value, ns: &str, name: &str| {
+        o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns
+    };
+    let (collection, event, object) = if *method == Method::POST && is_collection(path) {
+        let (coll, ns) = collection_path(path);
+        let obj = create(fake, path, body.clone());
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let taken = fake.objects.lock().ok().is_some_and(|o| {
+            o.get(&coll).is_some_and(|items| {
+                items.iter().any(|i| same(i, ns.as_deref().unwrap_or_default(), &name))
+            })
+        });
+        if taken {
+            return Some(failure(StatusCode::CONFLICT, "AlreadyExists", format!("{name} already exists")));
+        }
+        (coll, "ADDED", obj)
+    } else {
+        let (coll, ns, name) = object_path(path)?;
+        let served = fake.objects.lock().ok().and_then(|o| {
+            o.get(&coll)?.iter().find(|i| same(i, &ns, &name)).cloned()
+        });
+        let Some(mut obj) = served else {
+            return Some(failure(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found")));
+        };
+        if *method == Method::DELETE {
+            if let Some(pre) = body.get("preconditions").filter(|p| p.is_object()) {
+                for field in ["uid", "resourceVersion"] {
+                    if !pre[field].is_null() && pre[field] != obj["metadata"][field] {
+                        return Some(failure(StatusCode::CONFLICT, "Conflict", format!("Precondition failed: {field}")));
+                    }
+                }
+            }
+            (coll, "DELETED", obj)
+        } else if *method == Method::PATCH || *method == Method::PUT {
+            let rv = &body["metadata"]["resourceVersion"];
+            if !rv.is_null() && *rv != obj["metadata"]["resourceVersion"] {
+                return Some(failure(StatusCode::CONFLICT, "Conflict", format!(
+                    "Operation cannot be fulfilled on {name}: the object has been modified; please apply your changes to the latest version and try again"
+                )));
+            }
+            if path.ends_with("/status") {
+                obj["status"] = body["status"].clone();
+            } else {
+                let mut patch = body.clone();
+                if let Some(m) = patch["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                json_patch::merge(&mut obj, &patch);
+            }
+            obj["metadata"]["resourceVersion"] = (1000 + fake.next()).to_string().into();
+            (coll, "MODIFIED", obj)
+        } else {
+            return None;
+        }
+    };
+    if let Ok(mut objects) = fake.objects.lock() {
+        let items = objects.entry(collection.clone()).or_default();
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        items.retain(|o| !same(o, &ns, &name));
+        if event != "DELETED" {
+            items.push(object.clone());
+        }
+    }
+    let _ = fake.events.send(Pushed {
+        collection,
+        type_: event,
+        object: object.clone(),
+    });
+    let code = if event == "ADDED" { StatusCode::CREATED } else { StatusCode::OK };
+    Some((code, object))
 }
 
 /// A watch: the events pushed from now on that this request's filter admits.
@@ -508,6 +611,44 @@ impl FakeApi {
         self.fake.check_preconditions.store(on, Ordering::Relaxed);
     }
 
+    /// From now on writes change what is served and reach the watches, as on a real API
+    /// server (see `stored_write`): what a controller writes, it then sees. Default: off.
+    pub fn store_writes(&self, on: bool) {
+        self.fake.store_writes.store(on, Ordering::Relaxed);
+    }
+
+    /// The served object `name` in `ns` of `collection` (all-namespaces path).
+    pub fn object(&self, collection: &str, ns: &str, name: &str) -> Option<Value> {
+        let objects = self.fake.objects.lock().ok()?;
+        objects
+            .get(collection)?
+            .iter()
+            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns)
+            .cloned()
+    }
+
+    /// Replace a served object without telling any watch (a change the caches have not
+    /// seen yet, e.g. another writer's).
+    pub fn replace_silently(&self, collection: &str, object: Value) {
+        let mut objects = self.fake.objects.lock().expect("objects");
+        let items = objects.entry(collection.to_string()).or_default();
+        items.retain(|o| {
+            !(o["metadata"]["name"] == object["metadata"]["name"]
+                && o["metadata"]["namespace"] == object["metadata"]["namespace"])
+        });
+        items.push(object);
+    }
+
+    /// Every served object of `collection`.
+    pub fn objects(&self, collection: &str) -> Vec<Value> {
+        self.fake
+            .objects
+            .lock()
+            .ok()
+            .and_then(|o| o.get(collection).cloned())
+            .unwrap_or_default()
+    }
+
     /// Answer 404 to every request whose path starts with `prefix` for the next `for_`, as a
     /// real API server does while a CRD is not established yet (`Duration::MAX`-like values:
     /// never served).
@@ -568,6 +709,7 @@ pub async fn start_with(objects: Objects) -> FakeApi {
         counter: Arc::new(AtomicU64::new(1)),
         write_latency: Arc::default(),
         check_preconditions: Arc::default(),
+        store_writes: Arc::default(),
     };
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
