@@ -531,9 +531,12 @@ pub struct PoolClaims {
 /// Claim counts by pool (namespace, kind, name), written by the claim controller and read
 /// by the HSD and HSJ controllers into their pools' status (one status writer per object).
 /// Each change is announced so the pool reconciles. Only the leading replica counts.
+/// (namespace, kind, name) of a pool.
+type PoolName = (String, String, String);
+
 #[derive(Clone, Debug)]
 pub struct ClaimCounts {
-    inner: Arc<Mutex<BTreeMap<(String, String, String), PoolClaims>>>,
+    inner: Arc<Mutex<BTreeMap<PoolName, PoolClaims>>>,
     changes: tokio::sync::broadcast::Sender<(String, String, String)>,
 }
 
@@ -547,7 +550,7 @@ impl Default for ClaimCounts {
 }
 
 impl ClaimCounts {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String, String), PoolClaims>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PoolName, PoolClaims>> {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-#[path = "support/fake_apiserver.rs"]
-mod fake_apiserver;
 #[path = "support/claim_pool.rs"]
 mod claim_pool;
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
 
 use claim_pool::{Claims, BUSY, CLAIM, CLAIMS, CLAIM_UID, HSDS, PODS};
 
@@ -38,7 +38,11 @@ fn writes_to(c: &Claims, method: &str, path_has: &str) -> usize {
 async fn a_claim_binds_an_idle_pod_and_the_pod_learns_it() {
     let c = pool(3).await;
     let created = c
-        .create(NS, "job-1", json!({"poolRef": {"kind": "hsd", "name": "web"}, "parameters": {"task": 7}}))
+        .create(
+            NS,
+            "job-1",
+            json!({"poolRef": {"kind": "hsd", "name": "web"}, "parameters": {"task": 7}}),
+        )
         .await;
     let bound = c
         .wait_phase(NS, "job-1", "Bound", SEC5)
@@ -68,9 +72,16 @@ async fn a_claim_binds_an_idle_pod_and_the_pod_learns_it() {
     let a = assignment.expect("assignment");
     assert_eq!((a.claim.as_str(), a.namespace.as_str()), ("job-1", NS));
     assert_eq!(a.parameters, json!({"task": 7}));
-    assert!(c.stores.assignment(NS, &pod, "another-uid").is_none(), "only for the pod itself");
+    assert!(
+        c.stores.assignment(NS, &pod, "another-uid").is_none(),
+        "only for the pod itself"
+    );
     // The pool counts it.
-    let counts = c.deps.claims.get(NS, "HotStandbyDeployment", "web").unwrap();
+    let counts = c
+        .deps
+        .claims
+        .get(NS, "HotStandbyDeployment", "web")
+        .unwrap();
     assert_eq!((counts.claimed, counts.pending), (1, 0));
 }
 
@@ -94,7 +105,10 @@ async fn a_lost_race_on_the_pod_write_picks_the_next_pod() {
         .filter(|w| w.method == "PATCH" && w.path.ends_with("/pods/web-0") && w.status == 409)
         .count();
     assert_eq!(conflicts, 1, "web-0 was tried once and lost");
-    assert_eq!(c.claimed(NS), vec![("web-1".to_string(), format!("{NS}/c1"))]);
+    assert_eq!(
+        c.claimed(NS),
+        vec![("web-1".to_string(), format!("{NS}/c1"))]
+    );
 }
 
 #[tokio::test]
@@ -125,8 +139,12 @@ async fn a_claim_already_on_a_pod_is_finished_without_a_second_pod() {
 async fn deleting_a_claim_releases_its_pod_by_policy() {
     let c = pool(3).await;
     c.create(NS, "del", spec("web")).await;
-    c.create(NS, "rec", json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "release": "Recycle"}))
-        .await;
+    c.create(
+        NS,
+        "rec",
+        json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "release": "Recycle"}),
+    )
+    .await;
     let del = c.wait_phase(NS, "del", "Bound", SEC5).await.expect("bound");
     let rec = c.wait_phase(NS, "rec", "Bound", SEC5).await.expect("bound");
     let (dpod, rpod) = (
@@ -151,7 +169,10 @@ async fn deleting_a_claim_releases_its_pod_by_policy() {
         .filter(|w| w.method == "DELETE" && w.path.ends_with(&format!("/pods/{dpod}")))
         .collect();
     assert_eq!(deletes.len(), 1);
-    assert!(deletes[0].body["preconditions"]["uid"].is_string(), "UID precondition");
+    assert!(
+        deletes[0].body["preconditions"]["uid"].is_string(),
+        "UID precondition"
+    );
     let recycled = c.pod(NS, &rpod).expect("Recycle: the pod stays");
     let a = &recycled["metadata"]["annotations"];
     assert_eq!(a[BUSY], "false", "idle again");
@@ -167,7 +188,10 @@ async fn ttl_releases_the_pod_and_ends_the_claim() {
         json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "ttlSeconds": 1, "release": "Recycle"}),
     )
     .await;
-    let bound = c.wait_phase(NS, "short", "Bound", SEC5).await.expect("bound");
+    let bound = c
+        .wait_phase(NS, "short", "Bound", SEC5)
+        .await
+        .expect("bound");
     let pod = bound["status"]["pod"]["name"].as_str().unwrap().to_string();
     let released = c
         .wait_phase(NS, "short", "Released", Duration::from_secs(10))
@@ -190,8 +214,12 @@ async fn ttl_releases_the_pod_and_ends_the_claim() {
 #[tokio::test]
 async fn a_claim_on_a_missing_pool_waits_and_binds_once_the_pool_appears() {
     let c = pool(1).await;
-    c.create(NS, "early", json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "later"}}))
-        .await;
+    c.create(
+        NS,
+        "early",
+        json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "later"}}),
+    )
+    .await;
     let mut waiting = None;
     for _ in 0..2500 {
         let cl = c.claim(NS, "early").unwrap();
@@ -208,7 +236,11 @@ async fn a_claim_on_a_missing_pool_waits_and_binds_once_the_pool_appears() {
             .writes
             .since(0)
             .iter()
-            .filter(|w| w.method == "POST" && w.path.contains("events") && w.body.to_string().contains("PoolNotFound"))
+            .filter(|w| {
+                w.method == "POST"
+                    && w.path.contains("events")
+                    && w.body.to_string().contains("PoolNotFound")
+            })
             .count()
     };
     for _ in 0..1000 {
@@ -218,11 +250,18 @@ async fn a_claim_on_a_missing_pool_waits_and_binds_once_the_pool_appears() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(events(&c), 1, "one Warning event");
-    assert_eq!(writes_to(&c, "PATCH", "/pods/"), 0, "nothing written to any pod");
+    assert_eq!(
+        writes_to(&c, "PATCH", "/pods/"),
+        0,
+        "nothing written to any pod"
+    );
     for (coll, v) in claim_pool::hsd_pool(NS, "later", 1, 5) {
         c.api.push(coll, "ADDED", v);
     }
-    let bound = c.wait_phase(NS, "early", "Bound", SEC5).await.expect("bound");
+    let bound = c
+        .wait_phase(NS, "early", "Bound", SEC5)
+        .await
+        .expect("bound");
     assert_eq!(bound["status"]["pod"]["name"], "later-0");
 }
 
@@ -230,9 +269,15 @@ async fn a_claim_on_a_missing_pool_waits_and_binds_once_the_pool_appears() {
 async fn with_no_idle_pod_a_claim_fails_pool_exhausted_after_its_wait() {
     let c = pool(1).await;
     c.create(NS, "first", spec("web")).await;
-    c.wait_phase(NS, "first", "Bound", SEC5).await.expect("bound");
-    c.create(NS, "second", json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "waitSeconds": 1}))
-        .await;
+    c.wait_phase(NS, "first", "Bound", SEC5)
+        .await
+        .expect("bound");
+    c.create(
+        NS,
+        "second",
+        json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "waitSeconds": 1}),
+    )
+    .await;
     let failed = c
         .wait_phase(NS, "second", "Failed", Duration::from_secs(10))
         .await
@@ -253,13 +298,24 @@ async fn with_no_idle_pod_a_claim_fails_pool_exhausted_after_its_wait() {
 #[tokio::test]
 async fn bad_input_gets_a_condition_and_touches_no_pod() {
     let c = pool(2).await;
-    c.create(NS, "kind", json!({"poolRef": {"kind": "Deployment", "name": "web"}})).await;
+    c.create(
+        NS,
+        "kind",
+        json!({"poolRef": {"kind": "Deployment", "name": "web"}}),
+    )
+    .await;
     let big = "x".repeat(17 * 1024);
     c.create(NS, "big", json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "parameters": {"blob": big}}))
         .await;
     for name in ["kind", "big"] {
-        let f = c.wait_phase(NS, name, "Failed", SEC5).await.expect("failed");
-        assert_eq!(f["status"]["conditions"][0]["reason"], "InvalidSpec", "{name}");
+        let f = c
+            .wait_phase(NS, name, "Failed", SEC5)
+            .await
+            .expect("failed");
+        assert_eq!(
+            f["status"]["conditions"][0]["reason"], "InvalidSpec",
+            "{name}"
+        );
     }
     assert_eq!(writes_to(&c, "PATCH", "/pods/"), 0);
     // A pool whose spec is invalid: the claim waits with InvalidSpec, then fails.
@@ -267,8 +323,12 @@ async fn bad_input_gets_a_condition_and_touches_no_pod() {
     bad["status"] = json!({"conditions": [{"type": "InvalidSpec", "status": "True", "reason": "InvalidSpec",
         "message": "maxReplicas < minReplicas", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
     c.api.push(HSDS, "MODIFIED", bad);
-    c.create(NS, "on-bad", json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "waitSeconds": 1}))
-        .await;
+    c.create(
+        NS,
+        "on-bad",
+        json!({"poolRef": {"kind": "HotStandbyDeployment", "name": "web"}, "waitSeconds": 1}),
+    )
+    .await;
     let f = c
         .wait_phase(NS, "on-bad", "Failed", Duration::from_secs(10))
         .await
@@ -279,7 +339,11 @@ async fn bad_input_gets_a_condition_and_touches_no_pod() {
 
 #[tokio::test]
 async fn concurrent_claimers_never_share_a_pod_and_claims_are_served_in_order() {
-    let c = claim_pool::start(claim_pool::hsd_pool(NS, "web", 5, 5), Duration::from_millis(2)).await;
+    let c = claim_pool::start(
+        claim_pool::hsd_pool(NS, "web", 5, 5),
+        Duration::from_millis(2),
+    )
+    .await;
     let mut tasks = vec![];
     for i in 0..8 {
         let api = c.claims(NS);
@@ -309,7 +373,12 @@ async fn concurrent_claimers_never_share_a_pod_and_claims_are_served_in_order() 
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         match phase.as_deref() {
-            Some("Bound") => bound.push(c.claim(NS, &name).unwrap()["status"]["pod"]["name"].as_str().unwrap().to_string()),
+            Some("Bound") => bound.push(
+                c.claim(NS, &name).unwrap()["status"]["pod"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
             Some("Failed") => failed += 1,
             other => panic!("{name}: {other:?}"),
         }
@@ -344,13 +413,28 @@ async fn a_hsj_unit_is_claimed_once_and_its_job_finishing_ends_the_claim() {
         .expect("released");
     assert_eq!(released["status"]["conditions"][0]["reason"], "JobFinished");
     // A Recycle on a single-use unit is refused up front.
-    c.create(NS, "recycle", json!({"poolRef": {"kind": "HotStandbyJob", "name": "ci"}, "release": "Recycle"}))
-        .await;
-    let f = c.wait_phase(NS, "recycle", "Failed", SEC5).await.expect("failed");
+    c.create(
+        NS,
+        "recycle",
+        json!({"poolRef": {"kind": "HotStandbyJob", "name": "ci"}, "release": "Recycle"}),
+    )
+    .await;
+    let f = c
+        .wait_phase(NS, "recycle", "Failed", SEC5)
+        .await
+        .expect("failed");
     assert_eq!(f["status"]["conditions"][0]["reason"], "InvalidSpec");
     // Deleting a bound claim deletes its unit's Job (the unit is used up).
-    c.create(NS, "second", json!({"poolRef": {"kind": "HotStandbyJob", "name": "ci"}})).await;
-    let b2 = c.wait_phase(NS, "second", "Bound", SEC5).await.expect("bound");
+    c.create(
+        NS,
+        "second",
+        json!({"poolRef": {"kind": "HotStandbyJob", "name": "ci"}}),
+    )
+    .await;
+    let b2 = c
+        .wait_phase(NS, "second", "Bound", SEC5)
+        .await
+        .expect("bound");
     assert_ne!(b2["status"]["pod"]["name"].as_str().unwrap(), pod);
     c.delete(NS, "second").await;
     let mut job_deletes = 0;

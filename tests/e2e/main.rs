@@ -3,6 +3,7 @@
 //! Each test creates its own namespace and deletes it afterwards. Pods are brought to
 //! Running by the real scheduler and kubelet; assertions are on API state.
 mod actor;
+mod claims;
 mod guard;
 mod hsd;
 mod hsj;

@@ -62,7 +62,10 @@ pub fn job_pod(ns: &str, pool: &str, i: usize) -> Value {
 pub fn hsd_pool(ns: &str, name: &str, n: usize, max: i32) -> Vec<(&'static str, Value)> {
     let mut v = vec![(HSDS, hsd(ns, name, max))];
     for i in 0..n {
-        v.push((PODS, pod(ns, "hsd.paia.tech/name", name, i, &format!("n{}", i % 2))));
+        v.push((
+            PODS,
+            pod(ns, "hsd.paia.tech/name", name, i, &format!("n{}", i % 2)),
+        ));
     }
     v
 }
@@ -108,14 +111,23 @@ pub async fn start(items: Vec<(&'static str, Value)>, latency: Duration) -> Clai
         stores,
         task,
     };
-    assert!(c.synced().await, "the claim controller's caches never listed");
+    assert!(
+        c.synced().await,
+        "the claim controller's caches never listed"
+    );
     c
 }
 
 impl Claims {
     async fn synced(&self) -> bool {
         for _ in 0..1000 {
-            let seen = self.api.seen.0.lock().map(|s| s.clone()).unwrap_or_default();
+            let seen = self
+                .api
+                .seen
+                .0
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             let open = |p: &str| {
                 seen.iter()
                     .any(|s| s.contains(&format!("{p}?")) && s.contains("watch=true"))
@@ -139,7 +151,10 @@ impl Claims {
             "metadata": {"name": name, "namespace": ns}, "spec": spec
         }))
         .unwrap();
-        self.claims(ns).create(&PostParams::default(), &c).await.unwrap()
+        self.claims(ns)
+            .create(&PostParams::default(), &c)
+            .await
+            .unwrap()
     }
 
     pub async fn delete(&self, ns: &str, name: &str) {
@@ -161,7 +176,13 @@ impl Claims {
     }
 
     /// Wait (up to `within`) until the claim's phase is `phase`; the served claim.
-    pub async fn wait_phase(&self, ns: &str, name: &str, phase: &str, within: Duration) -> Option<Value> {
+    pub async fn wait_phase(
+        &self,
+        ns: &str,
+        name: &str,
+        phase: &str,
+        within: Duration,
+    ) -> Option<Value> {
         let until = Instant::now() + within;
         while Instant::now() < until {
             if self.phase(ns, name).as_deref() == Some(phase) {

@@ -437,36 +437,60 @@ fn failure(code: StatusCode, reason: &str, message: String) -> (StatusCode, Valu
 /// Conflict; a `/status` patch replaces the status; a POST of a taken name is a 409
 /// AlreadyExists; a DELETE removes the object (its preconditions checked). Each change
 /// gets a new resourceVersion and is sent to the watches. None: not a write this models.
-fn stored_write(fake: &Fake, method: &Method, path: &str, body: &Value) -> Option<(StatusCode, Value)> {
+fn stored_write(
+    fake: &Fake,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) -> Option<(StatusCode, Value)> {
     let same = |o: &Value, ns: &str, name: &str| {
         o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns
     };
     let (collection, event, object) = if *method == Method::POST && is_collection(path) {
         let (coll, ns) = collection_path(path);
         let obj = create(fake, path, body.clone());
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let taken = fake.objects.lock().ok().is_some_and(|o| {
             o.get(&coll).is_some_and(|items| {
-                items.iter().any(|i| same(i, ns.as_deref().unwrap_or_default(), &name))
+                items
+                    .iter()
+                    .any(|i| same(i, ns.as_deref().unwrap_or_default(), &name))
             })
         });
         if taken {
-            return Some(failure(StatusCode::CONFLICT, "AlreadyExists", format!("{name} already exists")));
+            return Some(failure(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{name} already exists"),
+            ));
         }
         (coll, "ADDED", obj)
     } else {
         let (coll, ns, name) = object_path(path)?;
-        let served = fake.objects.lock().ok().and_then(|o| {
-            o.get(&coll)?.iter().find(|i| same(i, &ns, &name)).cloned()
-        });
+        let served = fake
+            .objects
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&coll)?.iter().find(|i| same(i, &ns, &name)).cloned());
         let Some(mut obj) = served else {
-            return Some(failure(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found")));
+            return Some(failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{name} not found"),
+            ));
         };
         if *method == Method::DELETE {
             if let Some(pre) = body.get("preconditions").filter(|p| p.is_object()) {
                 for field in ["uid", "resourceVersion"] {
                     if !pre[field].is_null() && pre[field] != obj["metadata"][field] {
-                        return Some(failure(StatusCode::CONFLICT, "Conflict", format!("Precondition failed: {field}")));
+                        return Some(failure(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            format!("Precondition failed: {field}"),
+                        ));
                     }
                 }
             }
@@ -495,8 +519,14 @@ fn stored_write(fake: &Fake, method: &Method, path: &str, body: &Value) -> Optio
     };
     if let Ok(mut objects) = fake.objects.lock() {
         let items = objects.entry(collection.clone()).or_default();
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         items.retain(|o| !same(o, &ns, &name));
         if event != "DELETED" {
             items.push(object.clone());
@@ -507,7 +537,11 @@ fn stored_write(fake: &Fake, method: &Method, path: &str, body: &Value) -> Optio
         type_: event,
         object: object.clone(),
     });
-    let code = if event == "ADDED" { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if event == "ADDED" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Some((code, object))
 }
 
