@@ -215,11 +215,23 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
             .map(|o| o.name.clone()),
         started: started(pod),
+        revision: revision(pod),
         epoch: ann
             .and_then(|a| a.get(EPOCH_ANNOTATION))
             .and_then(|e| e.trim().parse::<u64>().ok())
             .filter(|e| *e > 0),
     }
+}
+
+/// The template revision of a pod its controller did not make through a ReplicaSet
+/// (StatefulSet pods): `Kind/name@controller-revision-hash`.
+fn revision(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind != "ReplicaSet")?;
+    let hash = pod.labels().get("controller-revision-hash")?;
+    Some(format!("{}/{}@{hash}", owner.kind, owner.name))
 }
 
 /// Have the pod's containers started (phase Running, or its init gate running)?
