@@ -695,6 +695,31 @@ mod tests {
         assert!(!pod_info(&pod(json!({}))).gated);
     }
 
+    /// A StatefulSet's pods carry their template revision (the standby rule compares it);
+    /// a ReplicaSet's pods and bare pods carry none.
+    #[test]
+    fn pod_info_reads_the_statefulset_revision() {
+        let sts = |hash: &str| {
+            pod(json!({"metadata": {
+                "labels": {"controller-revision-hash": hash},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "s", "controller": true}]}}))
+        };
+        let a = pod_info(&sts("db-7c9"));
+        assert_eq!(a.revision.as_deref(), Some("StatefulSet/db@db-7c9"));
+        assert!(a.same_template(&pod_info(&sts("db-7c9"))));
+        assert!(!a.same_template(&pod_info(&sts("db-8d0"))));
+        assert_eq!(
+            pod_info(&pod(
+                json!({"metadata": {"labels": {"controller-revision-hash": "x"}}})
+            ))
+            .revision,
+            None
+        );
+        let rs = pod(json!({"metadata": {
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-1", "uid": "r", "controller": true}]}}));
+        assert_eq!(pod_info(&rs).revision, None);
+    }
+
     #[test]
     fn gated_is_decided_from_the_injected_containers_not_the_annotation() {
         let annotated_only =
