@@ -101,7 +101,9 @@ fn signal_dir_taken(spec: &PodSpec) -> Option<String> {
 /// `auto`: wrapper when every app container has a command (the ENTRYPOINT of an image is
 /// unknown at admission) and nothing in the pod takes the wrapper's paths or sidecar name,
 /// else the init gate. `wrapper` falls back to the init gate for the same reasons rather
-/// than guessing an entrypoint or clashing. An error names why no gate fits.
+/// than guessing an entrypoint or clashing. The init gate does not fit a pod that already
+/// names a container `singleton-gate` or mounts something at the signal directory. An
+/// error names why no gate fits.
 pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Result<Gate, String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Gate::InitContainer);
@@ -110,10 +112,9 @@ pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Result<Gate, String> {
         StartGate::InitContainer => Some("startGate is initContainer".to_string()),
         StartGate::Auto | StartGate::Wrapper => wrapper_obstacle(spec),
     };
-    if wrapper.is_none() {
+    let Some(wrapper) = wrapper else {
         return Ok(Gate::Wrapper);
-    }
-    let wrapper = wrapper.unwrap_or_default();
+    };
     if container_named(spec, INIT_GATE_NAME) {
         return Err(format!(
             "a container is already named {INIT_GATE_NAME:?}, the name of the init gate, and the wrapper gate cannot be used ({wrapper}); rename that container"
