@@ -78,6 +78,11 @@ pub struct AgentArgs {
     /// Sidecar mode: write this file (atomically) once released, then stay up.
     #[arg(long)]
     pub signal_file: Option<PathBuf>,
+    /// Init-gate mode: write the release's epoch to this file (atomically) before exiting
+    /// (the webhook sets `/var/run/signal/epoch`, in a volume the app containers mount).
+    /// Ignored in sidecar mode, which writes it next to the signal file.
+    #[arg(long, env = "KUBE_STANDBY_EPOCH_FILE")]
+    pub epoch_file: Option<PathBuf>,
     /// The operator's URL.
     #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL")]
     pub operator_url: String,
@@ -651,9 +656,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 give_up_after: (a.give_up_seconds > 0)
                     .then(|| Duration::from_secs(a.give_up_seconds)),
             };
-            let mode = match a.signal_file {
-                Some(p) => crate::agent::Mode::Signal(p),
-                None => crate::agent::Mode::Once,
+            let mode = match (a.signal_file, a.epoch_file) {
+                (Some(p), _) => crate::agent::Mode::Signal(p),
+                (None, Some(e)) => crate::agent::Mode::OnceWithEpoch(e),
+                (None, None) => crate::agent::Mode::Once,
             };
             match crate::agent::run_until(cfg, mode, stop).await {
                 Ok(_) => Ok(()),

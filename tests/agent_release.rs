@@ -609,3 +609,56 @@ async fn the_long_poll_wakes_on_a_cache_change() {
     // The fallback look is every 50 ms: a median far below it shows the wake-up.
     assert!(took[2] < Duration::from_millis(20), "{took:?}");
 }
+
+/// The init gate (`--once` with `--epoch-file`): the release's epoch is written
+/// (atomically) to the file before the agent returns, so the app, started after it,
+/// reads it; a file that cannot be written fails the gate (no app without its epoch).
+#[tokio::test]
+async fn the_init_gate_writes_the_epoch_file_before_it_exits() {
+    let op = operator();
+    let addr = start(&op).await;
+    op.pods.set_epoch("db-0", "uid-0", true, Some(5));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("epoch");
+    let cfg = config(&op, addr, "tok-db-0", dir.path());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        agent::run(cfg.clone(), Mode::OnceWithEpoch(file.clone())),
+    )
+    .await
+    .expect("the gate returns once released")
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "5\n");
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["epoch", "token-tok-db-0"], "no temp file left");
+
+    // Not released yet: the gate waits and writes nothing.
+    op.pods.set_epoch("db-0", "uid-0", false, None);
+    let dir2 = tempfile::tempdir().unwrap();
+    let waiting = dir2.path().join("epoch");
+    let mut short = config(&op, addr, "tok-db-0", dir2.path());
+    short.poll_seconds = 1;
+    let r = tokio::time::timeout(
+        Duration::from_millis(1500),
+        agent::run(short, Mode::OnceWithEpoch(waiting.clone())),
+    )
+    .await;
+    assert!(r.is_err(), "the gate returned before the release");
+    assert!(!waiting.exists(), "epoch written before the release");
+
+    // A directory in the file's place: the gate fails.
+    op.pods.set_epoch("db-0", "uid-0", true, Some(6));
+    std::fs::create_dir(&waiting).unwrap();
+    std::fs::write(waiting.join("x"), "").unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        agent::run(cfg, Mode::OnceWithEpoch(waiting)),
+    )
+    .await
+    .expect("the gate ends");
+    assert!(matches!(r, Err(AgentError::Config(m)) if m.contains("epoch")));
+}

@@ -21,6 +21,8 @@ enum Behaviour {
     Hold,
     /// Answer "released".
     Release,
+    /// Answer "released" with this epoch.
+    ReleaseWithEpoch(u64),
 }
 
 /// A TLS endpoint on 127.0.0.1 serving `bundle`'s certificate; counts requests read.
@@ -61,8 +63,13 @@ fn operator(bundle: &certs::Bundle, behaviour: Behaviour) -> (SocketAddr, Arc<At
                             let _ = s.read(&mut head).await;
                             std::future::pending::<()>().await;
                         }
-                        Behaviour::Release => {
-                            let body = r#"{"released":true,"pod":"db-0"}"#;
+                        Behaviour::Release | Behaviour::ReleaseWithEpoch(_) => {
+                            let body = match behaviour {
+                                Behaviour::ReleaseWithEpoch(e) => {
+                                    format!(r#"{{"released":true,"pod":"db-0","epoch":{e}}}"#)
+                                }
+                                _ => r#"{"released":true,"pod":"db-0"}"#.to_string(),
+                            };
                             let resp = format!(
                                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                                 body.len()
@@ -327,4 +334,36 @@ fn an_unreachable_operator_is_given_up_after_the_limit() {
         err.contains("no release answer from the operator for 1s") && err.contains("connect"),
         "{err}"
     );
+}
+
+/// The init gate as the webhook injects it (`agent --once`, `KUBE_STANDBY_EPOCH_FILE` in
+/// its environment): once released it writes the epoch to that file and exits 0, so the
+/// app container, started after it, reads the file.
+#[test]
+fn init_gate_mode_writes_the_epoch_file_from_its_environment_then_exits_0() {
+    let b = certs::generate(&certs::default_sans()).unwrap();
+    let (addr, _) = operator(&b, Behaviour::ReleaseWithEpoch(42));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok\n").unwrap();
+    let epoch = dir.path().join("epoch");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+        .args(["agent", "--once", "--poll-seconds", "30"])
+        .arg("--token-file")
+        .arg(&token)
+        .env(
+            "KUBE_STANDBY_OPERATOR_URL",
+            format!("https://localhost:{}", addr.port()),
+        )
+        .env("KUBE_STANDBY_CA", &b.ca_pem)
+        .env("KUBE_STANDBY_EPOCH_FILE", &epoch)
+        .env("POD_UID", "uid-0")
+        .env_remove("KUBE_STANDBY_GIVE_UP_SECONDS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, _) = wait_exit(&mut child, Duration::from_secs(20)).expect("the gate exits");
+    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
+    assert_eq!(std::fs::read_to_string(&epoch).unwrap(), "42\n");
 }

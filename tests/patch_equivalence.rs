@@ -21,9 +21,9 @@ mod reference {
     use json_patch::{AddOperation, PatchOperation};
     use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
     use kube_standby::api::singleton::{
-        owning_singleton, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL, READY_CONDITION,
-        SIDECAR_NAME, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
-        TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
+        owning_singleton, StatefulSingleton, EPOCH_FILE, GATE_ANNOTATION, MANAGED_LABEL,
+        READY_CONDITION, SIDECAR_NAME, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE,
+        TOKEN_DIR, TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
     };
     use kube_standby::webhook::singleton::{
         already_injected, choose_gate, injection_obstacle, Gate, VolumeNames, INIT_GATE_NAME,
@@ -80,17 +80,26 @@ mod reference {
         })
     }
 
-    /// The init gate: exits 0 once the pod is released.
+    /// The init gate's environment: the agent's, and where to write the epoch file.
+    fn init_env(config: &Config<'_>, never_restarted: bool) -> Value {
+        let mut env = agent_env(config, never_restarted);
+        if let Some(a) = env.as_array_mut() {
+            a.push(json!({"name": "KUBE_STANDBY_EPOCH_FILE", "value": EPOCH_FILE}));
+        }
+        env
+    }
+
+    /// The init gate: writes the epoch file, then exits 0 once the pod is released.
     pub fn init_gate(config: &Config<'_>, names: &VolumeNames, never_restarted: bool) -> Value {
         json!({
             "name": INIT_GATE_NAME,
             "image": config.injection.agent_image,
             "args": ["agent", "--once"],
-            "env": agent_env(config, never_restarted),
+            "env": init_env(config, never_restarted),
             // The agent's one-line fatal error becomes the container status' message.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "64Mi"}},
-            "volumeMounts": [token_mount(names)],
+            "volumeMounts": [{"name": names.signal, "mountPath": SIGNAL_DIR}, token_mount(names)],
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532, "capabilities": {"drop": ["ALL"]}}
         })
     }
@@ -204,15 +213,16 @@ mod reference {
         )
     }
 
-    /// Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
+    /// Volumes: the agent's projected token; the wrapper script for the wrapper gate; the
+    /// signal dir for both.
     fn volume_ops(spec: &PodSpec, gate: Gate, names: &VolumeNames) -> Vec<PatchOperation> {
         let mut volumes = vec![json!({"name": names.token, "projected": {"sources": [
             {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}
         ]}})];
         if gate == Gate::Wrapper {
             volumes.push(json!({"name": names.wrapper, "configMap": {"name": WRAPPER_CONFIGMAP, "defaultMode": 0o755}}));
-            volumes.push(json!({"name": names.signal, "emptyDir": {}}));
         }
+        volumes.push(json!({"name": names.signal, "emptyDir": {}}));
         append(spec.volumes.is_some(), &["spec", "volumes"], volumes)
     }
 
@@ -248,18 +258,30 @@ mod reference {
         ops
     }
 
-    /// The init gate, first among the init containers so none runs before the release.
+    /// The init gate: the signal volume mounted read-only into every app container, and the
+    /// gate first among the init containers so none runs before the release.
     fn init_gate_ops(
         spec: &PodSpec,
         config: &Config<'_>,
         names: &VolumeNames,
         never_restarted: bool,
     ) -> Vec<PatchOperation> {
-        let gate = init_gate(config, names, never_restarted);
-        match &spec.init_containers {
-            None => vec![add(ptr(&["spec", "initContainers"]), json!([gate]))],
-            Some(_) => vec![add(ptr(&["spec", "initContainers", "0"]), gate)],
+        let mount = json!({"name": names.signal, "mountPath": SIGNAL_DIR, "readOnly": true});
+        let mut ops = vec![];
+        for (i, c) in spec.containers.iter().enumerate() {
+            let idx = i.to_string();
+            ops.extend(append(
+                c.volume_mounts.is_some(),
+                &["spec", "containers", &idx, "volumeMounts"],
+                vec![mount.clone()],
+            ));
         }
+        let gate = init_gate(config, names, never_restarted);
+        ops.push(match &spec.init_containers {
+            None => add(ptr(&["spec", "initContainers"]), json!([gate])),
+            Some(_) => add(ptr(&["spec", "initContainers", "0"]), gate),
+        });
+        ops
     }
 
     /// Operations injecting `singleton`'s gate into `pod`, or why the pod must be denied: one

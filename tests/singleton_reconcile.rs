@@ -742,3 +742,51 @@ async fn a_gated_second_replica_is_a_warm_standby() {
     )
     .await;
 }
+
+/// replicas 2 of one ReplicaSet, with a status still saying Transitioning and timed out
+/// long ago (as an older operator wrote it for a waiting standby): the reconcile writes
+/// phase Running, no transitionTimestamp, TransitionTimedOut False and StandbyReady True,
+/// and records no TransitionTimeout event (the verifier refuses any request not expected).
+#[tokio::test]
+async fn a_standby_of_the_same_replicaset_is_running_not_transitioning() {
+    let s = singleton_obj(json!({"spec": {"maxTransitionTime": 5},
+        "status": {"phase": "Transitioning", "activePod": "db-0", "activePodUid": "uid-db-0",
+            "activeNode": "n1", "epoch": 1,
+            "transitionTimestamp": Timestamp::from_second(NOW - 1000).unwrap().to_string(),
+            "conditions": [{"type": "TransitionTimedOut", "status": "True", "reason": "MaxTransitionTimeExceeded",
+                "message": "old", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}));
+    let owned = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-1", "uid": "rs-1", "controller": true}]}});
+    let mut active = pod("db-0", NOW - 2000, released());
+    active["metadata"]["annotations"]["apps.statefulsingleton.com/epoch"] = "1".into();
+    json_patch::merge(&mut active, &owned);
+    let mut standby = pod(
+        "db-1",
+        NOW - 1500,
+        json!({"status": {"initContainerStatuses": [{"name": "singleton-gate",
+        "image": "kube-standby", "imageID": "", "ready": false, "restartCount": 0, "state": {"running": {}}}]}}),
+    );
+    json_patch::merge(&mut standby, &owned);
+    let st = stores(std::slice::from_ref(&s), &[active, standby], true);
+    scenario(
+        s,
+        st,
+        vec![status_patch(|st| {
+            assert_eq!(st["phase"], "Running", "{st}");
+            assert!(
+                st.get("transitionTimestamp").is_none_or(Value::is_null),
+                "{st}"
+            );
+            assert_eq!(st["standbyPods"], json!(["db-1"]), "{st}");
+            let cond = |t: &str| {
+                st["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == t))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            assert_eq!(cond("TransitionTimedOut")["status"], "False", "{st}");
+            assert_eq!(cond("StandbyReady")["status"], "True", "{st}");
+        })],
+    )
+    .await;
+}

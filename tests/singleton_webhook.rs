@@ -57,6 +57,46 @@ fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {list}"))
 }
 
+/// On the init gate the app containers are the same but for one added read-only mount of
+/// the signal volume (an emptyDir of the patched pod) at /var/run/signal, last in each
+/// container's volumeMounts: the app reads its epoch file there. Returns the volume name.
+fn assert_only_the_signal_mount_added(before: &Value, after: &Value, what: &str) -> String {
+    let (b, a) = (
+        before["spec"]["containers"].as_array().unwrap(),
+        after["spec"]["containers"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{what}: containers added or removed");
+    let mut volume: Option<String> = None;
+    for (b, a) in b.iter().zip(a) {
+        let mut mounts = a["volumeMounts"].as_array().cloned().unwrap_or_default();
+        let added = mounts
+            .pop()
+            .unwrap_or_else(|| panic!("{what}: no mount added"));
+        let name = added["name"].as_str().unwrap().to_string();
+        assert_eq!(
+            added,
+            json!({"name": name, "mountPath": "/var/run/signal", "readOnly": true}),
+            "{what}: the added mount"
+        );
+        let mut rest = a.clone();
+        match b.get("volumeMounts") {
+            Some(_) => rest["volumeMounts"] = Value::Array(mounts),
+            None => {
+                assert!(mounts.is_empty(), "{what}");
+                rest.as_object_mut().unwrap().remove("volumeMounts");
+            }
+        }
+        assert_eq!(&rest, b, "{what}: app container changed beyond the mount");
+        assert!(
+            find(&after["spec"]["volumes"], &name)["emptyDir"].is_object(),
+            "{what}: the mount's volume"
+        );
+        assert!(volume.as_ref().is_none_or(|v| *v == name), "{what}");
+        volume = Some(name);
+    }
+    volume.unwrap_or_else(|| panic!("{what}: no app container"))
+}
+
 #[tokio::test]
 async fn replicaset_pod_without_command_gets_the_init_gate_and_keeps_its_containers() {
     let review = common::fixture_json("pod-create-from-replicaset.json");
@@ -94,9 +134,20 @@ async fn replicaset_pod_without_command_gets_the_init_gate_and_keeps_its_contain
         "singleton's 60 > pod's 30"
     );
 
-    // App containers untouched.
-    assert_eq!(pod["spec"]["containers"], before["spec"]["containers"]);
+    // App containers untouched but for the signal volume, mounted read-only: the app
+    // reads its epoch from /var/run/signal/epoch, written there by the init gate.
+    let signal = assert_only_the_signal_mount_added(before, &pod, "init gate");
+    assert_eq!(signal, "statefulsingleton-signal");
     let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(
+        init["volumeMounts"][0],
+        json!({"name": "statefulsingleton-signal", "mountPath": "/var/run/signal"}),
+        "the init gate writes the epoch file into the signal volume"
+    );
+    assert_eq!(
+        find(&init["env"], "KUBE_STANDBY_EPOCH_FILE")["value"],
+        "/var/run/signal/epoch"
+    );
     assert_eq!(init["name"], "singleton-gate");
     assert_eq!(init["args"], json!(["agent", "--once"]));
     assert_eq!(init["image"], "ghcr.io/paia-tech/kube-standby:test");
@@ -345,9 +396,10 @@ async fn explicit_gates_and_non_matching_pods() {
         pod["metadata"]["annotations"]["apps.statefulsingleton.com/gate"],
         "initContainer"
     );
-    assert_eq!(
-        pod["spec"]["containers"],
-        review["request"]["object"]["spec"]["containers"]
+    assert_only_the_signal_mount_added(
+        &review["request"]["object"],
+        &pod,
+        "startGate initContainer",
     );
 
     // wrapper requested, but a container has no command: the init gate, never a guessed entrypoint.
@@ -495,6 +547,29 @@ async fn name_clashes_never_make_an_invalid_pod() {
             with_cmd,
             json!({"volumes": [{"name": "mine", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "mine", "mountPath": "/var/run/signal/"}]}}}),
             "auto",
+            Want::Deny(&[
+                "already mounts",
+                "/var/run/signal/",
+                "epoch",
+                "mount that volume elsewhere",
+            ]),
+        ),
+        (
+            "no command and /var/run/signal mounted",
+            no_cmd,
+            json!({"volumes": [{"name": "mine", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "mine", "mountPath": "/var/run/signal"}]}}}),
+            "initContainer",
+            Want::Deny(&[
+                "already mounts",
+                "/var/run/signal",
+                "startGate is initContainer",
+            ]),
+        ),
+        (
+            "/opt/wrapper mounted and our signal volume name taken, init gate",
+            with_cmd,
+            json!({"volumes": [{"name": "statefulsingleton-signal", "emptyDir": {}}], "containers": {"0": {"volumeMounts": [{"name": "statefulsingleton-signal", "mountPath": "/opt/wrapper"}]}}}),
+            "auto",
             Want::Gate("initContainer"),
         ),
         (
@@ -575,10 +650,7 @@ async fn name_clashes_never_make_an_invalid_pod() {
                 let problems = validity_problems(&pod);
                 assert!(problems.is_empty(), "{what}: {problems:?}");
                 if g == "initContainer" {
-                    assert_eq!(
-                        pod["spec"]["containers"], before["spec"]["containers"],
-                        "{what}: app containers touched"
-                    );
+                    assert_only_the_signal_mount_added(&before, &pod, what);
                 }
                 // The user's volumes are untouched; ours is the projected token.
                 for v in before["spec"]["volumes"].as_array().unwrap() {
@@ -722,7 +794,10 @@ mod clash_properties {
             let config = Config { singletons, injection: &injection };
             let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
             match mutate(&typed, &config) {
-                Err(why) => prop_assert!(why.contains("is already named"), "{why}"),
+                Err(why) => prop_assert!(
+                    why.contains("is already named") || why.contains("already mounts \"/var/run/signal"),
+                    "{why}"
+                ),
                 Ok(ops) => {
                     let mut patched = pod.clone();
                     json_patch::patch(&mut patched, &ops).unwrap();

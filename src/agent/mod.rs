@@ -1,6 +1,8 @@
 //! The in-pod agent (`kube-standby agent`): asks the operator over TLS whether this pod
 //! is released (a long-poll), retries with backoff while the operator is unreachable,
 //! and only on a positive answer writes the start signal (atomically) or exits 0 (`--once`).
+//! The release's epoch is written (atomically) before either: next to the signal file, or
+//! to `--epoch-file` with `--once` (the init gate), so the app never starts without it.
 //!
 //! Stopping: SIGTERM or SIGINT ends the agent at once with exit code 0 in both modes, at
 //! any point (long-polling, backing off, or staying up after the release) and never writes
@@ -74,6 +76,9 @@ pub enum AgentError {
 pub enum Mode {
     /// Init gate: return (exit 0).
     Once,
+    /// Init gate: write the release's epoch to this file (atomically), then return (exit
+    /// 0); the app, started after the init gate, reads it there.
+    OnceWithEpoch(PathBuf),
     /// Status sidecar: write this file atomically, then stay up.
     Signal(PathBuf),
 }
@@ -479,6 +484,16 @@ pub async fn run_until(
     }
 }
 
+/// Write the release's epoch to `file` (atomically), when the operator gave one. The app
+/// must not start without it, so a failure is an error.
+fn write_epoch(file: &Path, epoch: Option<u64>) -> Result<(), AgentError> {
+    let Some(epoch) = epoch else {
+        return Ok(());
+    };
+    write_atomic(file, format!("{epoch}\n").as_bytes())
+        .map_err(|e| AgentError::Config(format!("writing {}: {e}", file.display())))
+}
+
 /// `kube-standby agent`.
 ///
 /// Sidecar mode, in this order: make the wake FIFO (so the wrapper need not), wait for the
@@ -501,12 +516,13 @@ pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
     let epoch = wait_released(&cfg).await?;
     match mode {
         Mode::Once => Ok(()),
+        Mode::OnceWithEpoch(file) => {
+            write_epoch(&file, epoch)?;
+            tracing::info!(file = %file.display(), epoch, "released; epoch file written");
+            Ok(())
+        }
         Mode::Signal(p) => {
-            if let Some(epoch) = epoch {
-                let file = epoch_file_for(&p);
-                write_atomic(&file, format!("{epoch}\n").as_bytes())
-                    .map_err(|e| AgentError::Config(format!("writing {}: {e}", file.display())))?;
-            }
+            write_epoch(&epoch_file_for(&p), epoch)?;
             write_signal(&p)
                 .map_err(|e| AgentError::Config(format!("writing {}: {e}", p.display())))?;
             tracing::info!(signal = %p.display(), epoch, "start signal written");

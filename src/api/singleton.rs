@@ -215,6 +215,9 @@ pub const SIGNAL_FILE: &str = "/var/run/signal/start-signal";
 /// Name (in the signal file's directory) of the file holding the released pod's epoch,
 /// written atomically by the agent before the signal file.
 pub const EPOCH_FILE_NAME: &str = "epoch";
+/// The epoch file at its documented path, the one the app reads on either gate (the init
+/// gate writes it there; the app containers mount the signal volume read-only).
+pub const EPOCH_FILE: &str = "/var/run/signal/epoch";
 /// Name (in the signal file's directory) of the FIFO the wrapper blocks on and the agent
 /// opens for writing once the signal file is written: the wrapper wakes at once.
 pub const WAKE_FIFO_NAME: &str = "start-wake";

@@ -5,7 +5,13 @@
 //! ours to choose, so a taken one gets a free `-N` suffix; mount paths and container
 //! names are part of the documented layout (and how an injected pod is recognised), so a
 //! clash there moves to the other gate, and when neither gate fits the pod is denied
-//! with a message naming the clash.
+//! with a message naming the clash. The signal directory belongs to both gates: every
+//! app container mounts the signal volume read-only at [`SIGNAL_DIR`] (the wrapper waits
+//! there; on the init gate the app reads its epoch file there, written by the init gate
+//! before it exits), so an app container that already mounts that path fits neither.
+//!
+//! On the init gate the app containers are left as they are but for that one added
+//! read-only mount.
 //!
 //! The operations are written straight to JSON text ([`Patch`]): every value is a struct
 //! borrowing from the pod and the settings, with its fields in sorted order, so the text is
@@ -19,7 +25,7 @@ use serde::Serialize;
 use super::config::Config;
 use super::patch::Patch;
 use crate::api::singleton::{
-    owning_singleton, StartGate, StatefulSingleton, GATE_ANNOTATION, MANAGED_LABEL,
+    owning_singleton, StartGate, StatefulSingleton, EPOCH_FILE, GATE_ANNOTATION, MANAGED_LABEL,
     READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
     TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
 };
@@ -81,10 +87,23 @@ fn wrapper_obstacle(spec: &PodSpec) -> Option<String> {
     None
 }
 
+/// An app container that already mounts the signal directory, which both gates mount.
+fn signal_dir_taken(spec: &PodSpec) -> Option<String> {
+    spec.containers.iter().find_map(|c| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| same_path(&m.mount_path, SIGNAL_DIR))
+            .map(|m| format!("container {:?} already mounts {:?}", c.name, m.mount_path))
+    })
+}
+
 /// `auto`: wrapper when every app container has a command (the ENTRYPOINT of an image is
 /// unknown at admission) and nothing in the pod takes the wrapper's paths or sidecar name,
 /// else the init gate. `wrapper` falls back to the init gate for the same reasons rather
-/// than guessing an entrypoint or clashing. An error names why no gate fits.
+/// than guessing an entrypoint or clashing. The init gate does not fit a pod that already
+/// names a container `singleton-gate` or mounts something at the signal directory. An
+/// error names why no gate fits.
 pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Result<Gate, String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Gate::InitContainer);
@@ -93,16 +112,20 @@ pub fn choose_gate(pod: &Pod, wanted: StartGate) -> Result<Gate, String> {
         StartGate::InitContainer => Some("startGate is initContainer".to_string()),
         StartGate::Auto | StartGate::Wrapper => wrapper_obstacle(spec),
     };
-    if wrapper.is_none() {
+    let Some(wrapper) = wrapper else {
         return Ok(Gate::Wrapper);
+    };
+    if container_named(spec, INIT_GATE_NAME) {
+        return Err(format!(
+            "a container is already named {INIT_GATE_NAME:?}, the name of the init gate, and the wrapper gate cannot be used ({wrapper}); rename that container"
+        ));
     }
-    if !container_named(spec, INIT_GATE_NAME) {
-        return Ok(Gate::InitContainer);
+    if let Some(taken) = signal_dir_taken(spec) {
+        return Err(format!(
+            "{taken}, where either gate mounts its signal volume (the init gate hands the app its epoch file there), and the wrapper gate cannot be used ({wrapper}); mount that volume elsewhere"
+        ));
     }
-    Err(format!(
-        "a container is already named {INIT_GATE_NAME:?}, the name of the init gate, and the wrapper gate cannot be used ({}); rename that container",
-        wrapper.unwrap_or_default()
-    ))
+    Ok(Gate::InitContainer)
 }
 
 /// Volume names free in this pod: ours, or ours with the first free `-N` suffix.
@@ -331,21 +354,31 @@ pub fn sidecar<'a>(
     }
 }
 
-/// The init gate: exits 0 once the pod is released.
+/// The init gate: writes the release's epoch to [`EPOCH_FILE`] in the signal volume
+/// (`KUBE_STANDBY_EPOCH_FILE`), then exits 0 once the pod is released.
 pub fn init_gate<'a>(
     config: &'a Config<'_>,
     names: &'a VolumeNames,
     never_restarted: bool,
 ) -> AgentContainer<'a> {
+    let mut env = agent_env(config, never_restarted);
+    env.push(EnvVar::value("KUBE_STANDBY_EPOCH_FILE", EPOCH_FILE));
     AgentContainer {
         args: &["agent", "--once"],
-        env: agent_env(config, never_restarted),
+        env,
         image: &config.injection.agent_image,
         name: INIT_GATE_NAME,
         resources: &AGENT_RESOURCES,
         security_context: &AGENT_SECURITY,
         termination_message_policy: "FallbackToLogsOnError",
-        volume_mounts: vec![token_mount(names)],
+        volume_mounts: vec![
+            VolumeMount {
+                mount_path: SIGNAL_DIR,
+                name: &names.signal,
+                read_only: None,
+            },
+            token_mount(names),
+        ],
     }
 }
 
@@ -563,7 +596,8 @@ struct Volume<'a> {
     projected: Option<Projected>,
 }
 
-/// Volumes: the agent's projected token; the wrapper script and signal dir for the wrapper gate.
+/// Volumes: the agent's projected token; the wrapper script for the wrapper gate; the
+/// signal dir for both.
 fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames) {
     let mut volumes = vec![Volume {
         config_map: None,
@@ -589,13 +623,13 @@ fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames
             name: &names.wrapper,
             projected: None,
         });
-        volumes.push(Volume {
-            config_map: None,
-            empty_dir: Some(Empty {}),
-            name: &names.signal,
-            projected: None,
-        });
     }
+    volumes.push(Volume {
+        config_map: None,
+        empty_dir: Some(Empty {}),
+        name: &names.signal,
+        projected: None,
+    });
     append(
         patch,
         spec.volumes.is_some(),
@@ -645,7 +679,9 @@ fn wrapper_gate_ops(
     );
 }
 
-/// The init gate, first among the init containers so none runs before the release.
+/// The init gate: the signal volume mounted read-only into every app container (to read
+/// the epoch file), and the gate first among the init containers so none runs before the
+/// release.
 fn init_gate_ops(
     patch: &mut Patch,
     spec: &PodSpec,
@@ -653,6 +689,20 @@ fn init_gate_ops(
     names: &VolumeNames,
     never_restarted: bool,
 ) {
+    let mount = [VolumeMount {
+        mount_path: SIGNAL_DIR,
+        name: &names.signal,
+        read_only: Some(true),
+    }];
+    for (i, c) in spec.containers.iter().enumerate() {
+        let idx = i.to_string();
+        append(
+            patch,
+            c.volume_mounts.is_some(),
+            &["spec", "containers", &idx, "volumeMounts"],
+            &mount,
+        );
+    }
     let gate = init_gate(config, names, never_restarted);
     match &spec.init_containers {
         None => patch.add(&["spec", "initContainers"], &[gate]),

@@ -494,7 +494,9 @@ async fn two_replicas_leader_killed_mid_handover_never_runs_two_copies() {
 /// Pods that already use the injected names, created through the real API server (which
 /// rejects a duplicate volume, container or mount path): volumes get free names and the pod
 /// is admitted and released; a clash on the wrapper's mount path moves it to the init
-/// gate; a pod whose own init container is named `singleton-gate` is denied, saying so.
+/// gate (the app containers gain only the read-only signal mount); a pod that mounts the
+/// signal directory itself, or whose own init container is named `singleton-gate` (with no
+/// command), is denied, saying so.
 #[tokio::test]
 #[cfg_attr(
     not(kube_standby_e2e),
@@ -545,7 +547,24 @@ async fn name_clashes_are_admitted_valid_or_denied_clearly() {
         assert_eq!(b.annotations().get("apps.statefulsingleton.com/gate").map(String::as_str), Some("initContainer"));
         let spec = b.spec.expect("spec");
         assert_eq!(spec.containers[0].command, Some(vec!["sleep".to_string(), "3600".to_string()]));
+        // ... but for the signal volume, read-only, where the app reads its epoch file.
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap_or_default();
+        assert!(
+            mounts.iter().any(|m| m.mount_path == "/var/run/signal" && m.read_only == Some(true)),
+            "no read-only signal mount: {mounts:?}"
+        );
         assert_eq!(spec.init_containers.expect("init gate")[0].name, "singleton-gate");
+
+        // An app container already mounts /var/run/signal, where either gate mounts its
+        // signal volume: no gate fits, denied, naming the path.
+        let err = pods.create(&PostParams::default(), &pod("taken-signal", json!({
+            "volumes": [{"name": "mine", "emptyDir": {}}],
+            "containers": [{"name": "db", "image": "busybox:1.36", "command": ["sleep", "3600"],
+                            "volumeMounts": [{"name": "mine", "mountPath": "/var/run/signal"}]}]
+        }))).await.expect_err("a pod mounting /var/run/signal is denied");
+        let msg = err.to_string();
+        assert!(msg.contains("/var/run/signal") && msg.contains("mount that volume elsewhere"), "{msg}");
+        assert!(pods.get_opt("taken-signal").await.expect("get").is_none());
 
         // No command and an init container of its own named singleton-gate: denied, naming it.
         let err = pods.create(&PostParams::default(), &pod("taken-gate-name", json!({
@@ -573,7 +592,68 @@ const REAL_NODE: &str = "real-node-0";
 const APP_IMAGE: &str = "kube-standby.local/app:1";
 /// The app: prints STARTED/STOPPED with a wall-clock time (busybox date %N when it has it)
 /// and the node's uptime (same kernel for every pod of the node), exits 0 on SIGTERM.
-const APP_SCRIPT: &str = r#"t() { echo "$(date +%s.%N) $(cut -d' ' -f1 /proc/uptime)"; }; trap 'echo "STOPPED $(t)"; exit 0' TERM; echo "STARTED $(t)"; while :; do sleep 0.1; done"#;
+/// Right after STARTED (not before, so the measured gap is the start's) it prints its
+/// fencing epoch as README tells an app to read it: the file, and the wrapper's variable.
+const APP_SCRIPT: &str = r#"t() { echo "$(date +%s.%N) $(cut -d' ' -f1 /proc/uptime)"; }; trap 'echo "STOPPED $(t)"; exit 0' TERM; echo "STARTED $(t)"; echo "EPOCH file=$(cat /var/run/signal/epoch) env=${STATEFULSINGLETON_EPOCH:-unset}"; while :; do sleep 0.1; done"#;
+
+/// The released, not terminating pod of the real Deployment, its epoch annotation, and the
+/// `EPOCH ...` line its app printed, read from its log (`kubectl logs POD -c app`).
+async fn app_epoch_line(pods: &Api<Pod>, what: &str) -> (String, u64, String) {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: no EPOCH line from the active app"
+        );
+        let active = pods
+            .list(&ListParams::default().labels("app=real"))
+            .await
+            .ok()
+            .and_then(|l| {
+                l.items.into_iter().find(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.annotations().contains_key(RELEASED_ANNOTATION)
+                })
+            });
+        if let Some(p) = active {
+            let name = p.name_any();
+            let epoch = p
+                .annotations()
+                .get(kube_standby::api::singleton::EPOCH_ANNOTATION)
+                .and_then(|e| e.parse::<u64>().ok())
+                .expect("the released pod carries its epoch");
+            let lp = kube::api::LogParams {
+                container: Some("app".into()),
+                ..Default::default()
+            };
+            if let Ok(log) = pods.logs(&name, &lp).await {
+                if let Some(line) = log.lines().find(|l| l.starts_with("EPOCH ")) {
+                    return (name, epoch, line.to_string());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The app of the active pod read its epoch: from the file on either gate, and from
+/// `STATEFULSINGLETON_EPOCH` too behind the wrapper (the init gate cannot set it). Returns
+/// the epoch.
+async fn assert_app_read_its_epoch(pods: &Api<Pod>, gate: &str, what: &str) -> u64 {
+    let (pod, epoch, line) = app_epoch_line(pods, what).await;
+    let env = if gate == "wrapper" {
+        epoch.to_string()
+    } else {
+        "unset".to_string()
+    };
+    assert_eq!(
+        line,
+        format!("EPOCH file={epoch} env={env}"),
+        "{what}: the app of {pod} (epoch annotation {epoch})"
+    );
+    eprintln!("{gate}: {what}: {pod} printed {line:?}");
+    epoch
+}
 
 fn real_env(test: &str) -> Option<Env> {
     if !util::enabled(test) {
@@ -848,7 +928,9 @@ async fn app_started(lines: &Arc<Mutex<Vec<AppLine>>>, n: usize) -> bool {
 }
 
 /// Three rollouts of a Deployment on the real node with `gate`: the first app starts only
-/// after its release, never two apps at once, each handover gap printed; returns them.
+/// after its release, never two apps at once, each handover gap printed; every app reads
+/// its epoch (1, 2, 3, 4) from /var/run/signal/epoch (and, behind the wrapper, from
+/// `STATEFULSINGLETON_EPOCH`), checked in its log; returns the gaps.
 async fn three_rollouts_on_the_real_node(
     client: Client,
     ns: String,
@@ -904,6 +986,7 @@ async fn three_rollouts_on_the_real_node(
             "the app started before its release"
         );
     }
+    let mut epochs = vec![assert_app_read_its_epoch(&pods, gate, "first app").await];
     for rev in 1..=3 {
         deps.patch(
             "app",
@@ -918,7 +1001,13 @@ async fn three_rollouts_on_the_real_node(
             || app_started(&lines, rev + 1),
         )
         .await;
+        epochs.push(assert_app_read_its_epoch(&pods, gate, &format!("rollout {rev}")).await);
     }
+    assert_eq!(
+        epochs,
+        vec![1, 2, 3, 4],
+        "{gate}: one epoch more per release"
+    );
     let gaps = handovers(&lines.lock().expect("lock"));
     assert_eq!(gaps.len(), 3, "three handovers");
     for (i, g) in gaps.iter().enumerate() {
@@ -963,7 +1052,8 @@ async fn real_node_wrapper_gate_three_rollouts_no_overlap_and_short_handover() {
 }
 
 /// Init-container gate on the real node: 0 overlap; the gap is bounded by the kubelet
-/// starting the app container after the init container exits.
+/// starting the app container after the init container exits; each app reads its epoch
+/// from /var/run/signal/epoch (`cat`, asserted through its log).
 #[tokio::test]
 #[cfg_attr(
     not(kube_standby_e2e),
@@ -1377,6 +1467,100 @@ async fn warm_standby_failovers_release_the_standby_with_increasing_epochs() {
         );
         print_failover_events(&client, &ns).await;
         assert_no_overlap(&sampler);
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
+
+/// replicas 2 with nothing changing: the second pod is a warm standby, not a handover.
+/// With a short maxTransitionTime (3 s) the singleton stays Running (sampled every 250 ms
+/// for 12 s, four times the limit) with the standby listed and StandbyReady=True, never
+/// TransitionTimedOut=True, and no TransitionTimeout event is recorded.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn warm_standby_is_running_not_transitioning_past_max_transition_time() {
+    let Some(env) = env("warm_standby_is_running_not_transitioning_past_max_transition_time")
+    else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-standby-run", move |client, ns| async move {
+        use kube_standby::api::singleton::Phase;
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        let mut s = standby_singleton(&ns);
+        s.spec.max_transition_time = 3;
+        let singletons = Api::<StatefulSingleton>::namespaced(client.clone(), &ns);
+        singletons
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("singleton");
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &standby_deployment(&ns))
+            .await
+            .expect("create deployment");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(120), "first pod released", || async {
+            active_with_epoch(&pods).await.is_some()
+        })
+        .await;
+        // The second pod waits gated (admitted through the webhook, not released).
+        let standby = standby_ready(&client, &ns).await;
+        let p = pods.get(&standby).await.expect("the standby pod");
+        assert!(kube_standby::api::singleton::carries_gate(&p), "{standby} is gated");
+        assert!(!p.annotations().contains_key(RELEASED_ANNOTATION));
+        let (active, _) = active_with_epoch(&pods).await.expect("an active pod");
+
+        let start = Instant::now();
+        let mut samples = 0;
+        while start.elapsed() < Duration::from_secs(12) {
+            let st = singletons
+                .get("db")
+                .await
+                .expect("get singleton")
+                .status
+                .expect("status");
+            samples += 1;
+            let at = start.elapsed().as_secs_f64();
+            assert_eq!(
+                st.phase,
+                Some(Phase::Running),
+                "at {at:.2} s: a waiting standby is not a transition: {:?}",
+                st.message
+            );
+            assert_eq!(st.active_pod.as_deref(), Some(active.as_str()), "at {at:.2} s");
+            assert_eq!(st.standby_pods, vec![standby.clone()], "at {at:.2} s");
+            assert!(
+                st.transition_timestamp.is_none(),
+                "at {at:.2} s: a handover clock runs: {:?}",
+                st.transition_timestamp
+            );
+            for c in &st.conditions {
+                if c.type_ == "TransitionTimedOut" {
+                    assert_ne!(c.status, "True", "at {at:.2} s: {}", c.message);
+                }
+                if c.type_ == "StandbyReady" {
+                    assert_eq!(c.status, "True", "at {at:.2} s: {}", c.message);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("standby {standby} of {active}: Running in all {samples} samples over 12 s (maxTransitionTime 3 s)");
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(client.clone(), &ns);
+        let timeouts: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TransitionTimeout"))
+            .map(|e| e.note.unwrap_or_default())
+            .collect();
+        assert!(timeouts.is_empty(), "TransitionTimeout events: {timeouts:?}");
         unregister(&client, &mwc).await;
         op.kill();
     })

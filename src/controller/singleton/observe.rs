@@ -215,11 +215,23 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
             .map(|o| o.name.clone()),
         started: started(pod),
+        revision: revision(pod),
         epoch: ann
             .and_then(|a| a.get(EPOCH_ANNOTATION))
             .and_then(|e| e.trim().parse::<u64>().ok())
             .filter(|e| *e > 0),
     }
+}
+
+/// The template revision of a pod its controller did not make through a ReplicaSet
+/// (StatefulSet pods): `Kind/name@controller-revision-hash`.
+fn revision(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind != "ReplicaSet")?;
+    let hash = pod.labels().get("controller-revision-hash")?;
+    Some(format!("{}/{}@{hash}", owner.kind, owner.name))
 }
 
 /// Have the pod's containers started (phase Running, or its init gate running)?
@@ -681,6 +693,31 @@ mod tests {
             (Some("n1"), Some("rs-1"))
         );
         assert!(!pod_info(&pod(json!({}))).gated);
+    }
+
+    /// A StatefulSet's pods carry their template revision (the standby rule compares it);
+    /// a ReplicaSet's pods and bare pods carry none.
+    #[test]
+    fn pod_info_reads_the_statefulset_revision() {
+        let sts = |hash: &str| {
+            pod(json!({"metadata": {
+                "labels": {"controller-revision-hash": hash},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "s", "controller": true}]}}))
+        };
+        let a = pod_info(&sts("db-7c9"));
+        assert_eq!(a.revision.as_deref(), Some("StatefulSet/db@db-7c9"));
+        assert!(a.same_template(&pod_info(&sts("db-7c9"))));
+        assert!(!a.same_template(&pod_info(&sts("db-8d0"))));
+        assert_eq!(
+            pod_info(&pod(
+                json!({"metadata": {"labels": {"controller-revision-hash": "x"}}})
+            ))
+            .revision,
+            None
+        );
+        let rs = pod(json!({"metadata": {
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-1", "uid": "r", "controller": true}]}}));
+        assert_eq!(pod_info(&rs).revision, None);
     }
 
     #[test]

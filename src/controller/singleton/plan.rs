@@ -42,6 +42,9 @@ pub struct PodInfo {
     /// Its containers have started (phase Running, or the init gate running): a warm
     /// standby, ready to run the app as soon as it is released.
     pub started: bool,
+    /// The template revision of a pod not owned by a ReplicaSet: its controller and its
+    /// `controller-revision-hash` label (StatefulSet pods), when it has both.
+    pub revision: Option<String>,
 }
 
 impl PodInfo {
@@ -51,6 +54,24 @@ impl PodInfo {
     pub fn is_candidate(&self) -> bool {
         self.gated && !self.released && !self.terminating && self.failed.is_none()
     }
+    /// Do both pods come from the same pod template: the same ReplicaSet, or the same
+    /// revision of the same StatefulSet? Not known (bare pods) is not the same.
+    pub fn same_template(&self, other: &PodInfo) -> bool {
+        match (&self.replicaset, &other.replicaset) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.revision.is_some() && self.revision == other.revision,
+            _ => false,
+        }
+    }
+}
+
+/// Does `next` wait as a warm standby of `active` rather than as its successor? Only while
+/// `active` is healthy (not terminating, not failed) and both come from the same template
+/// (a second replica): nothing is handed over then, so no handover clock runs. A rollout's
+/// new-template pod, or any candidate once the active pod is terminating or failed, is a
+/// real handover, timed against maxTransitionTime.
+pub fn waits_as_standby(active: &PodInfo, next: &PodInfo) -> bool {
+    !active.terminating && active.failed.is_none() && active.same_template(next)
 }
 
 /// A ReplicaSet owning some of the pods.
@@ -350,7 +371,8 @@ fn no_instance(o: &Observed<'_>, mut actions: Vec<Action>) -> Plan {
     }
 }
 
-/// An instance is present: it stays active; a waiting successor starts a handover.
+/// An instance is present: it stays active; a waiting successor starts a handover, unless
+/// it is a standby of the same template ([`waits_as_standby`]).
 fn with_instance(o: &Observed<'_>, active: &PodInfo, mut actions: Vec<Action>) -> Plan {
     let mut memory = o.memory.clone();
     memory.epoch = epoch_floor(o);
@@ -366,6 +388,15 @@ fn with_instance(o: &Observed<'_>, active: &PodInfo, mut actions: Vec<Action>) -
         });
     }
     match best_candidate(o.pods) {
+        Some(next) if waits_as_standby(active, next) => {
+            memory.transition_since = None;
+            memory.timed_out = false;
+            let message = format!(
+                "{} is active; {} waits as a standby",
+                active.name, next.name
+            );
+            Plan::new(actions, Phase::Running, message, memory)
+        }
         Some(next) => successor_waits(o, active, next, memory, actions),
         None => {
             memory.transition_since = None;

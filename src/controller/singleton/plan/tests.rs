@@ -16,6 +16,7 @@ fn pod(name: &str, created: i64) -> PodInfo {
         replicaset: None,
         epoch: None,
         started: false,
+        revision: None,
     }
 }
 
@@ -979,4 +980,227 @@ fn the_warm_standby_is_released_before_a_fresh_replacement() {
             uid: "uid-db-1".into()
         }]
     );
+}
+
+// ---- replicas 2: a warm standby is not a handover -----------------------------------
+
+fn in_rs(mut p: PodInfo, rs: &str) -> PodInfo {
+    p.replicaset = Some(rs.into());
+    p.started = true;
+    p
+}
+
+fn two_rs(replicas: i32) -> [RsInfo; 2] {
+    let rs = |name: &str| RsInfo {
+        name: name.into(),
+        replicas,
+        deployment: Some("d".into()),
+    };
+    [rs("rs1"), rs("rs2")]
+}
+
+fn run_rs(pods: &[PodInfo], rss: &[RsInfo], memory: &Memory, now: i64) -> Plan {
+    plan(&Observed {
+        pods,
+        replicasets: rss,
+        nodes: &ready_nodes(),
+        memory,
+        now,
+        max_transition_seconds: 5,
+    })
+}
+
+/// A Deployment of 2 replicas: the second pod of the active pod's ReplicaSet waits gated
+/// as a standby. Nothing is in transition: phase Running, no handover clock, never a
+/// timeout however long it waits; the standby is listed.
+#[test]
+fn a_second_replica_of_the_same_template_is_a_standby_not_a_transition() {
+    let active = in_rs(released(pod("a", 1)), "rs1");
+    let standby = in_rs(pod("b", 2), "rs1");
+    let rss = two_rs(2);
+    let mut memory = Memory::default();
+    for now in [3, 10, 100, 100_000] {
+        let p = run_rs(&[active.clone(), standby.clone()], &rss, &memory, now);
+        assert_eq!(p.phase, Phase::Running, "at {now}: {}", p.message);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.memory.transition_since, None);
+        assert!(!p.timed_out && !p.newly_timed_out);
+        assert_eq!(p.standby, vec!["b".to_string()]);
+        assert_eq!(p.memory.active_pod.as_deref(), Some("a"));
+        assert!(p.message.contains("standby"), "{}", p.message);
+        memory = p.memory;
+    }
+    // A StatefulSet's pods of one revision: the same.
+    let sts = |p: PodInfo, rev: &str| PodInfo {
+        revision: Some(format!("StatefulSet/db@{rev}")),
+        started: true,
+        ..p
+    };
+    let pods = [
+        sts(released(pod("db-0", 1)), "r1"),
+        sts(pod("db-1", 2), "r1"),
+    ];
+    let p = run_rs(&pods, &[], &Memory::default(), 1_000);
+    assert_eq!(p.phase, Phase::Running);
+    assert_eq!(p.standby, vec!["db-1".to_string()]);
+    // Its rollout (a new revision) is a handover, timed as always.
+    let pods = [
+        sts(released(pod("db-0", 1)), "r1"),
+        sts(pod("db-1", 2), "r2"),
+    ];
+    let p1 = run_rs(&pods, &[], &Memory::default(), 0);
+    assert_eq!(p1.phase, Phase::Transitioning);
+    let p2 = run_rs(&pods, &[], &p1.memory, 6);
+    assert!(p2.timed_out && p2.newly_timed_out);
+}
+
+/// A real handover is still one, timed against maxTransitionTime: the active pod
+/// terminating or failed with a standby of its own template, or a rollout's new-template
+/// pod (with or without an old standby).
+#[test]
+fn a_real_handover_still_transitions_and_times_out() {
+    let active = in_rs(released(pod("a", 1)), "rs1");
+    let standby = in_rs(pod("b", 2), "rs1");
+    let terminating = PodInfo {
+        terminating: true,
+        ..active.clone()
+    };
+    let failed = PodInfo {
+        failed: Some("CrashLoopBackOff".into()),
+        ..active.clone()
+    };
+    let rollout_new = in_rs(pod("c", 3), "rs2");
+    let cases: Vec<(&str, Vec<PodInfo>, i32)> = vec![
+        ("active terminating", vec![terminating, standby.clone()], 2),
+        ("active failed", vec![failed, standby.clone()], 2),
+        (
+            "a rollout with a standby",
+            vec![active.clone(), standby.clone(), rollout_new.clone()],
+            2,
+        ),
+        (
+            "a one-replica rollout",
+            vec![active.clone(), rollout_new],
+            1,
+        ),
+    ];
+    for (what, pods, replicas) in cases {
+        let rss = two_rs(replicas);
+        let p1 = run_rs(&pods, &rss, &Memory::default(), 100);
+        assert_eq!(p1.phase, Phase::Transitioning, "{what}: {}", p1.message);
+        assert_eq!(p1.memory.transition_since, Some(100), "{what}");
+        assert!(!p1.timed_out, "{what}");
+        let p2 = run_rs(&pods, &rss, &p1.memory, 106);
+        assert!(p2.timed_out && p2.newly_timed_out, "{what}");
+        assert_eq!(p2.phase, Phase::Transitioning, "{what}");
+    }
+    // The rollout still scales the old ReplicaSet (with its standby) to zero.
+    let p = run_rs(
+        &[active, standby, in_rs(pod("c", 3), "rs2")],
+        &two_rs(2),
+        &Memory::default(),
+        0,
+    );
+    assert_eq!(
+        p.actions,
+        vec![Action::ScaleToZero {
+            replicaset: "rs1".into()
+        }]
+    );
+}
+
+/// Once a rollout is over (the new pods are active and standby), a timeout it had is
+/// cleared: the standby does not inherit the handover clock.
+#[test]
+fn a_finished_rollout_leaves_no_clock_for_the_standby() {
+    let memory = Memory {
+        transition_since: Some(0),
+        timed_out: true,
+        ..Memory::default()
+    };
+    let p = run_rs(
+        &[
+            in_rs(released(pod("c", 3)), "rs2"),
+            in_rs(pod("d", 4), "rs2"),
+        ],
+        &two_rs(2),
+        &memory,
+        50,
+    );
+    assert_eq!(p.phase, Phase::Running);
+    assert_eq!(p.memory.transition_since, None);
+    assert!(!p.timed_out && !p.memory.timed_out);
+}
+
+/// Bare pods (no controller, no revision): not known to be of one template, so a second
+/// one waiting is a handover as before.
+#[test]
+fn bare_pods_are_not_known_to_share_a_template() {
+    assert!(!pod("a", 1).same_template(&pod("b", 2)));
+    let a = in_rs(pod("a", 1), "rs1");
+    assert!(a.same_template(&in_rs(pod("b", 2), "rs1")));
+    assert!(!a.same_template(&in_rs(pod("b", 2), "rs2")));
+    assert!(!a.same_template(&pod("b", 2)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever happened before (any interleaving of the world's events), the phase of
+    /// each plan follows the standby rule: Transitioning exactly when an instance is
+    /// active and its successor is a real handover (active terminating or failed, or a
+    /// different template), with the handover clock; a healthy active pod with a
+    /// same-template candidate is Running with no clock and no timeout.
+    #[test]
+    fn a_standby_never_transitions_and_a_real_handover_always_does(
+        events in proptest::collection::vec(ev(), 1..60),
+        // the second pod of the active pod's ReplicaSet, created at the end
+        add_standby in any::<bool>(),
+        wait in 0..20i64,
+    ) {
+        let mut w = World::new();
+        for e in &events {
+            w.apply(e)?;
+        }
+        if add_standby {
+            if let Some(rs) = w.pods.iter().find(|p| p.is_instance()).and_then(|p| p.replicaset.clone()) {
+                let rs_n = if rs == "rs0" { 0 } else { 1 };
+                w.apply(&Ev::CreateGated { node: 1, rs: rs_n })?;
+            }
+        }
+        let rss: Vec<RsInfo> = (0..2)
+            .map(|i| RsInfo { name: format!("rs{i}"), replicas: 1, deployment: Some("d".into()) })
+            .collect();
+        let max = 5;
+        let mut memory = w.memory.clone();
+        for dt in [0, wait] {
+            let now = w.next + dt;
+            let p = plan(&Observed {
+                pods: &w.pods,
+                replicasets: &rss,
+                nodes: &w.nodes,
+                memory: &memory,
+                now,
+                max_transition_seconds: max,
+            });
+            let instances: Vec<&PodInfo> = w.pods.iter().filter(|p| p.is_instance()).collect();
+            let active = keeper(&instances);
+            let next = best_candidate(&w.pods);
+            match (active, next) {
+                (Some(a), Some(n)) if waits_as_standby(a, n) => {
+                    prop_assert_eq!(p.phase, Phase::Running, "{}", p.message);
+                    prop_assert_eq!(p.memory.transition_since, None);
+                    prop_assert!(!p.timed_out && !p.newly_timed_out);
+                }
+                (Some(_), Some(_)) => {
+                    prop_assert_eq!(p.phase, Phase::Transitioning, "{}", p.message);
+                    let since = p.memory.transition_since;
+                    prop_assert!(since.is_some());
+                    prop_assert_eq!(p.timed_out, now - since.unwrap_or(now) > max);
+                }
+                _ => prop_assert!(p.phase != Phase::Transitioning, "{}", p.message),
+            }
+            memory = p.memory.clone();
+        }
+    }
 }
