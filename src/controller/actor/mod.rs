@@ -464,6 +464,8 @@ fn start_scope(
         keda,
     };
     let ctx = Arc::new(Ctx::new(deps, stores, settings.clone()));
+    deps.probes
+        .register_target(probe_target(pods.clone(), actors.clone()));
     let rt_actors = actors.clone();
     let rt_trigger = runtime_changes(settings.runtime.clone())
         .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
@@ -490,6 +492,20 @@ fn start_scope(
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     [Box::pin(forget_probes), Box::pin(controller)]
+}
+
+/// The busy guard's way to an actor pod's http probe (`scaling.busyProbe` in http mode):
+/// the pod in our pod cache, its actor by our label.
+fn probe_target(pods: Store<Pod>, actors: Store<AsyncActor>) -> crate::probe::target::Resolver {
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let actor = actors.get(&labelled_actor(pod.as_ref())?)?;
+        let p = actor.spec.scaling.as_ref()?.busy_probe.as_ref()?;
+        (p.mode == crate::api::probe::BusyMode::Http).then(|| crate::probe::target::Found {
+            probe: crate::probe::target::PoolProbe::Http(p.http.clone()),
+            pod,
+        })
+    })
 }
 
 /// The caches of what actors own (workloads, Services, pods), watched by our label, and

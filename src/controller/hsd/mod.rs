@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -242,6 +242,8 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
         deployments,
     };
     let ctx = Arc::new(Ctx::new(deps, stores));
+    deps.probes
+        .register_target(probe_target(pods.clone(), hsds.clone()));
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
@@ -264,6 +266,23 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
             (format!("hsd-{label}-probes"), Box::pin(forget_probes)),
         ],
     }
+}
+
+/// The busy guard's way to an HSD pod's http probe: the pod in our pod cache, its HSD by
+/// the name label (annotation-mode HSDs answer None).
+fn probe_target(
+    pods: Store<Pod>,
+    hsds: Store<HotStandbyDeployment>,
+) -> crate::probe::target::Resolver {
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let hsd = hsds.get(&super::labelled_owner(NAME_LABEL, pod.as_ref())?)?;
+        let probe = &hsd.spec.busy_probe;
+        (probe.mode == BusyMode::Http).then(|| crate::probe::target::Found {
+            probe: crate::probe::target::PoolProbe::Http(probe.http.clone()),
+            pod,
+        })
+    })
 }
 
 /// An HSD is gone: drop its debug entry, status memory and per-object gauges.

@@ -19,7 +19,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -439,6 +439,8 @@ pub fn start_with(
         pods: pods.clone(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores, exec));
+    deps.probes
+        .register_target(probe_target(pods.clone(), hsjs.clone()));
     let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
         super::labelled_owner(NAME_LABEL, p)
     });
@@ -464,6 +466,23 @@ pub fn start_with(
             ),
         ],
     }
+}
+
+/// The busy guard's way to an HSJ pod's http or exec probe: the pod in our pod cache, its
+/// HSJ by the name label (annotation-mode HSJs, and exec without settings, answer None).
+fn probe_target(pods: Store<Pod>, hsjs: Store<HotStandbyJob>) -> crate::probe::target::Resolver {
+    use crate::probe::target::{Found, PoolProbe};
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let hsj = hsjs.get(&super::labelled_owner(NAME_LABEL, pod.as_ref())?)?;
+        let p = &hsj.spec.busy_probe;
+        let probe = match (p.mode, &p.exec) {
+            (JobBusyMode::Http, _) => PoolProbe::Http(p.http.clone()),
+            (JobBusyMode::Exec, Some(cfg)) => PoolProbe::Exec(cfg.clone()),
+            _ => return None,
+        };
+        Some(Found { probe, pod })
+    })
 }
 
 /// A cached Job keeps its metadata and status: the reconciler never reads its spec.
