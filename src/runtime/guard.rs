@@ -193,6 +193,82 @@ mod tests {
         assert_eq!((v.state, v.stale), (BusyState::Busy, false));
     }
 
+    #[test]
+    fn the_sweep_clears_hold_starts_of_idle_pods_and_past_their_use() {
+        use crate::webhook::guard::HELD_SINCE_ANNOTATION;
+        let wall: k8s_openapi::jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let now = std::time::Instant::now();
+        let hour = crate::webhook::guard::DEFAULT_MAX_HOLD;
+        let pod = |name: &str, ann: &[(&str, &str)]| {
+            let mut p = Pod::default();
+            p.metadata.name = Some(name.into());
+            p.metadata.namespace = Some("ns".into());
+            p.metadata.uid = Some(format!("uid-{name}"));
+            p.metadata.annotations = Some(
+                ann.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            Arc::new(p)
+        };
+        let recent = "2026-12-02T13:50:00Z";
+        let pods = vec![
+            pod(
+                "busy",
+                &[(HELD_SINCE_ANNOTATION, recent), ("paia.tech/busy", "true")],
+            ),
+            pod(
+                "idle",
+                &[(HELD_SINCE_ANNOTATION, recent), ("paia.tech/busy", "false")],
+            ),
+            pod("none", &[("paia.tech/busy", "false")]),
+            pod(
+                "old",
+                &[
+                    (HELD_SINCE_ANNOTATION, "2026-12-01T10:00:00Z"),
+                    ("paia.tech/busy", "true"),
+                ],
+            ),
+            pod(
+                "junk",
+                &[(HELD_SINCE_ANNOTATION, "soon"), ("paia.tech/busy", "true")],
+            ),
+            pod(
+                "probed-busy",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+            pod(
+                "probed-idle",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+            pod(
+                "probed-unknown",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+        ];
+        let probes = ProbeCache::default();
+        let p = Some(std::time::Duration::from_secs(10));
+        probes.record_every("uid-probed-busy", Ok(BusyState::Busy), now, p);
+        probes.record_every("uid-probed-idle", Ok(BusyState::Idle), now, p);
+        let cleared: Vec<String> = held_since_to_clear(&pods, &probes, now, wall, hour)
+            .into_iter()
+            .map(|(ns, name, uid)| {
+                assert_eq!((ns.as_str(), uid), ("ns", Some(format!("uid-{name}"))));
+                name
+            })
+            .collect();
+        assert_eq!(cleared, vec!["idle", "old", "junk", "probed-idle"]);
+    }
+
     #[tokio::test]
     async fn every_kind_shares_the_probe_results_of_deps() {
         let deps = crate::controller::Deps::standalone(kube::Client::new(

@@ -801,6 +801,7 @@ mod tests {
         let s = GuardSettings {
             requesters: vec!["system:serviceaccounts:ops".into()],
             max_hold: DEFAULT_MAX_HOLD,
+            probe_budget: DEFAULT_PROBE_BUDGET,
         };
         let groups = vec!["system:serviceaccounts:ops".to_string()];
         assert!(s.is_guarded_requester(&Requester {
@@ -864,6 +865,154 @@ mod tests {
         );
         assert_eq!(h.started("u2"), None);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn an_annotated_hold_start_older_than_the_max_hold_lets_the_eviction_pass() {
+        let now = Instant::now() + Duration::from_secs(100_000);
+        let wall: jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let mut busy = meta(Some("true"), &[("paia.tech/busy", "true")]);
+        let ann = busy.annotations.get_or_insert_with(Default::default);
+        ann.insert(HELD_SINCE_ANNOTATION.into(), "2026-12-02T12:30:00Z".into());
+        let settings = GuardSettings::default();
+        let annotated = annotated_hold_start(&busy, now, wall, settings.max_hold);
+        assert_eq!(annotated, Some(now - Duration::from_secs(5400)));
+        // This replica's own hold began a minute ago: the earliest start counts.
+        let mine = Some(now - Duration::from_secs(60));
+        let started = hold_start(mine, annotated);
+        assert_eq!(started, annotated);
+        let v = decide(
+            &GuardInput {
+                pod: &busy,
+                requester: Requester {
+                    username: "admin",
+                    groups: &[],
+                },
+                op: GuardOp::Evict,
+                probe: None,
+                hold_started: started,
+                now,
+            },
+            &settings,
+        );
+        assert!(
+            matches!(&v, Verdict::Allow { because: AllowedBecause::HoldExpired, warning: Some(w) } if w.contains("5400s")),
+            "{v:?}"
+        );
+        // Without the annotation, this replica alone would still hold it.
+        let v = decide(
+            &GuardInput {
+                pod: &busy,
+                requester: Requester {
+                    username: "admin",
+                    groups: &[],
+                },
+                op: GuardOp::Evict,
+                probe: None,
+                hold_started: hold_start(mine, None),
+                now,
+            },
+            &settings,
+        );
+        assert!(matches!(v, Verdict::Deny { code: 429, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn the_annotation_is_read_only_while_it_can_matter() {
+        let now = Instant::now() + Duration::from_secs(100_000);
+        let wall: jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let hour = DEFAULT_MAX_HOLD;
+        let with = |v: &str| {
+            let mut m = meta(Some("true"), &[]);
+            m.annotations
+                .get_or_insert_with(Default::default)
+                .insert(HELD_SINCE_ANNOTATION.into(), v.into());
+            m
+        };
+        // Max hold 1 h, forget window 1 h: a start 2 h ago still counts, 2 h 1 s does not.
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T12:00:00Z"), now, wall, hour),
+            Some(now - hour * 2)
+        );
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T11:59:59Z"), now, wall, hour),
+            None
+        );
+        assert_eq!(
+            annotated_hold_start(&with("yesterday"), now, wall, hour),
+            None
+        );
+        assert_eq!(
+            annotated_hold_start(&meta(Some("true"), &[]), now, wall, hour),
+            None
+        );
+        // A clock ahead of ours: counts as now.
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T14:05:00Z"), now, wall, hour),
+            Some(now)
+        );
+        assert_eq!(hold_start(None, None), None);
+        assert_eq!(hold_start(Some(now), None), Some(now));
+        // The value written: the hold's start in whole seconds.
+        let v = held_since_value(now - Duration::from_millis(90_500), now, wall);
+        assert_eq!(v, "2026-12-02T13:58:29Z");
+        assert_eq!(
+            annotated_hold_start(&with(&v), now, wall, hour),
+            Some(now - Duration::from_secs(91))
+        );
+    }
+
+    #[test]
+    fn the_hold_start_is_claimed_for_writing_once_per_hold() {
+        let h = Holds::default();
+        let t0 = Instant::now();
+        let deny = Verdict::Deny {
+            message: "m".into(),
+            code: 429,
+        };
+        assert_eq!(h.claim_annotation("u"), None, "no hold");
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &deny,
+            t0,
+            DEFAULT_MAX_HOLD,
+        );
+        assert_eq!(h.claim_annotation("u"), Some(t0));
+        assert_eq!(h.claim_annotation("u"), None, "once");
+        h.unclaim_annotation("u");
+        assert_eq!(
+            h.claim_annotation("u"),
+            Some(t0),
+            "again after a failed write"
+        );
+        let allow = Verdict::Allow {
+            because: AllowedBecause::Idle,
+            warning: None,
+        };
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &allow,
+            t0,
+            DEFAULT_MAX_HOLD,
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &deny,
+            t1,
+            DEFAULT_MAX_HOLD,
+        );
+        assert_eq!(
+            h.claim_annotation("u"),
+            Some(t1),
+            "a new hold is claimed anew"
+        );
     }
 
     fn arb_meta() -> impl Strategy<Value = ObjectMeta> {
