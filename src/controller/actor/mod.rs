@@ -650,6 +650,67 @@ fn keda_objects(
 mod tests {
     use super::*;
 
+    fn cached_pod(name: &str, label: (&str, &str)) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "labels": {label.0: label.1}},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.9"}
+        }))
+        .unwrap()
+    }
+
+    fn store_of<K>(objs: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut w) = reflector::store::<K>();
+        for o in objs {
+            w.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+        }
+        w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        store
+    }
+
+    fn actor(name: &str, scaling: serde_json::Value) -> AsyncActor {
+        let path = format!(
+            "{}/examples/asyncactor-hello.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut v: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["metadata"]["name"] = name.into();
+        v["metadata"]["namespace"] = "ns".into();
+        v["metadata"]["uid"] = format!("uid-{name}").into();
+        v["spec"]["scaling"] = scaling;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_guard_finds_the_http_probe_of_an_actor_pod() {
+        let pods = store_of(vec![
+            cached_pod("h-1", (ACTOR_LABEL, "http")),
+            cached_pod("a-1", (ACTOR_LABEL, "ann")),
+            cached_pod("n-1", (ACTOR_LABEL, "none")),
+        ]);
+        let actors = store_of(vec![
+            actor(
+                "http",
+                serde_json::json!({"busyProbe": {"mode": "http", "http": {"port": 7000}}}),
+            ),
+            actor(
+                "ann",
+                serde_json::json!({"busyProbe": {"mode": "annotation"}}),
+            ),
+            actor("none", serde_json::json!({})),
+        ]);
+        let r = probe_target(pods, actors);
+        let h = r("ns", "h-1").expect("http pod");
+        assert!(matches!(&h.probe, crate::probe::target::PoolProbe::Http(c) if c.port == 7000));
+        assert!(r("ns", "a-1").is_none(), "annotation mode");
+        assert!(r("ns", "n-1").is_none(), "no busy probe");
+    }
+
     #[test]
     fn native_sidecars_from_1_29() {
         for (maj, min, want) in [
