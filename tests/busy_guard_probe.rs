@@ -280,7 +280,10 @@ async fn a_pod_that_is_not_running_is_idle_without_a_probe() {
 
 /// A mock API server: records each request (method, path, body) and answers the pod's
 /// metadata.
-fn recording_client() -> (kube::Client, Arc<Mutex<Vec<(String, String, Value)>>>) {
+/// (method, path, body) of each request the mock API saw.
+type Seen = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+fn recording_client() -> (kube::Client, Seen) {
     let seen = Arc::new(Mutex::new(vec![]));
     let s = seen.clone();
     let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {

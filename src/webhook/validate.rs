@@ -255,14 +255,14 @@ pub struct Asked<'a> {
 pub fn asked<'a>(
     req: &'a super::Parsed,
     objects: &dyn ObjectSource,
-) -> Result<Asked<'a>, AdmissionResponse> {
+) -> Result<Asked<'a>, Box<AdmissionResponse>> {
     use super::Parsed;
     static EMPTY: Vec<String> = Vec::new();
     match req {
         Parsed::Pod(r) => {
             let base = AdmissionResponse::from(r.as_ref());
             if r.operation != Operation::Delete || r.sub_resource.is_some() {
-                return Err(base);
+                return Err(Box::new(base));
             }
             let removal = Removal {
                 op: GuardOp::Delete,
@@ -285,7 +285,7 @@ pub fn asked<'a>(
             let op = match (&r.operation, r.sub_resource.as_deref()) {
                 (Operation::Delete, None) if pods => GuardOp::Delete,
                 (Operation::Create, Some("eviction")) if pods => GuardOp::Evict,
-                _ => return Err(base),
+                _ => return Err(Box::new(base)),
             };
             let namespace = r.namespace.as_deref().unwrap_or_default();
             // An eviction names its pod in `request.name` (and in the Eviction's metadata).
@@ -330,7 +330,7 @@ pub fn guard_review(
 ) -> GuardAnswer {
     match asked(req, objects) {
         Err(response) => GuardAnswer {
-            response,
+            response: *response,
             judged: None,
         },
         Ok(a) => judge(a.base, &a.removal, a.pod.as_deref(), objects, guard, now),
@@ -347,7 +347,7 @@ pub async fn guard_review_probing(
     let a = match asked(req, objects) {
         Err(response) => {
             return GuardAnswer {
-                response,
+                response: *response,
                 judged: None,
             }
         }
