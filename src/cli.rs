@@ -195,6 +195,36 @@ pub struct GuardArgs {
     /// with a warning, so a drain is never blocked for ever; 0: evictions are never held.
     #[arg(long, env = "KUBE_STANDBY_BUSY_GUARD_MAX_HOLD", default_value_t = crate::webhook::guard::DEFAULT_MAX_HOLD.as_secs())]
     pub busy_guard_max_hold: u64,
+    /// How long a review waits for the guard's own probe of an http/exec pod whose cached
+    /// result is missing, failing or older than its period (`500ms`, `1s`; a bare number is
+    /// milliseconds, at most 10s). Past it the pod counts as busy. Keep it well below the
+    /// webhook's timeoutSeconds: a review that times out is let through (failurePolicy
+    /// Ignore).
+    #[arg(long, env = "KUBE_STANDBY_BUSY_GUARD_PROBE_BUDGET", default_value = "500ms", value_parser = parse_budget)]
+    pub busy_guard_probe_budget: Duration,
+}
+
+/// `--busy-guard-probe-budget`: `<n>ms`, `<n>s` or a bare number of milliseconds, 0-10s.
+pub fn parse_budget(v: &str) -> std::result::Result<Duration, String> {
+    let v = v.trim();
+    let (digits, scale) = if let Some(d) = v.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = v.strip_suffix('s') {
+        (d, 1000)
+    } else {
+        (v, 1)
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration like 500ms or 1s"))?;
+    let ms = n.saturating_mul(scale);
+    if ms > 10_000 {
+        return Err(format!(
+            "{v:?} is over 10s (the webhook times out long before)"
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Where the operator's in-cluster service-account token lives.
@@ -246,6 +276,7 @@ impl GuardArgs {
         Ok(crate::webhook::guard::GuardSettings {
             requesters,
             max_hold: Duration::from_secs(self.busy_guard_max_hold),
+            probe_budget: self.busy_guard_probe_budget,
         })
     }
 }

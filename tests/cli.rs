@@ -219,6 +219,41 @@ fn busy_guard_flags_are_parsed_and_checked() {
 }
 
 #[test]
+fn the_busy_guard_probe_budget_flag() {
+    use clap::Parser;
+    use kube_standby::cli::{parse_budget, Cli, Command};
+    use std::time::Duration;
+    let cli = Cli::try_parse_from(["kube-standby", "run"]).unwrap();
+    let Command::Run(a) = cli.command else {
+        panic!("run")
+    };
+    assert_eq!(
+        a.tls.guard.settings(None).unwrap().probe_budget,
+        Duration::from_millis(500)
+    );
+    let cli =
+        Cli::try_parse_from(["kube-standby", "webhook", "--busy-guard-probe-budget=1s"]).unwrap();
+    let Command::Webhook(a) = cli.command else {
+        panic!("webhook")
+    };
+    assert_eq!(
+        a.tls.guard.settings(None).unwrap().probe_budget,
+        Duration::from_secs(1)
+    );
+    let e = Cli::try_parse_from(["kube-standby", "run", "--busy-guard-probe-budget=30s"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("busy-guard-probe-budget") && e.contains("over 10s"),
+        "{e}"
+    );
+    assert_eq!(parse_budget("250"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_budget("0ms"), Ok(Duration::ZERO));
+    assert!(parse_budget("fast").unwrap_err().contains("500ms"));
+    assert!(parse_budget("-1ms").is_err());
+}
+
+#[test]
 fn the_service_account_token_names_the_operator() {
     use base64::Engine;
     let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 
 pub mod exec;
 pub mod http;
+pub mod target;
 
 /// A pod's busy state as a reconciler sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -135,13 +136,32 @@ pub struct ProbeView {
     pub reason: String,
 }
 
-/// Probe results by pod UID, shared between reconciles.
+/// Probe results by pod UID, shared between reconciles, and where each kind's pods are
+/// probed (resolvers the busy guard asks when it probes a pod itself, see [`target`]).
 #[derive(Clone, Default)]
 pub struct ProbeCache {
     inner: Arc<Mutex<HashMap<String, ProbeRecord>>>,
+    resolvers: Arc<std::sync::RwLock<Vec<target::Resolver>>>,
 }
 
 impl ProbeCache {
+    /// Tell the guard how to find the probe of one kind's pods (see [`target`]).
+    pub fn register_target(&self, resolver: target::Resolver) {
+        match self.resolvers.write() {
+            Ok(mut g) => g.push(resolver),
+            Err(p) => p.into_inner().push(resolver),
+        }
+    }
+
+    /// The probe of the pod `namespace/name`, from the first kind that knows it.
+    pub fn target(&self, namespace: &str, name: &str) -> Option<target::Found> {
+        let g = match self.resolvers.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.iter().find_map(|r| r(namespace, name))
+    }
+
     pub fn get(&self, uid: &str) -> Option<ProbeRecord> {
         self.lock().get(uid).cloned()
     }

@@ -3,7 +3,12 @@
 //! eviction path finds its pod without an API call. The cache is not required for
 //! readiness: until it has listed, an eviction of a pod it does not know is allowed (the
 //! guard fails open, as it does when the webhook is down).
+//!
+//! The leader also sweeps the `held-since` annotations the guard writes
+//! ([`sweep_held_since`]): one is cleared once its pod is idle as the guard sees it without
+//! I/O, or once it is past its use, so a later hold starts fresh.
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -47,6 +52,76 @@ impl ObjectSource for GuardedObjects {
         self.probes
             .guard_view(uid, std::time::Instant::now())
             .or_else(|| self.inner.probe(uid))
+    }
+
+    fn probe_target(&self, namespace: &str, name: &str) -> Option<crate::probe::target::Found> {
+        self.probes.target(namespace, name)
+    }
+}
+
+/// How often the leader looks for `held-since` annotations to clear.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// Most annotations cleared per sweep (the rest wait for the next one).
+pub const SWEEP_MAX: usize = 100;
+
+/// The pods (namespace, name, UID) whose `held-since` annotation is past its use: the pod
+/// is idle as the guard sees it without I/O (annotation mode: its annotation; a pod whose
+/// pool probes it: a recent idle probe result), or the annotation is malformed or older
+/// than the max hold plus the forget window. Reads the probe cache, nothing else.
+pub fn held_since_to_clear(
+    pods: &[Arc<Pod>],
+    probes: &crate::probe::ProbeCache,
+    now: Instant,
+    wall_now: k8s_openapi::jiff::Timestamp,
+    max_hold: Duration,
+) -> Vec<(String, String, Option<String>)> {
+    use crate::webhook::guard::{self, HELD_SINCE_ANNOTATION};
+    pods.iter()
+        .filter_map(|p| {
+            let meta = &p.metadata;
+            meta.annotations.as_ref()?.get(HELD_SINCE_ANNOTATION)?;
+            let (ns, name) = (meta.namespace.clone()?, meta.name.clone()?);
+            let past_use = guard::annotated_hold_start(meta, now, wall_now, max_hold).is_none();
+            let probed = guard::uses_probe(meta) || probes.target(&ns, &name).is_some();
+            let idle = if probed {
+                let uid = meta.uid.as_deref().unwrap_or_default();
+                probes
+                    .guard_view(uid, now)
+                    .is_some_and(|v| v.state == crate::probe::BusyState::Idle && !v.stale)
+            } else {
+                !guard::busy(meta, None).0
+            };
+            (past_use || idle).then(|| (ns, name, meta.uid.clone()))
+        })
+        .take(SWEEP_MAX)
+        .collect()
+}
+
+/// Every [`SWEEP_EVERY`], while this replica leads, clear the `held-since` annotations
+/// [`held_since_to_clear`] names. Runs for ever; the runtime supervises it.
+pub async fn sweep_held_since(
+    pods: Store<Pod>,
+    probes: crate::probe::ProbeCache,
+    writer: crate::webhook::held_since::HeldSince,
+    leading: tokio::sync::watch::Receiver<bool>,
+    max_hold: Duration,
+) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        if !*leading.borrow() {
+            continue;
+        }
+        let now = Instant::now();
+        let wall_now = k8s_openapi::jiff::Timestamp::now();
+        for (ns, name, uid) in held_since_to_clear(&pods.state(), &probes, now, wall_now, max_hold)
+        {
+            match writer.clear(&ns, &name, uid.as_deref()).await {
+                Ok(()) => tracing::debug!(namespace = %ns, pod = %name, "hold start cleared"),
+                Err(e) => {
+                    tracing::debug!(namespace = %ns, pod = %name, error = %e, "could not clear the hold start")
+                }
+            }
+        }
     }
 }
 
@@ -116,6 +191,82 @@ mod tests {
         );
         let v = o.probe("uid-1").expect("a result");
         assert_eq!((v.state, v.stale), (BusyState::Busy, false));
+    }
+
+    #[test]
+    fn the_sweep_clears_hold_starts_of_idle_pods_and_past_their_use() {
+        use crate::webhook::guard::HELD_SINCE_ANNOTATION;
+        let wall: k8s_openapi::jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let now = std::time::Instant::now();
+        let hour = crate::webhook::guard::DEFAULT_MAX_HOLD;
+        let pod = |name: &str, ann: &[(&str, &str)]| {
+            let mut p = Pod::default();
+            p.metadata.name = Some(name.into());
+            p.metadata.namespace = Some("ns".into());
+            p.metadata.uid = Some(format!("uid-{name}"));
+            p.metadata.annotations = Some(
+                ann.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            Arc::new(p)
+        };
+        let recent = "2026-12-02T13:50:00Z";
+        let pods = vec![
+            pod(
+                "busy",
+                &[(HELD_SINCE_ANNOTATION, recent), ("paia.tech/busy", "true")],
+            ),
+            pod(
+                "idle",
+                &[(HELD_SINCE_ANNOTATION, recent), ("paia.tech/busy", "false")],
+            ),
+            pod("none", &[("paia.tech/busy", "false")]),
+            pod(
+                "old",
+                &[
+                    (HELD_SINCE_ANNOTATION, "2026-12-01T10:00:00Z"),
+                    ("paia.tech/busy", "true"),
+                ],
+            ),
+            pod(
+                "junk",
+                &[(HELD_SINCE_ANNOTATION, "soon"), ("paia.tech/busy", "true")],
+            ),
+            pod(
+                "probed-busy",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+            pod(
+                "probed-idle",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+            pod(
+                "probed-unknown",
+                &[
+                    (HELD_SINCE_ANNOTATION, recent),
+                    ("kube-standby.dev/busy-source", "probe"),
+                ],
+            ),
+        ];
+        let probes = ProbeCache::default();
+        let p = Some(std::time::Duration::from_secs(10));
+        probes.record_every("uid-probed-busy", Ok(BusyState::Busy), now, p);
+        probes.record_every("uid-probed-idle", Ok(BusyState::Idle), now, p);
+        let cleared: Vec<String> = held_since_to_clear(&pods, &probes, now, wall, hour)
+            .into_iter()
+            .map(|(ns, name, uid)| {
+                assert_eq!((ns.as_str(), uid), ("ns", Some(format!("uid-{name}"))));
+                name
+            })
+            .collect();
+        assert_eq!(cleared, vec!["idle", "old", "junk", "probed-idle"]);
     }
 
     #[tokio::test]

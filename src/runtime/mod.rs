@@ -333,7 +333,8 @@ pub async fn run(
         held: deps.held.clone(),
         ..cfg.server.clone()
     };
-    let prepared = server::prepare(
+    let guarded_stores: Vec<_> = guarded.pods.iter().map(|(_, s)| s.clone()).collect();
+    let mut prepared = server::prepare(
         &server_cfg,
         Arc::new(guarded),
         Some(release),
@@ -342,6 +343,41 @@ pub async fn run(
         deps.debug.clone(),
     )
     .await?;
+    // The guard probes http/exec pods itself when the cache is not recent (this replica may
+    // not lead, so its controllers may never probe) and records hold starts on the pods.
+    let held_since = crate::webhook::held_since::HeldSince {
+        client: client.clone(),
+    };
+    let exec = crate::probe::exec::ExecProber::new(
+        Arc::new(crate::probe::exec::KubeExec {
+            client: client.clone(),
+        }),
+        crate::webhook::reprobe::IN_FLIGHT,
+    );
+    prepared.state.guard = crate::webhook::GuardState::with_io(
+        server_cfg.busy_guard.clone(),
+        deps.held.clone(),
+        crate::webhook::GuardIo {
+            reprober: Some(Arc::new(crate::webhook::reprobe::Reprober::new(
+                deps.probes.clone(),
+                Some(exec),
+                Some(metrics.clone()),
+            ))),
+            held_since: Some(held_since.clone()),
+        },
+    );
+    for (i, store) in guarded_stores.into_iter().enumerate() {
+        tasks.push(Task::forever(
+            format!("busy-guard-held-since-{i}"),
+            guard::sweep_held_since(
+                store,
+                deps.probes.clone(),
+                held_since.clone(),
+                deps.leading.clone(),
+                server_cfg.busy_guard.max_hold,
+            ),
+        ));
+    }
 
     match (cfg.webhook_config_name.clone(), prepared.tls.ca_pem.clone()) {
         (Some(name), Some(ca)) => {

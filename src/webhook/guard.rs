@@ -15,7 +15,12 @@
 //!   the garbage collector, the namespace controller, a force delete);
 //! - eviction of a busy pod is denied with 429, like a PodDisruptionBudget would, whoever
 //!   asks, until `max_hold` has passed since the hold started; then it is allowed with a
-//!   warning, so a drain or node upgrade is never blocked for ever.
+//!   warning, so a drain or node upgrade is never blocked for ever;
+//! - the hold start is the earliest of this replica's memory ([`Holds`]) and the pod's
+//!   annotation `kube-standby.dev/held-since` (RFC 3339, written once per hold by the replica
+//!   that first denied an eviction), so neither the chart's second replica nor a restart
+//!   lengthens a hold; an annotation older than the max hold plus the forget window
+//!   ([`forget_after`]) is ignored, as a hold nobody asked about is forgotten in memory.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,6 +43,12 @@ pub const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
 pub const SELF: &str = "self";
 /// Default `--busy-guard-max-hold`.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
+/// Default `--busy-guard-probe-budget`: how long a review waits for the guard's own probe
+/// of an http/exec pod whose cached result is missing or older than its period (well
+/// below the webhook's `timeoutSeconds`, 2).
+pub const DEFAULT_PROBE_BUDGET: Duration = Duration::from_millis(500);
+/// Annotation recording when a pod's eviction hold started (RFC 3339).
+pub const HELD_SINCE_ANNOTATION: &str = "kube-standby.dev/held-since";
 /// HTTP code of a refused eviction (what a PodDisruptionBudget answers).
 pub const EVICTION_CODE: u16 = 429;
 /// HTTP code of a refused DELETE.
@@ -87,6 +98,8 @@ pub struct GuardSettings {
     pub requesters: Vec<String>,
     /// Longest time an eviction is held.
     pub max_hold: Duration,
+    /// Longest time a review waits for the guard's own probe of an http/exec pod.
+    pub probe_budget: Duration,
 }
 
 impl Default for GuardSettings {
@@ -97,6 +110,7 @@ impl Default for GuardSettings {
                 .filter(|r| r != SELF)
                 .collect(),
             max_hold: DEFAULT_MAX_HOLD,
+            probe_budget: DEFAULT_PROBE_BUDGET,
         }
     }
 }
@@ -272,6 +286,50 @@ pub fn decide(input: &GuardInput<'_>, settings: &GuardSettings) -> Verdict {
     }
 }
 
+/// How long a hold nobody asks about is remembered (in memory and in the annotation) past
+/// its start plus the max hold.
+pub fn forget_after(max_hold: Duration) -> Duration {
+    max_hold.max(Duration::from_secs(600))
+}
+
+/// When the pod's hold started according to its `held-since` annotation, on this process's
+/// clock (`now` is `wall_now` as an Instant). None when absent, malformed, or older than
+/// the max hold plus [`forget_after`] (a hold from an earlier, abandoned drain). A time in
+/// the future counts as now. Pure.
+pub fn annotated_hold_start(
+    pod: &ObjectMeta,
+    now: Instant,
+    wall_now: jiff::Timestamp,
+    max_hold: Duration,
+) -> Option<Instant> {
+    let text = pod.annotations.as_ref()?.get(HELD_SINCE_ANNOTATION)?;
+    let since: jiff::Timestamp = text.trim().parse().ok()?;
+    let age = wall_now.duration_since(since);
+    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+    if age > max_hold.saturating_add(forget_after(max_hold)) {
+        return None;
+    }
+    Some(now.checked_sub(age).unwrap_or(now))
+}
+
+/// The hold start `decide` uses: the earliest of this replica's memory and the annotation.
+pub fn hold_start(in_memory: Option<Instant>, annotated: Option<Instant>) -> Option<Instant> {
+    match (in_memory, annotated) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `held-since` value for a hold that started at `started` (`now` is `wall_now`).
+pub fn held_since_value(started: Instant, now: Instant, wall_now: jiff::Timestamp) -> String {
+    let ago = now.saturating_duration_since(started);
+    let ago = jiff::SignedDuration::try_from(ago).unwrap_or(jiff::SignedDuration::ZERO);
+    let at = wall_now.checked_sub(ago).unwrap_or(wall_now);
+    // Whole seconds, like every other timestamp of the API.
+    let at = jiff::Timestamp::from_second(at.as_second()).unwrap_or(at);
+    at.to_string()
+}
+
 /// `requester_class` label of the metric.
 pub fn requester_class(settings: &GuardSettings, who: &Requester<'_>) -> &'static str {
     if settings.is_guarded_requester(who) {
@@ -300,6 +358,8 @@ struct Hold {
     last_seen: Instant,
     denials: u64,
     last_op: GuardOp,
+    /// Its `held-since` annotation was written (or is being written) by this replica.
+    annotated: bool,
 }
 
 /// Most holds remembered at once; the oldest are forgotten first beyond this.
@@ -308,9 +368,9 @@ pub const MAX_HOLDS: usize = 10_000;
 /// When each held pod's hold started, by pod UID (or namespace/name when the UID is
 /// unknown). A hold ends when the pod is allowed; a hold nobody asked about for longer
 /// than the max hold is forgotten.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Holds {
-    inner: Mutex<HashMap<String, Hold>>,
+    inner: std::sync::Arc<Mutex<HashMap<String, Hold>>>,
 }
 
 impl Holds {
@@ -342,7 +402,7 @@ impl Holds {
             m.remove(key);
             return false;
         }
-        let forget_after = max_hold.max(Duration::from_secs(600));
+        let forget_after = forget_after(max_hold);
         m.retain(|_, h| now.saturating_duration_since(h.last_seen) <= forget_after);
         let new = !m.contains_key(key);
         if new && m.len() >= MAX_HOLDS {
@@ -361,11 +421,28 @@ impl Holds {
             last_seen: now,
             denials: 0,
             last_op: op,
+            annotated: false,
         });
         h.last_seen = now;
         h.denials += 1;
         h.last_op = op;
         new
+    }
+
+    /// The start of this pod's hold, the first time it is asked for (the caller writes
+    /// the `held-since` annotation); None when there is no hold or it was claimed already.
+    pub fn claim_annotation(&self, key: &str) -> Option<Instant> {
+        let mut m = self.lock();
+        let h = m.get_mut(key).filter(|h| !h.annotated)?;
+        h.annotated = true;
+        Some(h.started)
+    }
+
+    /// The annotation could not be written: the next denial tries again.
+    pub fn unclaim_annotation(&self, key: &str) {
+        if let Some(h) = self.lock().get_mut(key) {
+            h.annotated = false;
+        }
     }
 
     /// The held pods, longest held first.
@@ -727,6 +804,7 @@ mod tests {
         let s = GuardSettings {
             requesters: vec!["system:serviceaccounts:ops".into()],
             max_hold: DEFAULT_MAX_HOLD,
+            probe_budget: DEFAULT_PROBE_BUDGET,
         };
         let groups = vec!["system:serviceaccounts:ops".to_string()];
         assert!(s.is_guarded_requester(&Requester {
@@ -790,6 +868,154 @@ mod tests {
         );
         assert_eq!(h.started("u2"), None);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn an_annotated_hold_start_older_than_the_max_hold_lets_the_eviction_pass() {
+        let now = Instant::now() + Duration::from_secs(100_000);
+        let wall: jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let mut busy = meta(Some("true"), &[("paia.tech/busy", "true")]);
+        let ann = busy.annotations.get_or_insert_with(Default::default);
+        ann.insert(HELD_SINCE_ANNOTATION.into(), "2026-12-02T12:30:00Z".into());
+        let settings = GuardSettings::default();
+        let annotated = annotated_hold_start(&busy, now, wall, settings.max_hold);
+        assert_eq!(annotated, Some(now - Duration::from_secs(5400)));
+        // This replica's own hold began a minute ago: the earliest start counts.
+        let mine = Some(now - Duration::from_secs(60));
+        let started = hold_start(mine, annotated);
+        assert_eq!(started, annotated);
+        let v = decide(
+            &GuardInput {
+                pod: &busy,
+                requester: Requester {
+                    username: "admin",
+                    groups: &[],
+                },
+                op: GuardOp::Evict,
+                probe: None,
+                hold_started: started,
+                now,
+            },
+            &settings,
+        );
+        assert!(
+            matches!(&v, Verdict::Allow { because: AllowedBecause::HoldExpired, warning: Some(w) } if w.contains("5400s")),
+            "{v:?}"
+        );
+        // Without the annotation, this replica alone would still hold it.
+        let v = decide(
+            &GuardInput {
+                pod: &busy,
+                requester: Requester {
+                    username: "admin",
+                    groups: &[],
+                },
+                op: GuardOp::Evict,
+                probe: None,
+                hold_started: hold_start(mine, None),
+                now,
+            },
+            &settings,
+        );
+        assert!(matches!(v, Verdict::Deny { code: 429, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn the_annotation_is_read_only_while_it_can_matter() {
+        let now = Instant::now() + Duration::from_secs(100_000);
+        let wall: jiff::Timestamp = "2026-12-02T14:00:00Z".parse().unwrap();
+        let hour = DEFAULT_MAX_HOLD;
+        let with = |v: &str| {
+            let mut m = meta(Some("true"), &[]);
+            m.annotations
+                .get_or_insert_with(Default::default)
+                .insert(HELD_SINCE_ANNOTATION.into(), v.into());
+            m
+        };
+        // Max hold 1 h, forget window 1 h: a start 2 h ago still counts, 2 h 1 s does not.
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T12:00:00Z"), now, wall, hour),
+            Some(now - hour * 2)
+        );
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T11:59:59Z"), now, wall, hour),
+            None
+        );
+        assert_eq!(
+            annotated_hold_start(&with("yesterday"), now, wall, hour),
+            None
+        );
+        assert_eq!(
+            annotated_hold_start(&meta(Some("true"), &[]), now, wall, hour),
+            None
+        );
+        // A clock ahead of ours: counts as now.
+        assert_eq!(
+            annotated_hold_start(&with("2026-12-02T14:05:00Z"), now, wall, hour),
+            Some(now)
+        );
+        assert_eq!(hold_start(None, None), None);
+        assert_eq!(hold_start(Some(now), None), Some(now));
+        // The value written: the hold's start in whole seconds.
+        let v = held_since_value(now - Duration::from_millis(90_500), now, wall);
+        assert_eq!(v, "2026-12-02T13:58:29Z");
+        assert_eq!(
+            annotated_hold_start(&with(&v), now, wall, hour),
+            Some(now - Duration::from_secs(91))
+        );
+    }
+
+    #[test]
+    fn the_hold_start_is_claimed_for_writing_once_per_hold() {
+        let h = Holds::default();
+        let t0 = Instant::now();
+        let deny = Verdict::Deny {
+            message: "m".into(),
+            code: 429,
+        };
+        assert_eq!(h.claim_annotation("u"), None, "no hold");
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &deny,
+            t0,
+            DEFAULT_MAX_HOLD,
+        );
+        assert_eq!(h.claim_annotation("u"), Some(t0));
+        assert_eq!(h.claim_annotation("u"), None, "once");
+        h.unclaim_annotation("u");
+        assert_eq!(
+            h.claim_annotation("u"),
+            Some(t0),
+            "again after a failed write"
+        );
+        let allow = Verdict::Allow {
+            because: AllowedBecause::Idle,
+            warning: None,
+        };
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &allow,
+            t0,
+            DEFAULT_MAX_HOLD,
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        h.record(
+            "u",
+            ("ns", "a"),
+            GuardOp::Evict,
+            &deny,
+            t1,
+            DEFAULT_MAX_HOLD,
+        );
+        assert_eq!(
+            h.claim_annotation("u"),
+            Some(t1),
+            "a new hold is claimed anew"
+        );
     }
 
     fn arb_meta() -> impl Strategy<Value = ObjectMeta> {

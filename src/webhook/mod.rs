@@ -20,11 +20,13 @@ use crate::telemetry::Untrusted;
 
 pub mod config;
 pub mod guard;
+pub mod held_since;
 pub mod limits;
 pub mod mutate;
 pub mod objects;
 pub mod patch;
 pub mod release;
+pub mod reprobe;
 pub mod singleton;
 pub mod validate;
 
@@ -33,7 +35,7 @@ pub use limits::{AdmissionGate, AdmissionLimits};
 pub use mutate::{mutate, mutate_patch};
 pub use objects::{ObjectSource, StaticObjects};
 pub use patch::Patch;
-pub use validate::GuardState;
+pub use validate::{GuardIo, GuardState};
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -559,8 +561,7 @@ async fn validate_pods(State(state): State<WebhookState>, req: Request) -> Respo
         duration_us = field::Empty,
     );
     async move {
-        let answer =
-            validate::guard_review(&req, state.objects.as_ref(), &state.guard, Instant::now());
+        let answer = validate::guard_review_probing(&req, state.objects.as_ref(), &state.guard).await;
         let elapsed = started.elapsed();
         let span = tracing::Span::current();
         span.record("allowed", answer.response.allowed);

@@ -26,6 +26,12 @@ pub trait ObjectSource: Send + Sync {
     fn probe(&self, _uid: &str) -> Option<ProbeView> {
         None
     }
+
+    /// The http/exec probe of the pod `namespace/name`, when its pool probes it (a lookup
+    /// in the kinds' caches, no I/O). None: annotation mode or unknown here.
+    fn probe_target(&self, _namespace: &str, _name: &str) -> Option<crate::probe::target::Found> {
+        None
+    }
 }
 
 /// A fixed set of objects, e.g. loaded from `--objects` files.

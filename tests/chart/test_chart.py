@@ -317,6 +317,7 @@ def test_busy_guard_registration_and_flags():
     assert ("--busy-guard-requesters=system:serviceaccount:kube-system:replicaset-controller,"
             "system:kube-controller-manager,self") in args, args
     assert "--busy-guard-max-hold=3600" in args, args
+    assert "--busy-guard-probe-budget=500ms" in args, args
     # The operator keeps both caBundles current: RBAC on both kinds, by name.
     rules = [r for c in by_kind(docs, "ClusterRole") for r in c["rules"]]
     hooks = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
@@ -324,11 +325,12 @@ def test_busy_guard_registration_and_flags():
     # Same CA handling as the mutating one in secret mode.
     docs = render({"tls": {"mode": "secret", "secretName": "t", "caBundle": "Q0E="},
                    "busyGuard": {"requesters": ["alice", "self"], "maxHoldSeconds": 7200,
-                                 "timeoutSeconds": 5}})
+                                 "probeBudgetMilliseconds": 1500, "timeoutSeconds": 5}})
     wh = by_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]
     assert wh["clientConfig"]["caBundle"] == "Q0E=" and wh["timeoutSeconds"] == 5
     args = container(docs)["args"]
     assert "--busy-guard-requesters=alice,self" in args and "--busy-guard-max-hold=7200" in args, args
+    assert "--busy-guard-probe-budget=1500ms" in args, args
     # The binary accepts what the chart renders.
     guard_args = [a for a in args if a.startswith("--busy-guard")]
     out = subprocess.run([BIN, "webhook", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0",

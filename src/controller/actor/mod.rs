@@ -464,6 +464,8 @@ fn start_scope(
         keda,
     };
     let ctx = Arc::new(Ctx::new(deps, stores, settings.clone()));
+    deps.probes
+        .register_target(probe_target(pods.clone(), actors.clone()));
     let rt_actors = actors.clone();
     let rt_trigger = runtime_changes(settings.runtime.clone())
         .flat_map(move |()| futures::stream::iter(all_actors(&rt_actors, None)));
@@ -490,6 +492,20 @@ fn start_scope(
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     [Box::pin(forget_probes), Box::pin(controller)]
+}
+
+/// The busy guard's way to an actor pod's http probe (`scaling.busyProbe` in http mode):
+/// the pod in our pod cache, its actor by our label.
+fn probe_target(pods: Store<Pod>, actors: Store<AsyncActor>) -> crate::probe::target::Resolver {
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let actor = actors.get(&labelled_actor(pod.as_ref())?)?;
+        let p = actor.spec.scaling.as_ref()?.busy_probe.as_ref()?;
+        (p.mode == crate::api::probe::BusyMode::Http).then(|| crate::probe::target::Found {
+            probe: crate::probe::target::PoolProbe::Http(p.http.clone()),
+            pod,
+        })
+    })
 }
 
 /// The caches of what actors own (workloads, Services, pods), watched by our label, and
@@ -633,6 +649,67 @@ fn keda_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cached_pod(name: &str, label: (&str, &str)) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "labels": {label.0: label.1}},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.9"}
+        }))
+        .unwrap()
+    }
+
+    fn store_of<K>(objs: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut w) = reflector::store::<K>();
+        for o in objs {
+            w.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+        }
+        w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        store
+    }
+
+    fn actor(name: &str, scaling: serde_json::Value) -> AsyncActor {
+        let path = format!(
+            "{}/examples/asyncactor-hello.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut v: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["metadata"]["name"] = name.into();
+        v["metadata"]["namespace"] = "ns".into();
+        v["metadata"]["uid"] = format!("uid-{name}").into();
+        v["spec"]["scaling"] = scaling;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_guard_finds_the_http_probe_of_an_actor_pod() {
+        let pods = store_of(vec![
+            cached_pod("h-1", (ACTOR_LABEL, "http")),
+            cached_pod("a-1", (ACTOR_LABEL, "ann")),
+            cached_pod("n-1", (ACTOR_LABEL, "none")),
+        ]);
+        let actors = store_of(vec![
+            actor(
+                "http",
+                serde_json::json!({"busyProbe": {"mode": "http", "http": {"port": 7000}}}),
+            ),
+            actor(
+                "ann",
+                serde_json::json!({"busyProbe": {"mode": "annotation"}}),
+            ),
+            actor("none", serde_json::json!({})),
+        ]);
+        let r = probe_target(pods, actors);
+        let h = r("ns", "h-1").expect("http pod");
+        assert!(matches!(&h.probe, crate::probe::target::PoolProbe::Http(c) if c.port == 7000));
+        assert!(r("ns", "a-1").is_none(), "annotation mode");
+        assert!(r("ns", "n-1").is_none(), "no busy probe");
+    }
 
     #[test]
     fn native_sidecars_from_1_29() {

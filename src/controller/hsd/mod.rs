@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -248,6 +248,8 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
         deployments,
     };
     let ctx = Arc::new(Ctx::new(deps, stores));
+    deps.probes
+        .register_target(probe_target(pods.clone(), hsds.clone()));
     let probes = ctx.probes.clone();
     let forget_probes = async move { probes.forget_gone(pods, Duration::from_secs(60)).await };
     let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
@@ -276,10 +278,91 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     }
 }
 
+/// The busy guard's way to an HSD pod's http probe: the pod in our pod cache, its HSD by
+/// the name label (annotation-mode HSDs answer None).
+fn probe_target(
+    pods: Store<Pod>,
+    hsds: Store<HotStandbyDeployment>,
+) -> crate::probe::target::Resolver {
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let hsd = hsds.get(&super::labelled_owner(NAME_LABEL, pod.as_ref())?)?;
+        let probe = &hsd.spec.busy_probe;
+        (probe.mode == BusyMode::Http).then(|| crate::probe::target::Found {
+            probe: crate::probe::target::PoolProbe::Http(probe.http.clone()),
+            pod,
+        })
+    })
+}
+
 /// An HSD is gone: drop its debug entry, status memory and per-object gauges.
 pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.metrics.hsd.forget(&ObjectLabels::new(ns, name));
     ctx.views.forget(&format!("{ns}/{name}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::target::PoolProbe;
+
+    fn cached_pod(name: &str, label: (&str, &str)) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "labels": {label.0: label.1}},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.9"}
+        }))
+        .unwrap()
+    }
+
+    fn store_of<K>(objs: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut w) = reflector::store::<K>();
+        for o in objs {
+            w.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+        }
+        w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        store
+    }
+
+    fn hsd(name: &str, mode: &str) -> HotStandbyDeployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"idleTarget": 1, "selector": {"matchLabels": {"app": "g"}},
+                     "busyProbe": {"mode": mode, "http": {"port": 8081, "periodSeconds": 7}},
+                     "podTemplate": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}
+        }))
+        .unwrap()
+    }
+
+    /// The guard finds an http HSD's probe through the pod's name label; an annotation-mode
+    /// HSD's pods, and pods it does not cache, answer None (no I/O for them).
+    #[test]
+    fn the_guard_finds_the_http_probe_of_an_hsd_pod() {
+        let pods = store_of(vec![
+            cached_pod("h-1", (NAME_LABEL, "web")),
+            cached_pod("a-1", (NAME_LABEL, "plain")),
+            cached_pod("o-1", (NAME_LABEL, "gone")),
+        ]);
+        let hsds = store_of(vec![hsd("web", "http"), hsd("plain", "annotation")]);
+        let r = probe_target(pods, hsds);
+        let found = r("ns", "h-1").expect("an http pod");
+        assert!(matches!(&found.probe, PoolProbe::Http(h) if h.port == 8081));
+        assert_eq!(found.probe.period(), Duration::from_secs(7));
+        assert_eq!(found.pod.metadata.uid.as_deref(), Some("uid-h-1"));
+        assert!(r("ns", "a-1").is_none(), "annotation mode");
+        assert!(r("ns", "o-1").is_none(), "no such HSD");
+        assert!(r("ns", "nope").is_none(), "no such pod");
+        assert!(r("other", "h-1").is_none(), "another namespace");
+        // Registered on the shared cache, the guard reads it from there.
+        let probes = ProbeCache::default();
+        probes.register_target(r);
+        assert!(probes.target("ns", "h-1").is_some());
+    }
 }

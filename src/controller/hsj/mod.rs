@@ -19,7 +19,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -442,6 +442,8 @@ pub fn start_with(
         pods: pods.clone(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores, exec));
+    deps.probes
+        .register_target(probe_target(pods.clone(), hsjs.clone()));
     let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
         super::labelled_owner(NAME_LABEL, p)
     });
@@ -473,6 +475,23 @@ pub fn start_with(
     }
 }
 
+/// The busy guard's way to an HSJ pod's http or exec probe: the pod in our pod cache, its
+/// HSJ by the name label (annotation-mode HSJs, and exec without settings, answer None).
+fn probe_target(pods: Store<Pod>, hsjs: Store<HotStandbyJob>) -> crate::probe::target::Resolver {
+    use crate::probe::target::{Found, PoolProbe};
+    Arc::new(move |ns: &str, name: &str| {
+        let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+        let hsj = hsjs.get(&super::labelled_owner(NAME_LABEL, pod.as_ref())?)?;
+        let p = &hsj.spec.busy_probe;
+        let probe = match (p.mode, &p.exec) {
+            (JobBusyMode::Http, _) => PoolProbe::Http(p.http.clone()),
+            (JobBusyMode::Exec, Some(cfg)) => PoolProbe::Exec(cfg.clone()),
+            _ => return None,
+        };
+        Some(Found { probe, pod })
+    })
+}
+
 /// A cached Job keeps its metadata and status: the reconciler never reads its spec.
 fn strip_job(j: &mut Job) {
     j.managed_fields_mut().clear();
@@ -494,4 +513,74 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.shell.forget(ns, name);
     ctx.expect.forget(&debug_key(ns, name));
     ctx.metrics.hsj.forget(&ObjectLabels::new(ns, name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::target::PoolProbe;
+
+    fn cached_pod(name: &str, label: (&str, &str)) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "labels": {label.0: label.1}},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.9"}
+        }))
+        .unwrap()
+    }
+
+    fn store_of<K>(objs: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut w) = reflector::store::<K>();
+        for o in objs {
+            w.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+        }
+        w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        store
+    }
+
+    fn hsj(name: &str, probe: serde_json::Value) -> HotStandbyJob {
+        let spec: crate::api::hsj::HotStandbyJobSpec = serde_json::from_value(serde_json::json!({
+            "idleTarget": 1, "busyProbe": probe,
+            "jobTemplate": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}
+        }))
+        .unwrap();
+        let mut h = HotStandbyJob::new(name, spec);
+        h.metadata.namespace = Some("ns".into());
+        h.metadata.uid = Some(format!("uid-{name}"));
+        h
+    }
+
+    #[test]
+    fn the_guard_finds_the_http_or_exec_probe_of_an_hsj_pod() {
+        let pods = store_of(vec![
+            cached_pod("e-1", (NAME_LABEL, "exec")),
+            cached_pod("h-1", (NAME_LABEL, "http")),
+            cached_pod("a-1", (NAME_LABEL, "ann")),
+            cached_pod("x-1", (NAME_LABEL, "exec-unset")),
+        ]);
+        let hsjs = store_of(vec![
+            hsj(
+                "exec",
+                serde_json::json!({"mode": "exec", "exec": {"command": ["true"], "periodSeconds": 3}}),
+            ),
+            hsj(
+                "http",
+                serde_json::json!({"mode": "http", "http": {"port": 9000}}),
+            ),
+            hsj("ann", serde_json::json!({"mode": "annotation"})),
+            hsj("exec-unset", serde_json::json!({"mode": "exec"})),
+        ]);
+        let r = probe_target(pods, hsjs);
+        let e = r("ns", "e-1").expect("exec pod");
+        assert!(matches!(&e.probe, PoolProbe::Exec(c) if c.command == vec!["true".to_string()]));
+        assert_eq!(e.probe.period(), Duration::from_secs(3));
+        let h = r("ns", "h-1").expect("http pod");
+        assert!(matches!(&h.probe, PoolProbe::Http(c) if c.port == 9000));
+        assert!(r("ns", "a-1").is_none(), "annotation mode");
+        assert!(r("ns", "x-1").is_none(), "exec without settings");
+    }
 }
