@@ -163,7 +163,7 @@ fn outcome_of(verdict: &Verdict) -> Option<&'static str> {
 pub async fn run(
     ctx: &Ctx,
     world: &World,
-    claims: &[HotStandbyClaim],
+    claims: &[std::sync::Arc<HotStandbyClaim>],
     actions: &[Action],
     busy_key: &str,
     started: Instant,
@@ -212,7 +212,7 @@ pub async fn run(
     // 2. Statuses (bindings first: they are what callers wait for).
     let now = (ctx.shell.clock)();
     let writes = statuses.iter().map(|(ci, verdict)| async move {
-        let obj = &claims[*ci];
+        let obj: &HotStandbyClaim = &claims[*ci];
         let facts = &world.claims[*ci];
         let start = ctx
             .shell

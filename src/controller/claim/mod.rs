@@ -181,7 +181,7 @@ fn busy_key(stores: &Stores, key: &PoolKey) -> String {
 }
 
 /// Observe one pool: its state, pods and claims (with the objects behind the claims).
-fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
+fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>) {
     let s = &ctx.stores;
     let kind = key.kind();
     let pods: Vec<Arc<Pod>> = s
@@ -218,10 +218,12 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
         .iter()
         .filter_map(|c| c.metadata.uid.clone())
         .collect();
-    let mut objects: Vec<HotStandbyClaim> = in_ns
+    let mut objects: Vec<Arc<HotStandbyClaim>> = in_ns
         .iter()
-        .filter(|c| PoolKey::of_claim(c).as_ref() == Some(key))
-        .map(|c| (**c).clone())
+        .filter(|c| {
+            c.spec.pool_ref.name == key.name && PoolKey::of_claim(c).as_ref() == Some(key)
+        })
+        .cloned()
         .collect();
     objects.sort_by_key(|a| a.name_any());
     let mut m = ctx.memory();
@@ -254,8 +256,16 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
         .map(|c| {
             let uid = c.metadata.uid.clone().unwrap_or_default();
             let seen = m.seen.get(&uid).map(|s| s.0).unwrap_or(0);
-            let status = ctx.shell.last_status(c, c.status.as_ref());
-            observe::claim_facts(c, status.as_ref(), seen)
+            // What we wrote last is newer than the cache only while the cache still says
+            // Pending (every later phase is ours and final or stable): read the memory then
+            // only, it costs a parse per claim.
+            let cached_pending = c.status.as_ref().is_none_or(|s| s.phase == ClaimPhase::Pending);
+            if cached_pending {
+                let status = ctx.shell.last_status(&**c, c.status.as_ref());
+                observe::claim_facts(c, status.as_ref(), seen)
+            } else {
+                observe::claim_facts(c, c.status.as_ref(), seen)
+            }
         })
         .collect::<Vec<_>>();
     // Claims that ended need no arrival time any more.
