@@ -144,8 +144,9 @@ impl PoolKind {
     /// The kind named by `s` (exact kind names, also the plural and short names).
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
-            "HotStandbyDeployment" | "hotstandbydeployment" | "hotstandbydeployments"
-            | "hsd" => Some(PoolKind::HotStandbyDeployment),
+            "HotStandbyDeployment" | "hotstandbydeployment" | "hotstandbydeployments" | "hsd" => {
+                Some(PoolKind::HotStandbyDeployment)
+            }
             "HotStandbyJob" | "hotstandbyjob" | "hotstandbyjobs" | "hsj" => {
                 Some(PoolKind::HotStandbyJob)
             }
@@ -272,7 +273,9 @@ impl AssignmentMode {
 
 /// The claim a pod carries (`<namespace>/<name>`), if any: such a pod is busy whatever
 /// its pool's busy mode says.
-pub fn claimed_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+pub fn claimed_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&str> {
     meta.annotations
         .as_ref()?
         .get(CLAIM_ANNOTATION)
@@ -339,13 +342,34 @@ mod tests {
     #[test]
     fn bad_specs_are_named() {
         let cases = [
-            (json!({"poolRef": {"kind": "Deployment", "name": "p"}}), "is not HotStandbyDeployment"),
-            (json!({"poolRef": {"kind": "hsd", "name": " "}}), "name is empty"),
-            (json!({"poolRef": {"kind": "hsd", "name": "p"}, "parameters": [1]}), "JSON object"),
-            (json!({"poolRef": {"kind": "hsd", "name": "p"}, "parameters": {"x": "a".repeat(MAX_PARAMETERS_BYTES)}}), "at most 16384"),
-            (json!({"poolRef": {"kind": "hsd", "name": "p"}, "waitSeconds": -1}), "waitSeconds"),
-            (json!({"poolRef": {"kind": "hsd", "name": "p"}, "ttlSeconds": 0}), "ttlSeconds"),
-            (json!({"poolRef": {"kind": "HotStandbyJob", "name": "p"}, "release": "Recycle"}), "single-use"),
+            (
+                json!({"poolRef": {"kind": "Deployment", "name": "p"}}),
+                "is not HotStandbyDeployment",
+            ),
+            (
+                json!({"poolRef": {"kind": "hsd", "name": " "}}),
+                "name is empty",
+            ),
+            (
+                json!({"poolRef": {"kind": "hsd", "name": "p"}, "parameters": [1]}),
+                "JSON object",
+            ),
+            (
+                json!({"poolRef": {"kind": "hsd", "name": "p"}, "parameters": {"x": "a".repeat(MAX_PARAMETERS_BYTES)}}),
+                "at most 16384",
+            ),
+            (
+                json!({"poolRef": {"kind": "hsd", "name": "p"}, "waitSeconds": -1}),
+                "waitSeconds",
+            ),
+            (
+                json!({"poolRef": {"kind": "hsd", "name": "p"}, "ttlSeconds": 0}),
+                "ttlSeconds",
+            ),
+            (
+                json!({"poolRef": {"kind": "HotStandbyJob", "name": "p"}, "release": "Recycle"}),
+                "single-use",
+            ),
         ];
         for (v, want) in cases {
             let got = spec_problem(&spec(v.clone())).unwrap_or_default();

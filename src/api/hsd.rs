@@ -126,7 +126,10 @@ pub struct HotStandbyDeploymentSpec {
 
     /// How a pod learns the HotStandbyClaim it was claimed for: `none` (default: the app
     /// asks `GET /v1/assignment` itself) or `file` (the injected agent writes it to a file).
-    #[serde(default, skip_serializing_if = "crate::api::claim::AssignmentMode::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::api::claim::AssignmentMode::is_none"
+    )]
     pub assignment: crate::api::claim::AssignmentMode,
 }
 

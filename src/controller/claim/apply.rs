@@ -84,13 +84,24 @@ pub fn status_of(
     let mut st = start.clone();
     let t = Time(now);
     let (phase, ok, why, message) = match verdict {
-        Verdict::Waiting { reason, message } => (ClaimPhase::Pending, false, *reason, message.clone()),
+        Verdict::Waiting { reason, message } => {
+            (ClaimPhase::Pending, false, *reason, message.clone())
+        }
         Verdict::Bound { .. } => {
             let name = pod.map(|p| p.name.clone()).unwrap_or_default();
-            (ClaimPhase::Bound, true, reason::BOUND, format!("bound to pod {name}"))
+            (
+                ClaimPhase::Bound,
+                true,
+                reason::BOUND,
+                format!("bound to pod {name}"),
+            )
         }
-        Verdict::Released { reason, message } => (ClaimPhase::Released, false, *reason, message.clone()),
-        Verdict::Failed { reason, message } => (ClaimPhase::Failed, false, *reason, message.clone()),
+        Verdict::Released { reason, message } => {
+            (ClaimPhase::Released, false, *reason, message.clone())
+        }
+        Verdict::Failed { reason, message } => {
+            (ClaimPhase::Failed, false, *reason, message.clone())
+        }
     };
     st.phase = phase;
     match phase {
@@ -109,7 +120,15 @@ pub fn status_of(
         ClaimPhase::Released | ClaimPhase::Failed => st.finished_at = Some(t.clone()),
         ClaimPhase::Pending => {}
     }
-    set_condition(&mut st.conditions, BOUND_CONDITION, ok, why, message, generation, &t);
+    set_condition(
+        &mut st.conditions,
+        BOUND_CONDITION,
+        ok,
+        why,
+        message,
+        generation,
+        &t,
+    );
     st
 }
 
@@ -195,7 +214,10 @@ pub async fn run(
     let writes = statuses.iter().map(|(ci, verdict)| async move {
         let obj = &claims[*ci];
         let facts = &world.claims[*ci];
-        let start = ctx.shell.last_status(obj, obj.status.as_ref()).unwrap_or_default();
+        let start = ctx
+            .shell
+            .last_status(obj, obj.status.as_ref())
+            .unwrap_or_default();
         let pod = match verdict {
             Verdict::Bound { pod } => world.pods.get(*pod),
             _ => None,
@@ -203,7 +225,10 @@ pub async fn run(
         let waited = ctx.waited_ms(&facts.uid, facts.created, now);
         let st = status_of(verdict, &start, pod, now, waited, obj.metadata.generation);
         let api: Api<HotStandbyClaim> = Api::namespaced(ctx.shell.client.clone(), ns);
-        let wrote = ctx.shell.write_status(&api, obj, &(), obj.status.as_ref(), &st).await;
+        let wrote = ctx
+            .shell
+            .write_status(&api, obj, &(), obj.status.as_ref(), &st)
+            .await;
         (ci, verdict, wrote)
     });
     for (_, verdict, wrote) in futures::future::join_all(writes).await {
@@ -212,7 +237,11 @@ pub async fn run(
                 ctx.shell.metrics.claim.outcome(o);
             }
             if matches!(verdict, Verdict::Bound { .. }) {
-                ctx.shell.metrics.claim.bind.observe(started.elapsed().as_secs_f64());
+                ctx.shell
+                    .metrics
+                    .claim
+                    .bind
+                    .observe(started.elapsed().as_secs_f64());
             }
         }
     }

@@ -118,11 +118,20 @@ pub struct World {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Verdict {
     /// Still waiting; the condition says why.
-    Waiting { reason: &'static str, message: String },
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
     /// Bound to the pod (status written after the pod).
     Bound { pod: usize },
-    Released { reason: &'static str, message: String },
-    Failed { reason: &'static str, message: String },
+    Released {
+        reason: &'static str,
+        message: String,
+    },
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// One write the pass makes.
@@ -305,7 +314,9 @@ pub fn plan(w: &World, now: Timestamp) -> Plan {
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for pod in &w.pods {
         if pod.claim.is_some() || reserved.contains(pod.uid.as_str()) {
-            *per_node.entry(pod.node.as_deref().unwrap_or("")).or_default() += 1;
+            *per_node
+                .entry(pod.node.as_deref().unwrap_or(""))
+                .or_default() += 1;
         }
     }
     let mut taken: HashSet<usize> = HashSet::new();
@@ -343,7 +354,10 @@ pub fn plan(w: &World, now: Timestamp) -> Plan {
             }
             PoolState::NotFound => (
                 reason::POOL_NOT_FOUND,
-                format!("pool {} not found in namespace {}", w.pool_name, w.namespace),
+                format!(
+                    "pool {} not found in namespace {}",
+                    w.pool_name, w.namespace
+                ),
             ),
             PoolState::UnknownKind => (
                 reason::INVALID_SPEC,

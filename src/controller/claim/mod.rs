@@ -27,7 +27,9 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use super::shell::{Gate, Shell};
-use crate::api::claim::{Assignment, ClaimPhase, HotStandbyClaim, PoolKind, CLAIM_ANNOTATION, CLAIM_UID_ANNOTATION};
+use crate::api::claim::{
+    Assignment, ClaimPhase, HotStandbyClaim, PoolKind, CLAIM_ANNOTATION, CLAIM_UID_ANNOTATION,
+};
 use crate::api::{HotStandbyDeployment, HotStandbyJob};
 use crate::probe::ProbeCache;
 
@@ -197,8 +199,10 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .count();
     let (hsd, hsj) = (
-        s.hsds.get(&ObjectRef::new(&key.name).within(&key.namespace)),
-        s.hsjs.get(&ObjectRef::new(&key.name).within(&key.namespace)),
+        s.hsds
+            .get(&ObjectRef::new(&key.name).within(&key.namespace)),
+        s.hsjs
+            .get(&ObjectRef::new(&key.name).within(&key.namespace)),
     );
     let (pool, src) = match kind {
         Some(PoolKind::HotStandbyDeployment) => observe::hsd_state(hsd.as_deref(), live),
@@ -235,13 +239,16 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<HotStandbyClaim>) {
     let lost: Vec<(String, String)> = pod_facts
         .iter()
         .filter(|p| {
-            m.lost
-                .get(&p.uid)
-                .is_some_and(|(rv, at)| *rv == p.resource_version && now.duration_since(*at) < IN_FLIGHT_FOR)
+            m.lost.get(&p.uid).is_some_and(|(rv, at)| {
+                *rv == p.resource_version && now.duration_since(*at) < IN_FLIGHT_FOR
+            })
         })
         .map(|p| (p.uid.clone(), String::new()))
         .collect();
-    in_flight.extend(lost.into_iter().map(|(pod_uid, claim_uid)| bind::InFlight { claim_uid, pod_uid }));
+    in_flight.extend(
+        lost.into_iter()
+            .map(|(pod_uid, claim_uid)| bind::InFlight { claim_uid, pod_uid }),
+    );
     let claims = objects
         .iter()
         .map(|c| {
@@ -298,7 +305,8 @@ pub async fn pass(ctx: &Ctx, key: &PoolKey) -> crate::Result<(Option<Timestamp>,
         for (pod, rv) in &done.lost {
             m.lost.insert(pod.clone(), (rv.clone(), at));
         }
-        m.lost.retain(|_, (_, t)| at.duration_since(*t) < IN_FLIGHT_FOR);
+        m.lost
+            .retain(|_, (_, t)| at.duration_since(*t) < IN_FLIGHT_FOR);
         for (c, _) in &done.bound {
             if let Some((_, seen)) = m.seen.get(c) {
                 ctx.shell
@@ -310,7 +318,8 @@ pub async fn pass(ctx: &Ctx, key: &PoolKey) -> crate::Result<(Option<Timestamp>,
         }
     }
     if let Some(k) = key.kind() {
-        ctx.counts.set(&key.namespace, k.as_str(), &key.name, plan.counts);
+        ctx.counts
+            .set(&key.namespace, k.as_str(), &key.name, plan.counts);
     }
     ctx.shell.debug.set(
         format!("claim/{key}"),
@@ -488,28 +497,42 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
     };
     let ctx = Arc::new(Ctx::new(deps, stores.clone()));
     let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
-    let notify = |n: Arc<tokio::sync::Notify>| move |k| {
-        n.notify_waiters();
-        k
+    let notify = |n: Arc<tokio::sync::Notify>| {
+        move |k| {
+            n.notify_waiters();
+            k
+        }
     };
     let claims_t = claim_stream
         .filter_map(move |r| futures::future::ready(r.ok().and_then(|c| claim_trigger(&c1, &c))))
         .map(notify(stores.changed.clone()));
     let hsd_pods_t = hsd_pod_stream
-        .filter_map(move |r| futures::future::ready(r.ok().and_then(|p| pod_trigger(&c2.stores, &p))))
+        .filter_map(move |r| {
+            futures::future::ready(r.ok().and_then(|p| pod_trigger(&c2.stores, &p)))
+        })
         .map(notify(stores.changed.clone()));
     let hsj_pods_t = hsj_pod_stream
-        .filter_map(move |r| futures::future::ready(r.ok().and_then(|p| pod_trigger(&c3.stores, &p))))
+        .filter_map(move |r| {
+            futures::future::ready(r.ok().and_then(|p| pod_trigger(&c3.stores, &p)))
+        })
         .map(notify(stores.changed.clone()));
     let pools_t = futures::stream::select(
         hsd_stream.filter_map(|r| {
             futures::future::ready(r.ok().and_then(|h| {
-                Some(PoolKey::new(h.metadata.namespace.as_deref()?, PoolKind::HotStandbyDeployment.as_str(), &h.name_any()))
+                Some(PoolKey::new(
+                    h.metadata.namespace.as_deref()?,
+                    PoolKind::HotStandbyDeployment.as_str(),
+                    &h.name_any(),
+                ))
             }))
         }),
         hsj_stream.filter_map(|r| {
             futures::future::ready(r.ok().and_then(|h| {
-                Some(PoolKey::new(h.metadata.namespace.as_deref()?, PoolKind::HotStandbyJob.as_str(), &h.name_any()))
+                Some(PoolKey::new(
+                    h.metadata.namespace.as_deref()?,
+                    PoolKind::HotStandbyJob.as_str(),
+                    &h.name_any(),
+                ))
             }))
         }),
     );

@@ -40,7 +40,11 @@ impl PoolKey {
 
     pub fn of_claim(c: &HotStandbyClaim) -> Option<Self> {
         let ns = c.metadata.namespace.as_deref()?;
-        Some(PoolKey::new(ns, &c.spec.pool_ref.kind, &c.spec.pool_ref.name))
+        Some(PoolKey::new(
+            ns,
+            &c.spec.pool_ref.kind,
+            &c.spec.pool_ref.name,
+        ))
     }
 
     /// The pool of a pod, from the name label its pool's controller puts on it.
@@ -158,8 +162,9 @@ pub fn pod_facts(p: &Pod, src: Option<&BusySource<'_>>, probes: &ProbeCache) -> 
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let busy = claim.is_some()
         || match src {
-            Some(BusySource::Annotation(key)) => annotation(p, key)
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            Some(BusySource::Annotation(key)) => {
+                annotation(p, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            }
             Some(BusySource::Probe) => {
                 let (state, stale, _) = probes.view(&uid);
                 state != BusyState::Idle || stale
@@ -170,7 +175,10 @@ pub fn pod_facts(p: &Pod, src: Option<&BusySource<'_>>, probes: &ProbeCache) -> 
         .metadata
         .owner_references
         .as_ref()
-        .and_then(|o| o.iter().find(|r| r.kind == "Job" && r.controller == Some(true)))
+        .and_then(|o| {
+            o.iter()
+                .find(|r| r.kind == "Job" && r.controller == Some(true))
+        })
         .map(|r| (r.name.clone(), r.uid.clone()));
     PodFacts {
         name: p.name_any(),
@@ -243,13 +251,17 @@ mod tests {
 
     #[test]
     fn a_pod_maps_to_its_pool_by_label_and_kinds_are_canonical() {
-        let p = pod(json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"hsd.paia.tech/name": "web"}}}));
-        assert_eq!(
-            PoolKey::of_pod(&p),
-            Some(PoolKey::new("ns", "hsd", "web"))
+        let p = pod(
+            json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"hsd.paia.tech/name": "web"}}}),
         );
-        assert_eq!(PoolKey::new("ns", "hsd", "web").kind, "HotStandbyDeployment");
-        let j = pod(json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"hsj.paia.tech/name": "ci"}}}));
+        assert_eq!(PoolKey::of_pod(&p), Some(PoolKey::new("ns", "hsd", "web")));
+        assert_eq!(
+            PoolKey::new("ns", "hsd", "web").kind,
+            "HotStandbyDeployment"
+        );
+        let j = pod(
+            json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"hsj.paia.tech/name": "ci"}}}),
+        );
         assert_eq!(PoolKey::of_pod(&j).unwrap().kind, "HotStandbyJob");
         assert_eq!(PoolKey::new("ns", "Foo", "x").kind(), None);
     }
@@ -264,7 +276,10 @@ mod tests {
         let src = BusySource::Annotation("paia.tech/busy");
         let f = pod_facts(&pod(base.clone()), Some(&src), &probes);
         assert!(f.running && f.ready && !f.busy && f.claim.is_none());
-        assert_eq!((f.node.as_deref(), f.ip.as_deref()), (Some("n1"), Some("10.0.0.1")));
+        assert_eq!(
+            (f.node.as_deref(), f.ip.as_deref()),
+            (Some("n1"), Some("10.0.0.1"))
+        );
         // Probe mode with no result yet: not sure → busy.
         let f = pod_facts(&pod(base.clone()), Some(&BusySource::Probe), &probes);
         assert!(f.busy);

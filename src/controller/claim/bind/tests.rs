@@ -164,7 +164,10 @@ fn an_invalid_claim_fails_at_once_and_touches_no_pod() {
         verdicts(&p).as_slice(),
         [(0, Verdict::Failed { reason, .. })] if *reason == reason::INVALID_SPEC
     ));
-    assert!(!p.actions.iter().any(|a| matches!(a, Action::Release { .. })));
+    assert!(!p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Release { .. })));
 }
 
 #[test]
@@ -286,7 +289,11 @@ fn a_binding_in_flight_reserves_its_pod_and_its_claim() {
         pod_uid: "pod-0".into(),
     }];
     let p = plan(&w, t(1));
-    assert_eq!(binds(&p), vec![(1, 1)], "c1 is in flight; c2 gets the other pod");
+    assert_eq!(
+        binds(&p),
+        vec![(1, 1)],
+        "c1 is in flight; c2 gets the other pod"
+    );
     assert!(verdicts(&p).is_empty(), "c1's own write is in flight");
 }
 
@@ -325,8 +332,12 @@ fn arb_world() -> impl Strategy<Value = World> {
             })
             .collect::<Vec<_>>()
     });
-    (pods, claims, prop::collection::vec((0..8usize, 0..8usize), 0..3)).prop_map(
-        |(pods, claims, flights)| {
+    (
+        pods,
+        claims,
+        prop::collection::vec((0..8usize, 0..8usize), 0..3),
+    )
+        .prop_map(|(pods, claims, flights)| {
             let mut w = world(pods, claims);
             w.in_flight = flights
                 .into_iter()
@@ -336,8 +347,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                 })
                 .collect();
             w
-        },
-    )
+        })
 }
 
 proptest! {
