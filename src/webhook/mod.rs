@@ -20,6 +20,7 @@ use crate::telemetry::Untrusted;
 
 pub mod assignment;
 pub mod auth;
+pub mod claim_agent;
 pub mod claims;
 pub mod config;
 pub mod guard;

@@ -62,6 +62,10 @@ pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, Strin
         (probe.mode == crate::api::probe::BusyMode::Annotation)
             .then_some(probe.annotation_key.as_str()),
     );
+    crate::api::claim::mark_assignment(
+        tpl.metadata.get_or_insert_with(ObjectMeta::default),
+        hsd.spec.assignment,
+    );
     Ok(tpl)
 }
 
@@ -486,6 +490,20 @@ mod tests {
 
     fn tpl() -> serde_json::Value {
         json!({"metadata": {"labels": {"tier": "web"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}})
+    }
+
+    #[test]
+    fn assignment_file_marks_the_template_for_the_claim_agent() {
+        use crate::api::claim::{AssignmentMode, ASSIGNMENT_ANNOTATION};
+        let mut h = hsd(tpl());
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert!(!meta
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ASSIGNMENT_ANNOTATION));
+        h.spec.assignment = AssignmentMode::File;
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert_eq!(meta.annotations.unwrap()[ASSIGNMENT_ANNOTATION], "file");
     }
 
     #[test]
