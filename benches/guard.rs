@@ -141,6 +141,8 @@ fn main() {
         readiness,
         debug: DebugState::default(),
         release: None,
+        assignment: None,
+        claims: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
         guard: GuardState::new(Default::default()),
     };

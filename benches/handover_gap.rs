@@ -77,6 +77,8 @@ fn main() {
                 })),
                 flag.clone(),
             ))),
+            assignment: None,
+            claims: None,
             gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
             guard: Default::default(),
         };

@@ -71,18 +71,26 @@ pub struct AgentArgs {
     /// Init-gate mode: exit 0 once this pod is released.
     #[arg(
         long,
-        conflicts_with = "signal_file",
-        required_unless_present = "signal_file"
+        conflicts_with_all = ["signal_file", "assignment_file"],
+        required_unless_present_any = ["signal_file", "assignment_file"]
     )]
     pub once: bool,
     /// Sidecar mode: write this file (atomically) once released, then stay up.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "assignment_file")]
     pub signal_file: Option<PathBuf>,
     /// Init-gate mode: write the release's epoch to this file (atomically) before exiting
     /// (the webhook sets `/var/run/signal/epoch`, in a volume the app containers mount).
     /// Ignored in sidecar mode, which writes it next to the signal file.
     #[arg(long, env = "KUBE_STANDBY_EPOCH_FILE")]
     pub epoch_file: Option<PathBuf>,
+    /// Claim agent mode: keep this pod's claim assignment (`GET /v1/assignment`) in this
+    /// file, written atomically when the pod is claimed and whenever it changes.
+    #[arg(long)]
+    pub assignment_file: Option<PathBuf>,
+    /// With --assignment-file: exit 0 once the first assignment is written (a Job pod,
+    /// which completes only when every container has ended).
+    #[arg(long, requires = "assignment_file")]
+    pub exit_when_assigned: bool,
     /// The operator's URL.
     #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL")]
     pub operator_url: String,
@@ -687,10 +695,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 give_up_after: (a.give_up_seconds > 0)
                     .then(|| Duration::from_secs(a.give_up_seconds)),
             };
-            let mode = match (a.signal_file, a.epoch_file) {
-                (Some(p), _) => crate::agent::Mode::Signal(p),
-                (None, Some(e)) => crate::agent::Mode::OnceWithEpoch(e),
-                (None, None) => crate::agent::Mode::Once,
+            let mode = match (a.signal_file, a.assignment_file, a.epoch_file) {
+                (Some(p), _, _) => crate::agent::Mode::Signal(p),
+                (None, Some(file), _) => crate::agent::Mode::Assignment {
+                    file,
+                    once: a.exit_when_assigned,
+                },
+                (None, None, Some(e)) => crate::agent::Mode::OnceWithEpoch(e),
+                (None, None, None) => crate::agent::Mode::Once,
             };
             match crate::agent::run_until(cfg, mode, stop).await {
                 Ok(_) => Ok(()),

@@ -257,6 +257,15 @@ pub fn agent_ca(cfg: &ServerConfig, tls: &Tls) -> Result<String> {
     tls::agent_ca::choose(given, cert_file.as_deref(), &chain, &cfg.operator_url)
 }
 
+/// The token-authenticated services of the TLS port (`run` mode only; all None in
+/// `webhook` mode, where they answer 503).
+#[derive(Default, Clone)]
+pub struct Services {
+    pub release: Option<Arc<crate::webhook::release::ReleaseService>>,
+    pub assignment: Option<Arc<crate::webhook::assignment::AssignmentService>>,
+    pub claims: Option<Arc<crate::webhook::claims::ClaimsService>>,
+}
+
 /// Everything `webhook` and `run` share: TLS, state, the router, the listeners.
 pub struct Prepared {
     pub tls: Tls,
@@ -269,7 +278,7 @@ pub struct Prepared {
 pub async fn prepare(
     cfg: &ServerConfig,
     objects: Arc<dyn ObjectSource>,
-    release: Option<Arc<crate::webhook::release::ReleaseService>>,
+    services: Services,
     readiness: Readiness,
     metrics: Arc<Metrics>,
     debug: DebugState,
@@ -289,7 +298,9 @@ pub async fn prepare(
         metrics,
         readiness,
         debug,
-        release,
+        release: services.release,
+        assignment: services.assignment,
+        claims: services.claims,
         gate: webhook::AdmissionGate::new(cfg.admission_limits.clone()),
         guard: webhook::GuardState::sharing(cfg.busy_guard.clone(), cfg.held.clone()),
     };
@@ -338,7 +349,7 @@ pub async fn run_webhook(cfg: ServerConfig, objects: Arc<dyn ObjectSource>) -> R
     let prepared = prepare(
         &cfg,
         objects,
-        None,
+        Services::default(),
         Readiness::without_caches(),
         Arc::new(Metrics::new()),
         DebugState::default(),

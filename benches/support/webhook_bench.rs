@@ -69,6 +69,8 @@ pub fn webhook_state(ca_pem: &str) -> kube_standby::webhook::WebhookState {
         readiness,
         debug: Default::default(),
         release: None,
+        assignment: None,
+        claims: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
         guard: Default::default(),
     }

@@ -16,6 +16,12 @@
 //! the container status (`terminationMessagePolicy: FallbackToLogsOnError`) for the
 //! controller's `AgentUnreachable` condition.
 //!
+//! Claim agent (`--assignment-file`): follows `GET /v1/assignment` (long-polls that end
+//! when this pod's assignment changes) and keeps the file equal to the last answer,
+//! written atomically; removed while the pod carries no claim. Errors are retried with
+//! the same backoff; it exits like the release agent (bad configuration, an untrusted
+//! certificate that lasts, `give_up_after` without an answer).
+//!
 //! Invariants: an answer is read up to [`MAX_ANSWER_BYTES`] and no further (the agent's
 //! memory stays bounded whatever the endpoint sends); error messages quote at most a short,
 //! escaped excerpt of an answer; the signal is written on a positive answer only.
@@ -31,6 +37,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
+use crate::api::claim::Assignment;
 use crate::api::singleton::ReleaseAnswer;
 use crate::telemetry::Untrusted;
 
@@ -81,6 +88,9 @@ pub enum Mode {
     OnceWithEpoch(PathBuf),
     /// Status sidecar: write this file atomically, then stay up.
     Signal(PathBuf),
+    /// Claim agent: keep this pod's assignment in this file (see [`follow_assignment`]);
+    /// with `once`, end after the first assignment.
+    Assignment { file: PathBuf, once: bool },
 }
 
 /// How long the operator's certificate may go on failing verification with the injected CA
@@ -177,13 +187,13 @@ fn tls_error(e: std::io::Error) -> AgentError {
     }
 }
 
-/// One HTTPS GET; returns (status, body).
+/// One HTTPS GET; returns (status, ETag, body).
 async fn https_get(
     connector: &TlsConnector,
     url: &Uri,
     bearer: &str,
     timeout: Duration,
-) -> Result<(u16, Vec<u8>), AgentError> {
+) -> Result<(u16, Option<String>, Vec<u8>), AgentError> {
     let host = url
         .host()
         .ok_or_else(|| AgentError::Config(format!("no host in {url}")))?
@@ -223,8 +233,13 @@ async fn https_get(
             .await
             .map_err(|e| AgentError::Unreachable(format!("request: {e}")))?;
         let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_string());
         let body = read_capped(resp).await?;
-        Ok((status, body))
+        Ok((status, etag, body))
     };
     tokio::time::timeout(timeout, fut)
         .await
@@ -241,14 +256,49 @@ pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
     let connector = tls_connector(&cfg.ca_pem)?;
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
-    let mut url = format!(
-        "{}/release?timeoutSeconds={}",
-        cfg.operator_url.trim_end_matches('/'),
-        cfg.poll_seconds
-    );
+    let mut pq = format!("/release?timeoutSeconds={}", cfg.poll_seconds);
     if let Some(uid) = &cfg.pod_uid {
-        url.push_str(&format!("&uid={uid}"));
+        pq.push_str(&format!("&uid={uid}"));
     }
+    let uri = operator_uri(cfg, &pq)?;
+    let (status, _, body) = https_get(
+        &connector,
+        &uri,
+        token.trim(),
+        Duration::from_secs(cfg.poll_seconds + 10),
+    )
+    .await?;
+    match status {
+        200 => serde_json::from_slice::<ReleaseAnswer>(&body).map_err(|e| {
+            AgentError::Protocol(format!(
+                "{}: {}",
+                Untrusted::long(&e.to_string()),
+                excerpt(&body)
+            ))
+        }),
+        s => Err(status_error(s, &body)),
+    }
+}
+
+/// A short, escaped excerpt of an answer, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    Untrusted::long(&String::from_utf8_lossy(body)).to_string()
+}
+
+/// The error of an answer that is not a success.
+fn status_error(status: u16, body: &[u8]) -> AgentError {
+    let text = excerpt(body);
+    match status {
+        401 => AgentError::Unauthorized(text),
+        403 => AgentError::Forbidden(text),
+        s if s >= 500 => AgentError::Unreachable(format!("status {s}: {text}")),
+        s => AgentError::Protocol(format!("status {s}: {text}")),
+    }
+}
+
+/// The operator's URL for `path_and_query`, checked to be https.
+fn operator_uri(cfg: &AgentConfig, path_and_query: &str) -> Result<Uri, AgentError> {
+    let url = format!("{}{path_and_query}", cfg.operator_url.trim_end_matches('/'));
     let uri: Uri = url
         .parse()
         .map_err(|e| AgentError::Config(format!("operator URL {url}: {e}")))?;
@@ -257,23 +307,158 @@ pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
             "operator URL must be https: {url}"
         )));
     }
-    let (status, body) = https_get(
+    Ok(uri)
+}
+
+/// The tag of "no assignment" (as `/v1/assignment` writes it).
+pub const NO_ASSIGNMENT_TAG: &str = "none";
+
+/// Ask `/v1/assignment` once: a long-poll of up to `poll_seconds` that returns early when
+/// this pod's assignment differs from the one tagged `since`. The assignment (None: the
+/// pod carries no claim) and its tag.
+pub async fn ask_assignment(
+    cfg: &AgentConfig,
+    since: &str,
+) -> Result<(Option<Assignment>, String), AgentError> {
+    let connector = tls_connector(&cfg.ca_pem)?;
+    let token = std::fs::read_to_string(&cfg.token_file)
+        .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
+    let mut pq = format!("/v1/assignment?wait={}", cfg.poll_seconds);
+    if since.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        pq.push_str(&format!("&since={since}"));
+    }
+    if let Some(uid) = &cfg.pod_uid {
+        pq.push_str(&format!("&uid={uid}"));
+    }
+    let uri = operator_uri(cfg, &pq)?;
+    let (status, etag, body) = https_get(
         &connector,
         &uri,
         token.trim(),
         Duration::from_secs(cfg.poll_seconds + 10),
     )
     .await?;
-    let lossy = String::from_utf8_lossy(&body);
-    let text = Untrusted::long(&lossy).to_string();
     match status {
-        200 => serde_json::from_slice::<ReleaseAnswer>(&body).map_err(|e| {
-            AgentError::Protocol(format!("{}: {text}", Untrusted::long(&e.to_string())))
-        }),
-        401 => Err(AgentError::Unauthorized(text)),
-        403 => Err(AgentError::Forbidden(text)),
-        s if s >= 500 => Err(AgentError::Unreachable(format!("status {s}: {text}"))),
-        s => Err(AgentError::Protocol(format!("status {s}: {text}"))),
+        200 => {
+            let a = serde_json::from_slice::<Assignment>(&body).map_err(|e| {
+                AgentError::Protocol(format!(
+                    "{}: {}",
+                    Untrusted::long(&e.to_string()),
+                    excerpt(&body)
+                ))
+            })?;
+            // Without a tag, the content itself tells changes apart.
+            let tag = etag.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            Ok((Some(a), tag))
+        }
+        204 => Ok((None, NO_ASSIGNMENT_TAG.into())),
+        s => Err(status_error(s, &body)),
+    }
+}
+
+/// How the agent keeps asking after errors: exponential backoff, fatal once a bad
+/// certificate lasts [`UNTRUSTED_GRACE`] or nothing answers for `give_up_after`.
+struct Retry {
+    backoff: Duration,
+    failing_since: Option<std::time::Instant>,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            backoff: Duration::from_millis(100),
+            failing_since: None,
+        }
+    }
+
+    fn ok(&mut self) {
+        self.backoff = Duration::from_millis(100);
+        self.failing_since = None;
+    }
+
+    /// After an error: Err when it is fatal, else wait the backoff.
+    async fn failed(
+        &mut self,
+        cfg: &AgentConfig,
+        e: AgentError,
+        what: &str,
+    ) -> Result<(), AgentError> {
+        if matches!(e, AgentError::Config(_)) {
+            return Err(e);
+        }
+        let since = *self
+            .failing_since
+            .get_or_insert_with(std::time::Instant::now);
+        // A certificate the injected CA does not verify is permanent unless the
+        // operator is restarting onto its kept CA: fatal once it lasts.
+        if matches!(e, AgentError::Untrusted(_)) && since.elapsed() >= UNTRUSTED_GRACE {
+            return Err(e);
+        }
+        if let Some(limit) = cfg.give_up_after {
+            if since.elapsed() >= limit {
+                return Err(AgentError::GaveUp {
+                    seconds: limit.as_secs(),
+                    last: e.to_string(),
+                });
+            }
+        }
+        tracing::warn!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "{what} failed; retrying");
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(cfg.max_backoff);
+        Ok(())
+    }
+}
+
+/// Put `a` in `path` (atomically), or remove the file when the pod carries no claim.
+pub fn write_assignment(path: &Path, a: Option<&Assignment>) -> Result<(), AgentError> {
+    let io = |e: std::io::Error| AgentError::Config(format!("writing {}: {e}", path.display()));
+    match a {
+        Some(a) => {
+            let mut text =
+                serde_json::to_vec_pretty(a).map_err(|e| AgentError::Protocol(e.to_string()))?;
+            text.push(b'\n');
+            write_atomic(path, &text).map_err(io)
+        }
+        None => match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        },
+    }
+}
+
+/// Follow this pod's assignment into `path`: written (atomically) when the pod is claimed
+/// and each time the assignment changes, removed when the claim goes. Retries with
+/// backoff on errors. Returns after the first assignment when `once` (a Job pod, whose
+/// containers must all end for it to complete), else runs until cancelled.
+pub async fn follow_assignment(
+    cfg: &AgentConfig,
+    path: &Path,
+    once: bool,
+) -> Result<(), AgentError> {
+    let mut since: Option<String> = None;
+    let mut retry = Retry::new();
+    loop {
+        let asked = since.as_deref().unwrap_or(NO_ASSIGNMENT_TAG);
+        match ask_assignment(cfg, asked).await {
+            Ok((a, tag)) => {
+                retry.ok();
+                if since.as_deref() != Some(tag.as_str()) {
+                    write_assignment(path, a.as_ref())?;
+                    match &a {
+                        Some(a) => {
+                            tracing::info!(claim = %a.claim, namespace = %a.namespace, file = %path.display(), "assignment written")
+                        }
+                        None => tracing::info!(file = %path.display(), "not claimed"),
+                    }
+                    since = Some(tag);
+                }
+                if once && a.is_some() {
+                    return Ok(());
+                }
+            }
+            Err(e) => retry.failed(cfg, e, "assignment check").await?,
+        }
     }
 }
 
@@ -281,8 +466,7 @@ pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
 /// transient problems; configuration errors are returned at once. The release's epoch,
 /// when the operator gave one.
 pub async fn wait_released(cfg: &AgentConfig) -> Result<Option<u64>, AgentError> {
-    let mut backoff = Duration::from_millis(100);
-    let mut failing_since: Option<std::time::Instant> = None;
+    let mut retry = Retry::new();
     loop {
         match ask_once(cfg).await.map(|a| (a.released, a.epoch)) {
             Ok((true, epoch)) => {
@@ -291,29 +475,9 @@ pub async fn wait_released(cfg: &AgentConfig) -> Result<Option<u64>, AgentError>
             }
             Ok((false, _)) => {
                 tracing::debug!("not released yet; asking again");
-                backoff = Duration::from_millis(100);
-                failing_since = None;
+                retry.ok();
             }
-            Err(e @ AgentError::Config(_)) => return Err(e),
-            Err(e) => {
-                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                // A certificate the injected CA does not verify is permanent unless the
-                // operator is restarting onto its kept CA: fatal once it lasts.
-                if matches!(e, AgentError::Untrusted(_)) && since.elapsed() >= UNTRUSTED_GRACE {
-                    return Err(e);
-                }
-                if let Some(limit) = cfg.give_up_after {
-                    if since.elapsed() >= limit {
-                        return Err(AgentError::GaveUp {
-                            seconds: limit.as_secs(),
-                            last: e.to_string(),
-                        });
-                    }
-                }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "release check failed; not starting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(cfg.max_backoff);
-            }
+            Err(e) => retry.failed(cfg, e, "release check").await?,
         }
     }
 }
@@ -502,6 +666,9 @@ fn write_epoch(file: &Path, epoch: Option<u64>) -> Result<(), AgentError> {
 /// restarted after the release finds the signal file and only wakes (a wrapper may still
 /// wait if the previous agent died between the signal and the wake-up).
 pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
+    if let Mode::Assignment { file, once } = &mode {
+        return follow_assignment(&cfg, file, *once).await;
+    }
     if let Mode::Signal(p) = &mode {
         let fifo = wake_fifo_for(p);
         if let Err(e) = ensure_fifo(&fifo) {
@@ -515,7 +682,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode) -> Result<(), AgentError> {
     }
     let epoch = wait_released(&cfg).await?;
     match mode {
-        Mode::Once => Ok(()),
+        Mode::Once | Mode::Assignment { .. } => Ok(()),
         Mode::OnceWithEpoch(file) => {
             write_epoch(&file, epoch)?;
             tracing::info!(file = %file.display(), epoch, "released; epoch file written");

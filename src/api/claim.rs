@@ -211,10 +211,14 @@ impl ClaimPhase {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BoundPod {
+    /// The pod's name.
     pub name: String,
+    /// The pod's UID (a re-created pod of the same name is another pod).
     pub uid: String,
+    /// The pod's IP when it was bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The node the pod runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }
@@ -268,6 +272,32 @@ pub enum AssignmentMode {
 impl AssignmentMode {
     pub fn is_none(&self) -> bool {
         *self == AssignmentMode::None
+    }
+}
+
+/// Pod-template annotation the HSD and HSJ controllers write when `spec.assignment` is
+/// `file`; the webhook reads it from the pod being created and injects the claim agent.
+pub const ASSIGNMENT_ANNOTATION: &str = "apps.paia.tech/assignment";
+/// The injected claim agent's container name.
+pub const CLAIM_AGENT_NAME: &str = "claim-agent";
+/// Where app containers find the assignment file (mounted read-only).
+pub const ASSIGNMENT_DIR: &str = "/var/run/kube-standby/assignment";
+/// The assignment file the claim agent writes.
+pub const ASSIGNMENT_FILE: &str = "/var/run/kube-standby/assignment/assignment.json";
+/// The emptyDir volume holding the assignment file.
+pub const ASSIGNMENT_VOLUME: &str = "kube-standby-assignment";
+/// The claim agent's projected token volume (audience `kube-standby`).
+pub const ASSIGNMENT_TOKEN_VOLUME: &str = "kube-standby-claim-token";
+
+/// Mark a pod template so the webhook injects the claim agent (`spec.assignment: file`).
+pub fn mark_assignment(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    mode: AssignmentMode,
+) {
+    if mode == AssignmentMode::File {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(ASSIGNMENT_ANNOTATION.into(), "file".into());
     }
 }
 

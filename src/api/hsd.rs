@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::{BusyProbe, MatchLabels};
 
+/// Label the operator puts on every pod of a HotStandbyDeployment: the HSD's name.
+pub const NAME_LABEL: &str = "hsd.paia.tech/name";
+
 /// `api::hsd::BusyMode` stays a public path (tests and users name the HSD's modes here).
 pub use super::probe::BusyMode;
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::{default_annotation_key, ExecProbe, HttpProbe, MatchLabels};
 
+/// Label the operator puts on every pod (and Job) of a HotStandbyJob: the HSJ's name.
+pub const NAME_LABEL: &str = "hsj.paia.tech/name";
+
 /// Spec of a HotStandbyJob.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

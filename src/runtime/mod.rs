@@ -24,7 +24,11 @@ use crate::controller::{hsd, hsj, singleton, Deps};
 use crate::metrics::Metrics;
 use crate::server::{self, ServerConfig, TlsMode};
 use crate::state::{DebugState, Readiness};
-use crate::webhook::release::{KubeTokenReviewer, PodRelease, ReleaseLookup, ReleaseService};
+use crate::webhook::assignment::{AssignmentLookup, AssignmentService};
+use crate::webhook::claims::{ClaimLookup, ClaimsService, KubeAuthorizer, KubeClaimWriter};
+use crate::webhook::release::{
+    KubeTokenReviewer, PodRelease, PodTokens, ReleaseLookup, ReleaseService,
+};
 use crate::webhook::ObjectSource;
 use crate::{Error, Result};
 
@@ -186,6 +190,49 @@ impl ReleaseLookup for SingletonView {
     }
 }
 
+/// The claim caches, one per watched scope, as `/v1/assignment` and `/v1/claims` read them.
+#[derive(Clone, Default)]
+struct ClaimView(Vec<(Option<String>, crate::controller::claim::Stores)>);
+
+impl ClaimView {
+    fn stores(&self, namespace: &str) -> Option<&crate::controller::claim::Stores> {
+        self.0
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+            .map(|(_, s)| s)
+    }
+}
+
+impl AssignmentLookup for ClaimView {
+    fn assignment(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+    ) -> Option<crate::api::claim::Assignment> {
+        self.stores(namespace)?.assignment(namespace, pod, uid)
+    }
+
+    fn changes(&self, namespace: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.stores(namespace)?.changed.clone())
+    }
+}
+
+impl ClaimLookup for ClaimView {
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<crate::api::claim::HotStandbyClaim>> {
+        let r = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        self.stores(namespace)?.claims.get(&r)
+    }
+
+    fn changes(&self, namespace: &str) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.stores(namespace)?.changed.clone())
+    }
+}
+
 /// What `run` needs, as plain data (built by the CLI, or by a test).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -298,10 +345,12 @@ pub async fn run(
         }
         view.0.push((scope.clone(), started.stores));
     }
-    let release = Arc::new(ReleaseService::new(
-        Arc::new(KubeTokenReviewer {
-            client: client.clone(),
-        }),
+    // One review cache for pod tokens, whichever endpoint a pod asks.
+    let pod_tokens = Arc::new(PodTokens::new(Arc::new(KubeTokenReviewer {
+        client: client.clone(),
+    })));
+    let release = Arc::new(ReleaseService::with_tokens(
+        pod_tokens.clone(),
         Arc::new(view.clone()),
     ));
     let mut guarded = guard::GuardedObjects {
@@ -328,6 +377,23 @@ pub async fn run(
         );
         claim_stores.push((scope.clone(), claims.stores));
     }
+    let claim_view = Arc::new(ClaimView(claim_stores));
+    let services = server::Services {
+        release: Some(release),
+        assignment: Some(Arc::new(AssignmentService::new(
+            pod_tokens,
+            claim_view.clone(),
+        ))),
+        claims: Some(Arc::new(ClaimsService::new(
+            Arc::new(KubeAuthorizer {
+                client: client.clone(),
+            }),
+            Arc::new(KubeClaimWriter {
+                client: client.clone(),
+            }),
+            claim_view,
+        ))),
+    };
     let server_cfg = ServerConfig {
         tls: tls_mode(&client, &cfg).await?,
         held: deps.held.clone(),
@@ -337,7 +403,7 @@ pub async fn run(
     let mut prepared = server::prepare(
         &server_cfg,
         Arc::new(guarded),
-        Some(release),
+        services,
         readiness.clone(),
         metrics.clone(),
         deps.debug.clone(),

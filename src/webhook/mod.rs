@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
 
+pub mod assignment;
+pub mod auth;
+pub mod claim_agent;
+pub mod claims;
 pub mod config;
 pub mod guard;
 pub mod held_since;
@@ -47,6 +51,10 @@ pub struct WebhookState {
     pub debug: DebugState,
     /// The agent release service (`run` mode only).
     pub release: Option<Arc<release::ReleaseService>>,
+    /// `GET /v1/assignment` (`run` mode only).
+    pub assignment: Option<Arc<assignment::AssignmentService>>,
+    /// `POST /v1/claims` (`run` mode only).
+    pub claims: Option<Arc<claims::ClaimsService>>,
     /// Concurrency, body size, body time and buffer limits of `/mutate/pods` and
     /// `/validate/pods` (one budget for both).
     pub gate: Arc<AdmissionGate>,
@@ -54,7 +62,8 @@ pub struct WebhookState {
     pub guard: Arc<GuardState>,
 }
 
-/// The webhook's HTTPS routes (what the API server and the in-pod agents reach).
+/// The webhook's HTTPS routes (what the API server, the in-pod agents and claim callers
+/// reach).
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/mutate/pods", post(mutate_pods))
@@ -62,6 +71,8 @@ pub fn router(state: WebhookState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/release", get(release::release))
+        .route("/v1/assignment", get(assignment::assignment))
+        .route("/v1/claims", post(claims::create_claim))
         .with_state(state)
 }
 

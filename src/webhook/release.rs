@@ -2,20 +2,19 @@
 //! identified only by its projected service-account token (audience `kube-standby`),
 //! checked with a TokenReview (results cached briefly). The answer is about that pod
 //! only. Long-poll: it returns as soon as the pod is released, or after the timeout.
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::{ErrorBody, WebhookState};
+use super::auth::{bearer, error, token_key, TtlCache};
+use super::WebhookState;
 use crate::api::singleton::{ReleaseAnswer, TOKEN_AUDIENCE};
 
 /// Who a token belongs to.
@@ -60,40 +59,66 @@ pub trait ReleaseLookup: Send + Sync {
     }
 }
 
-/// The release service: reviewer + lookup + a short-lived review cache.
-pub struct ReleaseService {
+/// Pod tokens checked with the reviewer, results remembered for a minute (shared by
+/// `/release` and `/v1/assignment`: one review per token, whichever endpoint asks).
+pub struct PodTokens {
     pub reviewer: Arc<dyn TokenReviewer>,
+    cache: TtlCache<[u8; 32], PodIdentity>,
+}
+
+impl PodTokens {
+    pub fn new(reviewer: Arc<dyn TokenReviewer>) -> Self {
+        PodTokens {
+            reviewer,
+            cache: TtlCache::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// The pod `token` is bound to (from the cache while it is fresh).
+    pub async fn identify(&self, token: &str) -> Result<PodIdentity, ReviewError> {
+        let key = token_key(token);
+        if let Some(id) = self.cache.get(&key) {
+            return Ok(id);
+        }
+        let id = self.reviewer.review(token).await?;
+        self.cache.insert(key, id.clone());
+        Ok(id)
+    }
+
+    /// The pod of a request's bearer token, or the 401/503 answer to send.
+    pub async fn identify_request(&self, headers: &HeaderMap) -> Result<PodIdentity, Response> {
+        let Some(token) = bearer(headers) else {
+            return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token"));
+        };
+        match self.identify(token).await {
+            Ok(id) => Ok(id),
+            Err(e @ ReviewError::Unauthenticated(_)) => {
+                Err(error(StatusCode::UNAUTHORIZED, e.to_string()))
+            }
+            Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    }
+}
+
+/// The release service: pod tokens + lookup.
+pub struct ReleaseService {
+    pub tokens: Arc<PodTokens>,
     pub lookup: Arc<dyn ReleaseLookup>,
-    pub cache_ttl: Duration,
     pub poll_every: Duration,
-    cache: Mutex<HashMap<[u8; 32], (PodIdentity, Instant)>>,
 }
 
 impl ReleaseService {
     pub fn new(reviewer: Arc<dyn TokenReviewer>, lookup: Arc<dyn ReleaseLookup>) -> Self {
-        ReleaseService {
-            reviewer,
-            lookup,
-            cache_ttl: Duration::from_secs(60),
-            poll_every: Duration::from_millis(50),
-            cache: Mutex::default(),
-        }
+        Self::with_tokens(Arc::new(PodTokens::new(reviewer)), lookup)
     }
 
-    async fn identify(&self, token: &str) -> Result<PodIdentity, ReviewError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = Instant::now();
-        if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, (_, at)| now.duration_since(*at) < self.cache_ttl);
-            if let Some((id, _)) = c.get(&key) {
-                return Ok(id.clone());
-            }
+    /// A release service sharing `tokens` (and their cache) with other endpoints.
+    pub fn with_tokens(tokens: Arc<PodTokens>, lookup: Arc<dyn ReleaseLookup>) -> Self {
+        ReleaseService {
+            tokens,
+            lookup,
+            poll_every: Duration::from_millis(50),
         }
-        let id = self.reviewer.review(token).await?;
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(key, (id.clone(), now));
-        }
-        Ok(id)
     }
 }
 
@@ -104,17 +129,6 @@ pub struct ReleaseQuery {
     pub uid: Option<String>,
     /// Long-poll timeout, at most 30 s.
     pub timeout_seconds: Option<u64>,
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: msg.into(),
-            status: status.as_u16(),
-        }),
-    )
-        .into_response()
 }
 
 pub async fn release(
@@ -128,21 +142,9 @@ pub async fn release(
             "the release service runs only in `run` mode",
         );
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "missing bearer token");
-    };
-    let id = match svc.identify(token).await {
+    let id = match svc.tokens.identify_request(&headers).await {
         Ok(id) => id,
-        Err(e @ ReviewError::Unauthenticated(_)) => {
-            return error(StatusCode::UNAUTHORIZED, e.to_string())
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(resp) => return resp,
     };
     let pod = format!("{}/{}", id.namespace, id.name);
     if let Some(uid) = &q.uid {

@@ -51,14 +51,14 @@ impl Gate {
 }
 
 /// Is `name` used by any container or init container of the pod?
-fn container_named(spec: &PodSpec, name: &str) -> bool {
+pub fn container_named(spec: &PodSpec, name: &str) -> bool {
     spec.containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == name)
 }
 
-fn same_path(a: &str, b: &str) -> bool {
+pub fn same_path(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
@@ -227,7 +227,7 @@ fn agent_env<'a>(config: &'a Config<'_>, never_restarted: bool) -> Vec<EnvVar<'a
 }
 
 /// Is the pod's agent never restarted after it exits (`restartPolicy: Never`)?
-fn never_restarted(pod: &Pod) -> bool {
+pub fn never_restarted(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never")
 }
 
@@ -253,11 +253,11 @@ pub fn injection_obstacle(config: &Config<'_>) -> Option<String> {
 /// One entry of a container's `volumeMounts`.
 #[derive(Serialize, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
-struct VolumeMount<'a> {
-    mount_path: &'a str,
-    name: &'a str,
+pub struct VolumeMount<'a> {
+    pub mount_path: &'a str,
+    pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    read_only: Option<bool>,
+    pub read_only: Option<bool>,
 }
 
 fn token_mount(names: &VolumeNames) -> VolumeMount<'_> {
@@ -329,6 +329,27 @@ pub struct AgentContainer<'a> {
     volume_mounts: Vec<VolumeMount<'a>>,
 }
 
+/// An agent container with the env, resources and security of the singleton's agents
+/// (the claim agent uses it).
+pub fn agent_container<'a>(
+    config: &'a Config<'_>,
+    name: &'static str,
+    args: &'static [&'static str],
+    volume_mounts: Vec<VolumeMount<'a>>,
+    never_restarted: bool,
+) -> AgentContainer<'a> {
+    AgentContainer {
+        args,
+        env: agent_env(config, never_restarted),
+        image: &config.injection.agent_image,
+        name,
+        resources: &AGENT_RESOURCES,
+        security_context: &AGENT_SECURITY,
+        termination_message_policy: "FallbackToLogsOnError",
+        volume_mounts,
+    }
+}
+
 /// The status sidecar: obtains the release and writes the signal file atomically.
 pub fn sidecar<'a>(
     config: &'a Config<'_>,
@@ -391,7 +412,7 @@ fn wrapped_command<'a>(wrapper: &'a str, c: &'a Container) -> Vec<&'a str> {
 
 /// Add `items` to the list at `path`: the whole list when the pod has none (`exists` is
 /// false), else each item appended (`-`).
-fn append<T: Serialize>(patch: &mut Patch, exists: bool, path: &[&str], items: &[T]) {
+pub fn append<T: Serialize>(patch: &mut Patch, exists: bool, path: &[&str], items: &[T]) {
     if !exists {
         patch.add(path, items);
         return;

@@ -154,8 +154,8 @@ def test_namespaced_mode_uses_roles_and_scopes_the_webhook():
     cluster = by_kind(docs, "ClusterRole")[0]
     # Only what is cluster-scoped stays cluster-wide.
     assert {r for rule in cluster["rules"] for r in rule["resources"]} == {
-        "nodes", "tokenreviews", "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
-        "customresourcedefinitions"}
+        "nodes", "tokenreviews", "subjectaccessreviews", "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations", "customresourcedefinitions"}
     roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")
              if r["metadata"]["name"] == "kube-standby"}
     assert set(roles) == {"team-a", "team-b"}
@@ -182,6 +182,13 @@ def test_rbac_never_grants_exec():
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert "pods/exec" not in resources
     assert "tokenreviews" in resources
+
+
+def test_claims_http_can_ask_subject_access_reviews():
+    # `POST /v1/claims` asks whether the caller may create hotstandbyclaims (issue 19).
+    for values in ({}, {"watchNamespaces": ["team-a"]}):
+        role = by_kind(render(values), "ClusterRole")[0]
+        assert grants(role, "subjectaccessreviews", "create")
 
 
 def test_exec_is_granted_only_when_hsj_exec_probes_are_enabled():

@@ -48,6 +48,8 @@ pub fn state_with(objects: StaticObjects) -> WebhookState {
         readiness,
         debug: DebugState::default(),
         release: None,
+        assignment: None,
+        claims: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
         guard: Default::default(),
     }

@@ -220,9 +220,7 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>)
         .collect();
     let mut objects: Vec<Arc<HotStandbyClaim>> = in_ns
         .iter()
-        .filter(|c| {
-            c.spec.pool_ref.name == key.name && PoolKey::of_claim(c).as_ref() == Some(key)
-        })
+        .filter(|c| c.spec.pool_ref.name == key.name && PoolKey::of_claim(c).as_ref() == Some(key))
         .cloned()
         .collect();
     objects.sort_by_key(|a| a.name_any());
@@ -259,7 +257,10 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>)
             // What we wrote last is newer than the cache only while the cache still says
             // Pending (every later phase is ours and final or stable): read the memory then
             // only, it costs a parse per claim.
-            let cached_pending = c.status.as_ref().is_none_or(|s| s.phase == ClaimPhase::Pending);
+            let cached_pending = c
+                .status
+                .as_ref()
+                .is_none_or(|s| s.phase == ClaimPhase::Pending);
             if cached_pending {
                 let status = ctx.shell.last_status(&**c, c.status.as_ref());
                 observe::claim_facts(c, status.as_ref(), seen)
@@ -489,8 +490,8 @@ pub struct StartedClaims {
 pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
     use super::watch::{in_scope, keep, strip_managed};
     let ns = namespace.as_deref();
-    let hsd_label = crate::controller::hsd::child::NAME_LABEL;
-    let hsj_label = crate::controller::hsj::build::NAME_LABEL;
+    let hsd_label = crate::api::hsd::NAME_LABEL;
+    let hsj_label = crate::api::hsj::NAME_LABEL;
     let (claims, claim_w) = reflector::store::<HotStandbyClaim>();
     let (hsd_pods, hsd_pod_w) = reflector::store::<Pod>();
     let (hsj_pods, hsj_pod_w) = reflector::store::<Pod>();

@@ -51,10 +51,10 @@ impl PoolKey {
     pub fn of_pod(p: &Pod) -> Option<Self> {
         let ns = p.metadata.namespace.as_deref()?;
         let labels = p.metadata.labels.as_ref()?;
-        if let Some(n) = labels.get(crate::controller::hsd::child::NAME_LABEL) {
+        if let Some(n) = labels.get(crate::api::hsd::NAME_LABEL) {
             return Some(PoolKey::new(ns, PoolKind::HotStandbyDeployment.as_str(), n));
         }
-        let n = labels.get(crate::controller::hsj::build::NAME_LABEL)?;
+        let n = labels.get(crate::api::hsj::NAME_LABEL)?;
         Some(PoolKey::new(ns, PoolKind::HotStandbyJob.as_str(), n))
     }
 

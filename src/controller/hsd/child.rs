@@ -16,7 +16,7 @@ use crate::api::hsd::{HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::api::set_condition;
 use crate::probe::{self, ProbeCache};
 
-pub const NAME_LABEL: &str = "hsd.paia.tech/name";
+pub const NAME_LABEL: &str = crate::api::hsd::NAME_LABEL;
 /// On a pod taken out of its ReplicaSet during a rollout (it is then owned by the HSD).
 pub const DETACHED_LABEL: &str = "hsd.paia.tech/detached";
 /// The ReplicaSet's own pod label; changing it on a pod makes the ReplicaSet let it go.
@@ -61,6 +61,10 @@ pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, Strin
         tpl.metadata.get_or_insert_with(ObjectMeta::default),
         (probe.mode == crate::api::probe::BusyMode::Annotation)
             .then_some(probe.annotation_key.as_str()),
+    );
+    crate::api::claim::mark_assignment(
+        tpl.metadata.get_or_insert_with(ObjectMeta::default),
+        hsd.spec.assignment,
     );
     Ok(tpl)
 }
@@ -486,6 +490,20 @@ mod tests {
 
     fn tpl() -> serde_json::Value {
         json!({"metadata": {"labels": {"tier": "web"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}})
+    }
+
+    #[test]
+    fn assignment_file_marks_the_template_for_the_claim_agent() {
+        use crate::api::claim::{AssignmentMode, ASSIGNMENT_ANNOTATION};
+        let mut h = hsd(tpl());
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert!(!meta
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ASSIGNMENT_ANNOTATION));
+        h.spec.assignment = AssignmentMode::File;
+        let meta = pod_template(&h).unwrap().metadata.unwrap();
+        assert_eq!(meta.annotations.unwrap()[ASSIGNMENT_ANNOTATION], "file");
     }
 
     #[test]

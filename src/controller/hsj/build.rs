@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::hsj::HotStandbyJob;
 
 /// Label every unit (Job and pod) carries: the HSJ's name.
-pub const NAME_LABEL: &str = "hsj.paia.tech/name";
+pub const NAME_LABEL: &str = crate::api::hsj::NAME_LABEL;
 /// `ttlSecondsAfterFinished` when the template has none.
 pub const DEFAULT_TTL: i32 = 300;
 
@@ -115,6 +115,7 @@ pub fn unit_job(hsj: &HotStandbyJob) -> Result<Job, String> {
         (probe.mode == crate::api::hsj::JobBusyMode::Annotation)
             .then_some(probe.annotation_key.as_str()),
     );
+    crate::api::claim::mark_assignment(meta, hsj.spec.assignment);
     spec.ttl_seconds_after_finished.get_or_insert(DEFAULT_TTL);
     spec.completions = Some(1);
     Ok(Job {
@@ -146,6 +147,26 @@ mod tests {
     }
 
     use crate::api::probe::{BUSY_ANNOTATION_KEY_ANNOTATION, BUSY_GUARD_LABEL};
+
+    #[test]
+    fn assignment_file_marks_the_pod_template_for_the_claim_agent() {
+        use crate::api::claim::{AssignmentMode, ASSIGNMENT_ANNOTATION};
+        let mut h = hsj(serde_json::json!({"image": "busybox"}));
+        let annotations = |h: &HotStandbyJob| {
+            unit_job(h)
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap_or_default()
+        };
+        assert!(!annotations(&h).contains_key(ASSIGNMENT_ANNOTATION));
+        h.spec.assignment = AssignmentMode::File;
+        assert_eq!(annotations(&h)[ASSIGNMENT_ANNOTATION], "file");
+    }
 
     #[test]
     fn pods_are_guarded_and_name_a_custom_busy_annotation() {
