@@ -225,6 +225,8 @@ fn main() {
         readiness,
         debug: DebugState::default(),
         release: None,
+        assignment: None,
+        claims: None,
         gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
         guard: GuardState::with_io(Default::default(), Default::default(), io),
     });
