@@ -76,6 +76,27 @@ pub enum BusySource<'a> {
     Probe,
 }
 
+/// What both pool kinds share for claiming: InvalidSpec condition, busy source, maximum.
+fn pool_state<'a>(
+    kind: PoolKind,
+    conditions: Option<&'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    src: BusySource<'a>,
+    max: i32,
+    live_pods: usize,
+) -> (PoolState, Option<BusySource<'a>>) {
+    if let Some(c) = conditions.and_then(|cs| condition(cs, "InvalidSpec")) {
+        if c.status == "True" {
+            return (PoolState::Invalid(c.message.clone()), None);
+        }
+    }
+    let ready = PoolState::Ready {
+        kind,
+        at_max: live_pods as i64 >= max as i64,
+        max_replicas: max,
+    };
+    (ready, Some(src))
+}
+
 /// The pool's state, and its busy source when it exists.
 pub fn hsd_state<'a>(
     hsd: Option<&'a HotStandbyDeployment>,
@@ -84,27 +105,15 @@ pub fn hsd_state<'a>(
     let Some(h) = hsd else {
         return (PoolState::NotFound, None);
     };
-    let st = h.status.as_ref();
-    if let Some(c) = st.and_then(|s| condition(&s.conditions, "InvalidSpec")) {
-        if c.status == "True" {
-            return (PoolState::Invalid(c.message.clone()), None);
-        }
-    }
     let src = match h.spec.busy_probe.mode {
         crate::api::probe::BusyMode::Annotation => {
             BusySource::Annotation(&h.spec.busy_probe.annotation_key)
         }
         _ => BusySource::Probe,
     };
-    let max = h.spec.max_replicas;
-    (
-        PoolState::Ready {
-            kind: PoolKind::HotStandbyDeployment,
-            at_max: live_pods as i64 >= max as i64,
-            max_replicas: max,
-        },
-        Some(src),
-    )
+    let conditions = h.status.as_ref().map(|s| s.conditions.as_slice());
+    let kind = PoolKind::HotStandbyDeployment;
+    pool_state(kind, conditions, src, h.spec.max_replicas, live_pods)
 }
 
 /// [`hsd_state`] for a HotStandbyJob.
@@ -115,27 +124,15 @@ pub fn hsj_state<'a>(
     let Some(h) = hsj else {
         return (PoolState::NotFound, None);
     };
-    let st = h.status.as_ref();
-    if let Some(c) = st.and_then(|s| condition(&s.conditions, "InvalidSpec")) {
-        if c.status == "True" {
-            return (PoolState::Invalid(c.message.clone()), None);
-        }
-    }
     let src = match h.spec.busy_probe.mode {
         crate::api::hsj::JobBusyMode::Annotation => {
             BusySource::Annotation(&h.spec.busy_probe.annotation_key)
         }
         _ => BusySource::Probe,
     };
-    let max = h.spec.max_replicas;
-    (
-        PoolState::Ready {
-            kind: PoolKind::HotStandbyJob,
-            at_max: live_pods as i64 >= max as i64,
-            max_replicas: max,
-        },
-        Some(src),
-    )
+    let conditions = h.status.as_ref().map(|s| s.conditions.as_slice());
+    let kind = PoolKind::HotStandbyJob;
+    pool_state(kind, conditions, src, h.spec.max_replicas, live_pods)
 }
 
 fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
