@@ -76,13 +76,21 @@ async fn a_claim_binds_an_idle_pod_and_the_pod_learns_it() {
         c.stores.assignment(NS, &pod, "another-uid").is_none(),
         "only for the pod itself"
     );
-    // The pool counts it.
-    let counts = c
-        .deps
-        .claims
-        .get(NS, "HotStandbyDeployment", "web")
-        .unwrap();
-    assert_eq!((counts.claimed, counts.pending), (1, 0));
+    // The pool counts it. The counts are published at the end of a pass, after the
+    // claim's status write, so they can trail the Bound phase by one pass.
+    let mut counts = None;
+    for _ in 0..500 {
+        counts = c
+            .deps
+            .claims
+            .get(NS, "HotStandbyDeployment", "web")
+            .map(|n| (n.claimed, n.pending));
+        if counts == Some((1, 0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counts, Some((1, 0)));
 }
 
 #[tokio::test]
