@@ -455,3 +455,29 @@ async fn a_hsj_unit_is_claimed_once_and_its_job_finishing_ends_the_claim() {
     }
     assert!(job_deletes >= 1, "the unit's Job is deleted");
 }
+
+#[tokio::test]
+async fn a_claimed_pod_that_disappears_fails_its_claim_pod_lost() {
+    let c = pool(2).await;
+    c.create(NS, "lost", spec("web")).await;
+    let bound = c
+        .wait_phase(NS, "lost", "Bound", SEC5)
+        .await
+        .expect("bound");
+    let name = bound["status"]["pod"]["name"].as_str().unwrap().to_string();
+    // Someone else deletes the pod: the watch says DELETED.
+    let gone = c.pod(NS, &name).unwrap();
+    c.api.push(PODS, "DELETED", gone);
+    let failed = c
+        .wait_phase(NS, "lost", "Failed", SEC5)
+        .await
+        .expect("failed");
+    assert_eq!(failed["status"]["conditions"][0]["reason"], "PodLost");
+    // A later claim gets the other pod, never the lost one.
+    c.create(NS, "next", spec("web")).await;
+    let next = c
+        .wait_phase(NS, "next", "Bound", SEC5)
+        .await
+        .expect("bound");
+    assert_ne!(next["status"]["pod"]["name"], name.as_str());
+}

@@ -151,10 +151,27 @@ where
     K: 'static,
 {
     use kube::runtime::WatchStreamExt;
+    reflected_events(caches, api, namespace, config, writer, strip).touched_objects()
+}
+
+/// [`reflected`], yielding the watch events themselves (each after the cache applied it):
+/// for a reader that must tell a delete or the end of a relist from an update.
+pub fn reflected_events<K>(
+    caches: &Caches,
+    api: Api<K>,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    strip: fn(&mut K),
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    use kube::runtime::WatchStreamExt;
     tracked_kind(caches, api, namespace, config, true)
         .modify(strip)
         .reflect(writer)
-        .touched_objects()
 }
 
 /// [`reflected`] over the watched scope (`--namespace`, or all) of a namespaced kind.
@@ -171,6 +188,22 @@ where
 {
     let api = super::scoped(deps.client.clone(), namespace);
     reflected(&deps.caches, api, namespace, config, writer, strip)
+}
+
+/// [`in_scope`], yielding the watch events (see [`reflected_events`]).
+pub fn in_scope_events<K>(
+    deps: &super::Deps,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    strip: fn(&mut K),
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let api = super::scoped(deps.client.clone(), namespace);
+    reflected_events(&deps.caches, api, namespace, config, writer, strip)
 }
 
 /// Drops managed fields (never read by a reconcile, often the largest part of an object).

@@ -90,13 +90,19 @@ impl Writes {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let found = self
-                .since(from)
-                .into_iter()
-                .enumerate()
-                .find(|(_, w)| pred(w));
-            if let Some((i, w)) = found {
-                return Some((from + i, w));
+            // Scanned under the lock: only the match is cloned (waiters wake on every
+            // write, so cloning the log on each wake-up costs more than what is measured).
+            let found = {
+                let log = self.log.lock().expect("writes");
+                log.get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, w)| pred(w))
+                    .map(|(i, w)| (from + i, w.clone()))
+            };
+            if found.is_some() {
+                return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return None;
@@ -105,12 +111,26 @@ impl Writes {
     }
 }
 
-/// A watch event pushed by the test.
+/// A watch event (pushed by the test, or a stored write), serialized once: every open
+/// watch shares it (a broadcast clones what it hands each receiver).
 #[derive(Clone, Debug)]
 struct Pushed {
-    collection: String,
-    type_: &'static str,
-    object: Value,
+    collection: Arc<str>,
+    object: Arc<Value>,
+    /// The watch line, `{"type":..,"object":..}\n`.
+    line: axum::body::Bytes,
+}
+
+impl Pushed {
+    fn new(collection: &str, type_: &'static str, object: Value) -> Self {
+        let mut line = json!({"type": type_, "object": &object}).to_string();
+        line.push('\n');
+        Pushed {
+            collection: collection.into(),
+            object: Arc::new(object),
+            line: line.into(),
+        }
+    }
 }
 
 pub struct FakeApi {
@@ -375,16 +395,8 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
     let checked = (method == Method::DELETE && fake.check_preconditions.load(Ordering::Relaxed))
         .then(|| checked_delete(&fake, &path, &body))
         .flatten();
-    let merged = object_path(&path).and_then(|(coll, ns, name)| {
-        let objects = fake.objects.lock().ok()?;
-        let obj = objects.get(&coll)?.iter().find(|o| {
-            o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
-        })?;
-        let mut obj = obj.clone();
-        json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
-        Some(obj)
-    });
-    if fake.store_writes.load(Ordering::Relaxed) {
+    let stored = fake.store_writes.load(Ordering::Relaxed);
+    if stored {
         if let Some((status, answer)) = stored_write(&fake, &method, &path, &body) {
             let text = axum::body::Bytes::from(answer.to_string());
             fake.writes.record(Write {
@@ -400,6 +412,15 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
             return json_response(status, text);
         }
     }
+    let merged = object_path(&path).and_then(|(coll, ns, name)| {
+        let objects = fake.objects.lock().ok()?;
+        let obj = objects.get(&coll)?.iter().find(|o| {
+            o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
+        })?;
+        let mut obj = obj.clone();
+        json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
+        Some(obj)
+    });
     let (status, answer) = match (checked, merged) {
         (Some(checked), _) => checked,
         (None, Some(obj)) => (StatusCode::OK, obj),
@@ -532,11 +553,9 @@ fn stored_write(
             items.push(object.clone());
         }
     }
-    let _ = fake.events.send(Pushed {
-        collection,
-        type_: event,
-        object: object.clone(),
-    });
+    let _ = fake
+        .events
+        .send(Pushed::new(&collection, event, object.clone()));
     let code = if event == "ADDED" {
         StatusCode::CREATED
     } else {
@@ -552,10 +571,8 @@ fn watch(fake: &Fake, path: &str, query: &str) -> Response {
     let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
         loop {
             match rx.recv().await {
-                Ok(ev) if ev.collection == filter.collection && filter.admits(&ev.object) => {
-                    let mut line = json!({"type": ev.type_, "object": ev.object}).to_string();
-                    line.push('\n');
-                    return Some((Ok::<_, std::io::Error>(line.into_bytes()), (rx, filter)));
+                Ok(ev) if *ev.collection == filter.collection && filter.admits(&ev.object) => {
+                    return Some((Ok::<_, std::io::Error>(ev.line), (rx, filter)));
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -720,11 +737,10 @@ impl FakeApi {
                 items.push(object.clone());
             }
         }
-        let _ = self.fake.events.send(Pushed {
-            collection: collection.to_string(),
-            type_,
-            object,
-        });
+        let _ = self
+            .fake
+            .events
+            .send(Pushed::new(collection, type_, object));
     }
 }
 

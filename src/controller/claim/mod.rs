@@ -35,6 +35,7 @@ use crate::probe::ProbeCache;
 
 pub mod apply;
 pub mod bind;
+pub mod index;
 pub mod observe;
 
 pub use observe::PoolKey;
@@ -54,9 +55,18 @@ pub struct Stores {
     pub hsjs: Store<HotStandbyJob>,
     /// Woken on every claim or pool-pod change (long-polls wait on it).
     pub changed: Arc<tokio::sync::Notify>,
+    /// Which claims and pods are in which pool (fed by the watches of these caches).
+    pub index: Arc<Mutex<index::PoolIndex>>,
 }
 
 impl Stores {
+    fn index(&self) -> std::sync::MutexGuard<'_, index::PoolIndex> {
+        match self.index.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     fn pods_of(&self, kind: Option<PoolKind>) -> Option<&Store<Pod>> {
         match kind? {
             PoolKind::HotStandbyDeployment => Some(&self.hsd_pods),
@@ -184,16 +194,28 @@ fn busy_key(stores: &Stores, key: &PoolKey) -> String {
 fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>) {
     let s = &ctx.stores;
     let kind = key.kind();
-    let pods: Vec<Arc<Pod>> = s
-        .pods_of(kind)
-        .map(|store| {
-            store
-                .state()
-                .into_iter()
-                .filter(|p| PoolKey::of_pod(p).as_ref() == Some(key))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Only this pool's objects, by the index; each checked against the cache.
+    let (pod_names, claim_names) = {
+        let ix = s.index();
+        (ix.pods.of(key), ix.claims.of(key))
+    };
+    let mut stale_pods = vec![];
+    let mut stale_claims = vec![];
+    let pods: Vec<Arc<Pod>> = match s.pods_of(kind) {
+        Some(store) => pod_names
+            .into_iter()
+            .filter_map(|n| {
+                let p = store
+                    .get(&ObjectRef::new(&n).within(&key.namespace))
+                    .filter(|p| PoolKey::of_pod(p).as_ref() == Some(key));
+                if p.is_none() {
+                    stale_pods.push(n);
+                }
+                p
+            })
+            .collect(),
+        None => vec![],
+    };
     let live = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -213,17 +235,41 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>)
         .iter()
         .map(|p| observe::pod_facts(p, src.as_ref(), &ctx.probes))
         .collect();
-    let in_ns = super::in_namespace(&s.claims, &key.namespace);
-    let live_claims: HashSet<String> = in_ns
+    // The claims the pods carry that still exist (a pod of a deleted claim is released).
+    let live_claims: HashSet<String> = pod_facts
         .iter()
-        .filter_map(|c| c.metadata.uid.clone())
+        .filter_map(|p| {
+            let (ns, name) = p.claim.as_ref()?.0.split_once('/')?;
+            s.claims
+                .get(&ObjectRef::new(name).within(ns))?
+                .metadata
+                .uid
+                .clone()
+        })
         .collect();
-    let mut objects: Vec<Arc<HotStandbyClaim>> = in_ns
-        .iter()
-        .filter(|c| c.spec.pool_ref.name == key.name && PoolKey::of_claim(c).as_ref() == Some(key))
-        .cloned()
+    // In name order (the index's).
+    let objects: Vec<Arc<HotStandbyClaim>> = claim_names
+        .into_iter()
+        .filter_map(|n| {
+            let c = s
+                .claims
+                .get(&ObjectRef::new(&n).within(&key.namespace))
+                .filter(|c| PoolKey::of_claim(c).as_ref() == Some(key));
+            if c.is_none() {
+                stale_claims.push(n);
+            }
+            c
+        })
         .collect();
-    objects.sort_by_key(|a| a.name_any());
+    if !stale_pods.is_empty() || !stale_claims.is_empty() {
+        let mut ix = s.index();
+        for n in &stale_pods {
+            ix.pods.forget(key, n);
+        }
+        for n in &stale_claims {
+            ix.claims.forget(key, n);
+        }
+    }
     let mut m = ctx.memory();
     let now = Instant::now();
     // Forget what the caches show now (or what is too old to matter).
@@ -432,14 +478,7 @@ pub async fn drive(ctx: Arc<Ctx>, triggers: impl Stream<Item = PoolKey> + Send) 
                 }
             }
             _ = resync.tick() => {
-                let keys: BTreeSet<PoolKey> = ctx
-                    .stores
-                    .claims
-                    .state()
-                    .iter()
-                    .filter_map(|c| PoolKey::of_claim(c))
-                    .collect();
-                due.extend(keys);
+                due.extend(ctx.stores.index().claims.pools());
             }
         }
         for key in due {
@@ -453,30 +492,79 @@ pub async fn drive(ctx: Arc<Ctx>, triggers: impl Stream<Item = PoolKey> + Send) 
     }
 }
 
-/// The pools a claim event concerns (its own; a claim is noted as seen).
-fn claim_trigger(ctx: &Ctx, c: &HotStandbyClaim) -> Option<PoolKey> {
+/// The pools a claim event concerns (its own; a claim is noted as seen, and indexed).
+/// The end of a relist rebuilds the index from the cache and passes every pool with a
+/// claim (a delete hidden in the relist is seen there).
+fn claim_trigger(ctx: &Ctx, ev: watcher::Event<HotStandbyClaim>) -> Vec<PoolKey> {
+    let (c, gone) = match ev {
+        watcher::Event::Apply(c) | watcher::Event::InitApply(c) => (c, false),
+        watcher::Event::Delete(c) => (c, true),
+        watcher::Event::Init => return vec![],
+        watcher::Event::InitDone => {
+            let all = ctx.stores.claims.state();
+            let mut ix = ctx.stores.index();
+            ix.claims.rebuild(all.iter().filter_map(|c| {
+                let (ns, name) = (
+                    c.metadata.namespace.as_deref()?,
+                    c.metadata.name.as_deref()?,
+                );
+                Some((ns, name, PoolKey::of_claim(c)?))
+            }));
+            return ix.claims.pools();
+        }
+    };
+    let key = PoolKey::of_claim(&c);
+    if let (Some(ns), Some(name)) = (c.metadata.namespace.as_deref(), c.metadata.name.as_deref()) {
+        let pool = if gone { None } else { key.clone() };
+        ctx.stores.index().claims.note(ns, name, pool);
+    }
     if let Some(uid) = c.metadata.uid.as_deref() {
         let fin = c.status.as_ref().is_some_and(|s| s.phase.is_final());
-        if !fin {
+        if !fin && !gone {
             ctx.saw(uid);
         }
     }
-    PoolKey::of_claim(c)
+    key.into_iter().collect()
 }
 
 /// The pool a pod event concerns, when claims care: the pod carries a claim, or some
-/// claim names its pool.
-fn pod_trigger(stores: &Stores, p: &Pod) -> Option<PoolKey> {
-    let key = PoolKey::of_pod(p)?;
-    if crate::api::claim::claimed_by(&p.metadata).is_some() {
-        return Some(key);
-    }
-    let named = stores
-        .claims
-        .state()
-        .iter()
-        .any(|c| PoolKey::of_claim(c).as_ref() == Some(&key));
-    named.then_some(key)
+/// claim names its pool. Every pod event is indexed; the end of a relist rebuilds the
+/// pods' index from both pod caches.
+fn pod_trigger(stores: &Stores, ev: watcher::Event<Pod>) -> Option<PoolKey> {
+    let (p, gone) = match ev {
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+        watcher::Event::Delete(p) => (p, true),
+        watcher::Event::Init => return None,
+        watcher::Event::InitDone => {
+            let all: Vec<Arc<Pod>> = stores
+                .hsd_pods
+                .state()
+                .into_iter()
+                .chain(stores.hsj_pods.state())
+                .collect();
+            stores.index().pods.rebuild(all.iter().filter_map(|p| {
+                let (ns, name) = (
+                    p.metadata.namespace.as_deref()?,
+                    p.metadata.name.as_deref()?,
+                );
+                Some((ns, name, PoolKey::of_pod(p)?))
+            }));
+            return None;
+        }
+    };
+    let key = PoolKey::of_pod(&p);
+    let named = {
+        let mut ix = stores.index();
+        if let (Some(ns), Some(name)) =
+            (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+        {
+            let pool = if gone { None } else { key.clone() };
+            ix.pods.note(ns, name, pool);
+        }
+        key.as_ref().is_some_and(|k| ix.claims.any(k))
+    };
+    let key = key?;
+    (named || crate::api::claim::claimed_by(&p.metadata).is_some()).then_some(key)
 }
 
 /// What a start hands the runtime: the tasks, and the caches the HTTP endpoints read.
@@ -488,7 +576,7 @@ pub struct StartedClaims {
 /// The claim controller over one scope: claims, the pods of HSD and HSJ pools (stripped),
 /// and the pools themselves.
 pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
-    use super::watch::{in_scope, keep, strip_managed};
+    use super::watch::{in_scope, in_scope_events, keep, strip_managed};
     let ns = namespace.as_deref();
     let hsd_label = crate::api::hsd::NAME_LABEL;
     let hsj_label = crate::api::hsj::NAME_LABEL;
@@ -499,9 +587,9 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
     let all = watcher::Config::default();
     let paged = |label: &str| watcher::Config::default().labels(label).page_size(100);
-    let claim_stream = in_scope(deps, ns, all.clone(), claim_w, strip_managed);
-    let hsd_pod_stream = in_scope(deps, ns, paged(hsd_label), hsd_pod_w, strip_pod);
-    let hsj_pod_stream = in_scope(deps, ns, paged(hsj_label), hsj_pod_w, strip_pod);
+    let claim_stream = in_scope_events(deps, ns, all.clone(), claim_w, strip_managed);
+    let hsd_pod_stream = in_scope_events(deps, ns, paged(hsd_label), hsd_pod_w, strip_pod);
+    let hsj_pod_stream = in_scope_events(deps, ns, paged(hsj_label), hsj_pod_w, strip_pod);
     let hsd_stream = in_scope(deps, ns, all.clone(), hsd_w, keep);
     let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
     let stores = Stores {
@@ -511,6 +599,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
         hsds,
         hsjs,
         changed: Arc::new(tokio::sync::Notify::new()),
+        index: Arc::default(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores.clone()));
     let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
@@ -521,16 +610,19 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
         }
     };
     let claims_t = claim_stream
-        .filter_map(move |r| futures::future::ready(r.ok().and_then(|c| claim_trigger(&c1, &c))))
+        .flat_map(move |r| {
+            let keys = r.map(|ev| claim_trigger(&c1, ev)).unwrap_or_default();
+            futures::stream::iter(keys)
+        })
         .map(notify(stores.changed.clone()));
     let hsd_pods_t = hsd_pod_stream
         .filter_map(move |r| {
-            futures::future::ready(r.ok().and_then(|p| pod_trigger(&c2.stores, &p)))
+            futures::future::ready(r.ok().and_then(|ev| pod_trigger(&c2.stores, ev)))
         })
         .map(notify(stores.changed.clone()));
     let hsj_pods_t = hsj_pod_stream
         .filter_map(move |r| {
-            futures::future::ready(r.ok().and_then(|p| pod_trigger(&c3.stores, &p)))
+            futures::future::ready(r.ok().and_then(|ev| pod_trigger(&c3.stores, ev)))
         })
         .map(notify(stores.changed.clone()));
     let pools_t = futures::stream::select(
@@ -555,11 +647,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
     );
     let stores_for_pools = stores.clone();
     let pools_t = pools_t.filter(move |k| {
-        let named = stores_for_pools
-            .claims
-            .state()
-            .iter()
-            .any(|c| PoolKey::of_claim(c).as_ref() == Some(k));
+        let named = stores_for_pools.index().claims.any(k);
         futures::future::ready(named)
     });
     let triggers = futures::stream::select(
