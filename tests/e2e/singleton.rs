@@ -25,9 +25,9 @@ use serde_json::json;
 
 use crate::util::{self, wait_for, PAUSE};
 
-struct Env {
-    host: String,
-    agent_image: String,
+pub(crate) struct Env {
+    pub(crate) host: String,
+    pub(crate) agent_image: String,
 }
 
 fn env(test: &str) -> Option<Env> {
@@ -50,9 +50,9 @@ fn env(test: &str) -> Option<Env> {
 }
 
 /// An operator (`run` mode, in this process) restricted to one namespace.
-struct Operator {
-    task: tokio::task::JoinHandle<kube_standby::Result<()>>,
-    url: String,
+pub(crate) struct Operator {
+    pub(crate) task: tokio::task::JoinHandle<kube_standby::Result<()>>,
+    pub(crate) url: String,
 }
 
 impl Operator {
@@ -140,7 +140,7 @@ async fn register(client: &Client, ns: &str, url: &str) -> String {
     name
 }
 
-async fn unregister(client: &Client, name: &str) {
+pub(crate) async fn unregister(client: &Client, name: &str) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
@@ -588,8 +588,8 @@ async fn name_clashes_are_admitted_valid_or_denied_clearly() {
 
 /// Host the real node's pods reach this process at (`KUBE_STANDBY_E2E_REAL_HOST`).
 const REAL_HOST_DEFAULT: &str = "10.88.0.1";
-const REAL_NODE: &str = "real-node-0";
-const APP_IMAGE: &str = "kube-standby.local/app:1";
+pub(crate) const REAL_NODE: &str = "real-node-0";
+pub(crate) const APP_IMAGE: &str = "kube-standby.local/app:1";
 /// The app: prints STARTED/STOPPED with a wall-clock time (busybox date %N when it has it)
 /// and the node's uptime (same kernel for every pod of the node), exits 0 on SIGTERM.
 /// Right after STARTED (not before, so the measured gap is the start's) it prints its
@@ -655,7 +655,7 @@ async fn assert_app_read_its_epoch(pods: &Api<Pod>, gate: &str, what: &str) -> u
     epoch
 }
 
-fn real_env(test: &str) -> Option<Env> {
+pub(crate) fn real_env(test: &str) -> Option<Env> {
     if !util::enabled(test) {
         return None;
     }
@@ -670,7 +670,7 @@ fn real_env(test: &str) -> Option<Env> {
 }
 
 /// `kube-standby certs --dir DIR --san HOST`, as README says.
-fn readme_certs(dir: &std::path::Path, host: &str) {
+pub(crate) fn readme_certs(dir: &std::path::Path, host: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-standby"))
         .args(["certs", "--dir"])
         .arg(dir)
@@ -686,7 +686,7 @@ fn readme_certs(dir: &std::path::Path, host: &str) {
 
 /// `run` in this process with certificate files and NO --ca-file (README's "Against a
 /// cluster"), bound on 0.0.0.0 and announced to agents at `https://HOST:PORT`.
-async fn start_file_operator(
+pub(crate) async fn start_file_operator(
     client: Client,
     env: &Env,
     ns: &str,
@@ -749,7 +749,7 @@ async fn start_file_operator_announcing(
     (Operator { task, url }, served)
 }
 
-async fn register_ca(client: &Client, ns: &str, url: &str, ca: &str) -> String {
+pub(crate) async fn register_ca(client: &Client, ns: &str, url: &str, ca: &str) -> String {
     let name = format!("kube-standby-e2e-{ns}");
     let mut mwc = webhook_config::build(
         &name,
