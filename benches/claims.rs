@@ -57,11 +57,13 @@ fn spec(pool: &str, release: &str) -> serde_json::Value {
 }
 
 fn is_bound_status(w: &fake_apiserver::Write, name: &str) -> bool {
-    w.method == "PATCH"
-        && w.path
-            .ends_with(&format!("/hotstandbyclaims/{name}/status"))
-        && w.status == 200
-        && w.body["status"]["phase"] == "Bound"
+    // No allocation: every caller's wait runs this over every new write.
+    let names_it = w
+        .path
+        .strip_suffix("/status")
+        .and_then(|p| p.rsplit_once('/'))
+        .is_some_and(|(pre, n)| n == name && pre.ends_with("/hotstandbyclaims"));
+    w.method == "PATCH" && names_it && w.status == 200 && w.body["status"]["phase"] == "Bound"
 }
 
 /// Create → Bound for each claim, from the write log.

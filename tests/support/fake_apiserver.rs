@@ -176,12 +176,80 @@ fn is_collection(path: &str) -> bool {
     matches!(rest, Some([_]) | Some(["namespaces", _, _]))
 }
 
+/// The served objects of one collection, by (namespace, name), listed in the order they
+/// were last written (a write moves an object to the end, as before).
+#[derive(Default)]
+struct Collection {
+    next: u64,
+    order: std::collections::BTreeMap<u64, (String, String)>,
+    by_key: HashMap<(String, String), (u64, Value)>,
+}
+
+impl Collection {
+    fn key_of(&self, v: &Value) -> (String, String) {
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        match v["metadata"]["name"].as_str() {
+            Some(n) => (ns.to_string(), n.to_string()),
+            // A nameless object cannot be found by name: keep it apart from every other.
+            None => (ns.to_string(), format!("\u{0}{}", self.next)),
+        }
+    }
+
+    fn get(&self, ns: &str, name: &str) -> Option<&Value> {
+        self.by_key
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|(_, v)| v)
+    }
+
+    fn put(&mut self, v: Value) {
+        let key = self.key_of(&v);
+        self.next += 1;
+        if let Some((old, _)) = self.by_key.get(&key) {
+            self.order.remove(old);
+        }
+        self.order.insert(self.next, key.clone());
+        self.by_key.insert(key, (self.next, v));
+    }
+
+    fn remove(&mut self, ns: &str, name: &str) {
+        if let Some((seq, _)) = self.by_key.remove(&(ns.to_string(), name.to_string())) {
+            self.order.remove(&seq);
+        }
+    }
+
+    fn ordered(&self) -> Vec<&Value> {
+        self.order
+            .values()
+            .filter_map(|k| self.by_key.get(k).map(|(_, v)| v))
+            .collect()
+    }
+}
+
+type Served = HashMap<String, Collection>;
+
+fn served_of(objects: Objects) -> Served {
+    let mut served = Served::new();
+    for (coll, items) in Arc::unwrap_or_clone(objects) {
+        let c = served.entry(coll).or_default();
+        for v in items {
+            c.put(v);
+        }
+    }
+    served
+}
+
+/// The served object `name` in `ns` of `coll`, cloned.
+fn served_object(fake: &Fake, coll: &str, ns: &str, name: &str) -> Option<Value> {
+    let objects = fake.objects.lock().ok()?;
+    objects.get(coll)?.get(ns, name).cloned()
+}
+
 #[derive(Clone)]
 struct Fake {
     /// Path prefixes answered 404 (as for a CRD not yet established) until the instant.
     unserved: Arc<Mutex<Vec<(String, Instant)>>>,
     seen: Seen,
-    objects: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    objects: Arc<Mutex<Served>>,
     events: broadcast::Sender<Pushed>,
     writes: Writes,
     counter: Arc<AtomicU64>,
@@ -263,7 +331,7 @@ impl Filter {
 
 /// A page of the objects at `path` (exactly that key, else the namespace's share of the
 /// all-namespaces collection).
-fn list(objects: &HashMap<String, Vec<Value>>, path: &str, query: &str) -> String {
+fn list(objects: &Served, path: &str, query: &str) -> String {
     let filter = Filter::new(path, query);
     let exact = objects.get(path);
     let (items, filter) = match exact {
@@ -277,7 +345,12 @@ fn list(objects: &HashMap<String, Vec<Value>>, path: &str, query: &str) -> Strin
         None => (objects.get(&filter.collection), filter),
     };
     let all: Vec<&Value> = items
-        .map(|v| v.iter().filter(|i| filter.admits(i)).collect())
+        .map(|c| {
+            c.ordered()
+                .into_iter()
+                .filter(|i| filter.admits(i))
+                .collect()
+        })
         .unwrap_or_default();
     let start: usize = query_param(query, "continue")
         .and_then(|c| c.parse().ok())
@@ -346,15 +419,7 @@ fn create(fake: &Fake, path: &str, mut obj: Value) -> Value {
 fn checked_delete(fake: &Fake, path: &str, body: &Value) -> Option<(StatusCode, Value)> {
     let pre = body.get("preconditions").filter(|p| p.is_object())?;
     let (coll, ns, name) = object_path(path)?;
-    let served = fake.objects.lock().ok().and_then(|objects| {
-        objects
-            .get(&coll)?
-            .iter()
-            .find(|o| {
-                o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
-            })
-            .cloned()
-    });
+    let served = served_object(fake, &coll, &ns, &name);
     let status = |code: StatusCode, reason: &str, message: String| {
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
                "code": code.as_u16(), "message": message})
@@ -413,11 +478,7 @@ async fn write(fake: Fake, req: Request, at: Instant) -> Response {
         }
     }
     let merged = object_path(&path).and_then(|(coll, ns, name)| {
-        let objects = fake.objects.lock().ok()?;
-        let obj = objects.get(&coll)?.iter().find(|o| {
-            o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str()
-        })?;
-        let mut obj = obj.clone();
+        let mut obj = served_object(&fake, &coll, &ns, &name)?;
         json_patch::merge(&mut obj, body.is_object().then_some(&body)?);
         Some(obj)
     });
@@ -464,9 +525,6 @@ fn stored_write(
     path: &str,
     body: &Value,
 ) -> Option<(StatusCode, Value)> {
-    let same = |o: &Value, ns: &str, name: &str| {
-        o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns
-    };
     let (collection, event, object) = if *method == Method::POST && is_collection(path) {
         let (coll, ns) = collection_path(path);
         let obj = create(fake, path, body.clone());
@@ -474,13 +532,7 @@ fn stored_write(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let taken = fake.objects.lock().ok().is_some_and(|o| {
-            o.get(&coll).is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|i| same(i, ns.as_deref().unwrap_or_default(), &name))
-            })
-        });
+        let taken = served_object(fake, &coll, ns.as_deref().unwrap_or_default(), &name).is_some();
         if taken {
             return Some(failure(
                 StatusCode::CONFLICT,
@@ -491,11 +543,7 @@ fn stored_write(
         (coll, "ADDED", obj)
     } else {
         let (coll, ns, name) = object_path(path)?;
-        let served = fake
-            .objects
-            .lock()
-            .ok()
-            .and_then(|o| o.get(&coll)?.iter().find(|i| same(i, &ns, &name)).cloned());
+        let served = served_object(fake, &coll, &ns, &name);
         let Some(mut obj) = served else {
             return Some(failure(
                 StatusCode::NOT_FOUND,
@@ -540,17 +588,12 @@ fn stored_write(
     };
     if let Ok(mut objects) = fake.objects.lock() {
         let items = objects.entry(collection.clone()).or_default();
-        let ns = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        items.retain(|o| !same(o, &ns, &name));
-        if event != "DELETED" {
-            items.push(object.clone());
+        if event == "DELETED" {
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            items.remove(ns, name);
+        } else {
+            items.put(object.clone());
         }
     }
     let _ = fake
@@ -621,12 +664,7 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
     // A GET of one namespaced object: the object if served, else a NotFound Status.
     if !is_collection(uri.path()) && !uri.path().ends_with("/status") {
         if let Some((collection, ns, name)) = object_path(uri.path()) {
-            let found = fake.objects.lock().ok().and_then(|o| {
-                o.get(&collection)?
-                    .iter()
-                    .find(|i| i["metadata"]["namespace"] == ns && i["metadata"]["name"] == name)
-                    .cloned()
-            });
+            let found = served_object(&fake, &collection, &ns, &name);
             return match found {
                 Some(obj) => json_response(StatusCode::OK, obj.to_string()),
                 None => json_response(
@@ -670,24 +708,17 @@ impl FakeApi {
 
     /// The served object `name` in `ns` of `collection` (all-namespaces path).
     pub fn object(&self, collection: &str, ns: &str, name: &str) -> Option<Value> {
-        let objects = self.fake.objects.lock().ok()?;
-        objects
-            .get(collection)?
-            .iter()
-            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns)
-            .cloned()
+        served_object(&self.fake, collection, ns, name)
     }
 
     /// Replace a served object without telling any watch (a change the caches have not
     /// seen yet, e.g. another writer's).
     pub fn replace_silently(&self, collection: &str, object: Value) {
         let mut objects = self.fake.objects.lock().expect("objects");
-        let items = objects.entry(collection.to_string()).or_default();
-        items.retain(|o| {
-            !(o["metadata"]["name"] == object["metadata"]["name"]
-                && o["metadata"]["namespace"] == object["metadata"]["namespace"])
-        });
-        items.push(object);
+        objects
+            .entry(collection.to_string())
+            .or_default()
+            .put(object);
     }
 
     /// Every served object of `collection`.
@@ -696,7 +727,10 @@ impl FakeApi {
             .objects
             .lock()
             .ok()
-            .and_then(|o| o.get(collection).cloned())
+            .and_then(|o| {
+                let c = o.get(collection)?;
+                Some(c.ordered().into_iter().cloned().collect())
+            })
             .unwrap_or_default()
     }
 
@@ -728,13 +762,12 @@ impl FakeApi {
         {
             let mut objects = self.fake.objects.lock().expect("objects");
             let items = objects.entry(collection.to_string()).or_default();
-            let same = |o: &Value| {
-                o["metadata"]["name"] == object["metadata"]["name"]
-                    && o["metadata"]["namespace"] == object["metadata"]["namespace"]
-            };
-            items.retain(|o| !same(o));
-            if type_ != "DELETED" {
-                items.push(object.clone());
+            if type_ == "DELETED" {
+                let ns = object["metadata"]["namespace"].as_str().unwrap_or_default();
+                let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                items.remove(ns, name);
+            } else {
+                items.put(object.clone());
             }
         }
         let _ = self
@@ -753,7 +786,7 @@ pub async fn start_with(objects: Objects) -> FakeApi {
     let fake = Fake {
         unserved: Arc::default(),
         seen: seen.clone(),
-        objects: Arc::new(Mutex::new(Arc::unwrap_or_clone(objects))),
+        objects: Arc::new(Mutex::new(served_of(objects))),
         events: broadcast::channel(4096).0,
         writes: Writes::default(),
         counter: Arc::new(AtomicU64::new(1)),
