@@ -126,7 +126,7 @@ pub async fn run(
     ctx: &Ctx,
     hsj: &HotStandbyJob,
     plan: &Plan<'_>,
-    pods: &HashMap<String, Vec<&Pod>>,
+    pods: &HashMap<&str, Vec<&Pod>>,
     job: &Job,
 ) -> Result<Applied> {
     let ns = hsj.namespace().unwrap_or_default();

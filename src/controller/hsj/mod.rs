@@ -39,6 +39,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod status;
+pub mod views;
 
 use build::NAME_LABEL;
 use plan::{Failures, Observed};
@@ -119,6 +120,8 @@ pub struct Ctx {
     pub expect: Expectations,
     /// UIDs of Jobs one of whose pods was seen busy.
     pub ever_busy: Mutex<HashSet<String>>,
+    /// Unit views kept between reconciles.
+    pub views: views::ViewCache,
 }
 
 crate::controller::deref_to_shell!(Ctx);
@@ -138,6 +141,7 @@ impl Ctx {
             exec,
             expect: Expectations::default(),
             ever_busy: Mutex::default(),
+            views: views::ViewCache::default(),
         }
     }
 }
@@ -227,8 +231,8 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
     let (jobs, pods) = owned(ctx, hsj, &ns);
     let by_job = observe::pods_by_job(pods.iter().map(|p| p.as_ref()));
     let forbidden = probe_due(ctx, hsj, &live_pods(&jobs, &by_job)).await;
-    let units = views(ctx, hsj, &jobs, &by_job);
     let key = debug_key(&ns, &name);
+    let units = views(ctx, hsj, &jobs, &by_job, &key);
     let observed = observed(ctx, hsj, &units, &jobs, &key, now);
     // Plan, apply, then the shell's part: events, status, gauges, debug state.
     let plan = plan::plan(&observed);
@@ -278,10 +282,10 @@ fn valid_job(hsj: &HotStandbyJob) -> std::result::Result<Job, String> {
 }
 
 /// The pods of the units still running (finished Jobs are not probed).
-fn live_pods<'a>(jobs: &[Arc<Job>], by_job: &HashMap<String, Vec<&'a Pod>>) -> Vec<&'a Pod> {
+fn live_pods<'a>(jobs: &[Arc<Job>], by_job: &HashMap<&str, Vec<&'a Pod>>) -> Vec<&'a Pod> {
     jobs.iter()
         .filter(|j| observe::finished(j).is_none())
-        .filter_map(|j| by_job.get(&j.uid().unwrap_or_default()))
+        .filter_map(|j| by_job.get(j.metadata.uid.as_deref()?))
         .flatten()
         .copied()
         .collect()
@@ -348,26 +352,19 @@ fn count_writes(ctx: &Ctx, applied: &apply::Applied, started: Instant) {
     }
 }
 
-/// The units' views, remembering which Jobs were ever busy.
+/// The units' views (kept between reconciles), remembering which Jobs were ever busy.
 fn views(
     ctx: &Ctx,
     hsj: &HotStandbyJob,
     jobs: &[Arc<Job>],
-    by_job: &HashMap<String, Vec<&Pod>>,
+    by_job: &HashMap<&str, Vec<&Pod>>,
+    key: &str,
 ) -> Vec<plan::UnitView> {
     let mut ever = lock(&ctx.ever_busy);
-    jobs.iter()
-        .map(|j| {
-            let uid = j.uid().unwrap_or_default();
-            let pods = by_job.get(&uid).map(Vec::as_slice).unwrap_or_default();
-            let was = ever.contains(&uid);
-            let u = observe::unit_view(j, pods, &hsj.spec.busy_probe, &ctx.probes, was);
-            if u.ever_busy && !was {
-                ever.insert(uid);
-            }
-            u
-        })
-        .collect()
+    let probe = &hsj.spec.busy_probe;
+    let jobs = jobs.iter().map(|j| j.as_ref());
+    ctx.views
+        .views(key, jobs, by_job, probe, &ctx.probes, &mut ever)
 }
 
 fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i32) -> Duration {
@@ -512,6 +509,7 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.expect.forget(&debug_key(ns, name));
+    ctx.views.forget(&debug_key(ns, name));
     ctx.metrics.hsj.forget(&ObjectLabels::new(ns, name));
 }
 

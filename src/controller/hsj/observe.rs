@@ -138,11 +138,11 @@ pub fn owner_job(pod: &Pod) -> Option<&str> {
 }
 
 /// Pods grouped by the UID of their controlling Job.
-pub fn pods_by_job<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> HashMap<String, Vec<&'a Pod>> {
-    let mut m: HashMap<String, Vec<&Pod>> = HashMap::new();
+pub fn pods_by_job<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> HashMap<&'a str, Vec<&'a Pod>> {
+    let mut m: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in pods {
         if let Some(uid) = owner_job(p) {
-            m.entry(uid.to_string()).or_default().push(p);
+            m.entry(uid).or_default().push(p);
         }
     }
     m
@@ -190,6 +190,20 @@ fn combine(states: &[(BusyState, bool, String)]) -> (BusyState, bool, String) {
     }
 }
 
+/// A unit's busy state: its live (not terminating) pods' states combined.
+pub fn unit_state(
+    pods: &[&Pod],
+    probe: &JobBusyProbe,
+    probes: &ProbeCache,
+) -> (BusyState, bool, String) {
+    let states: Vec<_> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| pod_state(p, probe, probes))
+        .collect();
+    combine(&states)
+}
+
 /// The planner's view of one unit.
 pub fn unit_view(
     job: &Job,
@@ -202,8 +216,7 @@ pub fn unit_view(
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    let states: Vec<_> = live.iter().map(|p| pod_state(p, probe, probes)).collect();
-    let (state, stale, reason) = combine(&states);
+    let (state, stale, reason) = unit_state(pods, probe, probes);
     let (finished, finished_at) = match finished(job) {
         Some((f, t)) => (Some(f), t),
         None => (None, None),
