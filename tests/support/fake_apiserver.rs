@@ -851,7 +851,19 @@ pub async fn spawn_run(bin: &str, api: &FakeApi) -> RunProcess {
 pub async fn spawn_run_with(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProcess {
     let (port, ops_port) = two_free_ports();
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let child = Command::new(bin)
+    // KUBE_STANDBY_RUN_WRAPPER (e.g. "heaptrack -o /tmp/run"): run the binary under a
+    // profiler, for a diagnosis; the measured process is then the wrapper's.
+    let wrapper = std::env::var("KUBE_STANDBY_RUN_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args([
             "run",
             "--tls-self-signed",

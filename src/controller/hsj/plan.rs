@@ -268,7 +268,8 @@ fn grow(
         plan.create = deficit;
         return;
     }
-    let replaced = |u: &UnitView| plan.replace.iter().any(|r| r.uid == &*u.core.uid);
+    let replacing: std::collections::HashSet<&str> = plan.replace.iter().map(|r| r.uid).collect();
+    let replaced = |u: &UnitView| replacing.contains(&*u.core.uid);
     let starting = active
         .iter()
         .any(|u| !replaced(u) && u.failing.is_none() && !u.healthy())
@@ -297,9 +298,11 @@ fn shrink<'a>(o: &Observed<'a>, plan: &mut Plan<'a>, active: &[&'a UnitView], su
         plan.requeue_after = Some(until(o.now, due));
         return;
     }
+    // A set: with thousands of units, scanning the replaced list per unit dominated.
+    let replacing: std::collections::HashSet<&str> = plan.replace.iter().map(|r| r.uid).collect();
     let candidates = active
         .iter()
-        .filter(|u| !plan.replace.iter().any(|r| r.uid == &*u.core.uid))
+        .filter(|u| !replacing.contains(&*u.core.uid))
         .map(|u| &u.core);
     plan.victims = choose_victims(candidates, surplus as usize);
 }

@@ -36,8 +36,8 @@ impl Cached {
             && self.key == probe.annotation_key
             && self.pods.len() == pods.len()
             && self.pods.iter().zip(pods).all(|((uid, rv), p)| {
-                p.metadata.uid.as_deref() == Some(uid.as_str())
-                    && p.metadata.resource_version.as_deref() == Some(rv.as_str())
+                p.metadata.uid.as_deref().unwrap_or_default() == uid
+                    && p.metadata.resource_version.as_deref().unwrap_or_default() == rv
             })
     }
 }
