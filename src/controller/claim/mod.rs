@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -32,11 +31,13 @@ use crate::api::claim::{
 };
 use crate::api::{HotStandbyDeployment, HotStandbyJob};
 use crate::probe::ProbeCache;
+use pod::PoolPod;
 
 pub mod apply;
 pub mod bind;
 pub mod index;
 pub mod observe;
+pub mod pod;
 
 pub use observe::PoolKey;
 
@@ -49,8 +50,8 @@ const IN_FLIGHT_FOR: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Stores {
     pub claims: Store<HotStandbyClaim>,
-    pub hsd_pods: Store<Pod>,
-    pub hsj_pods: Store<Pod>,
+    pub hsd_pods: Store<PoolPod>,
+    pub hsj_pods: Store<PoolPod>,
     pub hsds: Store<HotStandbyDeployment>,
     pub hsjs: Store<HotStandbyJob>,
     /// Woken on every claim or pool-pod change (long-polls wait on it).
@@ -67,7 +68,7 @@ impl Stores {
         }
     }
 
-    fn pods_of(&self, kind: Option<PoolKind>) -> Option<&Store<Pod>> {
+    fn pods_of(&self, kind: Option<PoolKind>) -> Option<&Store<PoolPod>> {
         match kind? {
             PoolKind::HotStandbyDeployment => Some(&self.hsd_pods),
             PoolKind::HotStandbyJob => Some(&self.hsj_pods),
@@ -201,7 +202,7 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>)
     };
     let mut stale_pods = vec![];
     let mut stale_claims = vec![];
-    let pods: Vec<Arc<Pod>> = match s.pods_of(kind) {
+    let pods: Vec<Arc<PoolPod>> = match s.pods_of(kind) {
         Some(store) => pod_names
             .into_iter()
             .filter_map(|n| {
@@ -530,13 +531,13 @@ fn claim_trigger(ctx: &Ctx, ev: watcher::Event<HotStandbyClaim>) -> Vec<PoolKey>
 /// The pool a pod event concerns, when claims care: the pod carries a claim, or some
 /// claim names its pool. Every pod event is indexed; the end of a relist rebuilds the
 /// pods' index from both pod caches.
-fn pod_trigger(stores: &Stores, ev: watcher::Event<Pod>) -> Option<PoolKey> {
+fn pod_trigger(stores: &Stores, ev: watcher::Event<PoolPod>) -> Option<PoolKey> {
     let (p, gone) = match ev {
         watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
         watcher::Event::Delete(p) => (p, true),
         watcher::Event::Init => return None,
         watcher::Event::InitDone => {
-            let all: Vec<Arc<Pod>> = stores
+            let all: Vec<Arc<PoolPod>> = stores
                 .hsd_pods
                 .state()
                 .into_iter()
@@ -581,15 +582,15 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
     let hsd_label = crate::api::hsd::NAME_LABEL;
     let hsj_label = crate::api::hsj::NAME_LABEL;
     let (claims, claim_w) = reflector::store::<HotStandbyClaim>();
-    let (hsd_pods, hsd_pod_w) = reflector::store::<Pod>();
-    let (hsj_pods, hsj_pod_w) = reflector::store::<Pod>();
+    let (hsd_pods, hsd_pod_w) = reflector::store::<PoolPod>();
+    let (hsj_pods, hsj_pod_w) = reflector::store::<PoolPod>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
     let all = watcher::Config::default();
     let paged = |label: &str| watcher::Config::default().labels(label).page_size(100);
     let claim_stream = in_scope_events(deps, ns, all.clone(), claim_w, strip_managed);
-    let hsd_pod_stream = in_scope_events(deps, ns, paged(hsd_label), hsd_pod_w, strip_pod);
-    let hsj_pod_stream = in_scope_events(deps, ns, paged(hsj_label), hsj_pod_w, strip_pod);
+    let hsd_pod_stream = in_scope_events(deps, ns, paged(hsd_label), hsd_pod_w, pod::strip);
+    let hsj_pod_stream = in_scope_events(deps, ns, paged(hsj_label), hsj_pod_w, pod::strip);
     let hsd_stream = in_scope(deps, ns, all.clone(), hsd_w, keep);
     let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
     let stores = Stores {
@@ -661,22 +662,6 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
         },
         stores,
     }
-}
-
-/// What the claim caches keep of a pod: what binding and `/v1/assignment` read.
-pub fn strip_pod(pod: &mut Pod) {
-    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
-    super::trim_pod_metadata(pod);
-    pod.spec = pod.spec.take().map(|s| PodSpec {
-        node_name: s.node_name,
-        ..Default::default()
-    });
-    pod.status = pod.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        pod_ip: s.pod_ip,
-        conditions: super::slim_conditions(s.conditions),
-        ..Default::default()
-    });
 }
 
 /// Set a pool status's claim fields from the counts (absent when no claim names the pool).

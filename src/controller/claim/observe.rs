@@ -6,10 +6,10 @@
 //!   pod we are not sure about), whatever the pool itself counts it as;
 //! - a pod carrying a claim is busy for every mode (see `api::claim::claimed_by`);
 //! - the kind a claim names is matched exactly as [`PoolKind::parse`] reads it.
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::bind::{ClaimFacts, PodFacts, PoolState};
+use super::pod::PoolPod;
 use crate::api::claim::{
     reason, spec_problem, ClaimPhase, HotStandbyClaim, HotStandbyClaimStatus, PoolKind,
     ReleasePolicy, CLAIM_ANNOTATION, CLAIM_RELEASE_ANNOTATION, CLAIM_UID_ANNOTATION,
@@ -48,7 +48,7 @@ impl PoolKey {
     }
 
     /// The pool of a pod, from the name label its pool's controller puts on it.
-    pub fn of_pod(p: &Pod) -> Option<Self> {
+    pub fn of_pod(p: &PoolPod) -> Option<Self> {
         let ns = p.metadata.namespace.as_deref()?;
         let labels = p.metadata.labels.as_ref()?;
         if let Some(n) = labels.get(crate::api::hsd::NAME_LABEL) {
@@ -135,18 +135,13 @@ pub fn hsj_state<'a>(
     pool_state(kind, conditions, src, h.spec.max_replicas, live_pods)
 }
 
-fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
-    p.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+fn annotation<'a>(p: &'a PoolPod, key: &str) -> Option<&'a str> {
+    p.annotation(key)
 }
 
 /// One pod's facts under its pool's busy source (None: the pool is not there).
-pub fn pod_facts(p: &Pod, src: Option<&BusySource<'_>>, probes: &ProbeCache) -> PodFacts {
-    let status = p.status.as_ref();
-    let phase = status.and_then(|s| s.phase.as_deref());
+pub fn pod_facts(p: &PoolPod, src: Option<&BusySource<'_>>, probes: &ProbeCache) -> PodFacts {
+    let phase = p.phase();
     let claim = match (
         annotation(p, CLAIM_ANNOTATION),
         annotation(p, CLAIM_UID_ANNOTATION),
@@ -181,11 +176,11 @@ pub fn pod_facts(p: &Pod, src: Option<&BusySource<'_>>, probes: &ProbeCache) -> 
         name: p.name_any(),
         uid,
         resource_version: p.metadata.resource_version.clone().unwrap_or_default(),
-        node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
-        ip: status.and_then(|s| s.pod_ip.clone()),
+        node: p.node().map(str::to_string),
+        ip: p.ip().map(str::to_string),
         created: crate::controller::created_seconds(&p.metadata),
         running: phase == Some("Running"),
-        ready: crate::controller::pod_condition_true(p, "Ready"),
+        ready: p.condition("Ready"),
         terminating: p.metadata.deletion_timestamp.is_some(),
         busy,
         claim,
@@ -242,7 +237,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> Pod {
+    fn pod(v: serde_json::Value) -> PoolPod {
         serde_json::from_value(v).unwrap()
     }
 

@@ -1,0 +1,146 @@
+//! The claim controller's cached pod: only what binding and `/v1/assignment` read.
+//!
+//! Deserialized straight from the API server's JSON (every other field is skipped while
+//! parsing), so a cached pool pod costs its metadata and four small fields, not the
+//! 2,464 bytes a `k8s_openapi` `Pod` struct takes inline before any of its strings (its
+//! `PodSpec` and `PodStatus` are not boxed). Used only for reading: every write to a pod
+//! goes through `Api<Pod>`.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// A pod as the claim controller caches it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct PoolPod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PoolPodSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PoolPodStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolPodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolPodStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<PoolPodCondition>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct PoolPodCondition {
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+impl k8s_openapi::Resource for PoolPod {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Pod";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "pods";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for PoolPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl PoolPod {
+    pub fn phase(&self) -> Option<&str> {
+        self.status.as_ref()?.phase.as_deref()
+    }
+
+    pub fn ip(&self) -> Option<&str> {
+        self.status.as_ref()?.pod_ip.as_deref()
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.spec.as_ref()?.node_name.as_deref()
+    }
+
+    /// Is the pod's condition `type_` True?
+    pub fn condition(&self, type_: &str) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+}
+
+/// What the cache drops of a pool pod's metadata, as every pod cache does: managed fields
+/// and annotation values over 256 bytes.
+pub fn strip(pod: &mut PoolPod) {
+    pod.metadata.managed_fields = None;
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.retain(|_, v| v.len() <= 256);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_pod_body_parses_into_what_binding_reads_and_nothing_else() {
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "ns", "uid": "u", "resourceVersion": "9",
+                         "labels": {"hsd.paia.tech/name": "web"},
+                         "annotations": {"paia.tech/busy": "false", "big": "x".repeat(300)},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "nginx"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.7",
+                       "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null}],
+                       "containerStatuses": [{"name": "app", "ready": true}]}
+        });
+        let mut p: PoolPod = serde_json::from_value(body).unwrap();
+        strip(&mut p);
+        assert_eq!(
+            (p.phase(), p.ip(), p.node()),
+            (Some("Running"), Some("10.0.0.7"), Some("n1"))
+        );
+        assert!(p.condition("Ready") && !p.condition("PodScheduled"));
+        assert_eq!(p.annotation("paia.tech/busy"), Some("false"));
+        assert_eq!(p.annotation("big"), None, "long annotations are dropped");
+        assert!(p.metadata.managed_fields.is_none());
+        let back = serde_json::to_value(&p).unwrap();
+        assert!(
+            back["spec"].get("containers").is_none(),
+            "nothing else kept: {back}"
+        );
+        assert!(
+            std::mem::size_of::<PoolPod>() < 600,
+            "{}",
+            std::mem::size_of::<PoolPod>()
+        );
+    }
+}
