@@ -226,30 +226,7 @@ async fn eight_concurrent_claimers_on_a_pool_of_five_never_share_a_pod() {
         })
         .await;
         let results = concurrent_claims(&client, &ns, "HotStandbyDeployment", "small", 8, 5).await;
-        let (bound, exhausted) = bound_and_failed(results);
-        let mut distinct = bound.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), bound.len(), "a pod bound twice: {bound:?}");
-        assert_eq!(bound.len(), 5);
-        assert_eq!(exhausted, 3);
-        let claims: Api<HotStandbyClaim> = Api::namespaced(client.clone(), &ns);
-        for c in claims.list(&ListParams::default()).await.unwrap().items {
-            let st = c.status.unwrap_or_default();
-            if st.pod.is_none() {
-                let reason = st
-                    .conditions
-                    .first()
-                    .map(|c| c.reason.clone())
-                    .unwrap_or_default();
-                assert_eq!(reason, "PoolExhausted");
-                assert!(
-                    st.conditions[0].message.contains("maxReplicas"),
-                    "{}",
-                    st.conditions[0].message
-                );
-            }
-        }
+        assert_five_bound_three_exhausted(&client, &ns, results).await;
         for op in ops {
             op.abort();
         }
@@ -271,16 +248,7 @@ async fn a_hsj_unit_is_claimed_and_its_job_finishing_ends_the_claim() {
         let hsjs: Api<HotStandbyJob> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let claims: Api<HotStandbyClaim> = Api::namespaced(client.clone(), &ns);
-        let pool: HotStandbyJob = serde_json::from_value(json!({
-            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
-            "metadata": {"name": "ci", "namespace": ns},
-            "spec": {"idleTarget": 2, "maxReplicas": 6, "scaleDownDelaySeconds": 0,
-                     "jobTemplate": {"image": PAUSE}}
-        }))
-        .unwrap();
-        hsjs.patch("ci", &PatchParams::apply("e2e"), &Patch::Apply(&pool))
-            .await
-            .expect("HSJ");
+        apply_pause_hsj(&hsjs, &ns, "ci", 2, 6).await;
         wait_for(Duration::from_secs(60), "2 idle ready unit pods", || async {
             ready_idle(&pods, "hsj.paia.tech/name=ci").await == 2
         })
@@ -332,16 +300,7 @@ async fn eight_concurrent_claimers_on_a_hsj_pool_of_five_units_never_share_one()
         let hsjs: Api<HotStandbyJob> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // maxReplicas 5 = idleTarget: the pool cannot grow, so 3 claimers must run out.
-        let pool: HotStandbyJob = serde_json::from_value(json!({
-            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
-            "metadata": {"name": "units", "namespace": ns},
-            "spec": {"idleTarget": 5, "maxReplicas": 5, "scaleDownDelaySeconds": 0,
-                     "jobTemplate": {"image": PAUSE}}
-        }))
-        .unwrap();
-        hsjs.patch("units", &PatchParams::apply("e2e"), &Patch::Apply(&pool))
-            .await
-            .expect("HSJ");
+        apply_pause_hsj(&hsjs, &ns, "units", 5, 5).await;
         wait_for(
             Duration::from_secs(90),
             "5 idle ready unit pods",
@@ -349,22 +308,7 @@ async fn eight_concurrent_claimers_on_a_hsj_pool_of_five_units_never_share_one()
         )
         .await;
         let results = concurrent_claims(&client, &ns, "HotStandbyJob", "units", 8, 5).await;
-        let (bound, failed) = bound_and_failed(results);
-        let mut distinct = bound.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), bound.len(), "a unit bound twice: {bound:?}");
-        assert_eq!(bound.len(), 5, "{bound:?}");
-        assert_eq!(failed, 3);
-        let claims: Api<HotStandbyClaim> = Api::namespaced(client.clone(), &ns);
-        for c in claims.list(&ListParams::default()).await.unwrap().items {
-            let st = c.status.unwrap_or_default();
-            if st.pod.is_none() {
-                let cond = st.conditions.first().cloned().expect("a condition");
-                assert_eq!(cond.reason, "PoolExhausted");
-                assert!(cond.message.contains("maxReplicas"), "{}", cond.message);
-            }
-        }
+        assert_five_bound_three_exhausted(&client, &ns, results).await;
         wait_for(
             Duration::from_secs(30),
             "HSJ status counts 5 claimed, 3 exhausted",
@@ -415,6 +359,45 @@ async fn concurrent_claims(
         out.push(t.await.expect("claimer"));
     }
     out
+}
+
+/// An HSJ pool of pause units, applied server-side.
+async fn apply_pause_hsj(hsjs: &Api<HotStandbyJob>, ns: &str, name: &str, idle: i32, max: i32) {
+    let pool: HotStandbyJob = serde_json::from_value(json!({
+        "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"idleTarget": idle, "maxReplicas": max, "scaleDownDelaySeconds": 0,
+                 "jobTemplate": {"image": PAUSE}}
+    }))
+    .unwrap();
+    hsjs.patch(name, &PatchParams::apply("e2e"), &Patch::Apply(&pool))
+        .await
+        .expect("HSJ");
+}
+
+/// 8 claimers on a pool capped at 5: 5 distinct pods bound, 3 Failed PoolExhausted with a
+/// message naming maxReplicas.
+async fn assert_five_bound_three_exhausted(
+    client: &Client,
+    ns: &str,
+    results: Vec<(String, Option<String>)>,
+) {
+    let (bound, failed) = bound_and_failed(results);
+    let mut distinct = bound.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), bound.len(), "a pod bound twice: {bound:?}");
+    assert_eq!(bound.len(), 5, "{bound:?}");
+    assert_eq!(failed, 3);
+    let claims: Api<HotStandbyClaim> = Api::namespaced(client.clone(), ns);
+    for c in claims.list(&ListParams::default()).await.unwrap().items {
+        let st = c.status.unwrap_or_default();
+        if st.pod.is_none() {
+            let cond = st.conditions.first().cloned().expect("a condition");
+            assert_eq!(cond.reason, "PoolExhausted");
+            assert!(cond.message.contains("maxReplicas"), "{}", cond.message);
+        }
+    }
 }
 
 /// The pods of the Bound results, and how many Failed (any other phase fails the test).
