@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use futures::Stream;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::shell::Note;
@@ -55,14 +54,15 @@ pub fn observe<'a>(
 /// The pools to reconcile when the guard holds or lets go of a pod: the pod is looked up
 /// in `pods` and mapped to its pool by `owner`. A lagging receiver skips (the resync
 /// catches up); a closed channel ends the stream.
-pub fn trigger<K>(
+pub fn trigger<K, P>(
     held: &HeldPods,
-    pods: Store<Pod>,
-    owner: fn(&Pod) -> Option<ObjectRef<K>>,
+    pods: Store<P>,
+    owner: fn(&P) -> Option<ObjectRef<K>>,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
 where
     K: kube::Resource + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+    P: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     futures::stream::unfold(held.subscribe(), move |mut rx| {
         let pods = pods.clone();
@@ -129,6 +129,7 @@ mod tests {
     #[tokio::test]
     async fn a_hold_reconciles_the_pool_of_the_pod() {
         use futures::StreamExt;
+        use k8s_openapi::api::core::v1::Pod;
         use kube::runtime::watcher::Event;
         let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
         let mut pod = Pod::default();

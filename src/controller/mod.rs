@@ -14,7 +14,6 @@
 //! which does not fit four filters.
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::Result;
@@ -27,6 +26,7 @@ pub mod hsd;
 pub mod hsj;
 pub mod index;
 pub mod pool;
+pub mod pool_pod;
 pub mod shell;
 pub mod singleton;
 pub mod watch;
@@ -207,11 +207,8 @@ pub fn created_seconds(meta: &ObjectMeta) -> i64 {
 }
 
 /// Is the pod condition `type_` True?
-pub fn pod_condition_true(pod: &Pod, type_: &str) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+pub fn pod_condition_true<P: crate::probe::PodRead + ?Sized>(pod: &P, type_: &str) -> bool {
+    pod.has_condition(type_)
 }
 
 /// A broadcast receiver as a stream; a receiver that lagged skips ahead (every consumer

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::api::probe::{BusyMode, BusyProbe, HttpProbe};
@@ -29,15 +30,68 @@ pub enum BusyState {
     Unknown,
 }
 
+/// What the busy rules read of a pod: a full `Pod`, or the slim pod a pool cache holds
+/// ([`crate::controller::pool_pod::PoolPod`]).
+pub trait PodRead {
+    fn pod_meta(&self) -> &ObjectMeta;
+    fn pod_phase(&self) -> Option<&str>;
+    fn pod_ip_str(&self) -> Option<&str>;
+    /// Is the pod's condition `type_` True?
+    fn has_condition(&self, type_: &str) -> bool;
+}
+
+impl PodRead for Pod {
+    fn pod_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn pod_phase(&self) -> Option<&str> {
+        self.status.as_ref()?.phase.as_deref()
+    }
+
+    fn pod_ip_str(&self) -> Option<&str> {
+        self.status.as_ref()?.pod_ip.as_deref()
+    }
+
+    fn has_condition(&self, type_: &str) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    }
+}
+
+impl<T: PodRead + ?Sized> PodRead for &T {
+    fn pod_meta(&self) -> &ObjectMeta {
+        (**self).pod_meta()
+    }
+
+    fn pod_phase(&self) -> Option<&str> {
+        (**self).pod_phase()
+    }
+
+    fn pod_ip_str(&self) -> Option<&str> {
+        (**self).pod_ip_str()
+    }
+
+    fn has_condition(&self, type_: &str) -> bool {
+        (**self).has_condition(type_)
+    }
+}
+
 /// Has the pod's containers started (phase Running)?
-pub fn is_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+pub fn is_running<P: PodRead + ?Sized>(pod: &P) -> bool {
+    pod.pod_phase() == Some("Running")
 }
 
 /// A pod's busy state under `probe`: (state, stale, reason). In http mode a pod that is not
 /// running (or has no IP yet) is idle: its app cannot be busy; otherwise the probe cache says.
-pub fn pod_busy(pod: &Pod, probe: &BusyProbe, probes: &ProbeCache) -> (BusyState, bool, String) {
-    if let Some(claim) = crate::api::claim::claimed_by(&pod.metadata) {
+pub fn pod_busy<P: PodRead + ?Sized>(
+    pod: &P,
+    probe: &BusyProbe,
+    probes: &ProbeCache,
+) -> (BusyState, bool, String) {
+    if let Some(claim) = crate::api::claim::claimed_by(pod.pod_meta()) {
         return (BusyState::Busy, false, format!("claimed by {claim}"));
     }
     match probe.mode {
@@ -50,23 +104,23 @@ pub fn pod_busy(pod: &Pod, probe: &BusyProbe, probes: &ProbeCache) -> (BusyState
             false,
             "not running yet: the app cannot be busy".into(),
         ),
-        BusyMode::Http => probes.view(pod.metadata.uid.as_deref().unwrap_or_default()),
+        BusyMode::Http => probes.view(pod.pod_meta().uid.as_deref().unwrap_or_default()),
     }
 }
 
 /// Probe every running pod of `pods` whose last probe is older than `periodSeconds`, in
 /// parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
-pub async fn probe_due(
+pub async fn probe_due<P: PodRead + ?Sized + Sync>(
     prober: &http::HttpProber,
     probes: &ProbeCache,
     metrics: &Metrics,
     cfg: &HttpProbe,
-    pods: &[&Pod],
+    pods: &[&P],
 ) {
     let period = Duration::from_secs(cfg.period_seconds.max(1) as u64);
     let now = Instant::now();
     let due = pods.iter().filter_map(|p| {
-        let uid = p.metadata.uid.clone()?;
+        let uid = p.pod_meta().uid.clone()?;
         let ip = pod_ip(p)?;
         (is_running(p) && probes.due(&uid, period, now)).then_some((uid, ip))
     });
@@ -95,8 +149,8 @@ pub fn count_probe<E>(metrics: &Metrics, started: Instant, r: &Result<BusyState,
 }
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
-pub fn annotation_state(pod: &Pod, key: &str) -> (BusyState, String) {
-    match pod.metadata.annotations.as_ref().and_then(|a| a.get(key)) {
+pub fn annotation_state<P: PodRead + ?Sized>(pod: &P, key: &str) -> (BusyState, String) {
+    match pod.pod_meta().annotations.as_ref().and_then(|a| a.get(key)) {
         Some(v) if v.trim().eq_ignore_ascii_case("true") => {
             (BusyState::Busy, format!("annotation {key}={v}"))
         }
@@ -214,17 +268,19 @@ impl ProbeCache {
     /// Every `period`, forget the answers of pods no longer in `pods` and not probed for
     /// [`FORGET_GRACE`] (the cache is shared: another kind's live pods are probed again
     /// well within the grace). Runs for ever; the caller's supervised task owns it.
-    pub async fn forget_gone(
+    pub async fn forget_gone<P>(
         &self,
-        pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+        pods: kube::runtime::reflector::Store<P>,
         period: std::time::Duration,
-    ) {
+    ) where
+        P: PodRead + kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
         loop {
             tokio::time::sleep(period).await;
             let live: std::collections::HashSet<String> = pods
                 .state()
                 .iter()
-                .filter_map(|p| p.metadata.uid.clone())
+                .filter_map(|p| p.pod_meta().uid.clone())
                 .collect();
             self.forget_unless(&|uid| live.contains(uid), Instant::now());
         }
@@ -296,8 +352,8 @@ impl ProbeCache {
 }
 
 /// The pod's own IP, if it has one.
-pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
-    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+pub fn pod_ip<P: PodRead + ?Sized>(pod: &P) -> Option<IpAddr> {
+    pod.pod_ip_str()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub mod apply;
 pub mod bind;
 pub mod index;
 pub mod observe;
-pub mod pod;
+pub use super::pool_pod as pod;
 
 pub use observe::PoolKey;
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
 };
@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use super::plan::{Plan, PodView};
 use crate::api::hsd::{HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::api::set_condition;
-use crate::probe::{self, ProbeCache};
+use crate::controller::pool_pod::PoolPod;
+use crate::probe::{self, PodRead, ProbeCache};
 
 pub const NAME_LABEL: &str = crate::api::hsd::NAME_LABEL;
 /// On a pod taken out of its ReplicaSet during a rollout (it is then owned by the HSD).
@@ -167,8 +168,8 @@ pub fn our_replicas(child: &Deployment) -> Option<i32> {
 }
 
 /// UID of the ReplicaSet controlling `pod`.
-pub fn owner_replicaset(pod: &Pod) -> Option<String> {
-    controller_uid(&pod.metadata, "ReplicaSet")
+pub fn owner_replicaset<P: PodRead + ?Sized>(pod: &P) -> Option<String> {
+    controller_uid(pod.pod_meta(), "ReplicaSet")
 }
 
 fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
@@ -199,8 +200,8 @@ pub fn counted_pods<'a>(
     child: &Deployment,
     hsd: &HotStandbyDeployment,
     replicasets: &[std::sync::Arc<ReplicaSet>],
-    pods: &'a [std::sync::Arc<Pod>],
-) -> (Vec<&'a Pod>, Option<String>) {
+    pods: &'a [std::sync::Arc<PoolPod>],
+) -> (Vec<&'a PoolPod>, Option<String>) {
     let Some(child_uid) = child.uid() else {
         return (vec![], None);
     };
@@ -227,12 +228,7 @@ pub fn counted_pods<'a>(
         .iter()
         .map(|p| p.as_ref())
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded") | Some("Failed")
-            )
-        })
+        .filter(|p| !matches!(p.phase(), Some("Succeeded") | Some("Failed")))
         .filter(|p| {
             if is_detached(p) {
                 return p.owner_references().iter().any(|o| o.uid == hsd_uid);
@@ -243,8 +239,9 @@ pub fn counted_pods<'a>(
     (counted, current)
 }
 
-pub fn is_detached(pod: &Pod) -> bool {
-    pod.labels().get(DETACHED_LABEL).map(String::as_str) == Some("true")
+pub fn is_detached<P: PodRead + ?Sized>(pod: &P) -> bool {
+    let labels = pod.pod_meta().labels.as_ref();
+    labels.and_then(|l| l.get(DETACHED_LABEL)).map(String::as_str) == Some("true")
 }
 
 /// The merge patch that takes a pod out of its ReplicaSet: a `pod-template-hash` no
@@ -268,55 +265,41 @@ pub fn detach_patch(
     }})
 }
 
-/// What the HSD cache keeps of a pod: metadata (without managed fields and without
-/// annotation values over 256 bytes, such as kubectl's last-applied configuration; busy
-/// annotations are short), the phase, the pod IP and the conditions' type and status. The
-/// spec and container statuses are dropped: nothing here reads them.
-pub fn strip_pod(pod: &mut Pod) {
-    crate::controller::trim_pod_metadata(pod);
-    pod.spec = None;
-    pod.status = pod
-        .status
-        .take()
-        .map(|s| k8s_openapi::api::core::v1::PodStatus {
-            phase: s.phase,
-            pod_ip: s.pod_ip,
-            conditions: crate::controller::slim_conditions(s.conditions),
-            ..Default::default()
-        });
-}
+/// What the HSD cache keeps of a pod: the slim [`PoolPod`] (metadata without managed
+/// fields and without annotation values over 256 bytes, node, phase, IP, conditions),
+/// parsed straight from the API's JSON; nothing here reads the spec or container statuses.
+pub use crate::controller::pool_pod::strip as strip_pod;
 
 pub use crate::probe::is_running;
 
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready<P: PodRead + ?Sized>(pod: &P) -> bool {
     crate::controller::pod_condition_true(pod, "Ready")
 }
 
 /// How the planner sees one pod; `current_rs` is the UID of the child's current ReplicaSet.
-pub fn pod_view(
-    pod: &Pod,
+pub fn pod_view<P: PodRead + ?Sized>(
+    pod: &P,
     hsd: &HotStandbyDeployment,
     probes: &ProbeCache,
     current_rs: Option<&str>,
 ) -> PodView {
     let running = is_running(pod);
     let (state, stale, reason) = probe::pod_busy(pod, &hsd.spec.busy_probe, probes);
+    let meta = pod.pod_meta();
+    let text = |s: &Option<String>| s.as_deref().unwrap_or_default().into();
     PodView {
-        name: pod.name_any().into(),
-        uid: pod.uid().unwrap_or_default().into(),
-        resource_version: pod.resource_version().unwrap_or_default().into(),
-        created: crate::controller::created_seconds(&pod.metadata),
+        name: text(&meta.name),
+        uid: text(&meta.uid),
+        resource_version: text(&meta.resource_version),
+        created: crate::controller::created_seconds(meta),
         running,
         ready: is_ready(pod),
         state,
         stale,
         reason: reason.into(),
-        cost: pod
-            .annotations()
-            .get(DELETION_COST)
-            .and_then(|c| c.parse().ok()),
+        cost: crate::controller::cost::current_cost(pod),
         detached: is_detached(pod),
-        current: controller_uid(&pod.metadata, "ReplicaSet").as_deref() == current_rs,
+        current: controller_uid(meta, "ReplicaSet").as_deref() == current_rs,
         ip: probe::pod_ip(pod),
     }
 }
@@ -567,7 +550,7 @@ mod tests {
     #[test]
     fn a_stripped_pod_looks_the_same_to_the_planner() {
         let h = hsd(tpl());
-        let pod: Pod = serde_json::from_value(json!({
+        let body = json!({
             "metadata": {"name": "p", "uid": "u", "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z",
                 "annotations": {"paia.tech/busy": "true", "controller.kubernetes.io/pod-deletion-cost": "1000000",
                                 "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(4000)},
@@ -576,15 +559,17 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "A", "value": "B"}]}]},
             "status": {"phase": "Running", "podIP": "10.0.0.9", "conditions": [{"type": "Ready", "status": "True", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
                 "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "x", "imageID": "y"}]}
-        })).unwrap();
-        let mut small = pod.clone();
+        });
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(body.clone()).unwrap();
+        let mut small: PoolPod = serde_json::from_value(body).unwrap();
         strip_pod(&mut small);
         let probes = ProbeCache::default();
         assert_eq!(
             pod_view(&pod, &h, &probes, Some("rs-1")),
             pod_view(&small, &h, &probes, Some("rs-1"))
         );
-        assert!(small.spec.is_none() && small.metadata.managed_fields.is_none());
+        let kept = serde_json::to_value(&small).unwrap();
+        assert!(kept["spec"].get("containers").is_none() && small.metadata.managed_fields.is_none());
         assert!(!small
             .annotations()
             .contains_key("kubectl.kubernetes.io/last-applied-configuration"));
@@ -608,7 +593,7 @@ mod tests {
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": rs, "controller": true}]},
                 "status": {"phase": "Running"}});
             json_patch::merge(&mut v, &extra);
-            std::sync::Arc::new(serde_json::from_value::<Pod>(v).unwrap())
+            std::sync::Arc::new(serde_json::from_value::<PoolPod>(v).unwrap())
         };
         let rss = vec![rs("rs-1", "dep-uid"), rs("rs-other", "other-dep")];
         let pods = vec![

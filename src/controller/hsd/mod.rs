@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use crate::controller::pool_pod::PoolPod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -36,7 +36,7 @@ pub const CONTROLLER: &str = "hsd";
 /// Caches the reconciler reads instead of calling the API.
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Store<PoolPod>,
     pub replicasets: Store<ReplicaSet>,
     pub deployments: Store<Deployment>,
 }
@@ -233,7 +233,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let ns = namespace.as_deref();
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
-    let (pods, pod_w) = reflector::store::<Pod>();
+    let (pods, pod_w) = reflector::store::<PoolPod>();
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
@@ -281,7 +281,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
 /// The busy guard's way to an HSD pod's http probe: the pod in our pod cache, its HSD by
 /// the name label (annotation-mode HSDs answer None).
 fn probe_target(
-    pods: Store<Pod>,
+    pods: Store<PoolPod>,
     hsds: Store<HotStandbyDeployment>,
 ) -> crate::probe::target::Resolver {
     Arc::new(move |ns: &str, name: &str| {
@@ -290,7 +290,7 @@ fn probe_target(
         let probe = &hsd.spec.busy_probe;
         (probe.mode == BusyMode::Http).then(|| crate::probe::target::Found {
             probe: crate::probe::target::PoolProbe::Http(probe.http.clone()),
-            pod,
+            pod: Arc::new(pod.to_pod()),
         })
     })
 }
@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use crate::probe::target::PoolProbe;
 
-    fn cached_pod(name: &str, label: (&str, &str)) -> Pod {
+    fn cached_pod(name: &str, label: (&str, &str)) -> PoolPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
                          "labels": {label.0: label.1}},

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::controller::pool_pod::PoolPod;
 
 use super::child;
 use super::plan::PodView;
@@ -45,7 +45,7 @@ impl ViewCache {
     pub fn views(
         &self,
         key: &str,
-        pods: &[&Pod],
+        pods: &[&PoolPod],
         hsd: &HotStandbyDeployment,
         probes: &ProbeCache,
         current_rs: Option<&str>,
@@ -113,7 +113,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(i: usize, rv: u32, busy: bool, rs: &str) -> Pod {
+    fn pod(i: usize, rv: u32, busy: bool, rs: &str) -> PoolPod {
         serde_json::from_value(json!({
             "metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("u{i}"),
                          "resourceVersion": rv.to_string(), "creationTimestamp": "2026-01-01T00:00:00Z",
@@ -141,12 +141,12 @@ mod tests {
                 let h = if http { hsd("http", "paia.tech/busy") }
                         else { hsd("annotation", if other_key { "other/busy" } else { "paia.tech/busy" }) };
                 let mut seen = std::collections::HashSet::new();
-                let objs: Vec<Pod> = pods.iter()
+                let objs: Vec<PoolPod> = pods.iter()
                     .filter(|(i, ..)| seen.insert(*i))
                     // A pod that changes gets a new resourceVersion (what the cache relies on).
                     .map(|(i, rv, busy, rs_a)| pod(*i, *rv + 10 * u32::from(*busy) + 100 * u32::from(*rs_a), *busy, if *rs_a { "rs-a" } else { "rs-b" }))
                     .collect();
-                let refs: Vec<&Pod> = objs.iter().collect();
+                let refs: Vec<&PoolPod> = objs.iter().collect();
                 let current = if current_a { "rs-a" } else { "rs-b" };
                 let got = cache.views("ns/g", &refs, &h, &probes, Some(current));
                 let want: Vec<PodView> = refs.iter().map(|p| child::pod_view(p, &h, &probes, Some(current))).collect();

@@ -227,7 +227,7 @@ pub fn unit_view(
             uid: job.uid().unwrap_or_default().into(),
             resource_version: job.resource_version().unwrap_or_default().into(),
             created: crate::controller::created_seconds(&job.metadata),
-            running: live.iter().any(|p| probe::is_running(p)),
+            running: live.iter().any(probe::is_running),
             ready: live
                 .iter()
                 .any(|p| crate::controller::pod_condition_true(p, "Ready")),
@@ -237,7 +237,7 @@ pub fn unit_view(
             cost: None,
             detached: false,
             current: true,
-            ip: live.first().and_then(|p| probe::pod_ip(p)),
+            ip: live.first().and_then(probe::pod_ip),
         },
         finished,
         finished_at,

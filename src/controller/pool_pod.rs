@@ -1,4 +1,5 @@
-//! The claim controller's cached pod: only what binding and `/v1/assignment` read.
+//! A pool pod as the HotStandbyDeployment and claim controllers cache it: only what
+//! planning, binding and `/v1/assignment` read (metadata, node, phase, IP, conditions).
 //!
 //! Deserialized straight from the API server's JSON (every other field is skipped while
 //! parsing), so a cached pool pod costs its metadata and four small fields, not the
@@ -8,7 +9,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-/// A pod as the claim controller caches it.
+/// A pool pod as a cache holds it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct PoolPod {
     #[serde(default)]
@@ -79,6 +80,33 @@ impl PoolPod {
         self.spec.as_ref()?.node_name.as_deref()
     }
 
+    /// A full `Pod` holding what this one holds (for code that takes a `Pod`, such as a
+    /// probe target).
+    pub fn to_pod(&self) -> k8s_openapi::api::core::v1::Pod {
+        use k8s_openapi::api::core::v1 as core;
+        core::Pod {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(|s| core::PodSpec {
+                node_name: s.node_name.clone(),
+                ..Default::default()
+            }),
+            status: self.status.as_ref().map(|s| core::PodStatus {
+                phase: s.phase.clone(),
+                pod_ip: s.pod_ip.clone(),
+                conditions: s.conditions.as_ref().map(|cs| {
+                    cs.iter()
+                        .map(|c| core::PodCondition {
+                            type_: c.type_.clone(),
+                            status: c.status.clone(),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
     /// Is the pod's condition `type_` True?
     pub fn condition(&self, type_: &str) -> bool {
         self.status
@@ -93,6 +121,24 @@ impl PoolPod {
             .as_ref()?
             .get(key)
             .map(String::as_str)
+    }
+}
+
+impl crate::probe::PodRead for PoolPod {
+    fn pod_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn pod_phase(&self) -> Option<&str> {
+        self.phase()
+    }
+
+    fn pod_ip_str(&self) -> Option<&str> {
+        self.ip()
+    }
+
+    fn has_condition(&self, type_: &str) -> bool {
+        self.condition(type_)
     }
 }
 
