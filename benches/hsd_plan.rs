@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube_standby::controller::pool_pod::PoolPod as Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube_standby::api::HotStandbyDeployment;
 use kube_standby::controller::hsd::child;
 use kube_standby::controller::hsd::plan::{self, BusyState, Observed, PodView};
+use kube_standby::controller::pool_pod::PoolPod as Pod;
 use kube_standby::probe::ProbeCache;
 use serde_json::json;
 

@@ -241,7 +241,10 @@ pub fn counted_pods<'a>(
 
 pub fn is_detached<P: PodRead + ?Sized>(pod: &P) -> bool {
     let labels = pod.pod_meta().labels.as_ref();
-    labels.and_then(|l| l.get(DETACHED_LABEL)).map(String::as_str) == Some("true")
+    labels
+        .and_then(|l| l.get(DETACHED_LABEL))
+        .map(String::as_str)
+        == Some("true")
 }
 
 /// The merge patch that takes a pod out of its ReplicaSet: a `pod-template-hash` no
@@ -569,7 +572,9 @@ mod tests {
             pod_view(&small, &h, &probes, Some("rs-1"))
         );
         let kept = serde_json::to_value(&small).unwrap();
-        assert!(kept["spec"].get("containers").is_none() && small.metadata.managed_fields.is_none());
+        assert!(
+            kept["spec"].get("containers").is_none() && small.metadata.managed_fields.is_none()
+        );
         assert!(!small
             .annotations()
             .contains_key("kubectl.kubernetes.io/last-applied-configuration"));
