@@ -94,7 +94,9 @@ fn own(hsds: usize, pods_each: usize) -> HashMap<String, Vec<Value>> {
     let mut m: HashMap<String, Vec<Value>> = HashMap::new();
     for h in 0..hsds {
         let name = format!("game-{h}");
-        let labels = json!({"app": name, "hsd.paia.tech/name": name, "pod-template-hash": "abc"});
+        // The busy-guard label our pod templates carry, so the guard's cache holds them too.
+        let labels = json!({"app": name, "hsd.paia.tech/name": name, "pod-template-hash": "abc",
+                            "kube-standby.dev/busy-guard": "true"});
         m.entry("/apis/apps.paia.tech/v1alpha1/hotstandbydeployments".into()).or_default().push(json!({
             "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
             "metadata": {"name": name, "namespace": "games", "uid": format!("hsd-{h}"), "generation": 1, "resourceVersion": "1"},
@@ -147,7 +149,7 @@ fn hsj_units(n: usize, units: usize) -> HashMap<String, Vec<Value>> {
         for u in 0..units {
             let job = format!("{name}-{u:04}");
             let job_uid = format!("job-{h}-{u}");
-            let labels = json!({"hsj.paia.tech/name": name});
+            let labels = json!({"hsj.paia.tech/name": name, "kube-standby.dev/busy-guard": "true"});
             m.entry("/apis/batch/v1/jobs".into()).or_default().push(json!({
                 "apiVersion": "batch/v1", "kind": "Job",
                 "metadata": {"name": job, "namespace": "batch", "uid": job_uid, "resourceVersion": "2", "labels": labels.clone(),

@@ -179,6 +179,8 @@ pub struct Shell {
     pub claims: crate::state::ClaimCounts,
     /// The status last written per object ("namespace/name" → (uid, status)).
     written: Mutex<HashMap<String, (String, Value)>>,
+    /// Failed reconciles in a row per object ("namespace/name"), for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Shell {
@@ -213,6 +215,7 @@ impl Shell {
             held: Default::default(),
             claims: Default::default(),
             written: Mutex::default(),
+            failures: Mutex::default(),
         }
     }
 
@@ -255,6 +258,7 @@ impl Shell {
     pub async fn reconcile<F>(
         &self,
         controller: &'static str,
+        key: &str,
         span: tracing::Span,
         fut: F,
     ) -> Result<Action>
@@ -271,10 +275,28 @@ impl Shell {
         let res = tracing::Instrument::instrument(fut, span).await;
         self.metrics
             .reconciled(controller, started.elapsed().as_secs_f64());
-        if let Err(e) = &res {
-            self.metrics.reconcile_failed(controller, e);
+        match &res {
+            Err(e) => self.metrics.reconcile_failed(controller, e),
+            Ok(_) => {
+                lock_map(&self.failures).remove(key);
+            }
         }
         res
+    }
+
+    /// What to do after a failed reconcile of `key` ("namespace/name"): retry after
+    /// [`retry_delay`] for the failures in a row so far (reset by a successful reconcile).
+    pub fn retry_after(&self, controller: &'static str, key: &str, err: &Error) -> Action {
+        let failures = {
+            let mut m = lock_map(&self.failures);
+            let n = m.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let conflict = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409);
+        let delay = retry_delay(failures, conflict, key);
+        tracing::warn!(controller, key, failures, retry_in_ms = delay.as_millis() as u64, error = %err, "reconcile failed; retrying");
+        Action::requeue(delay)
     }
 
     /// One reconcile of `obj` (see [`Shell::reconcile`]) in a span naming it, starting from
@@ -298,9 +320,14 @@ impl Shell {
             name = meta.name.as_deref().unwrap_or_default()
         );
         let mut obj = obj.clone();
+        let key = format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        );
         let status = self.last_status(&obj, obj.status());
         *obj.status_mut() = status;
-        self.reconcile(controller, span, inner(obj)).await
+        self.reconcile(controller, &key, span, inner(obj)).await
     }
 
     /// The status a reconcile should start from: what we last wrote, else the cached one.
@@ -320,7 +347,14 @@ impl Shell {
 
     /// Forget what we wrote for an object that is gone.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.lock().remove(&format!("{namespace}/{name}"));
+        let key = format!("{namespace}/{name}");
+        self.lock().remove(&key);
+        lock_map(&self.failures).remove(&key);
+    }
+
+    /// Failed reconciles in a row of `key` (tests of the backoff).
+    pub fn failures(&self, key: &str) -> u32 {
+        lock_map(&self.failures).get(key).copied().unwrap_or(0)
     }
 
     /// How many objects' statuses are remembered (for tests of the cleanup).
@@ -557,10 +591,14 @@ macro_rules! reconciler {
         pub fn error_policy(
             obj: std::sync::Arc<$kind>,
             err: &$crate::Error,
-            _ctx: std::sync::Arc<Ctx>,
+            ctx: std::sync::Arc<Ctx>,
         ) -> kube::runtime::controller::Action {
-            let name = kube::ResourceExt::name_any(obj.as_ref());
-            $crate::controller::shell::error_action(CONTROLLER, &name, err)
+            let key = format!(
+                "{}/{}",
+                kube::ResourceExt::namespace(obj.as_ref()).unwrap_or_default(),
+                kube::ResourceExt::name_any(obj.as_ref())
+            );
+            ctx.shell.retry_after(CONTROLLER, &key, err)
         }
 
         /// The `/debug/state` key of one object.
@@ -571,20 +609,104 @@ macro_rules! reconciler {
 }
 pub(crate) use reconciler;
 
-pub fn error_action(controller: &'static str, name: &str, err: &Error) -> Action {
-    let conflict = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409);
-    tracing::warn!(controller, name, error = %err, "reconcile failed; retrying");
-    Action::requeue(if conflict {
-        Duration::from_millis(500)
-    } else {
-        Duration::from_secs(5)
-    })
+fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// First retry after a failed reconcile (a conflict: [`CONFLICT_RETRY`]).
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between retries of one object.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Retry after a conflict (someone else wrote first: the next try usually succeeds).
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(500);
+
+/// The wait before retrying an object after `failures` failed reconciles in a row: a
+/// conflict retries soon (the first three times, then backs off like any error); any other
+/// error waits [`FIRST_RETRY`], doubling per failure up to [`MAX_RETRY`]. Each object's
+/// wait is spread by up to -20 % by a hash of its key, so 1,000 objects failing together
+/// (the API server down) do not retry in one burst. Pure.
+pub fn retry_delay(failures: u32, conflict: bool, key: &str) -> Duration {
+    if conflict && failures <= 3 {
+        return CONFLICT_RETRY;
+    }
+    let doublings = failures.saturating_sub(1).min(16);
+    let base = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
+    let spread = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) % 200;
+    base - base.mul_f64(spread as f64 / 1000.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn retries_back_off_and_conflicts_retry_soon() {
+        assert_eq!(retry_delay(1, true, "ns/a"), CONFLICT_RETRY);
+        assert_eq!(retry_delay(3, true, "ns/a"), CONFLICT_RETRY);
+        assert!(retry_delay(4, true, "ns/a") > CONFLICT_RETRY);
+        // No spread is more than 20 % off; the base doubles from 5 s to the 300 s cap.
+        for (n, base) in [(1, 5u64), (2, 10), (3, 20), (4, 40), (7, 300), (40, 300)] {
+            let d = retry_delay(n, false, "ns/a");
+            let base = Duration::from_secs(base);
+            assert!(d <= base && d >= base.mul_f64(0.8), "{n}: {d:?}");
+        }
+        let spread: std::collections::BTreeSet<Duration> = (0..50)
+            .map(|i| retry_delay(1, false, &format!("ns/pool-{i}")))
+            .collect();
+        assert!(
+            spread.len() > 10,
+            "objects failing together retry apart: {spread:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_count_up_until_a_reconcile_succeeds_or_the_object_goes() {
+        let (svc, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = Client::new(svc, "default");
+        let shell = Shell::new(
+            client,
+            Arc::new(Metrics::new()),
+            DebugState::default(),
+            Gate::open(),
+        );
+        let err = Error::Tls("down".into());
+        let first = shell.retry_after("hsd", "ns/a", &err);
+        let second = shell.retry_after("hsd", "ns/a", &err);
+        assert_eq!(first, Action::requeue(retry_delay(1, false, "ns/a")));
+        assert_eq!(second, Action::requeue(retry_delay(2, false, "ns/a")));
+        assert_eq!((shell.failures("ns/a"), shell.failures("ns/b")), (2, 0));
+        let ok = shell
+            .reconcile("hsd", "ns/a", tracing::Span::none(), async {
+                Ok(Action::await_change())
+            })
+            .await;
+        assert!(ok.is_ok());
+        assert_eq!(shell.failures("ns/a"), 0, "a success resets the backoff");
+        shell.retry_after("hsd", "ns/b", &err);
+        shell.forget("ns", "b");
+        assert_eq!(shell.failures("ns/b"), 0, "a gone object is forgotten");
+    }
+
+    proptest! {
+        /// More failures never retry sooner, and no wait passes the cap.
+        #[test]
+        fn the_wait_grows_with_the_failures_and_stays_capped(
+            n in 1u32..100, conflict in any::<bool>(), key in "[a-z/-]{1,20}",
+        ) {
+            let (now, next) = (retry_delay(n, conflict, &key), retry_delay(n + 1, conflict, &key));
+            prop_assert!(next >= now);
+            prop_assert!(now <= MAX_RETRY && now >= CONFLICT_RETRY);
+        }
+    }
 
     #[test]
     fn clear_patch_nulls_dropped_fields_recursively() {

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::controller::pool_pod::PoolPod;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -27,7 +27,7 @@ use crate::webhook::ObjectSource;
 /// Guarded pods by scope, plus whatever else the webhook reads (`inner`).
 pub struct GuardedObjects {
     pub inner: Arc<dyn ObjectSource>,
-    pub pods: Vec<(Option<String>, Store<Pod>)>,
+    pub pods: Vec<(Option<String>, Store<PoolPod>)>,
     /// The controllers' probe results (http/exec pools).
     pub probes: crate::probe::ProbeCache,
 }
@@ -69,7 +69,7 @@ pub const SWEEP_MAX: usize = 100;
 /// pool probes it: a recent idle probe result), or the annotation is malformed or older
 /// than the max hold plus the forget window. Reads the probe cache, nothing else.
 pub fn held_since_to_clear(
-    pods: &[Arc<Pod>],
+    pods: &[Arc<PoolPod>],
     probes: &crate::probe::ProbeCache,
     now: Instant,
     wall_now: k8s_openapi::jiff::Timestamp,
@@ -100,7 +100,7 @@ pub fn held_since_to_clear(
 /// Every [`SWEEP_EVERY`], while this replica leads, clear the `held-since` annotations
 /// [`held_since_to_clear`] names. Runs for ever; the runtime supervises it.
 pub async fn sweep_held_since(
-    pods: Store<Pod>,
+    pods: Store<PoolPod>,
     probes: crate::probe::ProbeCache,
     writer: crate::webhook::held_since::HeldSince,
     leading: tokio::sync::watch::Receiver<bool>,
@@ -125,22 +125,23 @@ pub async fn sweep_held_since(
     }
 }
 
-/// Keep only what the guard reads: metadata without managed fields.
-fn metadata_only(pod: &mut Pod) {
+/// Keep only what the guard reads: metadata without managed fields (the pod is parsed
+/// straight into the slim [`PoolPod`], so the rest of its JSON is never held).
+fn metadata_only(pod: &mut PoolPod) {
     pod.spec = None;
     pod.status = None;
-    crate::controller::trim_pod_metadata(pod);
+    crate::controller::pool_pod::strip(pod);
 }
 
 /// The guarded-pod cache of one scope and the task that feeds it.
-pub fn watch(deps: &Deps, scope: Option<String>) -> (Store<Pod>, BoxFuture<'static, ()>) {
+pub fn watch(deps: &Deps, scope: Option<String>) -> (Store<PoolPod>, BoxFuture<'static, ()>) {
     let ns = scope.as_deref();
-    let (store, writer) = reflector::store::<Pod>();
+    let (store, writer) = reflector::store::<PoolPod>();
     // "guarded pods list[ in <ns>]": distinct from the singleton controller's pod watch.
-    let name = format!("guarded {}", resource_name::<Pod>(&(), ns));
+    let name = format!("guarded {}", resource_name::<PoolPod>(&(), ns));
     let events = tracked(
         &deps.caches,
-        crate::controller::scoped::<Pod>(deps.client.clone(), ns),
+        crate::controller::scoped::<PoolPod>(deps.client.clone(), ns),
         watcher::Config::default()
             .labels(&format!("{BUSY_GUARD_LABEL}=true"))
             .page_size(100),
@@ -160,8 +161,8 @@ mod tests {
     use crate::webhook::StaticObjects;
     use kube::runtime::watcher::Event;
 
-    fn objects(pod: Pod) -> GuardedObjects {
-        let (store, mut writer) = reflector::store::<Pod>();
+    fn objects(pod: PoolPod) -> GuardedObjects {
+        let (store, mut writer) = reflector::store::<PoolPod>();
         writer.apply_watcher_event(&Event::InitApply(pod));
         writer.apply_watcher_event(&Event::InitDone);
         GuardedObjects {
@@ -175,7 +176,7 @@ mod tests {
     /// runtime hands every kind (`Deps::probes`) is the one read here.
     #[test]
     fn the_guard_reads_the_controllers_probe_results() {
-        let mut pod = Pod::default();
+        let mut pod = PoolPod::default();
         pod.metadata.name = Some("w-1".into());
         pod.metadata.namespace = Some("ns".into());
         pod.metadata.uid = Some("uid-1".into());
@@ -200,7 +201,7 @@ mod tests {
         let now = std::time::Instant::now();
         let hour = crate::webhook::guard::DEFAULT_MAX_HOLD;
         let pod = |name: &str, ann: &[(&str, &str)]| {
-            let mut p = Pod::default();
+            let mut p = PoolPod::default();
             p.metadata.name = Some(name.into());
             p.metadata.namespace = Some("ns".into());
             p.metadata.uid = Some(format!("uid-{name}"));

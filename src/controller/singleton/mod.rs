@@ -255,15 +255,13 @@ fn debug_key(ar: &ApiResource, ns: &str, name: &str) -> String {
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<(Ctx, ApiResource)>) -> Result<KAction> {
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, ns = obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let body = reconcile_inner(&obj, &ctx.0, &ctx.1, Instant::now());
-    ctx.0.shell.reconcile(CONTROLLER, span, body).await
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.0.shell.reconcile(CONTROLLER, &key, span, body).await
 }
 
-pub fn error_policy(
-    obj: Arc<DynamicObject>,
-    err: &Error,
-    _ctx: Arc<(Ctx, ApiResource)>,
-) -> KAction {
-    shell::error_action(CONTROLLER, &obj.name_any(), err)
+pub fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<(Ctx, ApiResource)>) -> KAction {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.0.shell.retry_after(CONTROLLER, &key, err)
 }
 
 async fn reconcile_inner(
