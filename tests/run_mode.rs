@@ -402,3 +402,84 @@ async fn one_node_cache_and_one_keda_crd_cache_serve_several_namespace_scopes() 
         "{seen:#?}"
     );
 }
+
+/// The busy guard in `run` mode: a pool pod is found in the pool caches (the guard's own
+/// watch leaves HSD and HSJ pods to them), a standalone guarded pod in the guard's cache.
+/// An eviction of either while busy is held (429); an idle pool pod passes; a pool pod
+/// without the guard label is not guarded.
+#[tokio::test]
+async fn run_mode_guard_holds_evictions_of_busy_pool_and_standalone_pods() {
+    use serde_json::{json, Value};
+    let pod = |name: &str, labels: Value, busy: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "cap-ns", "uid": format!("uid-{name}"), "resourceVersion": "1",
+                            "labels": labels, "annotations": {"paia.tech/busy": busy}},
+               "spec": {"containers": [{"name": "a", "image": "x"}]},
+               "status": {"phase": "Running"}})
+    };
+    let guarded = |pool: bool| {
+        let mut l = json!({"kube-standby.dev/busy-guard": "true"});
+        if pool {
+            l["hsd.paia.tech/name"] = json!("web");
+        }
+        l
+    };
+    let pods = vec![
+        pod("pool-busy", guarded(true), "true"),
+        pod("pool-idle", guarded(true), "false"),
+        pod("alone-busy", guarded(false), "true"),
+        pod(
+            "pool-unlabelled",
+            json!({"hsd.paia.tech/name": "web"}),
+            "true",
+        ),
+    ];
+    let objects = std::collections::HashMap::from([("/api/v1/pods".to_string(), pods)]);
+    let api = fake_apiserver::start_with(std::sync::Arc::new(objects)).await;
+    let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
+    assert!(run.wait_ready().await, "not ready:\n{}", run.stderr());
+    let seen = api.seen.0.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(
+            |s| s.contains("busy-guard%3Dtrue%2C%21hsd.paia.tech%2Fname")
+                || s.contains("busy-guard=true,!hsd.paia.tech/name")
+        ),
+        "the guard's watch excludes pool pods: {seen:#?}"
+    );
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/admission/pod-eviction.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("json");
+    let mut answers = vec![];
+    for name in ["pool-busy", "pool-idle", "alone-busy", "pool-unlabelled"] {
+        let mut review = fixture.clone();
+        review["request"]["name"] = json!(name);
+        review["request"]["object"]["metadata"]["name"] = json!(name);
+        let (code, body) = run
+            .post_json("/validate/pods", &review)
+            .await
+            .expect("an answer");
+        assert_eq!(code, 200, "{body}");
+        let r: Value = serde_json::from_str(&body).expect("json");
+        answers.push((
+            name,
+            r["response"]["allowed"].clone(),
+            r["response"]["status"]["code"].clone(),
+        ));
+    }
+    assert_eq!(
+        answers,
+        vec![
+            ("pool-busy", json!(false), json!(429)),
+            ("pool-idle", json!(true), Value::Null),
+            ("alone-busy", json!(false), json!(429)),
+            ("pool-unlabelled", json!(true), Value::Null),
+        ],
+        "log:\n{}",
+        run.stderr()
+    );
+}

@@ -1,6 +1,10 @@
 //! The busy guard's view of the cluster in `run` mode: a cache of the guarded pods (label
 //! selector `kube-standby.dev/busy-guard=true`, metadata only) per watched scope, so the
-//! eviction path finds its pod without an API call. The cache is not required for
+//! eviction path finds its pod without an API call. Pods of HotStandbyDeployments and
+//! HotStandbyJobs are not in it: the pool pod caches every replica keeps (the claim
+//! controller's) already hold them, so the guard reads those ([`GuardedObjects::pool_pods`])
+//! instead of caching each such pod a second time; a pod found there counts only while it
+//! carries the guard label. The cache is not required for
 //! readiness: until it has listed, an eviction of a pod it does not know is allowed (the
 //! guard fails open, as it does when the webhook is down).
 //!
@@ -28,6 +32,9 @@ use crate::webhook::ObjectSource;
 pub struct GuardedObjects {
     pub inner: Arc<dyn ObjectSource>,
     pub pods: Vec<(Option<String>, Store<PoolPod>)>,
+    /// Caches of HSD and HSJ pods by scope (labelled with the pool's name, which the guard's
+    /// own watch excludes).
+    pub pool_pods: Vec<(Option<String>, Store<PoolPod>)>,
     /// The controllers' probe results (http/exec pools).
     pub probes: crate::probe::ProbeCache,
 }
@@ -38,13 +45,23 @@ impl ObjectSource for GuardedObjects {
     }
 
     fn guarded_pod(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
-        let store = self
+        let key = ObjectRef::new(name).within(namespace);
+        let in_scope = |(scope, _): &&(Option<String>, Store<PoolPod>)| {
+            scope.as_deref().is_none_or(|s| s == namespace)
+        };
+        if let Some(p) = self
             .pods
             .iter()
-            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
-            .map(|(_, s)| s)?;
-        store
-            .get(&ObjectRef::new(name).within(namespace))
+            .find(in_scope)
+            .and_then(|(_, s)| s.get(&key))
+        {
+            return Some(p.metadata.clone());
+        }
+        self.pool_pods
+            .iter()
+            .filter(in_scope)
+            .filter_map(|(_, s)| s.get(&key))
+            .find(|p| is_guarded(&p.metadata))
             .map(|p| p.metadata.clone())
     }
 
@@ -57,6 +74,23 @@ impl ObjectSource for GuardedObjects {
     fn probe_target(&self, namespace: &str, name: &str) -> Option<crate::probe::target::Found> {
         self.probes.target(namespace, name)
     }
+}
+
+/// The label selector of the guard's own pod watch: guarded pods that no pool cache holds.
+pub fn watch_selector() -> String {
+    format!(
+        "{BUSY_GUARD_LABEL}=true,!{},!{}",
+        crate::api::hsd::NAME_LABEL,
+        crate::api::hsj::NAME_LABEL
+    )
+}
+
+/// Does the pod carry the guard label (`kube-standby.dev/busy-guard=true`)?
+fn is_guarded(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(BUSY_GUARD_LABEL))
+        .is_some_and(|v| v == "true")
 }
 
 /// How often the leader looks for `held-since` annotations to clear.
@@ -100,7 +134,7 @@ pub fn held_since_to_clear(
 /// Every [`SWEEP_EVERY`], while this replica leads, clear the `held-since` annotations
 /// [`held_since_to_clear`] names. Runs for ever; the runtime supervises it.
 pub async fn sweep_held_since(
-    pods: Store<PoolPod>,
+    pods: Vec<Store<PoolPod>>,
     probes: crate::probe::ProbeCache,
     writer: crate::webhook::held_since::HeldSince,
     leading: tokio::sync::watch::Receiver<bool>,
@@ -113,8 +147,12 @@ pub async fn sweep_held_since(
         }
         let now = Instant::now();
         let wall_now = k8s_openapi::jiff::Timestamp::now();
-        for (ns, name, uid) in held_since_to_clear(&pods.state(), &probes, now, wall_now, max_hold)
-        {
+        let guarded: Vec<Arc<PoolPod>> = pods
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|p| is_guarded(&p.metadata))
+            .collect();
+        for (ns, name, uid) in held_since_to_clear(&guarded, &probes, now, wall_now, max_hold) {
             match writer.clear(&ns, &name, uid.as_deref()).await {
                 Ok(()) => tracing::debug!(namespace = %ns, pod = %name, "hold start cleared"),
                 Err(e) => {
@@ -143,7 +181,7 @@ pub fn watch(deps: &Deps, scope: Option<String>) -> (Store<PoolPod>, BoxFuture<'
         &deps.caches,
         crate::controller::scoped::<PoolPod>(deps.client.clone(), ns),
         watcher::Config::default()
-            .labels(&format!("{BUSY_GUARD_LABEL}=true"))
+            .labels(&watch_selector())
             .page_size(100),
         name,
         false,
@@ -168,8 +206,59 @@ mod tests {
         GuardedObjects {
             inner: Arc::new(StaticObjects::default()),
             pods: vec![(Some("ns".into()), store)],
+            pool_pods: vec![],
             probes: ProbeCache::default(),
         }
+    }
+
+    fn store_of(pods: Vec<PoolPod>) -> Store<PoolPod> {
+        let (store, mut writer) = reflector::store::<PoolPod>();
+        for p in pods {
+            writer.apply_watcher_event(&Event::InitApply(p));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    fn named(name: &str, labels: &[(&str, &str)]) -> PoolPod {
+        let mut p = PoolPod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p
+    }
+
+    /// Pool pods are found in the pool caches (which the guard's own watch excludes), but
+    /// only while they carry the guard label; the scope is respected.
+    #[test]
+    fn pool_pods_are_read_from_the_pool_caches_while_labelled() {
+        let hsd = crate::api::hsd::NAME_LABEL;
+        let pool = store_of(vec![
+            named("guarded", &[(hsd, "web"), (BUSY_GUARD_LABEL, "true")]),
+            named("unlabelled", &[(hsd, "web")]),
+            named("off", &[(hsd, "web"), (BUSY_GUARD_LABEL, "false")]),
+        ]);
+        let mut o = objects(named("own", &[(BUSY_GUARD_LABEL, "true")]));
+        o.pool_pods.push((Some("ns".into()), pool));
+        assert!(o.guarded_pod("ns", "own").is_some());
+        assert!(o.guarded_pod("ns", "guarded").is_some());
+        assert!(o.guarded_pod("ns", "unlabelled").is_none());
+        assert!(o.guarded_pod("ns", "off").is_none());
+        assert!(o.guarded_pod("other", "guarded").is_none());
+    }
+
+    /// The guard's own watch selects guarded pods that no pool cache holds.
+    #[test]
+    fn the_guard_watch_leaves_pool_pods_to_the_pool_caches() {
+        assert_eq!(
+            watch_selector(),
+            "kube-standby.dev/busy-guard=true,!hsd.paia.tech/name,!hsj.paia.tech/name"
+        );
     }
 
     /// In `run` mode the guard answers from the controllers' probe results: the cache the

@@ -356,6 +356,7 @@ pub async fn run(
     let mut guarded = guard::GuardedObjects {
         inner: Arc::new(view),
         pods: vec![],
+        pool_pods: vec![],
         probes: deps.probes.clone(),
     };
     for scope in &scopes {
@@ -375,6 +376,9 @@ pub async fn run(
                 .into_iter()
                 .map(|(n, t)| Task::forever(n, t)),
         );
+        for pods in [&claims.stores.hsd_pods, &claims.stores.hsj_pods] {
+            guarded.pool_pods.push((scope.clone(), pods.clone()));
+        }
         claim_stores.push((scope.clone(), claims.stores));
     }
     let claim_view = Arc::new(ClaimView(claim_stores));
@@ -399,7 +403,17 @@ pub async fn run(
         held: deps.held.clone(),
         ..cfg.server.clone()
     };
-    let guarded_stores: Vec<_> = guarded.pods.iter().map(|(_, s)| s.clone()).collect();
+    // Per scope: the guard's own cache and the pool pod caches of that scope.
+    let guarded_stores: Vec<Vec<_>> = guarded
+        .pods
+        .iter()
+        .map(|(scope, own)| {
+            let pools = guarded.pool_pods.iter().filter(|(s, _)| s == scope);
+            std::iter::once(own.clone())
+                .chain(pools.map(|(_, s)| s.clone()))
+                .collect()
+        })
+        .collect();
     let mut prepared = server::prepare(
         &server_cfg,
         Arc::new(guarded),
@@ -432,11 +446,11 @@ pub async fn run(
             held_since: Some(held_since.clone()),
         },
     );
-    for (i, store) in guarded_stores.into_iter().enumerate() {
+    for (i, stores) in guarded_stores.into_iter().enumerate() {
         tasks.push(Task::forever(
             format!("busy-guard-held-since-{i}"),
             guard::sweep_held_since(
-                store,
+                stores,
                 deps.probes.clone(),
                 held_since.clone(),
                 deps.leading.clone(),

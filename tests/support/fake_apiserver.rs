@@ -280,6 +280,7 @@ fn query_param(q: &str, key: &str) -> Option<String> {
             v.replace("%2F", "/")
                 .replace("%3D", "=")
                 .replace("%2C", ",")
+                .replace("%21", "!")
         })
     })
 }
@@ -287,12 +288,13 @@ fn query_param(q: &str, key: &str) -> Option<String> {
 fn matches(item: &Value, labels: Option<&str>, fields: Option<&str>) -> bool {
     let have = &item["metadata"]["labels"];
     let label_ok = labels.is_none_or(|sel| {
-        sel.split(',')
-            .filter(|t| !t.is_empty())
-            .all(|t| match t.split_once('=') {
-                Some((k, v)) => have[k] == v,
-                None => !have[t].is_null(),
-            })
+        sel.split(',').filter(|t| !t.is_empty()).all(|t| {
+            match (t.strip_prefix('!'), t.split_once('=')) {
+                (Some(k), _) => have[k].is_null(),
+                (None, Some((k, v))) => have[k] == v,
+                (None, None) => !have[t].is_null(),
+            }
+        })
     });
     let field_ok = fields.is_none_or(|sel| match sel.strip_prefix("metadata.name=") {
         Some(n) => item["metadata"]["name"] == n,
@@ -900,6 +902,18 @@ impl RunProcess {
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let r = Self::client()
             .get(format!("https://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.unwrap_or_default()))
+    }
+
+    /// POST a JSON body to a path of the TLS port.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Option<(u16, String)> {
+        let r = Self::client()
+            .post(format!("https://127.0.0.1:{}{path}", self.port))
+            .json(body)
             .send()
             .await
             .ok()?;
