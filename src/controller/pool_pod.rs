@@ -6,18 +6,66 @@
 //! 2,464 bytes a `k8s_openapi` `Pod` struct takes inline before any of its strings (its
 //! `PodSpec` and `PodStatus` are not boxed). Used only for reading: every write to a pod
 //! goes through `Api<Pod>`.
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
 /// A pool pod as a cache holds it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct PoolPod {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "meta_without_managed_fields")]
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<PoolPodSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<PoolPodStatus>,
+}
+
+/// `ObjectMeta` as the API sends it, without `managedFields`: serde skips that field while
+/// parsing, so its JSON trees (often the largest part of a pod's metadata) are never built
+/// only to be dropped by [`strip`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaWithoutManagedFields {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+fn meta_without_managed_fields<'de, D>(d: D) -> Result<ObjectMeta, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let m = MetaWithoutManagedFields::deserialize(d)?;
+    Ok(ObjectMeta {
+        annotations: m.annotations,
+        creation_timestamp: m.creation_timestamp,
+        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+        deletion_timestamp: m.deletion_timestamp,
+        finalizers: m.finalizers,
+        generate_name: m.generate_name,
+        generation: m.generation,
+        labels: m.labels,
+        managed_fields: None,
+        name: m.name,
+        namespace: m.namespace,
+        owner_references: m.owner_references,
+        resource_version: m.resource_version,
+        self_link: m.self_link,
+        uid: m.uid,
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -162,13 +210,17 @@ mod tests {
             "metadata": {"name": "web-1", "namespace": "ns", "uid": "u", "resourceVersion": "9",
                          "labels": {"hsd.paia.tech/name": "web"},
                          "annotations": {"paia.tech/busy": "false", "big": "x".repeat(300)},
-                         "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update"}],
+                         "creationTimestamp": "2026-01-01T00:00:00Z", "generateName": "web-", "generation": 2,
+                         "deletionTimestamp": "2026-01-01T00:01:00Z", "deletionGracePeriodSeconds": 30,
+                         "finalizers": ["x/y"], "selfLink": "/api/v1/namespaces/ns/pods/web-1",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "nginx"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.7",
                        "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null}],
                        "containerStatuses": [{"name": "app", "ready": true}]}
         });
-        let mut p: PoolPod = serde_json::from_value(body).unwrap();
+        let mut p: PoolPod = serde_json::from_value(body.clone()).unwrap();
         strip(&mut p);
         assert_eq!(
             (p.phase(), p.ip(), p.node()),
@@ -178,6 +230,13 @@ mod tests {
         assert_eq!(p.annotation("paia.tech/busy"), Some("false"));
         assert_eq!(p.annotation("big"), None, "long annotations are dropped");
         assert!(p.metadata.managed_fields.is_none());
+        let mut meta: ObjectMeta = serde_json::from_value(body["metadata"].clone()).unwrap();
+        meta.managed_fields = None;
+        let unstripped: PoolPod = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(
+            unstripped.metadata, meta,
+            "every other metadata field is kept"
+        );
         let back = serde_json::to_value(&p).unwrap();
         assert!(
             back["spec"].get("containers").is_none(),
