@@ -78,11 +78,11 @@ fn stores(w: &World) -> Stores {
 }
 
 fn stores_synced(w: &World, synced: bool) -> Stores {
-    Stores {
-        pods: fill_store(&w.pods, synced),
-        replicasets: fill_store(&w.rss, synced),
-        deployments: fill_store(&w.deployments, synced),
-    }
+    Stores::new(
+        fill_store(&w.pods, synced),
+        fill_store(&w.rss, synced),
+        fill_store(&w.deployments, synced),
+    )
 }
 
 fn fill_store<K>(items: &[Value], synced: bool) -> reflector::Store<K>
@@ -573,12 +573,16 @@ async fn a_reconcile_before_the_caches_sync_does_nothing_until_they_do() {
     let (rss, mut rw) = reflector::store();
     let (deps, mut dw) = reflector::store();
     pw.apply_watcher_event(&watcher::Event::Init);
+    // The pod index is fed as the pod watch feeds it (rebuilt at the end of the list).
+    let members = hsd::members::PodMembers::default();
+    let (pod_cache, index) = (pods.clone(), members.clone());
     let ctx = Ctx::new(
         &Deps::standalone(client),
         Stores {
             pods,
             replicasets: rss,
             deployments: deps,
+            members,
         },
     );
     let task = tokio::spawn(hsd::reconcile(Arc::new(h.clone()), Arc::new(ctx)));
@@ -601,6 +605,7 @@ async fn a_reconcile_before_the_caches_sync_does_nothing_until_they_do() {
         ));
     }
     pw.apply_watcher_event(&watcher::Event::InitDone);
+    index.on_event(&pod_cache, watcher::Event::InitDone);
     rw.apply_watcher_event(&watcher::Event::InitApply(
         serde_json::from_value(rs()).unwrap(),
     ));

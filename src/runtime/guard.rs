@@ -371,11 +371,11 @@ mod tests {
         ));
         let hsd = crate::controller::hsd::Ctx::new(
             &deps,
-            crate::controller::hsd::Stores {
-                pods: reflector::store().0,
-                replicasets: reflector::store().0,
-                deployments: reflector::store().0,
-            },
+            crate::controller::hsd::Stores::new(
+                reflector::store().0,
+                reflector::store().0,
+                reflector::store().0,
+            ),
         );
         hsd.probes
             .record("uid-9", Ok(BusyState::Busy), std::time::Instant::now());

@@ -22,6 +22,7 @@ use crate::Result;
 
 pub mod apply;
 pub mod child;
+pub mod members;
 pub mod observe;
 pub mod plan;
 pub mod report;
@@ -39,6 +40,26 @@ pub struct Stores {
     pub pods: Store<PoolPod>,
     pub replicasets: Store<ReplicaSet>,
     pub deployments: Store<Deployment>,
+    /// Which cached pods are whose (fed by the pod watch's events).
+    pub members: members::PodMembers,
+}
+
+impl Stores {
+    /// Stores over caches that already hold what they hold (the pod index built from the
+    /// pod cache now; in `run` mode the pod watch keeps it up to date).
+    pub fn new(
+        pods: Store<PoolPod>,
+        replicasets: Store<ReplicaSet>,
+        deployments: Store<Deployment>,
+    ) -> Self {
+        let members = members::PodMembers::of_store(&pods);
+        Stores {
+            pods,
+            replicasets,
+            deployments,
+            members,
+        }
+    }
 }
 
 /// Everything a reconcile needs.
@@ -229,7 +250,8 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
 /// The controller and its probe-forgetting loop, as named tasks for the runtime: nothing is
 /// reconciled before the caches have listed, nor while `deps.leading` is false.
 pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
-    use super::watch::{in_scope, keep, strip_managed};
+    use super::watch::{in_scope, in_scope_events, keep, strip_managed};
+    use futures::StreamExt;
     let ns = namespace.as_deref();
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
@@ -237,7 +259,15 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
-    let pod_stream = in_scope(deps, ns, labelled.clone(), pod_w, child::strip_pod);
+    let members = members::PodMembers::default();
+    let (index, cache) = (members.clone(), pods.clone());
+    let pod_stream = in_scope_events(deps, ns, labelled.clone(), pod_w, child::strip_pod)
+        .filter_map(move |r| {
+            futures::future::ready(match r {
+                Ok(ev) => index.on_event(&cache, ev).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+        });
     let rs_stream = in_scope(deps, ns, labelled.clone(), rs_w, strip_managed);
     let dep_stream = in_scope(deps, ns, labelled, dep_w, strip_managed);
     let all = watcher::Config::default();
@@ -246,6 +276,7 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
         pods: pods.clone(),
         replicasets: rss,
         deployments,
+        members,
     };
     let ctx = Arc::new(Ctx::new(deps, stores));
     deps.probes

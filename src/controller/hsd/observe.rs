@@ -127,7 +127,7 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
     if rejected(hsd) {
         return Seen::Rejected;
     }
-    let pods = super::super::in_namespace(&ctx.stores.pods, ns);
+    let pods = ctx.stores.members.pods(&ctx.stores.pods, ns, &name);
     let rss = super::super::in_namespace(&ctx.stores.replicasets, ns);
     let (counted, current_rs) = child
         .as_ref()
