@@ -64,6 +64,11 @@ impl Members {
             .unwrap_or_default()
     }
 
+    /// How many objects belong to `pool`.
+    pub fn count(&self, pool: &PoolKey) -> usize {
+        self.by_pool.get(pool).map_or(0, BTreeSet::len)
+    }
+
     /// Does any object belong to `pool`?
     pub fn any(&self, pool: &PoolKey) -> bool {
         self.by_pool.contains_key(pool)

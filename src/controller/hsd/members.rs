@@ -20,6 +20,9 @@ use crate::controller::claim::index::Members;
 use crate::controller::claim::PoolKey;
 use crate::controller::pool_pod::PoolPod;
 
+/// An HSD holding over 1/`SCAN_OVER` of the cached pods is read by a pass over the cache.
+const SCAN_OVER: usize = 8;
+
 /// The HSD pod index, shared by the watch that feeds it and the reconciles that read it.
 #[derive(Clone, Default)]
 pub struct PodMembers(Arc<Mutex<Members>>);
@@ -32,6 +35,18 @@ fn key(namespace: &str, hsd: &str) -> PoolKey {
 fn hsd_of(pod: &PoolPod) -> Option<PoolKey> {
     let hsd = pod.metadata.labels.as_ref()?.get(NAME_LABEL)?;
     Some(key(pod.metadata.namespace.as_deref()?, hsd))
+}
+
+/// Is the cached pod one of HSD `hsd` in `namespace`? (No allocation: read per pod.)
+fn belongs(pod: &PoolPod, namespace: &str, hsd: &str) -> bool {
+    pod.metadata.namespace.as_deref() == Some(namespace)
+        && pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(NAME_LABEL))
+            .map(String::as_str)
+            == Some(hsd)
 }
 
 impl PodMembers {
@@ -84,15 +99,39 @@ impl PodMembers {
     }
 
     /// The cached pods of HSD `hsd` in `namespace`; names the cache no longer holds under
-    /// it are forgotten.
+    /// it are forgotten. Looked up by name when the HSD holds under an eighth of the cache:
+    /// then exactly its pods. An HSD holding more (one pool of 10,000 pods) is read by one
+    /// pass over the cache, which costs less than that many lookups, and then gets every
+    /// cached pod of the namespace (at most eight times its own; the caller keeps only the
+    /// pods its child's ReplicaSets control, as [`super::child::counted_pods`] does).
     pub fn pods(&self, pods: &Store<PoolPod>, namespace: &str, hsd: &str) -> Vec<Arc<PoolPod>> {
+        self.read(pods, namespace, hsd, SCAN_OVER)
+    }
+
+    /// [`PodMembers::pods`], scanning the cache when the HSD's indexed pods times
+    /// `scan_over` exceed the cache's size (0: never scan).
+    fn read(
+        &self,
+        pods: &Store<PoolPod>,
+        namespace: &str,
+        hsd: &str,
+        scan_over: usize,
+    ) -> Vec<Arc<PoolPod>> {
         let k = key(namespace, hsd);
+        let indexed = self.lock().count(&k);
+        if indexed.saturating_mul(scan_over) > pods.len() {
+            return pods
+                .state()
+                .into_iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+                .collect();
+        }
         let names = self.lock().of(&k);
         let mut found = Vec::with_capacity(names.len());
         let mut stale = vec![];
         for name in names {
             match pods.get(&ObjectRef::new(&name).within(namespace)) {
-                Some(p) if hsd_of(&p).as_ref() == Some(&k) => found.push(p),
+                Some(p) if belongs(&p, namespace, hsd) => found.push(p),
                 _ => stale.push(name),
             }
         }
@@ -190,7 +229,15 @@ mod tests {
                         .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .collect();
-                    prop_assert_eq!(names(members.pods(&store, "ns", &format!("h{h}"))), want);
+                    // By name through the index: exactly the HSD's pods.
+                    let got = names(members.read(&store, "ns", &format!("h{h}"), 0));
+                    prop_assert_eq!(&got, &want);
+                    // By a pass: every pod of the namespace, so the HSD's among them.
+                    let all = names(members.read(&store, "ns", &format!("h{h}"), usize::MAX));
+                    if !want.is_empty() {
+                        let live_names: Vec<String> = live.keys().map(|i| format!("p{i}")).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                        prop_assert_eq!(all, live_names);
+                    }
                 }
             }
         }
@@ -206,7 +253,7 @@ mod tests {
         assert!(m.pods(&store, "other", "web").is_empty());
         // The cache changed without the index hearing of it (an event still in flight).
         w.apply_watcher_event(&watcher::Event::Apply(pod("a", Some("db"))));
-        assert!(m.pods(&store, "ns", "web").is_empty());
+        assert!(m.read(&store, "ns", "web", 0).is_empty());
         assert!(m.lock().is_empty(), "the stale name is forgotten");
     }
 }
