@@ -177,8 +177,9 @@ pub struct Shell {
     pub held: crate::state::HeldPods,
     /// Claim counts per pool (HSD and HSJ show them in status).
     pub claims: crate::state::ClaimCounts,
-    /// The status last written per object ("namespace/name" → (uid, status)).
-    written: Mutex<HashMap<String, (String, Value)>>,
+    /// The status last written per object ("namespace/name" → (uid, status as compact JSON
+    /// text: a `Value` tree costs several times its text, and 1,000 pools keep 1,000)).
+    written: Mutex<HashMap<String, (String, Box<str>)>>,
     /// Failed reconciles in a row per object ("namespace/name"), for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -340,7 +341,7 @@ impl Shell {
         let memo = self.lock().get(&memo_key(obj)).cloned();
         match memo {
             // A recreated object of the same name starts from its own status.
-            Some((u, v)) if u == uid => serde_json::from_value(v).ok().or_else(|| cached.cloned()),
+            Some((u, v)) if u == uid => serde_json::from_str(&v).ok().or_else(|| cached.cloned()),
             _ => cached.cloned(),
         }
     }
@@ -362,7 +363,7 @@ impl Shell {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Value)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Box<str>)>> {
         match self.written.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -460,7 +461,8 @@ impl Shell {
             .await?;
         }
         if let Some(uid) = obj.meta().uid.clone() {
-            self.lock().insert(memo_key(obj), (uid, want));
+            self.lock()
+                .insert(memo_key(obj), (uid, want.to_string().into_boxed_str()));
         }
         Ok(true)
     }

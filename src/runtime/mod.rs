@@ -366,9 +366,20 @@ pub async fn run(
         guarded.pods.push((scope.clone(), store));
     }
     // Claims: every replica keeps the caches (the HTTP endpoints read them); the leader binds.
+    // The HSD controller feeds them its pod and HSD caches (each cached once per scope).
     let mut claim_stores = vec![];
+    let mut hsd_started = vec![];
     for scope in &scopes {
-        let claims = crate::controller::claim::start(&deps, scope.clone());
+        use crate::controller::claim;
+        let (started, hsd_feed) = hsd::start_with_claims(&deps, scope.clone());
+        hsd_started.push(started);
+        let hsj_feed = claim::own_feed(
+            &deps,
+            scope.as_deref(),
+            crate::api::hsj::NAME_LABEL,
+            crate::api::claim::PoolKind::HotStandbyJob,
+        );
+        let claims = claim::start(&deps, scope.clone(), hsd_feed, hsj_feed);
         tasks.extend(
             claims
                 .started
@@ -489,13 +500,11 @@ pub async fn run(
         _ => {}
     }
 
-    for scope in &scopes {
-        for started in [
-            hsd::start(&deps, scope.clone()),
-            hsj::start(&deps, scope.clone()),
-        ] {
-            tasks.extend(started.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
-        }
+    for started in hsd_started
+        .into_iter()
+        .chain(scopes.iter().map(|scope| hsj::start(&deps, scope.clone())))
+    {
+        tasks.extend(started.tasks.into_iter().map(|(n, t)| Task::forever(n, t)));
     }
     let actors =
         crate::controller::actor::start_all(&deps, &cfg.actor, actor_runtime, &scopes).await?;

@@ -18,9 +18,16 @@ use crate::util::{self, wait_for, PAUSE};
 /// The three controllers over `ns`, sharing one Deps (the pools show the claim counts).
 fn start_operator(client: Client, ns: &str) -> Vec<tokio::task::JoinHandle<()>> {
     let deps = Deps::standalone(client);
-    let claims = claim::start(&deps, Some(ns.to_string()));
+    let (hsd, hsd_feed) = hsd::start_with_claims(&deps, Some(ns.to_string()));
+    let hsj_feed = claim::own_feed(
+        &deps,
+        Some(ns),
+        kube_standby::api::hsj::NAME_LABEL,
+        kube_standby::api::claim::PoolKind::HotStandbyJob,
+    );
+    let claims = claim::start(&deps, Some(ns.to_string()), hsd_feed, hsj_feed);
     vec![
-        tokio::spawn(hsd::start(&deps, Some(ns.to_string())).run()),
+        tokio::spawn(hsd.run()),
         tokio::spawn(hsj::start(&deps, Some(ns.to_string())).run()),
         tokio::spawn(claims.started.run()),
     ]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, PostParams};
-use kube_standby::api::claim::HotStandbyClaim;
+use kube_standby::api::claim::{HotStandbyClaim, PoolKind};
+use kube_standby::api::{hsd::NAME_LABEL as HSD_LABEL, hsj::NAME_LABEL as HSJ_LABEL};
 use kube_standby::controller::{claim, Deps};
 use serde_json::{json, Value};
 
@@ -101,7 +102,12 @@ pub async fn start(items: Vec<(&'static str, Value)>, latency: Duration) -> Clai
     config.default_namespace = "default".into();
     let client = kube::Client::try_from(config).unwrap();
     let deps = Deps::standalone(client.clone());
-    let started = claim::start(&deps, None);
+    let started = claim::start(
+        &deps,
+        None,
+        claim::own_feed(&deps, None, HSD_LABEL, PoolKind::HotStandbyDeployment),
+        claim::own_feed(&deps, None, HSJ_LABEL, PoolKind::HotStandbyJob),
+    );
     let stores = started.stores.clone();
     let task = tokio::spawn(started.started.run());
     let c = Claims {

@@ -574,87 +574,149 @@ pub struct StartedClaims {
     pub stores: Stores,
 }
 
-/// The claim controller over one scope: claims, the pods of HSD and HSJ pools (stripped),
-/// and the pools themselves.
-pub fn start(deps: &super::Deps, namespace: Option<String>) -> StartedClaims {
-    use super::watch::{in_scope, in_scope_events, keep, strip_managed};
+/// A change that may concern claims, from a pool kind's caches.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// An event of the pool pod cache (applied to it before it is sent).
+    Pod(Box<watcher::Event<PoolPod>>),
+    /// A pool object changed.
+    Pool(PoolKey),
+}
+
+/// A pool kind's caches as claims read them, and their changes. The HotStandbyDeployment
+/// controller feeds its own ([`FeedSender`]), so an HSD pod or an HSD is cached once per
+/// scope, not once per controller; HSJ pools (whose controller caches whole pods) and
+/// tests use [`own_feed`].
+pub struct PoolFeed<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    pub pods: Store<PoolPod>,
+    pub pools: Store<K>,
+    pub changes: futures::stream::BoxStream<'static, Change>,
+}
+
+/// The sending half a pool controller keeps: each change waits for room (at most
+/// [`FEED_ROOM`] unread), so none is lost and a burst (a list of 10,000 pods) is never
+/// queued whole. Once the claim controller is gone (or was never started), sends return
+/// at once and nothing is copied.
+#[derive(Clone)]
+pub struct FeedSender(futures::channel::mpsc::Sender<Change>);
+
+/// Changes sent but not yet read by the claim controller, at most.
+pub const FEED_ROOM: usize = 256;
+
+impl FeedSender {
+    /// A sender and the feed around `pods` and `pools` it fills.
+    pub fn new<K>(pods: Store<PoolPod>, pools: Store<K>) -> (Self, PoolFeed<K>)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (tx, rx) = futures::channel::mpsc::channel(FEED_ROOM);
+        let feed = PoolFeed {
+            pods,
+            pools,
+            changes: rx.boxed(),
+        };
+        (Self(tx), feed)
+    }
+
+    /// A pod event, already applied to the pod cache.
+    pub async fn pod(&self, ev: &watcher::Event<PoolPod>) {
+        self.send(|| Change::Pod(Box::new(ev.clone()))).await
+    }
+
+    /// A pool object (namespace, kind, name) changed.
+    pub async fn pool(&self, namespace: Option<&str>, kind: PoolKind, name: &str) {
+        if let Some(ns) = namespace {
+            self.send(|| Change::Pool(PoolKey::new(ns, kind.as_str(), name)))
+                .await
+        }
+    }
+
+    async fn send(&self, change: impl FnOnce() -> Change) {
+        use futures::SinkExt;
+        if self.0.is_closed() {
+            return;
+        }
+        // Err: the claim controller stopped meanwhile (the process is ending).
+        let _ = self.0.clone().send(change()).await;
+    }
+}
+
+/// A feed from watches of its own: the pods carrying `pod_label` (stripped to [`PoolPod`])
+/// and every pool object of kind `K`, over the scope.
+pub fn own_feed<K>(
+    deps: &super::Deps,
+    namespace: Option<&str>,
+    pod_label: &str,
+    kind: PoolKind,
+) -> PoolFeed<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use super::watch::{in_scope, in_scope_events, keep};
+    let (pods, pod_w) = reflector::store::<PoolPod>();
+    let (pools, pool_w) = reflector::store::<K>();
+    let paged = watcher::Config::default().labels(pod_label).page_size(100);
+    let pod_changes = in_scope_events(deps, namespace, paged, pod_w, pod::strip)
+        .filter_map(|r| futures::future::ready(r.ok().map(|ev| Change::Pod(Box::new(ev)))));
+    let pool_changes = in_scope(deps, namespace, watcher::Config::default(), pool_w, keep)
+        .filter_map(move |r| {
+            futures::future::ready(r.ok().and_then(|p| {
+                let ns = p.meta().namespace.as_deref()?;
+                Some(Change::Pool(PoolKey::new(ns, kind.as_str(), &p.name_any())))
+            }))
+        });
+    PoolFeed {
+        pods,
+        pools,
+        changes: futures::stream::select(pod_changes, pool_changes).boxed(),
+    }
+}
+
+/// The pool a change concerns, when claims care (see [`pod_trigger`]; a pool object
+/// when some claim names it).
+fn change_trigger(ctx: &Ctx, change: Change) -> Option<PoolKey> {
+    match change {
+        Change::Pod(ev) => pod_trigger(&ctx.stores, *ev),
+        Change::Pool(k) => ctx.stores.index().claims.any(&k).then_some(k),
+    }
+}
+
+/// The claim controller over one scope: claims, and the HSD and HSJ pools and their pods
+/// as `hsd` and `hsj` feed them.
+pub fn start(
+    deps: &super::Deps,
+    namespace: Option<String>,
+    hsd: PoolFeed<HotStandbyDeployment>,
+    hsj: PoolFeed<HotStandbyJob>,
+) -> StartedClaims {
+    use super::watch::{in_scope_events, strip_managed};
     let ns = namespace.as_deref();
-    let hsd_label = crate::api::hsd::NAME_LABEL;
-    let hsj_label = crate::api::hsj::NAME_LABEL;
     let (claims, claim_w) = reflector::store::<HotStandbyClaim>();
-    let (hsd_pods, hsd_pod_w) = reflector::store::<PoolPod>();
-    let (hsj_pods, hsj_pod_w) = reflector::store::<PoolPod>();
-    let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
-    let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
     let all = watcher::Config::default();
-    let paged = |label: &str| watcher::Config::default().labels(label).page_size(100);
-    let claim_stream = in_scope_events(deps, ns, all.clone(), claim_w, strip_managed);
-    let hsd_pod_stream = in_scope_events(deps, ns, paged(hsd_label), hsd_pod_w, pod::strip);
-    let hsj_pod_stream = in_scope_events(deps, ns, paged(hsj_label), hsj_pod_w, pod::strip);
-    let hsd_stream = in_scope(deps, ns, all.clone(), hsd_w, keep);
-    let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
+    let claim_stream = in_scope_events(deps, ns, all, claim_w, strip_managed);
     let stores = Stores {
         claims,
-        hsd_pods,
-        hsj_pods,
-        hsds,
-        hsjs,
+        hsd_pods: hsd.pods,
+        hsj_pods: hsj.pods,
+        hsds: hsd.pools,
+        hsjs: hsj.pools,
         changed: Arc::new(tokio::sync::Notify::new()),
         index: Arc::default(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores.clone()));
-    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
-    let notify = |n: Arc<tokio::sync::Notify>| {
-        move |k| {
-            n.notify_waiters();
-            k
-        }
-    };
-    let claims_t = claim_stream
-        .flat_map(move |r| {
-            let keys = r.map(|ev| claim_trigger(&c1, ev)).unwrap_or_default();
-            futures::stream::iter(keys)
-        })
-        .map(notify(stores.changed.clone()));
-    let hsd_pods_t = hsd_pod_stream
-        .filter_map(move |r| {
-            futures::future::ready(r.ok().and_then(|ev| pod_trigger(&c2.stores, ev)))
-        })
-        .map(notify(stores.changed.clone()));
-    let hsj_pods_t = hsj_pod_stream
-        .filter_map(move |r| {
-            futures::future::ready(r.ok().and_then(|ev| pod_trigger(&c3.stores, ev)))
-        })
-        .map(notify(stores.changed.clone()));
-    let pools_t = futures::stream::select(
-        hsd_stream.filter_map(|r| {
-            futures::future::ready(r.ok().and_then(|h| {
-                Some(PoolKey::new(
-                    h.metadata.namespace.as_deref()?,
-                    PoolKind::HotStandbyDeployment.as_str(),
-                    &h.name_any(),
-                ))
-            }))
-        }),
-        hsj_stream.filter_map(|r| {
-            futures::future::ready(r.ok().and_then(|h| {
-                Some(PoolKey::new(
-                    h.metadata.namespace.as_deref()?,
-                    PoolKind::HotStandbyJob.as_str(),
-                    &h.name_any(),
-                ))
-            }))
-        }),
-    );
-    let stores_for_pools = stores.clone();
-    let pools_t = pools_t.filter(move |k| {
-        let named = stores_for_pools.index().claims.any(k);
-        futures::future::ready(named)
+    let (c1, c2) = (ctx.clone(), ctx.clone());
+    let claims_t = claim_stream.flat_map(move |r| {
+        let keys = r.map(|ev| claim_trigger(&c1, ev)).unwrap_or_default();
+        futures::stream::iter(keys)
     });
-    let triggers = futures::stream::select(
-        futures::stream::select(claims_t, pools_t),
-        futures::stream::select(hsd_pods_t, hsj_pods_t),
-    );
+    let pools_t = futures::stream::select(hsd.changes, hsj.changes)
+        .filter_map(move |ch| futures::future::ready(change_trigger(&c2, ch)));
+    let changed = stores.changed.clone();
+    let triggers = futures::stream::select(claims_t, pools_t).map(move |k| {
+        changed.notify_waiters();
+        k
+    });
     let label = super::scope_label(ns);
     StartedClaims {
         started: super::Started {
@@ -690,4 +752,80 @@ where
         let hit = (k == kind.as_str()).then(|| ObjectRef::new(&name).within(&ns));
         futures::future::ready(hit)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> PoolPod {
+        let mut p = PoolPod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("ns".into());
+        p
+    }
+
+    fn name_of(c: &Change) -> String {
+        match c {
+            Change::Pod(ev) => match &**ev {
+                watcher::Event::Apply(p) => p.metadata.name.clone().unwrap_or_default(),
+                other => format!("{other:?}"),
+            },
+            Change::Pool(k) => k.to_string(),
+        }
+    }
+
+    /// A burst larger than the feed's room loses nothing and keeps its order: the sender
+    /// waits while the room is full and goes on as the claim side reads.
+    #[tokio::test]
+    async fn the_feed_waits_for_room_and_loses_no_change() {
+        let (pods, _w) = reflector::store::<PoolPod>();
+        let (pools, _w2) = reflector::store::<HotStandbyDeployment>();
+        let (tx, mut feed) = FeedSender::new(pods, pools);
+        let n = FEED_ROOM * 3;
+        let sender = tokio::spawn(async move {
+            for i in 0..n {
+                tx.pod(&watcher::Event::Apply(pod(&format!("p{i}")))).await;
+            }
+            tx.pool(Some("ns"), PoolKind::HotStandbyDeployment, "web")
+                .await;
+        });
+        // Nothing read yet: the sender stops once the room is full.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!sender.is_finished(), "the sender must wait for room");
+        let mut got = vec![];
+        let read = async {
+            while let Some(c) = feed.changes.next().await {
+                got.push(name_of(&c));
+                if got.len() == n + 1 {
+                    break;
+                }
+            }
+        };
+        // A lost change would leave the reader waiting: bounded, so it fails instead.
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        let want: Vec<String> = (0..n)
+            .map(|i| format!("p{i}"))
+            .chain([PoolKey::new("ns", PoolKind::HotStandbyDeployment.as_str(), "web").to_string()])
+            .collect();
+        assert_eq!(got, want);
+        sender.await.expect("sender");
+    }
+
+    /// With no claim controller reading (the feed dropped), sends return at once.
+    #[tokio::test]
+    async fn an_unread_feed_never_blocks_the_pool_controller() {
+        let (pods, _w) = reflector::store::<PoolPod>();
+        let (pools, _w2) = reflector::store::<HotStandbyDeployment>();
+        let (tx, feed) = FeedSender::new(pods, pools);
+        drop(feed);
+        let sends = async {
+            for i in 0..FEED_ROOM * 4 {
+                tx.pod(&watcher::Event::Apply(pod(&format!("p{i}")))).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), sends)
+            .await
+            .expect("sends to a dropped feed must not wait");
+    }
 }

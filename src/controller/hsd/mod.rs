@@ -250,6 +250,16 @@ pub async fn run(deps: super::Deps, namespace: Option<String>) {
 /// The controller and its probe-forgetting loop, as named tasks for the runtime: nothing is
 /// reconciled before the caches have listed, nor while `deps.leading` is false.
 pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
+    start_with_claims(deps, namespace).0
+}
+
+/// [`start`], and the feed of its pod and HSD caches for the claim controller of the same
+/// scope (so those are cached once, not twice): each pod event and HSD change is sent
+/// there after the cache applied it. Unread (no claim controller), the feed costs nothing.
+pub fn start_with_claims(
+    deps: &super::Deps,
+    namespace: Option<String>,
+) -> (super::Started, super::claim::PoolFeed<HotStandbyDeployment>) {
     use super::watch::{in_scope, in_scope_events, keep, strip_managed};
     use futures::StreamExt;
     let ns = namespace.as_deref();
@@ -259,19 +269,36 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
     let (rss, rs_w) = reflector::store::<ReplicaSet>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
+    let (feed, claims_feed) = super::claim::FeedSender::new(pods.clone(), hsds.clone());
     let members = members::PodMembers::default();
-    let (index, cache) = (members.clone(), pods.clone());
+    let (index, cache, pod_feed) = (members.clone(), pods.clone(), feed.clone());
     let pod_stream = in_scope_events(deps, ns, labelled.clone(), pod_w, child::strip_pod)
         .filter_map(move |r| {
-            futures::future::ready(match r {
-                Ok(ev) => index.on_event(&cache, ev).map(Ok),
-                Err(e) => Some(Err(e)),
-            })
+            let (index, cache, feed) = (index.clone(), cache.clone(), pod_feed.clone());
+            async move {
+                match r {
+                    Ok(ev) => {
+                        feed.pod(&ev).await;
+                        index.on_event(&cache, ev).map(Ok)
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }
         });
     let rs_stream = in_scope(deps, ns, labelled.clone(), rs_w, strip_managed);
     let dep_stream = in_scope(deps, ns, labelled, dep_w, strip_managed);
     let all = watcher::Config::default();
-    let hsd_stream = in_scope(deps, ns, all, hsd_w, keep);
+    let hsd_stream = in_scope(deps, ns, all, hsd_w, keep).then(move |r| {
+        let feed = feed.clone();
+        async move {
+            if let Ok(h) = &r {
+                let ns = h.metadata.namespace.as_deref();
+                feed.pool(ns, PoolKind::HotStandbyDeployment, &h.name_any())
+                    .await;
+            }
+            r
+        }
+    });
     let stores = Stores {
         pods: pods.clone(),
         replicasets: rss,
@@ -301,12 +328,13 @@ pub fn start(deps: &super::Deps, namespace: Option<String>) -> super::Started {
         forget(&c, &ns, &name);
     });
     let label = super::scope_label(ns);
-    super::Started {
+    let started = super::Started {
         tasks: vec![
             (format!("hsd-{label}"), Box::pin(controller)),
             (format!("hsd-{label}-probes"), Box::pin(forget_probes)),
         ],
-    }
+    };
+    (started, claims_feed)
 }
 
 /// The busy guard's way to an HSD pod's http probe: the pod in our pod cache, its HSD by
