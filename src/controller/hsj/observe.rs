@@ -176,32 +176,38 @@ pub fn pod_state(
     }
 }
 
-/// The most protective of several pod states (busy > unknown > idle).
-fn combine(states: &[(BusyState, bool, String)]) -> (BusyState, bool, String) {
-    let rank = |s: BusyState| match s {
-        BusyState::Busy => 2,
-        BusyState::Unknown => 1,
-        BusyState::Idle => 0,
-    };
-    let stale = states.iter().any(|s| s.1);
-    match states.iter().max_by_key(|s| rank(s.0)) {
-        Some((s, _, r)) => (*s, stale, r.clone()),
-        None => (BusyState::Idle, false, "no pod yet".into()),
-    }
-}
-
 /// A unit's busy state: its live (not terminating) pods' states combined.
 pub fn unit_state(
     pods: &[&Pod],
     probe: &JobBusyProbe,
     probes: &ProbeCache,
 ) -> (BusyState, bool, String) {
-    let states: Vec<_> = pods
+    // One pass, no list: the reason of the most protective state is moved, not copied
+    // (busy > unknown > idle; between equals, the last pod's reason).
+    let mut best: Option<(BusyState, bool, String)> = None;
+    let mut stale = false;
+    for p in pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| pod_state(p, probe, probes))
-        .collect();
-    combine(&states)
+    {
+        let s = pod_state(p, probe, probes);
+        stale |= s.1;
+        if best.as_ref().is_none_or(|b| rank(s.0) >= rank(b.0)) {
+            best = Some(s);
+        }
+    }
+    match best {
+        Some((s, _, r)) => (s, stale, r),
+        None => (BusyState::Idle, false, "no pod yet".into()),
+    }
+}
+
+fn rank(s: BusyState) -> u8 {
+    match s {
+        BusyState::Busy => 2,
+        BusyState::Unknown => 1,
+        BusyState::Idle => 0,
+    }
 }
 
 /// The planner's view of one unit.
@@ -417,5 +423,68 @@ mod tests {
         let m = pods_by_job([&a, &b, &orphan]);
         assert_eq!(m.len(), 2);
         assert_eq!(m["j1"][0].name_any(), "a");
+    }
+}
+
+#[cfg(test)]
+mod unit_state_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::time::Instant;
+
+    /// A running pod with its own probe answer (None: never probed; Some(Err): failing
+    /// after a busy answer), maybe terminating.
+    fn pod(i: usize, terminating: bool) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("p{i}")},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"}
+        });
+        if terminating {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The rule, stated plainly: the most protective live pod's state (busy > unknown >
+    /// idle; between equals the last pod's reason), stale if any live pod is stale, and
+    /// "no pod yet" idle without a live pod.
+    fn oracle(states: &[(BusyState, bool, String)]) -> (BusyState, bool, String) {
+        let stale = states.iter().any(|s| s.1);
+        match states.iter().max_by_key(|s| rank(s.0)) {
+            Some((s, _, r)) => (*s, stale, r.clone()),
+            None => (BusyState::Idle, false, "no pod yet".into()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_unit_is_as_busy_as_its_most_protective_live_pod(
+            pods in proptest::collection::vec((0u8..4, any::<bool>()), 0..5),
+        ) {
+            let probe: JobBusyProbe = serde_json::from_value(json!({
+                "mode": "exec", "exec": {"command": ["cat", "/tmp/busy"]}})).unwrap();
+            let probes = ProbeCache::default();
+            let at = Instant::now();
+            let objs: Vec<Pod> = pods.iter().enumerate().map(|(i, (answer, term))| {
+                let uid = format!("p{i}");
+                match answer {
+                    0 => {}
+                    1 => { probes.record(&uid, Ok(BusyState::Idle), at); }
+                    2 => { probes.record(&uid, Ok(BusyState::Busy), at); }
+                    _ => {
+                        probes.record(&uid, Ok(BusyState::Busy), at);
+                        probes.record(&uid, Err(format!("timeout {i}")), at);
+                    }
+                }
+                pod(i, *term)
+            }).collect();
+            let refs: Vec<&Pod> = objs.iter().collect();
+            let live: Vec<_> = objs.iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| pod_state(p, &probe, &probes))
+                .collect();
+            prop_assert_eq!(unit_state(&refs, &probe, &probes), oracle(&live));
+        }
     }
 }

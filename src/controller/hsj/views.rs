@@ -20,6 +20,8 @@ use crate::api::hsj::{JobBusyMode, JobBusyProbe};
 use crate::probe::{BusyState, ProbeCache};
 
 struct Cached {
+    /// The reconcile (of this HSJ) that last saw the unit: units not seen are dropped.
+    seen: u64,
     job_rv: String,
     /// (UID, resourceVersion) of the unit's pods, in the order they were given.
     pods: Vec<(String, String)>,
@@ -45,11 +47,18 @@ impl Cached {
 /// Views by HSJ ("namespace/name"), then by Job UID.
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<HashMap<String, HashMap<Arc<str>, Cached>>>,
+    inner: Mutex<HashMap<String, Units>>,
+}
+
+/// One HSJ's views, and how many reconciles have read them.
+#[derive(Default)]
+struct Units {
+    reconciles: u64,
+    by_uid: HashMap<Arc<str>, Cached>,
 }
 
 impl ViewCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<Arc<str>, Cached>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Units>> {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -58,6 +67,10 @@ impl ViewCache {
 
     /// The views of `jobs` (the HSJ's units; `by_job` their pods by Job UID), reusing what
     /// is unchanged. `ever` holds the UIDs of Jobs ever seen busy; a unit busy now is added.
+    ///
+    /// Kept views are updated in place (no map rebuilt per reconcile), and a reused view's
+    /// reason string is replaced only when it changed: a reconcile of 10,000 unchanged
+    /// units allocates little beyond the returned list.
     pub fn views<'a>(
         &self,
         key: &str,
@@ -69,51 +82,75 @@ impl ViewCache {
     ) -> Vec<UnitView> {
         // The lock is held only to take and put back this HSJ's views (kube never runs two
         // reconciles of one object at once), not while they are built.
-        let mut old = self.lock().remove(key).unwrap_or_default();
-        let mut fresh = HashMap::with_capacity(old.len());
-        let mut out = Vec::with_capacity(old.len());
+        let mut units = self.lock().remove(key).unwrap_or_default();
+        units.reconciles += 1;
+        let now = units.reconciles;
+        let cache = &mut units.by_uid;
+        let mut out = Vec::with_capacity(cache.len());
+        let mut seen = 0usize;
         let probed = matches!(probe.mode, JobBusyMode::Http | JobBusyMode::Exec);
         for job in jobs {
             let uid = job.metadata.uid.as_deref().unwrap_or_default();
             let rv = job.metadata.resource_version.as_deref().unwrap_or_default();
             let pods = by_job.get(uid).map(Vec::as_slice).unwrap_or_default();
             let was = ever.contains(uid);
-            let hit = old.remove(uid).filter(|c| c.holds(rv, pods, probe));
-            let c = match hit {
-                Some(mut c) => {
+            let c = match cache.get_mut(uid) {
+                Some(c) if c.seen != now && c.holds(rv, pods, probe) => {
                     if probed {
                         let (state, stale, reason) = observe::unit_state(pods, probe, probes);
-                        c.view.core.state = state;
-                        c.view.core.stale = stale;
-                        c.view.core.reason = reason.into();
+                        let v = &mut c.view.core;
+                        v.state = state;
+                        v.stale = stale;
+                        if *v.reason != *reason {
+                            v.reason = reason.into();
+                        }
                     }
                     c.view.ever_busy = was || c.view.core.state == BusyState::Busy;
                     c
                 }
-                None => Cached {
-                    job_rv: rv.to_string(),
-                    pods: pods
-                        .iter()
-                        .map(|p| {
-                            let m = &p.metadata;
-                            (
-                                m.uid.clone().unwrap_or_default(),
-                                m.resource_version.clone().unwrap_or_default(),
-                            )
-                        })
-                        .collect(),
-                    mode: probe.mode,
-                    key: probe.annotation_key.clone(),
-                    view: observe::unit_view(job, pods, probe, probes, was),
-                },
+                _ => {
+                    let c = Cached {
+                        seen: now,
+                        job_rv: rv.to_string(),
+                        pods: pods
+                            .iter()
+                            .map(|p| {
+                                let m = &p.metadata;
+                                (
+                                    m.uid.clone().unwrap_or_default(),
+                                    m.resource_version.clone().unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                        mode: probe.mode,
+                        key: probe.annotation_key.clone(),
+                        view: observe::unit_view(job, pods, probe, probes, was),
+                    };
+                    let k: Arc<str> = c.view.core.uid.clone();
+                    // A UID seen twice in one reconcile is counted once.
+                    if cache.get(uid).is_none_or(|old| old.seen != now) {
+                        seen += 1;
+                    }
+                    cache.insert(k.clone(), c);
+                    match cache.get_mut(&k) {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
             };
+            if c.seen != now {
+                c.seen = now;
+                seen += 1;
+            }
             if c.view.ever_busy && !was {
                 ever.insert(uid.to_string());
             }
             out.push(c.view.clone());
-            fresh.insert(c.view.core.uid.clone(), c);
         }
-        self.lock().insert(key.to_string(), fresh);
+        if cache.len() > seen {
+            cache.retain(|_, c| c.seen == now);
+        }
+        self.lock().insert(key.to_string(), units);
         out
     }
 
@@ -255,7 +292,7 @@ mod tests {
         let none = HashMap::new();
         cache.views("ns/h", [&a, &b], &none, &p, &probes, &mut ever);
         cache.views("ns/h", [&a], &none, &p, &probes, &mut ever);
-        assert_eq!(cache.lock()["ns/h"].len(), 1);
+        assert_eq!(cache.lock()["ns/h"].by_uid.len(), 1);
         cache.forget("ns/h");
         assert!(cache.lock().is_empty());
     }
