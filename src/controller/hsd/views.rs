@@ -18,6 +18,8 @@ use crate::api::hsd::{BusyMode, HotStandbyDeployment};
 use crate::probe::{self, ProbeCache};
 
 struct Cached {
+    /// The reconcile (of this HSD) that last counted the pod: pods not counted are dropped.
+    seen: u64,
     resource_version: Arc<str>,
     /// The mode and annotation key the state was read with.
     mode: BusyMode,
@@ -30,18 +32,27 @@ struct Cached {
 /// Views by HSD ("namespace/name"), then by pod UID.
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<HashMap<String, HashMap<Arc<str>, Cached>>>,
+    inner: Mutex<HashMap<String, Pods>>,
+}
+
+/// One HSD's views, and how many reconciles have read them.
+#[derive(Default)]
+struct Pods {
+    reconciles: u64,
+    by_uid: HashMap<Arc<str>, Cached>,
 }
 
 impl ViewCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<Arc<str>, Cached>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pods>> {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// The views of `pods` (the HSD's counted pods), reusing what is unchanged.
+    /// The views of `pods` (the HSD's counted pods), reusing what is unchanged. Kept views
+    /// are updated in place (no map rebuilt per reconcile); an http pod's reason string is
+    /// replaced only when it changed.
     pub fn views(
         &self,
         key: &str,
@@ -52,41 +63,65 @@ impl ViewCache {
     ) -> Vec<PodView> {
         // The lock is held only to take and put back this HSD's views (kube never runs two
         // reconciles of one object at once), not while they are built.
-        let mut old = self.lock().remove(key).unwrap_or_default();
-        let mut fresh = HashMap::with_capacity(pods.len());
+        let mut kept = self.lock().remove(key).unwrap_or_default();
+        kept.reconciles += 1;
+        let now = kept.reconciles;
+        let cache = &mut kept.by_uid;
         let probe = &hsd.spec.busy_probe;
         let ann_key: &str = &probe.annotation_key;
         let mut out = Vec::with_capacity(pods.len());
+        let mut seen = 0usize;
         for pod in pods {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let rv = pod.metadata.resource_version.as_deref().unwrap_or_default();
-            let hit = old.remove(uid).filter(|c| {
-                &*c.resource_version == rv && c.mode == probe.mode && &*c.key == ann_key
-            });
-            let mut c = match hit {
-                Some(c) => c,
-                None => {
+            let c = match cache.get_mut(uid) {
+                Some(c)
+                    if c.seen != now
+                        && &*c.resource_version == rv
+                        && c.mode == probe.mode
+                        && &*c.key == ann_key =>
+                {
+                    c
+                }
+                _ => {
                     let view = child::pod_view(pod, hsd, probes, current_rs);
-                    Cached {
+                    let k = view.uid.clone();
+                    let c = Cached {
+                        seen: 0,
                         resource_version: view.resource_version.clone(),
                         mode: probe.mode,
                         key: ann_key.into(),
                         owner_rs: child::owner_replicaset(pod),
                         view,
+                    };
+                    // A UID counted twice in one reconcile is counted once.
+                    if cache.get(uid).is_some_and(|old| old.seen == now) {
+                        seen -= 1;
+                    }
+                    cache.insert(k.clone(), c);
+                    match cache.get_mut(&k) {
+                        Some(c) => c,
+                        None => continue,
                     }
                 }
             };
+            c.seen = now;
+            seen += 1;
             if probe.mode == BusyMode::Http {
-                let (state, stale, reason) = probe::pod_busy(pod, probe, probes);
+                let (state, stale, reason) = probe::pod_busy(*pod, probe, probes);
                 c.view.state = state;
                 c.view.stale = stale;
-                c.view.reason = reason.into();
+                if *c.view.reason != *reason {
+                    c.view.reason = reason.into();
+                }
             }
             c.view.current = c.owner_rs.as_deref() == current_rs;
             out.push(c.view.clone());
-            fresh.insert(c.view.uid.clone(), c);
         }
-        self.lock().insert(key.to_string(), fresh);
+        if cache.len() > seen {
+            cache.retain(|_, c| c.seen == now);
+        }
+        self.lock().insert(key.to_string(), kept);
         out
     }
 
@@ -163,7 +198,7 @@ mod tests {
         let (a, b) = (pod(1, 1, true, "rs"), pod(2, 1, false, "rs"));
         cache.views("ns/g", &[&a, &b], &h, &probes, Some("rs"));
         cache.views("ns/g", &[&a], &h, &probes, Some("rs"));
-        assert_eq!(cache.lock()["ns/g"].len(), 1);
+        assert_eq!(cache.lock()["ns/g"].by_uid.len(), 1);
         cache.forget("ns/g");
         assert!(cache.lock().is_empty());
     }
