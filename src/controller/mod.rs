@@ -25,6 +25,7 @@ pub mod held;
 pub mod hsd;
 pub mod hsj;
 pub mod index;
+pub mod kept;
 pub mod pool;
 pub mod pool_pod;
 pub mod shell;

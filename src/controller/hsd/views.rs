@@ -7,8 +7,9 @@
 //! without the pod changing), and `current` is always recomputed (it depends on which
 //! ReplicaSet is current, not on the pod). Each HSD's cache holds only the pods its last
 //! reconcile counted, so gone pods are dropped at once; a deleted HSD's cache is dropped.
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::controller::kept::KeptByObject;
 
 use crate::controller::pool_pod::PoolPod;
 
@@ -18,8 +19,6 @@ use crate::api::hsd::{BusyMode, HotStandbyDeployment};
 use crate::probe::{self, ProbeCache};
 
 struct Cached {
-    /// The reconcile (of this HSD) that last counted the pod: pods not counted are dropped.
-    seen: u64,
     resource_version: Arc<str>,
     /// The mode and annotation key the state was read with.
     mode: BusyMode,
@@ -32,27 +31,13 @@ struct Cached {
 /// Views by HSD ("namespace/name"), then by pod UID.
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<HashMap<String, Pods>>,
-}
-
-/// One HSD's views, and how many reconciles have read them.
-#[derive(Default)]
-struct Pods {
-    reconciles: u64,
-    by_uid: HashMap<Arc<str>, Cached>,
+    inner: KeptByObject<Cached>,
 }
 
 impl ViewCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pods>> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     /// The views of `pods` (the HSD's counted pods), reusing what is unchanged. Kept views
-    /// are updated in place (no map rebuilt per reconcile); an http pod's reason string is
-    /// replaced only when it changed.
+    /// are updated in place (see [`crate::controller::kept`]); an http pod's reason string
+    /// is replaced only when it changed.
     pub fn views(
         &self,
         key: &str,
@@ -61,52 +46,30 @@ impl ViewCache {
         probes: &ProbeCache,
         current_rs: Option<&str>,
     ) -> Vec<PodView> {
-        // The lock is held only to take and put back this HSD's views (kube never runs two
-        // reconciles of one object at once), not while they are built.
-        let mut kept = self.lock().remove(key).unwrap_or_default();
-        kept.reconciles += 1;
-        let now = kept.reconciles;
-        let cache = &mut kept.by_uid;
+        let mut kept = self.inner.take(key);
         let probe = &hsd.spec.busy_probe;
         let ann_key: &str = &probe.annotation_key;
         let mut out = Vec::with_capacity(pods.len());
-        let mut seen = 0usize;
         for pod in pods {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             let rv = pod.metadata.resource_version.as_deref().unwrap_or_default();
-            let c = match cache.get_mut(uid) {
-                Some(c)
-                    if c.seen != now
-                        && &*c.resource_version == rv
-                        && c.mode == probe.mode
-                        && &*c.key == ann_key =>
-                {
-                    c
-                }
-                _ => {
-                    let view = child::pod_view(pod, hsd, probes, current_rs);
-                    let k = view.uid.clone();
-                    let c = Cached {
-                        seen: 0,
-                        resource_version: view.resource_version.clone(),
-                        mode: probe.mode,
-                        key: ann_key.into(),
-                        owner_rs: child::owner_replicaset(pod),
-                        view,
-                    };
-                    // A UID counted twice in one reconcile is counted once.
-                    if cache.get(uid).is_some_and(|old| old.seen == now) {
-                        seen -= 1;
-                    }
-                    cache.insert(k.clone(), c);
-                    match cache.get_mut(&k) {
-                        Some(c) => c,
-                        None => continue,
-                    }
-                }
+            let holds = |c: &Cached| {
+                &*c.resource_version == rv && c.mode == probe.mode && &*c.key == ann_key
             };
-            c.seen = now;
-            seen += 1;
+            let build = || {
+                let view = child::pod_view(pod, hsd, probes, current_rs);
+                let c = Cached {
+                    resource_version: view.resource_version.clone(),
+                    mode: probe.mode,
+                    key: ann_key.into(),
+                    owner_rs: child::owner_replicaset(pod),
+                    view,
+                };
+                (c.view.uid.clone(), c)
+            };
+            let Some(c) = kept.get_or_build(uid, holds, build) else {
+                continue;
+            };
             if probe.mode == BusyMode::Http {
                 let (state, stale, reason) = probe::pod_busy(*pod, probe, probes);
                 c.view.state = state;
@@ -118,16 +81,13 @@ impl ViewCache {
             c.view.current = c.owner_rs.as_deref() == current_rs;
             out.push(c.view.clone());
         }
-        if cache.len() > seen {
-            cache.retain(|_, c| c.seen == now);
-        }
-        self.lock().insert(key.to_string(), kept);
+        self.inner.put(key, kept);
         out
     }
 
     /// Drop an HSD's views (it is gone).
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        self.inner.forget(key);
     }
 }
 
@@ -198,8 +158,8 @@ mod tests {
         let (a, b) = (pod(1, 1, true, "rs"), pod(2, 1, false, "rs"));
         cache.views("ns/g", &[&a, &b], &h, &probes, Some("rs"));
         cache.views("ns/g", &[&a], &h, &probes, Some("rs"));
-        assert_eq!(cache.lock()["ns/g"].by_uid.len(), 1);
+        assert_eq!(cache.inner.kept("ns/g"), 1);
         cache.forget("ns/g");
-        assert!(cache.lock().is_empty());
+        assert_eq!(cache.inner.objects(), 0);
     }
 }

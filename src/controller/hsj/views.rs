@@ -9,7 +9,6 @@
 //! (it changes without the unit changing). Each HSJ's cache holds only the units its last
 //! reconcile saw, so gone units are dropped at once; a deleted HSJ's cache is dropped.
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -17,11 +16,10 @@ use k8s_openapi::api::core::v1::Pod;
 use super::observe;
 use super::plan::UnitView;
 use crate::api::hsj::{JobBusyMode, JobBusyProbe};
+use crate::controller::kept::KeptByObject;
 use crate::probe::{BusyState, ProbeCache};
 
 struct Cached {
-    /// The reconcile (of this HSJ) that last saw the unit: units not seen are dropped.
-    seen: u64,
     job_rv: String,
     /// (UID, resourceVersion) of the unit's pods, in the order they were given.
     pods: Vec<(String, String)>,
@@ -47,30 +45,15 @@ impl Cached {
 /// Views by HSJ ("namespace/name"), then by Job UID.
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<HashMap<String, Units>>,
-}
-
-/// One HSJ's views, and how many reconciles have read them.
-#[derive(Default)]
-struct Units {
-    reconciles: u64,
-    by_uid: HashMap<Arc<str>, Cached>,
+    inner: KeptByObject<Cached>,
 }
 
 impl ViewCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Units>> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     /// The views of `jobs` (the HSJ's units; `by_job` their pods by Job UID), reusing what
     /// is unchanged. `ever` holds the UIDs of Jobs ever seen busy; a unit busy now is added.
     ///
-    /// Kept views are updated in place (no map rebuilt per reconcile), and a reused view's
-    /// reason string is replaced only when it changed: a reconcile of 10,000 unchanged
-    /// units allocates little beyond the returned list.
+    /// Kept views are updated in place (see [`crate::controller::kept`]), and a reused
+    /// view's reason string is replaced only when it changed.
     pub fn views<'a>(
         &self,
         key: &str,
@@ -80,83 +63,62 @@ impl ViewCache {
         probes: &ProbeCache,
         ever: &mut HashSet<String>,
     ) -> Vec<UnitView> {
-        // The lock is held only to take and put back this HSJ's views (kube never runs two
-        // reconciles of one object at once), not while they are built.
-        let mut units = self.lock().remove(key).unwrap_or_default();
-        units.reconciles += 1;
-        let now = units.reconciles;
-        let cache = &mut units.by_uid;
-        let mut out = Vec::with_capacity(cache.len());
-        let mut seen = 0usize;
+        let mut kept = self.inner.take(key);
+        let mut out = Vec::with_capacity(kept.len());
         let probed = matches!(probe.mode, JobBusyMode::Http | JobBusyMode::Exec);
         for job in jobs {
             let uid = job.metadata.uid.as_deref().unwrap_or_default();
             let rv = job.metadata.resource_version.as_deref().unwrap_or_default();
             let pods = by_job.get(uid).map(Vec::as_slice).unwrap_or_default();
             let was = ever.contains(uid);
-            let c = match cache.get_mut(uid) {
-                Some(c) if c.seen != now && c.holds(rv, pods, probe) => {
-                    if probed {
-                        let (state, stale, reason) = observe::unit_state(pods, probe, probes);
-                        let v = &mut c.view.core;
-                        v.state = state;
-                        v.stale = stale;
-                        if *v.reason != *reason {
-                            v.reason = reason.into();
-                        }
-                    }
-                    c.view.ever_busy = was || c.view.core.state == BusyState::Busy;
-                    c
-                }
-                _ => {
-                    let c = Cached {
-                        seen: now,
-                        job_rv: rv.to_string(),
-                        pods: pods
-                            .iter()
-                            .map(|p| {
-                                let m = &p.metadata;
-                                (
-                                    m.uid.clone().unwrap_or_default(),
-                                    m.resource_version.clone().unwrap_or_default(),
-                                )
-                            })
-                            .collect(),
-                        mode: probe.mode,
-                        key: probe.annotation_key.clone(),
-                        view: observe::unit_view(job, pods, probe, probes, was),
-                    };
-                    let k: Arc<str> = c.view.core.uid.clone();
-                    // A UID seen twice in one reconcile is counted once.
-                    if cache.get(uid).is_none_or(|old| old.seen != now) {
-                        seen += 1;
-                    }
-                    cache.insert(k.clone(), c);
-                    match cache.get_mut(&k) {
-                        Some(c) => c,
-                        None => continue,
-                    }
-                }
+            let mut built = false;
+            let build = || {
+                built = true;
+                let c = Cached {
+                    job_rv: rv.to_string(),
+                    pods: pods
+                        .iter()
+                        .map(|p| {
+                            let m = &p.metadata;
+                            (
+                                m.uid.clone().unwrap_or_default(),
+                                m.resource_version.clone().unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                    mode: probe.mode,
+                    key: probe.annotation_key.clone(),
+                    view: observe::unit_view(job, pods, probe, probes, was),
+                };
+                (c.view.core.uid.clone(), c)
             };
-            if c.seen != now {
-                c.seen = now;
-                seen += 1;
+            let Some(c) = kept.get_or_build(uid, |c| c.holds(rv, pods, probe), build) else {
+                continue;
+            };
+            if !built {
+                if probed {
+                    let (state, stale, reason) = observe::unit_state(pods, probe, probes);
+                    let v = &mut c.view.core;
+                    v.state = state;
+                    v.stale = stale;
+                    if *v.reason != *reason {
+                        v.reason = reason.into();
+                    }
+                }
+                c.view.ever_busy = was || c.view.core.state == BusyState::Busy;
             }
             if c.view.ever_busy && !was {
                 ever.insert(uid.to_string());
             }
             out.push(c.view.clone());
         }
-        if cache.len() > seen {
-            cache.retain(|_, c| c.seen == now);
-        }
-        self.lock().insert(key.to_string(), units);
+        self.inner.put(key, kept);
         out
     }
 
     /// Drop an HSJ's views (it is gone).
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        self.inner.forget(key);
     }
 }
 
@@ -292,8 +254,8 @@ mod tests {
         let none = HashMap::new();
         cache.views("ns/h", [&a, &b], &none, &p, &probes, &mut ever);
         cache.views("ns/h", [&a], &none, &p, &probes, &mut ever);
-        assert_eq!(cache.lock()["ns/h"].by_uid.len(), 1);
+        assert_eq!(cache.inner.kept("ns/h"), 1);
         cache.forget("ns/h");
-        assert!(cache.lock().is_empty());
+        assert_eq!(cache.inner.objects(), 0);
     }
 }
