@@ -21,6 +21,8 @@ use crate::Result;
 pub mod actor;
 pub mod claim;
 pub mod cost;
+#[cfg(test)]
+pub mod fixtures;
 pub mod held;
 pub mod hsd;
 pub mod hsj;

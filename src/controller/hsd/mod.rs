@@ -368,26 +368,9 @@ mod tests {
     use crate::probe::target::PoolProbe;
 
     fn cached_pod(name: &str, label: (&str, &str)) -> PoolPod {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
-                         "labels": {label.0: label.1}},
-            "spec": {"containers": [{"name": "main"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.9"}
-        }))
-        .unwrap()
+        crate::controller::fixtures::cached_pod(name, label)
     }
-
-    fn store_of<K>(objs: Vec<K>) -> Store<K>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + 'static,
-    {
-        let (store, mut w) = reflector::store::<K>();
-        for o in objs {
-            w.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
-        }
-        w.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-        store
-    }
+    use crate::controller::fixtures::store_of;
 
     fn hsd(name: &str, mode: &str) -> HotStandbyDeployment {
         serde_json::from_value(serde_json::json!({
