@@ -427,20 +427,8 @@ pub struct KubeAuthorizer {
 impl Authorizer for KubeAuthorizer {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFut<'a, Result<Caller, ReviewError>> {
         Box::pin(async move {
-            use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-            let tr = TokenReview {
-                spec: TokenReviewSpec {
-                    token: token.to_string(),
-                    audiences: None,
-                },
-                ..Default::default()
-            };
-            let out = api
-                .create(&kube::api::PostParams::default(), &tr)
-                .await
-                .map_err(|e| ReviewError::Unavailable(e.to_string()))?;
-            caller_from_review(out.status.as_ref())
+            let status = super::release::token_review(&self.client, token, None).await?;
+            caller_from_review(status.as_ref())
         })
     }
 
