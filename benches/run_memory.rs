@@ -97,11 +97,23 @@ fn own(hsds: usize, pods_each: usize) -> HashMap<String, Vec<Value>> {
         // The busy-guard label our pod templates carry, so the guard's cache holds them too.
         let labels = json!({"app": name, "hsd.paia.tech/name": name, "pod-template-hash": "abc",
                             "kube-standby.dev/busy-guard": "true"});
+        let spec = json!({"idleTarget": pods_each, "minReplicas": 0, "maxReplicas": 1000, "selector": {"matchLabels": {"app": name}},
+                          "podTemplate": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "registry.example.com/team/app:1.2.3"}]}}});
+        // As a real API server sends an HSD made by `kubectl apply` and given a status by
+        // the operator: kubectl's last-applied copy and both managers' managed fields.
+        let last_applied = json!({"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+                                  "metadata": {"name": name, "namespace": "games"}, "spec": spec});
         m.entry("/apis/apps.paia.tech/v1alpha1/hotstandbydeployments".into()).or_default().push(json!({
             "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
-            "metadata": {"name": name, "namespace": "games", "uid": format!("hsd-{h}"), "generation": 1, "resourceVersion": "1"},
-            "spec": {"idleTarget": pods_each, "minReplicas": 0, "maxReplicas": 1000, "selector": {"matchLabels": {"app": name}},
-                     "podTemplate": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "registry.example.com/team/app:1.2.3"}]}}}
+            "metadata": {"name": name, "namespace": "games", "uid": format!("hsd-{h}"), "generation": 1, "resourceVersion": "1",
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied.to_string()},
+                         "managedFields": [
+                {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "apps.paia.tech/v1alpha1", "time": "2026-01-01T00:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+                 "f:spec": {".": {}, "f:idleTarget": {}, "f:maxReplicas": {}, "f:minReplicas": {}, "f:podTemplate": {".": {}, "f:metadata": {}, "f:spec": {}}, "f:selector": {}}}},
+                {"manager": "kube-standby", "operation": "Apply", "apiVersion": "apps.paia.tech/v1alpha1", "time": "2026-01-01T00:00:01Z", "subresource": "status",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:busyReplicas": {}, "f:idleReplicas": {}, "f:replicas": {}, "f:conditions": {}, "f:observedGeneration": {}}}}]},
+            "spec": spec
         }));
         let dep = format!("{name}-workload");
         m.entry("/apis/apps/v1/deployments".into()).or_default().push(json!({

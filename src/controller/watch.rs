@@ -206,17 +206,50 @@ where
     reflected_events(&deps.caches, api, namespace, config, writer, strip)
 }
 
-/// Drops managed fields (never read by a reconcile, often the largest part of an object).
-pub fn strip_managed<K: Resource>(k: &mut K) {
-    k.meta_mut().managed_fields = None;
-}
+/// kubectl's copy of the whole object as last applied (client-side apply).
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Keeps an object whole.
-pub fn keep<K>(_: &mut K) {}
+/// Drops managed fields and kubectl's last-applied copy of the object: never read by a
+/// reconcile, and together often larger than the rest of the object.
+pub fn strip_managed<K: Resource>(k: &mut K) {
+    let meta = k.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_object_keeps_everything_but_managed_fields_and_the_last_applied_copy() {
+        let mut d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "ns",
+                         "managedFields": [{"manager": "kubectl", "operation": "Update"}],
+                         "annotations": {LAST_APPLIED: "{\"kind\":\"Deployment\"}", "hsd.paia.tech/replicas": "3"},
+                         "labels": {"app": "d"}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "d"}}, "template": {}}
+        }))
+        .unwrap();
+        let mut want = d.clone();
+        strip_managed(&mut d);
+        want.metadata.managed_fields = None;
+        want.metadata.annotations =
+            Some([("hsd.paia.tech/replicas".to_string(), "3".to_string())].into());
+        assert_eq!(d, want);
+        let mut only: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c", "annotations": {LAST_APPLIED: "{}"}}
+            }))
+            .unwrap();
+        strip_managed(&mut only);
+        assert_eq!(only.metadata.annotations, None);
+    }
     use k8s_openapi::api::core::v1::Pod;
     use kube::core::Status;
 

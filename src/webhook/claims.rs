@@ -550,6 +550,66 @@ impl ClaimWriter for KubeClaimWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The production reviewers send the token as a TokenReview (the pod endpoints with
+    /// our audience, the claims endpoint with the API server's own) and read its answer.
+    #[tokio::test]
+    async fn the_production_reviewers_send_a_token_review() {
+        use super::super::release::{KubeTokenReviewer, TokenReviewer};
+        use crate::api::singleton::TOKEN_AUDIENCE;
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            let mut seen = vec![];
+            for _ in 0..2 {
+                let (req, send) = handle.next_request().await.expect("a request");
+                assert_eq!(req.method(), http::Method::POST);
+                assert_eq!(
+                    req.uri().path(),
+                    "/apis/authentication.k8s.io/v1/tokenreviews"
+                );
+                let body = req.into_body().collect_bytes().await.expect("body");
+                let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                seen.push(v["spec"].clone());
+                let answer = serde_json::json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": v["spec"],
+                    "status": {"authenticated": true, "audiences": [TOKEN_AUDIENCE],
+                               "user": {"username": "system:serviceaccount:ns:sa", "uid": "u",
+                                        "extra": {"authentication.kubernetes.io/pod-name": ["web-1"],
+                                                  "authentication.kubernetes.io/pod-uid": ["pu"]}}}
+                });
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&answer).expect("answer")))
+                        .expect("response"),
+                );
+            }
+            seen
+        });
+        let id = KubeTokenReviewer {
+            client: client.clone(),
+        }
+        .review("pod-token")
+        .await
+        .expect("identity");
+        assert_eq!((id.namespace.as_str(), id.name.as_str()), ("ns", "web-1"));
+        let caller = KubeAuthorizer { client }
+            .authenticate("user-token")
+            .await
+            .expect("caller");
+        assert_eq!(caller.username, "system:serviceaccount:ns:sa");
+        let seen = server.await.expect("server");
+        assert_eq!(
+            seen,
+            vec![
+                serde_json::json!({"token": "pod-token", "audiences": [TOKEN_AUDIENCE]}),
+                serde_json::json!({"token": "user-token"}),
+            ]
+        );
+    }
     use serde_json::json;
 
     fn body(v: serde_json::Value) -> Vec<u8> {

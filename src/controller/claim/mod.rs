@@ -653,19 +653,25 @@ where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    use super::watch::{in_scope, in_scope_events, keep};
+    use super::watch::{in_scope, in_scope_events, strip_managed};
     let (pods, pod_w) = reflector::store::<PoolPod>();
     let (pools, pool_w) = reflector::store::<K>();
     let paged = watcher::Config::default().labels(pod_label).page_size(100);
     let pod_changes = in_scope_events(deps, namespace, paged, pod_w, pod::strip)
         .filter_map(|r| futures::future::ready(r.ok().map(|ev| Change::Pod(Box::new(ev)))));
-    let pool_changes = in_scope(deps, namespace, watcher::Config::default(), pool_w, keep)
-        .filter_map(move |r| {
-            futures::future::ready(r.ok().and_then(|p| {
-                let ns = p.meta().namespace.as_deref()?;
-                Some(Change::Pool(PoolKey::new(ns, kind.as_str(), &p.name_any())))
-            }))
-        });
+    let pool_changes = in_scope(
+        deps,
+        namespace,
+        watcher::Config::default(),
+        pool_w,
+        strip_managed,
+    )
+    .filter_map(move |r| {
+        futures::future::ready(r.ok().and_then(|p| {
+            let ns = p.meta().namespace.as_deref()?;
+            Some(Change::Pool(PoolKey::new(ns, kind.as_str(), &p.name_any())))
+        }))
+    });
     PoolFeed {
         pods,
         pools,

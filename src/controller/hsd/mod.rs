@@ -260,7 +260,7 @@ pub fn start_with_claims(
     deps: &super::Deps,
     namespace: Option<String>,
 ) -> (super::Started, super::claim::PoolFeed<HotStandbyDeployment>) {
-    use super::watch::{in_scope, in_scope_events, keep, strip_managed};
+    use super::watch::{in_scope, in_scope_events, strip_managed};
     use futures::StreamExt;
     let ns = namespace.as_deref();
     // Small pages: a page is parsed whole before it is stripped.
@@ -288,7 +288,7 @@ pub fn start_with_claims(
     let rs_stream = in_scope(deps, ns, labelled.clone(), rs_w, strip_managed);
     let dep_stream = in_scope(deps, ns, labelled, dep_w, strip_managed);
     let all = watcher::Config::default();
-    let hsd_stream = in_scope(deps, ns, all, hsd_w, keep).then(move |r| {
+    let hsd_stream = in_scope(deps, ns, all, hsd_w, strip_managed).then(move |r| {
         let feed = feed.clone();
         async move {
             if let Ok(h) = &r {

@@ -424,7 +424,7 @@ pub fn start_with(
     exec: ExecProber,
     namespace: Option<String>,
 ) -> super::Started {
-    use super::watch::{in_scope, keep};
+    use super::watch::{in_scope, strip_managed};
     let ns = namespace.as_deref();
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (jobs, job_w) = reflector::store::<Job>();
@@ -433,7 +433,7 @@ pub fn start_with(
     let job_stream = in_scope(deps, ns, labelled.clone(), job_w, strip_job);
     let pod_stream = in_scope(deps, ns, labelled, pod_w, observe::strip_pod);
     let all = watcher::Config::default();
-    let hsj_stream = in_scope(deps, ns, all, hsj_w, keep);
+    let hsj_stream = in_scope(deps, ns, all, hsj_w, strip_managed);
     let stores = Stores {
         jobs: jobs.clone(),
         pods: pods.clone(),
