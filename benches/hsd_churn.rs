@@ -276,6 +276,24 @@ fn reaction_metric(metrics: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// The HSD controller's reconciles so far and their total duration (seconds), from the
+/// operator's metrics (`kube_standby_reconciles_total`, `..._reconcile_duration_seconds`).
+fn hsd_reconciles(metrics: &str) -> Option<(f64, f64)> {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("controller=\"hsd\""))?
+            .split_whitespace()
+            .last()?
+            .parse::<f64>()
+            .ok()
+    };
+    Some((
+        value("kube_standby_reconciles_total{")?,
+        value("kube_standby_reconcile_duration_seconds_sum{")?,
+    ))
+}
+
 struct Setup {
     pools: usize,
     pods: i32,
@@ -441,6 +459,11 @@ fn main() {
         let follower = tokio::spawn(sim.clone().follow(api.writes.len()));
         let period = Duration::from_secs_f64(1.0 / setup.rate);
         let mut rng = Rng(seed.max(1));
+        let metrics_before = run
+            .get_ops("/metrics")
+            .await
+            .map(|(_, m)| m)
+            .unwrap_or_default();
         let cpu_flips = Cpu::now(run.child.id());
         let flips = flip_for(
             &sim,
@@ -479,6 +502,16 @@ fn main() {
             println!(
                 "  operator's own measure (reconcile start -> child write answered, every scale): mean {:.2} ms over {count}",
                 sum / count * 1e3
+            );
+        }
+        if let (Some((n0, d0)), Some((n1, d1))) =
+            (hsd_reconciles(&metrics_before), hsd_reconciles(&metrics))
+        {
+            let n = n1 - n0;
+            println!(
+                "  HSD reconciles from the first flip to the end: {n} ({:.1} per flip), mean duration {:.2} ms",
+                n / flips.max(1) as f64,
+                if n > 0.0 { (d1 - d0) / n * 1e3 } else { 0.0 }
             );
         }
         let stderr = run.stderr();
