@@ -21,7 +21,9 @@
 //!   (target <= 2 s), the total, and how many stretches were over 2 s;
 //! - the writes by kind, and the counts that must be 0 (busy pods deleted);
 //! - the CPU time the operator and this process (fake API server + pool player) used during
-//!   the flips, so a slow bench process shows.
+//!   the flips, so a slow bench process shows; the HSD reconciles meanwhile;
+//! - with BENCH_SLOWEST=N, the N slowest busy flips, each with its pool's writes around it
+//!   and the writes in flight when it was sent (where the time went).
 //!
 //!   cargo bench --bench hsd_churn
 //!   BENCH_SECONDS=60 BENCH_WRITE_LATENCY_MS=5 cargo bench --bench hsd_churn
@@ -276,6 +278,84 @@ fn reaction_metric(metrics: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// The HSD ("poolN") a write is for: from its path (child Deployment, pod, HSD status) or,
+/// for an Event, the object it is about.
+fn pool_of_write(w: &fake_apiserver::Write) -> Option<String> {
+    let path = w.path.strip_suffix("/status").unwrap_or(&w.path);
+    let last = path.rsplit('/').next()?;
+    let name = if w.path.contains("/events") {
+        ["regarding", "involvedObject"]
+            .iter()
+            .find_map(|k| w.body[k]["name"].as_str())?
+    } else if w.path.contains("/hotstandbydeployments/") {
+        last
+    } else if w.path.contains("/deployments/") {
+        last.strip_suffix("-workload")?
+    } else if w.path.contains("/pods/") {
+        last.rsplit_once('-')?.0
+    } else {
+        return None;
+    };
+    Some(name.to_string())
+}
+
+/// For each of the `n` slowest measured busy flips: the writes of all pools in flight when
+/// it was sent, and its pool's own writes from 100 ms before to the answering child write
+/// (times from the flip: arrival..answer), so a flip that waited for its own HSD's reconcile
+/// shows apart from one that waited for something shared.
+fn slowest(api: &fake_apiserver::FakeApi, stats: &hsd_pool::Stats, n: usize) {
+    let mut measured = stats.measured.clone();
+    let Some(first) = measured.iter().map(|m| m.1).min() else {
+        return;
+    };
+    let over = |limit: u64| {
+        measured
+            .iter()
+            .filter(|m| m.2 > Duration::from_millis(limit))
+            .count()
+    };
+    println!(
+        "  busy flips measured over 10 / 20 / 30 ms: {} / {} / {}",
+        over(10),
+        over(20),
+        over(30)
+    );
+    measured.sort_by_key(|m| std::cmp::Reverse(m.2));
+    let writes = api.writes.since(0);
+    println!(
+        "  the {n} slowest busy flips (BENCH_SLOWEST), sent at (s from the first measured one), times from the flip in ms:"
+    );
+    for (pool, at, latency) in measured.into_iter().take(n) {
+        let name = format!("pool{pool}");
+        let in_flight = writes
+            .iter()
+            .filter(|w| w.at <= at && w.answered > at)
+            .count();
+        let rel = |t: Instant| {
+            if t >= at {
+                ms(t - at)
+            } else {
+                -ms(at - t)
+            }
+        };
+        let own: Vec<String> = writes
+            .iter()
+            .filter(|w| {
+                w.answered + Duration::from_millis(100) >= at
+                    && w.at <= at + latency
+                    && pool_of_write(w).as_deref() == Some(name.as_str())
+            })
+            .map(|w| format!("{} {:.1}..{:.1}", kind_of(w), rel(w.at), rel(w.answered)))
+            .collect();
+        println!(
+            "    {:.2} ms {name} at {:.3} s: {in_flight} write(s) in flight at the flip; the pool's writes: {}",
+            ms(latency),
+            at.saturating_duration_since(first).as_secs_f64(),
+            own.join(", ")
+        );
+    }
+}
+
 /// The HSD controller's reconciles so far and their total duration (seconds), from the
 /// operator's metrics (`kube_standby_reconciles_total`, `..._reconcile_duration_seconds`).
 fn hsd_reconciles(metrics: &str) -> Option<(f64, f64)> {
@@ -503,6 +583,34 @@ fn main() {
                 "  operator's own measure (reconcile start -> child write answered, every scale): mean {:.2} ms over {count}",
                 sum / count * 1e3
             );
+        }
+        let n_slowest: usize = env_or("BENCH_SLOWEST", 0);
+        if n_slowest > 0 {
+            slowest(&api, &stats, n_slowest);
+            // The operator's own split: reconcile start -> child write answered (every
+            // scale), and whole HSD reconciles, as cumulative counts per bucket.
+            for (what, prefix, label) in [
+                (
+                    "reconcile start -> child write answered",
+                    "kube_standby_hsd_reaction_seconds_bucket{",
+                    "",
+                ),
+                (
+                    "HSD reconcile durations (whole run)",
+                    "kube_standby_reconcile_duration_seconds_bucket{",
+                    "controller=\"hsd\"",
+                ),
+            ] {
+                let buckets: Vec<String> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with(prefix) && l.contains(label))
+                    .filter_map(|l| {
+                        let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                        Some(format!("<={le} s: {}", l.split_whitespace().last()?))
+                    })
+                    .collect();
+                println!("  {what}, cumulative: {}", buckets.join(", "));
+            }
         }
         if let (Some((n0, d0)), Some((n1, d1))) =
             (hsd_reconciles(&metrics_before), hsd_reconciles(&metrics))

@@ -179,6 +179,8 @@ pub struct Stats {
     pub latencies: Vec<Duration>,
     /// The same, to that write's answer (arrival + the write latency).
     pub answered: Vec<Duration>,
+    /// Each measured flip: its pool, when it was sent, and the latency (as in `latencies`).
+    pub measured: Vec<(usize, Instant, Duration)>,
     /// Busy flips whose target an idle flip of the same pool lowered before it was met.
     pub superseded: usize,
     /// Busy flips the child's count already covered (a scale-down not yet made): no write due.
@@ -418,9 +420,9 @@ impl Sim {
                 (false, _, _) => waiting.push(p),
                 (true, true, true) => st.stats.covered += 1,
                 (true, true, false) => {
-                    st.stats
-                        .latencies
-                        .push(w.at.saturating_duration_since(p.at));
+                    let latency = w.at.saturating_duration_since(p.at);
+                    st.stats.measured.push((p.pool, p.at, latency));
+                    st.stats.latencies.push(latency);
                     st.stats
                         .answered
                         .push(w.answered.saturating_duration_since(p.at));
