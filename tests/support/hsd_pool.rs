@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use kube_standby::api::HotStandbyDeployment;
 use kube_standby::controller::hsd::child;
-use kube_standby::controller::hsd::plan::COST_IDLE;
+use kube_standby::controller::hsd::plan::{COST_IDLE, COST_PROTECTED};
 use serde_json::{json, Value};
 
 use crate::fake_apiserver::{FakeApi, Objects, Write};
@@ -179,6 +179,8 @@ pub struct Stats {
     pub latencies: Vec<Duration>,
     /// The same, to that write's answer (arrival + the write latency).
     pub answered: Vec<Duration>,
+    /// Each measured flip: its pool, when it was sent, and the latency (as in `latencies`).
+    pub measured: Vec<(usize, Instant, Duration)>,
     /// Busy flips whose target an idle flip of the same pool lowered before it was met.
     pub superseded: usize,
     /// Busy flips the child's count already covered (a scale-down not yet made): no write due.
@@ -207,6 +209,10 @@ pub struct Stats {
 
 struct State {
     pools: Vec<Pool>,
+    /// Pool index by child path and by pod name (a write is matched in O(1), not by a scan
+    /// of every pool: the benchmark runs up to 1,000 pools).
+    by_child: HashMap<String, usize>,
+    by_pod: HashMap<String, usize>,
     pending: Vec<Pending>,
     stats: Stats,
 }
@@ -220,6 +226,13 @@ pub struct Sim {
 /// The served objects of `specs` in namespace `ns` (each pool with idleTarget idle pods
 /// and a child asking for them), and the model that matches them.
 pub fn build(ns: &str, specs: &[PoolSpec]) -> (Objects, Model) {
+    build_sized(ns, specs, 0)
+}
+
+/// [`build`] with `pods` pods per pool at the start (at least idleTarget): idleTarget of
+/// them idle, the rest busy, each with the cost the operator wants for it (busy pods
+/// protected), and a child asking for them all, so a pool starts settled.
+pub fn build_sized(ns: &str, specs: &[PoolSpec], pods: i32) -> (Objects, Model) {
     let mut pools = vec![];
     for s in specs {
         let hsd: HotStandbyDeployment = match serde_json::from_value(hsd_json(ns, s)) {
@@ -230,7 +243,7 @@ pub fn build(ns: &str, specs: &[PoolSpec]) -> (Objects, Model) {
             Ok(t) => t,
             Err(e) => panic!("template: {e}"),
         };
-        let replicas = s.idle_target;
+        let replicas = pods.max(s.idle_target);
         let mut c = serde_json::to_value(child::child_deployment(&hsd, tpl.clone(), replicas))
             .unwrap_or_default();
         c["metadata"]["uid"] = format!("dep-{}-uid", s.name).into();
@@ -255,10 +268,12 @@ pub fn build(ns: &str, specs: &[PoolSpec]) -> (Objects, Model) {
             short_since: None,
         };
         pool.set_child_status();
-        for _ in 0..replicas {
+        for k in 0..replicas {
             let n = pool.add_pod();
+            let busy = k < replicas - s.idle_target;
             if let Some(p) = pool.pods.get_mut(&n) {
-                p.cost = Some(COST_IDLE.to_string());
+                p.busy = busy;
+                p.cost = Some(if busy { COST_PROTECTED } else { COST_IDLE }.to_string());
             }
         }
         pools.push(pool);
@@ -285,10 +300,23 @@ pub struct Model(Vec<Pool>);
 
 impl Sim {
     pub fn new(api: Arc<FakeApi>, model: Model) -> Arc<Sim> {
+        let pools = model.0;
+        let by_child = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.child_path.clone(), i))
+            .collect();
+        let by_pod = pools
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.pods.keys().map(move |n| (n.clone(), i)))
+            .collect();
         Arc::new(Sim {
             api,
             state: Mutex::new(State {
-                pools: model.0,
+                pools,
+                by_child,
+                by_pod,
                 pending: vec![],
                 stats: Stats::default(),
             }),
@@ -332,7 +360,7 @@ impl Sim {
     }
 
     fn apply(&self, st: &mut State, w: &Write) {
-        let child = st.pools.iter().position(|p| p.child_path == w.path);
+        let child = st.by_child.get(&w.path).copied();
         if let (Some(i), "PATCH") = (child, w.method.as_str()) {
             Self::count(st, "child Deployment");
             if w.status == 200 {
@@ -392,9 +420,9 @@ impl Sim {
                 (false, _, _) => waiting.push(p),
                 (true, true, true) => st.stats.covered += 1,
                 (true, true, false) => {
-                    st.stats
-                        .latencies
-                        .push(w.at.saturating_duration_since(p.at));
+                    let latency = w.at.saturating_duration_since(p.at);
+                    st.stats.measured.push((p.pool, p.at, latency));
+                    st.stats.latencies.push(latency);
                     st.stats
                         .answered
                         .push(w.answered.saturating_duration_since(p.at));
@@ -413,6 +441,7 @@ impl Sim {
             if let Some(p) = pool.pods.get(&name) {
                 self.api.push(PODS, "ADDED", pool.pod_json(&name, p));
             }
+            st.by_pod.insert(name, i);
         }
         let mut removed_busy = vec![];
         while (pool.pods.len() as i32) > r {
@@ -425,6 +454,7 @@ impl Sim {
                 }
                 self.api.push(PODS, "DELETED", pool.pod_json(&name, &p));
             }
+            st.by_pod.remove(&name);
         }
         st.stats.busy_removed_by_replicaset += removed_busy.len();
         st.pending.retain(|p| !removed_busy.contains(&p.pod));
@@ -432,7 +462,7 @@ impl Sim {
     }
 
     fn pool_of(st: &State, pod: &str) -> Option<usize> {
-        st.pools.iter().position(|p| p.pods.contains_key(pod))
+        st.by_pod.get(pod).copied()
     }
 
     fn pod_deleted(&self, st: &mut State, name: &str, w: &Write) {
@@ -450,6 +480,7 @@ impl Sim {
         let Some(p) = pool.pods.remove(name) else {
             return;
         };
+        st.by_pod.remove(name);
         if p.busy {
             // Flipped after the delete committed: a real API server would have refused the
             // flip (the pod was gone).
