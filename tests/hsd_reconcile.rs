@@ -987,3 +987,59 @@ async fn a_scale_up_writes_replicas_before_costs_and_status() {
     )
     .await;
 }
+
+/// The reaction a scale-up records ends when the child's replicas are written, not after
+/// the cost patch that follows it (here answered 300 ms late).
+#[tokio::test]
+async fn the_reaction_metric_ends_at_the_replicas_write() {
+    let h = hsd(json!({}));
+    let mut flipped = pod("a", true, 100);
+    flipped["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = json!("1");
+    let world = World {
+        pods: vec![flipped, pod("b", true, 50), pod("c", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 2, 2)],
+    };
+    let (client, handle) = verifier::mock_client();
+    let metrics = Arc::new(Metrics::new());
+    let mut ctx = Ctx::new(
+        &Deps {
+            metrics: metrics.clone(),
+            ..Deps::standalone(client)
+        },
+        stores(&world),
+    );
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    let slow_cost = expect(
+        "PATCH",
+        "/api/v1/namespaces/ns/pods/a",
+        |_, _| std::thread::sleep(std::time::Duration::from_millis(300)),
+        200,
+        pod("a", true, 100),
+    );
+    verifier::verify(
+        handle,
+        vec![
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 3)),
+            slow_cost,
+            event("ScaledUp", "busy=2 idle=1 desired=3: replicas 2 -> 3"),
+            status(|st| assert_eq!(st["desiredReplicas"], 3)),
+        ],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
+    let text = metrics.render();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(value("kube_standby_hsd_reaction_seconds_count"), 1.0);
+    let sum = value("kube_standby_hsd_reaction_seconds_sum");
+    assert!(
+        sum < 0.3,
+        "the reaction took the cost patch's 300 ms too: {sum}"
+    );
+}

@@ -156,6 +156,9 @@ pub struct Outcome {
     pub replicas: i32,
     /// The child Deployment was written (it was missing or differed).
     pub wrote_child: bool,
+    /// When the child write was answered (the reaction ends there, not after the cost
+    /// patches that follow it on a scale-up).
+    pub child_written_at: Option<std::time::Instant>,
 }
 
 /// The child as it should be: `template` unless protected pods are still leaving their
@@ -193,11 +196,12 @@ pub async fn run(
     if !up {
         write_costs(&pod_api, plan).await?;
     }
+    let mut child_written_at = None;
     if write {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
         let pp = PatchParams::apply(MANAGER).force();
         match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
-            Ok(_) => {}
+            Ok(_) => child_written_at = Some(std::time::Instant::now()),
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
                 return Err(Ok(format!(
                     "the API server rejected the child Deployment: {}",
@@ -214,6 +218,7 @@ pub async fn run(
         pods: applied,
         replicas,
         wrote_child: write,
+        child_written_at,
     })
 }
 

@@ -200,7 +200,7 @@ async fn replace_child(
 
 /// Metrics of a scale the child was written for.
 fn decisions(ctx: &Ctx, plan: &plan::Plan<'_>, done: &apply::Outcome, started: Instant) {
-    if let (true, Some(direction)) = (done.wrote_child, plan.direction) {
+    if let (Some(at), Some(direction)) = (done.child_written_at, plan.direction) {
         let direction = match direction {
             Direction::Down => "down",
             Direction::Up => "up",
@@ -208,7 +208,7 @@ fn decisions(ctx: &Ctx, plan: &plan::Plan<'_>, done: &apply::Outcome, started: I
         ctx.metrics.hsd.scaled(direction);
         ctx.metrics
             .reaction_latency
-            .observe(started.elapsed().as_secs_f64());
+            .observe(at.saturating_duration_since(started).as_secs_f64());
     }
 }
 

@@ -116,6 +116,7 @@ mod tests {
             },
             replicas: 4,
             wrote_child: true,
+            child_written_at: None,
         };
         let n = notes(&plan(), &done, &before());
         let reasons: Vec<&str> = n.iter().map(|n| &*n.reason).collect();
