@@ -636,16 +636,39 @@ pub fn retry_delay(failures: u32, conflict: bool, key: &str) -> Duration {
     }
     let doublings = failures.saturating_sub(1).min(16);
     let base = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
-    let spread = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    spread(base, key)
+}
+
+/// `base` shortened by 0–20 %, the same for the same key (FNV-1a of it): objects first
+/// handled together (1,000 HSDs at start) do not all come due again in the same instant.
+pub fn spread(base: Duration, key: &str) -> Duration {
+    let per_mille = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     }) % 200;
-    base - base.mul_f64(spread as f64 / 1000.0)
+    base - base.mul_f64(per_mille as f64 / 1000.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn resyncs_are_spread_over_a_fifth_of_the_period() {
+        let base = Duration::from_secs(300);
+        let due: Vec<Duration> = (0..1000)
+            .map(|i| spread(base, &format!("games/game-{i}")))
+            .collect();
+        assert!(due.iter().all(|d| *d <= base && *d >= base.mul_f64(0.8)));
+        assert_eq!(spread(base, "ns/a"), spread(base, "ns/a"));
+        // 1,000 objects land in many different seconds, not one.
+        let seconds: std::collections::BTreeSet<u64> = due.iter().map(Duration::as_secs).collect();
+        assert!(
+            seconds.len() > 40,
+            "only {} distinct seconds",
+            seconds.len()
+        );
+    }
 
     #[test]
     fn retries_back_off_and_conflicts_retry_soon() {

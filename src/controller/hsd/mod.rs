@@ -215,7 +215,8 @@ fn decisions(ctx: &Ctx, plan: &plan::Plan<'_>, done: &apply::Outcome, started: I
 /// When to look again: the resync, sooner for a pending scale-down, a rollout that holds
 /// its template or detaches pods, and the http probe period.
 fn next_requeue(ctx: &Ctx, hsd: &HotStandbyDeployment, plan: &plan::Plan<'_>) -> Duration {
-    let mut next = ctx.resync;
+    let key = format!("{}/{}", hsd.namespace().unwrap_or_default(), hsd.name_any());
+    let mut next = shell::spread(ctx.resync, &key);
     if let Some(d) = plan.requeue_after {
         next = next.min(d + Duration::from_millis(50));
     }

@@ -368,7 +368,8 @@ fn views(
 }
 
 fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i32) -> Duration {
-    let mut next = ctx.resync;
+    let key = format!("{}/{}", hsj.namespace().unwrap_or_default(), hsj.name_any());
+    let mut next = shell::spread(ctx.resync, &key);
     if let Some(d) = plan.requeue_after {
         next = next.min(d + Duration::from_millis(50));
     }
