@@ -677,11 +677,9 @@ async fn an_emptied_status_field_is_cleared_even_when_an_older_writer_owns_it() 
     .await;
 }
 
-/// An HSD that is gone leaves nothing behind: no debug entry, no per-object gauges, no
-/// remembered status.
-#[tokio::test]
-async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
-    let h = hsd(json!({}));
+/// A context over `world` with its own metrics registry, the clock at NOW, and the handle
+/// that answers for the API server.
+fn ctx_with_metrics(world: &World) -> (Ctx, verifier::Handle, Arc<Metrics>) {
     let (client, handle) = verifier::mock_client();
     let metrics = Arc::new(Metrics::new());
     let mut ctx = Ctx::new(
@@ -689,13 +687,22 @@ async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
             metrics: metrics.clone(),
             ..Deps::standalone(client)
         },
-        stores(&World {
-            pods: vec![],
-            rss: vec![],
-            deployments: vec![],
-        }),
+        stores(world),
     );
     ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    (ctx, handle, metrics)
+}
+
+/// An HSD that is gone leaves nothing behind: no debug entry, no per-object gauges, no
+/// remembered status.
+#[tokio::test]
+async fn a_deleted_hsd_leaves_no_gauges_or_debug_state() {
+    let h = hsd(json!({}));
+    let (ctx, handle, metrics) = ctx_with_metrics(&World {
+        pods: vec![],
+        rss: vec![],
+        deployments: vec![],
+    });
     let ctx = Arc::new(ctx);
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), ctx.clone()));
     verifier::verify(
@@ -951,19 +958,24 @@ async fn a_held_pod_is_listed_in_status_with_one_deletion_held_event() {
         .expect("reconcile ok");
 }
 
+/// Two busy pods (pod "a" turned busy a moment ago: its cost still says idle) and one idle
+/// under a child of 2: a scale-up to 3.
+fn just_flipped(h: &HotStandbyDeployment) -> World {
+    let mut flipped = pod("a", true, 100);
+    flipped["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = json!("1");
+    World {
+        pods: vec![flipped, pod("b", true, 50), pod("c", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![child(h, 2, 2)],
+    }
+}
+
 /// Issue 22: on a scale-up, the write that restores capacity (the child's replicas) comes
 /// before the pod-deletion-cost of the pod that just turned busy, and status after both.
 #[tokio::test]
 async fn a_scale_up_writes_replicas_before_costs_and_status() {
     let h = hsd(json!({}));
-    let mut flipped = pod("a", true, 100);
-    // It turned busy a moment ago: its cost still says idle.
-    flipped["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = json!("1");
-    let world = World {
-        pods: vec![flipped, pod("b", true, 50), pod("c", false, 10)],
-        rss: vec![rs()],
-        deployments: vec![child(&h, 2, 2)],
-    };
+    let world = just_flipped(&h);
     scenario(
         h,
         world,
@@ -993,23 +1005,7 @@ async fn a_scale_up_writes_replicas_before_costs_and_status() {
 #[tokio::test]
 async fn the_reaction_metric_ends_at_the_replicas_write() {
     let h = hsd(json!({}));
-    let mut flipped = pod("a", true, 100);
-    flipped["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] = json!("1");
-    let world = World {
-        pods: vec![flipped, pod("b", true, 50), pod("c", false, 10)],
-        rss: vec![rs()],
-        deployments: vec![child(&h, 2, 2)],
-    };
-    let (client, handle) = verifier::mock_client();
-    let metrics = Arc::new(Metrics::new());
-    let mut ctx = Ctx::new(
-        &Deps {
-            metrics: metrics.clone(),
-            ..Deps::standalone(client)
-        },
-        stores(&world),
-    );
-    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let (ctx, handle, metrics) = ctx_with_metrics(&just_flipped(&h));
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
     let slow_cost = expect(
         "PATCH",
