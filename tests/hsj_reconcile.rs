@@ -580,3 +580,45 @@ async fn a_job_the_api_server_rejects_is_remembered_for_its_generation() {
     let h = hsj(json!({"status": {"rejectedGeneration": 1}}));
     scenario(h, &[], &[], vec![]).await;
 }
+
+/// Filling a pool records the HSJ's own reaction, not the HSD's.
+#[tokio::test]
+async fn job_creates_are_timed_in_the_hsj_reaction_histogram() {
+    let h = hsj(json!({"spec": {"idleTarget": 1}}));
+    let (client, handle) = verifier::mock_client();
+    let metrics = Arc::new(kube_standby::metrics::Metrics::new());
+    let deps = Deps {
+        metrics: metrics.clone(),
+        ..Deps::standalone(client)
+    };
+    let stores = Stores {
+        jobs: store::<Job>(&[]),
+        pods: store::<Pod>(&[]),
+    };
+    let mut ctx = Ctx::new(&deps, stores, ExecProber::new(fake_exec(Ok(None)), 4));
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let task = tokio::spawn(hsj::reconcile(Arc::new(h), Arc::new(ctx)));
+    let expected = vec![
+        create("pool-a"),
+        event("ScaledUp", "created Jobs pool-a"),
+        status(|_| {}),
+    ];
+    verifier::verify(handle, expected, task)
+        .await
+        .expect("reconcile ok");
+    let text = metrics.render();
+    let count = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    assert_eq!(
+        count("kube_standby_hsj_reaction_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        count("kube_standby_hsd_reaction_seconds_count"),
+        Some(0.0),
+        "{text}"
+    );
+}

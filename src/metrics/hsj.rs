@@ -14,6 +14,9 @@ pub struct HsjMetrics {
     pub active: Family<ObjectLabels, Gauge>,
     pub consecutive_failures: Family<ObjectLabels, Gauge>,
     pub job_writes: Family<DecisionLabels, Counter>,
+    /// From a reconcile's start to the answer of its last Job create (a pool that needed
+    /// units); not the HSD's histogram, so each kind's reaction reads on its own.
+    pub reaction: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// One reconcile's counts, as the gauges show them.
@@ -51,6 +54,11 @@ impl HsjMetrics {
             "Jobs created (up), deleted as idle surplus (down) or replaced after failing (replace)",
             job_writes.clone(),
         );
+        let reaction = super::latency(
+            registry,
+            "hsj_reaction_seconds",
+            "From a HotStandbyJob reconcile's start to its Job creates answered",
+        );
         HsjMetrics {
             busy,
             idle,
@@ -59,6 +67,7 @@ impl HsjMetrics {
             active,
             consecutive_failures,
             job_writes,
+            reaction,
         }
     }
 

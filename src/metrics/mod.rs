@@ -341,6 +341,7 @@ mod names {
             },
         );
         m.hsj.wrote("up", 1);
+        m.hsj.reaction.observe(0.01);
         m.actor.set(&labels(), true, true);
         m.actor.wrote("Deployment", "apply");
         m.probe.observe(0.001, "idle");
@@ -379,6 +380,7 @@ mod names {
             "kube_standby_hsj_desired_jobs",
             "kube_standby_hsj_idle_jobs",
             "kube_standby_hsj_job_writes",
+            "kube_standby_hsj_reaction_seconds",
             "kube_standby_hsj_unknown_jobs",
             "kube_standby_reconcile_duration_seconds",
             "kube_standby_reconcile_errors",

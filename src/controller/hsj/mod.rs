@@ -346,9 +346,7 @@ fn count_writes(ctx: &Ctx, applied: &apply::Applied, started: Instant) {
     m.wrote("down", applied.deleted.len());
     m.wrote("up", applied.created.len());
     if !applied.created.is_empty() {
-        ctx.metrics
-            .reaction_latency
-            .observe(started.elapsed().as_secs_f64());
+        m.reaction.observe(started.elapsed().as_secs_f64());
     }
 }
 
