@@ -8,6 +8,9 @@
 //! the leader's binding pass (see the claim controller's own figures).
 //!
 //!   cargo bench --bench claims_http        (BENCH_ITERATIONS, default 200; BENCH_CLAIMS, default 4000)
+#[path = "../tests/support/tls_server.rs"]
+mod tls_server;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube_standby::api::claim::{
     Assignment, BoundPod, ClaimPhase, HotStandbyClaim, HotStandbyClaimStatus,
 };
+use kube_standby::certs;
 use kube_standby::metrics::Metrics;
 use kube_standby::state::{DebugState, Readiness};
 use kube_standby::webhook::assignment::{AssignmentLookup, AssignmentService};
@@ -24,8 +28,7 @@ use kube_standby::webhook::claims::{
     Access, Authorizer, Caller, ClaimLookup, ClaimWriter, ClaimsService, WriteError,
 };
 use kube_standby::webhook::release::{BoxFut, PodIdentity, PodTokens, ReviewError, TokenReviewer};
-use kube_standby::webhook::{router, Injection, StaticObjects, WebhookState};
-use kube_standby::{certs, tls};
+use kube_standby::webhook::{Injection, StaticObjects, WebhookState};
 
 struct OnePod;
 impl TokenReviewer for OnePod {
@@ -177,22 +180,7 @@ fn main() {
             gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
             guard: Default::default(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let resolver = tls::CertResolver::new(
-            tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
-                .expect("key"),
-        );
-        tokio::spawn(tls::serve(
-            listener,
-            tls::server_config(resolver).expect("tls"),
-            router(state),
-            tls::ConnLimits::default(),
-            std::future::pending(),
-        ));
-        addr
+        tls_server::serve(state, &bundle).await
     });
     let client = reqwest::Client::builder()
         .use_rustls_tls()

@@ -6,6 +6,9 @@
 //! the operator and the release writes, one reconcile with three API calls.)
 //!
 //!   cargo bench --bench handover_gap        (BENCH_ITERATIONS, default 50)
+#[path = "../tests/support/tls_server.rs"]
+mod tls_server;
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,13 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kube_standby::agent::{self, AgentConfig, Mode};
 use kube_standby::api::singleton::WRAPPER_SCRIPT;
+use kube_standby::certs;
 use kube_standby::metrics::Metrics;
 use kube_standby::state::{DebugState, Readiness};
 use kube_standby::webhook::release::{
     BoxFut, PodIdentity, PodRelease, ReleaseLookup, ReleaseService, ReviewError, TokenReviewer,
 };
-use kube_standby::webhook::{router, Injection, StaticObjects, WebhookState};
-use kube_standby::{certs, tls};
+use kube_standby::webhook::{Injection, StaticObjects, WebhookState};
 
 struct OneToken(PodIdentity);
 impl TokenReviewer for OneToken {
@@ -82,22 +85,7 @@ fn main() {
             gate: kube_standby::webhook::AdmissionGate::new(Default::default()),
             guard: Default::default(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let resolver = tls::CertResolver::new(
-            tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
-                .expect("key"),
-        );
-        tokio::spawn(tls::serve(
-            listener,
-            tls::server_config(resolver).expect("tls"),
-            router(state),
-            tls::ConnLimits::default(),
-            std::future::pending(),
-        ));
-        addr
+        tls_server::serve(state, &bundle).await
     });
 
     let mut gaps = vec![];

@@ -2,6 +2,9 @@
 //! operator down then up, wrong pod, bad token, review caching.
 mod common;
 
+#[path = "support/tls_server.rs"]
+mod tls_server;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,17 +115,7 @@ async fn serve(op: &Operator, listener: tokio::net::TcpListener) {
         op.tokens.clone(),
         op.pods.clone(),
     )));
-    let resolver = CertResolver::new(
-        tls::certified_key_from_pem(op.bundle.cert_pem.as_bytes(), op.bundle.key_pem.as_bytes())
-            .unwrap(),
-    );
-    tokio::spawn(tls::serve(
-        listener,
-        tls::server_config(resolver).unwrap(),
-        router(state),
-        tls::ConnLimits::default(),
-        std::future::pending(),
-    ));
+    tls_server::serve_on(listener, state, &op.bundle);
 }
 
 async fn start(op: &Operator) -> SocketAddr {
@@ -287,19 +280,7 @@ async fn missing_token_and_webhook_mode_answers() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // webhook mode: no release service.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr2 = listener.local_addr().unwrap();
-    let resolver = CertResolver::new(
-        tls::certified_key_from_pem(op.bundle.cert_pem.as_bytes(), op.bundle.key_pem.as_bytes())
-            .unwrap(),
-    );
-    tokio::spawn(tls::serve(
-        listener,
-        tls::server_config(resolver).unwrap(),
-        router(common::state_with(StaticObjects::default())),
-        tls::ConnLimits::default(),
-        std::future::pending(),
-    ));
+    let addr2 = tls_server::serve(common::state_with(StaticObjects::default()), &op.bundle).await;
     let r = common::client(&op.bundle.ca_pem, addr2)
         .get(format!("https://localhost:{}/release", addr2.port()))
         .bearer_auth("x")

@@ -3,6 +3,9 @@
 //! 401/403/400, another pod's assignment, idempotent retries, long-polls woken by a change.
 mod common;
 
+#[path = "support/tls_server.rs"]
+mod tls_server;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,13 +17,12 @@ use kube_standby::api::claim::{
     Assignment, BoundPod, ClaimPhase, HotStandbyClaim, HotStandbyClaimStatus,
 };
 use kube_standby::certs;
-use kube_standby::tls::{self, CertResolver};
 use kube_standby::webhook::assignment::{AssignmentLookup, AssignmentService};
 use kube_standby::webhook::claims::{
     Access, Authorizer, Caller, ClaimAnswer, ClaimLookup, ClaimWriter, ClaimsService, WriteError,
 };
 use kube_standby::webhook::release::{BoxFut, PodIdentity, PodTokens, ReviewError, TokenReviewer};
-use kube_standby::webhook::{router, StaticObjects};
+use kube_standby::webhook::StaticObjects;
 use serde_json::{json, Value};
 
 struct PodTokenTable(HashMap<String, PodIdentity>);
@@ -257,18 +259,7 @@ async fn start(bind: bool) -> Operator {
     let mut svc = ClaimsService::new(authz.clone(), claims.clone(), claims.clone());
     svc.poll_every = Duration::from_secs(30);
     state.claims = Some(Arc::new(svc));
-    let resolver = CertResolver::new(
-        tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(tls::serve(
-        listener,
-        tls::server_config(resolver).unwrap(),
-        router(state),
-        tls::ConnLimits::default(),
-        std::future::pending(),
-    ));
+    let addr = tls_server::serve(state, &bundle).await;
     Operator {
         addr,
         ca: bundle.ca_pem,
