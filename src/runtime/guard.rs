@@ -1,10 +1,11 @@
 //! The busy guard's view of the cluster in `run` mode: a cache of the guarded pods (label
 //! selector `kube-standby.dev/busy-guard=true`, metadata only) per watched scope, so the
 //! eviction path finds its pod without an API call. Pods of HotStandbyDeployments and
-//! HotStandbyJobs are not in it: the pool pod caches every replica keeps (the claim
-//! controller's) already hold them, so the guard reads those ([`GuardedObjects::pool_pods`])
-//! instead of caching each such pod a second time; a pod found there counts only while it
-//! carries the guard label. The cache is not required for
+//! HotStandbyJobs are not in it: the pool pod caches every replica keeps (the HSD
+//! controller's, which claims read too, and the claim controller's of HSJ pods) already
+//! hold them, so the guard reads those ([`GuardedObjects::pool_pods`]) instead of caching
+//! each such pod a second time; a pod found there counts only while it carries the guard
+//! label. The cache is not required for
 //! readiness: until it has listed, an eviction of a pod it does not know is allowed (the
 //! guard fails open, as it does when the webhook is down).
 //!
@@ -211,14 +212,7 @@ mod tests {
         }
     }
 
-    fn store_of(pods: Vec<PoolPod>) -> Store<PoolPod> {
-        let (store, mut writer) = reflector::store::<PoolPod>();
-        for p in pods {
-            writer.apply_watcher_event(&Event::InitApply(p));
-        }
-        writer.apply_watcher_event(&Event::InitDone);
-        store
-    }
+    use crate::controller::fixtures::store_of;
 
     fn named(name: &str, labels: &[(&str, &str)]) -> PoolPod {
         let mut p = PoolPod::default();

@@ -33,8 +33,7 @@ fn key(namespace: &str, hsd: &str) -> PoolKey {
 
 /// The HSD a cached pod belongs to, by its name label.
 fn hsd_of(pod: &PoolPod) -> Option<PoolKey> {
-    let hsd = pod.metadata.labels.as_ref()?.get(NAME_LABEL)?;
-    Some(key(pod.metadata.namespace.as_deref()?, hsd))
+    PoolKey::of_pod(pod).filter(|k| k.kind() == Some(PoolKind::HotStandbyDeployment))
 }
 
 /// Is the cached pod one of HSD `hsd` in `namespace`? (No allocation: read per pod.)
