@@ -190,10 +190,9 @@ impl crate::probe::PodRead for PoolPod {
     }
 }
 
-/// What the cache drops of a pool pod's metadata, as every pod cache does: managed fields
-/// and annotation values over 256 bytes.
+/// What the cache drops of a pool pod's metadata, as every pod cache does: annotation
+/// values over 256 bytes (managed fields are never parsed, see [`PoolPod`]).
 pub fn strip(pod: &mut PoolPod) {
-    pod.metadata.managed_fields = None;
     if let Some(a) = pod.metadata.annotations.as_mut() {
         a.retain(|_, v| v.len() <= 256);
     }
