@@ -682,3 +682,167 @@ async fn probe_settings_out_of_range_are_refused() {
     })
     .await;
 }
+
+/// One sample of a pool: when, its running idle pods, its child's spec.replicas.
+#[derive(Clone, Copy)]
+struct PoolSample {
+    at: std::time::Instant,
+    idle: usize,
+    replicas: i32,
+}
+
+/// Samples `hsd`'s running idle pods (not busy, not terminating) and its child's replicas
+/// every 20 ms until `stop` is set.
+fn pool_sampler(
+    client: Client,
+    ns: &str,
+    hsd: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<PoolSample>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let deps: Api<Deployment> = Api::namespaced(client, ns);
+    let (hsd, child) = (hsd.to_string(), format!("{hsd}-workload"));
+    tokio::spawn(async move {
+        let mut out = vec![];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let running = running_pods(&pods, &hsd).await;
+            let idle = running
+                .iter()
+                .filter(|p| {
+                    p.annotations().get("paia.tech/busy").map(String::as_str) != Some("true")
+                })
+                .count();
+            if let Some(replicas) = replicas(&deps, &child).await {
+                out.push(PoolSample {
+                    at: std::time::Instant::now(),
+                    idle,
+                    replicas,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        out
+    })
+}
+
+/// Issue 22, reaction under churn: three pools whose pods turn busy and idle continuously
+/// (about 6 flips a second in all, 30 s). Rules checked: no busy pod is ever deleted; after
+/// every busy flip the child asks for at least busy + idleTarget within 2 s (unless a later
+/// idle flip of that pool lowered the need first); no pool is short of idleTarget idle pods
+/// for more than 2 s while its child is below maxReplicas.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn churn_across_pools_keeps_idle_pods_and_never_kills_busy_ones() {
+    if !util::enabled("churn_across_pools_keeps_idle_pods_and_never_kills_busy_ones") {
+        return;
+    }
+    util::in_namespace("ks-e2e-hsd-churn", |client, ns| async move {
+        const IDLE: i32 = 2;
+        const MAX: i32 = 30;
+        let op = start_operator(client.clone());
+        let api: Api<HotStandbyDeployment> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let names = ["churn-a", "churn-b", "churn-c"];
+        let dogs: Vec<_> = names
+            .iter()
+            .map(|n| busy_deletion_watchdog(client.clone(), &ns, n))
+            .collect();
+        for n in names {
+            apply_hsd(&api, &warm_hsd(&ns, n, IDLE, 0, json!({}))).await;
+        }
+        for n in names {
+            wait_running(&pods, n, IDLE as usize).await;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samplers: Vec<_> = names
+            .iter()
+            .map(|n| pool_sampler(client.clone(), &ns, n, stop.clone()))
+            .collect();
+        // Flips: (when, pool, busy after the flip, was it a busy flip).
+        let mut flips: Vec<(std::time::Instant, usize, i32, bool)> = vec![];
+        let mut busy: Vec<Vec<String>> = vec![vec![]; names.len()];
+        let mut seed: u64 = 22;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let pool = (seed % names.len() as u64) as usize;
+            let want_busy = busy[pool].len() < 2 || (busy[pool].len() < 6 && !seed.is_multiple_of(3));
+            if want_busy {
+                let free: Vec<String> = running_pods(&pods, names[pool])
+                    .await
+                    .into_iter()
+                    .map(|p| p.name_any())
+                    .filter(|n| !busy[pool].contains(n))
+                    .collect();
+                if let Some(pick) = free.first() {
+                    mark(&pods, pick, true).await;
+                    busy[pool].push(pick.clone());
+                    flips.push((std::time::Instant::now(), pool, busy[pool].len() as i32, true));
+                }
+            } else if !busy[pool].is_empty() {
+                let freed = busy[pool].remove(0);
+                mark(&pods, &freed, false).await;
+                flips.push((std::time::Instant::now(), pool, busy[pool].len() as i32, false));
+            }
+            tokio::time::sleep(Duration::from_millis(160)).await;
+        }
+        // Let the last flips be answered, then stop sampling: the churn phase is over.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut samples = vec![];
+        for s in samplers {
+            samples.push(s.await.expect("sampler"));
+        }
+        for dog in &dogs {
+            assert_no_busy_deleted(dog);
+        }
+        let busy_flips = flips.iter().filter(|f| f.3).count();
+        assert!(busy_flips >= 20, "only {busy_flips} busy flips were made");
+        for (i, &(at, pool, busy_now, is_busy)) in flips.iter().enumerate() {
+            if !is_busy {
+                continue;
+            }
+            let deadline = at + Duration::from_secs(2);
+            let superseded = flips[i + 1..]
+                .iter()
+                .any(|f| f.1 == pool && !f.3 && f.0 < deadline);
+            if superseded {
+                continue;
+            }
+            let need = (busy_now + IDLE).min(MAX);
+            let met = samples[pool]
+                .iter()
+                .any(|s| s.at >= at && s.at <= deadline && s.replicas >= need);
+            assert!(
+                met,
+                "{}: busy flip #{i} (busy {busy_now}) not answered with replicas >= {need} within 2 s",
+                names[pool]
+            );
+        }
+        for (pool, s) in samples.iter().enumerate() {
+            let mut short_since: Option<std::time::Instant> = None;
+            let mut longest = Duration::ZERO;
+            for x in s {
+                if x.idle < IDLE as usize && x.replicas < MAX {
+                    let since = *short_since.get_or_insert(x.at);
+                    longest = longest.max(x.at - since);
+                } else {
+                    short_since = None;
+                }
+            }
+            eprintln!("{}: longest idle shortfall {longest:?} over {} samples", names[pool], s.len());
+            assert!(
+                longest <= Duration::from_secs(2),
+                "{}: short of idleTarget idle pods for {longest:?}",
+                names[pool]
+            );
+        }
+        op.abort();
+    })
+    .await;
+}
