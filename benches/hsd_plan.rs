@@ -209,7 +209,116 @@ fn main() {
         t_views * 1e3,
         t_plan * 1e3
     );
+    steady_flips(&h, &d, &rs, &probes, now);
+    debug_record(&h, &v, now);
     pods_of_one_hsd();
+}
+
+/// The pool a busy flip meets in practice: 10,000 pods because 9,995 are busy (idleTarget
+/// 5), every pod carrying the cost it should, replicas at busy + idleTarget; each reconcile
+/// follows one pod turning busy or idle (alternately, so the pool stays this size).
+fn steady_flips(
+    h: &HotStandbyDeployment,
+    d: &k8s_openapi::api::apps::v1::Deployment,
+    rs: &[Arc<ReplicaSet>],
+    probes: &ProbeCache,
+    now: Timestamp,
+) {
+    let n = 10_000;
+    let pod = |i: usize, busy: bool, rv: String| -> Arc<Pod> {
+        let cost = if busy {
+            plan::COST_PROTECTED
+        } else {
+            plan::COST_IDLE
+        };
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("pod-{i}"), "namespace": "ns", "uid": format!("0b7c4c1e-5d4f-4a8e-9c1a-{i:012}"),
+                             "resourceVersion": rv, "creationTimestamp": "2026-01-01T00:00:00Z",
+                             "annotations": {"paia.tech/busy": busy.to_string(),
+                                             "controller.kubernetes.io/pod-deletion-cost": cost.to_string()},
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-uid", "controller": true}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .expect("pod"),
+        )
+    };
+    let mut pods: Vec<Arc<Pod>> = (0..n).map(|i| pod(i, i >= 5, i.to_string())).collect();
+    let cache = kube_standby::controller::hsd::views::ViewCache::default();
+    let mut step = 0usize;
+    let mut replicas = 0;
+    let per = time(200, || {
+        // Pod 0 flips busy, then idle again; a third of the time another pod's flip is seen.
+        step += 1;
+        let i = if step % 3 == 0 { 7 } else { 0 };
+        let busy = step % 2 == 1;
+        pods[i] = pod(i, busy, format!("flip-{step}"));
+        let (counted, current) = child::counted_pods(d, h, rs, &pods);
+        let v = cache.views("ns/game", &counted, h, probes, current.as_deref());
+        let o = Observed {
+            spec: &h.spec,
+            current_replicas: Some(n as i32),
+            our_replicas: Some(n as i32),
+            pods: &v,
+            pending_since: None,
+            now,
+            template_changed: false,
+        };
+        let p = plan::plan(&o);
+        replicas = p.replicas;
+        black_box(p);
+    });
+    println!(
+        "observe+plan, 1 HSD x 10,000 Pod objects, steady pool (9,995 busy), one busy flip per reconcile: {:.3} ms/reconcile (no I/O; target <= 5 ms; replicas planned {replicas})",
+        per * 1e3
+    );
+}
+
+/// What a reconcile records for `/debug/state` after the plan, with 10,000 pod views: the
+/// whole record serialized to JSON text (what every reconcile did before), against the plan
+/// as text and the views kept for rendering when the endpoint is read (what it does now).
+fn debug_record(h: &HotStandbyDeployment, v: &[PodView], now: Timestamp) {
+    use kube_standby::controller::hsd::report;
+    let o = Observed {
+        spec: &h.spec,
+        current_replicas: Some(10_000),
+        our_replicas: Some(10_000),
+        pods: v,
+        pending_since: None,
+        now,
+        template_changed: false,
+    };
+    let p = plan::plan(&o);
+    // A scale-down plan lists thousands of victims and costs; the steady state lists none.
+    let steady = Observed {
+        current_replicas: Some(p.busy + 5),
+        our_replicas: Some(p.busy + 5),
+        ..o.clone()
+    };
+    let quiet = plan::plan(&steady);
+    for (what, p) in [("scale-down plan", &p), ("steady plan", &quiet)] {
+        let as_text = time(20, || {
+            let record = json!({ "mode": h.spec.busy_probe.mode, "plan": p, "pods": v,
+                                 "replicasWritten": 10, "at": now.to_string() });
+            black_box(serde_json::to_string(&record).expect("text"));
+        });
+        let mut copies: Vec<Vec<PodView>> = (0..21).map(|_| v.to_vec()).collect();
+        let later = time(20, || {
+            let d = report::Debug {
+                mode: h.spec.busy_probe.mode,
+                plan: report::plan_text(p),
+                pods: copies.pop().unwrap_or_default(),
+                replicas_written: 10,
+                at: now.to_string(),
+            };
+            black_box(d.render());
+        });
+        println!(
+            "/debug/state record, 10,000 pod views, {what}: as JSON text {:.3} ms, kept for rendering on read {:.3} ms",
+            as_text * 1e3,
+            later * 1e3
+        );
+    }
 }
 
 /// Finding one HSD's pods among 1,000 HSDs x 10 pods in one namespace: every cached pod of

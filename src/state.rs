@@ -285,9 +285,33 @@ impl Readiness {
 /// its text (a node per value, a map per object), and with 1,000 pools the trees of their
 /// plans and pod views were the largest thing the process held (18 MiB of 123 MiB, heap
 /// profile in PERFORMANCE.md). Parsed again only when `/debug/state` is read.
-#[derive(Clone, Debug, Default)]
+///
+/// A large entry (a pool's thousands of pod views) is kept unrendered instead
+/// ([`DebugState::set_later`]): the data it shows, rendered only when `/debug/state` is
+/// read, so a reconcile never pays for serializing what nobody reads (at 10,000 pods that
+/// was more than the whole observe + plan, see PERFORMANCE.md).
+#[derive(Clone, Default)]
 pub struct DebugState {
-    inner: Arc<RwLock<BTreeMap<String, Box<str>>>>,
+    inner: Arc<RwLock<BTreeMap<String, Entry>>>,
+}
+
+/// Renders an entry when `/debug/state` is read.
+pub type Render = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+#[derive(Clone)]
+enum Entry {
+    Text(Box<str>),
+    Later(Render),
+}
+
+impl std::fmt::Debug for DebugState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = match self.inner.read() {
+            Ok(m) => m.len(),
+            Err(p) => p.into_inner().len(),
+        };
+        f.debug_struct("DebugState").field("entries", &n).finish()
+    }
 }
 
 impl DebugState {
@@ -297,15 +321,26 @@ impl DebugState {
         let text = serde_json::to_string(&value)
             .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
             .into_boxed_str();
+        self.insert(key, Entry::Text(text));
+    }
+
+    /// Records what `key` believes now, rendered by `render` only when `/debug/state` is
+    /// read (it must own what it shows: shared, immutable data).
+    pub fn set_later(&self, key: String, render: Render) {
+        self.insert(key, Entry::Later(render));
+    }
+
+    fn insert(&self, key: String, entry: Entry) {
         match self.inner.write() {
             Ok(mut m) => {
-                m.insert(key, text);
+                m.insert(key, entry);
             }
             Err(p) => {
-                p.into_inner().insert(key, text);
+                p.into_inner().insert(key, entry);
             }
         }
     }
+
     pub fn remove(&self, key: &str) {
         match self.inner.write() {
             Ok(mut m) => {
@@ -317,12 +352,16 @@ impl DebugState {
         }
     }
     pub fn snapshot(&self) -> serde_json::Value {
+        // Cloned under the lock (text and reference counts), rendered outside it.
         let m = match self.inner.read() {
             Ok(m) => m.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        let entries = m.into_iter().map(|(k, text)| {
-            let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let entries = m.into_iter().map(|(k, e)| {
+            let v = match e {
+                Entry::Text(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                Entry::Later(render) => render(),
+            };
             (k, v)
         });
         serde_json::Value::Object(entries.collect())
@@ -354,6 +393,37 @@ mod tests {
             d.snapshot(),
             serde_json::json!({"hsd/ns/a": {"plan": {"replicas": 4}}})
         );
+    }
+
+    #[test]
+    fn a_later_entry_is_rendered_when_read_and_replaces_or_is_replaced_by_text() {
+        let d = DebugState::default();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        d.set_later(
+            "hsd/ns/a".into(),
+            Arc::new(move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+                serde_json::json!({"pods": ["p-1", "p-2"]})
+            }),
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "not rendered before a read"
+        );
+        assert_eq!(
+            d.snapshot(),
+            serde_json::json!({"hsd/ns/a": {"pods": ["p-1", "p-2"]}})
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        d.set("hsd/ns/a".into(), serde_json::json!({"plan": 1}));
+        assert_eq!(d.snapshot(), serde_json::json!({"hsd/ns/a": {"plan": 1}}));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a replaced entry is gone");
+        d.set_later("hsd/ns/a".into(), Arc::new(|| serde_json::json!(2)));
+        assert_eq!(d.snapshot(), serde_json::json!({"hsd/ns/a": 2}));
+        d.remove("hsd/ns/a");
+        assert_eq!(d.snapshot(), serde_json::json!({}));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! (a gone child is dropped at once); a kept value is handed out at most once per
 //! reconcile (a UID asked for twice is built again the second time); the map is updated in
 //! place, never rebuilt, so a reconcile of 10,000 unchanged children inserts nothing.
+//! Children are found by UID with foldhash (fast, seeded at random per map) instead of
+//! SipHash, which was about a third of an HSD's view pass at 10,000 pods.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex};
 pub struct Kept<C> {
     reconciles: u64,
     asked: usize,
-    by_uid: HashMap<Arc<str>, (u64, C)>,
+    by_uid: HashMap<Arc<str>, (u64, C), foldhash::fast::RandomState>,
 }
 
 impl<C> Default for Kept<C> {
@@ -20,7 +22,7 @@ impl<C> Default for Kept<C> {
         Self {
             reconciles: 0,
             asked: 0,
-            by_uid: HashMap::new(),
+            by_uid: HashMap::default(),
         }
     }
 }

@@ -169,15 +169,15 @@ pub fn our_replicas(child: &Deployment) -> Option<i32> {
 
 /// UID of the ReplicaSet controlling `pod`.
 pub fn owner_replicaset<P: PodRead + ?Sized>(pod: &P) -> Option<String> {
-    controller_uid(pod.pod_meta(), "ReplicaSet")
+    controller_uid(pod.pod_meta(), "ReplicaSet").map(str::to_string)
 }
 
-fn controller_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
+fn controller_uid<'m>(meta: &'m ObjectMeta, kind: &str) -> Option<&'m str> {
     meta.owner_references
         .as_ref()?
         .iter()
         .find(|o| o.controller == Some(true) && o.kind == kind)
-        .map(|o| o.uid.clone())
+        .map(|o| o.uid.as_str())
 }
 
 /// Does the child's template differ from the one we would apply?
@@ -207,9 +207,7 @@ pub fn counted_pods<'a>(
     };
     let ours: Vec<&std::sync::Arc<ReplicaSet>> = replicasets
         .iter()
-        .filter(|rs| {
-            controller_uid(&rs.metadata, "Deployment").as_deref() == Some(child_uid.as_str())
-        })
+        .filter(|rs| controller_uid(&rs.metadata, "Deployment") == Some(child_uid.as_str()))
         .collect();
     let revision = |m: &ObjectMeta| -> i64 {
         m.annotations
@@ -233,7 +231,7 @@ pub fn counted_pods<'a>(
             if is_detached(p) {
                 return p.owner_references().iter().any(|o| o.uid == hsd_uid);
             }
-            controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u))
+            controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(u))
         })
         .collect();
     (counted, current)
@@ -302,7 +300,7 @@ pub fn pod_view<P: PodRead + ?Sized>(
         reason: reason.into(),
         cost: crate::controller::cost::current_cost(pod),
         detached: is_detached(pod),
-        current: controller_uid(meta, "ReplicaSet").as_deref() == current_rs,
+        current: controller_uid(meta, "ReplicaSet") == current_rs,
         ip: probe::pod_ip(pod),
     }
 }

@@ -10,7 +10,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::claim::PoolKind;
@@ -128,7 +127,7 @@ async fn reconcile_inner(
         forget(ctx, &ns, &name);
         return Ok(Action::await_change());
     }
-    let world = match observe::observe(ctx, hsd, &ns).await {
+    let mut world = match observe::observe(ctx, hsd, &ns).await {
         Seen::Invalid { reason, message } => {
             return invalid(ctx, hsd, reason, &message, &Time(now)).await
         }
@@ -171,11 +170,17 @@ async fn reconcile_inner(
     ) = super::claim::counts_of(&ctx.claims, &ns, PoolKind::HotStandbyDeployment, &name);
     patch_status(ctx, hsd, &status).await?;
     gauges(ctx, &ns, &name, &plan);
-    ctx.debug.set(
-        debug_key(&ns, &name),
-        json!({ "mode": hsd.spec.busy_probe.mode, "plan": plan, "pods": world.views, "replicasWritten": done.replicas, "at": now.to_string() }),
-    );
-    Ok(Action::requeue(next_requeue(ctx, hsd, &plan)))
+    let next = next_requeue(ctx, hsd, &plan);
+    let plan = report::plan_text(&plan);
+    let debug = report::Debug {
+        mode: hsd.spec.busy_probe.mode,
+        plan,
+        pods: std::mem::take(&mut world.views),
+        replicas_written: done.replicas,
+        at: now.to_string(),
+    };
+    ctx.debug.set_later(debug_key(&ns, &name), debug.render());
+    Ok(Action::requeue(next))
 }
 
 /// The selector changed (immutable on Deployments): delete the child; it is re-created.

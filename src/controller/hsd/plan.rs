@@ -126,13 +126,15 @@ pub fn desired(busy: i32, spec: &HotStandbyDeploymentSpec) -> i32 {
 }
 
 pub fn plan<'a>(o: &Observed<'a>) -> Plan<'a> {
-    let count = |s: BusyState| o.pods.iter().filter(|p| p.state == s).count() as i32;
-    let (busy, idle, unknown) = (
-        count(BusyState::Busy),
-        count(BusyState::Idle),
-        count(BusyState::Unknown),
-    );
-    let stale = o.pods.iter().filter(|p| p.stale).count() as i32;
+    let (mut busy, mut idle, mut unknown, mut stale) = (0i32, 0i32, 0i32, 0i32);
+    for p in o.pods {
+        match p.state {
+            BusyState::Busy => busy += 1,
+            BusyState::Idle => idle += 1,
+            BusyState::Unknown => unknown += 1,
+        }
+        stale += i32::from(p.stale);
+    }
     let d = desired(busy, o.spec);
     let limited = d != busy.saturating_add(o.spec.idle_target.max(0));
 
