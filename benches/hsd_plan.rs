@@ -250,7 +250,7 @@ fn steady_flips(
     let per = time(200, || {
         // Pod 0 flips busy, then idle again; a third of the time another pod's flip is seen.
         step += 1;
-        let i = if step % 3 == 0 { 7 } else { 0 };
+        let i = if step.is_multiple_of(3) { 7 } else { 0 };
         let busy = step % 2 == 1;
         pods[i] = pod(i, busy, format!("flip-{step}"));
         let (counted, current) = child::counted_pods(d, h, rs, &pods);
