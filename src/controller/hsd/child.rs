@@ -271,6 +271,16 @@ pub fn detach_patch(
 /// parsed straight from the API's JSON; nothing here reads the spec or container statuses.
 pub use crate::controller::pool_pod::strip as strip_pod;
 
+/// A child ReplicaSet as the HSD cache keeps it: its metadata (owner, UID, revision: all
+/// [`counted_pods`] reads), without managed fields, kubectl's last-applied copy, its pod
+/// template (a whole `PodSpec`, kilobytes per ReplicaSet; the child Deployment's cache
+/// keeps the template) or its status.
+pub fn strip_replicaset(rs: &mut ReplicaSet) {
+    crate::controller::watch::strip_managed(rs);
+    rs.spec.template = None;
+    rs.status = None;
+}
+
 pub use crate::probe::is_running;
 
 pub fn is_ready<P: PodRead + ?Sized>(pod: &P) -> bool {
@@ -579,6 +589,60 @@ mod tests {
         assert!(
             serde_json::to_vec(&small).unwrap().len() * 4 < serde_json::to_vec(&pod).unwrap().len()
         );
+    }
+
+    #[test]
+    fn a_stripped_replicaset_counts_the_same_pods_and_keeps_no_template() {
+        let h = hsd(tpl());
+        let mut child = child_deployment(&h, pod_template(&h).unwrap(), 2);
+        child.metadata.uid = Some("dep-uid".into());
+        let rs = |uid: &str, revision: &str| -> ReplicaSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": uid, "uid": uid, "annotations": {REVISION: revision},
+                             "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}],
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "dep-uid", "controller": true}]},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "game"}},
+                         "template": {"metadata": {"labels": {"app": "game"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}}},
+                "status": {"replicas": 2, "readyReplicas": 2}
+            }))
+            .unwrap()
+        };
+        let pod = |name: &str, rs: &str| {
+            std::sync::Arc::new(serde_json::from_value::<PoolPod>(json!({"metadata": {"name": name, "uid": name,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": rs, "controller": true}]},
+                "status": {"phase": "Running"}})).unwrap())
+        };
+        // The newer revision first, so only the revision annotation tells the current one.
+        let whole = vec![
+            std::sync::Arc::new(rs("rs-1", "2")),
+            std::sync::Arc::new(rs("rs-2", "1")),
+        ];
+        let stripped: Vec<_> = whole
+            .iter()
+            .map(|r| {
+                let mut r = (**r).clone();
+                strip_replicaset(&mut r);
+                std::sync::Arc::new(r)
+            })
+            .collect();
+        let pods = vec![pod("a", "rs-1"), pod("b", "rs-2"), pod("c", "rs-9")];
+        let names = |rss: &[std::sync::Arc<ReplicaSet>]| {
+            let (counted, current) = counted_pods(&child, &h, rss, &pods);
+            let names: Vec<String> = counted.into_iter().map(|p| p.name_any()).collect();
+            (names, current)
+        };
+        assert_eq!(names(&stripped), names(&whole));
+        assert_eq!(
+            names(&stripped),
+            (
+                vec!["a".to_string(), "b".to_string()],
+                Some("rs-1".to_string())
+            )
+        );
+        for r in &stripped {
+            assert!(r.spec.template.is_none());
+            assert!(r.status.is_none() && r.metadata.managed_fields.is_none());
+        }
     }
 
     #[test]
