@@ -303,15 +303,16 @@ fn debug_record(h: &HotStandbyDeployment, v: &[PodView], now: Timestamp) {
             black_box(serde_json::to_string(&record).expect("text"));
         });
         let mut copies: Vec<Vec<PodView>> = (0..21).map(|_| v.to_vec()).collect();
+        let debug = kube_standby::state::DebugState::default();
         let later = time(20, || {
-            let d = report::Debug {
+            let head = kube_standby::state::json_text(&report::DebugHead {
                 mode: h.spec.busy_probe.mode,
-                plan: report::plan_text(p),
-                pods: copies.pop().unwrap_or_default(),
+                plan: p,
                 replicas_written: 10,
                 at: now.to_string(),
-            };
-            black_box(d.render());
+            });
+            let pods = copies.pop().unwrap_or_default();
+            debug.set_with_list("hsd/ns/game".into(), head, "pods", pods);
         });
         println!(
             "/debug/state record, 10,000 pod views, {what}: as JSON text {:.3} ms, kept for rendering on read {:.3} ms",

@@ -126,11 +126,34 @@ fn own(hsds: usize, pods_each: usize) -> HashMap<String, Vec<Value>> {
             "status": {"replicas": pods_each, "readyReplicas": pods_each}
         }));
         let rs = format!("{dep}-abc");
+        // As the Deployment controller makes it: the whole pod template, its revision, the
+        // controller manager's managed fields and a status.
         m.entry("/apis/apps/v1/replicasets".into()).or_default().push(json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": rs, "namespace": "games", "uid": format!("rs-{h}"), "labels": labels.clone(),
+                         "annotations": {"deployment.kubernetes.io/desired-replicas": pods_each.to_string(),
+                                         "deployment.kubernetes.io/max-replicas": (pods_each + 3).to_string(),
+                                         "deployment.kubernetes.io/revision": "1"},
+                         "managedFields": [
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1", "time": "2026-01-01T00:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:deployment.kubernetes.io/desired-replicas": {},
+                 "f:deployment.kubernetes.io/max-replicas": {}, "f:deployment.kubernetes.io/revision": {}}, "f:labels": {".": {}},
+                 "f:ownerReferences": {".": {}}}, "f:spec": {"f:replicas": {}, "f:selector": {}, "f:template": {"f:metadata": {"f:labels": {".": {}}},
+                 "f:spec": {"f:containers": {}, "f:dnsPolicy": {}, "f:restartPolicy": {}, "f:schedulerName": {}, "f:securityContext": {},
+                 "f:terminationGracePeriodSeconds": {}}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1", "time": "2026-01-01T00:00:05Z", "subresource": "status",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:availableReplicas": {}, "f:fullyLabeledReplicas": {}, "f:observedGeneration": {},
+                 "f:readyReplicas": {}, "f:replicas": {}}}}],
                          "ownerReferences": [owner("Deployment", &dep, &format!("dep-{h}"))]},
-            "spec": {"replicas": pods_each, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": labels.clone()}}}
+            "spec": {"replicas": pods_each, "selector": {"matchLabels": labels.clone()},
+                     "template": {"metadata": {"labels": labels.clone()},
+                                  "spec": {"containers": [{"name": "app", "image": "registry.example.com/team/app:1.2.3",
+                                                           "imagePullPolicy": "IfNotPresent", "resources": {},
+                                                           "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+                                           "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler",
+                                           "securityContext": {}, "terminationGracePeriodSeconds": 30}}},
+            "status": {"replicas": pods_each, "fullyLabeledReplicas": pods_each, "readyReplicas": pods_each,
+                       "availableReplicas": pods_each, "observedGeneration": 1}
         }));
         for i in 0..pods_each {
             m.entry("/api/v1/pods".into()).or_default().push(pod(

@@ -295,6 +295,13 @@ pub struct DebugState {
     inner: Arc<RwLock<BTreeMap<String, Entry>>>,
 }
 
+/// `value` as compact JSON text, or the error that kept it from being one.
+pub fn json_text(value: &impl serde::Serialize) -> Box<str> {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+        .into_boxed_str()
+}
+
 /// Renders an entry when `/debug/state` is read.
 pub type Render = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -318,16 +325,36 @@ impl DebugState {
     /// Records what `key` believes now. A value that cannot be serialized is recorded as
     /// the error, so the endpoint says why instead of keeping a stale entry.
     pub fn set(&self, key: String, value: impl serde::Serialize) {
-        let text = serde_json::to_string(&value)
-            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
-            .into_boxed_str();
-        self.insert(key, Entry::Text(text));
+        self.insert(key, Entry::Text(json_text(&value)));
     }
 
     /// Records what `key` believes now, rendered by `render` only when `/debug/state` is
     /// read (it must own what it shows: shared, immutable data).
     pub fn set_later(&self, key: String, render: Render) {
         self.insert(key, Entry::Later(render));
+    }
+
+    /// Records `head` (small, from [`json_text`]) with a long `list` (kept as it is) under
+    /// `head`'s field `list_key`, rendered only when `/debug/state` is read: the snapshot
+    /// shows what [`DebugState::set`] of `head` with the list inserted would. A head that
+    /// is not a JSON object shows as `{"head": head, list_key: list}`.
+    pub fn set_with_list<L>(&self, key: String, head: Box<str>, list_key: &'static str, list: L)
+    where
+        L: serde::Serialize + Send + Sync + 'static,
+    {
+        let render = move || {
+            let list = serde_json::to_value(&list)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+            match serde_json::from_str(&head) {
+                Ok(serde_json::Value::Object(mut m)) => {
+                    m.insert(list_key.to_string(), list);
+                    serde_json::Value::Object(m)
+                }
+                Ok(other) => serde_json::json!({ "head": other, list_key: list }),
+                Err(_) => serde_json::json!({ list_key: list }),
+            }
+        };
+        self.set_later(key, Arc::new(render));
     }
 
     fn insert(&self, key: String, entry: Entry) {
@@ -424,6 +451,29 @@ mod tests {
         assert_eq!(d.snapshot(), serde_json::json!({"hsd/ns/a": 2}));
         d.remove("hsd/ns/a");
         assert_eq!(d.snapshot(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_head_with_a_list_reads_as_the_whole_record_would() {
+        let d = DebugState::default();
+        let head = serde_json::json!({"mode": "annotation", "plan": {"replicas": 3}});
+        let pods = vec![
+            serde_json::json!({"name": "p-1"}),
+            serde_json::json!({"name": "p-2"}),
+        ];
+        d.set_with_list("hsd/ns/a".into(), json_text(&head), "pods", pods.clone());
+        d.set(
+            "hsd/ns/b".into(),
+            serde_json::json!({"mode": "annotation", "plan": {"replicas": 3}, "pods": pods}),
+        );
+        let snap = d.snapshot();
+        assert_eq!(snap["hsd/ns/a"], snap["hsd/ns/b"]);
+        assert_eq!(snap["hsd/ns/a"]["pods"][1]["name"], "p-2");
+        d.set_with_list("x".into(), json_text(&7), "units", vec![1]);
+        assert_eq!(
+            d.snapshot()["x"],
+            serde_json::json!({"head": 7, "units": [1]})
+        );
     }
 
     #[test]

@@ -171,15 +171,15 @@ async fn reconcile_inner(
     patch_status(ctx, hsd, &status).await?;
     gauges(ctx, &ns, &name, &plan);
     let next = next_requeue(ctx, hsd, &plan);
-    let plan = report::plan_text(&plan);
-    let debug = report::Debug {
+    let head = crate::state::json_text(&report::DebugHead {
         mode: hsd.spec.busy_probe.mode,
-        plan,
-        pods: std::mem::take(&mut world.views),
+        plan: &plan,
         replicas_written: done.replicas,
         at: now.to_string(),
-    };
-    ctx.debug.set_later(debug_key(&ns, &name), debug.render());
+    });
+    let pods = std::mem::take(&mut world.views);
+    ctx.debug
+        .set_with_list(debug_key(&ns, &name), head, "pods", pods);
     Ok(Action::requeue(next))
 }
 

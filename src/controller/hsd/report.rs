@@ -1,12 +1,11 @@
 //! Pure: the Events one HSD reconcile publishes, decided from the plan and what the writes
 //! achieved (the shell publishes them, in this order). Each says the numbers it acted on.
-use std::sync::Arc;
+use serde::Serialize;
 
 use super::apply::Outcome;
-use super::plan::{Direction, Plan, PodView};
+use super::plan::{Direction, Plan};
 use crate::api::hsd::BusyMode;
 use crate::controller::shell::Note;
-use crate::state::Render;
 
 /// What happened besides the plan: the child's replica count before the writes, and
 /// whether a scale-down was already pending (its event is said once).
@@ -72,36 +71,16 @@ pub fn notes(plan: &Plan<'_>, done: &Outcome, before: &Before) -> Vec<Note> {
     notes
 }
 
-/// The plan as compact JSON text (or the error that kept it from being one).
-pub fn plan_text(plan: &Plan<'_>) -> Box<str> {
-    serde_json::to_string(plan)
-        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
-        .into_boxed_str()
-}
-
-/// What `/debug/state` shows of one HSD's last reconcile. The plan (small but for a large
-/// scale-down) is kept as text; the pod views are kept as they are and rendered only
-/// when the endpoint is read, so a reconcile of 10,000 pods serializes none of them.
-pub struct Debug {
+/// What `/debug/state` shows of one HSD's last reconcile besides its pod views (which are
+/// kept as they are and rendered only when the endpoint is read: at 10,000 pods,
+/// serializing them on every reconcile cost more than the whole observe + plan).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebugHead<'a> {
     pub mode: BusyMode,
-    /// From [`plan_text`].
-    pub plan: Box<str>,
-    pub pods: Vec<PodView>,
+    pub plan: &'a Plan<'a>,
     pub replicas_written: i32,
     pub at: String,
-}
-
-impl Debug {
-    pub fn render(self) -> Render {
-        let me = Arc::new(self);
-        Arc::new(move || {
-            let plan = serde_json::from_str(&me.plan).unwrap_or(serde_json::Value::Null);
-            serde_json::json!({
-                "mode": me.mode, "plan": plan, "pods": me.pods,
-                "replicasWritten": me.replicas_written, "at": me.at,
-            })
-        })
-    }
 }
 
 #[cfg(test)]
@@ -135,6 +114,7 @@ mod tests {
 
     #[test]
     fn the_debug_entry_renders_what_the_reconcile_saw() {
+        use crate::controller::pool::PodView;
         let view = |name: &str, state| PodView {
             name: name.into(),
             uid: format!("u-{name}").into(),
@@ -156,21 +136,27 @@ mod tests {
         ];
         let mut p = plan();
         p.costs = vec![("p-2", -1)];
+        // What every reconcile recorded before (the whole record as one value).
         let want = serde_json::json!({
             "mode": BusyMode::Http, "plan": p, "pods": pods,
             "replicasWritten": 4, "at": "2026-01-01T00:00:00Z",
         });
-        let render = Debug {
+        let head = DebugHead {
             mode: BusyMode::Http,
-            plan: plan_text(&p),
-            pods: pods.clone(),
+            plan: &p,
             replicas_written: 4,
             at: "2026-01-01T00:00:00Z".into(),
-        }
-        .render();
-        assert_eq!(render(), want);
-        assert_eq!(render()["pods"][1]["name"], "p-2");
-        assert_eq!(render()["plan"]["costs"], serde_json::json!([["p-2", -1]]));
+        };
+        let debug = crate::state::DebugState::default();
+        debug.set_with_list(
+            "hsd/ns/g".into(),
+            crate::state::json_text(&head),
+            "pods",
+            pods.clone(),
+        );
+        let got = debug.snapshot()["hsd/ns/g"].clone();
+        assert_eq!(got, want);
+        assert_eq!(got["plan"]["costs"], serde_json::json!([["p-2", -1]]));
     }
 
     fn before() -> Before {
