@@ -841,5 +841,11 @@ mod tests {
             .collect();
         assert_eq!(busy, vec!["j1"]);
         assert!(ever.contains("j1"));
+        drop(r);
+        // A forgotten answer is a change too (the pod reads "not probed yet" again).
+        probes.retain(&|uid| uid != "p1");
+        let r = units.refresh(me, &p, &probes, &none, &mut ever);
+        let p1 = r.units().iter().find(|u| &*u.core.name == "j1").unwrap();
+        assert_eq!(p1.core.state, BusyState::Unknown);
     }
 }
