@@ -4,6 +4,9 @@
 //!
 //! Invariants:
 //! - nothing runs before the Job and pod caches have listed (the shell's gate);
+//! - the unit index ([`units`]) hears of each Job and pod watch event after the cache applied
+//!   it and before the controller does, so a reconcile reads its units from the index (only
+//!   units changed since its last reconcile are rebuilt), never by a pass over the caches;
 //! - a Job we created or deleted is counted as such until the cache shows it (expectations),
 //!   so a reconcile on a lagging cache never creates or deletes twice;
 //! - a unit once seen busy is remembered as such (by Job UID) for as long as the Job
