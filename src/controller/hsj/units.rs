@@ -152,6 +152,9 @@ impl Feed {
     }
 }
 
+/// A unit to rebuild: its Job UID, its Job (None: no view any more) and its pods.
+type Todo = (String, Option<Arc<Job>>, Vec<Arc<Pod>>);
+
 /// An HSJ's views and what they were built for.
 struct Views {
     /// (HSJ UID, busy mode, annotation key).
@@ -375,7 +378,7 @@ impl Units {
             .filter(|v| v.built_for == built_for)
             .unwrap_or_else(|| Views::new(built_for));
         // Under the index's lock: what changed, and its Job and pods (shared handles).
-        let todo: Vec<(String, Option<Arc<Job>>, Vec<Arc<Pod>>)> = {
+        let todo: Vec<Todo> = {
             let mut f = self.feed();
             let group_key = (hsj.namespace.to_string(), hsj.uid.to_string());
             let fresh = views.views.is_empty();
