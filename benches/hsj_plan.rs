@@ -1,9 +1,19 @@
-//! HSJ planning cost (issue 8: "planning cost for 10,000 units"): one HotStandbyJob with
-//! 10,000 units (busy, idle, unknown, stale, finished, failing; idle surplus so victims are
-//! chosen and broken units replaced), and 1,000 HotStandbyJobs of 10 units each. Prints the
-//! time per plan (pure `plan::plan`) and per observe+plan (unit views built with
-//! `observe::pods_by_job` + `observe::unit_view` from Job and Pod objects), as the median
-//! and p99 over the iterations. No I/O.
+//! HSJ planning cost (issue 8: "planning cost for 10,000 units"; issue 22: observe + plan of
+//! one HSJ with 10,000 units <= 5 ms per reconcile): one HotStandbyJob with 10,000 units
+//! (busy, idle, unknown, stale, finished, failing; idle surplus so victims are chosen and
+//! broken units replaced), and 1,000 HotStandbyJobs of 10 units each. Prints the time per
+//! plan (pure `plan::plan`) and per observe+plan, as the median and p99 over the
+//! iterations. No I/O.
+//!
+//! Observe + plan is timed three ways, in the same run:
+//! - every view built (`observe::pods_by_job` + `observe::unit_view` over every object);
+//! - views kept between reconciles (`hsj::views::ViewCache`, what the reconciler did before
+//!   the unit index): pods grouped by Job and every unit's probe state read each time;
+//! - the reconciler's path now: a real `hsj::Ctx` over reflector stores holding the 10,000
+//!   Jobs and pods; each iteration applies one pod watch event to the pod cache and feeds it
+//!   to the unit index (`Ctx::units`, as the watch does), or records one changed probe
+//!   answer (the probe cache tells the index), then runs `hsj::observe` + `plan::plan` as
+//!   `reconcile` does.
 //!
 //!   cargo bench --bench hsj_plan
 //!   BENCH_ITERATIONS=50 cargo bench --bench hsj_plan
@@ -29,7 +39,7 @@ fn hsj(idle: i32) -> HotStandbyJob {
         "metadata": {"name": "pool", "namespace": "ns", "uid": "hsj-uid"},
         "spec": {"idleTarget": idle, "maxReplicas": 100000, "scaleDownDelaySeconds": 0,
                  "jobTemplate": {"image": "busybox"},
-                 "busyProbe": {"mode": "exec", "exec": {"command": ["cat", "/tmp/busy"]}}}
+                 "busyProbe": {"mode": "exec", "exec": {"command": ["cat", "/tmp/busy"], "periodSeconds": 3600}}}
     }))
     .expect("hsj")
 }
@@ -270,6 +280,19 @@ fn main() {
         black_box(plan::plan(&observed(&h, &units, now)));
     });
     print("  of which: plan", &t, 1);
+    let p = plan::plan(&observed(&h, &units, now));
+    println!(
+        "  views kept: {} units, busy {} idle {} unknown {} stale {} -> {} victims, {} replaced",
+        units.len(),
+        p.busy,
+        p.idle,
+        p.unknown,
+        p.stale,
+        p.victims.len(),
+        p.replace.len()
+    );
+
+    index_path(&h, &jobs, &pods, &probes, iters, now);
 
     let small: Vec<Vec<UnitView>> = (0..1000)
         .map(|k| (0..10).map(|i| unit(k * 10 + i)).collect())
@@ -298,5 +321,193 @@ fn main() {
         "observe+plan, 1,000 HSJs x 10 Job + 10 Pod objects",
         &t,
         1000,
+    );
+}
+
+/// An exec runner that is never reached (nothing is due in the timed part).
+struct NoExec;
+
+impl kube_standby::probe::exec::ExecRunner for NoExec {
+    fn run(
+        &self,
+        _call: kube_standby::probe::exec::ExecCall,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+            kube_standby::probe::exec::ExecError,
+        >,
+    > {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The reconciler's observe + plan: a real `Ctx` (its unit index built from the caches, as
+/// at start), one watch event or probe answer per reconcile, then `hsj::observe` + plan.
+fn index_path(
+    h: &HotStandbyJob,
+    jobs: &[Job],
+    pods: &[Pod],
+    answers: &ProbeCache,
+    iters: usize,
+    now: Timestamp,
+) {
+    use kube::runtime::{reflector, watcher};
+    use kube_standby::controller::hsj::{self, units::HsjRef, Ctx, Stores};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _in_rt = rt.enter();
+    let (svc, _api) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let client = kube::Client::new(svc, "default");
+    let deps = kube_standby::controller::Deps::standalone(client);
+    // The probe answers of the mix, in the Ctx's probe cache.
+    (0..10_000).for_each(|i| record_probe(&deps.probes, i));
+    let _ = answers;
+    let (job_store, mut job_w) = reflector::store::<Job>();
+    let (pod_store, mut pod_w) = reflector::store::<Pod>();
+    job_w.apply_watcher_event(&watcher::Event::Init);
+    jobs.iter()
+        .for_each(|j| job_w.apply_watcher_event(&watcher::Event::InitApply(j.clone())));
+    job_w.apply_watcher_event(&watcher::Event::InitDone);
+    pod_w.apply_watcher_event(&watcher::Event::Init);
+    pods.iter()
+        .for_each(|p| pod_w.apply_watcher_event(&watcher::Event::InitApply(p.clone())));
+    pod_w.apply_watcher_event(&watcher::Event::InitDone);
+    let stores = Stores {
+        jobs: job_store,
+        pods: pod_store.clone(),
+    };
+    let exec = kube_standby::probe::exec::ExecProber::new(Arc::new(NoExec), 4);
+    let ctx = Ctx::new(&deps, stores, exec);
+    let me = HsjRef {
+        namespace: "ns",
+        name: "pool",
+        uid: "hsj-uid",
+    };
+    let reconcile = |ctx: &Ctx| {
+        let seen = hsj::observe(ctx, h, me, ctx.expect.deleting());
+        let p = plan::plan(&seen.observed(h, now));
+        black_box((p.victims.len(), p.replace.len(), p.create));
+    };
+    reconcile(&ctx);
+    {
+        let seen = hsj::observe(&ctx, h, me, ctx.expect.deleting());
+        let p = plan::plan(&seen.observed(h, now));
+        println!(
+            "  unit index: {} units, busy {} idle {} unknown {} stale {} -> {} victims, {} replaced",
+            seen.units().len(), p.busy, p.idle, p.unknown, p.stale, p.victims.len(), p.replace.len()
+        );
+    }
+
+    // One pod watch event per reconcile (a new resourceVersion, as the old rows change).
+    let mut flip = 0usize;
+    let mut changing = pods.to_vec();
+    let t = times(iters / 4 + 1, || {
+        flip = (flip + 1) % changing.len();
+        changing[flip].metadata.resource_version = Some(format!("flip-{flip}"));
+        let ev = watcher::Event::Apply(changing[flip].clone());
+        pod_w.apply_watcher_event(&ev);
+        ctx.units.on_pod_event(&pod_store, ev);
+        reconcile(&ctx);
+    });
+    print(
+        "observe+plan, reconciler's path (unit index; 1 pod watch event per reconcile; target <= 5 ms)",
+        &t,
+        1,
+    );
+    // One probe answer changed per reconcile (a busy flip in exec mode), told by the cache.
+    let mut k = 0usize;
+    let t = times(iters / 4 + 1, || {
+        k = (k + 1) % 10_000;
+        let i = (k * 3) % 10_000; // a busy unit: flip it idle, and back next time round
+        let uid = format!("pod-{i}");
+        let state = match deps.probes.get(&uid).and_then(|r| r.last_known) {
+            Some(BusyState::Busy) => BusyState::Idle,
+            _ => BusyState::Busy,
+        };
+        deps.probes.record(&uid, Ok(state), Instant::now());
+        reconcile(&ctx);
+    });
+    print(
+        "observe+plan, reconciler's path (unit index; 1 probe answer changed per reconcile)",
+        &t,
+        1,
+    );
+    // Where that time goes.
+    let t = times(iters / 4 + 1, || {
+        black_box(
+            hsj::observe(&ctx, h, me, ctx.expect.deleting())
+                .units()
+                .len(),
+        );
+    });
+    print("  of which: observe (nothing changed)", &t, 1);
+    let seen = hsj::observe(&ctx, h, me, ctx.expect.deleting());
+    let t = times(iters / 4 + 1, || {
+        black_box(plan::plan(&seen.observed(h, now)));
+    });
+    print("  of which: plan", &t, 1);
+    drop(seen);
+    // Not in the figures above: the due-probe scan a reconcile in exec mode runs first (the
+    // live units' pods, each asked whether its probe is due; nothing is due here).
+    let cfg = h.spec.busy_probe.exec.clone().expect("exec");
+    let scan = || {
+        let live = ctx.units.live_pods(me, &ctx.expect.deleting());
+        let refs: Vec<&Pod> = live.iter().map(Arc::as_ref).collect();
+        rt.block_on(kube_standby::probe::exec::probe_due(
+            &ctx.exec,
+            &ctx.probes,
+            &ctx.metrics,
+            &cfg,
+            &refs,
+        ))
+    };
+    scan(); // the never-probed (unknown) pods are probed once here
+    let t = times(iters / 4 + 1, || {
+        black_box(scan());
+    });
+    print(
+        "  not included: due-probe scan of the live pods (exec, none due)",
+        &t,
+        1,
+    );
+    // Nor the debug state a reconcile publishes (the plan and every unit's view).
+    let seen = hsj::observe(&ctx, h, me, ctx.expect.deleting());
+    let p = plan::plan(&seen.observed(h, now));
+    let t = times(iters / 4 + 1, || {
+        ctx.debug.set(
+            "hsj/ns/pool".into(),
+            serde_json::json!({"mode": h.spec.busy_probe.mode, "plan": p, "units": seen.units(),
+                               "created": [], "deleted": [], "replaced": [], "at": now.to_string()}),
+        );
+    });
+    print(
+        "  not included: debug state, as a JSON value first (before)",
+        &t,
+        1,
+    );
+    let t = times(iters / 4 + 1, || {
+        let entry = hsj::DebugEntry {
+            mode: h.spec.busy_probe.mode,
+            plan: &p,
+            units: seen.units(),
+            created: &[],
+            deleted: &[],
+            replaced: &[],
+            at: now.to_string(),
+        };
+        ctx.debug.set("hsj/ns/pool".into(), &entry);
+    });
+    print(
+        "  not included: debug state, serialized directly (after, hsj::DebugEntry)",
+        &t,
+        1,
     );
 }

@@ -190,12 +190,18 @@ pub struct ProbeView {
     pub reason: String,
 }
 
+/// Told the UID of a pod whose [`ProbeCache::view`] changed (a result recorded or forgotten),
+/// after the cache's lock is released; answers false once it no longer listens (it is then
+/// dropped).
+pub type ChangeListener = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Probe results by pod UID, shared between reconciles, and where each kind's pods are
 /// probed (resolvers the busy guard asks when it probes a pod itself, see [`target`]).
 #[derive(Clone, Default)]
 pub struct ProbeCache {
     inner: Arc<Mutex<HashMap<String, ProbeRecord>>>,
     resolvers: Arc<std::sync::RwLock<Vec<target::Resolver>>>,
+    listeners: Arc<std::sync::RwLock<Vec<ChangeListener>>>,
 }
 
 impl ProbeCache {
@@ -224,6 +230,51 @@ impl ProbeCache {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Be told of every change of a pod's [`view`](Self::view) (an incremental index of
+    /// unit states listens instead of reading every pod's result each reconcile).
+    pub fn on_change(&self, listener: ChangeListener) {
+        match self.listeners.write() {
+            Ok(mut g) => g.push(listener),
+            Err(p) => p.into_inner().push(listener),
+        }
+    }
+
+    /// Tell the listeners (never under the cache's lock); drop those no longer listening.
+    fn changed(&self, uids: &[&str]) {
+        let dead: Vec<ChangeListener> = {
+            let g = match self.listeners.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            g.iter()
+                .filter(|l| !uids.iter().all(|uid| l(uid)))
+                .cloned()
+                .collect()
+        };
+        if !dead.is_empty() {
+            let mut g = match self.listeners.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            g.retain(|l| !dead.iter().any(|d| Arc::ptr_eq(d, l)));
+        }
+    }
+
+    /// Forget the results `keep` says no to, telling the listeners.
+    fn forget_where(&self, keep: &dyn Fn(&str, &ProbeRecord) -> bool) {
+        let mut gone = vec![];
+        self.lock().retain(|uid, r| {
+            let k = keep(uid, r);
+            if !k {
+                gone.push(uid.clone());
+            }
+            k
+        });
+        if !gone.is_empty() {
+            self.changed(&gone.iter().map(String::as_str).collect::<Vec<_>>());
         }
     }
 
@@ -261,7 +312,15 @@ impl ProbeCache {
         };
         let changed =
             prev.as_ref().map(|p| (p.last_known, p.failing)) != Some((rec.last_known, rec.failing));
+        let seen = prev
+            .as_ref()
+            .map(|p| (p.last_known, p.failing, p.reason.as_str()));
+        let shown = seen != Some((rec.last_known, rec.failing, rec.reason.as_str()));
         m.insert(uid.to_string(), rec);
+        drop(m);
+        if shown {
+            self.changed(&[uid]);
+        }
         changed
     }
 
@@ -289,7 +348,7 @@ impl ProbeCache {
     /// Forget every result whose pod `live` does not hold and that is older than
     /// [`FORGET_GRACE`] at `now`.
     pub fn forget_unless(&self, live: &dyn Fn(&str) -> bool, now: Instant) {
-        self.lock().retain(|uid, r| {
+        self.forget_where(&|uid, r| {
             live(uid) || now.saturating_duration_since(r.probed_at) < FORGET_GRACE
         });
     }
@@ -314,7 +373,7 @@ impl ProbeCache {
     }
 
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        self.lock().retain(|k, _| keep(k));
+        self.forget_where(&|uid, _| keep(uid));
     }
 
     /// Is this pod due for a probe?

@@ -4,6 +4,9 @@
 //!
 //! Invariants:
 //! - nothing runs before the Job and pod caches have listed (the shell's gate);
+//! - the unit index ([`units`]) hears of each Job and pod watch event after the cache applied
+//!   it and before the controller does, so a reconcile reads its units from the index (only
+//!   units changed since its last reconcile are rebuilt), never by a pass over the caches;
 //! - a Job we created or deleted is counted as such until the cache shows it (expectations),
 //!   so a reconcile on a lagging cache never creates or deletes twice;
 //! - a unit once seen busy is remembered as such (by Job UID) for as long as the Job
@@ -22,7 +25,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::shell::{self, Gate, Shell};
 use crate::api::claim::PoolKind;
@@ -39,6 +41,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod status;
+pub mod units;
 pub mod views;
 
 use build::NAME_LABEL;
@@ -88,9 +91,15 @@ impl Expectations {
     /// Created Jobs the cache does not show yet (`seen`: the names it shows). Names seen
     /// or older than [`EXPECT_FOR`] are forgotten.
     pub fn in_flight(&self, key: &str, seen: &HashSet<&str>) -> i32 {
+        self.in_flight_where(key, |n| seen.contains(n))
+    }
+
+    /// [`Expectations::in_flight`], asking `seen` about each name created (a few lookups
+    /// instead of a set of every Job's name).
+    pub fn in_flight_where(&self, key: &str, seen: impl Fn(&str) -> bool) -> i32 {
         let mut m = lock(&self.created);
         let Some(e) = m.get_mut(key) else { return 0 };
-        e.retain(|(n, at)| !seen.contains(n.as_str()) && at.elapsed() < EXPECT_FOR);
+        e.retain(|(n, at)| !seen(n.as_str()) && at.elapsed() < EXPECT_FOR);
         let n = e.len() as i32;
         if e.is_empty() {
             m.remove(key);
@@ -103,6 +112,13 @@ impl Expectations {
         let mut m = lock(&self.deleted);
         m.retain(|_, at| at.elapsed() < EXPECT_FOR);
         m.contains_key(uid)
+    }
+
+    /// UIDs of the Jobs we deleted (the cache may still show them), expired ones forgotten.
+    pub fn deleting(&self) -> HashSet<String> {
+        let mut m = lock(&self.deleted);
+        m.retain(|_, at| at.elapsed() < EXPECT_FOR);
+        m.keys().cloned().collect()
     }
 
     pub fn forget(&self, key: &str) {
@@ -120,8 +136,8 @@ pub struct Ctx {
     pub expect: Expectations,
     /// UIDs of Jobs one of whose pods was seen busy.
     pub ever_busy: Mutex<HashSet<String>>,
-    /// Unit views kept between reconciles.
-    pub views: views::ViewCache,
+    /// Each HSJ's Jobs, pods and unit views, fed by the watches and the probe cache.
+    pub units: units::Units,
 }
 
 crate::controller::deref_to_shell!(Ctx);
@@ -130,6 +146,7 @@ impl Ctx {
     /// The gate opens once the Job and pod stores have listed and `leading` says we lead.
     pub fn new(deps: &super::Deps, stores: Stores, exec: ExecProber) -> Self {
         let s = stores.clone();
+        let units = units::Units::new(&stores.jobs, &stores.pods, &deps.probes);
         let ready = async move {
             Gate::stores_ready(vec![s.jobs]).await && Gate::stores_ready(vec![s.pods]).await
         };
@@ -141,7 +158,7 @@ impl Ctx {
             exec,
             expect: Expectations::default(),
             ever_busy: Mutex::default(),
-            views: views::ViewCache::default(),
+            units,
         }
     }
 }
@@ -156,26 +173,6 @@ async fn write_status(ctx: &Ctx, hsj: &HotStandbyJob, st: &HotStandbyJobStatus) 
 async fn invalid(ctx: &Ctx, hsj: &HotStandbyJob, reason: &str, message: &str) -> Result<Action> {
     let st = status::invalid(hsj, reason, message, &Time((ctx.clock)()));
     ctx.shell.refuse(hsj, &st, reason, message).await
-}
-
-/// Jobs of `hsj` (controlled by it) and their pods, from the caches.
-fn owned(ctx: &Ctx, hsj: &HotStandbyJob, ns: &str) -> (Vec<Arc<Job>>, Vec<Arc<Pod>>) {
-    let uid = hsj.uid();
-    let jobs = super::in_namespace(&ctx.stores.jobs, ns)
-        .into_iter()
-        .filter(|j| {
-            j.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-        })
-        .filter(|j| !ctx.expect.is_deleted(&j.uid().unwrap_or_default()))
-        .collect();
-    let name = hsj.name_any();
-    let pods = super::in_namespace(&ctx.stores.pods, ns)
-        .into_iter()
-        .filter(|p| p.labels().get(NAME_LABEL) == Some(&name))
-        .collect();
-    (jobs, pods)
 }
 
 /// Probe what is due (http/exec). Returns the API server's refusal of `pods/exec`, if any.
@@ -227,15 +224,34 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
     if status::rejected(hsj) {
         return Ok(Action::requeue(ctx.resync));
     }
-    // Observe (caches, and the probes that are due).
-    let (jobs, pods) = owned(ctx, hsj, &ns);
-    let by_job = observe::pods_by_job(pods.iter().map(|p| p.as_ref()));
-    let forbidden = probe_due(ctx, hsj, &live_pods(&jobs, &by_job)).await;
+    // Observe (the unit index, and the probes that are due).
+    let uid = hsj.uid().unwrap_or_default();
+    let me = units::HsjRef {
+        namespace: &ns,
+        name: &name,
+        uid: &uid,
+    };
+    let deleting = ctx.expect.deleting();
+    let forbidden = match units::probed(&hsj.spec.busy_probe) {
+        true => {
+            let live = ctx.units.live_pods(me, &deleting);
+            probe_due(ctx, hsj, &live.iter().map(Arc::as_ref).collect::<Vec<_>>()).await
+        }
+        false => None,
+    };
     let key = debug_key(&ns, &name);
-    let units = views(ctx, hsj, &jobs, &by_job, &key);
-    let observed = observed(ctx, hsj, &units, &jobs, &key, now);
+    let seen = observe(ctx, hsj, me, deleting);
+    let units = seen.units();
+    let observed = seen.observed(hsj, now);
     // Plan, apply, then the shell's part: events, status, gauges, debug state.
     let plan = plan::plan(&observed);
+    let victim_pods = ctx
+        .units
+        .pods_of_units(me, plan.victims.iter().map(|v| v.uid));
+    let by_job: HashMap<&str, Vec<&Pod>> = victim_pods
+        .iter()
+        .map(|(uid, ps)| (uid.as_str(), ps.iter().map(Arc::as_ref).collect()))
+        .collect();
     let applied = apply::run(ctx, hsj, &plan, &by_job, &job).await?;
     ctx.expect.created(&key, &applied.created);
     if let Some(msg) = &applied.rejected {
@@ -243,25 +259,30 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         return invalid(ctx, hsj, "TemplateRejected", &msg).await;
     }
     let was = hsj.status.as_ref().map(|s| &s.held_pods);
-    let pool_pods = pods.iter().filter_map(|p| p.metadata.name.as_deref());
-    let (held, held_notes) = super::held::observe(&ctx.held, &ns, pool_pods, was);
+    let pool_pods = held_pool_pods(ctx, &ns, &name);
+    let (held, held_notes) =
+        super::held::observe(&ctx.held, &ns, pool_pods.iter().map(String::as_str), was);
     let mut notes = report::notes(&plan, &applied, forbidden.as_deref(), hsj.status.as_ref());
     notes.extend(held_notes);
     ctx.publish_notes(&hsj.object_ref(&()), "Reconcile", &notes)
         .await;
     count_writes(ctx, &applied, started);
-    let mut st = status_after(hsj, &plan, &applied, &units, forbidden.as_deref(), now);
+    let mut st = status_after(hsj, &plan, &applied, units, forbidden.as_deref(), now);
     st.held_pods = held;
     (st.claimed_count, st.pending_claims, st.exhausted_claims) =
         super::claim::counts_of(&ctx.claims, &ns, PoolKind::HotStandbyJob, &name);
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
-    ctx.debug.set(
-        key,
-        json!({"mode": hsj.spec.busy_probe.mode, "plan": plan, "units": units,
-               "created": applied.created, "deleted": applied.deleted,
-               "replaced": applied.replaced, "at": now.to_string()}),
-    );
+    let entry = DebugEntry {
+        mode: hsj.spec.busy_probe.mode,
+        plan: &plan,
+        units,
+        created: &applied.created,
+        deleted: &applied.deleted,
+        replaced: &applied.replaced,
+        at: now.to_string(),
+    };
+    ctx.debug.set(key, &entry);
     Ok(Action::requeue(next_wake(
         ctx,
         hsj,
@@ -281,40 +302,99 @@ fn valid_job(hsj: &HotStandbyJob) -> std::result::Result<Job, String> {
     Err(errors.join("; "))
 }
 
-/// The pods of the units still running (finished Jobs are not probed).
-fn live_pods<'a>(jobs: &[Arc<Job>], by_job: &HashMap<&str, Vec<&'a Pod>>) -> Vec<&'a Pod> {
-    jobs.iter()
-        .filter(|j| observe::finished(j).is_none())
-        .filter_map(|j| by_job.get(j.metadata.uid.as_deref()?))
-        .flatten()
-        .copied()
+/// The held pods of the namespace that carry this HSJ's name label (the pool's pods the
+/// busy guard holds: looked up one by one, not by a pass over every pod of the pool).
+fn held_pool_pods(ctx: &Ctx, ns: &str, name: &str) -> Vec<String> {
+    ctx.held
+        .in_namespace(ns)
+        .into_iter()
+        .filter(|p| {
+            ctx.stores
+                .pods
+                .get(&ObjectRef::new(p).within(ns))
+                .is_some_and(|pod| pod.labels().get(NAME_LABEL).map(String::as_str) == Some(name))
+        })
         .collect()
 }
 
-/// The planner's input.
-fn observed<'a>(
+/// What `/debug/state` shows of one HSJ after a reconcile, serialized straight from the
+/// reconcile's values (a JSON value built first cost more than the reconcile itself with
+/// 10,000 units).
+#[derive(serde::Serialize)]
+pub struct DebugEntry<'a> {
+    pub mode: JobBusyMode,
+    pub plan: &'a plan::Plan<'a>,
+    pub units: &'a [plan::UnitView],
+    pub created: &'a [String],
+    pub deleted: &'a [String],
+    pub replaced: &'a [String],
+    pub at: String,
+}
+
+/// What a reconcile observed of one HSJ (after the due probes): its units' views from the
+/// unit index (taken for this reconcile, put back when dropped), and its Jobs in flight.
+pub struct Observation {
+    refreshed: units::Refreshed,
+    in_flight: i32,
+}
+
+impl Observation {
+    /// The HSJ's units.
+    pub fn units(&self) -> &[plan::UnitView] {
+        self.refreshed.units()
+    }
+
+    /// The planner's input.
+    pub fn observed<'a>(
+        &'a self,
+        hsj: &'a HotStandbyJob,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Observed<'a> {
+        Observed {
+            spec: &hsj.spec,
+            units: self.units(),
+            in_flight: self.in_flight,
+            pending_since: hsj
+                .status
+                .as_ref()
+                .and_then(|s| s.scale_down_pending_since.as_ref())
+                .map(|t| t.0),
+            failures: failures_of(hsj),
+            now,
+        }
+    }
+}
+
+/// Observe `hsj` (`me`) from the unit index: the views of its units, rebuilt only for those
+/// changed since its last reconcile, remembering which Jobs were ever busy; `deleting`: the
+/// Jobs we deleted that the cache may still show (not units any more).
+pub fn observe(
     ctx: &Ctx,
-    hsj: &'a HotStandbyJob,
-    units: &'a [plan::UnitView],
-    jobs: &[Arc<Job>],
-    key: &str,
-    now: k8s_openapi::jiff::Timestamp,
-) -> Observed<'a> {
-    let seen: HashSet<&str> = jobs
-        .iter()
-        .filter_map(|j| j.meta().name.as_deref())
-        .collect();
-    Observed {
-        spec: &hsj.spec,
-        units,
-        in_flight: ctx.expect.in_flight(key, &seen),
-        pending_since: hsj
-            .status
-            .as_ref()
-            .and_then(|s| s.scale_down_pending_since.as_ref())
-            .map(|t| t.0),
-        failures: failures_of(hsj),
-        now,
+    hsj: &HotStandbyJob,
+    me: units::HsjRef<'_>,
+    deleting: HashSet<String>,
+) -> Observation {
+    let refreshed = {
+        let mut ever = lock(&ctx.ever_busy);
+        let probe = &hsj.spec.busy_probe;
+        ctx.units
+            .refresh(me, probe, &ctx.probes, &deleting, &mut ever)
+    };
+    // A created Job is seen once the cache shows it controlled by the HSJ (and not deleted).
+    let seen = |job: &str| {
+        let at = ObjectRef::new(job).within(me.namespace);
+        ctx.stores.jobs.get(&at).is_some_and(|j| {
+            let controlled = j
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == me.uid);
+            controlled && !deleting.contains(j.metadata.uid.as_deref().unwrap_or_default())
+        })
+    };
+    let key = debug_key(me.namespace, me.name);
+    Observation {
+        in_flight: ctx.expect.in_flight_where(&key, seen),
+        refreshed,
     }
 }
 
@@ -348,21 +428,6 @@ fn count_writes(ctx: &Ctx, applied: &apply::Applied, started: Instant) {
     if !applied.created.is_empty() {
         m.reaction.observe(started.elapsed().as_secs_f64());
     }
-}
-
-/// The units' views (kept between reconciles), remembering which Jobs were ever busy.
-fn views(
-    ctx: &Ctx,
-    hsj: &HotStandbyJob,
-    jobs: &[Arc<Job>],
-    by_job: &HashMap<&str, Vec<&Pod>>,
-    key: &str,
-) -> Vec<plan::UnitView> {
-    let mut ever = lock(&ctx.ever_busy);
-    let probe = &hsj.spec.busy_probe;
-    let jobs = jobs.iter().map(|j| j.as_ref());
-    ctx.views
-        .views(key, jobs, by_job, probe, &ctx.probes, &mut ever)
 }
 
 fn next_wake(ctx: &Ctx, hsj: &HotStandbyJob, plan: &plan::Plan<'_>, in_flight: i32) -> Duration {
@@ -423,14 +488,15 @@ pub fn start_with(
     exec: ExecProber,
     namespace: Option<String>,
 ) -> super::Started {
-    use super::watch::{in_scope, strip_managed};
+    use super::watch::{in_scope, in_scope_events, strip_managed};
+    use futures::StreamExt;
     let ns = namespace.as_deref();
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (jobs, job_w) = reflector::store::<Job>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hsjs, hsj_w) = reflector::store::<HotStandbyJob>();
-    let job_stream = in_scope(deps, ns, labelled.clone(), job_w, strip_job);
-    let pod_stream = in_scope(deps, ns, labelled, pod_w, observe::strip_pod);
+    let job_events = in_scope_events(deps, ns, labelled.clone(), job_w, strip_job);
+    let pod_events = in_scope_events(deps, ns, labelled, pod_w, observe::strip_pod);
     let all = watcher::Config::default();
     let hsj_stream = in_scope(deps, ns, all, hsj_w, strip_managed);
     let stores = Stores {
@@ -438,6 +504,18 @@ pub fn start_with(
         pods: pods.clone(),
     };
     let ctx = Arc::new(Ctx::new(deps, stores, exec));
+    // The unit index hears of each event after the cache applied it and before the
+    // controller does (so a reconcile it triggers reads it).
+    let (index, cache) = (ctx.units.clone(), jobs.clone());
+    let job_stream = job_events.filter_map(move |r| {
+        let ev = r.map(|ev| index.on_job_event(&cache, ev)).transpose();
+        std::future::ready(ev)
+    });
+    let (index, cache) = (ctx.units.clone(), pods.clone());
+    let pod_stream = pod_events.filter_map(move |r| {
+        let ev = r.map(|ev| index.on_pod_event(&cache, ev)).transpose();
+        std::future::ready(ev)
+    });
     deps.probes
         .register_target(probe_target(pods.clone(), hsjs.clone()));
     let held = super::held::trigger(&deps.held, ctx.stores.pods.clone(), |p| {
@@ -508,7 +586,7 @@ pub fn forget(ctx: &Ctx, ns: &str, name: &str) {
     ctx.debug.remove(&debug_key(ns, name));
     ctx.shell.forget(ns, name);
     ctx.expect.forget(&debug_key(ns, name));
-    ctx.views.forget(&debug_key(ns, name));
+    ctx.units.forget(ns, name);
     ctx.metrics.hsj.forget(&ObjectLabels::new(ns, name));
 }
 
@@ -532,6 +610,35 @@ mod tests {
         h.metadata.namespace = Some("ns".into());
         h.metadata.uid = Some(format!("uid-{name}"));
         h
+    }
+
+    #[test]
+    fn the_debug_entry_is_the_json_the_reconcile_published_before() {
+        let h = hsj("exec", serde_json::json!({"mode": "annotation"}));
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let units = vec![];
+        let o = Observed {
+            spec: &h.spec,
+            units: &units,
+            in_flight: 0,
+            pending_since: None,
+            failures: Failures::default(),
+            now,
+        };
+        let plan = plan::plan(&o);
+        let (created, deleted, replaced) = (vec!["a".to_string()], vec!["b".into()], vec![]);
+        let entry = DebugEntry {
+            mode: h.spec.busy_probe.mode,
+            plan: &plan,
+            units: &units,
+            created: &created,
+            deleted: &deleted,
+            replaced: &replaced,
+            at: now.to_string(),
+        };
+        let before = serde_json::json!({"mode": h.spec.busy_probe.mode, "plan": plan, "units": units,
+            "created": created, "deleted": deleted, "replaced": replaced, "at": now.to_string()});
+        assert_eq!(serde_json::to_value(&entry).unwrap(), before);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! the annotation key changed; otherwise the cached one is reused (its strings are shared,
 //! so reuse is a few reference counts).
 //!
+//! The reconciler now reads [`super::units`] (an index fed by the watch events and probe
+//! answers, rebuilding only changed units); this cache stays as the baseline the `hsj_plan`
+//! bench compares it with.
+//!
 //! Invariants: a reused view is exactly what [`observe::unit_view`] would build now: in
 //! http and exec mode the busy state is always read fresh from the probe cache (it changes
 //! without the pod changing), and `ever_busy` is always recomputed from the caller's memory

@@ -1,0 +1,854 @@
+//! The HSJ unit index (issue 22): every HSJ's Jobs and their pods, fed by the Job and pod
+//! watch events and by the probe cache's change notices, and each HSJ's unit views kept up
+//! to date from it, so a reconcile rebuilds only the units that changed since the last one
+//! (as linkerd's policy controller indexes its watch events) instead of grouping and
+//! reading every cached Job and pod again.
+//!
+//! Invariants:
+//! - once an event has been fed (before the controller hears of it, see
+//!   [`Units::on_job_event`]) the index holds what the committed caches hold: Jobs by
+//!   (namespace, UID of their controlling owner), pods by (namespace, HSJ name label) and
+//!   then by the UID of their controlling Job, each unit's pods in name order. A (re)list
+//!   is read from the committed cache at its end, never half-listed;
+//! - a unit is marked changed whenever its Job or one of its pods is added, changed, moved
+//!   or gone, and whenever a probe answer of one of its pods changes what
+//!   [`ProbeCache::view`] says (the cache tells its listeners, after its lock is released);
+//! - after [`Units::refresh`], an HSJ's views are exactly those [`observe::unit_view`] builds
+//!   from scratch from the index for every Job it controls that we are not deleting (in any
+//!   order), with the same ever-busy memory (property-tested against that rebuild below);
+//! - views are rebuilt only for units marked changed, units whose hidden mark (deleted by us,
+//!   the cache may still show them) changed, or all of an HSJ's units when its UID, busy mode
+//!   or annotation key changed; the view list is updated in place (a swap-remove for a gone
+//!   unit), never copied, so a reconcile reads it as a slice;
+//! - no lock is held while another is taken: views are built after the index's lock is let
+//!   go (from shared Job and pod handles), and the probe cache calls back without its lock.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+
+use super::build::NAME_LABEL;
+use super::observe;
+use super::plan::UnitView;
+use crate::api::hsj::{JobBusyMode, JobBusyProbe};
+use crate::probe::ProbeCache;
+
+/// (namespace, UID of the controlling owner) of a Job group; (namespace, HSJ name) of a
+/// pod group.
+type GroupKey = (String, String);
+
+/// One HSJ's Jobs (by the HSJ's UID) and the units changed since its last refresh.
+#[derive(Default)]
+struct JobGroup {
+    jobs: HashMap<String, Arc<Job>>,
+    dirty: HashSet<String>,
+}
+
+/// What the watch events told: Jobs and pods where they belong.
+#[derive(Default)]
+struct Feed {
+    jobs: HashMap<GroupKey, JobGroup>,
+    /// Job UID → its group.
+    job_at: HashMap<String, GroupKey>,
+    /// (namespace, HSJ name) → controlling Job UID ("" for none) → pods in name order.
+    pods: HashMap<GroupKey, HashMap<String, Vec<Arc<Pod>>>>,
+    /// Pod UID → (its pod group, its Job's UID).
+    pod_at: HashMap<String, (GroupKey, String)>,
+}
+
+fn job_group(job: &Job) -> Option<GroupKey> {
+    let owner = job
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    Some((job.metadata.namespace.clone()?, owner.uid.clone()))
+}
+
+fn pod_place(pod: &Pod) -> Option<(GroupKey, String)> {
+    let m = &pod.metadata;
+    let name = m.labels.as_ref()?.get(NAME_LABEL)?;
+    let job = observe::owner_job(pod).unwrap_or_default();
+    Some(((m.namespace.clone()?, name.clone()), job.to_string()))
+}
+
+fn name_of(p: &Pod) -> &str {
+    p.metadata.name.as_deref().unwrap_or_default()
+}
+
+impl Feed {
+    fn mark(&mut self, job_uid: &str) {
+        if let Some(g) = self.job_at.get(job_uid) {
+            if let Some(group) = self.jobs.get_mut(g) {
+                group.dirty.insert(job_uid.to_string());
+            }
+        }
+    }
+
+    /// Job `uid` is now `job` (None: gone).
+    fn note_job(&mut self, uid: &str, job: Option<Arc<Job>>) {
+        let place = job.as_deref().and_then(job_group);
+        if let Some(old) = self.job_at.get(uid).cloned() {
+            if Some(&old) != place.as_ref() {
+                self.job_at.remove(uid);
+                if let Some(group) = self.jobs.get_mut(&old) {
+                    group.jobs.remove(uid);
+                    group.dirty.insert(uid.to_string());
+                }
+            }
+        }
+        if let (Some(place), Some(job)) = (place, job) {
+            let group = self.jobs.entry(place.clone()).or_default();
+            group.jobs.insert(uid.to_string(), job);
+            group.dirty.insert(uid.to_string());
+            self.job_at.insert(uid.to_string(), place);
+        }
+    }
+
+    /// Pod `uid` is now `pod` (None: gone).
+    fn note_pod(&mut self, uid: &str, pod: Option<Arc<Pod>>) {
+        if let Some((group, job)) = self.pod_at.remove(uid) {
+            if let Some(units) = self.pods.get_mut(&group) {
+                if let Some(list) = units.get_mut(&job) {
+                    list.retain(|p| p.metadata.uid.as_deref() != Some(uid));
+                    if list.is_empty() {
+                        units.remove(&job);
+                    }
+                }
+                if units.is_empty() {
+                    self.pods.remove(&group);
+                }
+            }
+            self.mark(&job);
+        }
+        let Some(pod) = pod else { return };
+        let Some((group, job)) = pod_place(&pod) else {
+            return;
+        };
+        let list = self
+            .pods
+            .entry(group.clone())
+            .or_default()
+            .entry(job.clone())
+            .or_default();
+        let at = list.partition_point(|p| name_of(p) < name_of(&pod));
+        list.insert(at, pod);
+        self.mark(&job);
+        self.pod_at.insert(uid.to_string(), (group, job));
+    }
+
+    fn pods_of(&self, ns: &str, name: &str, job: &str) -> Vec<Arc<Pod>> {
+        // A lookup by borrowed parts would need a second map; the key is two short strings.
+        let key = (ns.to_string(), name.to_string());
+        self.pods
+            .get(&key)
+            .and_then(|u| u.get(job))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A unit to rebuild: its Job UID, its Job (None: no view any more) and its pods.
+type Todo = (String, Option<Arc<Job>>, Vec<Arc<Pod>>);
+
+/// An HSJ's views and what they were built for.
+struct Views {
+    /// (HSJ UID, busy mode, annotation key).
+    built_for: (String, JobBusyMode, String),
+    views: Vec<UnitView>,
+    /// Job UID → its view's place in `views`.
+    at: HashMap<Arc<str>, usize>,
+    /// Jobs of the HSJ we deleted (the cache may still show them): no view.
+    hidden: HashSet<String>,
+}
+
+impl Views {
+    fn new(built_for: (String, JobBusyMode, String)) -> Self {
+        Views {
+            built_for,
+            views: vec![],
+            at: HashMap::new(),
+            hidden: HashSet::new(),
+        }
+    }
+
+    fn put(&mut self, view: UnitView) {
+        match self.at.get(&view.core.uid) {
+            Some(&i) => self.views[i] = view,
+            None => {
+                self.at.insert(view.core.uid.clone(), self.views.len());
+                self.views.push(view);
+            }
+        }
+    }
+
+    fn remove(&mut self, uid: &str) {
+        let Some(i) = self.at.remove(uid) else { return };
+        self.views.swap_remove(i);
+        if let Some(moved) = self.views.get(i) {
+            self.at.insert(moved.core.uid.clone(), i);
+        }
+    }
+}
+
+/// The index, shared by the watches that feed it, the probe cache that tells it of changed
+/// answers, and the reconciles that read it.
+#[derive(Clone, Default)]
+pub struct Units {
+    feed: Arc<Mutex<Feed>>,
+    views: Arc<Mutex<HashMap<String, Views>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// One HSJ as the index knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct HsjRef<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+impl HsjRef<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl Units {
+    /// An index of what `jobs` and `pods` hold now, told of changed answers by `probes`.
+    pub fn new(jobs: &Store<Job>, pods: &Store<Pod>, probes: &ProbeCache) -> Self {
+        let u = Units::default();
+        u.relist_jobs(jobs);
+        u.relist_pods(pods);
+        let feed: Weak<Mutex<Feed>> = Arc::downgrade(&u.feed);
+        probes.on_change(Arc::new(move |pod_uid: &str| {
+            let Some(feed) = feed.upgrade() else {
+                return false;
+            };
+            let mut f = lock(&feed);
+            if let Some((_, job)) = f.pod_at.get(pod_uid).cloned() {
+                f.mark(&job);
+            }
+            true
+        }));
+        u
+    }
+
+    fn feed(&self) -> MutexGuard<'_, Feed> {
+        lock(&self.feed)
+    }
+
+    /// Note one Job watch event (after `jobs` applied it); the Job it concerns, if any.
+    pub fn on_job_event(&self, jobs: &Store<Job>, ev: watcher::Event<Job>) -> Option<Job> {
+        match ev {
+            watcher::Event::Apply(j) => {
+                let uid = j.metadata.uid.clone().unwrap_or_default();
+                let kept = jobs.get(&ObjectRef::from_obj(&j));
+                self.feed()
+                    .note_job(&uid, Some(kept.unwrap_or_else(|| Arc::new(j.clone()))));
+                Some(j)
+            }
+            watcher::Event::Delete(j) => {
+                self.feed()
+                    .note_job(j.metadata.uid.as_deref().unwrap_or_default(), None);
+                Some(j)
+            }
+            watcher::Event::InitApply(j) => Some(j),
+            watcher::Event::Init => None,
+            watcher::Event::InitDone => {
+                self.relist_jobs(jobs);
+                None
+            }
+        }
+    }
+
+    /// Note one pod watch event (after `pods` applied it); the pod it concerns, if any.
+    pub fn on_pod_event(&self, pods: &Store<Pod>, ev: watcher::Event<Pod>) -> Option<Pod> {
+        match ev {
+            watcher::Event::Apply(p) => {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                let kept = pods.get(&ObjectRef::from_obj(&p));
+                self.feed()
+                    .note_pod(&uid, Some(kept.unwrap_or_else(|| Arc::new(p.clone()))));
+                Some(p)
+            }
+            watcher::Event::Delete(p) => {
+                self.feed()
+                    .note_pod(p.metadata.uid.as_deref().unwrap_or_default(), None);
+                Some(p)
+            }
+            watcher::Event::InitApply(p) => Some(p),
+            watcher::Event::Init => None,
+            watcher::Event::InitDone => {
+                self.relist_pods(pods);
+                None
+            }
+        }
+    }
+
+    /// A (re)list ended: the Jobs are what `jobs` holds (only changed ones are marked).
+    pub fn relist_jobs(&self, jobs: &Store<Job>) {
+        let now: HashMap<String, Arc<Job>> = jobs
+            .state()
+            .into_iter()
+            .filter_map(|j| Some((j.metadata.uid.clone()?, j)))
+            .collect();
+        let mut f = self.feed();
+        let gone: Vec<String> = f
+            .job_at
+            .keys()
+            .filter(|u| !now.contains_key(*u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            f.note_job(&uid, None);
+        }
+        for (uid, job) in now {
+            let same = f
+                .job_at
+                .get(&uid)
+                .and_then(|g| f.jobs.get(g)?.jobs.get(&uid))
+                .is_some_and(|old| Arc::ptr_eq(old, &job) || **old == *job);
+            if !same {
+                f.note_job(&uid, Some(job));
+            }
+        }
+    }
+
+    /// A (re)list ended: the pods are what `pods` holds.
+    pub fn relist_pods(&self, pods: &Store<Pod>) {
+        let now: HashMap<String, Arc<Pod>> = pods
+            .state()
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.uid.clone()?, p)))
+            .collect();
+        let mut f = self.feed();
+        let gone: Vec<String> = f
+            .pod_at
+            .keys()
+            .filter(|u| !now.contains_key(*u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            f.note_pod(&uid, None);
+        }
+        for (uid, pod) in now {
+            let same = f.pod_at.get(&uid).is_some_and(|(group, job)| {
+                let list = f.pods.get(group).and_then(|u| u.get(job));
+                let old = list.and_then(|l| l.iter().find(|p| p.metadata.uid == pod.metadata.uid));
+                old.is_some_and(|o| Arc::ptr_eq(o, &pod) || **o == *pod)
+                    && pod_place(&pod).as_ref() == Some(&(group.clone(), job.clone()))
+            });
+            if !same {
+                f.note_pod(&uid, Some(pod));
+            }
+        }
+    }
+
+    /// Bring `hsj`'s views up to date and take them for one reconcile (kube never runs two
+    /// reconciles of one HSJ at once); they are put back when the result is dropped.
+    /// `deleting`: UIDs of Jobs we deleted that the cache may still show; `ever`: UIDs of
+    /// Jobs ever seen busy (a unit busy now is added).
+    pub fn refresh(
+        &self,
+        hsj: HsjRef<'_>,
+        probe: &JobBusyProbe,
+        probes: &ProbeCache,
+        deleting: &HashSet<String>,
+        ever: &mut HashSet<String>,
+    ) -> Refreshed {
+        let key = hsj.key();
+        let built_for = (
+            hsj.uid.to_string(),
+            probe.mode,
+            probe.annotation_key.clone(),
+        );
+        let mut views = lock(&self.views)
+            .remove(&key)
+            .filter(|v| v.built_for == built_for)
+            .unwrap_or_else(|| Views::new(built_for));
+        // Under the index's lock: what changed, and its Job and pods (shared handles).
+        let todo: Vec<Todo> = {
+            let mut f = self.feed();
+            let group_key = (hsj.namespace.to_string(), hsj.uid.to_string());
+            let fresh = views.views.is_empty();
+            let mut changed: HashSet<String> = HashSet::new();
+            let mut hidden: HashSet<String> = HashSet::new();
+            let mut empty = false;
+            if let Some(g) = f.jobs.get_mut(&group_key) {
+                hidden.extend(deleting.iter().filter(|u| g.jobs.contains_key(*u)).cloned());
+                if fresh {
+                    g.dirty.clear();
+                    changed.extend(g.jobs.keys().cloned());
+                } else {
+                    changed.extend(g.dirty.drain());
+                }
+                empty = g.jobs.is_empty();
+            }
+            if empty {
+                f.jobs.remove(&group_key);
+            }
+            changed.extend(views.hidden.symmetric_difference(&hidden).cloned());
+            views.hidden = hidden;
+            let group = f.jobs.get(&group_key);
+            changed
+                .into_iter()
+                .map(|uid| {
+                    let job = group
+                        .and_then(|g| g.jobs.get(&uid))
+                        .filter(|_| !views.hidden.contains(&uid))
+                        .cloned();
+                    let pods = match job {
+                        Some(_) => f.pods_of(hsj.namespace, hsj.name, &uid),
+                        None => vec![],
+                    };
+                    (uid, job, pods)
+                })
+                .collect()
+        };
+        for (uid, job, pods) in todo {
+            match job {
+                None => views.remove(&uid),
+                Some(job) => {
+                    let was = ever.contains(&uid);
+                    let refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
+                    let view = observe::unit_view(&job, &refs, probe, probes, was);
+                    if view.ever_busy && !was {
+                        ever.insert(uid);
+                    }
+                    views.put(view);
+                }
+            }
+        }
+        Refreshed {
+            views: Some(views),
+            home: self.views.clone(),
+            key,
+        }
+    }
+
+    /// The pods of the units `jobs` (Job UIDs) of `hsj`, in name order.
+    pub fn pods_of_units<'a>(
+        &self,
+        hsj: HsjRef<'_>,
+        jobs: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, Vec<Arc<Pod>>> {
+        let f = self.feed();
+        let Some(units) = f
+            .pods
+            .get(&(hsj.namespace.to_string(), hsj.name.to_string()))
+        else {
+            return HashMap::new();
+        };
+        jobs.into_iter()
+            .filter_map(|j| Some((j.to_string(), units.get(j)?.clone())))
+            .collect()
+    }
+
+    /// The pods of `hsj`'s units still running (Job not finished, not being deleted by us):
+    /// those a probe is due for.
+    pub fn live_pods(&self, hsj: HsjRef<'_>, deleting: &HashSet<String>) -> Vec<Arc<Pod>> {
+        let f = self.feed();
+        let group = f
+            .jobs
+            .get(&(hsj.namespace.to_string(), hsj.uid.to_string()));
+        let units = f
+            .pods
+            .get(&(hsj.namespace.to_string(), hsj.name.to_string()));
+        let (Some(group), Some(units)) = (group, units) else {
+            return vec![];
+        };
+        group
+            .jobs
+            .iter()
+            .filter(|(uid, j)| !deleting.contains(*uid) && observe::finished(j).is_none())
+            .filter_map(|(uid, _)| units.get(uid))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Drop an HSJ's views (it is gone).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        lock(&self.views).remove(&format!("{namespace}/{name}"));
+    }
+}
+
+/// An HSJ's views, taken for one reconcile; put back for the next when dropped.
+pub struct Refreshed {
+    views: Option<Views>,
+    home: Arc<Mutex<HashMap<String, Views>>>,
+    key: String,
+}
+
+impl Refreshed {
+    /// The views of the HSJ's units (in no particular order).
+    pub fn units(&self) -> &[UnitView] {
+        self.views.as_ref().map_or(&[], |v| v.views.as_slice())
+    }
+}
+
+impl Drop for Refreshed {
+    fn drop(&mut self) {
+        if let Some(v) = self.views.take() {
+            lock(&self.home).insert(std::mem::take(&mut self.key), v);
+        }
+    }
+}
+
+/// The views a rebuild from scratch gives (the index's oracle, and what a reconcile saw
+/// before the index): every Job of `jobs` controlled by `hsj` and not in `deleting`, with
+/// its labelled pods in name order.
+pub fn rebuild(
+    hsj: HsjRef<'_>,
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+    probe: &JobBusyProbe,
+    probes: &ProbeCache,
+    deleting: &HashSet<String>,
+    ever: &mut HashSet<String>,
+) -> Vec<UnitView> {
+    let mut mine: Vec<&Pod> = pods
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|p| p.metadata.namespace.as_deref() == Some(hsj.namespace))
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(NAME_LABEL))
+                .map(String::as_str)
+                == Some(hsj.name)
+        })
+        .collect();
+    mine.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let by_job = observe::pods_by_job(mine);
+    jobs.iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some(hsj.namespace))
+        .filter(|j| job_group(j).is_some_and(|(_, o)| o == hsj.uid))
+        .filter(|j| !deleting.contains(j.metadata.uid.as_deref().unwrap_or_default()))
+        .map(|j| {
+            let uid = j.metadata.uid.clone().unwrap_or_default();
+            let ps = by_job
+                .get(uid.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let was = ever.contains(&uid);
+            let v = observe::unit_view(j, ps, probe, probes, was);
+            if v.ever_busy && !was {
+                ever.insert(uid);
+            }
+            v
+        })
+        .collect()
+}
+
+/// Does a probe answer decide this HSJ's busy states (http and exec mode)?
+pub fn probed(probe: &JobBusyProbe) -> bool {
+    matches!(probe.mode, JobBusyMode::Http | JobBusyMode::Exec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::BusyState;
+    use kube::runtime::reflector::{self, store::Writer};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn probe(mode: u8) -> JobBusyProbe {
+        let mode = ["annotation", "exec", "http"][mode as usize % 3];
+        serde_json::from_value(json!({"mode": mode, "exec": {"command": ["cat", "/tmp/busy"]}}))
+            .unwrap()
+    }
+
+    /// Job `j{i}` controlled by HSJ `h{owner}` (A or B), maybe finished.
+    fn job(i: u8, owner: bool, finished: u8, rv: u32) -> Job {
+        let conditions = match finished {
+            1 => {
+                json!([{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+            }
+            2 => {
+                json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+            }
+            _ => json!([]),
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("j{i}"), "namespace": "ns", "uid": format!("j{i}"),
+                         "resourceVersion": rv.to_string(), "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": {NAME_LABEL: "a"},
+                         "ownerReferences": [{"apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyJob",
+                                              "name": "a", "uid": if owner { "hA" } else { "hB" }, "controller": true}]},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    /// Pod `p{k}` of Job `j{job}` (none: 5), labelled for HSJ `a` or `b`.
+    #[derive(Clone, Debug)]
+    struct PodSpec {
+        k: u8,
+        job: u8,
+        label_a: bool,
+        busy: bool,
+        running: bool,
+        terminating: bool,
+        failing: bool,
+    }
+
+    fn pod_spec() -> impl Strategy<Value = PodSpec> {
+        (
+            0u8..6,
+            0u8..6,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0u8..6,
+            0u8..6,
+        )
+            .prop_map(|(k, job, label_a, busy, running, term, fail)| PodSpec {
+                k,
+                job,
+                label_a: label_a || job.is_multiple_of(2),
+                busy,
+                running,
+                terminating: term == 0,
+                failing: fail == 0,
+            })
+    }
+
+    fn pod(s: &PodSpec, rv: u32) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": format!("p{}", s.k), "namespace": "ns", "uid": format!("p{}", s.k),
+                         "resourceVersion": rv.to_string(),
+                         "labels": {NAME_LABEL: if s.label_a { "a" } else { "b" }},
+                         "annotations": {"paia.tech/busy": s.busy.to_string()}},
+            "status": {"phase": if s.running { "Running" } else { "Pending" }, "podIP": "10.0.0.1",
+                       "conditions": [{"type": "Ready", "status": if s.running { "True" } else { "False" }}]}
+        });
+        if s.job < 5 {
+            v["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job",
+                "name": format!("j{}", s.job), "uid": format!("j{}", s.job), "controller": true}]);
+        }
+        if s.terminating {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        if s.failing {
+            v["status"]["containerStatuses"] = json!([{"name": "main",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}}]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Job(u8, bool, u8),
+        DeleteJob(u8),
+        Pod(PodSpec),
+        DeletePod(u8),
+        /// A probe answer for pod `p{k}`: 0 idle, 1 busy, 2 failing, 3 forgotten.
+        Answer(u8, u8),
+        /// A relist of Jobs (true) or pods, dropping the objects whose number is in the mask.
+        Relist(bool, u8),
+        /// A reconcile: HSJ A or B's UID, busy mode, Jobs we are deleting (mask).
+        Refresh(bool, u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..5, any::<bool>(), 0u8..3).prop_map(|(i, o, f)| Op::Job(i, o || i < 3, f)),
+            1 => (0u8..5).prop_map(Op::DeleteJob),
+            4 => pod_spec().prop_map(Op::Pod),
+            1 => (0u8..6).prop_map(Op::DeletePod),
+            3 => (0u8..6, 0u8..4).prop_map(|(k, a)| Op::Answer(k, a)),
+            1 => (any::<bool>(), any::<u8>()).prop_map(|(j, m)| Op::Relist(j, m)),
+            3 => (0u8..8, 0u8..3, 0u8..32).prop_map(|(u, m, d)| Op::Refresh(u != 0, m, d)),
+        ]
+    }
+
+    fn number(name: Option<&str>) -> u8 {
+        name.and_then(|n| n[1..].parse().ok()).unwrap_or(0)
+    }
+
+    /// Apply `ev` to the cache and then feed it to the index, as the watch does.
+    fn feed_job(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, ev: watcher::Event<Job>) {
+        w.apply_watcher_event(&ev);
+        u.on_job_event(s, ev);
+    }
+
+    fn feed_pod(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, ev: watcher::Event<Pod>) {
+        w.apply_watcher_event(&ev);
+        u.on_pod_event(s, ev);
+    }
+
+    fn sorted(mut v: Vec<UnitView>) -> Vec<UnitView> {
+        v.sort_by(|a, b| a.core.uid.cmp(&b.core.uid));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Over any sequence of Job and pod events (adds, changes, moves between HSJs and
+        /// Jobs, deletes, relists), probe answers and reconciles (the HSJ recreated, the
+        /// busy mode changed, Jobs being deleted by us), the index's views equal a rebuild
+        /// from scratch of the committed caches, and the ever-busy memories are the same.
+        #[test]
+        fn the_index_equals_a_rebuild_from_the_caches(ops in proptest::collection::vec(op(), 1..40)) {
+            let (jobs, mut jw) = reflector::store::<Job>();
+            let (pods, mut pw) = reflector::store::<Pod>();
+            let probes = ProbeCache::default();
+            let units = Units::new(&jobs, &pods, &probes);
+            let (mut ever_index, mut ever_fresh) = (HashSet::new(), HashSet::new());
+            let mut rv = 0u32;
+            for op in ops {
+                rv += 1;
+                match op {
+                    Op::Job(i, owner, fin) => {
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
+                    }
+                    Op::DeleteJob(i) => {
+                        let at = ObjectRef::new(&format!("j{i}")).within("ns");
+                        if let Some(j) = jobs.get(&at) {
+                            feed_job(&mut jw, &jobs, &units, watcher::Event::Delete((*j).clone()));
+                        }
+                    }
+                    Op::Pod(s) => {
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
+                    }
+                    Op::DeletePod(k) => {
+                        let at = ObjectRef::new(&format!("p{k}")).within("ns");
+                        if let Some(p) = pods.get(&at) {
+                            feed_pod(&mut pw, &pods, &units, watcher::Event::Delete((*p).clone()));
+                        }
+                    }
+                    Op::Answer(k, a) => {
+                        let uid = format!("p{k}");
+                        let now = std::time::Instant::now();
+                        match a {
+                            0 => { probes.record(&uid, Ok(BusyState::Idle), now); }
+                            1 => { probes.record(&uid, Ok(BusyState::Busy), now); }
+                            2 => { probes.record(&uid, Err(format!("timeout {rv}")), now); }
+                            _ => probes.retain(&|u| u != uid),
+                        }
+                    }
+                    Op::Relist(true, mask) => {
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::Init);
+                        for j in jobs.state() {
+                            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
+                                feed_job(&mut jw, &jobs, &units, watcher::Event::InitApply((*j).clone()));
+                            }
+                        }
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::InitDone);
+                    }
+                    Op::Relist(false, mask) => {
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::Init);
+                        for p in pods.state() {
+                            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
+                                feed_pod(&mut pw, &pods, &units, watcher::Event::InitApply((*p).clone()));
+                            }
+                        }
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::InitDone);
+                    }
+                    Op::Refresh(a, mode, del) => {
+                        let me = HsjRef { namespace: "ns", name: "a", uid: if a { "hA" } else { "hB" } };
+                        let p = probe(mode);
+                        let deleting: HashSet<String> =
+                            (0..5).filter(|i| del & (1 << i) != 0).map(|i| format!("j{i}")).collect();
+                        let got = units.refresh(me, &p, &probes, &deleting, &mut ever_index);
+                        let want = rebuild(me, &jobs.state(), &pods.state(), &p, &probes, &deleting, &mut ever_fresh);
+                        prop_assert_eq!(sorted(got.units().to_vec()), sorted(want));
+                        prop_assert_eq!(&ever_index, &ever_fresh);
+                        // The pods a probe is due for, and the victims' pods, as a rebuild says.
+                        let mut live: Vec<String> = units.live_pods(me, &deleting).iter()
+                            .filter_map(|p| p.metadata.uid.clone()).collect();
+                        live.sort();
+                        let mut want_live: Vec<String> = pods.state().iter()
+                            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(NAME_LABEL)).map(String::as_str) == Some("a"))
+                            .filter(|p| observe::owner_job(p).is_some_and(|j| {
+                                !deleting.contains(j) && jobs.state().iter().any(|x| {
+                                    x.metadata.uid.as_deref() == Some(j)
+                                        && job_group(x).is_some_and(|(_, o)| o == me.uid)
+                                        && observe::finished(x).is_none()
+                                })
+                            }))
+                            .filter_map(|p| p.metadata.uid.clone())
+                            .collect();
+                        want_live.sort();
+                        prop_assert_eq!(live, want_live);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_probe_answer_rebuilds_only_its_unit() {
+        let (jobs, mut jw) = reflector::store::<Job>();
+        let (pods, mut pw) = reflector::store::<Pod>();
+        let probes = ProbeCache::default();
+        let units = Units::new(&jobs, &pods, &probes);
+        let me = HsjRef {
+            namespace: "ns",
+            name: "a",
+            uid: "hA",
+        };
+        for i in 0..3u8 {
+            feed_job(
+                &mut jw,
+                &jobs,
+                &units,
+                watcher::Event::Apply(job(i, true, 0, 1)),
+            );
+            let s = PodSpec {
+                k: i,
+                job: i,
+                label_a: true,
+                busy: false,
+                running: true,
+                terminating: false,
+                failing: false,
+            };
+            feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        }
+        let p = probe(1);
+        let mut ever = HashSet::new();
+        let none = HashSet::new();
+        let r = units.refresh(me, &p, &probes, &none, &mut ever);
+        assert_eq!(r.units().len(), 3);
+        assert!(r.units().iter().all(|u| u.core.state == BusyState::Unknown));
+        drop(r);
+        assert!(lock(&units.feed).jobs.values().all(|g| g.dirty.is_empty()));
+        probes.record("p1", Ok(BusyState::Busy), std::time::Instant::now());
+        let dirty: Vec<String> = lock(&units.feed)
+            .jobs
+            .values()
+            .flat_map(|g| g.dirty.iter().cloned())
+            .collect();
+        assert_eq!(dirty, vec!["j1".to_string()]);
+        let r = units.refresh(me, &p, &probes, &none, &mut ever);
+        let busy: Vec<&str> = r
+            .units()
+            .iter()
+            .filter(|u| u.core.state == BusyState::Busy)
+            .map(|u| &*u.core.name)
+            .collect();
+        assert_eq!(busy, vec!["j1"]);
+        assert!(ever.contains("j1"));
+        drop(r);
+        // A forgotten answer is a change too (the pod reads "not probed yet" again).
+        probes.retain(&|uid| uid != "p1");
+        let r = units.refresh(me, &p, &probes, &none, &mut ever);
+        let p1 = r.units().iter().find(|u| &*u.core.name == "j1").unwrap();
+        assert_eq!(p1.core.state, BusyState::Unknown);
+    }
+}
