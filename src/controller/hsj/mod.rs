@@ -273,16 +273,16 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
         super::claim::counts_of(&ctx.claims, &ns, PoolKind::HotStandbyJob, &name);
     write_status(ctx, hsj, &st).await?;
     gauges(ctx, &ns, &name, &plan);
-    let entry = DebugEntry {
+    let head = crate::state::json_text(&DebugHead {
         mode: hsj.spec.busy_probe.mode,
         plan: &plan,
-        units,
         created: &applied.created,
         deleted: &applied.deleted,
         replaced: &applied.replaced,
         at: now.to_string(),
-    };
-    ctx.debug.set(key, &entry);
+    });
+    // A copy of the views (shared strings), rendered only when /debug/state is read.
+    ctx.debug.set_with_list(key, head, "units", units.to_vec());
     Ok(Action::requeue(next_wake(
         ctx,
         hsj,
@@ -317,14 +317,13 @@ fn held_pool_pods(ctx: &Ctx, ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// What `/debug/state` shows of one HSJ after a reconcile, serialized straight from the
-/// reconcile's values (a JSON value built first cost more than the reconcile itself with
-/// 10,000 units).
+/// What `/debug/state` shows of one HSJ after a reconcile besides its units, serialized
+/// straight from the reconcile's values; the units are kept as they are and rendered only
+/// when the endpoint is read (serializing 10,000 of them cost more than the reconcile).
 #[derive(serde::Serialize)]
-pub struct DebugEntry<'a> {
+pub struct DebugHead<'a> {
     pub mode: JobBusyMode,
     pub plan: &'a plan::Plan<'a>,
-    pub units: &'a [plan::UnitView],
     pub created: &'a [String],
     pub deleted: &'a [String],
     pub replaced: &'a [String],
@@ -627,10 +626,9 @@ mod tests {
         };
         let plan = plan::plan(&o);
         let (created, deleted, replaced) = (vec!["a".to_string()], vec!["b".into()], vec![]);
-        let entry = DebugEntry {
+        let head = DebugHead {
             mode: h.spec.busy_probe.mode,
             plan: &plan,
-            units: &units,
             created: &created,
             deleted: &deleted,
             replaced: &replaced,
@@ -638,7 +636,14 @@ mod tests {
         };
         let before = serde_json::json!({"mode": h.spec.busy_probe.mode, "plan": plan, "units": units,
             "created": created, "deleted": deleted, "replaced": replaced, "at": now.to_string()});
-        assert_eq!(serde_json::to_value(&entry).unwrap(), before);
+        let debug = crate::state::DebugState::default();
+        debug.set_with_list(
+            "hsj/ns/h".into(),
+            crate::state::json_text(&head),
+            "units",
+            units.clone(),
+        );
+        assert_eq!(debug.snapshot()["hsj/ns/h"], before);
     }
 
     #[test]
