@@ -17,8 +17,8 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use kube::core::admission::AdmissionRequest;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// A `Pod` without its managed fields (see the module header).
@@ -427,9 +427,22 @@ mod tests {
     /// Any JSON value, with keys that mean something to a pod or a managed-fields entry.
     fn json_value() -> impl Strategy<Value = Value> {
         let key = prop::sample::select(vec![
-            "apiVersion", "kind", "metadata", "spec", "status", "name", "labels",
-            "managedFields", "manager", "time", "fieldsV1", "fieldsType", "operation",
-            "subresource", "containers", "x",
+            "apiVersion",
+            "kind",
+            "metadata",
+            "spec",
+            "status",
+            "name",
+            "labels",
+            "managedFields",
+            "manager",
+            "time",
+            "fieldsV1",
+            "fieldsType",
+            "operation",
+            "subresource",
+            "containers",
+            "x",
         ]);
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -441,8 +454,9 @@ mod tests {
         leaf.prop_recursive(4, 32, 6, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map(key.clone(), inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                prop::collection::btree_map(key.clone(), inner, 0..5).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
             ]
         })
     }

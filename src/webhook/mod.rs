@@ -15,9 +15,9 @@ use serde::Serialize;
 use tracing::{field, info_span, Instrument};
 
 use crate::metrics::Metrics;
-use admission_pod::AdmissionPod;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
+use admission_pod::AdmissionPod;
 
 pub mod admission_pod;
 pub mod assignment;

@@ -892,9 +892,7 @@ mod tests {
         let names = AgentTexts::names();
         match gate {
             Gate::Wrapper => serde_json::to_vec(&sidecar(&config, &names, never)).unwrap(),
-            Gate::InitContainer => {
-                serde_json::to_vec(&init_gate(&config, &names, never)).unwrap()
-            }
+            Gate::InitContainer => serde_json::to_vec(&init_gate(&config, &names, never)).unwrap(),
         }
     }
 
