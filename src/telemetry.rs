@@ -82,18 +82,22 @@ fn needs_escape(c: char) -> bool {
 }
 
 impl fmt::Display for Untrusted<'_> {
+    /// Runs of characters that need no escape are written whole (one call per run, not
+    /// per character: this is on every admission log line).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut run = 0;
         for (kept, (i, c)) in self.value.char_indices().enumerate() {
             if kept == self.max {
+                f.write_str(self.value.get(run..i).unwrap_or_default())?;
                 return write!(f, "…(+{} bytes)", self.value.len() - i);
             }
             if needs_escape(c) {
+                f.write_str(self.value.get(run..i).unwrap_or_default())?;
                 write!(f, "\\u{{{:x}}}", c as u32)?;
-            } else {
-                fmt::Write::write_char(f, c)?;
+                run = i + c.len_utf8();
             }
         }
-        Ok(())
+        f.write_str(self.value.get(run..).unwrap_or_default())
     }
 }
 
@@ -119,7 +123,34 @@ mod tests {
             .ends_with("…(+144 bytes)"));
     }
 
+    /// The display as it was written first, one character at a time: the reference.
+    fn char_by_char(value: &str, max: usize) -> String {
+        let mut out = String::new();
+        for (kept, (i, c)) in value.char_indices().enumerate() {
+            if kept == max {
+                out.push_str(&format!("…(+{} bytes)", value.len() - i));
+                return out;
+            }
+            if needs_escape(c) {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn written_in_runs_as_it_was_char_by_char(
+            s in "[a-z\\n\\x1b\\u{2028}é-]{0,300}", t in any::<String>()
+        ) {
+            for v in [&s, &t] {
+                prop_assert_eq!(Untrusted::short(v).to_string(), char_by_char(v, 128));
+                prop_assert_eq!(Untrusted::long(v).to_string(), char_by_char(v, 512));
+            }
+        }
+
         #[test]
         fn never_a_line_break_and_bounded(s in any::<String>()) {
             let shown = Untrusted::short(&s).to_string();

@@ -17,7 +17,9 @@ use tracing::{field, info_span, Instrument};
 use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
+use admission_pod::AdmissionPod;
 
+pub mod admission_pod;
 pub mod assignment;
 pub mod auth;
 pub mod claim_agent;
@@ -198,12 +200,15 @@ impl Parsed {
 
 /// Parse and check an AdmissionReview v1 body.
 pub fn parse_review(body: &[u8]) -> Result<Parsed, AdmissionError> {
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+    // The pods are parsed without their managed fields, which nothing here reads: the
+    // same inputs fail as with `Pod` (see `admission_pod`), so the slow path below sees
+    // exactly the bodies it saw before.
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<AdmissionPod>>(body) {
         check_types(&review.types.kind, &review.types.api_version)?;
-        let req: AdmissionRequest<Pod> =
+        let req: AdmissionRequest<AdmissionPod> =
             review.try_into().map_err(|_| AdmissionError::NoRequest)?;
         if req.kind.group.is_empty() && req.kind.kind == "Pod" {
-            return Ok(Parsed::Pod(Box::new(req)));
+            return Ok(Parsed::Pod(Box::new(admission_pod::into_pod_request(req))));
         }
     }
     // Slow path: other kinds, and bodies that need a precise error.

@@ -10,6 +10,8 @@
 //!   (`{"op":"add","path":...,"value":...}`, pointer tokens escaped as RFC 6901 says); values
 //!   are written by their own `Serialize` (the mutators use structs whose fields are in the
 //!   sorted order a `Value` map has, so the bytes are the same too).
+//! - Text added as JSON ([`Patch::add_json`], crate-internal) is text `serde_json` wrote
+//!   for the value (the cached agent containers, `singleton`), so it keeps the above.
 //! - A value that fails to serialize leaves no partial operation: the error is kept and
 //!   returned by [`Patch::to_json`] / [`Patch::write_base64`], never dropped.
 use base64::Engine;
@@ -42,6 +44,27 @@ pub fn pointer(tokens: &[&str]) -> String {
         }
     }
     out
+}
+
+/// Write the pointer made of `tokens` as a JSON string: the same text as serializing
+/// [`pointer`]`(tokens)`, written directly when no token holds a byte that either escaping
+/// would change (`~`, `/`, `"`, backslash, control bytes), the case of every pointer the
+/// mutators write but label and annotation keys.
+fn write_pointer(out: &mut Vec<u8>, tokens: &[&str]) -> Result<(), serde_json::Error> {
+    let plain = tokens.iter().all(|t| {
+        t.bytes()
+            .all(|b| b >= 0x20 && b != 0x7f && !matches!(b, b'~' | b'/' | b'"' | b'\\'))
+    });
+    if !plain {
+        return serde_json::to_writer(out, &pointer(tokens));
+    }
+    out.push(b'"');
+    for t in tokens {
+        out.push(b'/');
+        out.extend_from_slice(t.as_bytes());
+    }
+    out.push(b'"');
+    Ok(())
 }
 
 impl Patch {
@@ -77,12 +100,40 @@ impl Patch {
             self.body.push(b',');
         }
         self.body.extend_from_slice(br#"{"op":"add","path":"#);
-        let written = serde_json::to_writer(&mut self.body, &pointer(tokens)).and_then(|()| {
+        let written = write_pointer(&mut self.body, tokens).and_then(|()| {
             self.body.extend_from_slice(br#","value":"#);
             serde_json::to_writer(&mut self.body, value)
         });
         match written {
             Ok(()) => {
+                self.body.push(b'}');
+                self.ops += 1;
+            }
+            Err(e) => {
+                self.body.truncate(mark);
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Add the value whose JSON text is the concatenation of `parts` at the pointer made
+    /// of `tokens`. The caller guarantees the text is what `serde_json` writes for that
+    /// value (the agent containers' text, serialized once per injection settings).
+    pub(in crate::webhook) fn add_json(&mut self, tokens: &[&str], parts: &[&[u8]]) {
+        if self.error.is_some() {
+            return;
+        }
+        let mark = self.body.len();
+        if self.ops > 0 {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(br#"{"op":"add","path":"#);
+        match write_pointer(&mut self.body, tokens) {
+            Ok(()) => {
+                self.body.extend_from_slice(br#","value":"#);
+                for p in parts {
+                    self.body.extend_from_slice(p);
+                }
                 self.body.push(b'}');
                 self.ops += 1;
             }
@@ -203,6 +254,39 @@ mod tests {
                 .as_bytes()
         );
         assert_eq!(b64.len() - 6, p.base64_len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pointers_written_directly_are_the_pointer_serialized(
+            tokens in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-zA-Z0-9.-]{0,12}",
+                    "[a-z~/\"\\\\\\x00-\\x1f\\x7fé\\u{2028}]{0,6}",
+                    proptest::prelude::any::<String>(),
+                ],
+                0..5,
+            )
+        ) {
+            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let mut out = b"x".to_vec();
+            write_pointer(&mut out, &tokens).unwrap();
+            proptest::prop_assert_eq!(&out[1..], &serde_json::to_vec(&pointer(&tokens)).unwrap()[..]);
+        }
+    }
+
+    #[test]
+    fn json_text_added_is_the_same_as_the_value_added() {
+        let v = json!({"a": ["x\n", 1], "b": null});
+        let text = serde_json::to_vec(&v).unwrap();
+        let mut by_value = Patch::new();
+        by_value.add(&["spec", "a~b"], &v);
+        by_value.add(&["list"], &[&v]);
+        let mut by_text = Patch::new();
+        by_text.add_json(&["spec", "a~b"], &[&text]);
+        by_text.add_json(&["list"], &[b"[", &text, b"]"]);
+        assert_eq!(by_text.len(), 2);
+        assert_eq!(by_text.to_json().unwrap(), by_value.to_json().unwrap());
     }
 
     #[test]

@@ -17,12 +17,21 @@
 //! borrowing from the pod and the settings, with its fields in sorted order, so the text is
 //! the same as that of the `serde_json::Value`s this module built before (the tests in
 //! `tests/patch_equivalence.rs` keep that one as the reference).
+//!
+//! The agent container (status sidecar or init gate) is most of a patch and the same for
+//! every pod whose volumes carry our names: its text is serialized once per injection
+//! settings ([`AgentTexts`], keyed by the whole [`Injection`], rebuilt when it changes)
+//! and copied into each patch. Invariant: a cached text is byte for byte what serializing
+//! [`sidecar`] / [`init_gate`] for the same settings and names writes; pods with other
+//! volume names get the container serialized afresh.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde::Serialize;
 
-use super::config::Config;
+use super::config::{Config, Injection};
 use super::patch::Patch;
 use crate::api::singleton::{
     owning_singleton, StartGate, StatefulSingleton, EPOCH_FILE, GATE_ANNOTATION, MANAGED_LABEL,
@@ -403,6 +412,76 @@ pub fn init_gate<'a>(
     }
 }
 
+/// The agent containers' JSON text for one [`Injection`], with the volume names ours
+/// ([`VolumeNames`] of a pod without volumes).
+pub struct AgentTexts {
+    injection: Injection,
+    /// `[sidecar, init gate][never restarted as index]`.
+    texts: [[Vec<u8>; 2]; 2],
+}
+
+/// The texts of the last injection settings used (one set in a running webhook).
+static AGENT_TEXTS: ArcSwapOption<AgentTexts> = ArcSwapOption::const_empty();
+
+impl AgentTexts {
+    /// The names the cached texts use.
+    fn names() -> VolumeNames {
+        VolumeNames {
+            token: TOKEN_VOLUME.to_string(),
+            wrapper: WRAPPER_VOLUME.to_string(),
+            signal: SIGNAL_VOLUME.to_string(),
+        }
+    }
+
+    /// Serialize the four containers for `injection`.
+    pub fn build(injection: &Injection) -> Result<Self, serde_json::Error> {
+        let config = Config {
+            singletons: vec![],
+            injection,
+        };
+        let names = Self::names();
+        let text = |gate: Gate, never: bool| match gate {
+            Gate::Wrapper => serde_json::to_vec(&sidecar(&config, &names, never)),
+            Gate::InitContainer => serde_json::to_vec(&init_gate(&config, &names, never)),
+        };
+        Ok(AgentTexts {
+            injection: injection.clone(),
+            texts: [
+                [text(Gate::Wrapper, false)?, text(Gate::Wrapper, true)?],
+                [
+                    text(Gate::InitContainer, false)?,
+                    text(Gate::InitContainer, true)?,
+                ],
+            ],
+        })
+    }
+
+    /// The texts for `config`'s settings when `names` are the ones they use; built (and
+    /// kept) on first use of these settings. `None`: serialize the container afresh.
+    pub fn for_pod(config: &Config<'_>, names: &VolumeNames) -> Option<Arc<AgentTexts>> {
+        if names.token != TOKEN_VOLUME || names.signal != SIGNAL_VOLUME {
+            return None;
+        }
+        if let Some(t) = AGENT_TEXTS.load_full() {
+            if t.injection == *config.injection {
+                return Some(t);
+            }
+        }
+        let built = Arc::new(AgentTexts::build(config.injection).ok()?);
+        AGENT_TEXTS.store(Some(built.clone()));
+        Some(built)
+    }
+
+    /// The agent container of `gate` as JSON text.
+    pub fn text(&self, gate: Gate, never_restarted: bool) -> &[u8] {
+        let g = match gate {
+            Gate::Wrapper => 0,
+            Gate::InitContainer => 1,
+        };
+        &self.texts[g][usize::from(never_restarted)]
+    }
+}
+
 /// The container's command behind the wrapper (its args stay exactly as they are).
 fn wrapped_command<'a>(wrapper: &'a str, c: &'a Container) -> Vec<&'a str> {
     let mut cmd = vec![wrapper, "--"];
@@ -694,10 +773,11 @@ fn wrapper_gate_ops(
             &mounts,
         );
     }
-    patch.add(
-        &["spec", "containers", "-"],
-        &sidecar(config, names, never_restarted),
-    );
+    let at = ["spec", "containers", "-"];
+    match AgentTexts::for_pod(config, names) {
+        Some(t) => patch.add_json(&at, &[t.text(Gate::Wrapper, never_restarted)]),
+        None => patch.add(&at, &sidecar(config, names, never_restarted)),
+    }
 }
 
 /// The init gate: the signal volume mounted read-only into every app container (to read
@@ -724,10 +804,22 @@ fn init_gate_ops(
             &mount,
         );
     }
-    let gate = init_gate(config, names, never_restarted);
-    match &spec.init_containers {
-        None => patch.add(&["spec", "initContainers"], &[gate]),
-        Some(_) => patch.add(&["spec", "initContainers", "0"], &gate),
+    let first = spec.init_containers.is_some();
+    match AgentTexts::for_pod(config, names) {
+        Some(t) => {
+            let text = t.text(Gate::InitContainer, never_restarted);
+            match first {
+                false => patch.add_json(&["spec", "initContainers"], &[b"[", text, b"]"]),
+                true => patch.add_json(&["spec", "initContainers", "0"], &[text]),
+            }
+        }
+        None => {
+            let gate = init_gate(config, names, never_restarted);
+            match first {
+                false => patch.add(&["spec", "initContainers"], &[gate]),
+                true => patch.add(&["spec", "initContainers", "0"], &gate),
+            }
+        }
     }
 }
 
@@ -775,5 +867,82 @@ pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Patch, String> {
     match owning_singleton(&config.singletons, labels) {
         Some(s) => inject(pod, s, config),
         None => Ok(Patch::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn injection(image: &str, url: &str, ca: &str) -> Injection {
+        Injection {
+            agent_image: image.into(),
+            operator_url: url.into(),
+            ca_bundle: ca.into(),
+        }
+    }
+
+    /// What serializing the container afresh writes.
+    fn fresh(injection: &Injection, gate: Gate, never: bool) -> Vec<u8> {
+        let config = Config {
+            singletons: vec![],
+            injection,
+        };
+        let names = AgentTexts::names();
+        match gate {
+            Gate::Wrapper => serde_json::to_vec(&sidecar(&config, &names, never)).unwrap(),
+            Gate::InitContainer => serde_json::to_vec(&init_gate(&config, &names, never)).unwrap(),
+        }
+    }
+
+    fn assert_texts_fresh(inj: &Injection, texts: &AgentTexts) {
+        for gate in [Gate::Wrapper, Gate::InitContainer] {
+            for never in [false, true] {
+                assert_eq!(
+                    texts.text(gate, never),
+                    fresh(inj, gate, never),
+                    "{gate:?} never_restarted={never}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cached_agent_texts_are_the_containers_serialized_afresh(
+            image in any::<String>(), url in any::<String>(), ca in any::<String>(),
+        ) {
+            let inj = injection(&image, &url, &ca);
+            assert_texts_fresh(&inj, &AgentTexts::build(&inj).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_cache_follows_the_settings_and_only_serves_our_volume_names() {
+        let a = injection("img:a", "https://a", "-----BEGIN CERTIFICATE-----\nA\n");
+        let b = injection("img:b", "https://a", "-----BEGIN CERTIFICATE-----\nA\n");
+        for inj in [&a, &b, &a, &b] {
+            let config = Config {
+                singletons: vec![],
+                injection: inj,
+            };
+            let texts = AgentTexts::for_pod(&config, &AgentTexts::names()).unwrap();
+            assert_texts_fresh(inj, &texts);
+        }
+        let config = Config {
+            singletons: vec![],
+            injection: &a,
+        };
+        let mut names = AgentTexts::names();
+        names.signal = format!("{SIGNAL_VOLUME}-2");
+        assert!(AgentTexts::for_pod(&config, &names).is_none());
+        let mut names = AgentTexts::names();
+        names.token = format!("{TOKEN_VOLUME}-2");
+        assert!(AgentTexts::for_pod(&config, &names).is_none());
+        // The wrapper volume is not in the agent containers: its name does not matter.
+        let mut names = AgentTexts::names();
+        names.wrapper = format!("{WRAPPER_VOLUME}-2");
+        assert!(AgentTexts::for_pod(&config, &names).is_some());
     }
 }
