@@ -475,8 +475,13 @@ fn one_release_wakes_every_wrapper_and_the_fifo_is_writable_by_all() {
     let (a, signal) = spawn_wrapper(dir.path(), "echo a", None);
     let (b, _) = spawn_wrapper(dir.path(), "echo b", None);
     let fifo = agent::wake_fifo_for(&signal);
-    wait_until("FIFO", Duration::from_secs(5), || fifo.exists());
-    assert_eq!(std::fs::metadata(&fifo).unwrap().mode() & 0o777, 0o666);
+    // `mkfifo -m 666` makes the FIFO under the umask and then sets its mode: wait for both
+    // (checking the mode the instant the FIFO appears raced the second step).
+    let mode = || std::fs::metadata(&fifo).map(|m| m.mode() & 0o777).ok();
+    wait_until("FIFO with mode 0666", Duration::from_secs(5), || {
+        mode() == Some(0o666)
+    });
+    assert_eq!(mode(), Some(0o666));
     std::thread::sleep(Duration::from_millis(150));
     let _waker = release(&signal, Some(9));
     assert_eq!(output(a).1, "a\n");
