@@ -92,6 +92,28 @@ impl Patch {
 
     /// Add `value` at the pointer made of `tokens`.
     pub fn add<V: Serialize + ?Sized>(&mut self, tokens: &[&str], value: &V) {
+        self.add_with(tokens, |body| serde_json::to_writer(body, value));
+    }
+
+    /// Add the value whose JSON text is the concatenation of `parts` at the pointer made
+    /// of `tokens`. The caller guarantees the text is what `serde_json` writes for that
+    /// value (the agent containers' text, serialized once per injection settings).
+    pub(in crate::webhook) fn add_json(&mut self, tokens: &[&str], parts: &[&[u8]]) {
+        self.add_with(tokens, |body| {
+            for p in parts {
+                body.extend_from_slice(p);
+            }
+            Ok(())
+        });
+    }
+
+    /// One "add" operation whose value `value` writes; on any error the body is left as
+    /// it was and the error kept.
+    fn add_with(
+        &mut self,
+        tokens: &[&str],
+        value: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) {
         if self.error.is_some() {
             return;
         }
@@ -102,38 +124,10 @@ impl Patch {
         self.body.extend_from_slice(br#"{"op":"add","path":"#);
         let written = write_pointer(&mut self.body, tokens).and_then(|()| {
             self.body.extend_from_slice(br#","value":"#);
-            serde_json::to_writer(&mut self.body, value)
+            value(&mut self.body)
         });
         match written {
             Ok(()) => {
-                self.body.push(b'}');
-                self.ops += 1;
-            }
-            Err(e) => {
-                self.body.truncate(mark);
-                self.error = Some(e);
-            }
-        }
-    }
-
-    /// Add the value whose JSON text is the concatenation of `parts` at the pointer made
-    /// of `tokens`. The caller guarantees the text is what `serde_json` writes for that
-    /// value (the agent containers' text, serialized once per injection settings).
-    pub(in crate::webhook) fn add_json(&mut self, tokens: &[&str], parts: &[&[u8]]) {
-        if self.error.is_some() {
-            return;
-        }
-        let mark = self.body.len();
-        if self.ops > 0 {
-            self.body.push(b',');
-        }
-        self.body.extend_from_slice(br#"{"op":"add","path":"#);
-        match write_pointer(&mut self.body, tokens) {
-            Ok(()) => {
-                self.body.extend_from_slice(br#","value":"#);
-                for p in parts {
-                    self.body.extend_from_slice(p);
-                }
                 self.body.push(b'}');
                 self.ops += 1;
             }
