@@ -181,11 +181,12 @@ pub async fn probe_due(
 ) -> Option<String> {
     let period = Duration::from_secs(cfg.period_seconds.clamp(1, 3600) as u64);
     let now = Instant::now();
-    let due = pods.iter().filter(|p| {
+    let running = pods.iter().filter_map(|p| {
         let uid = p.metadata.uid.as_deref().unwrap_or_default();
-        !uid.is_empty() && super::is_running(p) && probes.due(uid, period, now)
+        (!uid.is_empty() && super::is_running(p)).then_some((uid, *p))
     });
-    let runs = due.map(|p| async move {
+    let due = probes.which_due(running, period, now);
+    let runs = due.into_iter().map(|p| async move {
         let t = Instant::now();
         let r = probe_pod(prober, p, cfg).await;
         super::count_probe(metrics, t, &r);

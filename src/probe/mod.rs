@@ -119,10 +119,14 @@ pub async fn probe_due<P: PodRead + ?Sized + Sync>(
 ) {
     let period = Duration::from_secs(cfg.period_seconds.max(1) as u64);
     let now = Instant::now();
-    let due = pods.iter().filter_map(|p| {
+    let running = pods.iter().filter_map(|p| {
+        let uid = p.pod_meta().uid.as_deref()?;
+        is_running(p).then_some((uid, *p))
+    });
+    let due = probes.which_due(running, period, now);
+    let due = due.into_iter().filter_map(|p| {
         let uid = p.pod_meta().uid.clone()?;
-        let ip = pod_ip(p)?;
-        (is_running(p) && probes.due(&uid, period, now)).then_some((uid, ip))
+        Some((uid, pod_ip(p)?))
     });
     let runs = due.map(|(uid, ip)| async move {
         let t = Instant::now();
@@ -134,6 +138,11 @@ pub async fn probe_due<P: PodRead + ?Sized + Sync>(
         probes.record_every(&uid, r, Instant::now(), Some(period));
     });
     futures::future::join_all(runs).await;
+}
+
+/// A pod last probed as `record` says is due after `period`; a pod never probed is due.
+fn is_due(record: Option<&ProbeRecord>, period: Duration, now: Instant) -> bool {
+    record.is_none_or(|r| now.saturating_duration_since(r.probed_at) >= period)
 }
 
 /// Record a probe's duration (since `started`) and outcome.
@@ -378,10 +387,23 @@ impl ProbeCache {
 
     /// Is this pod due for a probe?
     pub fn due(&self, uid: &str, period: Duration, now: Instant) -> bool {
-        match self.lock().get(uid) {
-            None => true,
-            Some(r) => now.saturating_duration_since(r.probed_at) >= period,
-        }
+        is_due(self.lock().get(uid), period, now)
+    }
+
+    /// [`ProbeCache::due`] for many pods under one lock (a pool of 10,000 pods asked one
+    /// lock each): the items whose UID is due, in their order.
+    pub fn which_due<'u, T>(
+        &self,
+        items: impl IntoIterator<Item = (&'u str, T)>,
+        period: Duration,
+        now: Instant,
+    ) -> Vec<T> {
+        let g = self.lock();
+        items
+            .into_iter()
+            .filter(|(uid, _)| is_due(g.get(*uid), period, now))
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// The state the planner should use: (state, stale, reason).
@@ -418,6 +440,28 @@ pub fn pod_ip<P: PodRead + ?Sized>(pod: &P) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_due_answers_what_due_answers_for_each_pod() {
+        let c = ProbeCache::default();
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        c.record("old", Ok(BusyState::Busy), t0);
+        c.record("new", Ok(BusyState::Idle), t0 + Duration::from_secs(8));
+        c.record("edge", Ok(BusyState::Idle), t0 + Duration::from_secs(5));
+        let now = t0 + Duration::from_secs(15);
+        let uids = ["old", "new", "never", "edge", "old"];
+        let one_by_one: Vec<usize> = (0..uids.len())
+            .filter(|&i| c.due(uids[i], period, now))
+            .collect();
+        let at_once = c.which_due(uids.iter().copied().zip(0..), period, now);
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(
+            at_once,
+            vec![0, 2, 3, 4],
+            "old, never, edge (exactly 10 s), old again"
+        );
+    }
 
     fn pod(ann: Option<(&str, &str)>) -> Pod {
         let mut p = Pod::default();
