@@ -163,7 +163,7 @@ fn main() {
         // One pod changed since the last reconcile (a busy flip), as under churn.
         flip = (flip + 1) % changing.len();
         let mut p = (*changing[flip]).clone();
-        p.metadata.resource_version = Some(format!("flip-{flip}"));
+        p.meta.resource_version = Some(format!("flip-{flip}"));
         changing[flip] = Arc::new(p);
         let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
         let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());

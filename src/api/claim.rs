@@ -303,12 +303,8 @@ pub fn mark_assignment(
 
 /// The claim a pod carries (`<namespace>/<name>`), if any: such a pod is busy whatever
 /// its pool's busy mode says.
-pub fn claimed_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<&str> {
-    meta.annotations
-        .as_ref()?
-        .get(CLAIM_ANNOTATION)
+pub fn claimed_by<T: crate::api::tags::Tags + ?Sized>(pod: &T) -> Option<&str> {
+    pod.annotation(CLAIM_ANNOTATION)
         .map(|v| v.trim())
         .filter(|v| !v.is_empty())
 }

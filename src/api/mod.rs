@@ -11,6 +11,7 @@ pub mod hsj;
 pub mod pool;
 pub mod probe;
 pub mod singleton;
+pub mod tags;
 
 pub use asya::AsyncActor;
 pub use claim::HotStandbyClaim;

@@ -32,12 +32,7 @@ pub fn wanted_cost(state: BusyState, stale: bool) -> i32 {
 
 /// The cost annotation a pod carries now, if it parses.
 pub fn current_cost<P: crate::probe::PodRead + ?Sized>(pod: &P) -> Option<i32> {
-    pod.pod_meta()
-        .annotations
-        .as_ref()?
-        .get(DELETION_COST)?
-        .parse()
-        .ok()
+    pod.annotation(DELETION_COST)?.parse().ok()
 }
 
 /// Write the planned costs (pod name, cost).

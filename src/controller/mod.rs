@@ -69,12 +69,14 @@ impl Started {
 
 /// The object named by `obj`'s `label` in `obj`'s namespace: how a child carrying our name
 /// label maps back to its owner (pods and ReplicaSets are not owned by the pool directly).
+/// The label is read through [`Tags`](crate::api::tags::Tags): a pool pod keeps its labels
+/// outside its `ObjectMeta`.
 pub fn labelled_owner<O, K>(label: &str, obj: &K) -> Option<kube::runtime::reflector::ObjectRef<O>>
 where
     O: kube::Resource<DynamicType = ()>,
-    K: kube::Resource,
+    K: kube::Resource + crate::api::tags::Tags,
 {
-    let name = obj.meta().labels.as_ref()?.get(label)?;
+    let name = obj.label(label)?;
     Some(kube::runtime::reflector::ObjectRef::new(name).within(obj.meta().namespace.as_deref()?))
 }
 

@@ -6,66 +6,113 @@
 //! 2,464 bytes a `k8s_openapi` `Pod` struct takes inline before any of its strings (its
 //! `PodSpec` and `PodStatus` are not boxed). Used only for reading: every write to a pod
 //! goes through `Api<Pod>`.
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
+use crate::api::tags::{Pairs, Tags};
+
 /// A pool pod as a cache holds it.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+///
+/// Its labels and annotations are kept compact in [`PoolPod::labels`] and
+/// [`PoolPod::annotations`] (keys and values interned), never in `meta`: read them through
+/// [`Tags`] (`pod.label(k)`, `pod.annotation(k)`); `meta.labels` and `meta.annotations` are
+/// always `None`, so kube's `ResourceExt::labels()` on a pool pod is empty.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PoolPod {
-    #[serde(default, deserialize_with = "meta_without_managed_fields")]
-    pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: ObjectMeta,
+    pub labels: Pairs,
+    pub annotations: Pairs,
     pub spec: Option<PoolPodSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<PoolPodStatus>,
 }
 
-/// `ObjectMeta` as the API sends it, without `managedFields`: serde skips that field while
-/// parsing, so its JSON trees (often the largest part of a pod's metadata) are never built
-/// only to be dropped by [`strip`].
+/// A pool pod as the API sends it: every field not listed is skipped while parsing.
 #[derive(Deserialize)]
+struct RawPoolPod {
+    #[serde(default)]
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: Option<PoolPodSpec>,
+    #[serde(default)]
+    status: Option<PoolPodStatus>,
+}
+
+/// `ObjectMeta` as the API sends it, without `managedFields` (often the largest part of a
+/// pod's metadata, never read) or `selfLink`; labels and annotations parsed compact.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct MetaWithoutManagedFields {
-    annotations: Option<BTreeMap<String, String>>,
+struct RawMeta {
+    #[serde(default)]
+    annotations: Pairs,
     creation_timestamp: Option<Time>,
     deletion_grace_period_seconds: Option<i64>,
     deletion_timestamp: Option<Time>,
     finalizers: Option<Vec<String>>,
     generate_name: Option<String>,
     generation: Option<i64>,
-    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    labels: Pairs,
     name: Option<String>,
     namespace: Option<String>,
     owner_references: Option<Vec<OwnerReference>>,
     resource_version: Option<String>,
-    self_link: Option<String>,
     uid: Option<String>,
 }
 
-fn meta_without_managed_fields<'de, D>(d: D) -> Result<ObjectMeta, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let m = MetaWithoutManagedFields::deserialize(d)?;
-    Ok(ObjectMeta {
-        annotations: m.annotations,
-        creation_timestamp: m.creation_timestamp,
-        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-        deletion_timestamp: m.deletion_timestamp,
-        finalizers: m.finalizers,
-        generate_name: m.generate_name,
-        generation: m.generation,
-        labels: m.labels,
-        managed_fields: None,
-        name: m.name,
-        namespace: m.namespace,
-        owner_references: m.owner_references,
-        resource_version: m.resource_version,
-        self_link: m.self_link,
-        uid: m.uid,
-    })
+impl<'de> Deserialize<'de> for PoolPod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawPoolPod::deserialize(d)?;
+        let m = raw.metadata;
+        Ok(PoolPod {
+            meta: ObjectMeta {
+                creation_timestamp: m.creation_timestamp,
+                deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+                deletion_timestamp: m.deletion_timestamp,
+                finalizers: m.finalizers,
+                generate_name: m.generate_name,
+                generation: m.generation,
+                name: m.name,
+                namespace: m.namespace,
+                owner_references: m.owner_references,
+                resource_version: m.resource_version,
+                uid: m.uid,
+                ..ObjectMeta::default()
+            },
+            labels: m.labels,
+            annotations: m.annotations,
+            spec: raw.spec,
+            status: raw.status,
+        })
+    }
+}
+
+impl Serialize for PoolPod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            metadata: ObjectMeta,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            spec: &'a Option<PoolPodSpec>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: &'a Option<PoolPodStatus>,
+        }
+        Out {
+            metadata: self.whole_meta(),
+            spec: &self.spec,
+            status: &self.status,
+        }
+        .serialize(s)
+    }
+}
+
+impl Tags for PoolPod {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -107,11 +154,11 @@ impl k8s_openapi::Metadata for PoolPod {
     type Ty = ObjectMeta;
 
     fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
+        &self.meta
     }
 
     fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        &mut self.meta
     }
 }
 
@@ -133,7 +180,7 @@ impl PoolPod {
     pub fn to_pod(&self) -> k8s_openapi::api::core::v1::Pod {
         use k8s_openapi::api::core::v1 as core;
         core::Pod {
-            metadata: self.metadata.clone(),
+            metadata: self.whole_meta(),
             spec: self.spec.as_ref().map(|s| core::PodSpec {
                 node_name: s.node_name.clone(),
                 ..Default::default()
@@ -163,18 +210,19 @@ impl PoolPod {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
+    /// The metadata an API object would carry: `meta` with the labels and annotations.
+    pub fn whole_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            labels: self.labels.to_map(),
+            annotations: self.annotations.to_map(),
+            ..self.meta.clone()
+        }
     }
 }
 
 impl crate::probe::PodRead for PoolPod {
     fn pod_meta(&self) -> &ObjectMeta {
-        &self.metadata
+        &self.meta
     }
 
     fn pod_phase(&self) -> Option<&str> {
@@ -193,9 +241,8 @@ impl crate::probe::PodRead for PoolPod {
 /// What the cache drops of a pool pod's metadata, as every pod cache does: annotation
 /// values over 256 bytes (managed fields are never parsed, see [`PoolPod`]).
 pub fn strip(pod: &mut PoolPod) {
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.retain(|_, v| v.len() <= 256);
-    }
+    pod.annotations
+        .retain(|k, v| v.len() <= 256 && k != crate::controller::watch::LAST_APPLIED);
 }
 
 #[cfg(test)]
@@ -228,13 +275,25 @@ mod tests {
         assert!(p.condition("Ready") && !p.condition("PodScheduled"));
         assert_eq!(p.annotation("paia.tech/busy"), Some("false"));
         assert_eq!(p.annotation("big"), None, "long annotations are dropped");
-        assert!(p.metadata.managed_fields.is_none());
+        assert_eq!(p.label("hsd.paia.tech/name"), Some("web"));
+        assert!(p.meta.managed_fields.is_none());
+        assert!(
+            p.meta.labels.is_none() && p.meta.annotations.is_none(),
+            "labels and annotations are kept compact, not in meta"
+        );
         let mut meta: ObjectMeta = serde_json::from_value(body["metadata"].clone()).unwrap();
         meta.managed_fields = None;
+        meta.self_link = None;
         let unstripped: PoolPod = serde_json::from_value(body.clone()).unwrap();
         assert_eq!(
-            unstripped.metadata, meta,
+            unstripped.whole_meta(),
+            meta,
             "every other metadata field is kept"
+        );
+        assert_eq!(
+            unstripped.to_pod().metadata,
+            meta,
+            "a pod made of it has the same metadata"
         );
         let back = serde_json::to_value(&p).unwrap();
         assert!(

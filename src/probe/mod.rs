@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::api::probe::{BusyMode, BusyProbe, HttpProbe};
+use crate::api::tags::Tags;
 use crate::metrics::Metrics;
 
 pub mod exec;
@@ -32,7 +33,7 @@ pub enum BusyState {
 
 /// What the busy rules read of a pod: a full `Pod`, or the slim pod a pool cache holds
 /// ([`crate::controller::pool_pod::PoolPod`]).
-pub trait PodRead {
+pub trait PodRead: Tags {
     fn pod_meta(&self) -> &ObjectMeta;
     fn pod_phase(&self) -> Option<&str>;
     fn pod_ip_str(&self) -> Option<&str>;
@@ -91,7 +92,7 @@ pub fn pod_busy<P: PodRead + ?Sized>(
     probe: &BusyProbe,
     probes: &ProbeCache,
 ) -> (BusyState, bool, String) {
-    if let Some(claim) = crate::api::claim::claimed_by(pod.pod_meta()) {
+    if let Some(claim) = crate::api::claim::claimed_by(pod) {
         return (BusyState::Busy, false, format!("claimed by {claim}"));
     }
     match probe.mode {
@@ -159,7 +160,7 @@ pub fn count_probe<E>(metrics: &Metrics, started: Instant, r: &Result<BusyState,
 
 /// `annotation` mode: the annotation equals "true" in any case → busy; anything else → idle.
 pub fn annotation_state<P: PodRead + ?Sized>(pod: &P, key: &str) -> (BusyState, String) {
-    match pod.pod_meta().annotations.as_ref().and_then(|a| a.get(key)) {
+    match pod.annotation(key) {
         Some(v) if v.trim().eq_ignore_ascii_case("true") => {
             (BusyState::Busy, format!("annotation {key}={v}"))
         }

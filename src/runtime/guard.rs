@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::tags::Tags;
 use crate::controller::pool_pod::PoolPod;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -56,14 +57,14 @@ impl ObjectSource for GuardedObjects {
             .find(in_scope)
             .and_then(|(_, s)| s.get(&key))
         {
-            return Some(p.metadata.clone());
+            return Some(p.whole_meta());
         }
         self.pool_pods
             .iter()
             .filter(in_scope)
             .filter_map(|(_, s)| s.get(&key))
-            .find(|p| is_guarded(&p.metadata))
-            .map(|p| p.metadata.clone())
+            .find(|p| is_guarded(p.as_ref()))
+            .map(|p| p.whole_meta())
     }
 
     fn probe(&self, uid: &str) -> Option<ProbeView> {
@@ -87,11 +88,8 @@ pub fn watch_selector() -> String {
 }
 
 /// Does the pod carry the guard label (`kube-standby.dev/busy-guard=true`)?
-fn is_guarded(meta: &ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(BUSY_GUARD_LABEL))
-        .is_some_and(|v| v == "true")
+fn is_guarded<T: Tags + ?Sized>(pod: &T) -> bool {
+    pod.label(BUSY_GUARD_LABEL).is_some_and(|v| v == "true")
 }
 
 /// How often the leader looks for `held-since` annotations to clear.
@@ -113,18 +111,18 @@ pub fn held_since_to_clear(
     use crate::webhook::guard::{self, HELD_SINCE_ANNOTATION};
     pods.iter()
         .filter_map(|p| {
-            let meta = &p.metadata;
-            meta.annotations.as_ref()?.get(HELD_SINCE_ANNOTATION)?;
+            let meta = &p.meta;
+            p.annotation(HELD_SINCE_ANNOTATION)?;
             let (ns, name) = (meta.namespace.clone()?, meta.name.clone()?);
-            let past_use = guard::annotated_hold_start(meta, now, wall_now, max_hold).is_none();
-            let probed = guard::uses_probe(meta) || probes.target(&ns, &name).is_some();
+            let past_use = guard::annotated_hold_start(p, now, wall_now, max_hold).is_none();
+            let probed = guard::uses_probe(p) || probes.target(&ns, &name).is_some();
             let idle = if probed {
                 let uid = meta.uid.as_deref().unwrap_or_default();
                 probes
                     .guard_view(uid, now)
                     .is_some_and(|v| v.state == crate::probe::BusyState::Idle && !v.stale)
             } else {
-                !guard::busy(meta, None).0
+                !guard::busy(p, None).0
             };
             (past_use || idle).then(|| (ns, name, meta.uid.clone()))
         })
@@ -151,7 +149,7 @@ pub async fn sweep_held_since(
         let guarded: Vec<Arc<PoolPod>> = pods
             .iter()
             .flat_map(|s| s.state())
-            .filter(|p| is_guarded(&p.metadata))
+            .filter(|p| is_guarded(p.as_ref()))
             .collect();
         for (ns, name, uid) in held_since_to_clear(&guarded, &probes, now, wall_now, max_hold) {
             match writer.clear(&ns, &name, uid.as_deref()).await {
@@ -216,14 +214,9 @@ mod tests {
 
     fn named(name: &str, labels: &[(&str, &str)]) -> PoolPod {
         let mut p = PoolPod::default();
-        p.metadata.name = Some(name.into());
-        p.metadata.namespace = Some("ns".into());
-        p.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        p.meta.name = Some(name.into());
+        p.meta.namespace = Some("ns".into());
+        p.labels = crate::api::tags::Pairs::from_entries(labels.iter().copied());
         p
     }
 
@@ -260,9 +253,9 @@ mod tests {
     #[test]
     fn the_guard_reads_the_controllers_probe_results() {
         let mut pod = PoolPod::default();
-        pod.metadata.name = Some("w-1".into());
-        pod.metadata.namespace = Some("ns".into());
-        pod.metadata.uid = Some("uid-1".into());
+        pod.meta.name = Some("w-1".into());
+        pod.meta.namespace = Some("ns".into());
+        pod.meta.uid = Some("uid-1".into());
         let o = objects(pod);
         assert!(o.guarded_pod("ns", "w-1").is_some());
         assert!(o.guarded_pod("other", "w-1").is_none());
@@ -285,14 +278,10 @@ mod tests {
         let hour = crate::webhook::guard::DEFAULT_MAX_HOLD;
         let pod = |name: &str, ann: &[(&str, &str)]| {
             let mut p = PoolPod::default();
-            p.metadata.name = Some(name.into());
-            p.metadata.namespace = Some("ns".into());
-            p.metadata.uid = Some(format!("uid-{name}"));
-            p.metadata.annotations = Some(
-                ann.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            );
+            p.meta.name = Some(name.into());
+            p.meta.namespace = Some("ns".into());
+            p.meta.uid = Some(format!("uid-{name}"));
+            p.annotations = crate::api::tags::Pairs::from_entries(ann.iter().copied());
             Arc::new(p)
         };
         let recent = "2026-12-02T13:50:00Z";

@@ -32,6 +32,7 @@ use crate::api::probe::{
     default_annotation_key, BUSY_ANNOTATION_KEY_ANNOTATION, BUSY_GUARD_LABEL,
     BUSY_SOURCE_ANNOTATION,
 };
+use crate::api::tags::Tags;
 use crate::probe::BusyState;
 
 /// The ReplicaSet controller's identity when the controller manager runs with
@@ -188,23 +189,19 @@ impl Verdict {
 }
 
 /// Is the pod opted into the guard?
-pub fn is_guarded(pod: &ObjectMeta) -> bool {
-    pod.labels
-        .as_ref()
-        .and_then(|l| l.get(BUSY_GUARD_LABEL))
+pub fn is_guarded<T: Tags + ?Sized>(pod: &T) -> bool {
+    pod.label(BUSY_GUARD_LABEL)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Does this pod's busy state come from the operator's probes?
-pub fn uses_probe(pod: &ObjectMeta) -> bool {
-    pod.annotations
-        .as_ref()
-        .and_then(|a| a.get(BUSY_SOURCE_ANNOTATION))
+pub fn uses_probe<T: Tags + ?Sized>(pod: &T) -> bool {
+    pod.annotation(BUSY_SOURCE_ANNOTATION)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("probe"))
 }
 
 /// Is the pod busy, and why (for the message)? Unknown and stale probe results count as busy.
-pub fn busy(pod: &ObjectMeta, probe: Option<&ProbeView>) -> (bool, String) {
+pub fn busy<T: Tags + ?Sized>(pod: &T, probe: Option<&ProbeView>) -> (bool, String) {
     if let Some(claim) = crate::api::claim::claimed_by(pod) {
         return (true, format!("claimed by {claim}"));
     }
@@ -217,13 +214,12 @@ pub fn busy(pod: &ObjectMeta, probe: Option<&ProbeView>) -> (bool, String) {
         },
         None if uses_probe(pod) => (true, "not probed yet".into()),
         None => {
-            let annotations = pod.annotations.as_ref();
-            let key = annotations
-                .and_then(|a| a.get(BUSY_ANNOTATION_KEY_ANNOTATION))
+            let key = pod
+                .annotation(BUSY_ANNOTATION_KEY_ANNOTATION)
                 .map(|k| k.trim().to_string())
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(default_annotation_key);
-            match annotations.and_then(|a| a.get(&key)) {
+            match pod.annotation(&key) {
                 Some(v) if v.trim().eq_ignore_ascii_case("true") => (true, format!("{key}={v}")),
                 Some(v) => (false, format!("{key}={v}")),
                 None => (false, format!("{key} absent")),
@@ -296,13 +292,13 @@ pub fn forget_after(max_hold: Duration) -> Duration {
 /// clock (`now` is `wall_now` as an Instant). None when absent, malformed, or older than
 /// the max hold plus [`forget_after`] (a hold from an earlier, abandoned drain). A time in
 /// the future counts as now. Pure.
-pub fn annotated_hold_start(
-    pod: &ObjectMeta,
+pub fn annotated_hold_start<T: Tags + ?Sized>(
+    pod: &T,
     now: Instant,
     wall_now: jiff::Timestamp,
     max_hold: Duration,
 ) -> Option<Instant> {
-    let text = pod.annotations.as_ref()?.get(HELD_SINCE_ANNOTATION)?;
+    let text = pod.annotation(HELD_SINCE_ANNOTATION)?;
     let since: jiff::Timestamp = text.trim().parse().ok()?;
     let age = wall_now.duration_since(since);
     let age = Duration::try_from(age).unwrap_or(Duration::ZERO);

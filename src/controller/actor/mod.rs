@@ -387,7 +387,7 @@ pub async fn run(deps: Deps, namespace: Option<String>, cfg: Config) -> Result<(
 }
 
 /// Map an object carrying our label to its actor.
-fn labelled_actor<K: Resource>(obj: &K) -> Option<ObjectRef<AsyncActor>> {
+fn labelled_actor<K: Resource + crate::api::tags::Tags>(obj: &K) -> Option<ObjectRef<AsyncActor>> {
     super::labelled_owner(ACTOR_LABEL, obj)
 }
 
@@ -412,7 +412,7 @@ fn labelled<K>(
 ) -> impl Stream<Item = ObjectRef<AsyncActor>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-    K: Send + Sync + 'static,
+    K: crate::api::tags::Tags + Send + Sync + 'static,
 {
     let mut wc = watcher::Config::default().labels(ACTOR_LABEL);
     if page {

@@ -29,6 +29,7 @@ use super::shell::{Gate, Shell};
 use crate::api::claim::{
     Assignment, ClaimPhase, HotStandbyClaim, PoolKind, CLAIM_ANNOTATION, CLAIM_UID_ANNOTATION,
 };
+use crate::api::tags::Tags;
 use crate::api::{HotStandbyDeployment, HotStandbyJob};
 use crate::probe::ProbeCache;
 use pod::PoolPod;
@@ -80,14 +81,13 @@ impl Stores {
     pub fn assignment(&self, namespace: &str, pod: &str, uid: &str) -> Option<Assignment> {
         let r = ObjectRef::new(pod).within(namespace);
         let p = self.hsd_pods.get(&r).or_else(|| self.hsj_pods.get(&r))?;
-        if p.metadata.uid.as_deref() != Some(uid) {
+        if p.meta.uid.as_deref() != Some(uid) {
             return None;
         }
-        let a = p.metadata.annotations.as_ref()?;
-        let (claim_ns, claim) = a.get(CLAIM_ANNOTATION)?.trim().split_once('/')?;
-        let claim_uid = a.get(CLAIM_UID_ANNOTATION)?;
+        let (claim_ns, claim) = p.annotation(CLAIM_ANNOTATION)?.trim().split_once('/')?;
+        let claim_uid = p.annotation(CLAIM_UID_ANNOTATION)?;
         let c = self.claims.get(&ObjectRef::new(claim).within(claim_ns))?;
-        if c.metadata.uid.as_deref() != Some(claim_uid.as_str()) {
+        if c.metadata.uid.as_deref() != Some(claim_uid) {
             return None;
         }
         let phase = c.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -219,7 +219,7 @@ fn observe(ctx: &Ctx, key: &PoolKey) -> (bind::World, Vec<Arc<HotStandbyClaim>>)
     };
     let live = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.meta.deletion_timestamp.is_none())
         .count();
     let (hsd, hsj) = (
         s.hsds
@@ -544,10 +544,7 @@ fn pod_trigger(stores: &Stores, ev: watcher::Event<PoolPod>) -> Option<PoolKey> 
                 .chain(stores.hsj_pods.state())
                 .collect();
             stores.index().pods.rebuild(all.iter().filter_map(|p| {
-                let (ns, name) = (
-                    p.metadata.namespace.as_deref()?,
-                    p.metadata.name.as_deref()?,
-                );
+                let (ns, name) = (p.meta.namespace.as_deref()?, p.meta.name.as_deref()?);
                 Some((ns, name, PoolKey::of_pod(p)?))
             }));
             return None;
@@ -556,16 +553,14 @@ fn pod_trigger(stores: &Stores, ev: watcher::Event<PoolPod>) -> Option<PoolKey> 
     let key = PoolKey::of_pod(&p);
     let named = {
         let mut ix = stores.index();
-        if let (Some(ns), Some(name)) =
-            (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
-        {
+        if let (Some(ns), Some(name)) = (p.meta.namespace.as_deref(), p.meta.name.as_deref()) {
             let pool = if gone { None } else { key.clone() };
             ix.pods.note(ns, name, pool);
         }
         key.as_ref().is_some_and(|k| ix.claims.any(k))
     };
     let key = key?;
-    (named || crate::api::claim::claimed_by(&p.metadata).is_some()).then_some(key)
+    (named || crate::api::claim::claimed_by(&p).is_some()).then_some(key)
 }
 
 /// What a start hands the runtime: the tasks, and the caches the HTTP endpoints read.
@@ -766,15 +761,15 @@ mod tests {
 
     fn pod(name: &str) -> PoolPod {
         let mut p = PoolPod::default();
-        p.metadata.name = Some(name.into());
-        p.metadata.namespace = Some("ns".into());
+        p.meta.name = Some(name.into());
+        p.meta.namespace = Some("ns".into());
         p
     }
 
     fn name_of(c: &Change) -> String {
         match c {
             Change::Pod(ev) => match &**ev {
-                watcher::Event::Apply(p) => p.metadata.name.clone().unwrap_or_default(),
+                watcher::Event::Apply(p) => p.meta.name.clone().unwrap_or_default(),
                 other => format!("{other:?}"),
             },
             Change::Pool(k) => k.to_string(),

@@ -14,6 +14,7 @@ use crate::api::claim::{
     reason, spec_problem, ClaimPhase, HotStandbyClaim, HotStandbyClaimStatus, PoolKind,
     ReleasePolicy, CLAIM_ANNOTATION, CLAIM_RELEASE_ANNOTATION, CLAIM_UID_ANNOTATION,
 };
+use crate::api::tags::Tags;
 use crate::api::{condition, HotStandbyDeployment, HotStandbyJob};
 use crate::probe::{BusyState, ProbeCache};
 
@@ -49,12 +50,11 @@ impl PoolKey {
 
     /// The pool of a pod, from the name label its pool's controller puts on it.
     pub fn of_pod(p: &PoolPod) -> Option<Self> {
-        let ns = p.metadata.namespace.as_deref()?;
-        let labels = p.metadata.labels.as_ref()?;
-        if let Some(n) = labels.get(crate::api::hsd::NAME_LABEL) {
+        let ns = p.meta.namespace.as_deref()?;
+        if let Some(n) = p.label(crate::api::hsd::NAME_LABEL) {
             return Some(PoolKey::new(ns, PoolKind::HotStandbyDeployment.as_str(), n));
         }
-        let n = labels.get(crate::api::hsj::NAME_LABEL)?;
+        let n = p.label(crate::api::hsj::NAME_LABEL)?;
         Some(PoolKey::new(ns, PoolKind::HotStandbyJob.as_str(), n))
     }
 
@@ -151,7 +151,7 @@ pub fn pod_facts(p: &PoolPod, src: Option<&BusySource<'_>>, probes: &ProbeCache)
         }
         _ => None,
     };
-    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let uid = p.meta.uid.clone().unwrap_or_default();
     let busy = claim.is_some()
         || match src {
             Some(BusySource::Annotation(key)) => {
@@ -164,7 +164,7 @@ pub fn pod_facts(p: &PoolPod, src: Option<&BusySource<'_>>, probes: &ProbeCache)
             None => true,
         };
     let job = p
-        .metadata
+        .meta
         .owner_references
         .as_ref()
         .and_then(|o| {
@@ -175,13 +175,13 @@ pub fn pod_facts(p: &PoolPod, src: Option<&BusySource<'_>>, probes: &ProbeCache)
     PodFacts {
         name: p.name_any(),
         uid,
-        resource_version: p.metadata.resource_version.clone().unwrap_or_default(),
+        resource_version: p.meta.resource_version.clone().unwrap_or_default(),
         node: p.node().map(str::to_string),
         ip: p.ip().map(str::to_string),
-        created: crate::controller::created_seconds(&p.metadata),
+        created: crate::controller::created_seconds(&p.meta),
         running: phase == Some("Running"),
         ready: p.condition("Ready"),
-        terminating: p.metadata.deletion_timestamp.is_some(),
+        terminating: p.meta.deletion_timestamp.is_some(),
         busy,
         claim,
         release: annotation(p, CLAIM_RELEASE_ANNOTATION)

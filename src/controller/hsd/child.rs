@@ -225,24 +225,20 @@ pub fn counted_pods<'a>(
     let counted = pods
         .iter()
         .map(|p| p.as_ref())
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.meta.deletion_timestamp.is_none())
         .filter(|p| !matches!(p.phase(), Some("Succeeded") | Some("Failed")))
         .filter(|p| {
             if is_detached(p) {
                 return p.owner_references().iter().any(|o| o.uid == hsd_uid);
             }
-            controller_uid(&p.metadata, "ReplicaSet").is_some_and(|u| rs_uids.contains(u))
+            controller_uid(&p.meta, "ReplicaSet").is_some_and(|u| rs_uids.contains(u))
         })
         .collect();
     (counted, current)
 }
 
 pub fn is_detached<P: PodRead + ?Sized>(pod: &P) -> bool {
-    let labels = pod.pod_meta().labels.as_ref();
-    labels
-        .and_then(|l| l.get(DETACHED_LABEL))
-        .map(String::as_str)
-        == Some("true")
+    pod.label(DETACHED_LABEL) == Some("true")
 }
 
 /// The merge patch that takes a pod out of its ReplicaSet: a `pod-template-hash` no
@@ -580,9 +576,7 @@ mod tests {
             pod_view(&small, &h, &probes, Some("rs-1"))
         );
         let kept = serde_json::to_value(&small).unwrap();
-        assert!(
-            kept["spec"].get("containers").is_none() && small.metadata.managed_fields.is_none()
-        );
+        assert!(kept["spec"].get("containers").is_none() && small.meta.managed_fields.is_none());
         assert!(!small
             .annotations()
             .contains_key("kubectl.kubernetes.io/last-applied-configuration"));

@@ -16,6 +16,7 @@ use kube::runtime::watcher;
 
 use super::child::NAME_LABEL;
 use crate::api::claim::PoolKind;
+use crate::api::tags::Tags;
 use crate::controller::claim::index::Members;
 use crate::controller::claim::PoolKey;
 use crate::controller::pool_pod::PoolPod;
@@ -38,14 +39,7 @@ fn hsd_of(pod: &PoolPod) -> Option<PoolKey> {
 
 /// Is the cached pod one of HSD `hsd` in `namespace`? (No allocation: read per pod.)
 fn belongs(pod: &PoolPod, namespace: &str, hsd: &str) -> bool {
-    pod.metadata.namespace.as_deref() == Some(namespace)
-        && pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(NAME_LABEL))
-            .map(String::as_str)
-            == Some(hsd)
+    pod.meta.namespace.as_deref() == Some(namespace) && pod.label(NAME_LABEL) == Some(hsd)
 }
 
 impl PodMembers {
@@ -67,10 +61,7 @@ impl PodMembers {
     pub fn rebuild(&self, pods: &Store<PoolPod>) {
         let all = pods.state();
         self.lock().rebuild(all.iter().filter_map(|p| {
-            let (ns, name) = (
-                p.metadata.namespace.as_deref()?,
-                p.metadata.name.as_deref()?,
-            );
+            let (ns, name) = (p.meta.namespace.as_deref()?, p.meta.name.as_deref()?);
             Some((ns, name, hsd_of(p)?))
         }));
     }
@@ -87,10 +78,7 @@ impl PodMembers {
                 return None;
             }
         };
-        if let (Some(ns), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) {
+        if let (Some(ns), Some(name)) = (pod.meta.namespace.as_deref(), pod.meta.name.as_deref()) {
             let hsd = if gone { None } else { hsd_of(&pod) };
             self.lock().note(ns, name, hsd);
         }
@@ -122,7 +110,7 @@ impl PodMembers {
             return pods
                 .state()
                 .into_iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+                .filter(|p| p.meta.namespace.as_deref() == Some(namespace))
                 .collect();
         }
         let names = self.lock().of(&k);
@@ -152,17 +140,14 @@ mod tests {
 
     fn pod(name: &str, hsd: Option<&str>) -> PoolPod {
         let mut p = PoolPod::default();
-        p.metadata.name = Some(name.into());
-        p.metadata.namespace = Some("ns".into());
-        p.metadata.labels = hsd.map(|h| [(NAME_LABEL.to_string(), h.to_string())].into());
+        p.meta.name = Some(name.into());
+        p.meta.namespace = Some("ns".into());
+        p.labels = crate::api::tags::Pairs::from_entries(hsd.map(|h| (NAME_LABEL, h)));
         p
     }
 
     fn names(pods: Vec<Arc<PoolPod>>) -> Vec<String> {
-        let mut v: Vec<String> = pods
-            .iter()
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
+        let mut v: Vec<String> = pods.iter().filter_map(|p| p.meta.name.clone()).collect();
         v.sort();
         v
     }

@@ -51,8 +51,8 @@ impl ViewCache {
         let ann_key: &str = &probe.annotation_key;
         let mut out = Vec::with_capacity(pods.len());
         for pod in pods {
-            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-            let rv = pod.metadata.resource_version.as_deref().unwrap_or_default();
+            let uid = pod.meta.uid.as_deref().unwrap_or_default();
+            let rv = pod.meta.resource_version.as_deref().unwrap_or_default();
             let holds = |c: &Cached| {
                 &*c.resource_version == rv && c.mode == probe.mode && &*c.key == ann_key
             };
