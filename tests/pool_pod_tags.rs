@@ -68,7 +68,29 @@ fn entries(keys: Vec<&'static str>) -> impl Strategy<Value = Vec<(&'static str, 
     )
 }
 
-fn body(labels: &[(&str, &str)], annotations: &[(&str, &str)], running: bool) -> Value {
+const CONDITION_TYPES: [&str; 4] = [
+    "Ready",
+    "PodScheduled",
+    "ContainersReady",
+    "example.com/gate",
+];
+
+fn conditions() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    proptest::collection::vec(
+        (
+            proptest::sample::select(CONDITION_TYPES.to_vec()),
+            proptest::sample::select(vec!["True", "False", "Unknown"]),
+        ),
+        0..5,
+    )
+}
+
+fn body(
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+    running: bool,
+    conditions: &[(&str, &str)],
+) -> Value {
     let map = |e: &[(&str, &str)]| {
         Value::Object(
             e.iter()
@@ -83,7 +105,9 @@ fn body(labels: &[(&str, &str)], annotations: &[(&str, &str)], running: bool) ->
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
                                           "uid": "rs-1", "controller": true}]},
         "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app"}]},
-        "status": {"phase": if running { "Running" } else { "Pending" }, "podIP": "10.0.0.7"}
+        "status": {"phase": if running { "Running" } else { "Pending" }, "podIP": "10.0.0.7",
+                   "conditions": conditions.iter().map(|(t, s)| json!({"type": t, "status": s,
+                                 "lastTransitionTime": "2026-12-02T12:00:00Z"})).collect::<Vec<_>>()}
     })
 }
 
@@ -95,8 +119,9 @@ proptest! {
         running in any::<bool>(),
         http in any::<bool>(),
         key in proptest::sample::select(vec!["paia.tech/busy", "example.com/working"]),
+        conds in conditions(),
     ) {
-        let v = body(&labels, &annotations, running);
+        let v = body(&labels, &annotations, running, &conds);
         let pod: Pod = serde_json::from_value(v.clone()).unwrap();
         let mut cached: PoolPod = serde_json::from_value(v).unwrap();
         strip(&mut cached);
@@ -139,6 +164,19 @@ proptest! {
         for k in annotation_keys() {
             prop_assert_eq!(cached.annotation(k), pod.annotation(k));
         }
+        use kube_standby::probe::PodRead;
+        for t in CONDITION_TYPES {
+            prop_assert_eq!(cached.has_condition(t), pod.has_condition(t), "{}", t);
+            prop_assert_eq!(
+                cached.to_pod().has_condition(t),
+                pod.has_condition(t),
+                "a pod made of the cached one: {}",
+                t
+            );
+        }
+        prop_assert_eq!(cached.pod_phase(), pod.pod_phase());
+        prop_assert_eq!(cached.pod_ip_str(), pod.pod_ip_str());
+        prop_assert_eq!(cached.node(), pod.spec.as_ref().and_then(|s| s.node_name.as_deref()));
         // The pod the guard is handed from the pool cache carries them again.
         prop_assert_eq!(cached.whole_meta().labels, pod.metadata.labels.clone().filter(|l| !l.is_empty()));
     }

@@ -6,6 +6,12 @@
 //! 2,464 bytes a `k8s_openapi` `Pod` struct takes inline before any of its strings (its
 //! `PodSpec` and `PodStatus` are not boxed). Used only for reading: every write to a pod
 //! goes through `Api<Pod>`.
+//!
+//! Kept compact (issue 22, memory): labels and annotations as interned [`Pairs`] outside
+//! `meta`; phase and node name interned; of the conditions, only the types whose status
+//! is `True` (all [`PoolPod::condition`] asks).
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
@@ -118,27 +124,70 @@ impl Tags for PoolPod {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPodSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
+    /// Interned: a node's pods share its name.
+    #[serde(
+        default,
+        deserialize_with = "interned",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_name: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPodStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "interned",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phase: Option<Arc<str>>,
     #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<PoolPodCondition>>,
+    /// The types of the conditions whose status is `True` (interned): what
+    /// [`PoolPod::condition`] asks, and all a cache keeps of the conditions.
+    #[serde(
+        default,
+        deserialize_with = "true_conditions",
+        serialize_with = "as_conditions",
+        skip_serializing_if = "<[_]>::is_empty"
+    )]
+    pub conditions: Box<[Arc<str>]>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-pub struct PoolPodCondition {
-    #[serde(rename = "type", default)]
-    pub type_: String,
-    #[serde(default)]
-    pub status: String,
+/// A condition as the API sends it: only its type and status are read.
+#[derive(Deserialize)]
+struct RawCondition<'a> {
+    #[serde(rename = "type", default, borrow)]
+    type_: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    status: std::borrow::Cow<'a, str>,
+}
+
+fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
+    Ok(s.map(|s| crate::api::tags::intern(&s)))
+}
+
+fn true_conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<[Arc<str>]>, D::Error> {
+    let list: Option<Vec<RawCondition<'de>>> = Deserialize::deserialize(d)?;
+    let mut types: Vec<Arc<str>> = list
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.status == "True")
+        .map(|c| crate::api::tags::intern(&c.type_))
+        .collect();
+    types.sort();
+    types.dedup();
+    Ok(types.into_boxed_slice())
+}
+
+fn as_conditions<S: serde::Serializer>(types: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        types
+            .iter()
+            .map(|t| serde_json::json!({"type": t.as_ref(), "status": "True"})),
+    )
 }
 
 impl k8s_openapi::Resource for PoolPod {
@@ -182,17 +231,18 @@ impl PoolPod {
         core::Pod {
             metadata: self.whole_meta(),
             spec: self.spec.as_ref().map(|s| core::PodSpec {
-                node_name: s.node_name.clone(),
+                node_name: s.node_name.as_deref().map(str::to_string),
                 ..Default::default()
             }),
             status: self.status.as_ref().map(|s| core::PodStatus {
-                phase: s.phase.clone(),
+                phase: s.phase.as_deref().map(str::to_string),
                 pod_ip: s.pod_ip.clone(),
-                conditions: s.conditions.as_ref().map(|cs| {
-                    cs.iter()
-                        .map(|c| core::PodCondition {
-                            type_: c.type_.clone(),
-                            status: c.status.clone(),
+                conditions: (!s.conditions.is_empty()).then(|| {
+                    s.conditions
+                        .iter()
+                        .map(|t| core::PodCondition {
+                            type_: t.to_string(),
+                            status: "True".into(),
                             ..Default::default()
                         })
                         .collect()
@@ -206,8 +256,7 @@ impl PoolPod {
     pub fn condition(&self, type_: &str) -> bool {
         self.status
             .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+            .is_some_and(|s| s.conditions.iter().any(|t| t.as_ref() == type_))
     }
 
     /// The metadata an API object would carry: `meta` with the labels and annotations.
