@@ -120,8 +120,9 @@ pub struct HotStandbyDeploymentSpec {
     pub selector: MatchLabels,
 
     /// The pod template, as in a Deployment's `spec.template` (camelCase fields).
+    // Kept as JSON text (crate::api::json_text), not a Value tree; `.value()` reads it.
     #[schemars(schema_with = "crate::api::preserve_unknown_object")]
-    pub pod_template: serde_json::Value,
+    pub pod_template: crate::api::json_text::JsonText,
 
     /// How the operator tells whether a pod is busy.
     #[serde(default)]

@@ -8,6 +8,7 @@ pub mod asya;
 pub mod claim;
 pub mod hsd;
 pub mod hsj;
+pub mod json_text;
 pub mod pool;
 pub mod probe;
 pub mod singleton;

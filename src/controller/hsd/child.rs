@@ -34,7 +34,7 @@ pub fn child_name(hsd: &str) -> String {
 /// The pod template with the selector labels and our name label merged in.
 /// Errors when the template cannot be a pod template or contradicts the selector.
 pub fn pod_template(hsd: &HotStandbyDeployment) -> Result<PodTemplateSpec, String> {
-    let mut tpl: PodTemplateSpec = serde_json::from_value(hsd.spec.pod_template.clone())
+    let mut tpl: PodTemplateSpec = serde_json::from_value(hsd.spec.pod_template.value())
         .map_err(|e| format!("podTemplate is not a valid pod template: {e}"))?;
     let labels = tpl
         .metadata
