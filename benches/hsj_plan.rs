@@ -504,9 +504,13 @@ fn index_path(
     assert_eq!(calls(), before, "nothing was due");
     // One pod due per reconcile: a live running pod's last probe moved two periods back.
     let period = kube_standby::probe::exec::period_of(&cfg);
-    let long_ago = Instant::now().checked_sub(period * 2).expect("an old instant");
+    let long_ago = Instant::now()
+        .checked_sub(period * 2)
+        .expect("an old instant");
     let live_running: Vec<usize> = (0..10_000)
-        .filter(|&i: &usize| !i.is_multiple_of(11) && !i.is_multiple_of(23) && !i.is_multiple_of(13))
+        .filter(|&i: &usize| {
+            !i.is_multiple_of(11) && !i.is_multiple_of(23) && !i.is_multiple_of(13)
+        })
         .collect();
     let mut k = 0usize;
     let mut make_one_due = || {

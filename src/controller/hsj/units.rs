@@ -1082,15 +1082,18 @@ mod tests {
 
     fn due_op() -> impl Strategy<Value = DueOp> {
         prop_oneof![
-            2 => (0u8..5, any::<bool>(), 0u8..3).prop_map(|(i, o, f)| DueOp::Job(i, o || i < 3, f)),
+            // Mostly unfinished Jobs of HSJ A, so that many pods are live.
+            2 => (0u8..5, any::<bool>(), prop_oneof![3 => Just(0u8), 1 => 1u8..3])
+                .prop_map(|(i, o, f)| DueOp::Job(i, o || i < 3, f)),
             1 => (0u8..5).prop_map(DueOp::DeleteJob),
             4 => pod_spec().prop_map(DueOp::Pod),
             1 => (0u8..6).prop_map(DueOp::DeletePod),
-            4 => (0u8..6, 0u8..40, 0u8..3).prop_map(|(k, s, a)| DueOp::Probed(k, s, a)),
-            1 => (0u8..6).prop_map(DueOp::Forget),
+            // Probe times, the clock and periods in a few whole seconds: many exact edges.
+            4 => (0u8..6, 0u8..20, 0u8..3).prop_map(|(k, s, a)| DueOp::Probed(k, s, a)),
+            2 => (0u8..6).prop_map(DueOp::Forget),
             1 => (any::<bool>(), any::<u8>()).prop_map(|(j, m)| DueOp::Relist(j, m)),
-            3 => (0u8..6).prop_map(DueOp::Tick),
-            4 => (0u8..8, 0u8..8, 0u8..32, any::<bool>())
+            3 => (0u8..4).prop_map(DueOp::Tick),
+            5 => (0u8..8, 0u8..6, prop_oneof![3 => Just(0u8), 1 => 0u8..32], any::<bool>())
                 .prop_map(|(u, p, d, probe)| DueOp::Due(u != 0, p, d, probe)),
         ]
     }
@@ -1112,7 +1115,11 @@ mod tests {
             .iter()
             .filter(|p| {
                 p.metadata.namespace.as_deref() == Some(me.namespace)
-                    && p.metadata.labels.as_ref().and_then(|l| l.get(NAME_LABEL)).map(String::as_str)
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(NAME_LABEL))
+                        .map(String::as_str)
                         == Some(me.name)
             })
             .filter(|p| {
@@ -1134,7 +1141,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(1024))]
         /// Over any sequence of Job and pod events (pods added, gone, running or not, moved;
         /// relists), probe answers recorded at any time (before or after the clock) or
         /// forgotten, the clock moving on, and due-probe scans with any period (0 s too),
@@ -1258,7 +1265,11 @@ mod tests {
         feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
         let (t0, period) = (Instant::now(), Duration::from_secs(10));
         let none = HashSet::new();
-        assert_eq!(units.due_pods(me, &none, period, t0).len(), 1, "never probed");
+        assert_eq!(
+            units.due_pods(me, &none, period, t0).len(),
+            1,
+            "never probed"
+        );
         probes.record("p0", Ok(BusyState::Idle), t0);
         assert!(units.due_pods(me, &none, period, t0).is_empty());
         let at = |u: &Units| lock(&u.feed).probed.get("p0").map(|p| (p.at, p.seq));
@@ -1274,8 +1285,64 @@ mod tests {
         assert_eq!(at(&units), Some((Some(later), seq + 2)));
         // The pod gone and back starts unchecked: asked about whatever it was told.
         feed_pod(&mut pw, &pods, &units, watcher::Event::Delete(pod(&s, 2)));
+        probes.record("p0", Ok(BusyState::Idle), t0); // told while it is gone: not heard
         feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 3)));
         let p = lock(&units.feed).probed.get("p0").copied().unwrap();
         assert!(!p.checked && p.key().is_none() && p.born == 2, "{p:?}");
+        // An answer read for its earlier appearance does not count as checking this one.
+        lock(&units.feed).checked("p0", 1, Some(later), u64::MAX);
+        let p = lock(&units.feed).probed.get("p0").copied().unwrap();
+        assert!(!p.checked && p.key().is_none() && p.seq < u64::MAX, "{p:?}");
+        // A stale notice told after it came back (of a change before the one it missed)
+        // does not hide it: it stays first in the order until checked.
+        lock(&units.feed).told("p0", Some(later + period * 100), seq);
+        assert_eq!(units.due_pods(me, &none, period, t0 + period).len(), 1);
+        let p = lock(&units.feed).probed.get("p0").copied().unwrap();
+        assert!(
+            p.checked && p.at == Some(t0),
+            "checked against the cache: {p:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_forgotten_or_moved_back_makes_the_pod_due_at_once() {
+        let (jobs, mut jw) = reflector::store::<Job>();
+        let (pods, mut pw) = reflector::store::<Pod>();
+        let probes = ProbeCache::default();
+        let units = Units::new(&jobs, &pods, &probes);
+        let me = HsjRef {
+            namespace: "ns",
+            name: "a",
+            uid: "hA",
+        };
+        feed_job(
+            &mut jw,
+            &jobs,
+            &units,
+            watcher::Event::Apply(job(0, true, 0, 1)),
+        );
+        let s = PodSpec {
+            k: 0,
+            job: 0,
+            label_a: true,
+            busy: false,
+            running: true,
+            terminating: false,
+            failing: false,
+        };
+        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        let (t0, period) = (Instant::now(), Duration::from_secs(10));
+        let none = HashSet::new();
+        let due = |now| units.due_pods(me, &none, period, now).len();
+        probes.record("p0", Ok(BusyState::Idle), t0);
+        assert_eq!(due(t0), 0, "probed just now");
+        assert_eq!(due(t0 + period - Duration::from_nanos(1)), 0);
+        assert_eq!(due(t0 + period), 1, "exactly one period after");
+        probes.retain(&|_| false);
+        assert_eq!(due(t0), 1, "forgotten: never probed");
+        probes.record("p0", Ok(BusyState::Idle), t0 + period);
+        assert_eq!(due(t0 + period), 0);
+        probes.record("p0", Ok(BusyState::Busy), t0 - period);
+        assert_eq!(due(t0), 1, "an answer recorded at an older time");
     }
 }
