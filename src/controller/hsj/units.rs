@@ -30,9 +30,10 @@
 //!   the live ones (as [`Units::live_pods`]) and asks the cache, under one lock, about those
 //!   alone: its answer is exactly the live running pods the cache says are due
 //!   (property-tested against asking the cache about every live running pod below), at a
-//!   cost that grows with the pods due, not with the pods of the HSJ. Running pods that
-//!   are due but not live (of a finished Job, one we delete, another HSJ's) are walked
-//!   past on each call, until they stop running or go;
+//!   cost that grows with the pods due, not with the pods of the HSJ. Every pod walked is
+//!   checked, live or not; running pods that are due but not live (of a finished Job, one
+//!   we delete, another HSJ's: never probed, so due for good once due) are walked past on
+//!   each call, until they stop running or go;
 //! - no lock is held while another is taken: views are built after the index's lock is let
 //!   go (from shared Job and pod handles), and the probe cache calls back without its lock.
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -632,7 +633,8 @@ impl Units {
         let maybe_due = |key: &Option<Instant>| {
             key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
         };
-        let maybe: Vec<(String, u64, Arc<Pod>)> = {
+        // The pods filed as maybe due, each with its appearance and, when live, the pod.
+        let maybe: Vec<(String, u64, Option<Arc<Pod>>)> = {
             let f = self.feed();
             let order = f
                 .due
@@ -653,22 +655,25 @@ impl Units {
                             .jobs
                             .get(job)
                             .is_some_and(|j| observe::finished(j).is_none());
-                    if !live {
-                        return None;
-                    }
-                    let pod = f
-                        .pods
-                        .get(group)?
-                        .get(job)?
-                        .iter()
-                        .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))?;
-                    Some((uid.clone(), f.probed.get(uid)?.born, pod.clone()))
+                    let pod = live
+                        .then(|| {
+                            f.pods
+                                .get(group)?
+                                .get(job)?
+                                .iter()
+                                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                                .cloned()
+                        })
+                        .flatten();
+                    Some((uid.clone(), f.probed.get(uid)?.born, pod))
                 })
                 .collect()
         };
         if maybe.is_empty() {
             return vec![];
         }
+        // Every pod walked is checked (a pod not live now is filed by its time after), the
+        // live ones due are the answer.
         let (last, seq) = self
             .probes
             .probed_at(maybe.iter().map(|(uid, _, _)| uid.as_str()));
@@ -682,7 +687,7 @@ impl Units {
             .into_iter()
             .zip(last)
             .filter(|(_, at)| probe::due_at(*at, period, now))
-            .map(|((_, _, pod), _)| pod)
+            .filter_map(|((_, _, pod), _)| pod)
             .collect()
     }
 
