@@ -169,6 +169,11 @@ pub async fn probe_pod(
     }
 }
 
+/// How often an exec busy probe runs: `periodSeconds`, clamped to 1 s ..= 1 h.
+pub fn period_of(cfg: &ExecProbe) -> Duration {
+    Duration::from_secs(cfg.period_seconds.clamp(1, 3600) as u64)
+}
+
 /// Exec-probe every running pod of `pods` whose last answer is older than `periodSeconds`,
 /// in parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
 /// Returns the API server's message when it refused `pods/exec`.
@@ -179,14 +184,28 @@ pub async fn probe_due(
     cfg: &ExecProbe,
     pods: &[&Pod],
 ) -> Option<String> {
-    let period = Duration::from_secs(cfg.period_seconds.clamp(1, 3600) as u64);
+    let period = period_of(cfg);
     let now = Instant::now();
     let running = pods.iter().filter_map(|p| {
         let uid = p.metadata.uid.as_deref().unwrap_or_default();
         (!uid.is_empty() && super::is_running(p)).then_some((uid, *p))
     });
     let due = probes.which_due(running, period, now);
-    let runs = due.into_iter().map(|p| async move {
+    probe_pods(prober, probes, metrics, cfg, &due).await
+}
+
+/// Exec-probe each of `due` (pods already found due) in parallel (bounded by the prober),
+/// recording outcomes in `probes` and in the metrics. Returns the API server's message
+/// when it refused `pods/exec`.
+pub async fn probe_pods(
+    prober: &ExecProber,
+    probes: &ProbeCache,
+    metrics: &Metrics,
+    cfg: &ExecProbe,
+    due: &[&Pod],
+) -> Option<String> {
+    let period = period_of(cfg);
+    let runs = due.iter().map(|p| async move {
         let t = Instant::now();
         let r = probe_pod(prober, p, cfg).await;
         super::count_probe(metrics, t, &r);

@@ -6,6 +6,7 @@
 //!   it stale, so it is never chosen for deletion.
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,11 @@ pub fn pod_busy<P: PodRead + ?Sized>(
     }
 }
 
+/// How often an http busy probe runs: `periodSeconds`, at least 1 s.
+pub fn period_of(cfg: &HttpProbe) -> Duration {
+    Duration::from_secs(cfg.period_seconds.max(1) as u64)
+}
+
 /// Probe every running pod of `pods` whose last probe is older than `periodSeconds`, in
 /// parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
 pub async fn probe_due<P: PodRead + ?Sized + Sync>(
@@ -118,14 +124,27 @@ pub async fn probe_due<P: PodRead + ?Sized + Sync>(
     cfg: &HttpProbe,
     pods: &[&P],
 ) {
-    let period = Duration::from_secs(cfg.period_seconds.max(1) as u64);
+    let period = period_of(cfg);
     let now = Instant::now();
     let running = pods.iter().filter_map(|p| {
         let uid = p.pod_meta().uid.as_deref()?;
         is_running(p).then_some((uid, *p))
     });
     let due = probes.which_due(running, period, now);
-    let due = due.into_iter().filter_map(|p| {
+    probe_pods(prober, probes, metrics, cfg, &due).await;
+}
+
+/// Probe each of `due` (pods already found due; one without a UID or an IP is skipped) in
+/// parallel (bounded by the prober), recording outcomes in `probes` and in the metrics.
+pub async fn probe_pods<P: PodRead + ?Sized + Sync>(
+    prober: &http::HttpProber,
+    probes: &ProbeCache,
+    metrics: &Metrics,
+    cfg: &HttpProbe,
+    due: &[&P],
+) {
+    let period = period_of(cfg);
+    let due = due.iter().filter_map(|p| {
         let uid = p.pod_meta().uid.clone()?;
         Some((uid, pod_ip(p)?))
     });
@@ -143,7 +162,13 @@ pub async fn probe_due<P: PodRead + ?Sized + Sync>(
 
 /// A pod last probed as `record` says is due after `period`; a pod never probed is due.
 fn is_due(record: Option<&ProbeRecord>, period: Duration, now: Instant) -> bool {
-    record.is_none_or(|r| now.saturating_duration_since(r.probed_at) >= period)
+    due_at(record.map(|r| r.probed_at), period, now)
+}
+
+/// The due rule by probe time: a pod last probed at `probed_at` (None: never) is due at
+/// `now` once `period` has passed since (a probe time after `now` counts as just now).
+pub fn due_at(probed_at: Option<Instant>, period: Duration, now: Instant) -> bool {
+    probed_at.is_none_or(|at| now.saturating_duration_since(at) >= period)
 }
 
 /// Record a probe's duration (since `started`) and outcome.
@@ -205,13 +230,47 @@ pub struct ProbeView {
 /// dropped).
 pub type ChangeListener = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Told of each change of a pod's probe time (a result recorded, even the same one, or
+/// forgotten), after the cache's lock is released: the pod's UID, when it was last probed
+/// (None: its result forgotten) and the change's number. Numbers grow in the order the
+/// changes were made under the lock, so a listener told of two changes out of order keeps
+/// the higher; answers false once it no longer listens (it is then dropped).
+pub type ProbedListener = Arc<dyn Fn(&str, Option<Instant>, u64) -> bool + Send + Sync>;
+
 /// Probe results by pod UID, shared between reconciles, and where each kind's pods are
 /// probed (resolvers the busy guard asks when it probes a pod itself, see [`target`]).
+///
+/// Every change of a probe time (a record, a forget) takes the next change number under
+/// the results' lock; [`ProbeCache::probed_at`] answers with the number of the last change
+/// its answer reflects, so an index kept from the [`ProbedListener`] notices can tell
+/// whether a notice or an answer is the newer.
 #[derive(Clone, Default)]
 pub struct ProbeCache {
     inner: Arc<Mutex<HashMap<String, ProbeRecord>>>,
+    /// The number of the last change of a probe time (taken under `inner`'s lock).
+    changes: Arc<AtomicU64>,
     resolvers: Arc<std::sync::RwLock<Vec<target::Resolver>>>,
     listeners: Arc<std::sync::RwLock<Vec<ChangeListener>>>,
+    probed_listeners: Arc<std::sync::RwLock<Vec<ProbedListener>>>,
+}
+
+/// Call each listener of `list` with `tell` (never under the cache's lock); drop those that
+/// answer false (no longer listening).
+fn tell_all<L: ?Sized>(list: &std::sync::RwLock<Vec<Arc<L>>>, tell: impl Fn(&L) -> bool) {
+    let dead: Vec<Arc<L>> = {
+        let g = match list.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.iter().filter(|l| !tell(l)).cloned().collect()
+    };
+    if !dead.is_empty() {
+        let mut g = match list.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.retain(|l| !dead.iter().any(|d| Arc::ptr_eq(d, l)));
+    }
 }
 
 impl ProbeCache {
@@ -252,39 +311,50 @@ impl ProbeCache {
         }
     }
 
+    /// Be told of every change of a pod's probe time (see [`ProbedListener`]): an index of
+    /// when each pod's probe is due listens instead of asking about every pod each reconcile.
+    pub fn on_probed(&self, listener: ProbedListener) {
+        match self.probed_listeners.write() {
+            Ok(mut g) => g.push(listener),
+            Err(p) => p.into_inner().push(listener),
+        }
+    }
+
     /// Tell the listeners (never under the cache's lock); drop those no longer listening.
     fn changed(&self, uids: &[&str]) {
-        let dead: Vec<ChangeListener> = {
-            let g = match self.listeners.read() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            g.iter()
-                .filter(|l| !uids.iter().all(|uid| l(uid)))
-                .cloned()
-                .collect()
-        };
-        if !dead.is_empty() {
-            let mut g = match self.listeners.write() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            g.retain(|l| !dead.iter().any(|d| Arc::ptr_eq(d, l)));
-        }
+        tell_all(&self.listeners, |l| uids.iter().all(|uid| l(uid)));
+    }
+
+    /// Tell the probe-time listeners of change `seq` (never under the cache's lock).
+    fn probed(&self, uids: &[&str], at: Option<Instant>, seq: u64) {
+        tell_all(&self.probed_listeners, |l| {
+            uids.iter().all(|uid| l(uid, at, seq))
+        });
+    }
+
+    /// The next change number (under `inner`'s lock: numbers follow the lock's order).
+    fn next_change(&self, _locked: &HashMap<String, ProbeRecord>) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
     }
 
     /// Forget the results `keep` says no to, telling the listeners.
     fn forget_where(&self, keep: &dyn Fn(&str, &ProbeRecord) -> bool) {
         let mut gone = vec![];
-        self.lock().retain(|uid, r| {
-            let k = keep(uid, r);
-            if !k {
-                gone.push(uid.clone());
-            }
-            k
-        });
-        if !gone.is_empty() {
-            self.changed(&gone.iter().map(String::as_str).collect::<Vec<_>>());
+        let seq = {
+            let mut m = self.lock();
+            m.retain(|uid, r| {
+                let k = keep(uid, r);
+                if !k {
+                    gone.push(uid.clone());
+                }
+                k
+            });
+            (!gone.is_empty()).then(|| self.next_change(&m))
+        };
+        if let Some(seq) = seq {
+            let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+            self.changed(&gone);
+            self.probed(&gone, None, seq);
         }
     }
 
@@ -327,10 +397,12 @@ impl ProbeCache {
             .map(|p| (p.last_known, p.failing, p.reason.as_str()));
         let shown = seen != Some((rec.last_known, rec.failing, rec.reason.as_str()));
         m.insert(uid.to_string(), rec);
+        let seq = self.next_change(&m);
         drop(m);
         if shown {
             self.changed(&[uid]);
         }
+        self.probed(&[uid], Some(at), seq);
         changed
     }
 
@@ -405,6 +477,20 @@ impl ProbeCache {
             .filter(|(uid, _)| is_due(g.get(*uid), period, now))
             .map(|(_, t)| t)
             .collect()
+    }
+
+    /// When each of `uids` was last probed (None: never, or forgotten), read under one lock,
+    /// and the number of the last change of a probe time the answer reflects.
+    pub fn probed_at<'u>(
+        &self,
+        uids: impl IntoIterator<Item = &'u str>,
+    ) -> (Vec<Option<Instant>>, u64) {
+        let g = self.lock();
+        let at = uids
+            .into_iter()
+            .map(|uid| g.get(uid).map(|r| r.probed_at))
+            .collect();
+        (at, self.changes.load(Ordering::SeqCst))
     }
 
     /// The state the planner should use: (state, stale, reason).

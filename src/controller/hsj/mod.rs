@@ -7,6 +7,8 @@
 //! - the unit index ([`units`]) hears of each Job and pod watch event after the cache applied
 //!   it and before the controller does, so a reconcile reads its units from the index (only
 //!   units changed since its last reconcile are rebuilt), never by a pass over the caches;
+//! - in http and exec mode the pods due a probe come from the index's due order
+//!   ([`units::Units::due_pods`]): a walk of the pods due, never of every live pod;
 //! - a Job we created or deleted is counted as such until the cache shows it (expectations),
 //!   so a reconcile on a lagging cache never creates or deletes twice;
 //! - a unit once seen busy is remembered as such (by Job UID) for as long as the Job
@@ -175,16 +177,33 @@ async fn invalid(ctx: &Ctx, hsj: &HotStandbyJob, reason: &str, message: &str) ->
     ctx.shell.refuse(hsj, &st, reason, message).await
 }
 
-/// Probe what is due (http/exec). Returns the API server's refusal of `pods/exec`, if any.
-async fn probe_due(ctx: &Ctx, hsj: &HotStandbyJob, pods: &[&Pod]) -> Option<String> {
+/// Probe what is due (http/exec mode): the live units' running pods whose last probe is
+/// older than the period or who were never probed, as the unit index finds them (a walk of
+/// the pods due, not of every pod). Returns the API server's refusal of `pods/exec`, if any.
+pub async fn probe_due(
+    ctx: &Ctx,
+    hsj: &HotStandbyJob,
+    me: units::HsjRef<'_>,
+    deleting: &HashSet<String>,
+) -> Option<String> {
     let probe = &hsj.spec.busy_probe;
+    let period = match (probe.mode, &probe.exec) {
+        (JobBusyMode::Http, _) => probe::period_of(&probe.http),
+        (JobBusyMode::Exec, Some(cfg)) => probe::exec::period_of(cfg),
+        _ => return None,
+    };
+    let due = ctx.units.due_pods(me, deleting, period, Instant::now());
+    if due.is_empty() {
+        return None;
+    }
+    let due: Vec<&Pod> = due.iter().map(Arc::as_ref).collect();
     match (probe.mode, &probe.exec) {
         (JobBusyMode::Http, _) => {
-            probe::probe_due(&ctx.http, &ctx.probes, &ctx.metrics, &probe.http, pods).await;
+            probe::probe_pods(&ctx.http, &ctx.probes, &ctx.metrics, &probe.http, &due).await;
             None
         }
         (JobBusyMode::Exec, Some(cfg)) => {
-            probe::exec::probe_due(&ctx.exec, &ctx.probes, &ctx.metrics, cfg, pods).await
+            probe::exec::probe_pods(&ctx.exec, &ctx.probes, &ctx.metrics, cfg, &due).await
         }
         _ => None,
     }
@@ -233,10 +252,7 @@ async fn reconcile_inner(hsj: &HotStandbyJob, ctx: &Ctx, started: Instant) -> Re
     };
     let deleting = ctx.expect.deleting();
     let forbidden = match units::probed(&hsj.spec.busy_probe) {
-        true => {
-            let live = ctx.units.live_pods(me, &deleting);
-            probe_due(ctx, hsj, &live.iter().map(Arc::as_ref).collect::<Vec<_>>()).await
-        }
+        true => probe_due(ctx, hsj, me, &deleting).await,
         false => None,
     };
     let key = debug_key(&ns, &name);

@@ -20,10 +20,25 @@
 //!   the cache may still show them) changed, or all of an HSJ's units when its UID, busy mode
 //!   or annotation key changed; the view list is updated in place (a swap-remove for a gone
 //!   unit), never copied, so a reconcile reads it as a slice;
+//! - each pod group keeps its running pods that have a UID in the order their busy probes
+//!   fall due ([`Feed::due`]): a pod is filed under when the probe cache last said it was
+//!   probed, or first (due whatever the period) when never probed or not yet checked
+//!   against the cache since it appeared. The cache tells the index of every change of a
+//!   probe time with a change number ([`ProbeCache::on_probed`]); a pod keeps the highest
+//!   numbered time it was told or read, so notices told out of order never roll it back.
+//!   [`Units::due_pods`] walks a group's order only up to the first pod not yet due, keeps
+//!   the live ones (as [`Units::live_pods`]) and asks the cache, under one lock, about those
+//!   alone: its answer is exactly the live running pods the cache says are due
+//!   (property-tested against asking the cache about every live running pod below), at a
+//!   cost that grows with the pods due, not with the pods of the HSJ. Every pod walked is
+//!   checked, live or not; running pods that are due but not live (of a finished Job, one
+//!   we delete, another HSJ's: never probed, so due for good once due) are walked past on
+//!   each call, until they stop running or go;
 //! - no lock is held while another is taken: views are built after the index's lock is let
 //!   go (from shared Job and pod handles), and the probe cache calls back without its lock.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -34,7 +49,7 @@ use super::build::NAME_LABEL;
 use super::observe;
 use super::plan::UnitView;
 use crate::api::hsj::{JobBusyMode, JobBusyProbe};
-use crate::probe::ProbeCache;
+use crate::probe::{self, ProbeCache};
 
 /// (namespace, UID of the controlling owner) of a Job group; (namespace, HSJ name) of a
 /// pod group.
@@ -57,6 +72,36 @@ struct Feed {
     pods: HashMap<GroupKey, HashMap<String, Vec<Arc<Pod>>>>,
     /// Pod UID → (its pod group, its Job's UID).
     pod_at: HashMap<String, (GroupKey, String)>,
+    /// Pod UID → what the index knows of its last probe (the pods of `pod_at`).
+    probed: HashMap<String, Probed>,
+    /// (namespace, HSJ name) → its running pods with a UID, by [`Probed::key`] (the order
+    /// their probes fall due), then UID.
+    due: HashMap<GroupKey, BTreeSet<(Option<Instant>, String)>>,
+    /// Appearances of pods so far (each gets the next number).
+    born: u64,
+}
+
+/// A pod's last probe as the index knows it.
+#[derive(Clone, Copy, Debug)]
+struct Probed {
+    /// When the probe cache last said the pod was probed (None: never, or forgotten).
+    at: Option<Instant>,
+    /// The number of the cache's change `at` reflects (0: none yet).
+    seq: u64,
+    /// `at` was read from the cache since the pod appeared (before, notices may have been
+    /// missed, so the pod is asked about on every call).
+    checked: bool,
+    /// Which appearance of the pod this is (a pod gone and back starts unchecked).
+    born: u64,
+    /// Its key in its group's due order (None: not filed, not running or no UID).
+    filed: Option<Option<Instant>>,
+}
+
+impl Probed {
+    /// Where the pod is filed: when last probed once checked; first (None) otherwise.
+    fn key(&self) -> Option<Instant> {
+        self.at.filter(|_| self.checked)
+    }
 }
 
 fn job_group(job: &Job) -> Option<GroupKey> {
@@ -81,6 +126,73 @@ fn name_of(p: &Pod) -> &str {
 }
 
 impl Feed {
+    /// Take pod `uid`'s probe knowledge out of the index (and its group's due order).
+    fn unfile(&mut self, uid: &str) -> Option<Probed> {
+        let p = self.probed.remove(uid)?;
+        if let (Some(key), Some((group, _))) = (p.filed, self.pod_at.get(uid)) {
+            if let Some(order) = self.due.get_mut(group) {
+                order.remove(&(key, uid.to_string()));
+                if order.is_empty() {
+                    self.due.remove(group);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// Put pod `uid`'s probe knowledge back (it must be in `pod_at`), filed in its group's
+    /// due order when `runs` (running, with a UID).
+    fn file(&mut self, uid: &str, mut p: Probed, runs: bool) {
+        p.filed = None;
+        if let Some((group, _)) = self.pod_at.get(uid).filter(|_| runs) {
+            let key = p.key();
+            self.due
+                .entry(group.clone())
+                .or_default()
+                .insert((key, uid.to_string()));
+            p.filed = Some(key);
+        }
+        self.probed.insert(uid.to_string(), p);
+    }
+
+    /// Change pod `uid`'s probe knowledge (if the index holds the pod), refiling it.
+    fn update(&mut self, uid: &str, change: impl FnOnce(&mut Probed)) {
+        let Some(p) = self.probed.get_mut(uid) else {
+            return;
+        };
+        let was = p.key();
+        change(p);
+        if p.key() == was || p.filed.is_none() {
+            return;
+        }
+        if let Some(p) = self.unfile(uid) {
+            self.file(uid, p, true);
+        }
+    }
+
+    /// The cache's change `seq`: pod `uid` was last probed `at` (None: forgotten).
+    fn told(&mut self, uid: &str, at: Option<Instant>, seq: u64) {
+        self.update(uid, |p| {
+            if seq > p.seq {
+                (p.at, p.seq) = (at, seq);
+            }
+        });
+    }
+
+    /// The cache answered, as of its change `seq`, that pod `uid` (its appearance `born`)
+    /// was last probed `at`.
+    fn checked(&mut self, uid: &str, born: u64, at: Option<Instant>, seq: u64) {
+        self.update(uid, |p| {
+            if p.born != born {
+                return;
+            }
+            if seq > p.seq {
+                (p.at, p.seq) = (at, seq);
+            }
+            p.checked = true;
+        });
+    }
+
     fn mark(&mut self, job_uid: &str) {
         if let Some(g) = self.job_at.get(job_uid) {
             if let Some(group) = self.jobs.get_mut(g) {
@@ -111,6 +223,7 @@ impl Feed {
 
     /// Pod `uid` is now `pod` (None: gone).
     fn note_pod(&mut self, uid: &str, pod: Option<Arc<Pod>>) {
+        let kept = self.unfile(uid);
         if let Some((group, job)) = self.pod_at.remove(uid) {
             if let Some(units) = self.pods.get_mut(&group) {
                 if let Some(list) = units.get_mut(&job) {
@@ -136,9 +249,21 @@ impl Feed {
             .entry(job.clone())
             .or_default();
         let at = list.partition_point(|p| name_of(p) < name_of(&pod));
+        let runs = !uid.is_empty() && probe::is_running(pod.as_ref());
         list.insert(at, pod);
         self.mark(&job);
         self.pod_at.insert(uid.to_string(), (group, job));
+        let p = kept.unwrap_or_else(|| {
+            self.born += 1;
+            Probed {
+                at: None,
+                seq: 0,
+                checked: false,
+                born: self.born,
+                filed: None,
+            }
+        });
+        self.file(uid, p, runs);
     }
 
     fn pods_of(&self, ns: &str, name: &str, job: &str) -> Vec<Arc<Pod>> {
@@ -197,10 +322,12 @@ impl Views {
 
 /// The index, shared by the watches that feed it, the probe cache that tells it of changed
 /// answers, and the reconciles that read it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Units {
     feed: Arc<Mutex<Feed>>,
     views: Arc<Mutex<HashMap<String, Views>>>,
+    /// The cache whose notices the index listens to (and asks about due pods).
+    probes: ProbeCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,9 +354,21 @@ impl HsjRef<'_> {
 impl Units {
     /// An index of what `jobs` and `pods` hold now, told of changed answers by `probes`.
     pub fn new(jobs: &Store<Job>, pods: &Store<Pod>, probes: &ProbeCache) -> Self {
-        let u = Units::default();
+        let u = Units {
+            feed: Arc::default(),
+            views: Arc::default(),
+            probes: probes.clone(),
+        };
         u.relist_jobs(jobs);
         u.relist_pods(pods);
+        let feed: Weak<Mutex<Feed>> = Arc::downgrade(&u.feed);
+        probes.on_probed(Arc::new(move |pod_uid: &str, at, seq| {
+            let Some(feed) = feed.upgrade() else {
+                return false;
+            };
+            lock(&feed).told(pod_uid, at, seq);
+            true
+        }));
         let feed: Weak<Mutex<Feed>> = Arc::downgrade(&u.feed);
         probes.on_change(Arc::new(move |pod_uid: &str| {
             let Some(feed) = feed.upgrade() else {
@@ -475,6 +614,80 @@ impl Units {
             .filter_map(|(uid, _)| units.get(uid))
             .flatten()
             .cloned()
+            .collect()
+    }
+
+    /// The pods of [`live_pods`](Self::live_pods) that are running, have a UID and whose busy
+    /// probe is due at `now` under `period` as the probe cache says now (never probed, or
+    /// last probed `period` or longer ago): the pods the index files as maybe due, the live
+    /// ones, asked about under one lock of the cache (see the module's invariants).
+    pub fn due_pods(
+        &self,
+        hsj: HsjRef<'_>,
+        deleting: &HashSet<String>,
+        period: Duration,
+        now: Instant,
+    ) -> Vec<Arc<Pod>> {
+        // A time key at or before `cutoff` is due (None: no time is, but for a zero period).
+        let cutoff = now.checked_sub(period);
+        let maybe_due = |key: &Option<Instant>| {
+            key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
+        };
+        // The pods filed as maybe due, each with its appearance and, when live, the pod.
+        let maybe: Vec<(String, u64, Option<Arc<Pod>>)> = {
+            let f = self.feed();
+            let order = f
+                .due
+                .get(&(hsj.namespace.to_string(), hsj.name.to_string()));
+            let jobs = f
+                .jobs
+                .get(&(hsj.namespace.to_string(), hsj.uid.to_string()));
+            let (Some(order), Some(jobs)) = (order, jobs) else {
+                return vec![];
+            };
+            order
+                .iter()
+                .take_while(|(key, _)| maybe_due(key))
+                .filter_map(|(_, uid)| {
+                    let (group, job) = f.pod_at.get(uid)?;
+                    let live = !deleting.contains(job)
+                        && jobs
+                            .jobs
+                            .get(job)
+                            .is_some_and(|j| observe::finished(j).is_none());
+                    let pod = live
+                        .then(|| {
+                            f.pods
+                                .get(group)?
+                                .get(job)?
+                                .iter()
+                                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                                .cloned()
+                        })
+                        .flatten();
+                    Some((uid.clone(), f.probed.get(uid)?.born, pod))
+                })
+                .collect()
+        };
+        if maybe.is_empty() {
+            return vec![];
+        }
+        // Every pod walked is checked (a pod not live now is filed by its time after), the
+        // live ones due are the answer.
+        let (last, seq) = self
+            .probes
+            .probed_at(maybe.iter().map(|(uid, _, _)| uid.as_str()));
+        {
+            let mut f = self.feed();
+            for ((uid, born, _), at) in maybe.iter().zip(&last) {
+                f.checked(uid, *born, *at, seq);
+            }
+        }
+        maybe
+            .into_iter()
+            .zip(last)
+            .filter(|(_, at)| probe::due_at(*at, period, now))
+            .filter_map(|((_, _, pod), _)| pod)
             .collect()
     }
 
@@ -850,5 +1063,291 @@ mod tests {
         let r = units.refresh(me, &p, &probes, &none, &mut ever);
         let p1 = r.units().iter().find(|u| &*u.core.name == "j1").unwrap();
         assert_eq!(p1.core.state, BusyState::Unknown);
+    }
+
+    #[derive(Clone, Debug)]
+    enum DueOp {
+        Job(u8, bool, u8),
+        DeleteJob(u8),
+        Pod(PodSpec),
+        DeletePod(u8),
+        /// Pod `p{k}` probed at this many seconds after the start (maybe after the clock):
+        /// 0 idle, 1 busy, 2 failing.
+        Probed(u8, u8, u8),
+        /// Pod `p{k}`'s answer forgotten.
+        Forget(u8),
+        /// A relist of Jobs (true) or pods, dropping the objects whose number is in the mask.
+        Relist(bool, u8),
+        /// The clock moves on by this many seconds.
+        Tick(u8),
+        /// A reconcile's due-probe scan: HSJ A or B, the period in seconds, Jobs we delete
+        /// (mask), and whether the pods found due are then probed (at the clock).
+        Due(bool, u8, u8, bool),
+    }
+
+    fn due_op() -> impl Strategy<Value = DueOp> {
+        prop_oneof![
+            // Mostly unfinished Jobs of HSJ A, so that many pods are live.
+            2 => (0u8..5, any::<bool>(), prop_oneof![3 => Just(0u8), 1 => 1u8..3])
+                .prop_map(|(i, o, f)| DueOp::Job(i, o || i < 3, f)),
+            1 => (0u8..5).prop_map(DueOp::DeleteJob),
+            4 => pod_spec().prop_map(DueOp::Pod),
+            1 => (0u8..6).prop_map(DueOp::DeletePod),
+            // Probe times, the clock and periods in a few whole seconds: many exact edges.
+            4 => (0u8..6, 0u8..20, 0u8..3).prop_map(|(k, s, a)| DueOp::Probed(k, s, a)),
+            2 => (0u8..6).prop_map(DueOp::Forget),
+            1 => (any::<bool>(), any::<u8>()).prop_map(|(j, m)| DueOp::Relist(j, m)),
+            3 => (0u8..4).prop_map(DueOp::Tick),
+            5 => (0u8..8, 0u8..6, prop_oneof![3 => Just(0u8), 1 => 0u8..32], any::<bool>())
+                .prop_map(|(u, p, d, probe)| DueOp::Due(u != 0, p, d, probe)),
+        ]
+    }
+
+    /// The old rule: every live pod of `me` (from the committed caches) that is running and
+    /// has a UID, asked of the cache one by one.
+    fn due_by_the_old_rule(
+        me: HsjRef<'_>,
+        jobs: &Store<Job>,
+        pods: &Store<Pod>,
+        probes: &ProbeCache,
+        deleting: &HashSet<String>,
+        period: Duration,
+        now: Instant,
+    ) -> Vec<String> {
+        let jobs = jobs.state();
+        let mut due: Vec<String> = pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(me.namespace)
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(NAME_LABEL))
+                        .map(String::as_str)
+                        == Some(me.name)
+            })
+            .filter(|p| {
+                observe::owner_job(p).is_some_and(|j| {
+                    !deleting.contains(j)
+                        && jobs.iter().any(|x| {
+                            x.metadata.uid.as_deref() == Some(j)
+                                && job_group(x).is_some_and(|(_, o)| o == me.uid)
+                                && observe::finished(x).is_none()
+                        })
+                })
+            })
+            .filter(|p| probe::is_running(p.as_ref()))
+            .filter_map(|p| p.metadata.uid.clone().filter(|u| !u.is_empty()))
+            .filter(|uid| probes.due(uid, period, now))
+            .collect();
+        due.sort();
+        due
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// Over any sequence of Job and pod events (pods added, gone, running or not, moved;
+        /// relists), probe answers recorded at any time (before or after the clock) or
+        /// forgotten, the clock moving on, and due-probe scans with any period (0 s too),
+        /// HSJ and Jobs being deleted (the pods found due maybe probed then), the index's
+        /// due pods are exactly those the old rule finds: each live running pod asked of
+        /// the probe cache.
+        #[test]
+        fn due_pods_are_what_asking_the_cache_about_every_live_pod_finds(
+            ops in proptest::collection::vec(due_op(), 1..60)
+        ) {
+            let (jobs, mut jw) = reflector::store::<Job>();
+            let (pods, mut pw) = reflector::store::<Pod>();
+            let probes = ProbeCache::default();
+            let units = Units::new(&jobs, &pods, &probes);
+            let t0 = Instant::now();
+            let mut clock = 0u64;
+            let mut rv = 0u32;
+            for op in ops {
+                rv += 1;
+                let now = t0 + Duration::from_secs(clock);
+                match op {
+                    DueOp::Job(i, owner, fin) => {
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
+                    }
+                    DueOp::DeleteJob(i) => {
+                        let at = ObjectRef::new(&format!("j{i}")).within("ns");
+                        if let Some(j) = jobs.get(&at) {
+                            feed_job(&mut jw, &jobs, &units, watcher::Event::Delete((*j).clone()));
+                        }
+                    }
+                    DueOp::Pod(s) => {
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
+                    }
+                    DueOp::DeletePod(k) => {
+                        let at = ObjectRef::new(&format!("p{k}")).within("ns");
+                        if let Some(p) = pods.get(&at) {
+                            feed_pod(&mut pw, &pods, &units, watcher::Event::Delete((*p).clone()));
+                        }
+                    }
+                    DueOp::Probed(k, secs, a) => {
+                        let at = t0 + Duration::from_secs(secs as u64);
+                        let outcome = match a {
+                            0 => Ok(BusyState::Idle),
+                            1 => Ok(BusyState::Busy),
+                            _ => Err(format!("timeout {rv}")),
+                        };
+                        probes.record_every(&format!("p{k}"), outcome, at, None);
+                    }
+                    DueOp::Forget(k) => {
+                        let uid = format!("p{k}");
+                        probes.retain(&|u| u != uid);
+                    }
+                    DueOp::Relist(true, mask) => {
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::Init);
+                        for j in jobs.state() {
+                            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
+                                feed_job(&mut jw, &jobs, &units, watcher::Event::InitApply((*j).clone()));
+                            }
+                        }
+                        feed_job(&mut jw, &jobs, &units, watcher::Event::InitDone);
+                    }
+                    DueOp::Relist(false, mask) => {
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::Init);
+                        for p in pods.state() {
+                            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
+                                feed_pod(&mut pw, &pods, &units, watcher::Event::InitApply((*p).clone()));
+                            }
+                        }
+                        feed_pod(&mut pw, &pods, &units, watcher::Event::InitDone);
+                    }
+                    DueOp::Tick(s) => clock += s as u64,
+                    DueOp::Due(a, period, del, probe) => {
+                        let me = HsjRef { namespace: "ns", name: "a", uid: if a { "hA" } else { "hB" } };
+                        let period = Duration::from_secs(period as u64);
+                        let deleting: HashSet<String> =
+                            (0..5).filter(|i| del & (1 << i) != 0).map(|i| format!("j{i}")).collect();
+                        let want = due_by_the_old_rule(me, &jobs, &pods, &probes, &deleting, period, now);
+                        let found = units.due_pods(me, &deleting, period, now);
+                        let mut got: Vec<String> =
+                            found.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                        got.sort();
+                        prop_assert_eq!(&got, &want);
+                        prop_assert_eq!(found.len(), got.len(), "every due pod has a UID");
+                        if probe {
+                            for uid in &got {
+                                probes.record_every(uid, Ok(BusyState::Idle), now, Some(period));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn probe_times_told_out_of_order_keep_the_newest_change() {
+        let (jobs, mut jw) = reflector::store::<Job>();
+        let (pods, mut pw) = reflector::store::<Pod>();
+        let probes = ProbeCache::default();
+        let units = Units::new(&jobs, &pods, &probes);
+        let me = HsjRef {
+            namespace: "ns",
+            name: "a",
+            uid: "hA",
+        };
+        feed_job(
+            &mut jw,
+            &jobs,
+            &units,
+            watcher::Event::Apply(job(0, true, 0, 1)),
+        );
+        let s = PodSpec {
+            k: 0,
+            job: 0,
+            label_a: true,
+            busy: false,
+            running: true,
+            terminating: false,
+            failing: false,
+        };
+        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        let (t0, period) = (Instant::now(), Duration::from_secs(10));
+        let none = HashSet::new();
+        assert_eq!(
+            units.due_pods(me, &none, period, t0).len(),
+            1,
+            "never probed"
+        );
+        probes.record("p0", Ok(BusyState::Idle), t0);
+        assert!(units.due_pods(me, &none, period, t0).is_empty());
+        let at = |u: &Units| lock(&u.feed).probed.get("p0").map(|p| (p.at, p.seq));
+        let (told, seq) = at(&units).unwrap();
+        assert_eq!(told, Some(t0));
+        // An older change told late is ignored; a newer one is kept.
+        let later = t0 + period;
+        lock(&units.feed).told("p0", Some(later), seq + 2);
+        lock(&units.feed).told("p0", None, seq + 1);
+        assert_eq!(at(&units), Some((Some(later), seq + 2)));
+        // An answer read before that change does not roll it back either.
+        lock(&units.feed).checked("p0", 1, None, seq + 1);
+        assert_eq!(at(&units), Some((Some(later), seq + 2)));
+        // The pod gone and back starts unchecked: asked about whatever it was told.
+        feed_pod(&mut pw, &pods, &units, watcher::Event::Delete(pod(&s, 2)));
+        probes.record("p0", Ok(BusyState::Idle), t0); // told while it is gone: not heard
+        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 3)));
+        let p = lock(&units.feed).probed.get("p0").copied().unwrap();
+        assert!(!p.checked && p.key().is_none() && p.born == 2, "{p:?}");
+        // An answer read for its earlier appearance does not count as checking this one.
+        lock(&units.feed).checked("p0", 1, Some(later), u64::MAX);
+        let p = lock(&units.feed).probed.get("p0").copied().unwrap();
+        assert!(!p.checked && p.key().is_none() && p.seq < u64::MAX, "{p:?}");
+        // A stale notice told after it came back (of a change before the one it missed)
+        // does not hide it: it stays first in the order until checked.
+        lock(&units.feed).told("p0", Some(later + period * 100), seq);
+        assert_eq!(units.due_pods(me, &none, period, t0 + period).len(), 1);
+        let p = lock(&units.feed).probed.get("p0").copied().unwrap();
+        assert!(
+            p.checked && p.at == Some(t0),
+            "checked against the cache: {p:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_forgotten_or_moved_back_makes_the_pod_due_at_once() {
+        let (jobs, mut jw) = reflector::store::<Job>();
+        let (pods, mut pw) = reflector::store::<Pod>();
+        let probes = ProbeCache::default();
+        let units = Units::new(&jobs, &pods, &probes);
+        let me = HsjRef {
+            namespace: "ns",
+            name: "a",
+            uid: "hA",
+        };
+        feed_job(
+            &mut jw,
+            &jobs,
+            &units,
+            watcher::Event::Apply(job(0, true, 0, 1)),
+        );
+        let s = PodSpec {
+            k: 0,
+            job: 0,
+            label_a: true,
+            busy: false,
+            running: true,
+            terminating: false,
+            failing: false,
+        };
+        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        let (t0, period) = (Instant::now(), Duration::from_secs(10));
+        let none = HashSet::new();
+        let due = |now| units.due_pods(me, &none, period, now).len();
+        probes.record("p0", Ok(BusyState::Idle), t0);
+        assert_eq!(due(t0), 0, "probed just now");
+        assert_eq!(due(t0 + period - Duration::from_nanos(1)), 0);
+        assert_eq!(due(t0 + period), 1, "exactly one period after");
+        probes.retain(&|_| false);
+        assert_eq!(due(t0), 1, "forgotten: never probed");
+        probes.record("p0", Ok(BusyState::Idle), t0 + period);
+        assert_eq!(due(t0 + period), 0);
+        probes.record("p0", Ok(BusyState::Busy), t0 - period);
+        assert_eq!(due(t0), 1, "an answer recorded at an older time");
     }
 }
