@@ -303,36 +303,31 @@ exec "$@"
 
 /// Anything that answers "the value of label k".
 pub trait Labels {
-    fn label(&self, key: &str) -> Option<&String>;
+    fn label(&self, key: &str) -> Option<&str>;
 }
 
 impl Labels for std::collections::BTreeMap<String, String> {
-    fn label(&self, key: &str) -> Option<&String> {
-        self.get(key)
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
     }
 }
 
-/// Labels kept compactly (a sorted vector: far smaller than a map for a handful of labels).
+/// Labels kept compactly: the pool pod cache's interned [`Pairs`] (one allocation, keys
+/// and values shared by every pod that carries them), far smaller than a map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CompactLabels(Box<[(String, String)]>);
+pub struct CompactLabels(crate::api::tags::Pairs);
 
 impl CompactLabels {
     pub fn new(labels: Option<&std::collections::BTreeMap<String, String>>) -> Self {
-        CompactLabels(
-            labels
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-        )
+        CompactLabels(crate::api::tags::Pairs::from_entries(
+            labels.into_iter().flatten(),
+        ))
     }
 }
 
 impl Labels for CompactLabels {
-    fn label(&self, key: &str) -> Option<&String> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .and_then(|i| self.0.get(i))
-            .map(|(_, v)| v)
+    fn label(&self, key: &str) -> Option<&str> {
+        self.0.get(key)
     }
 }
 
@@ -345,7 +340,7 @@ pub fn selector_matches<L: Labels + ?Sized>(sel: &LabelSelector, labels: &L) -> 
         return false;
     }
     if let Some(ml) = ml {
-        if !ml.iter().all(|(k, v)| labels.label(k) == Some(v)) {
+        if !ml.iter().all(|(k, v)| labels.label(k) == Some(v.as_str())) {
             return false;
         }
     }
@@ -353,8 +348,8 @@ pub fn selector_matches<L: Labels + ?Sized>(sel: &LabelSelector, labels: &L) -> 
         let values = e.values.as_deref().unwrap_or_default();
         let have = labels.label(&e.key);
         let ok = match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "In" => have.is_some_and(|v| values.iter().any(|x| x == v)),
+            "NotIn" => have.is_none_or(|v| !values.iter().any(|x| x == v)),
             "Exists" => have.is_some(),
             "DoesNotExist" => have.is_none(),
             _ => false, // unknown operator: match nothing (the API server rejects these anyway)
@@ -488,7 +483,7 @@ mod tests {
                 "{sel:?}"
             );
         }
-        assert_eq!(c.label("tier").map(String::as_str), Some("x"));
+        assert_eq!(c.label("tier"), Some("x"));
         assert_eq!(c.label("nope"), None);
         assert_eq!(CompactLabels::new(None).label("app"), None);
     }
