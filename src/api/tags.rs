@@ -189,8 +189,8 @@ impl<'de> Deserialize<'de> for Pairs {
     }
 }
 
-/// A string borrowed from the input when it has no escapes, owned otherwise.
-struct CowStr<'de>(std::borrow::Cow<'de, str>);
+/// A string (or map key) borrowed from the input when it has no escapes, owned otherwise.
+pub struct CowStr<'de>(pub std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -21,6 +21,8 @@ use kube::core::admission::AdmissionRequest;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::api::tags::CowStr;
+
 /// A `Pod` without its managed fields (see the module header).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdmissionPod(pub Pod);
@@ -71,31 +73,6 @@ pub fn into_pod_request(r: AdmissionRequest<AdmissionPod>) -> AdmissionRequest<P
     }
 }
 
-/// A map key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("field identifier")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_identifier(V)
-    }
-}
-
 impl<'de> Deserialize<'de> for AdmissionPod {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -110,7 +87,7 @@ impl<'de> Deserialize<'de> for AdmissionPod {
                 let mut metadata: Option<SlimMeta> = None;
                 let mut spec: Option<PodSpec> = None;
                 let mut status: Option<PodStatus> = None;
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
                     match key.as_ref() {
                         "apiVersion" => {
                             let v: String = map.next_value()?;
@@ -207,7 +184,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutManagedFields<A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         loop {
-            let Some(Key(key)) = self.inner.next_key::<Key<'de>>()? else {
+            let Some(CowStr(key)) = self.inner.next_key::<CowStr<'de>>()? else {
                 return Ok(None);
             };
             if key == "managedFields" {
@@ -246,7 +223,7 @@ impl<'de> Deserialize<'de> for ManagedFieldsCheck {
                 f.write_str("ManagedFieldsEntry")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
                     match key.as_ref() {
                         "apiVersion" | "fieldsType" | "manager" | "operation" | "subresource" => {
                             map.next_value::<Option<StrCheck>>()?;
