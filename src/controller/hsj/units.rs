@@ -1241,17 +1241,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn probe_times_told_out_of_order_keep_the_newest_change() {
+    /// One HSJ ("a") with one Job and its one running pod ("p0"), fed to a fresh index.
+    struct OnePod {
+        /// Kept alive with the index that reads it.
+        _jobs: Store<Job>,
+        pods: Store<Pod>,
+        pw: Writer<Pod>,
+        probes: ProbeCache,
+        units: Units,
+        s: PodSpec,
+    }
+
+    fn one_running_pod() -> OnePod {
         let (jobs, mut jw) = reflector::store::<Job>();
         let (pods, mut pw) = reflector::store::<Pod>();
         let probes = ProbeCache::default();
         let units = Units::new(&jobs, &pods, &probes);
-        let me = HsjRef {
-            namespace: "ns",
-            name: "a",
-            uid: "hA",
-        };
         feed_job(
             &mut jw,
             &jobs,
@@ -1268,6 +1273,31 @@ mod tests {
             failing: false,
         };
         feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        OnePod {
+            _jobs: jobs,
+            pods,
+            pw,
+            probes,
+            units,
+            s,
+        }
+    }
+
+    #[test]
+    fn probe_times_told_out_of_order_keep_the_newest_change() {
+        let OnePod {
+            pods,
+            mut pw,
+            probes,
+            units,
+            s,
+            ..
+        } = one_running_pod();
+        let me = HsjRef {
+            namespace: "ns",
+            name: "a",
+            uid: "hA",
+        };
         let (t0, period) = (Instant::now(), Duration::from_secs(10));
         let none = HashSet::new();
         assert_eq!(
@@ -1311,31 +1341,18 @@ mod tests {
 
     #[test]
     fn an_answer_forgotten_or_moved_back_makes_the_pod_due_at_once() {
-        let (jobs, mut jw) = reflector::store::<Job>();
-        let (pods, mut pw) = reflector::store::<Pod>();
-        let probes = ProbeCache::default();
-        let units = Units::new(&jobs, &pods, &probes);
+        let OnePod {
+            pods: _pods,
+            pw: _pw,
+            probes,
+            units,
+            ..
+        } = one_running_pod();
         let me = HsjRef {
             namespace: "ns",
             name: "a",
             uid: "hA",
         };
-        feed_job(
-            &mut jw,
-            &jobs,
-            &units,
-            watcher::Event::Apply(job(0, true, 0, 1)),
-        );
-        let s = PodSpec {
-            k: 0,
-            job: 0,
-            label_a: true,
-            busy: false,
-            running: true,
-            terminating: false,
-            failing: false,
-        };
-        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
         let (t0, period) = (Instant::now(), Duration::from_secs(10));
         let none = HashSet::new();
         let due = |now| units.due_pods(me, &none, period, now).len();
