@@ -899,6 +899,20 @@ mod tests {
         u.on_job_event(s, ev);
     }
 
+    /// Job `j{i}` deleted, if the cache holds it.
+    fn delete_job(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, i: u8) {
+        if let Some(j) = s.get(&ObjectRef::new(&format!("j{i}")).within("ns")) {
+            feed_job(w, s, u, watcher::Event::Delete((*j).clone()));
+        }
+    }
+
+    /// Pod `p{k}` deleted, if the cache holds it.
+    fn delete_pod(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, k: u8) {
+        if let Some(p) = s.get(&ObjectRef::new(&format!("p{k}")).within("ns")) {
+            feed_pod(w, s, u, watcher::Event::Delete((*p).clone()));
+        }
+    }
+
     fn feed_pod(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, ev: watcher::Event<Pod>) {
         w.apply_watcher_event(&ev);
         u.on_pod_event(s, ev);
@@ -930,19 +944,13 @@ mod tests {
                         feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
                     }
                     Op::DeleteJob(i) => {
-                        let at = ObjectRef::new(&format!("j{i}")).within("ns");
-                        if let Some(j) = jobs.get(&at) {
-                            feed_job(&mut jw, &jobs, &units, watcher::Event::Delete((*j).clone()));
-                        }
+                        delete_job(&mut jw, &jobs, &units, i);
                     }
                     Op::Pod(s) => {
                         feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
                     }
                     Op::DeletePod(k) => {
-                        let at = ObjectRef::new(&format!("p{k}")).within("ns");
-                        if let Some(p) = pods.get(&at) {
-                            feed_pod(&mut pw, &pods, &units, watcher::Event::Delete((*p).clone()));
-                        }
+                        delete_pod(&mut pw, &pods, &units, k);
                     }
                     Op::Answer(k, a) => {
                         let uid = format!("p{k}");
@@ -1172,19 +1180,13 @@ mod tests {
                         feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
                     }
                     DueOp::DeleteJob(i) => {
-                        let at = ObjectRef::new(&format!("j{i}")).within("ns");
-                        if let Some(j) = jobs.get(&at) {
-                            feed_job(&mut jw, &jobs, &units, watcher::Event::Delete((*j).clone()));
-                        }
+                        delete_job(&mut jw, &jobs, &units, i);
                     }
                     DueOp::Pod(s) => {
                         feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
                     }
                     DueOp::DeletePod(k) => {
-                        let at = ObjectRef::new(&format!("p{k}")).within("ns");
-                        if let Some(p) = pods.get(&at) {
-                            feed_pod(&mut pw, &pods, &units, watcher::Event::Delete((*p).clone()));
-                        }
+                        delete_pod(&mut pw, &pods, &units, k);
                     }
                     DueOp::Probed(k, secs, a) => {
                         let at = t0 + Duration::from_secs(secs as u64);
