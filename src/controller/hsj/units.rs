@@ -899,6 +899,28 @@ mod tests {
         u.on_job_event(s, ev);
     }
 
+    /// A relist of the Jobs that loses those `mask` names (deleted while the watch was down).
+    fn relist_jobs(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, mask: u8) {
+        feed_job(w, s, u, watcher::Event::Init);
+        for j in s.state() {
+            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
+                feed_job(w, s, u, watcher::Event::InitApply((*j).clone()));
+            }
+        }
+        feed_job(w, s, u, watcher::Event::InitDone);
+    }
+
+    /// A relist of the pods that loses those `mask` names.
+    fn relist_pods(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, mask: u8) {
+        feed_pod(w, s, u, watcher::Event::Init);
+        for p in s.state() {
+            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
+                feed_pod(w, s, u, watcher::Event::InitApply((*p).clone()));
+            }
+        }
+        feed_pod(w, s, u, watcher::Event::InitDone);
+    }
+
     /// Job `j{i}` deleted, if the cache holds it.
     fn delete_job(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, i: u8) {
         if let Some(j) = s.get(&ObjectRef::new(&format!("j{i}")).within("ns")) {
@@ -963,22 +985,10 @@ mod tests {
                         }
                     }
                     Op::Relist(true, mask) => {
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::Init);
-                        for j in jobs.state() {
-                            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
-                                feed_job(&mut jw, &jobs, &units, watcher::Event::InitApply((*j).clone()));
-                            }
-                        }
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::InitDone);
+                        relist_jobs(&mut jw, &jobs, &units, mask);
                     }
                     Op::Relist(false, mask) => {
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::Init);
-                        for p in pods.state() {
-                            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
-                                feed_pod(&mut pw, &pods, &units, watcher::Event::InitApply((*p).clone()));
-                            }
-                        }
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::InitDone);
+                        relist_pods(&mut pw, &pods, &units, mask);
                     }
                     Op::Refresh(a, mode, del) => {
                         let me = HsjRef { namespace: "ns", name: "a", uid: if a { "hA" } else { "hB" } };
@@ -1202,22 +1212,10 @@ mod tests {
                         probes.retain(&|u| u != uid);
                     }
                     DueOp::Relist(true, mask) => {
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::Init);
-                        for j in jobs.state() {
-                            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
-                                feed_job(&mut jw, &jobs, &units, watcher::Event::InitApply((*j).clone()));
-                            }
-                        }
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::InitDone);
+                        relist_jobs(&mut jw, &jobs, &units, mask);
                     }
                     DueOp::Relist(false, mask) => {
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::Init);
-                        for p in pods.state() {
-                            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
-                                feed_pod(&mut pw, &pods, &units, watcher::Event::InitApply((*p).clone()));
-                            }
-                        }
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::InitDone);
+                        relist_pods(&mut pw, &pods, &units, mask);
                     }
                     DueOp::Tick(s) => clock += s as u64,
                     DueOp::Due(a, period, del, probe) => {
