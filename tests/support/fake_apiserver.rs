@@ -839,10 +839,22 @@ pub struct RunProcess {
     pub port: u16,
     /// The plain-HTTP operations port (/metrics, /debug/state, /healthz, /readyz).
     pub ops_port: u16,
+    /// Run under `KUBE_STANDBY_RUN_WRAPPER` in a process group of its own: the operator is
+    /// the wrapper's child, and killing the wrapper alone left it running (and retrying
+    /// against a fake API server that was gone).
+    pub wrapped: bool,
 }
 
 impl Drop for RunProcess {
     fn drop(&mut self) {
+        if self.wrapped {
+            // The whole group: SIGTERM first (a profiler writes its data as the operator
+            // exits), SIGKILL for whatever is left.
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -870,8 +882,9 @@ pub async fn spawn_run_with(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProc
     let mut words = wrapper.split_whitespace();
     let mut cmd = match words.next() {
         Some(w) => {
+            use std::os::unix::process::CommandExt;
             let mut c = Command::new(w);
-            c.args(words).arg(bin);
+            c.args(words).arg(bin).process_group(0);
             c
         }
         None => Command::new(bin),
@@ -898,6 +911,7 @@ pub async fn spawn_run_with(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProc
         log,
         port,
         ops_port,
+        wrapped: !wrapper.trim().is_empty(),
     }
 }
 
