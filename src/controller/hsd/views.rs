@@ -23,8 +23,8 @@ struct Cached {
     /// The mode and annotation key the state was read with.
     mode: BusyMode,
     key: Arc<str>,
-    /// UID of the ReplicaSet controlling the pod.
-    owner_rs: Option<String>,
+    /// UID of the ReplicaSet controlling the pod (interned: a ReplicaSet's pods share it).
+    owner_rs: Option<Arc<str>>,
     view: PodView,
 }
 
@@ -49,6 +49,8 @@ impl ViewCache {
         let mut kept = self.inner.take(key);
         let probe = &hsd.spec.busy_probe;
         let ann_key: &str = &probe.annotation_key;
+        // One copy of the key for every view built in this pass, not one per pod.
+        let mut shared_key: Option<Arc<str>> = None;
         let mut out = Vec::with_capacity(pods.len());
         for pod in pods {
             let uid = pod.meta.uid.as_deref().unwrap_or_default();
@@ -57,12 +59,14 @@ impl ViewCache {
                 &*c.resource_version == rv && c.mode == probe.mode && &*c.key == ann_key
             };
             let build = || {
-                let view = child::pod_view(pod, hsd, probes, current_rs);
+                let mut view = child::pod_view(pod, hsd, probes, current_rs);
+                // Most pods share their reason ("annotation paia.tech/busy=false").
+                view.reason = crate::api::tags::intern(&view.reason);
                 let c = Cached {
                     resource_version: view.resource_version.clone(),
                     mode: probe.mode,
-                    key: ann_key.into(),
-                    owner_rs: child::owner_replicaset(pod),
+                    key: shared_key.get_or_insert_with(|| ann_key.into()).clone(),
+                    owner_rs: child::owner_replicaset(pod).map(|u| crate::api::tags::intern(&u)),
                     view,
                 };
                 (c.view.uid.clone(), c)
