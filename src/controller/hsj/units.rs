@@ -389,47 +389,49 @@ impl Units {
 
     /// Note one Job watch event (after `jobs` applied it); the Job it concerns, if any.
     pub fn on_job_event(&self, jobs: &Store<Job>, ev: watcher::Event<Job>) -> Option<Job> {
-        match ev {
-            watcher::Event::Apply(j) => {
-                let uid = j.metadata.uid.clone().unwrap_or_default();
-                let kept = jobs.get(&ObjectRef::from_obj(&j));
-                self.feed()
-                    .note_job(&uid, Some(kept.unwrap_or_else(|| Arc::new(j.clone()))));
-                Some(j)
-            }
-            watcher::Event::Delete(j) => {
-                self.feed()
-                    .note_job(j.metadata.uid.as_deref().unwrap_or_default(), None);
-                Some(j)
-            }
-            watcher::Event::InitApply(j) => Some(j),
-            watcher::Event::Init => None,
-            watcher::Event::InitDone => {
-                self.relist_jobs(jobs);
-                None
-            }
-        }
+        self.on_event(jobs, ev, Feed::note_job, || self.relist_jobs(jobs))
     }
 
     /// Note one pod watch event (after `pods` applied it); the pod it concerns, if any.
     pub fn on_pod_event(&self, pods: &Store<Pod>, ev: watcher::Event<Pod>) -> Option<Pod> {
+        self.on_event(pods, ev, Feed::note_pod, || self.relist_pods(pods))
+    }
+
+    /// One watch event of either kind: an applied object is noted as the cache holds it
+    /// (shared, not copied), a deleted one forgotten by UID, the end of a relist reread.
+    fn on_event<K>(
+        &self,
+        store: &Store<K>,
+        ev: watcher::Event<K>,
+        note: fn(&mut Feed, &str, Option<Arc<K>>),
+        relist: impl FnOnce(),
+    ) -> Option<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
         match ev {
-            watcher::Event::Apply(p) => {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                let kept = pods.get(&ObjectRef::from_obj(&p));
-                self.feed()
-                    .note_pod(&uid, Some(kept.unwrap_or_else(|| Arc::new(p.clone()))));
-                Some(p)
+            watcher::Event::Apply(o) => {
+                let uid = o.meta().uid.clone().unwrap_or_default();
+                let kept = store.get(&ObjectRef::from_obj(&o));
+                note(
+                    &mut self.feed(),
+                    &uid,
+                    Some(kept.unwrap_or_else(|| Arc::new(o.clone()))),
+                );
+                Some(o)
             }
-            watcher::Event::Delete(p) => {
-                self.feed()
-                    .note_pod(p.metadata.uid.as_deref().unwrap_or_default(), None);
-                Some(p)
+            watcher::Event::Delete(o) => {
+                note(
+                    &mut self.feed(),
+                    o.meta().uid.as_deref().unwrap_or_default(),
+                    None,
+                );
+                Some(o)
             }
-            watcher::Event::InitApply(p) => Some(p),
+            watcher::Event::InitApply(o) => Some(o),
             watcher::Event::Init => None,
             watcher::Event::InitDone => {
-                self.relist_pods(pods);
+                relist();
                 None
             }
         }
