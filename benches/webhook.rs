@@ -18,6 +18,8 @@
 //!
 //! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
 //! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
+//! With `BENCH_SATURATE=floor|real` (and `BENCH_BODIES`) it runs one saturation phase of that
+//! server and exits, to be profiled (e.g. `perf record`).
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -258,6 +260,17 @@ fn main() {
             };
         let ok = client_rt.block_on(count_run(&ca, addr, n, bodies));
         println!("{ok} of {n} requests answered");
+        return;
+    }
+    if let Ok(who) = std::env::var("BENCH_SATURATE") {
+        let addr = if who == "floor" { floor } else { real };
+        let bodies: &'static [&'static [u8]] =
+            if std::env::var("BENCH_BODIES").is_ok_and(|v| v == "pass") {
+                &support::PASS_BODIES
+            } else {
+                &support::INJECT_BODIES
+            };
+        run(addr, 0.0, bodies).print(&format!("saturation, {who}"));
         return;
     }
     println!(

@@ -17,15 +17,23 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::core::admission::AdmissionRequest;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::api::tags::CowStr;
 
-/// A `Pod` without its managed fields (see the module header).
+/// A `Pod` without its managed fields (see the module header), boxed: a `Pod` is 2.4 KB
+/// inline, and the request that holds it is moved several times on its way out of the
+/// parser.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct AdmissionPod(pub Pod);
+pub struct AdmissionPod(pub Box<Pod>);
+
+impl std::ops::Deref for AdmissionPod {
+    type Target = Pod;
+    fn deref(&self) -> &Pod {
+        &self.0
+    }
+}
 
 impl kube::Resource for AdmissionPod {
     type DynamicType = ();
@@ -48,28 +56,6 @@ impl kube::Resource for AdmissionPod {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.0.metadata
-    }
-}
-
-/// The same request, its pods as `Pod`s.
-pub fn into_pod_request(r: AdmissionRequest<AdmissionPod>) -> AdmissionRequest<Pod> {
-    AdmissionRequest {
-        types: r.types,
-        uid: r.uid,
-        kind: r.kind,
-        resource: r.resource,
-        sub_resource: r.sub_resource,
-        request_kind: r.request_kind,
-        request_resource: r.request_resource,
-        request_sub_resource: r.request_sub_resource,
-        name: r.name,
-        namespace: r.namespace,
-        operation: r.operation,
-        user_info: r.user_info,
-        object: r.object.map(|p| p.0),
-        old_object: r.old_object.map(|p| p.0),
-        dry_run: r.dry_run,
-        options: r.options,
     }
 }
 
@@ -115,11 +101,11 @@ impl<'de> Deserialize<'de> for AdmissionPod {
                         }
                     }
                 }
-                Ok(AdmissionPod(Pod {
+                Ok(AdmissionPod(Box::new(Pod {
                     metadata: metadata.map(|m| m.0).unwrap_or_default(),
                     spec,
                     status,
-                }))
+                })))
             }
         }
         d.deserialize_struct(
@@ -294,7 +280,7 @@ mod tests {
 
     fn slim(text: &[u8]) -> Result<Pod, String> {
         serde_json::from_slice::<AdmissionPod>(text)
-            .map(|p| p.0)
+            .map(|p| *p.0)
             .map_err(|e| e.to_string())
     }
 
@@ -397,7 +383,7 @@ mod tests {
         let slim: AdmissionPod = serde_json::from_slice(text).unwrap();
         assert!(full.metadata.managed_fields.is_some());
         full.metadata.managed_fields = None;
-        assert_eq!(full, slim.0);
+        assert_eq!(full, *slim.0);
         assert_eq!(slim.0.metadata.name.as_deref(), Some("a"));
     }
 

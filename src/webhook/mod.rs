@@ -17,7 +17,7 @@ use tracing::{field, info_span, Instrument};
 use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
-use admission_pod::AdmissionPod;
+pub use admission_pod::AdmissionPod;
 
 pub mod admission_pod;
 pub mod assignment;
@@ -148,7 +148,8 @@ fn check_types(kind: &str, api_version: &str) -> Result<(), AdmissionError> {
 /// A parsed request. Pods come typed in one pass (the hot path); any other kind, or a
 /// pod that does not parse as one, stays dynamic.
 pub enum Parsed {
-    Pod(Box<AdmissionRequest<Pod>>),
+    /// Its pods boxed inside ([`AdmissionPod`] derefs to `Pod`).
+    Pod(Box<AdmissionRequest<AdmissionPod>>),
     Other(Box<AdmissionRequest<DynamicObject>>),
 }
 
@@ -208,7 +209,7 @@ pub fn parse_review(body: &[u8]) -> Result<Parsed, AdmissionError> {
         let req: AdmissionRequest<AdmissionPod> =
             review.try_into().map_err(|_| AdmissionError::NoRequest)?;
         if req.kind.group.is_empty() && req.kind.kind == "Pod" {
-            return Ok(Parsed::Pod(Box::new(admission_pod::into_pod_request(req))));
+            return Ok(Parsed::Pod(Box::new(req)));
         }
     }
     // Slow path: other kinds, and bodies that need a precise error.
@@ -280,7 +281,7 @@ pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -
             AdmissionResponse::from(r.as_ref()),
             &r.operation,
             &r.namespace,
-            r.object.as_ref(),
+            r.object.as_deref(),
         ),
         Parsed::Other(r) => {
             let base = AdmissionResponse::from(r.as_ref());
@@ -484,35 +485,29 @@ async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Respons
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let span = info_span!(
-        "admission",
+    let decision = review(&req, state.objects.as_ref(), &state.injection);
+    let elapsed = started.elapsed();
+    let outcome = decision.outcome;
+    // One event per review, its fields written once (a span would format them on
+    // creation and again on every record, and be entered and left on every poll).
+    tracing::info!(
         uid = %Untrusted::short(req.uid()),
         namespace = %Untrusted::short(req.namespace().unwrap_or("")),
         name = %Untrusted::short(&req.display_name()),
         operation = ?req.operation(),
         dry_run = req.dry_run(),
-        allowed = field::Empty,
-        patch_ops = field::Empty,
-        duration_us = field::Empty,
+        allowed = decision.response.allowed,
+        patch_ops = decision.patch.len(),
+        duration_us = elapsed.as_micros() as u64,
+        outcome = outcome.label(),
+        "admission reviewed"
     );
-    async move {
-        let decision = review(&req, state.objects.as_ref(), &state.injection);
-        let elapsed = started.elapsed();
-        let span = tracing::Span::current();
-        span.record("allowed", decision.response.allowed);
-        span.record("patch_ops", decision.patch.len());
-        span.record("duration_us", elapsed.as_micros() as u64);
-        let outcome = decision.outcome;
-        tracing::info!(outcome = outcome.label(), "admission reviewed");
-        state
-            .metrics
-            .admission(outcome.label(), elapsed.as_secs_f64());
-        let resp = review_response(&decision);
-        drop(admitted);
-        resp
-    }
-    .instrument(span)
-    .await
+    state
+        .metrics
+        .admission(outcome.label(), elapsed.as_secs_f64());
+    let resp = review_response(&decision);
+    drop(admitted);
+    resp
 }
 
 async fn readyz(State(state): State<WebhookState>) -> Response {

@@ -276,7 +276,7 @@ pub fn asked<'a>(
                 base,
                 removal,
                 pod: r.old_object.as_ref().map(|p| Cow::Borrowed(&p.metadata)),
-                full: r.old_object.as_ref(),
+                full: r.old_object.as_deref(),
             })
         }
         Parsed::Other(r) => {
