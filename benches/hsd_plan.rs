@@ -28,7 +28,7 @@ fn hsd(idle: i32) -> HotStandbyDeployment {
 
 /// Busy or stale in [`views`].
 fn protected(i: usize) -> bool {
-    i % 3 == 0 || i % 97 == 0
+    i.is_multiple_of(3) || i.is_multiple_of(97)
 }
 
 fn views(n: usize) -> Vec<PodView> {
