@@ -1,6 +1,6 @@
 //! Pure helpers of the HSD reconciler: the child Deployment, which pods count, each pod's
 //! view, and the status. No I/O.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -220,7 +220,11 @@ pub fn counted_pods<'a>(
         .iter()
         .max_by_key(|rs| revision(&rs.metadata))
         .and_then(|rs| rs.uid());
-    let rs_uids: HashSet<String> = ours.iter().filter_map(|rs| rs.uid()).collect();
+    // A handful (the revision history): a scan beats hashing every pod's owner UID.
+    let rs_uids: Vec<&str> = ours
+        .iter()
+        .filter_map(|rs| rs.metadata.uid.as_deref())
+        .collect();
     let hsd_uid = hsd.uid().unwrap_or_default();
     let counted = pods
         .iter()
@@ -231,7 +235,7 @@ pub fn counted_pods<'a>(
             if is_detached(p) {
                 return p.owner_references().iter().any(|o| o.uid == hsd_uid);
             }
-            controller_uid(&p.meta, "ReplicaSet").is_some_and(|u| rs_uids.contains(u))
+            controller_uid(&p.meta, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u))
         })
         .collect();
     (counted, current)
