@@ -873,7 +873,37 @@ pub async fn spawn_run(bin: &str, api: &FakeApi) -> RunProcess {
 }
 
 /// [`spawn_run`] with extra arguments after the defaults.
+///
+/// The two ports are free when chosen but are bound by the child later, so another
+/// process (an outgoing connection's ephemeral port, often) can take one in between; the
+/// child then exits with "Address already in use". Such a start is retried with new ports
+/// (a few times); otherwise this returns once the child listens on both, has exited, or
+/// has not said either within 15 s.
 pub async fn spawn_run_with(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProcess {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut run = spawn_run_once(bin, api, extra);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if run.stderr().contains("listening (plain HTTP)") {
+                return run;
+            }
+            if let Ok(Some(_)) = run.child.try_wait() {
+                if attempts < 5 && run.stderr().contains("Address already in use") {
+                    break; // again, with other ports
+                }
+                return run;
+            }
+            if std::time::Instant::now() > deadline {
+                return run;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn spawn_run_once(bin: &str, api: &FakeApi, extra: &[&str]) -> RunProcess {
     let (port, ops_port) = two_free_ports();
     let log = tempfile::NamedTempFile::new().expect("log file");
     // KUBE_STANDBY_RUN_WRAPPER (e.g. "heaptrack -o /tmp/run"): run the binary under a
