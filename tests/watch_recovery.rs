@@ -145,8 +145,28 @@ async fn keda_missing_never_holds_readiness_and_is_said_once_per_kind() {
     api.not_served("/apis/keda.sh/", Duration::from_secs(3600));
     let run = fake_apiserver::spawn_run(env!("CARGO_BIN_EXE_kube-standby"), &api).await;
     assert!(run.wait_ready().await, "{}", run.stderr());
+    let kinds = ["scaledobjects", "scaledjobs", "triggerauthentications"];
+    // Readiness does not wait for the optional watches, so a kind's first failure can be
+    // logged just after it: wait (a while) until each has been said, then count.
+    let said_all = |log: &str| {
+        kinds.iter().all(|k| {
+            count(
+                log,
+                "optional watch not available",
+                &format!("{k}.keda.sh list"),
+            ) > 0
+        })
+    };
+    for _ in 0..100 {
+        if said_all(&run.stderr()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a second line of any kind, were one coming.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let log = run.stderr();
-    for kind in ["scaledobjects", "scaledjobs", "triggerauthentications"] {
+    for kind in kinds {
         let resource = format!("{kind}.keda.sh list");
         assert_eq!(
             count(&log, "optional watch not available", &resource),
