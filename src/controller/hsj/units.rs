@@ -781,6 +781,13 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// HSJ `a` of namespace `ns`, UID `hA` (the owner of the tests' `A` Jobs).
+    const HSJ_A: HsjRef<'static> = HsjRef {
+        namespace: "ns",
+        name: "a",
+        uid: "hA",
+    };
+
     fn probe(mode: u8) -> JobBusyProbe {
         let mode = ["annotation", "exec", "http"][mode as usize % 3];
         serde_json::from_value(json!({"mode": mode, "exec": {"command": ["cat", "/tmp/busy"]}}))
@@ -895,51 +902,56 @@ mod tests {
         name.and_then(|n| n[1..].parse().ok()).unwrap_or(0)
     }
 
+    /// A kind whose watch events the unit index is told of.
+    trait Fed: kube::Resource<DynamicType = ()> + Clone + 'static {
+        fn note(u: &Units, s: &Store<Self>, ev: watcher::Event<Self>);
+    }
+
+    impl Fed for Job {
+        fn note(u: &Units, s: &Store<Job>, ev: watcher::Event<Job>) {
+            u.on_job_event(s, ev);
+        }
+    }
+
+    impl Fed for Pod {
+        fn note(u: &Units, s: &Store<Pod>, ev: watcher::Event<Pod>) {
+            u.on_pod_event(s, ev);
+        }
+    }
+
     /// Apply `ev` to the cache and then feed it to the index, as the watch does.
-    fn feed_job(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, ev: watcher::Event<Job>) {
+    fn feed<K: Fed>(w: &mut Writer<K>, s: &Store<K>, u: &Units, ev: watcher::Event<K>) {
         w.apply_watcher_event(&ev);
-        u.on_job_event(s, ev);
+        K::note(u, s, ev);
     }
 
-    /// A relist of the Jobs that loses those `mask` names (deleted while the watch was down).
-    fn relist_jobs(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, mask: u8) {
-        feed_job(w, s, u, watcher::Event::Init);
-        for j in s.state() {
-            if mask & (1 << number(j.metadata.name.as_deref())) == 0 {
-                feed_job(w, s, u, watcher::Event::InitApply((*j).clone()));
+    /// A relist that loses the objects of those `mask` numbers (deleted while the watch
+    /// was down).
+    fn relist<K: Fed>(w: &mut Writer<K>, s: &Store<K>, u: &Units, mask: u8) {
+        feed(w, s, u, watcher::Event::Init);
+        for o in s.state() {
+            if mask & (1 << number(o.meta().name.as_deref())) == 0 {
+                feed(w, s, u, watcher::Event::InitApply((*o).clone()));
             }
         }
-        feed_job(w, s, u, watcher::Event::InitDone);
+        feed(w, s, u, watcher::Event::InitDone);
     }
 
-    /// A relist of the pods that loses those `mask` names.
-    fn relist_pods(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, mask: u8) {
-        feed_pod(w, s, u, watcher::Event::Init);
-        for p in s.state() {
-            if mask & (1 << number(p.metadata.name.as_deref())) == 0 {
-                feed_pod(w, s, u, watcher::Event::InitApply((*p).clone()));
-            }
+    /// The object `name` deleted, if the cache holds it.
+    fn delete<K: Fed>(w: &mut Writer<K>, s: &Store<K>, u: &Units, name: &str) {
+        if let Some(o) = s.get(&ObjectRef::new(name).within("ns")) {
+            feed(w, s, u, watcher::Event::Delete((*o).clone()));
         }
-        feed_pod(w, s, u, watcher::Event::InitDone);
     }
 
     /// Job `j{i}` deleted, if the cache holds it.
     fn delete_job(w: &mut Writer<Job>, s: &Store<Job>, u: &Units, i: u8) {
-        if let Some(j) = s.get(&ObjectRef::new(&format!("j{i}")).within("ns")) {
-            feed_job(w, s, u, watcher::Event::Delete((*j).clone()));
-        }
+        delete(w, s, u, &format!("j{i}"));
     }
 
     /// Pod `p{k}` deleted, if the cache holds it.
     fn delete_pod(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, k: u8) {
-        if let Some(p) = s.get(&ObjectRef::new(&format!("p{k}")).within("ns")) {
-            feed_pod(w, s, u, watcher::Event::Delete((*p).clone()));
-        }
-    }
-
-    fn feed_pod(w: &mut Writer<Pod>, s: &Store<Pod>, u: &Units, ev: watcher::Event<Pod>) {
-        w.apply_watcher_event(&ev);
-        u.on_pod_event(s, ev);
+        delete(w, s, u, &format!("p{k}"));
     }
 
     fn sorted(mut v: Vec<UnitView>) -> Vec<UnitView> {
@@ -965,13 +977,13 @@ mod tests {
                 rv += 1;
                 match op {
                     Op::Job(i, owner, fin) => {
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
+                        feed(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
                     }
                     Op::DeleteJob(i) => {
                         delete_job(&mut jw, &jobs, &units, i);
                     }
                     Op::Pod(s) => {
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
+                        feed(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
                     }
                     Op::DeletePod(k) => {
                         delete_pod(&mut pw, &pods, &units, k);
@@ -987,10 +999,10 @@ mod tests {
                         }
                     }
                     Op::Relist(true, mask) => {
-                        relist_jobs(&mut jw, &jobs, &units, mask);
+                        relist(&mut jw, &jobs, &units, mask);
                     }
                     Op::Relist(false, mask) => {
-                        relist_pods(&mut pw, &pods, &units, mask);
+                        relist(&mut pw, &pods, &units, mask);
                     }
                     Op::Refresh(a, mode, del) => {
                         let me = HsjRef { namespace: "ns", name: "a", uid: if a { "hA" } else { "hB" } };
@@ -1030,13 +1042,9 @@ mod tests {
         let (pods, mut pw) = reflector::store::<Pod>();
         let probes = ProbeCache::default();
         let units = Units::new(&jobs, &pods, &probes);
-        let me = HsjRef {
-            namespace: "ns",
-            name: "a",
-            uid: "hA",
-        };
+        let me = HSJ_A;
         for i in 0..3u8 {
-            feed_job(
+            feed(
                 &mut jw,
                 &jobs,
                 &units,
@@ -1051,7 +1059,7 @@ mod tests {
                 terminating: false,
                 failing: false,
             };
-            feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+            feed(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
         }
         let p = probe(1);
         let mut ever = HashSet::new();
@@ -1189,13 +1197,13 @@ mod tests {
                 let now = t0 + Duration::from_secs(clock);
                 match op {
                     DueOp::Job(i, owner, fin) => {
-                        feed_job(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
+                        feed(&mut jw, &jobs, &units, watcher::Event::Apply(job(i, owner, fin, rv)));
                     }
                     DueOp::DeleteJob(i) => {
                         delete_job(&mut jw, &jobs, &units, i);
                     }
                     DueOp::Pod(s) => {
-                        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
+                        feed(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, rv)));
                     }
                     DueOp::DeletePod(k) => {
                         delete_pod(&mut pw, &pods, &units, k);
@@ -1214,10 +1222,10 @@ mod tests {
                         probes.retain(&|u| u != uid);
                     }
                     DueOp::Relist(true, mask) => {
-                        relist_jobs(&mut jw, &jobs, &units, mask);
+                        relist(&mut jw, &jobs, &units, mask);
                     }
                     DueOp::Relist(false, mask) => {
-                        relist_pods(&mut pw, &pods, &units, mask);
+                        relist(&mut pw, &pods, &units, mask);
                     }
                     DueOp::Tick(s) => clock += s as u64,
                     DueOp::Due(a, period, del, probe) => {
@@ -1259,7 +1267,7 @@ mod tests {
         let (pods, mut pw) = reflector::store::<Pod>();
         let probes = ProbeCache::default();
         let units = Units::new(&jobs, &pods, &probes);
-        feed_job(
+        feed(
             &mut jw,
             &jobs,
             &units,
@@ -1274,7 +1282,7 @@ mod tests {
             terminating: false,
             failing: false,
         };
-        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
+        feed(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 1)));
         OnePod {
             _jobs: jobs,
             pods,
@@ -1295,11 +1303,7 @@ mod tests {
             s,
             ..
         } = one_running_pod();
-        let me = HsjRef {
-            namespace: "ns",
-            name: "a",
-            uid: "hA",
-        };
+        let me = HSJ_A;
         let (t0, period) = (Instant::now(), Duration::from_secs(10));
         let none = HashSet::new();
         assert_eq!(
@@ -1321,9 +1325,9 @@ mod tests {
         lock(&units.feed).checked("p0", 1, None, seq + 1);
         assert_eq!(at(&units), Some((Some(later), seq + 2)));
         // The pod gone and back starts unchecked: asked about whatever it was told.
-        feed_pod(&mut pw, &pods, &units, watcher::Event::Delete(pod(&s, 2)));
+        feed(&mut pw, &pods, &units, watcher::Event::Delete(pod(&s, 2)));
         probes.record("p0", Ok(BusyState::Idle), t0); // told while it is gone: not heard
-        feed_pod(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 3)));
+        feed(&mut pw, &pods, &units, watcher::Event::Apply(pod(&s, 3)));
         let p = lock(&units.feed).probed.get("p0").copied().unwrap();
         assert!(!p.checked && p.key().is_none() && p.born == 2, "{p:?}");
         // An answer read for its earlier appearance does not count as checking this one.
@@ -1350,11 +1354,7 @@ mod tests {
             units,
             ..
         } = one_running_pod();
-        let me = HsjRef {
-            namespace: "ns",
-            name: "a",
-            uid: "hA",
-        };
+        let me = HSJ_A;
         let (t0, period) = (Instant::now(), Duration::from_secs(10));
         let none = HashSet::new();
         let due = |now| units.due_pods(me, &none, period, now).len();
