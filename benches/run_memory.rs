@@ -358,9 +358,18 @@ async fn measure(objects: HashMap<String, Vec<Value>>) -> Option<u64> {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let now = run.rss_kib()?;
         if now <= last + last / 100 {
-            return Some(now.max(last));
+            last = now.max(last);
+            break;
         }
         last = now;
+    }
+    // Where it is: the heap and stacks (anonymous) or the binary's pages (file-backed).
+    if let (Some(anon), Some(file)) = (run.status_kib("RssAnon"), run.status_kib("RssFile")) {
+        println!(
+            "      of which anonymous {:.1} MiB, file-backed {:.1} MiB",
+            mib(anon),
+            mib(file)
+        );
     }
     Some(last)
 }

@@ -78,14 +78,15 @@ fn stores(w: &World) -> Stores {
 }
 
 fn stores_synced(w: &World, synced: bool) -> Stores {
+    // Children kept as the controller's watches keep them (no template, no RS template).
     Stores::new(
-        fill_store(&w.pods, synced),
-        fill_store(&w.rss, synced),
-        fill_store(&w.deployments, synced),
+        fill_store(&w.pods, synced, |_| {}),
+        fill_store(&w.rss, synced, hsd::child::strip_replicaset),
+        fill_store(&w.deployments, synced, hsd::child::strip_deployment),
     )
 }
 
-fn fill_store<K>(items: &[Value], synced: bool) -> reflector::Store<K>
+fn fill_store<K>(items: &[Value], synced: bool, strip: fn(&mut K)) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
 {
@@ -94,9 +95,9 @@ where
     let (s, mut wr) = reflector::store::<K>();
     wr.apply_watcher_event(&watcher::Event::Init);
     for i in items {
-        wr.apply_watcher_event(&watcher::Event::InitApply(
-            serde_json::from_value(i.clone()).unwrap(),
-        ));
+        let mut k: K = serde_json::from_value(i.clone()).unwrap();
+        strip(&mut k);
+        wr.apply_watcher_event(&watcher::Event::InitApply(k));
     }
     if synced {
         wr.apply_watcher_event(&watcher::Event::InitDone);
@@ -806,6 +807,59 @@ async fn a_template_change_detaches_busy_pods_before_the_rollout() {
                     .as_str()
                     .unwrap()
                     .contains("template change waits"));
+            }),
+        ],
+    )
+    .await;
+}
+
+/// A held rollout that must also scale: the cache keeps the child without its template, so
+/// the child is read once, and written with the template (and template hash) it has, never
+/// the new one; the busy pod leaves its ReplicaSet first.
+#[tokio::test]
+async fn a_held_child_is_scaled_with_the_template_read_from_the_api_server() {
+    let old = hsd(json!({}));
+    let new = hsd(json!({"metadata": {"generation": 2},
+        "spec": {"idleTarget": 2, "podTemplate": {"metadata": {"labels": {"app": "game"}}, "spec": {"containers": [{"name": "app", "image": "game:2"}]}}}}));
+    let current = child(&old, 2, 2);
+    let old_hash = current["metadata"]["annotations"]["hsd.paia.tech/template-hash"].clone();
+    assert!(old_hash.is_string());
+    let world = World {
+        pods: vec![pod("busy", true, 20), pod("idle", false, 10)],
+        rss: vec![rs()],
+        deployments: vec![current.clone()],
+    };
+    scenario(
+        new,
+        world,
+        vec![
+            pod_patch("busy", |b| {
+                assert_eq!(b["metadata"]["labels"]["hsd.paia.tech/detached"], "true");
+            }),
+            expect(
+                "GET",
+                "/apis/apps/v1/namespaces/ns/deployments/game-workload",
+                |_, _| {},
+                200,
+                current,
+            ),
+            apply_child(move |b| {
+                assert_eq!(
+                    b["spec"]["template"]["spec"]["containers"][0]["image"], "game:1",
+                    "the held child keeps its template"
+                );
+                assert_eq!(
+                    b["metadata"]["annotations"]["hsd.paia.tech/template-hash"],
+                    old_hash
+                );
+                // desired = busy 1 + idleTarget 2 = 3.
+                assert_eq!(b["spec"]["replicas"], 3);
+            }),
+            event("BusyPodDetached", "busy=1 idle=1 desired=3"),
+            event("ScaledUp", "replicas 2 -> 3"),
+            status(|st| {
+                assert_eq!(cond(st, "RolloutProtectingBusyPods")["status"], "True");
+                assert_eq!(st["replicas"], 3);
             }),
         ],
     )

@@ -1007,9 +1007,14 @@ impl RunProcess {
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    /// One `kB` field of the child's `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`, ...).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         s.lines()
-            .find(|l| l.starts_with("VmRSS:"))?
+            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
             .split_whitespace()
             .nth(1)?
             .parse()

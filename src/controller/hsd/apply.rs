@@ -161,20 +161,47 @@ pub struct Outcome {
     pub child_written_at: Option<std::time::Instant>,
 }
 
-/// The child as it should be: `template` unless protected pods are still leaving their
-/// ReplicaSet (then the child keeps its current template), with `replicas`.
+/// The child as it should be, with `replicas`: `template`, unless protected pods are still
+/// leaving their ReplicaSet; then the child keeps the template it has. The cache keeps
+/// children without their template, so a held child is built here with its hash annotation
+/// only, and `true` says its template must be read (by [`held_template`]) before it is written.
 fn wanted_child(
     hsd: &HotStandbyDeployment,
     child: Option<&Deployment>,
     template: &PodTemplateSpec,
     hold_template: bool,
     replicas: i32,
-) -> Deployment {
-    let tpl = match (child, hold_template) {
-        (Some(c), true) => c.spec.template.clone(),
-        _ => template.clone(),
-    };
-    child::child_deployment(hsd, tpl, replicas)
+) -> (Deployment, bool) {
+    match (child, hold_template) {
+        (Some(c), true) => {
+            let mut want = child::child_deployment(hsd, PodTemplateSpec::default(), replicas);
+            child::keep_template_hash(&mut want, c);
+            (want, true)
+        }
+        _ => (
+            child::child_deployment(hsd, template.clone(), replicas),
+            false,
+        ),
+    }
+}
+
+/// Fill a held child's template (and its hash) from the child as the API server has it now;
+/// a child gone since it was observed is written with `template`, as a missing one is.
+async fn held_template(
+    api: &Api<Deployment>,
+    hsd: &HotStandbyDeployment,
+    want: &mut Deployment,
+    template: &PodTemplateSpec,
+) -> Result<()> {
+    let replicas = want.spec.replicas.unwrap_or(0);
+    match api.get_opt(&want.name_any()).await? {
+        Some(current) => {
+            child::keep_template_hash(want, &current);
+            want.spec.template = current.spec.template;
+        }
+        None => *want = child::child_deployment(hsd, template.clone(), replicas),
+    }
+    Ok(())
 }
 
 /// Every write of `plan`, in order: pods first, then the child. `Err(Ok(message))`: the API
@@ -189,7 +216,7 @@ pub async fn run(
     let applied = pods(ctx, hsd, ns, &world.views, plan).await.map_err(Err)?;
     let replicas = plan.replicas + applied.kept;
     let child = world.child.as_deref();
-    let want = wanted_child(hsd, child, &world.template, plan.hold_template, replicas);
+    let (mut want, held) = wanted_child(hsd, child, &world.template, plan.hold_template, replicas);
     let write = child.is_none_or(|c| !child::child_is_current(c, &want));
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let up = plan.direction == Some(super::plan::Direction::Up);
@@ -199,6 +226,11 @@ pub async fn run(
     let mut child_written_at = None;
     if write {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        if held {
+            held_template(&api, hsd, &mut want, &world.template)
+                .await
+                .map_err(Err)?;
+        }
         let pp = PatchParams::apply(MANAGER).force();
         match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
             Ok(_) => child_written_at = Some(std::time::Instant::now()),

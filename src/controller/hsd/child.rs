@@ -281,6 +281,37 @@ pub fn strip_replicaset(rs: &mut ReplicaSet) {
     rs.status = None;
 }
 
+/// A child Deployment as the HSD cache keeps it: without managed fields, kubectl's
+/// last-applied copy or its pod template (a whole `PodSpec`, kilobytes per child). A
+/// reconcile tells a template change by [`TEMPLATE_HASH_ANNOTATION`]; the template itself is
+/// needed only to write it back unchanged while a rollout is held, and `apply` reads it from
+/// the API server then.
+pub fn strip_deployment(d: &mut Deployment) {
+    crate::controller::watch::strip_managed(d);
+    d.spec.template = Default::default();
+}
+
+/// `want` keeps the template hash `child` carries (none if it carries none).
+pub fn keep_template_hash(want: &mut Deployment, child: &Deployment) {
+    let have = child
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION));
+    let anns = want
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    match have {
+        Some(h) => {
+            anns.insert(TEMPLATE_HASH_ANNOTATION.to_string(), h.clone());
+        }
+        None => {
+            anns.remove(TEMPLATE_HASH_ANNOTATION);
+        }
+    }
+}
+
 pub use crate::probe::is_running;
 
 pub fn is_ready<P: PodRead + ?Sized>(pod: &P) -> bool {
@@ -641,6 +672,64 @@ mod tests {
             assert!(r.spec.template.is_none());
             assert!(r.status.is_none() && r.metadata.managed_fields.is_none());
         }
+    }
+
+    #[test]
+    fn a_stripped_child_answers_every_question_the_reconcile_asks_as_the_whole_one() {
+        let h = hsd(tpl());
+        let mut other = h.clone();
+        other
+            .spec
+            .selector
+            .match_labels
+            .insert("tier".into(), "x".into());
+        let mut whole = child_deployment(&h, pod_template(&h).unwrap(), 2);
+        whole.metadata.uid = Some("dep-uid".into());
+        whole.metadata.managed_fields = Some(vec![Default::default()]);
+        whole.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            ready_replicas: Some(2),
+            ..Default::default()
+        });
+        let mut stripped = whole.clone();
+        strip_deployment(&mut stripped);
+        assert_eq!(stripped.spec.template, PodTemplateSpec::default());
+        assert!(stripped.metadata.managed_fields.is_none());
+        assert_eq!(stripped.status, whole.status);
+        for want in [
+            child_deployment(&h, pod_template(&h).unwrap(), 2),
+            child_deployment(&h, pod_template(&h).unwrap(), 3),
+            child_deployment(&h, PodTemplateSpec::default(), 2),
+        ] {
+            assert_eq!(
+                child_is_current(&stripped, &want),
+                child_is_current(&whole, &want)
+            );
+            assert_eq!(
+                template_changed(&stripped, &want),
+                template_changed(&whole, &want)
+            );
+        }
+        assert!(child_is_current(
+            &stripped,
+            &child_deployment(&h, pod_template(&h).unwrap(), 2)
+        ));
+        for x in [&h, &other] {
+            assert_eq!(selector_changed(&stripped, x), selector_changed(&whole, x));
+            assert_eq!(owned_by(&stripped, x), owned_by(&whole, x));
+        }
+        assert_eq!(our_replicas(&stripped), Some(2));
+        // A held child keeps the hash it has, or none.
+        let mut want = child_deployment(&h, PodTemplateSpec::default(), 3);
+        keep_template_hash(&mut want, &stripped);
+        assert!(!template_changed(&whole, &want));
+        let mut bare = stripped.clone();
+        bare.metadata.annotations = None;
+        keep_template_hash(&mut want, &bare);
+        assert!(want
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| !a.contains_key(TEMPLATE_HASH_ANNOTATION)));
     }
 
     #[test]
