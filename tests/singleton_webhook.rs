@@ -811,3 +811,43 @@ mod clash_properties {
         }
     }
 }
+
+/// A pod of a HotStandbyDeployment or HotStandbyJob pool is never a singleton instance,
+/// even when a StatefulSingleton's selector matches it: the singleton controller does not
+/// watch pool pods, so a gated one would never be released. It is admitted without the
+/// gate; a pool pod that asks for the claim agent gets that instead.
+#[tokio::test]
+async fn a_pool_pod_is_never_gated_even_when_a_singleton_selects_it() {
+    let base = common::fixture_json("pod-create-from-replicaset.json");
+    let gated = admit(common::demo_objects(), &base).await;
+    assert!(
+        patched(&base, &gated)["metadata"]["labels"]["apps.statefulsingleton.com/singleton"]
+            .is_string(),
+        "the fixture pod is a singleton's"
+    );
+    for label in ["hsd.paia.tech/name", "hsj.paia.tech/name"] {
+        let mut review = base.clone();
+        review["request"]["object"]["metadata"]["labels"][label] = "pool".into();
+        let resp = admit(common::demo_objects(), &review).await;
+        assert_eq!(resp["response"]["allowed"], true, "{label}");
+        assert!(resp["response"].get("patch").is_none(), "{label}: {resp}");
+
+        review["request"]["object"]["metadata"]["annotations"]["apps.paia.tech/assignment"] =
+            "file".into();
+        let resp = admit(common::demo_objects(), &review).await;
+        let pod = patched(&review, &resp);
+        assert!(
+            pod["metadata"]["labels"]
+                .get("apps.statefulsingleton.com/singleton")
+                .is_none(),
+            "{label}"
+        );
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(names.contains(&"claim-agent"), "{label}: {names:?}");
+    }
+}

@@ -81,9 +81,8 @@ impl ObjectSource for GuardedObjects {
 /// The label selector of the guard's own pod watch: guarded pods that no pool cache holds.
 pub fn watch_selector() -> String {
     format!(
-        "{BUSY_GUARD_LABEL}=true,!{},!{}",
-        crate::api::hsd::NAME_LABEL,
-        crate::api::hsj::NAME_LABEL
+        "{BUSY_GUARD_LABEL}=true,{}",
+        crate::api::pool::not_pool_pods()
     )
 }
 

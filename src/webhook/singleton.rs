@@ -860,7 +860,9 @@ pub fn inject(
 /// The StatefulSingleton feature's mutator: the patch, or why the pod is denied.
 pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Patch, String> {
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-    if already_injected(pod) {
+    // A pool pod is never a singleton instance (the singleton controller does not watch
+    // pool pods, so a gated one would never be released).
+    if already_injected(pod) || crate::api::pool::is_pool_pod(pod) {
         return Ok(Patch::default());
     }
     let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);

@@ -466,9 +466,23 @@ pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
     Started { stores, tasks }
 }
 
-/// Every pod of the scope as facts, and a channel that announces each changed pod.
+/// The singleton controller's pod watch: every pod but pool pods.
+fn pod_watch_config() -> watcher::Config {
+    watcher::Config::default().labels(&crate::api::pool::not_pool_pods())
+}
+
+/// Every pod of the scope but pool pods (never singleton instances: the webhook does not
+/// gate them) as facts, and a channel that announces each changed pod.
 fn watch_pods(deps: &Deps, ns: Option<&str>) -> (Index<observe::PodFacts>, PodChanges, Task) {
-    watch_facts(deps, ns, observe::pod_facts, observe::pod_facts, 4096)
+    let config = pod_watch_config();
+    watch_facts(
+        deps,
+        ns,
+        config,
+        observe::pod_facts,
+        observe::pod_facts,
+        4096,
+    )
 }
 
 /// Every ReplicaSet of the scope as the planner's small facts (a singleton's pods carry no
@@ -476,7 +490,14 @@ fn watch_pods(deps: &Deps, ns: Option<&str>) -> (Index<observe::PodFacts>, PodCh
 /// announces each changed ReplicaSet.
 fn watch_replicasets(deps: &Deps, ns: Option<&str>) -> (Index<plan::RsInfo>, RsChanges, Task) {
     let announce = |rs: &ReplicaSet| (rs.namespace().unwrap_or_default(), rs.name_any());
-    watch_facts(deps, ns, observe::rs_info, announce, 1024)
+    watch_facts(
+        deps,
+        ns,
+        watcher::Config::default(),
+        observe::rs_info,
+        announce,
+        1024,
+    )
 }
 
 /// Every `K` of the scope as facts `F` (the objects are not kept), and a channel that
@@ -484,6 +505,7 @@ fn watch_replicasets(deps: &Deps, ns: Option<&str>) -> (Index<plan::RsInfo>, RsC
 fn watch_facts<K, F, A>(
     deps: &Deps,
     ns: Option<&str>,
+    config: watcher::Config,
     facts: fn(&K) -> F,
     announce: fn(&K) -> A,
     capacity: usize,
@@ -504,7 +526,7 @@ where
         &deps.caches,
         super::scoped::<K>(deps.client.clone(), ns),
         ns,
-        watcher::Config::default().page_size(100),
+        config.page_size(100),
         true,
     );
     let sender = tx.clone();
@@ -682,4 +704,16 @@ fn ar_of(o: &DynamicObject) -> ApiResource {
         .and_then(|t| t.api_version.split('/').next().map(str::to_string))
         .unwrap_or_else(|| "apps.statefulsingleton.com".into());
     api_resource(&group)
+}
+
+#[cfg(test)]
+mod watch_tests {
+    /// Pool pods are left out of the singleton's pod watch (the webhook never gates them).
+    #[test]
+    fn the_pod_watch_leaves_pool_pods_out() {
+        assert_eq!(
+            super::pod_watch_config().label_selector.as_deref(),
+            Some("!hsd.paia.tech/name,!hsj.paia.tech/name")
+        );
+    }
 }
