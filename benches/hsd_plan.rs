@@ -6,10 +6,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::jiff::Timestamp;
 use kube_standby::api::HotStandbyDeployment;
 use kube_standby::controller::hsd::child;
+use kube_standby::controller::hsd::child::ChildReplicaSet;
 use kube_standby::controller::hsd::plan::{self, BusyState, Observed, PodView};
 use kube_standby::controller::pool_pod::PoolPod as Pod;
 use kube_standby::probe::ProbeCache;
@@ -134,7 +134,7 @@ fn main() {
     // Observe + plan from Pod objects (what a reconcile does apart from I/O).
     let mut d = child::child_deployment(&h, child::pod_template(&h).expect("tpl"), 10_000);
     d.metadata.uid = Some("dep-uid".into());
-    let rs: Vec<Arc<ReplicaSet>> = vec![Arc::new(
+    let rs: Vec<Arc<ChildReplicaSet>> = vec![Arc::new(
         serde_json::from_value(json!({"metadata": {"name": "rs", "uid": "rs-uid",
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep-uid", "controller": true}]}}))
         .expect("rs"),
@@ -228,7 +228,7 @@ fn main() {
 fn steady_flips(
     h: &HotStandbyDeployment,
     d: &k8s_openapi::api::apps::v1::Deployment,
-    rs: &[Arc<ReplicaSet>],
+    rs: &[Arc<ChildReplicaSet>],
     probes: &ProbeCache,
     now: Timestamp,
 ) {

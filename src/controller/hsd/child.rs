@@ -199,13 +199,13 @@ pub fn template_changed(child: &Deployment, want: &Deployment) -> bool {
 pub fn counted_pods<'a>(
     child: &Deployment,
     hsd: &HotStandbyDeployment,
-    replicasets: &[std::sync::Arc<ReplicaSet>],
+    replicasets: &[std::sync::Arc<ChildReplicaSet>],
     pods: &'a [std::sync::Arc<PoolPod>],
 ) -> (Vec<&'a PoolPod>, Option<String>) {
     let Some(child_uid) = child.uid() else {
         return (vec![], None);
     };
-    let ours: Vec<&std::sync::Arc<ReplicaSet>> = replicasets
+    let ours: Vec<&std::sync::Arc<ChildReplicaSet>> = replicasets
         .iter()
         .filter(|rs| controller_uid(&rs.metadata, "Deployment") == Some(child_uid.as_str()))
         .collect();
@@ -271,14 +271,59 @@ pub fn detach_patch(
 /// parsed straight from the API's JSON; nothing here reads the spec or container statuses.
 pub use crate::controller::pool_pod::strip as strip_pod;
 
-/// A child ReplicaSet as the HSD cache keeps it: its metadata (owner, UID, revision: all
-/// [`counted_pods`] reads), without managed fields, kubectl's last-applied copy, its pod
-/// template (a whole `PodSpec`, kilobytes per ReplicaSet; the child Deployment's cache
-/// keeps the template) or its status.
-pub fn strip_replicaset(rs: &mut ReplicaSet) {
-    crate::controller::watch::strip_managed(rs);
-    rs.spec.template = None;
-    rs.status = None;
+/// A child's ReplicaSet as the HSD cache keeps it: its metadata, and of that only what
+/// [`counted_pods`] reads (owner, UID, the revision annotation). A ReplicaSet made by the
+/// Deployment controller carries the whole pod template (a `PodSpec` inline, kilobytes with
+/// its strings), a selector and a status; this type skips them while parsing, and
+/// [`strip_replicaset`] drops the rest.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct ChildReplicaSet {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl k8s_openapi::Resource for ChildReplicaSet {
+    const API_VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <ReplicaSet as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <ReplicaSet as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <ReplicaSet as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for ChildReplicaSet {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl crate::api::tags::Tags for ChildReplicaSet {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.label(key)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotation(key)
+    }
+}
+
+/// What the cache keeps of a child's ReplicaSet: no managed fields, of the labels only the
+/// HSD's name (its events wake that HSD), of the annotations only the revision.
+pub fn strip_replicaset(rs: &mut ChildReplicaSet) {
+    let only = |map: Option<BTreeMap<String, String>>, key: &str| {
+        map.and_then(|m| m.into_iter().find(|(k, _)| k == key))
+            .map(|kv| BTreeMap::from([kv]))
+    };
+    let m = &mut rs.metadata;
+    m.managed_fields = None;
+    m.labels = only(m.labels.take(), NAME_LABEL);
+    m.annotations = only(m.annotations.take(), REVISION);
 }
 
 /// A child Deployment as the HSD cache keeps it: without managed fields, kubectl's
@@ -625,9 +670,10 @@ mod tests {
         let h = hsd(tpl());
         let mut child = child_deployment(&h, pod_template(&h).unwrap(), 2);
         child.metadata.uid = Some("dep-uid".into());
-        let rs = |uid: &str, revision: &str| -> ReplicaSet {
+        let rs = |uid: &str, revision: &str| -> ChildReplicaSet {
             serde_json::from_value(json!({
-                "metadata": {"name": uid, "uid": uid, "annotations": {REVISION: revision},
+                "metadata": {"name": uid, "uid": uid, "annotations": {REVISION: revision, "deployment.kubernetes.io/desired-replicas": "2"},
+                             "labels": {"app": "game", NAME_LABEL: "game", "pod-template-hash": "abc"},
                              "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}],
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "dep-uid", "controller": true}]},
                 "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "game"}},
@@ -655,7 +701,7 @@ mod tests {
             })
             .collect();
         let pods = vec![pod("a", "rs-1"), pod("b", "rs-2"), pod("c", "rs-9")];
-        let names = |rss: &[std::sync::Arc<ReplicaSet>]| {
+        let names = |rss: &[std::sync::Arc<ChildReplicaSet>]| {
             let (counted, current) = counted_pods(&child, &h, rss, &pods);
             let names: Vec<String> = counted.into_iter().map(|p| p.name_any()).collect();
             (names, current)
@@ -669,9 +715,21 @@ mod tests {
             )
         );
         for r in &stripped {
-            assert!(r.spec.template.is_none());
-            assert!(r.status.is_none() && r.metadata.managed_fields.is_none());
+            let m = &r.metadata;
+            assert!(m.managed_fields.is_none());
+            // Its events still wake the HSD; of the annotations only the revision is kept.
+            assert_eq!(crate::api::tags::Tags::label(r, NAME_LABEL), Some("game"));
+            assert_eq!(m.labels.as_ref().map(|l| l.len()), Some(1));
+            assert_eq!(m.annotations.as_ref().map(|a| a.len()), Some(1));
         }
+        // Parsing skips the spec and status (the whole ReplicaSet JSON parses).
+        let whole: ChildReplicaSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a"}]}}},
+            "status": {"replicas": 2}
+        }))
+        .unwrap();
+        assert_eq!(whole.metadata.name.as_deref(), Some("r"));
     }
 
     #[test]
@@ -738,7 +796,7 @@ mod tests {
         let mut child = child_deployment(&h, pod_template(&h).unwrap(), 2);
         child.metadata.uid = Some("dep-uid".into());
         let rs = |uid: &str, owner: &str| {
-            std::sync::Arc::new(serde_json::from_value::<ReplicaSet>(json!({
+            std::sync::Arc::new(serde_json::from_value::<ChildReplicaSet>(json!({
                 "metadata": {"name": uid, "uid": uid, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": owner, "controller": true}]}
             })).unwrap())
         };

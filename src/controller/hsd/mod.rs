@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::controller::pool_pod::PoolPod;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -37,7 +37,7 @@ pub const CONTROLLER: &str = "hsd";
 #[derive(Clone)]
 pub struct Stores {
     pub pods: Store<PoolPod>,
-    pub replicasets: Store<ReplicaSet>,
+    pub replicasets: Store<child::ChildReplicaSet>,
     pub deployments: Store<Deployment>,
     /// Which cached pods are whose (fed by the pod watch's events).
     pub members: members::PodMembers,
@@ -48,7 +48,7 @@ impl Stores {
     /// pod cache now; in `run` mode the pod watch keeps it up to date).
     pub fn new(
         pods: Store<PoolPod>,
-        replicasets: Store<ReplicaSet>,
+        replicasets: Store<child::ChildReplicaSet>,
         deployments: Store<Deployment>,
     ) -> Self {
         let members = members::PodMembers::of_store(&pods);
@@ -272,7 +272,7 @@ pub fn start_with_claims(
     // Small pages: a page is parsed whole before it is stripped.
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<PoolPod>();
-    let (rss, rs_w) = reflector::store::<ReplicaSet>();
+    let (rss, rs_w) = reflector::store::<child::ChildReplicaSet>();
     let (deployments, dep_w) = reflector::store::<Deployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
     let (feed, claims_feed) = super::claim::FeedSender::new(pods.clone(), hsds.clone());
