@@ -167,7 +167,7 @@ pub struct Outcome {
 /// only, and `true` says its template must be read (by [`held_template`]) before it is written.
 fn wanted_child(
     hsd: &HotStandbyDeployment,
-    child: Option<&Deployment>,
+    child: Option<&child::ChildDeployment>,
     template: &PodTemplateSpec,
     hold_template: bool,
     replicas: i32,
@@ -256,7 +256,7 @@ pub async fn run(
 
 /// Delete the child whose selector changed (immutable on Deployments), if it is still the
 /// one observed; a child already gone or replaced is fine.
-pub async fn replace_child(ctx: &Ctx, ns: &str, c: &Deployment) -> Result<()> {
+pub async fn replace_child(ctx: &Ctx, ns: &str, c: &child::ChildDeployment) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let dp = DeleteParams {
         preconditions: Some(Preconditions {

@@ -121,34 +121,28 @@ pub fn child_deployment(
 }
 
 /// Does the existing child already carry this template and count?
-pub fn child_is_current(child: &Deployment, want: &Deployment) -> bool {
-    let ann = |d: &Deployment, k: &str| {
-        d.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .cloned()
-    };
-    ann(child, TEMPLATE_HASH_ANNOTATION) == ann(want, TEMPLATE_HASH_ANNOTATION)
-        && ann(child, REPLICAS_ANNOTATION) == ann(want, REPLICAS_ANNOTATION)
-        && child.spec.replicas == want.spec.replicas
-        && child.metadata.owner_references == want.metadata.owner_references
+pub fn child_is_current<C: ChildRead>(child: &C, want: &Deployment) -> bool {
+    let ann = |m: &ObjectMeta, k: &str| m.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+    let (have, want_meta) = (child.meta(), &want.metadata);
+    ann(have, TEMPLATE_HASH_ANNOTATION) == ann(want_meta, TEMPLATE_HASH_ANNOTATION)
+        && ann(have, REPLICAS_ANNOTATION) == ann(want_meta, REPLICAS_ANNOTATION)
+        && child.spec_replicas() == want.spec.replicas
+        && have.owner_references == want_meta.owner_references
 }
 
 /// The child's selector differs from the spec's (the field is immutable: replace the child).
-pub fn selector_changed(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
-    let have = child.spec.selector.match_labels.clone().unwrap_or_default();
+pub fn selector_changed<C: ChildRead>(child: &C, hsd: &HotStandbyDeployment) -> bool {
+    let have = child.selector().match_labels.clone().unwrap_or_default();
     have != hsd.spec.selector.match_labels
         || child
-            .spec
-            .selector
+            .selector()
             .match_expressions
             .as_ref()
             .is_some_and(|e| !e.is_empty())
 }
 
 /// Is `child` controlled by `hsd`?
-pub fn owned_by(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
+pub fn owned_by<C: ChildRead>(child: &C, hsd: &HotStandbyDeployment) -> bool {
     let uid = hsd.uid();
     child
         .owner_references()
@@ -157,9 +151,9 @@ pub fn owned_by(child: &Deployment, hsd: &HotStandbyDeployment) -> bool {
 }
 
 /// Replica count we last wrote, from the child's annotation.
-pub fn our_replicas(child: &Deployment) -> Option<i32> {
+pub fn our_replicas<C: ChildRead>(child: &C) -> Option<i32> {
     child
-        .metadata
+        .meta()
         .annotations
         .as_ref()?
         .get(REPLICAS_ANNOTATION)?
@@ -181,23 +175,22 @@ fn controller_uid<'m>(meta: &'m ObjectMeta, kind: &str) -> Option<&'m str> {
 }
 
 /// Does the child's template differ from the one we would apply?
-pub fn template_changed(child: &Deployment, want: &Deployment) -> bool {
-    let ann = |d: &Deployment| {
-        d.metadata
-            .annotations
+pub fn template_changed<C: ChildRead>(child: &C, want: &Deployment) -> bool {
+    let ann = |m: &ObjectMeta| {
+        m.annotations
             .as_ref()
             .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
             .cloned()
     };
-    ann(child) != ann(want)
+    ann(child.meta()) != ann(&want.metadata)
 }
 
 /// The pods that count, and the UID of the child's current ReplicaSet:
 /// pods controlled by a ReplicaSet the child controls, and pods detached from one during a
 /// rollout (labelled and owned by this HSD); none terminating or finished. Foreign pods
 /// that merely match the labels are ignored.
-pub fn counted_pods<'a>(
-    child: &Deployment,
+pub fn counted_pods<'a, C: ChildRead>(
+    child: &C,
     hsd: &HotStandbyDeployment,
     replicasets: &[std::sync::Arc<ChildReplicaSet>],
     pods: &'a [std::sync::Arc<PoolPod>],
@@ -326,20 +319,93 @@ pub fn strip_replicaset(rs: &mut ChildReplicaSet) {
     m.annotations = only(m.annotations.take(), REVISION);
 }
 
-/// A child Deployment as the HSD cache keeps it: without managed fields, kubectl's
-/// last-applied copy or its pod template (a whole `PodSpec`, kilobytes per child). A
-/// reconcile tells a template change by [`TEMPLATE_HASH_ANNOTATION`]; the template itself is
-/// needed only to write it back unchanged while a rollout is held, and `apply` reads it from
-/// the API server then.
-pub fn strip_deployment(d: &mut Deployment) {
+/// A child Deployment as the HSD cache keeps it: its metadata (without managed fields or
+/// kubectl's last-applied copy), `spec.replicas`, the selector and the ready count. A
+/// reconcile tells a template change by [`TEMPLATE_HASH_ANNOTATION`]; the template itself
+/// (a whole `PodSpec`, kilobytes per child) is needed only to write it back unchanged while
+/// a rollout is held, and `apply` reads it from the API server then. Parsing skips it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct ChildDeployment {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ChildDeploymentSpec,
+    #[serde(default)]
+    pub status: Option<ChildDeploymentStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct ChildDeploymentSpec {
+    #[serde(default)]
+    pub replicas: Option<i32>,
+    #[serde(default)]
+    pub selector: LabelSelector,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildDeploymentStatus {
+    #[serde(default)]
+    pub ready_replicas: Option<i32>,
+}
+
+impl k8s_openapi::Resource for ChildDeployment {
+    const API_VERSION: &'static str = <Deployment as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Deployment as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Deployment as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Deployment as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Deployment as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for ChildDeployment {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// What a reconcile reads of its child: the cached [`ChildDeployment`], or a whole
+/// `Deployment` (as built to be written, or read from the API server).
+pub trait ChildRead: Resource<DynamicType = ()> {
+    fn spec_replicas(&self) -> Option<i32>;
+    fn selector(&self) -> &LabelSelector;
+}
+
+impl ChildRead for ChildDeployment {
+    fn spec_replicas(&self) -> Option<i32> {
+        self.spec.replicas
+    }
+
+    fn selector(&self) -> &LabelSelector {
+        &self.spec.selector
+    }
+}
+
+impl ChildRead for Deployment {
+    fn spec_replicas(&self) -> Option<i32> {
+        self.spec.replicas
+    }
+
+    fn selector(&self) -> &LabelSelector {
+        &self.spec.selector
+    }
+}
+
+/// The cache's strip for children: no managed fields, no kubectl last-applied copy.
+pub fn strip_deployment(d: &mut ChildDeployment) {
     crate::controller::watch::strip_managed(d);
-    d.spec.template = Default::default();
 }
 
 /// `want` keeps the template hash `child` carries (none if it carries none).
-pub fn keep_template_hash(want: &mut Deployment, child: &Deployment) {
+pub fn keep_template_hash<C: ChildRead>(want: &mut Deployment, child: &C) {
     let have = child
-        .metadata
+        .meta()
         .annotations
         .as_ref()
         .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION));
@@ -748,11 +814,17 @@ mod tests {
             ready_replicas: Some(2),
             ..Default::default()
         });
-        let mut stripped = whole.clone();
+        // As the watch parses and strips it: the whole Deployment's JSON, template and all.
+        let mut stripped: ChildDeployment =
+            serde_json::from_value(serde_json::to_value(&whole).unwrap()).unwrap();
         strip_deployment(&mut stripped);
-        assert_eq!(stripped.spec.template, PodTemplateSpec::default());
+        let stripped = stripped;
         assert!(stripped.metadata.managed_fields.is_none());
-        assert_eq!(stripped.status, whole.status);
+        assert_eq!(stripped.spec.replicas, Some(2));
+        assert_eq!(
+            stripped.status.as_ref().and_then(|s| s.ready_replicas),
+            Some(2)
+        );
         for want in [
             child_deployment(&h, pod_template(&h).unwrap(), 2),
             child_deployment(&h, pod_template(&h).unwrap(), 3),

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::controller::pool_pod::PoolPod;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -38,7 +37,7 @@ pub const CONTROLLER: &str = "hsd";
 pub struct Stores {
     pub pods: Store<PoolPod>,
     pub replicasets: Store<child::ChildReplicaSet>,
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<child::ChildDeployment>,
     /// Which cached pods are whose (fed by the pod watch's events).
     pub members: members::PodMembers,
 }
@@ -49,7 +48,7 @@ impl Stores {
     pub fn new(
         pods: Store<PoolPod>,
         replicasets: Store<child::ChildReplicaSet>,
-        deployments: Store<Deployment>,
+        deployments: Store<child::ChildDeployment>,
     ) -> Self {
         let members = members::PodMembers::of_store(&pods);
         Stores {
@@ -188,7 +187,7 @@ async fn replace_child(
     ctx: &Ctx,
     hsd: &HotStandbyDeployment,
     ns: &str,
-    c: &Deployment,
+    c: &child::ChildDeployment,
 ) -> Result<Action> {
     apply::replace_child(ctx, ns, c).await?;
     let note = shell::Note::warning(
@@ -273,7 +272,7 @@ pub fn start_with_claims(
     let labelled = watcher::Config::default().labels(NAME_LABEL).page_size(100);
     let (pods, pod_w) = reflector::store::<PoolPod>();
     let (rss, rs_w) = reflector::store::<child::ChildReplicaSet>();
-    let (deployments, dep_w) = reflector::store::<Deployment>();
+    let (deployments, dep_w) = reflector::store::<child::ChildDeployment>();
     let (hsds, hsd_w) = reflector::store::<HotStandbyDeployment>();
     let (feed, claims_feed) = super::claim::FeedSender::new(pods.clone(), hsds.clone());
     let members = members::PodMembers::default();

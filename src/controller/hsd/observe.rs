@@ -8,7 +8,6 @@
 //! scaled for it.
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
@@ -28,7 +27,7 @@ pub enum Seen {
         message: String,
     },
     /// The child's selector changed (immutable on Deployments): replace the child.
-    ReplaceChild(Arc<Deployment>),
+    ReplaceChild(Arc<child::ChildDeployment>),
     /// The API server refused this generation's template: wait for a new spec.
     Rejected,
     /// Everything the plan needs.
@@ -39,7 +38,7 @@ pub enum Seen {
 pub struct World {
     /// The pod template the spec asks for.
     pub template: PodTemplateSpec,
-    pub child: Option<Arc<Deployment>>,
+    pub child: Option<Arc<child::ChildDeployment>>,
     /// The counted pods as the planner sees them.
     pub views: Vec<plan::PodView>,
     /// The child as the spec wants it (replicas aside), to tell a template change.
@@ -52,7 +51,10 @@ impl World {
         Observed {
             spec: &hsd.spec,
             current_replicas: self.child.as_ref().map(|c| c.spec.replicas.unwrap_or(1)),
-            our_replicas: self.child.as_ref().and_then(|c| child::our_replicas(c)),
+            our_replicas: self
+                .child
+                .as_ref()
+                .and_then(|c| child::our_replicas(c.as_ref())),
             pods: &self.views,
             pending_since: hsd
                 .status
@@ -105,10 +107,10 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
         }
     };
     let name = hsd.name_any();
-    let child_ref = ObjectRef::<Deployment>::new(&child_name(&name)).within(ns);
+    let child_ref = ObjectRef::<child::ChildDeployment>::new(&child_name(&name)).within(ns);
     let child = ctx.stores.deployments.get(&child_ref);
     if let Some(c) = &child {
-        if !child::owned_by(c, hsd) {
+        if !child::owned_by(c.as_ref(), hsd) {
             let message = format!(
                 "Deployment {} exists and is not controlled by this HotStandbyDeployment",
                 child_name(&name)
@@ -118,7 +120,7 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
                 message,
             };
         }
-        if child::selector_changed(c, hsd) {
+        if child::selector_changed(c.as_ref(), hsd) {
             return Seen::ReplaceChild(c.clone());
         }
     }
@@ -131,7 +133,7 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
     let rss = super::super::in_namespace(&ctx.stores.replicasets, ns);
     let (counted, current_rs) = child
         .as_ref()
-        .map(|c| child::counted_pods(c, hsd, &rss, &pods))
+        .map(|c| child::counted_pods(c.as_ref(), hsd, &rss, &pods))
         .unwrap_or_default();
     if hsd.spec.busy_probe.mode == BusyMode::Http {
         let cfg = &hsd.spec.busy_probe.http;
@@ -144,7 +146,7 @@ pub async fn observe(ctx: &Ctx, hsd: &HotStandbyDeployment, ns: &str) -> Seen {
     let want = child::child_deployment(hsd, template.clone(), 0);
     let template_changed = child
         .as_ref()
-        .is_some_and(|c| child::template_changed(c, &want));
+        .is_some_and(|c| child::template_changed(c.as_ref(), &want));
     Seen::Ready(Box::new(World {
         template,
         child,
