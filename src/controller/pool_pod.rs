@@ -190,26 +190,7 @@ fn as_conditions<S: serde::Serializer>(types: &[Arc<str>], s: S) -> Result<S::Ok
     )
 }
 
-impl k8s_openapi::Resource for PoolPod {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for PoolPod {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.meta
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
-    }
-}
+crate::controller::watch::slim_resource!(PoolPod, k8s_openapi::api::core::v1::Pod, meta);
 
 impl PoolPod {
     pub fn phase(&self) -> Option<&str> {

@@ -206,6 +206,36 @@ where
     reflected_events(&deps.caches, api, namespace, config, writer, strip)
 }
 
+/// `k8s_openapi::Resource` and `Metadata` for `$slim`, a type a cache keeps instead of the
+/// API kind `$kind` (the same group, version, kind and URL), its `ObjectMeta` in `$field`:
+/// what kube's watcher, reflector and `Api` need of it.
+macro_rules! slim_resource {
+    ($slim:ty, $kind:ty, $field:ident) => {
+        impl k8s_openapi::Resource for $slim {
+            const API_VERSION: &'static str = <$kind as k8s_openapi::Resource>::API_VERSION;
+            const GROUP: &'static str = <$kind as k8s_openapi::Resource>::GROUP;
+            const KIND: &'static str = <$kind as k8s_openapi::Resource>::KIND;
+            const VERSION: &'static str = <$kind as k8s_openapi::Resource>::VERSION;
+            const URL_PATH_SEGMENT: &'static str =
+                <$kind as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+            type Scope = <$kind as k8s_openapi::Resource>::Scope;
+        }
+
+        impl k8s_openapi::Metadata for $slim {
+            type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+            fn metadata(&self) -> &Self::Ty {
+                &self.$field
+            }
+
+            fn metadata_mut(&mut self) -> &mut Self::Ty {
+                &mut self.$field
+            }
+        }
+    };
+}
+pub(crate) use slim_resource;
+
 /// kubectl's copy of the whole object as last applied (client-side apply).
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

@@ -275,26 +275,7 @@ pub struct ChildReplicaSet {
     pub metadata: ObjectMeta,
 }
 
-impl k8s_openapi::Resource for ChildReplicaSet {
-    const API_VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <ReplicaSet as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <ReplicaSet as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <ReplicaSet as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for ChildReplicaSet {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::controller::watch::slim_resource!(ChildReplicaSet, ReplicaSet, metadata);
 
 impl crate::api::tags::Tags for ChildReplicaSet {
     fn label(&self, key: &str) -> Option<&str> {
@@ -349,26 +330,7 @@ pub struct ChildDeploymentStatus {
     pub ready_replicas: Option<i32>,
 }
 
-impl k8s_openapi::Resource for ChildDeployment {
-    const API_VERSION: &'static str = <Deployment as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <Deployment as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <Deployment as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <Deployment as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <Deployment as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for ChildDeployment {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::controller::watch::slim_resource!(ChildDeployment, Deployment, metadata);
 
 /// What a reconcile reads of its child: the cached [`ChildDeployment`], or a whole
 /// `Deployment` (as built to be written, or read from the API server).
