@@ -1757,3 +1757,73 @@ async fn warm_standby_node_loss_releases_only_once_the_node_is_gone() {
     })
     .await;
 }
+
+/// A pod of a HotStandbyDeployment pool is never a singleton instance, even when a
+/// StatefulSingleton's selector matches it: the webhook admits it without a gate (the
+/// singleton controller does not watch pool pods, so a gated one would never be
+/// released) and the pool's pods all become Ready.
+#[tokio::test]
+#[cfg_attr(
+    not(kube_standby_e2e),
+    ignore = "needs a cluster: set KUBE_STANDBY_E2E=1 and KUBECONFIG"
+)]
+async fn pool_pods_a_singleton_selects_are_never_gated() {
+    let Some(env) = env("pool_pods_a_singleton_selects_are_never_gated") else {
+        return;
+    };
+    util::in_namespace("ks-e2e-ss-pool", move |client, ns| async move {
+        let op = start_operator(client.clone(), &env, &ns, None).await;
+        let mwc = register(&client, &ns, &op.url).await;
+        Api::<StatefulSingleton>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &singleton(&ns))
+            .await
+            .expect("singleton");
+        // The singleton selects app=db; so does the pool's template.
+        let hsd: kube_standby::api::HotStandbyDeployment = serde_json::from_value(json!({
+            "apiVersion": "apps.paia.tech/v1alpha1", "kind": "HotStandbyDeployment",
+            "metadata": {"name": "pool", "namespace": ns},
+            "spec": {"idleTarget": 2, "maxReplicas": 5,
+                     "selector": {"matchLabels": {"app": "db"}},
+                     "podTemplate": {"metadata": {"labels": {"app": "db"}},
+                                     "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": PAUSE}]}}}
+        }))
+        .expect("hsd");
+        Api::<kube_standby::api::HotStandbyDeployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &hsd)
+            .await
+            .expect("create hsd");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let ready = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        wait_for(Duration::from_secs(120), "two Ready pool pods", || async {
+            pods.list(&ListParams::default().labels("hsd.paia.tech/name=pool"))
+                .await
+                .map(|l| l.items.iter().filter(|p| ready(p)).count() >= 2)
+                .unwrap_or(false)
+        })
+        .await;
+        let list = pods
+            .list(&ListParams::default().labels("hsd.paia.tech/name=pool"))
+            .await
+            .expect("pods");
+        for p in &list.items {
+            let name = p.name_any();
+            assert!(
+                !p.labels().contains_key("apps.statefulsingleton.com/singleton"),
+                "{name} was made a singleton instance"
+            );
+            let inits = p.spec.as_ref().and_then(|s| s.init_containers.as_ref());
+            assert!(
+                inits.is_none_or(|c| c.iter().all(|c| c.name != "singleton-gate")),
+                "{name} got the singleton gate"
+            );
+        }
+        unregister(&client, &mwc).await;
+        op.kill();
+    })
+    .await;
+}
