@@ -186,7 +186,9 @@ fn wanted_child(
 }
 
 /// Fill a held child's template (and its hash) from the child as the API server has it now;
-/// a child gone since it was observed is written with `template`, as a missing one is.
+/// a child gone since it was observed is written with `template`, as a missing one is (the
+/// same as when the cache already knew it gone: the protected pods were detached from their
+/// ReplicaSets first, so a new child's rollout cannot take them).
 async fn held_template(
     api: &Api<Deployment>,
     hsd: &HotStandbyDeployment,
