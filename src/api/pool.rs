@@ -91,19 +91,6 @@ pub(crate) fn default_scale_down_delay() -> i32 {
     30
 }
 
-/// Is this a pod of a HotStandbyDeployment or HotStandbyJob pool (it carries its pool's
-/// name label)? Such a pod is never a StatefulSingleton instance: a pool keeps several warm
-/// copies on purpose, so the webhook does not gate it and the singleton controller does not
-/// watch it (at 10,000 pool pods that watch would hold and parse all of them for nothing).
-pub fn is_pool_pod<T: super::tags::Tags + ?Sized>(pod: &T) -> bool {
-    pod.label(super::hsd::NAME_LABEL).is_some() || pod.label(super::hsj::NAME_LABEL).is_some()
-}
-
-/// The label selector that leaves pool pods out (see [`is_pool_pod`]).
-pub fn not_pool_pods() -> String {
-    format!("!{},!{}", super::hsd::NAME_LABEL, super::hsj::NAME_LABEL)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,28 +102,6 @@ mod tests {
             max_replicas: max,
             scale_down_delay_seconds: delay,
         }
-    }
-
-    #[test]
-    fn a_pool_pod_carries_its_pools_name_label() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-        let meta = |labels: &[(&str, &str)]| ObjectMeta {
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        assert!(is_pool_pod(&meta(&[("hsd.paia.tech/name", "web")])));
-        assert!(is_pool_pod(&meta(&[
-            ("hsj.paia.tech/name", "ci"),
-            ("app", "x")
-        ])));
-        assert!(!is_pool_pod(&meta(&[("app", "web")])));
-        assert!(!is_pool_pod(&ObjectMeta::default()));
-        assert_eq!(not_pool_pods(), "!hsd.paia.tech/name,!hsj.paia.tech/name");
     }
 
     #[test]

@@ -80,10 +80,7 @@ impl ObjectSource for GuardedObjects {
 
 /// The label selector of the guard's own pod watch: guarded pods that no pool cache holds.
 pub fn watch_selector() -> String {
-    format!(
-        "{BUSY_GUARD_LABEL}=true,{}",
-        crate::api::pool::not_pool_pods()
-    )
+    format!("{BUSY_GUARD_LABEL}=true,{}", crate::api::not_pool_pods())
 }
 
 /// Does the pod carry the guard label (`kube-standby.dev/busy-guard=true`)?

@@ -15,7 +15,7 @@ use super::patch::Patch;
 pub fn mutate_patch(pod: &Pod, config: &Config<'_>) -> Result<Patch, String> {
     let mut ops = Patch::default();
     // One pure mutator per feature, in a fixed order. A pool pod is never gated (see
-    // `api::pool::is_pool_pod`); the claim agent is only for pods the singleton leaves
+    // `api::is_pool_pod`); the claim agent is only for pods the singleton leaves
     // alone (their patches would both create the pod's volume list).
     let singleton = super::singleton::mutate(pod, config)?;
     if singleton.is_empty() {

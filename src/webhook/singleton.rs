@@ -862,7 +862,7 @@ pub fn mutate(pod: &Pod, config: &Config<'_>) -> Result<Patch, String> {
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
     // A pool pod is never a singleton instance (the singleton controller does not watch
     // pool pods, so a gated one would never be released).
-    if already_injected(pod) || crate::api::pool::is_pool_pod(pod) {
+    if already_injected(pod) || crate::api::is_pool_pod(pod) {
         return Ok(Patch::default());
     }
     let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);

@@ -468,7 +468,7 @@ pub fn start(deps: &Deps, namespace: Option<String>, nodes: &Nodes) -> Started {
 
 /// The singleton controller's pod watch: every pod but pool pods.
 fn pod_watch_config() -> watcher::Config {
-    watcher::Config::default().labels(&crate::api::pool::not_pool_pods())
+    watcher::Config::default().labels(&crate::api::not_pool_pods())
 }
 
 /// Every pod of the scope but pool pods (never singleton instances: the webhook does not
