@@ -82,7 +82,11 @@ fn stores_synced(w: &World, synced: bool) -> Stores {
     Stores::new(
         fill_store(&w.pods, synced, |_| {}),
         fill_store(&w.rss, synced, hsd::child::strip_replicaset),
-        fill_store(&w.deployments, synced, hsd::child::strip_deployment),
+        fill_store(
+            &w.deployments,
+            synced,
+            kube_standby::controller::watch::strip_managed,
+        ),
     )
 }
 

@@ -34,9 +34,10 @@ impl Tags for ObjectMeta {
 }
 
 /// `Tags` for API types that keep their labels and annotations in their `ObjectMeta`.
+/// `impl Tags` for types whose labels and annotations are in `self.metadata`.
 macro_rules! tags_in_metadata {
     ($($t:ty),* $(,)?) => {$(
-        impl Tags for $t {
+        impl $crate::api::tags::Tags for $t {
             fn label(&self, key: &str) -> Option<&str> {
                 self.metadata.label(key)
             }
@@ -58,6 +59,7 @@ tags_in_metadata!(
     k8s_openapi::api::batch::v1::Job,
     kube::api::DynamicObject,
 );
+pub(crate) use tags_in_metadata;
 
 impl<T: Tags + ?Sized> Tags for std::sync::Arc<T> {
     fn label(&self, key: &str) -> Option<&str> {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::plan::{Plan, PodView};
 use crate::api::hsd::{HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::api::set_condition;
+use crate::api::tags::Tags;
 use crate::controller::pool_pod::PoolPod;
 use crate::probe::{self, PodRead, ProbeCache};
 
@@ -122,10 +123,10 @@ pub fn child_deployment(
 
 /// Does the existing child already carry this template and count?
 pub fn child_is_current<C: ChildRead>(child: &C, want: &Deployment) -> bool {
-    let ann = |m: &ObjectMeta, k: &str| m.annotations.as_ref().and_then(|a| a.get(k)).cloned();
     let (have, want_meta) = (child.meta(), &want.metadata);
-    ann(have, TEMPLATE_HASH_ANNOTATION) == ann(want_meta, TEMPLATE_HASH_ANNOTATION)
-        && ann(have, REPLICAS_ANNOTATION) == ann(want_meta, REPLICAS_ANNOTATION)
+    let same = |k: &str| have.annotation(k) == want_meta.annotation(k);
+    same(TEMPLATE_HASH_ANNOTATION)
+        && same(REPLICAS_ANNOTATION)
         && child.spec_replicas() == want.spec.replicas
         && have.owner_references == want_meta.owner_references
 }
@@ -152,13 +153,7 @@ pub fn owned_by<C: ChildRead>(child: &C, hsd: &HotStandbyDeployment) -> bool {
 
 /// Replica count we last wrote, from the child's annotation.
 pub fn our_replicas<C: ChildRead>(child: &C) -> Option<i32> {
-    child
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(REPLICAS_ANNOTATION)?
-        .parse()
-        .ok()
+    child.meta().annotation(REPLICAS_ANNOTATION)?.parse().ok()
 }
 
 /// UID of the ReplicaSet controlling `pod`.
@@ -176,13 +171,8 @@ fn controller_uid<'m>(meta: &'m ObjectMeta, kind: &str) -> Option<&'m str> {
 
 /// Does the child's template differ from the one we would apply?
 pub fn template_changed<C: ChildRead>(child: &C, want: &Deployment) -> bool {
-    let ann = |m: &ObjectMeta| {
-        m.annotations
-            .as_ref()
-            .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-            .cloned()
-    };
-    ann(child.meta()) != ann(&want.metadata)
+    child.meta().annotation(TEMPLATE_HASH_ANNOTATION)
+        != want.metadata.annotation(TEMPLATE_HASH_ANNOTATION)
 }
 
 /// The pods that count, and the UID of the child's current ReplicaSet:
@@ -277,15 +267,7 @@ pub struct ChildReplicaSet {
 
 crate::controller::watch::slim_resource!(ChildReplicaSet, ReplicaSet, metadata);
 
-impl crate::api::tags::Tags for ChildReplicaSet {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.metadata.label(key)
-    }
-
-    fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata.annotation(key)
-    }
-}
+crate::api::tags::tags_in_metadata!(ChildReplicaSet);
 
 /// What the cache keeps of a child's ReplicaSet: no managed fields, of the labels only the
 /// HSD's name (its events wake that HSD), of the annotations only the revision.
@@ -304,7 +286,8 @@ pub fn strip_replicaset(rs: &mut ChildReplicaSet) {
 /// kubectl's last-applied copy), `spec.replicas`, the selector and the ready count. A
 /// reconcile tells a template change by [`TEMPLATE_HASH_ANNOTATION`]; the template itself
 /// (a whole `PodSpec`, kilobytes per child) is needed only to write it back unchanged while
-/// a rollout is held, and `apply` reads it from the API server then. Parsing skips it.
+/// a rollout is held, and `apply` reads it from the API server then. Parsing skips it; the watch strips the managed
+/// fields and kubectl's last-applied copy (`watch::strip_managed`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 pub struct ChildDeployment {
     #[serde(default)]
@@ -359,25 +342,16 @@ impl ChildRead for Deployment {
     }
 }
 
-/// The cache's strip for children: no managed fields, no kubectl last-applied copy.
-pub fn strip_deployment(d: &mut ChildDeployment) {
-    crate::controller::watch::strip_managed(d);
-}
-
 /// `want` keeps the template hash `child` carries (none if it carries none).
 pub fn keep_template_hash<C: ChildRead>(want: &mut Deployment, child: &C) {
-    let have = child
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION));
+    let have = child.meta().annotation(TEMPLATE_HASH_ANNOTATION);
     let anns = want
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
     match have {
         Some(h) => {
-            anns.insert(TEMPLATE_HASH_ANNOTATION.to_string(), h.clone());
+            anns.insert(TEMPLATE_HASH_ANNOTATION.to_string(), h.to_string());
         }
         None => {
             anns.remove(TEMPLATE_HASH_ANNOTATION);
@@ -746,7 +720,7 @@ mod tests {
             let m = &r.metadata;
             assert!(m.managed_fields.is_none());
             // Its events still wake the HSD; of the annotations only the revision is kept.
-            assert_eq!(crate::api::tags::Tags::label(r, NAME_LABEL), Some("game"));
+            assert_eq!(r.label(NAME_LABEL), Some("game"));
             assert_eq!(m.labels.as_ref().map(|l| l.len()), Some(1));
             assert_eq!(m.annotations.as_ref().map(|a| a.len()), Some(1));
         }
@@ -779,8 +753,7 @@ mod tests {
         // As the watch parses and strips it: the whole Deployment's JSON, template and all.
         let mut stripped: ChildDeployment =
             serde_json::from_value(serde_json::to_value(&whole).unwrap()).unwrap();
-        strip_deployment(&mut stripped);
-        let stripped = stripped;
+        crate::controller::watch::strip_managed(&mut stripped);
         assert!(stripped.metadata.managed_fields.is_none());
         assert_eq!(stripped.spec.replicas, Some(2));
         assert_eq!(

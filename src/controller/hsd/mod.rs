@@ -291,7 +291,7 @@ pub fn start_with_claims(
             }
         });
     let rs_stream = in_scope(deps, ns, labelled.clone(), rs_w, child::strip_replicaset);
-    let dep_stream = in_scope(deps, ns, labelled, dep_w, child::strip_deployment);
+    let dep_stream = in_scope(deps, ns, labelled, dep_w, strip_managed);
     let all = watcher::Config::default();
     let hsd_stream = in_scope(deps, ns, all, hsd_w, strip_managed).then(move |r| {
         let feed = feed.clone();

@@ -474,11 +474,10 @@ fn pod_watch_config() -> watcher::Config {
 /// Every pod of the scope but pool pods (never singleton instances: the webhook does not
 /// gate them) as facts, and a channel that announces each changed pod.
 fn watch_pods(deps: &Deps, ns: Option<&str>) -> (Index<observe::PodFacts>, PodChanges, Task) {
-    let config = pod_watch_config();
     watch_facts(
         deps,
         ns,
-        config,
+        pod_watch_config(),
         observe::pod_facts,
         observe::pod_facts,
         4096,
