@@ -118,7 +118,7 @@ fn main() {
             .expect("wrapper");
         let cfg = AgentConfig {
             operator_url: format!("https://localhost:{}", addr.port()),
-            ca_pem: bundle.ca_pem.clone(),
+            ca: bundle.ca_pem.clone(),
             token_file: token,
             pod_uid: Some("uid-0".into()),
             poll_seconds: 30,

@@ -94,7 +94,9 @@ pub struct AgentArgs {
     /// The operator's URL.
     #[arg(long, env = "KUBE_STANDBY_OPERATOR_URL")]
     pub operator_url: String,
-    /// PEM CA bundle the operator's certificate chains to.
+    /// What to trust for the operator: the pins of its CA keys (`sha256:<hex>[,...]`, the
+    /// SHA-256 of each CA's SubjectPublicKeyInfo, as the webhook injects them), or a PEM
+    /// CA bundle the operator's certificate chains to.
     #[arg(long, env = "KUBE_STANDBY_CA", hide_env_values = true)]
     pub ca: String,
     /// Projected service-account token (audience kube-standby).
@@ -141,8 +143,8 @@ pub struct TlsArgs {
     /// Private key (PEM) of the serving certificate.
     #[arg(long, requires = "tls_cert_file", env = "KUBE_STANDBY_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
-    /// CA bundle (PEM file) injected into pods' agents (KUBE_STANDBY_CA). Default: the
-    /// self-signed CA, or with --tls-cert-file the last certificate of that chain when it
+    /// CA bundle (PEM file) pods' agents trust: its certificates are served after the chain
+    /// and their pins injected (KUBE_STANDBY_CA=sha256:...). Default: the self-signed CA, or with --tls-cert-file the last certificate of that chain when it
     /// holds more than the leaf (`kube-standby certs` writes tls.crt as leaf + CA);
     /// a leaf-only file needs --ca-file. Checked at start against the served certificate.
     #[arg(long, env = "KUBE_STANDBY_CA_FILE")]
@@ -687,7 +689,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 .map_err(|e| Error::Config(format!("installing signal handlers: {e}")))?;
             let cfg = crate::agent::AgentConfig {
                 operator_url: a.operator_url,
-                ca_pem: a.ca,
+                ca: a.ca,
                 token_file: a.token_file,
                 pod_uid: a.pod_uid.filter(|u| !u.is_empty()),
                 poll_seconds: a.poll_seconds.clamp(1, 30),

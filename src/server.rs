@@ -131,6 +131,17 @@ impl Tls {
         }
     }
 
+    /// Serve the certificates of `ca_pem` (the CA bundle of pods' agents) after every chain
+    /// from now on, and return their pins: what the webhook injects as `KUBE_STANDBY_CA`
+    /// (see [`tls::pin`]), so an agent finds its pinned CA in every handshake.
+    pub fn pin_agent_ca(&self, ca_pem: &str) -> Result<String> {
+        let what = |e: String| Error::Config(format!("the CA injected into pods' agents: {e}"));
+        let pins = tls::pin::pins_of_bundle(ca_pem).map_err(what)?;
+        self.resolver
+            .serve_anchors(tls::agent_ca::pem_certs(ca_pem).map_err(what)?);
+        Ok(pins)
+    }
+
     /// Start the file reloader (file mode only).
     pub fn spawn_reloader(&mut self) {
         if let Some((r, every)) = self.reloader.take() {
@@ -287,13 +298,13 @@ pub async fn prepare(
     tls.spawn_reloader();
     tls.spawn_upkeep(metrics.clone(), Duration::from_secs(60));
     readiness.set_certs_loaded();
-    let ca_pem = agent_ca(cfg, &tls)?;
+    let agent_ca_pins = tls.pin_agent_ca(&agent_ca(cfg, &tls)?)?;
     let state = WebhookState {
         objects,
         injection: Arc::new(webhook::Injection {
             agent_image: cfg.agent_image.clone(),
             operator_url: cfg.operator_url.clone(),
-            ca_bundle: ca_pem,
+            agent_ca: agent_ca_pins,
         }),
         metrics,
         readiness,

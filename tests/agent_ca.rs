@@ -6,12 +6,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use kube_standby::tls::pin::pins_of_bundle;
+use rustls::pki_types::ServerName;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kube-standby"))
@@ -77,28 +76,13 @@ fn injected_ca(review: &serde_json::Value) -> String {
     found.remove(0)
 }
 
-/// A TLS handshake with `ca_pem` as the only root, as the agent's client does it.
-async fn handshake(ca_pem: &str, port: u16) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    if roots.is_empty() {
-        return Err("no certificate in the CA".into());
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+/// A TLS handshake trusting `ca` (pins or PEM) exactly as the agent's client does it.
+async fn handshake(ca: &str, port: u16) -> Result<(), String> {
+    let connector = kube_standby::agent::tls_connector(ca).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .map(|_| ())
@@ -151,15 +135,20 @@ async fn readme_certs_then_webhook_without_ca_file_injects_a_ca_that_verifies_th
     };
     assert_eq!(review["response"]["allowed"], true, "{review}");
     let injected = injected_ca(&review);
-    assert!(
-        injected.contains("BEGIN CERTIFICATE"),
-        "empty CA injected: {injected:?}"
+    // The pins of the CA (its key's SHA-256), not the CA itself.
+    assert_eq!(
+        injected,
+        pins_of_bundle(std::str::from_utf8(&ca).unwrap()).unwrap(),
+        "the pins of ca.crt are injected"
     );
     handshake(&injected, port)
         .await
-        .expect("the injected CA verifies the served certificate");
-    // And the check can fail: another CA does not.
+        .expect("the injected CA pins verify the served certificate");
+    // And the check can fail: another CA does not, pinned or as PEM.
     let other = kube_standby::certs::generate(&["localhost".into()]).unwrap();
+    assert!(handshake(&pins_of_bundle(&other.ca_pem).unwrap(), port)
+        .await
+        .is_err());
     assert!(handshake(&other.ca_pem, port).await.is_err());
 }
 
@@ -231,4 +220,9 @@ async fn a_leaf_only_certificate_with_the_right_ca_file_starts() {
         assert!(Instant::now() < deadline, "never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The file holds the leaf alone, yet an agent holding the pins finds the CA in the
+    // handshake: the server serves it after the chain.
+    handshake(&pins_of_bundle(&b.ca_pem).unwrap(), port)
+        .await
+        .expect("the pinned CA is served after a leaf-only chain");
 }

@@ -130,7 +130,8 @@ fn config(op: &Operator, addr: SocketAddr, token: &str, dir: &std::path::Path) -
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     AgentConfig {
         operator_url: format!("https://localhost:{}", addr.port()),
-        ca_pem: op.bundle.ca_pem.clone(),
+        // What the webhook injects: the pins of the operator's CA.
+        ca: kube_standby::tls::pin::pins_of_bundle(&op.bundle.ca_pem).unwrap(),
         token_file,
         pod_uid: Some("uid-0".into()),
         poll_seconds: 2,
@@ -312,6 +313,8 @@ fn serve_mode(
         op.pods.clone(),
     )));
     let tls = kube_standby::server::Tls::new(mode).unwrap();
+    let ca = tls.ca_pem.clone().unwrap();
+    tls.pin_agent_ca(&ca).unwrap();
     tokio::spawn(tls::serve(
         listener,
         tls.config.clone(),
@@ -436,6 +439,7 @@ async fn misbehaving_endpoint(
     let resolver = CertResolver::new(
         tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap(),
     );
+    resolver.serve_anchors(tls::agent_ca::pem_certs(&bundle.ca_pem).unwrap());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver).unwrap());
     let written = Arc::new(AtomicUsize::new(0));
     let count = written.clone();

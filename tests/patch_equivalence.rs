@@ -23,7 +23,7 @@ mod reference {
     use kube_standby::api::singleton::{
         owning_singleton, StatefulSingleton, EPOCH_FILE, GATE_ANNOTATION, MANAGED_LABEL,
         READY_CONDITION, SIDECAR_NAME, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE,
-        TOKEN_DIR, TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
+        TOKEN_DIR, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
     };
     use kube_standby::webhook::singleton::{
         already_injected, choose_gate, injection_obstacle, Gate, VolumeNames, INIT_GATE_NAME,
@@ -42,10 +42,7 @@ mod reference {
         let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
         let mut env = json!([
             {"name": "KUBE_STANDBY_OPERATOR_URL", "value": config.injection.operator_url},
-            {"name": "KUBE_STANDBY_CA", "value": config.injection.ca_bundle},
-            {"name": "KUBE_STANDBY_TOKEN_FILE", "value": TOKEN_FILE},
-            {"name": "POD_NAME", "valueFrom": field("metadata.name")},
-            {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+            {"name": "KUBE_STANDBY_CA", "value": config.injection.agent_ca},
             {"name": "POD_UID", "valueFrom": field("metadata.uid")},
         ]);
         // A container that is never restarted must not give up on an unreachable operator.
@@ -334,7 +331,7 @@ fn injection() -> Injection {
     Injection {
         agent_image: "ghcr.io/paia-tech/kube-standby:test".into(),
         operator_url: "https://kube-standby.kube-standby.svc:443".into(),
-        ca_bundle: AGENT_CA.into(),
+        agent_ca: AGENT_CA.into(),
     }
 }
 

@@ -428,7 +428,7 @@ fn a_restarted_agent_wakes_a_wrapper_that_missed_the_wake_up() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cfg = agent::AgentConfig {
         operator_url: "https://127.0.0.1:1".into(),
-        ca_pem: String::new(),
+        ca: String::new(),
         token_file: dir.path().join("no-token"),
         pod_uid: None,
         poll_seconds: 1,

@@ -26,12 +26,28 @@ async fn floor_review(body: Bytes) -> Response {
         .and_then(|r| r.get("uid"))
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let mut response = json!({"uid": uid, "allowed": true});
+    if let Some(pad) = floor_pad() {
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(pad);
+    }
     Json(json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true},
+        "response": response,
     }))
     .into_response()
+}
+
+/// A control: with `BENCH_FLOOR_PAD=N` the floor also answers a `patch` of N bytes (`A`s),
+/// to see what the answer's size alone costs.
+fn floor_pad() -> Option<&'static str> {
+    static PAD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PAD.get_or_init(|| {
+        let n: usize = std::env::var("BENCH_FLOOR_PAD").ok()?.parse().ok()?;
+        Some("A".repeat(n))
+    })
+    .as_deref()
 }
 
 /// Pod CREATEs that a StatefulSingleton of `examples/statefulsingleton-demo.yaml` matches:
@@ -48,7 +64,7 @@ pub const PASS_BODIES: [&[u8]; 2] = [
 ];
 
 /// The webhook's state as `kube-standby webhook --objects examples/statefulsingleton-demo.yaml`
-/// has it, injecting `ca_pem` into the agents.
+/// has it, injecting the pins of `ca_pem` into the agents (as `run` does).
 pub fn webhook_state(ca_pem: &str) -> kube_standby::webhook::WebhookState {
     use kube_standby::webhook::{Injection, ObjectSource, StaticObjects};
     let objects = StaticObjects::from_files(&[concat!(
@@ -63,7 +79,7 @@ pub fn webhook_state(ca_pem: &str) -> kube_standby::webhook::WebhookState {
         injection: std::sync::Arc::new(Injection {
             agent_image: "ghcr.io/paia-tech/kube-standby:bench".into(),
             operator_url: "https://kube-standby.kube-standby.svc:443".into(),
-            ca_bundle: ca_pem.to_string(),
+            agent_ca: kube_standby::tls::pin::pins_of_bundle(ca_pem).expect("pins"),
         }),
         metrics: std::sync::Arc::new(kube_standby::metrics::Metrics::new()),
         readiness,

@@ -102,7 +102,9 @@ pub const UNTRUSTED_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub operator_url: String,
-    pub ca_pem: String,
+    /// What the agent trusts for the operator: CA pins (`sha256:<hex>,...`, what the
+    /// webhook injects) or a PEM CA bundle.
+    pub ca: String,
     pub token_file: PathBuf,
     pub pod_uid: Option<String>,
     pub poll_seconds: u64,
@@ -111,10 +113,25 @@ pub struct AgentConfig {
     pub give_up_after: Option<Duration>,
 }
 
-/// A TLS client config trusting exactly the given CA bundle.
-fn tls_connector(ca_pem: &str) -> Result<TlsConnector, AgentError> {
+/// A TLS client config trusting exactly the given CA pins or PEM CA bundle.
+pub fn tls_connector(ca: &str) -> Result<TlsConnector, AgentError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    // What the webhook injects: the pins of the operator's CA keys (see tls::pin).
+    if crate::tls::pin::is_pin_list(ca) {
+        let pins = crate::tls::pin::parse_pins(ca).map_err(AgentError::Config)?;
+        let verifier = crate::tls::pin::PinnedVerifier::new(pins, provider);
+        let cfg = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        return Ok(TlsConnector::from(Arc::new(cfg)));
+    }
+    // A PEM bundle (pods injected by earlier versions, or an agent run by hand).
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
         let cert = cert.map_err(|e| AgentError::Config(format!("CA bundle: {e}")))?;
         roots
             .add(cert)
@@ -123,13 +140,7 @@ fn tls_connector(ca_pem: &str) -> Result<TlsConnector, AgentError> {
     if roots.is_empty() {
         return Err(AgentError::Config("CA bundle holds no certificate".into()));
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| AgentError::Config(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = builder.with_root_certificates(roots).with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
@@ -253,7 +264,7 @@ pub async fn check_once(cfg: &AgentConfig) -> Result<bool, AgentError> {
 
 /// Ask once (a long-poll of up to `poll_seconds`): the operator's whole answer.
 pub async fn ask_once(cfg: &AgentConfig) -> Result<ReleaseAnswer, AgentError> {
-    let connector = tls_connector(&cfg.ca_pem)?;
+    let connector = tls_connector(&cfg.ca)?;
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
     let mut pq = format!("/release?timeoutSeconds={}", cfg.poll_seconds);
@@ -320,7 +331,7 @@ pub async fn ask_assignment(
     cfg: &AgentConfig,
     since: &str,
 ) -> Result<(Option<Assignment>, String), AgentError> {
-    let connector = tls_connector(&cfg.ca_pem)?;
+    let connector = tls_connector(&cfg.ca)?;
     let token = std::fs::read_to_string(&cfg.token_file)
         .map_err(|e| AgentError::Config(format!("token file {}: {e}", cfg.token_file.display())))?;
     let mut pq = format!("/v1/assignment?wait={}", cfg.poll_seconds);

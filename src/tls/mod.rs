@@ -19,6 +19,7 @@ pub mod agent_ca;
 pub mod ca_secret;
 pub mod cabundle;
 pub mod conn;
+pub mod pin;
 
 pub use conn::{serve, serve_plain, ConnLimits};
 
@@ -39,19 +40,33 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certifi
 }
 
 /// Serves whatever certificate is current; swapping it affects new handshakes only.
+/// Every chain it serves ends with the CA certificates the agents pin ([`pin`]) that the
+/// chain does not already hold, whichever certificate is swapped in.
 #[derive(Debug)]
 pub struct CertResolver {
     current: ArcSwap<CertifiedKey>,
+    anchors: ArcSwap<Vec<CertificateDer<'static>>>,
 }
 
 impl CertResolver {
     pub fn new(key: CertifiedKey) -> Arc<Self> {
         Arc::new(CertResolver {
             current: ArcSwap::from_pointee(key),
+            anchors: ArcSwap::from_pointee(vec![]),
         })
     }
     pub fn swap(&self, key: CertifiedKey) {
-        self.current.store(Arc::new(key));
+        self.current.store(Arc::new(self.with_anchors(key)));
+    }
+    /// Serve `anchors` (the agents' pinned CAs) after every chain from now on.
+    pub fn serve_anchors(&self, anchors: Vec<CertificateDer<'static>>) {
+        self.anchors.store(Arc::new(anchors));
+        let key = CertifiedKey::clone(&self.current());
+        self.swap(key);
+    }
+    fn with_anchors(&self, mut key: CertifiedKey) -> CertifiedKey {
+        key.cert = pin::chain_with_anchors(key.cert, &self.anchors.load());
+        key
     }
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.load_full()

@@ -12,8 +12,9 @@ pub struct Injection {
     pub agent_image: String,
     /// URL the agent uses to reach the operator.
     pub operator_url: String,
-    /// PEM CA bundle the agent trusts for `operator_url`.
-    pub ca_bundle: String,
+    /// What the agent trusts for `operator_url` (`KUBE_STANDBY_CA`): the pins of the
+    /// operator's CA bundle (`sha256:<hex>,...`, see [`crate::tls::pin`]), or a PEM bundle.
+    pub agent_ca: String,
 }
 
 /// Everything a mutator may look at besides the pod.

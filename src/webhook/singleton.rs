@@ -36,7 +36,7 @@ use super::patch::Patch;
 use crate::api::singleton::{
     owning_singleton, StartGate, StatefulSingleton, EPOCH_FILE, GATE_ANNOTATION, MANAGED_LABEL,
     READY_CONDITION, SIGNAL_DIR, SIGNAL_FILE, SINGLETON_LABEL, TOKEN_AUDIENCE, TOKEN_DIR,
-    TOKEN_FILE, WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
+    WRAPPER_CONFIGMAP, WRAPPER_DIR, WRAPPER_SCRIPT_NAME,
 };
 
 pub use crate::api::singleton::{
@@ -220,12 +220,11 @@ impl<'a> EnvVar<'a> {
 }
 
 fn agent_env<'a>(config: &'a Config<'_>, never_restarted: bool) -> Vec<EnvVar<'a>> {
+    // Only what the agent reads: every byte here is in every injected pod's admission answer
+    // (the token file is the agent's default, `TOKEN_FILE`, where `token_mount` puts it).
     let mut env = vec![
         EnvVar::value("KUBE_STANDBY_OPERATOR_URL", &config.injection.operator_url),
-        EnvVar::value("KUBE_STANDBY_CA", &config.injection.ca_bundle),
-        EnvVar::value("KUBE_STANDBY_TOKEN_FILE", TOKEN_FILE),
-        EnvVar::field("POD_NAME", "metadata.name"),
-        EnvVar::field("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar::value("KUBE_STANDBY_CA", &config.injection.agent_ca),
         EnvVar::field("POD_UID", "metadata.uid"),
     ];
     // A container that is never restarted must not give up on an unreachable operator.
@@ -242,11 +241,13 @@ pub fn never_restarted(pod: &Pod) -> bool {
 
 /// Why the agent could not work with this injection, if so: it must trust the operator.
 pub fn injection_obstacle(config: &Config<'_>) -> Option<String> {
-    if !config
-        .injection
-        .ca_bundle
-        .contains("-----BEGIN CERTIFICATE-----")
-    {
+    let ca = &config.injection.agent_ca;
+    let usable = if crate::tls::pin::is_pin_list(ca) {
+        crate::tls::pin::parse_pins(ca).is_ok()
+    } else {
+        ca.contains("-----BEGIN CERTIFICATE-----")
+    };
+    if !usable {
         return Some(
             "the operator has no CA bundle for the in-pod agent (KUBE_STANDBY_CA would be empty); \
              start it with --ca-file or a certificate file that ends in its CA"
@@ -696,6 +697,10 @@ struct Volume<'a> {
     projected: Option<Projected>,
 }
 
+/// The token's file in the token volume: mounted at [`TOKEN_DIR`], it is the agent's default
+/// `--token-file` ([`crate::api::singleton::TOKEN_FILE`]), so the agent needs no env for it.
+const TOKEN_PATH: &str = "token";
+
 /// Volumes: the agent's projected token; the wrapper script for the wrapper gate; the
 /// signal dir for both.
 fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames) {
@@ -708,7 +713,7 @@ fn volume_ops(patch: &mut Patch, spec: &PodSpec, gate: Gate, names: &VolumeNames
                 service_account_token: TokenSource {
                     audience: TOKEN_AUDIENCE,
                     expiration_seconds: 3600,
-                    path: "token",
+                    path: TOKEN_PATH,
                 },
             }],
         }),
@@ -877,11 +882,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn the_agents_default_token_file_is_where_the_token_volume_puts_it() {
+        assert_eq!(
+            format!("{TOKEN_DIR}/{TOKEN_PATH}"),
+            crate::api::singleton::TOKEN_FILE
+        );
+    }
+
     fn injection(image: &str, url: &str, ca: &str) -> Injection {
         Injection {
             agent_image: image.into(),
             operator_url: url.into(),
-            ca_bundle: ca.into(),
+            agent_ca: ca.into(),
         }
     }
 

@@ -34,7 +34,7 @@ pub fn injection() -> Injection {
     Injection {
         agent_image: "ghcr.io/paia-tech/kube-standby:test".into(),
         operator_url: "https://kube-standby.kube-standby.svc:443".into(),
-        ca_bundle: "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".into(),
+        agent_ca: "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".into(),
     }
 }
 

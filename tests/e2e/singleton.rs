@@ -1132,7 +1132,11 @@ async fn real_node_file_tls_without_ca_file_releases_the_pod() {
             .find(|e| e.name == "KUBE_STANDBY_CA")
             .and_then(|e| e.value)
             .unwrap_or_default();
-        assert!(injected.contains("BEGIN CERTIFICATE"), "empty CA injected");
+        assert_eq!(
+            injected,
+            kube_standby::tls::pin::pins_of_bundle(&ca).expect("pins of ca.crt"),
+            "the pins of ca.crt are injected"
+        );
         assert_eq!(
             gate.termination_message_policy.as_deref(),
             Some("FallbackToLogsOnError")

@@ -15,7 +15,10 @@ pub fn serve_on(
 ) -> tokio::task::JoinHandle<()> {
     let key = tls::certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
         .expect("serving key");
-    let config = tls::server_config(tls::CertResolver::new(key)).expect("tls config");
+    let resolver = tls::CertResolver::new(key);
+    // As `run` serves it: the agents' pinned CA after the chain.
+    resolver.serve_anchors(tls::agent_ca::pem_certs(&bundle.ca_pem).expect("CA"));
+    let config = tls::server_config(resolver).expect("tls config");
     tokio::spawn(tls::serve(
         listener,
         config,

@@ -1,0 +1,362 @@
+//! CA pins: how the in-pod agents trust the operator without carrying its CA certificate.
+//!
+//! The webhook used to inject the CA bundle's PEM (about 600 bytes per certificate) into
+//! every agent container it adds; a pin is 71 bytes. A pin is `sha256:<64 hex digits>`,
+//! the SHA-256 of a CA certificate's DER-encoded SubjectPublicKeyInfo: the same form as
+//! kubeadm's `--discovery-token-ca-cert-hash`, so it can be checked with
+//! `openssl x509 -pubkey -noout -in ca.crt | openssl pkey -pubin -outform der | sha256sum`.
+//!
+//! Invariants:
+//! - the agent trusts exactly what the PEM bundle made it trust: a served certificate
+//!   carrying a pinned key becomes the only trust anchor, and the whole chain is then checked
+//!   by webpki (signatures, validity, the operator URL's host) as with a root store;
+//! - a served chain without a certificate of a pinned key is refused, never trusted;
+//! - the operator serves its CA certificates after its chain ([`chain_with_anchors`]), so
+//!   the agent finds its anchor in every handshake, whatever the certificate file holds;
+//! - because the pin is of the key, a CA certificate re-issued with the same key (a renewal)
+//!   keeps every running pod's pin valid.
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// What a pin list starts with.
+pub const PREFIX: &str = "sha256:";
+
+/// One pin: the SHA-256 of a SubjectPublicKeyInfo.
+pub type Pin = [u8; 32];
+
+/// The pin of a certificate's key; the error says why the certificate is unusable as a CA.
+pub fn pin_of(cert: &CertificateDer<'_>) -> Result<Pin, String> {
+    let mut store = RootCertStore::empty();
+    store
+        .add(cert.clone().into_owned())
+        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    let anchor = store
+        .roots
+        .first()
+        .ok_or_else(|| "not a usable CA certificate".to_string())?;
+    // webpki keeps the SubjectPublicKeyInfo's contents; the pin covers the whole SEQUENCE.
+    let inner = anchor.subject_public_key_info.as_ref();
+    let mut h = Sha256::new();
+    h.update(der_header(0x30, inner.len()));
+    h.update(inner);
+    Ok(h.finalize().into())
+}
+
+/// A DER tag and length.
+fn der_header(tag: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out
+}
+
+/// `sha256:<hex>` of one pin.
+pub fn format_pin(pin: &Pin) -> String {
+    let mut s = String::with_capacity(PREFIX.len() + 64);
+    s.push_str(PREFIX);
+    for b in pin {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The pin list (comma-separated) of a PEM CA bundle: what `KUBE_STANDBY_CA` carries.
+pub fn pins_of_bundle(pem: &str) -> Result<String, String> {
+    let certs = super::agent_ca::pem_certs(pem)?;
+    let pins = certs
+        .iter()
+        .map(|c| pin_of(c).map(|p| format_pin(&p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pins.join(","))
+}
+
+/// Is this a pin list rather than a PEM bundle?
+pub fn is_pin_list(s: &str) -> bool {
+    s.trim_start().starts_with(PREFIX)
+}
+
+/// Parse `sha256:<hex>[,sha256:<hex>...]`; the error names the bad entry.
+pub fn parse_pins(s: &str) -> Result<Vec<Pin>, String> {
+    let mut pins = vec![];
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let hex = entry
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| format!("CA pin {entry:?} does not start with {PREFIX}"))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "CA pin {entry:?}: want {PREFIX} and 64 hex digits (a SHA-256)"
+            ));
+        }
+        let mut pin = [0u8; 32];
+        for (i, out) in pin.iter_mut().enumerate() {
+            *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|e| format!("CA pin {entry:?}: {e}"))?;
+        }
+        pins.push(pin);
+    }
+    if pins.is_empty() {
+        return Err("the CA pin list is empty".into());
+    }
+    Ok(pins)
+}
+
+/// The served chain: `chain` (leaf first) followed by each of `anchors` it does not hold,
+/// so that an agent holding pins finds the certificate of its pinned key in the handshake.
+pub fn chain_with_anchors(
+    mut chain: Vec<CertificateDer<'static>>,
+    anchors: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    for a in anchors {
+        if !chain.iter().any(|c| c.as_ref() == a.as_ref()) {
+            chain.push(a.clone());
+        }
+    }
+    chain
+}
+
+/// Verifies a server against pinned CA keys (see the module header).
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    pins: Vec<Pin>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    pub fn new(pins: Vec<Pin>, provider: Arc<CryptoProvider>) -> Self {
+        PinnedVerifier { pins, provider }
+    }
+
+    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        for c in std::iter::once(end_entity).chain(intermediates) {
+            if pin_of(c).is_ok_and(|p| self.pins.contains(&p)) {
+                // pin_of has just parsed it as an anchor.
+                let _ = roots.add(c.clone().into_owned());
+            }
+        }
+        if roots.is_empty() {
+            return Err(rustls::Error::General(
+                "the operator's certificate chain holds no certificate of a pinned CA key (KUBE_STANDBY_CA)"
+                    .into(),
+            ));
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms().supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+    use crate::tls::agent_ca::pem_certs;
+
+    const EC_CA: &str = include_str!("../../tests/data/test-ca.crt");
+    const RSA_CA: &str = include_str!("../../tests/data/test-ca-rsa.crt");
+
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn one(pem: &str) -> CertificateDer<'static> {
+        pem_certs(pem).unwrap().remove(0)
+    }
+
+    /// Verify `chain` (leaf first) for `host` as an agent holding `pins` would.
+    fn check(pins: &str, chain: &[CertificateDer<'static>], host: &str) -> Result<(), String> {
+        let v = PinnedVerifier::new(parse_pins(pins)?, provider());
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pins_are_the_sha256_of_the_subject_public_key_info_as_openssl_computes_it() {
+        // `openssl x509 -pubkey -noout -in F | openssl pkey -pubin -outform der | sha256sum`
+        assert_eq!(
+            pins_of_bundle(EC_CA).unwrap(),
+            "sha256:2274da3b25bbb443f014272551a91e138ad516ae0c420ae2563cbf92ede03665"
+        );
+        // An RSA key's SubjectPublicKeyInfo (294 bytes) takes a long-form DER length.
+        assert_eq!(
+            pins_of_bundle(RSA_CA).unwrap(),
+            "sha256:79a51a2aa56ee667b6300942519096043dd382b05079e9f27a128a438185175f"
+        );
+        let both = format!("{EC_CA}{RSA_CA}");
+        assert_eq!(
+            pins_of_bundle(&both).unwrap(),
+            "sha256:2274da3b25bbb443f014272551a91e138ad516ae0c420ae2563cbf92ede03665,\
+             sha256:79a51a2aa56ee667b6300942519096043dd382b05079e9f27a128a438185175f"
+        );
+        assert!(pins_of_bundle("")
+            .unwrap_err()
+            .contains("no PEM certificate"));
+    }
+
+    #[test]
+    fn der_lengths_take_the_short_and_long_forms() {
+        assert_eq!(der_header(0x30, 0x59), vec![0x30, 0x59]);
+        assert_eq!(der_header(0x30, 0x7f), vec![0x30, 0x7f]);
+        assert_eq!(der_header(0x30, 0x80), vec![0x30, 0x81, 0x80]);
+        assert_eq!(der_header(0x30, 0x122), vec![0x30, 0x82, 0x01, 0x22]);
+    }
+
+    #[test]
+    fn pin_lists_parse_and_bad_ones_are_named() {
+        let list = pins_of_bundle(&format!("{EC_CA}{RSA_CA}")).unwrap();
+        let pins = parse_pins(&list).unwrap();
+        assert_eq!(pins.len(), 2);
+        assert_eq!(format_pin(&pins[0]) + "," + &format_pin(&pins[1]), list);
+        assert!(is_pin_list(&list) && is_pin_list(" sha256:00"));
+        assert!(!is_pin_list(EC_CA));
+        let good = format_pin(&pins[0]);
+        for (bad, says) in [
+            ("", "empty"),
+            (" , ", "empty"),
+            ("md5:00", "does not start with sha256:"),
+            ("sha256:abc", "64 hex digits"),
+            (&format!("{good}0"), "64 hex digits"),
+            (&format!("{PREFIX}{}", "g".repeat(64)), "64 hex digits"),
+            (&format!("{good},sha1:00"), "\"sha1:00\""),
+        ] {
+            let err = parse_pins(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        // Multi-byte UTF-8 never panics the parser.
+        assert!(parse_pins(&format!("sha256:{}", "é".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn a_chain_serving_the_pinned_ca_verifies_for_the_operator_host_only() {
+        let b = certs::generate(&certs::default_sans()).unwrap();
+        let pins = pins_of_bundle(&b.ca_pem).unwrap();
+        let leaf_only = pem_certs(&b.cert_pem).unwrap();
+        let served = chain_with_anchors(leaf_only.clone(), &pem_certs(&b.ca_pem).unwrap());
+        assert_eq!(served.len(), 2);
+        check(&pins, &served, "kube-standby.kube-standby.svc").unwrap();
+        check(&pins, &served, "127.0.0.1").unwrap();
+        let err = check(&pins, &served, "elsewhere.example").unwrap_err();
+        assert!(err.contains("not valid for name"), "{err}");
+        // Without the CA in the handshake there is no anchor: refused, never trusted.
+        let err = check(&pins, &leaf_only, "localhost").unwrap_err();
+        assert!(err.contains("pinned CA key"), "{err}");
+        // A chain that already holds the CA is served as it is.
+        assert_eq!(
+            chain_with_anchors(served.clone(), &[one(&b.ca_pem)]),
+            served
+        );
+    }
+
+    #[test]
+    fn an_other_ca_or_a_forged_chain_carrying_our_public_ca_is_refused() {
+        let ours = certs::generate(&certs::default_sans()).unwrap();
+        let theirs = certs::generate(&certs::default_sans()).unwrap();
+        let pins = pins_of_bundle(&ours.ca_pem).unwrap();
+        // Their own chain: no certificate of our key.
+        let their_chain =
+            chain_with_anchors(pem_certs(&theirs.cert_pem).unwrap(), &[one(&theirs.ca_pem)]);
+        let err = check(&pins, &their_chain, "localhost").unwrap_err();
+        assert!(err.contains("pinned CA key"), "{err}");
+        // Our CA certificate is public: appending it to their leaf must not help them.
+        let forged = chain_with_anchors(pem_certs(&theirs.cert_pem).unwrap(), &[one(&ours.ca_pem)]);
+        let err = check(&pins, &forged, "localhost").unwrap_err();
+        assert!(
+            err.contains("UnknownIssuer") || err.contains("BadSignature"),
+            "{err}"
+        );
+        // Their CA pinned instead trusts their chain: the pin is what decides.
+        check(
+            &pins_of_bundle(&theirs.ca_pem).unwrap(),
+            &their_chain,
+            "localhost",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_intermediate_chain_verifies_with_the_root_or_the_intermediate_pinned() {
+        let b = certs::generate_with_intermediate(&["localhost".into()]).unwrap();
+        let leaf_and_mid = pem_certs(&b.cert_pem).unwrap();
+        assert_eq!(leaf_and_mid.len(), 2);
+        let served = chain_with_anchors(leaf_and_mid.clone(), &pem_certs(&b.ca_pem).unwrap());
+        check(&pins_of_bundle(&b.ca_pem).unwrap(), &served, "localhost").unwrap();
+        let mid_pin = format_pin(&pin_of(&leaf_and_mid[1]).unwrap());
+        check(&mid_pin, &leaf_and_mid, "localhost").unwrap();
+    }
+
+    #[test]
+    fn a_pin_of_a_ca_renewed_with_the_same_key_still_verifies() {
+        // The CA Secret keeps the key; a renewed CA certificate has a new serial and dates.
+        let first = certs::generate(&certs::default_sans()).unwrap();
+        let key = rcgen::KeyPair::from_pem(&first.ca_key_pem).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-standby CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let renewed = p.self_signed(&key).unwrap().pem();
+        assert_ne!(one(&renewed), one(&first.ca_pem));
+        let issued = certs::issue(&renewed, &first.ca_key_pem, &certs::default_sans()).unwrap();
+        let served = chain_with_anchors(pem_certs(&issued.cert_pem).unwrap(), &[one(&renewed)]);
+        check(
+            &pins_of_bundle(&first.ca_pem).unwrap(),
+            &served,
+            "localhost",
+        )
+        .unwrap();
+    }
+}
