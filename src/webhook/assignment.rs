@@ -103,7 +103,7 @@ fn answer(a: Option<Assignment>) -> Response {
 }
 
 pub async fn assignment(
-    State(state): State<WebhookState>,
+    State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,
     Query(q): Query<AssignmentQuery>,
 ) -> Response {

@@ -320,7 +320,7 @@ async fn create_or_reuse(
     }
 }
 
-pub async fn create_claim(State(state): State<WebhookState>, req: Request) -> Response {
+pub async fn create_claim(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
     let Some(svc) = state.claims.clone() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

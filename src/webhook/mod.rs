@@ -75,7 +75,9 @@ pub fn router(state: WebhookState) -> Router {
         .route("/release", get(release::release))
         .route("/v1/assignment", get(assignment::assignment))
         .route("/v1/claims", post(claims::create_claim))
-        .with_state(state)
+        // One Arc for the whole state: each request clones it once (a dozen shared
+        // counters touched by every worker thread, per request, otherwise).
+        .with_state(Arc::new(state))
 }
 
 /// Where the busy guard (pod DELETE and `pods/eviction`) is served.
@@ -90,7 +92,7 @@ pub fn ops_router(state: WebhookState) -> Router {
         .route("/debug/state", get(debug_state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// A JSON error body: `{"error": "...", "status": 400}`.
@@ -479,7 +481,7 @@ async fn admitted_review(
     }
 }
 
-async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Response {
+async fn mutate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
     let started = Instant::now();
     let (admitted, req) = match admitted_review(&state, started, req).await {
         Ok(x) => x,
@@ -510,7 +512,7 @@ async fn mutate_pods(State(state): State<WebhookState>, req: Request) -> Respons
     resp
 }
 
-async fn readyz(State(state): State<WebhookState>) -> Response {
+async fn readyz(State(state): State<Arc<WebhookState>>) -> Response {
     let reasons = state.readiness.not_ready_reasons();
     if reasons.is_empty() {
         (StatusCode::OK, "ready").into_response()
@@ -533,7 +535,7 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<WebhookState>) -> Response {
+async fn metrics(State(state): State<Arc<WebhookState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -544,7 +546,7 @@ async fn metrics(State(state): State<WebhookState>) -> Response {
         .into_response()
 }
 
-async fn debug_state(State(state): State<WebhookState>) -> Response {
+async fn debug_state(State(state): State<Arc<WebhookState>>) -> Response {
     let mut v = state.debug.snapshot();
     let held = state.guard.held();
     if !held.is_empty() {
@@ -555,7 +557,7 @@ async fn debug_state(State(state): State<WebhookState>) -> Response {
     Json(v).into_response()
 }
 
-async fn validate_pods(State(state): State<WebhookState>, req: Request) -> Response {
+async fn validate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
     let started = Instant::now();
     let (admitted, req) = match admitted_review(&state, started, req).await {
         Ok(x) => x,

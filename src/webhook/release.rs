@@ -132,7 +132,7 @@ pub struct ReleaseQuery {
 }
 
 pub async fn release(
-    State(state): State<WebhookState>,
+    State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,
     Query(q): Query<ReleaseQuery>,
 ) -> Response {
