@@ -280,8 +280,16 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let served = certs::generate(&certs::default_sans()).unwrap();
     let other = certs::generate(&certs::default_sans()).unwrap();
     let (addr, _) = operator(&served, Behaviour::Hold);
-    for once in [true, false] {
-        let mut agent = spawn(&other.ca_pem, addr.port(), once);
+    // The other CA as PEM, and as the pin the webhook injects (this operator does not serve
+    // a certificate of that key, so the agent finds no anchor).
+    let other_pin = kube_standby::tls::pin::pins_of_bundle(&other.ca_pem).unwrap();
+    for (once, ca) in [
+        (true, &other.ca_pem),
+        (false, &other.ca_pem),
+        (true, &other_pin),
+        (false, &other_pin),
+    ] {
+        let mut agent = spawn(ca, addr.port(), once);
         let (status, took) = wait_exit(&mut agent.child, Duration::from_secs(15)).expect("exits");
         assert!(
             took >= kube_standby::agent::UNTRUSTED_GRACE,
@@ -304,6 +312,12 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let err = stderr_of(&mut agent.child);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("CA bundle holds no certificate"), "{err}");
+    // So is a malformed pin.
+    let mut agent = spawn("sha256:0123", addr.port(), true);
+    let (status, _) = wait_exit(&mut agent.child, Duration::from_secs(10)).expect("exits");
+    let err = stderr_of(&mut agent.child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("64 hex digits"), "{err}");
 }
 
 /// No answer for --give-up-seconds: exit 1 naming the last error (the kubelet restarts it).

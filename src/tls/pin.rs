@@ -10,7 +10,8 @@
 //! - the agent trusts exactly what the PEM bundle made it trust: a served certificate
 //!   carrying a pinned key becomes the only trust anchor, and the whole chain is then checked
 //!   by webpki (signatures, validity, the operator URL's host) as with a root store;
-//! - a served chain without a certificate of a pinned key is refused, never trusted;
+//! - a served chain without a certificate of a pinned key is refused, never trusted, with
+//!   the error a root store gives a chain of an unknown issuer;
 //! - the operator serves its CA certificates after its chain ([`chain_with_anchors`]), so
 //!   the agent finds its anchor in every handshake, whatever the certificate file holds;
 //! - because the pin is of the key, a CA certificate re-issued with the same key (a renewal)
@@ -161,9 +162,10 @@ impl ServerCertVerifier for PinnedVerifier {
             }
         }
         if roots.is_empty() {
-            return Err(rustls::Error::General(
-                "the operator's certificate chain holds no certificate of a pinned CA key (KUBE_STANDBY_CA)"
-                    .into(),
+            // No served certificate leads to a pinned key: the chain has no trusted issuer,
+            // as a root store would say (and the agent treats it as permanent, as then).
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
             ));
         }
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
@@ -290,7 +292,7 @@ mod tests {
         assert!(err.contains("not valid for name"), "{err}");
         // Without the CA in the handshake there is no anchor: refused, never trusted.
         let err = check(&pins, &leaf_only, "localhost").unwrap_err();
-        assert!(err.contains("pinned CA key"), "{err}");
+        assert!(err.contains("UnknownIssuer"), "{err}");
         // A chain that already holds the CA is served as it is.
         assert_eq!(
             chain_with_anchors(served.clone(), &[one(&b.ca_pem)]),
@@ -307,7 +309,7 @@ mod tests {
         let their_chain =
             chain_with_anchors(pem_certs(&theirs.cert_pem).unwrap(), &[one(&theirs.ca_pem)]);
         let err = check(&pins, &their_chain, "localhost").unwrap_err();
-        assert!(err.contains("pinned CA key"), "{err}");
+        assert!(err.contains("UnknownIssuer"), "{err}");
         // Our CA certificate is public: appending it to their leaf must not help them.
         let forged = chain_with_anchors(pem_certs(&theirs.cert_pem).unwrap(), &[one(&ours.ca_pem)]);
         let err = check(&pins, &forged, "localhost").unwrap_err();
