@@ -295,10 +295,11 @@ pub async fn prepare(
     debug: DebugState,
 ) -> Result<Prepared> {
     let mut tls = Tls::new(&cfg.tls)?;
+    // Anchors first: a reload or renewal racing with them could serve a chain without them.
+    let agent_ca_pins = tls.pin_agent_ca(&agent_ca(cfg, &tls)?)?;
     tls.spawn_reloader();
     tls.spawn_upkeep(metrics.clone(), Duration::from_secs(60));
     readiness.set_certs_loaded();
-    let agent_ca_pins = tls.pin_agent_ca(&agent_ca(cfg, &tls)?)?;
     let state = WebhookState {
         objects,
         injection: Arc::new(webhook::Injection {

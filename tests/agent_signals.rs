@@ -280,16 +280,22 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let served = certs::generate(&certs::default_sans()).unwrap();
     let other = certs::generate(&certs::default_sans()).unwrap();
     let (addr, _) = operator(&served, Behaviour::Hold);
-    // The other CA as PEM, and as the pin the webhook injects (this operator does not serve
-    // a certificate of that key, so the agent finds no anchor).
+    // The other CA as PEM; and as the pin the webhook injects, against an operator that
+    // serves its own CA after its chain (as every operator with pins does): no certificate
+    // of the pinned key, a verdict.
     let other_pin = kube_standby::tls::pin::pins_of_bundle(&other.ca_pem).unwrap();
-    for (once, ca) in [
-        (true, &other.ca_pem),
-        (false, &other.ca_pem),
-        (true, &other_pin),
-        (false, &other_pin),
+    let with_ca = certs::Bundle {
+        cert_pem: certs::full_chain(&served),
+        ..served.clone()
+    };
+    let (full_addr, _) = operator(&with_ca, Behaviour::Hold);
+    for (once, ca, port) in [
+        (true, &other.ca_pem, addr.port()),
+        (false, &other.ca_pem, addr.port()),
+        (true, &other_pin, full_addr.port()),
+        (false, &other_pin, full_addr.port()),
     ] {
-        let mut agent = spawn(ca, addr.port(), once);
+        let mut agent = spawn(ca, port, once);
         let (status, took) = wait_exit(&mut agent.child, Duration::from_secs(15)).expect("exits");
         assert!(
             took >= kube_standby::agent::UNTRUSTED_GRACE,
@@ -312,7 +318,20 @@ fn an_untrusted_operator_certificate_exits_1_with_a_clear_line() {
     let err = stderr_of(&mut agent.child);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("CA bundle holds no certificate"), "{err}");
-    // So is a malformed pin.
+    // An operator serving its leaf alone (a version before pins, during a rolling upgrade)
+    // cannot be checked against the pins, which is no verdict on them: the agent keeps
+    // retrying past the grace instead of failing the pod.
+    let right_pin = kube_standby::tls::pin::pins_of_bundle(&served.ca_pem).unwrap();
+    let mut agent = spawn(&right_pin, addr.port(), true);
+    let grace = kube_standby::agent::UNTRUSTED_GRACE + Duration::from_secs(3);
+    assert!(
+        wait_exit(&mut agent.child, grace).is_none(),
+        "gave up on an operator that serves no CA: {}",
+        stderr_of(&mut agent.child)
+    );
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    // A malformed pin is a configuration error, at once.
     let mut agent = spawn("sha256:0123", addr.port(), true);
     let (status, _) = wait_exit(&mut agent.child, Duration::from_secs(10)).expect("exits");
     let err = stderr_of(&mut agent.child);

@@ -183,12 +183,17 @@ async fn read_capped(resp: hyper::Response<hyper::body::Incoming>) -> Result<Vec
 }
 
 /// A failed TLS handshake: a certificate the injected CA does not verify is permanent,
-/// anything else (reset, timeout) is the network.
+/// anything else (reset, timeout, an operator serving no CA for the pins) is transient.
 fn tls_error(e: std::io::Error) -> AgentError {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
+        // An operator of an earlier version serves no CA to check the pins against: retried
+        // like an unreachable one (it is replaced within a rolling upgrade).
+        Some(r) if crate::tls::pin::is_anchor_not_served(r) => {
+            AgentError::Unreachable(format!("TLS: {r}"))
+        }
         Some(
             r @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::NoCertificatesPresented

@@ -10,8 +10,9 @@
 //! - the agent trusts exactly what the PEM bundle made it trust: a served certificate
 //!   carrying a pinned key becomes the only trust anchor, and the whole chain is then checked
 //!   by webpki (signatures, validity, the operator URL's host) as with a root store;
-//! - a served chain without a certificate of a pinned key is refused, never trusted, with
-//!   the error a root store gives a chain of an unknown issuer;
+//! - a served chain without a certificate of a pinned key is refused, never trusted: with
+//!   the error a root store gives a chain of an unknown issuer when the chain holds CA
+//!   certificates, with [`AnchorNotServed`] (retried by the agent) when it is the leaf alone;
 //! - the operator serves its CA certificates after its chain ([`chain_with_anchors`]), so
 //!   the agent finds its anchor in every handshake, whatever the certificate file holds;
 //! - because the pin is of the key, a CA certificate re-issued with the same key (a renewal)
@@ -128,6 +129,34 @@ pub fn chain_with_anchors(
     chain
 }
 
+/// The server sent its leaf certificate alone, so no served certificate can carry a pinned
+/// key. Every operator with pins serves its CA after the chain, so this is an operator of an
+/// earlier version (during a rolling upgrade, or a rollback): the agent retries it as it
+/// retries an unreachable operator, instead of failing the pod as untrusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchorNotServed;
+
+impl std::fmt::Display for AnchorNotServed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the operator served its certificate without its CA, so the pinned CA key cannot be checked \
+             (an operator older than this agent, during an upgrade?)",
+        )
+    }
+}
+
+impl std::error::Error for AnchorNotServed {}
+
+/// Is this TLS error [`AnchorNotServed`]?
+pub fn is_anchor_not_served(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            o.0.downcast_ref::<AnchorNotServed>().is_some()
+        }
+        _ => false,
+    }
+}
+
 /// Verifies a server against pinned CA keys (see the module header).
 #[derive(Debug)]
 pub struct PinnedVerifier {
@@ -162,8 +191,16 @@ impl ServerCertVerifier for PinnedVerifier {
             }
         }
         if roots.is_empty() {
-            // No served certificate leads to a pinned key: the chain has no trusted issuer,
-            // as a root store would say (and the agent treats it as permanent, as then).
+            if intermediates.is_empty() {
+                // The leaf alone: an operator that does not serve its CA (a version older
+                // than pins, still answering during a rolling upgrade). Not a verdict on
+                // the pins: see [`AnchorNotServed`].
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(AnchorNotServed))),
+                ));
+            }
+            // A chain with CA certificates, none of a pinned key: no trusted issuer, as a
+            // root store would say (and the agent treats it as permanent, as then).
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             ));
@@ -216,11 +253,37 @@ mod tests {
 
     /// Verify `chain` (leaf first) for `host` as an agent holding `pins` would.
     fn check(pins: &str, chain: &[CertificateDer<'static>], host: &str) -> Result<(), String> {
-        let v = PinnedVerifier::new(parse_pins(pins)?, provider());
+        verify(pins, chain, host).map_err(|e| e.to_string())
+    }
+
+    fn verify(
+        pins: &str,
+        chain: &[CertificateDer<'static>],
+        host: &str,
+    ) -> Result<(), rustls::Error> {
+        let v = PinnedVerifier::new(parse_pins(pins).unwrap(), provider());
         let name = ServerName::try_from(host.to_string()).unwrap();
         v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
             .map(|_| ())
-            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn only_a_leaf_served_alone_is_told_apart_as_an_anchor_not_served() {
+        let ours = certs::generate(&certs::default_sans()).unwrap();
+        let theirs = certs::generate(&certs::default_sans()).unwrap();
+        let pins = pins_of_bundle(&ours.ca_pem).unwrap();
+        let leaf_only = pem_certs(&ours.cert_pem).unwrap();
+        assert!(is_anchor_not_served(
+            &verify(&pins, &leaf_only, "localhost").unwrap_err()
+        ));
+        // A chain that serves a CA, but another one: a verdict, not an old operator.
+        let their_chain =
+            chain_with_anchors(pem_certs(&theirs.cert_pem).unwrap(), &[one(&theirs.ca_pem)]);
+        let e = verify(&pins, &their_chain, "localhost").unwrap_err();
+        assert!(!is_anchor_not_served(&e), "{e}");
+        assert!(!is_anchor_not_served(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        )));
     }
 
     #[test]
@@ -290,9 +353,10 @@ mod tests {
         check(&pins, &served, "127.0.0.1").unwrap();
         let err = check(&pins, &served, "elsewhere.example").unwrap_err();
         assert!(err.contains("not valid for name"), "{err}");
-        // Without the CA in the handshake there is no anchor: refused, never trusted.
+        // Without the CA in the handshake there is no anchor: refused, never trusted (and
+        // said to be an operator that does not serve its CA).
         let err = check(&pins, &leaf_only, "localhost").unwrap_err();
-        assert!(err.contains("UnknownIssuer"), "{err}");
+        assert!(err.contains("without its CA"), "{err}");
         // A chain that already holds the CA is served as it is.
         assert_eq!(
             chain_with_anchors(served.clone(), &[one(&b.ca_pem)]),
