@@ -192,7 +192,7 @@ fn tls_error(e: std::io::Error) -> AgentError {
         // An operator of an earlier version serves no CA to check the pins against: retried
         // like an unreachable one (it is replaced within a rolling upgrade).
         Some(r) if crate::tls::pin::is_anchor_not_served(r) => {
-            AgentError::Unreachable(format!("TLS: {r}"))
+            AgentError::Unreachable(format!("TLS: {}", crate::tls::pin::AnchorNotServed))
         }
         Some(
             r @ (rustls::Error::InvalidCertificate(_)
