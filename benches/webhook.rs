@@ -7,8 +7,9 @@
 //! - saturation, per workload: rps of each and the ratio real/floor (targets: injection, a
 //!   pod CREATE a StatefulSingleton matches, >= 0.85; pass-through, an UPDATE the webhook
 //!   leaves alone, >= 0.95);
-//! - a fixed 1,000 rps, per workload: p50/p99 of each and the ratio of the p99s (target:
-//!   the real p99 no worse than the floor's, <= 1.00).
+//! - a fixed 1,000 rps, per workload, the clients' sends spread evenly over time: p50/p99
+//!   of each and the ratio of the p99s (target: the real p99 no worse than the floor's,
+//!   <= 1.00).
 //!
 //! The figures are the medians of the per-round ratios: on a shared machine an absolute rps
 //! says more about the neighbours than about the webhook.
@@ -133,8 +134,14 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
             let mut errors = 0;
+            // Paced clients are spread evenly over the period (client i starts i/N of it
+            // late), so the server sees a steady rate, as a rate-limited load generator
+            // (`oha -q`) sends it, not N requests at once every period.
             let mut tick = (rate_per_client > 0.0).then(|| {
-                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_client));
+                let period = Duration::from_secs_f64(1.0 / rate_per_client);
+                let first = tokio::time::Instant::from_std(start)
+                    + period.mul_f64(i as f64 / clients as f64);
+                let mut t = tokio::time::interval_at(first, period);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });

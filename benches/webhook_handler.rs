@@ -54,26 +54,26 @@ fn per_body(bodies: &[&'static [u8]], n: usize, mut f: impl FnMut(&[u8])) -> f64
 
 /// The injection's phases apart: what each costs on top of the previous one.
 fn phases(state: &kube_standby::webhook::WebhookState, n: usize) {
-    use kube_standby::webhook::{parse_review, review, review_body};
+    use kube_standby::webhook::{parse_mutation_review, review, review_body};
     let bodies = &support::INJECT_BODIES;
     let floor = per_body(bodies, n, |b| {
         black_box(serde_json::from_slice::<serde_json::Value>(b).expect("json"));
     });
     let parse = per_body(bodies, n, |b| {
-        black_box(parse_review(b).expect("review"));
+        black_box(parse_mutation_review(b).expect("review"));
     });
     let decide = per_body(bodies, n, |b| {
-        let r = parse_review(b).expect("review");
+        let r = parse_mutation_review(b).expect("review");
         black_box(review(&r, state.objects.as_ref(), &state.injection));
     });
     let answer = per_body(bodies, n, |b| {
-        let r = parse_review(b).expect("review");
+        let r = parse_mutation_review(b).expect("review");
         let d = review(&r, state.objects.as_ref(), &state.injection);
         black_box(review_body(&d).expect("body"));
     });
     println!("injection phases, {n} reviews (ns per review, each including the ones before):");
     println!("  floor: parse into a Value and drop it  {floor:8.0}");
-    println!("  parse_review and drop                  {parse:8.0}");
+    println!("  parse_mutation_review and drop         {parse:8.0}");
     println!("  + review (the patch)                   {decide:8.0}");
     println!("  + review_body (the answer text)        {answer:8.0}");
 }

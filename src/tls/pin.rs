@@ -90,6 +90,22 @@ pub fn is_pin_list(s: &str) -> bool {
     s.trim_start().starts_with(PREFIX)
 }
 
+/// Does `s` parse with [`parse_pins`]? Checked without building the pins (the webhook asks
+/// on every injection).
+pub fn is_valid_pin_list(s: &str) -> bool {
+    let mut any = false;
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let ok = entry
+            .strip_prefix(PREFIX)
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Parse `sha256:<hex>[,sha256:<hex>...]`; the error names the bad entry.
 pub fn parse_pins(s: &str) -> Result<Vec<Pin>, String> {
     let mut pins = vec![];
@@ -337,9 +353,26 @@ mod tests {
         ] {
             let err = parse_pins(bad).unwrap_err();
             assert!(err.contains(says), "{bad:?}: {err}");
+            assert!(!is_valid_pin_list(bad), "{bad:?}");
         }
+        assert!(is_valid_pin_list(&list) && is_valid_pin_list(&format!(" {good} ,")));
         // Multi-byte UTF-8 never panics the parser.
         assert!(parse_pins(&format!("sha256:{}", "é".repeat(32))).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_cheap_check_agrees_with_the_parser(parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "sha256:", "sha256:00", "md5:", ",", " ", "", "é", "0123456789abcdef",
+                "0123456789ABCDEF", "g",
+                "sha256:0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef",
+            ]),
+            0..12,
+        )) {
+            let s = parts.concat();
+            proptest::prop_assert_eq!(is_valid_pin_list(&s), parse_pins(&s).is_ok(), "{:?}", s);
+        }
     }
 
     #[test]

@@ -35,29 +35,39 @@ impl std::ops::Deref for AdmissionPod {
     }
 }
 
-impl kube::Resource for AdmissionPod {
-    type DynamicType = ();
-    type Scope = <Pod as kube::Resource>::Scope;
+/// `kube::Resource` for a boxed-`Pod` newtype: a pod's kind, group, version and plural.
+macro_rules! pod_resource {
+    ($t:ty) => {
+        impl kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = <k8s_openapi::api::core::v1::Pod as kube::Resource>::Scope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        <Pod as kube::Resource>::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        <Pod as kube::Resource>::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        <Pod as kube::Resource>::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        <Pod as kube::Resource>::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Pod as kube::Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Pod as kube::Resource>::group(dt)
+            }
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Pod as kube::Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Pod as kube::Resource>::plural(dt)
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.0.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.0.metadata
+            }
+        }
+    };
 }
+pub(crate) use pod_resource;
+
+pod_resource!(AdmissionPod);
 
 impl<'de> Deserialize<'de> for AdmissionPod {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

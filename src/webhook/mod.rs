@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::state::{DebugState, Readiness};
 use crate::telemetry::Untrusted;
 pub use admission_pod::AdmissionPod;
+pub use mutation_pod::MutationPod;
 
 pub mod admission_pod;
 pub mod assignment;
@@ -29,6 +30,7 @@ pub mod guard;
 pub mod held_since;
 pub mod limits;
 pub mod mutate;
+pub mod mutation_pod;
 pub mod objects;
 pub mod patch;
 pub mod release;
@@ -147,11 +149,12 @@ fn check_types(kind: &str, api_version: &str) -> Result<(), AdmissionError> {
     Ok(())
 }
 
-/// A parsed request. Pods come typed in one pass (the hot path); any other kind, or a
-/// pod that does not parse as one, stays dynamic.
-pub enum Parsed {
-    /// Its pods boxed inside ([`AdmissionPod`] derefs to `Pod`).
-    Pod(Box<AdmissionRequest<AdmissionPod>>),
+/// A parsed request. Pods come typed in one pass (the hot path), as `P`: the whole pod
+/// ([`AdmissionPod`], the busy guard's) or what the mutators read ([`MutationPod`]). Any
+/// other kind, or a pod that does not parse as one, stays dynamic.
+pub enum Parsed<P: kube::Resource = AdmissionPod> {
+    /// Its pods boxed inside (`P` derefs to `Pod`).
+    Pod(Box<AdmissionRequest<P>>),
     Other(Box<AdmissionRequest<DynamicObject>>),
 }
 
@@ -164,7 +167,7 @@ macro_rules! on_request {
     };
 }
 
-impl Parsed {
+impl<P: kube::Resource + std::ops::Deref<Target = Pod>> Parsed<P> {
     pub fn uid(&self) -> &str {
         on_request!(self, r => &r.uid)
     }
@@ -201,15 +204,26 @@ impl Parsed {
     }
 }
 
-/// Parse and check an AdmissionReview v1 body.
+/// Parse and check an AdmissionReview v1 body, its pods whole but for managed fields.
 pub fn parse_review(body: &[u8]) -> Result<Parsed, AdmissionError> {
-    // The pods are parsed without their managed fields, which nothing here reads: the
-    // same inputs fail as with `Pod` (see `admission_pod`), so the slow path below sees
-    // exactly the bodies it saw before.
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<AdmissionPod>>(body) {
+    parse_review_as::<AdmissionPod>(body)
+}
+
+/// Parse and check an AdmissionReview v1 body for the mutating webhook: its pods hold only
+/// what the mutators read (see `mutation_pod`).
+pub fn parse_mutation_review(body: &[u8]) -> Result<Parsed<MutationPod>, AdmissionError> {
+    parse_review_as::<MutationPod>(body)
+}
+
+fn parse_review_as<P>(body: &[u8]) -> Result<Parsed<P>, AdmissionError>
+where
+    P: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    // The pods are parsed as `P`, which nothing here needs whole: a body `P` refuses
+    // goes to the slow path below, which answers it as it always did.
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<P>>(body) {
         check_types(&review.types.kind, &review.types.api_version)?;
-        let req: AdmissionRequest<AdmissionPod> =
-            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+        let req: AdmissionRequest<P> = review.try_into().map_err(|_| AdmissionError::NoRequest)?;
         if req.kind.group.is_empty() && req.kind.kind == "Pod" {
             return Ok(Parsed::Pod(Box::new(req)));
         }
@@ -276,7 +290,11 @@ impl Decision {
 }
 
 /// Decide the answer to one admission request. Pure apart from reading the object source.
-pub fn review(req: &Parsed, objects: &dyn ObjectSource, injection: &Injection) -> Decision {
+pub fn review<P: kube::Resource + std::ops::Deref<Target = Pod>>(
+    req: &Parsed<P>,
+    objects: &dyn ObjectSource,
+    injection: &Injection,
+) -> Decision {
     let converted;
     let (base, op, namespace, pod) = match req {
         Parsed::Pod(r) => (
@@ -469,13 +487,14 @@ async fn admitted_body(
 
 /// A review admitted within the limits and parsed (the body is not kept), or the answer
 /// that refused it; the permit must be held while the review is handled.
-async fn admitted_review(
+async fn admitted_review<P: kube::Resource>(
     state: &WebhookState,
     started: Instant,
     req: Request,
-) -> Result<(limits::Admitted, Parsed), Response> {
+    parse: fn(&[u8]) -> Result<Parsed<P>, AdmissionError>,
+) -> Result<(limits::Admitted, Parsed<P>), Response> {
     let (admitted, body) = admitted_body(state, started, req).await?;
-    match parse_review(&body) {
+    match parse(&body) {
         Ok(r) => Ok((admitted, r)),
         Err(e) => Err(refuse(state, started, e, "rejected")),
     }
@@ -483,7 +502,7 @@ async fn admitted_review(
 
 async fn mutate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
     let started = Instant::now();
-    let (admitted, req) = match admitted_review(&state, started, req).await {
+    let (admitted, req) = match admitted_review(&state, started, req, parse_mutation_review).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -559,7 +578,7 @@ async fn debug_state(State(state): State<Arc<WebhookState>>) -> Response {
 
 async fn validate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
     let started = Instant::now();
-    let (admitted, req) = match admitted_review(&state, started, req).await {
+    let (admitted, req) = match admitted_review(&state, started, req, parse_review).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };

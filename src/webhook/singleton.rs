@@ -243,7 +243,7 @@ pub fn never_restarted(pod: &Pod) -> bool {
 pub fn injection_obstacle(config: &Config<'_>) -> Option<String> {
     let ca = &config.injection.agent_ca;
     let usable = if crate::tls::pin::is_pin_list(ca) {
-        crate::tls::pin::parse_pins(ca).is_ok()
+        crate::tls::pin::is_valid_pin_list(ca)
     } else {
         ca.contains("-----BEGIN CERTIFICATE-----")
     };
