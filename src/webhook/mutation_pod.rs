@@ -1,19 +1,24 @@
-//! The pod of a review the mutating webhook answers, parsed for what the mutators read and
-//! nothing else. A pod being created is mostly what no mutator looks at (images, env,
-//! probes, resources, tolerations, the API server's token volume, managed fields, status),
-//! and building it all as k8s-openapi values was the largest share of the webhook's own
-//! cost per injection. The skipped fields are still read as JSON (a syntax error fails
-//! the parse) but not built.
+//! The pod of a review the mutating webhook answers, parsed for what the mutators and the
+//! handler read and nothing else. A pod being created is mostly what no mutator looks at
+//! (images, env, probes, resources, tolerations, the API server's token volume, managed
+//! fields, status), and building it all as k8s-openapi values was the largest share of the
+//! webhook's own cost per injection. The skipped fields are still read as JSON (a syntax
+//! error fails the parse) but not built, and not checked against their types.
 //!
 //! Invariants (tested below on the admission fixtures and on generated pods):
 //! - The fields kept are exactly those of [`project`]: `metadata.{name, generateName,
 //!   namespace, labels, annotations}`; `spec.{containers, initContainers}[*].{name,
 //!   command, args, volumeMounts}`; `spec.volumes[*].name`; `spec.{readinessGates,
 //!   terminationGracePeriodSeconds, affinity, restartPolicy}`. Nothing else is built.
-//! - Every pod text `Pod` accepts is accepted here, and the pod built is `project` of
-//!   the pod `Pod` builds. A text refused here goes to `parse_review`'s slow path, so it
-//!   is answered as before; a text accepted here that `Pod` refuses differs only in
-//!   fields no mutator reads.
+//! - A pod text `Pod` accepts, without a repeated key, is accepted here, and the pod built
+//!   is `project` of the pod `Pod` builds. The shapes are checked as `Pod` checks them: a
+//!   map where `Pod` wants a map (never a list in its place), `apiVersion` and `kind` strings
+//!   that, when present, are `v1` and `Pod`, and every kept field of its type.
+//! - A text refused here (a repeated key among them, which `Pod` lets the last one win) goes
+//!   to `parse_review`'s slow path, which answers it as it always did.
+//! - A wrong type in a field no mutator reads is not seen: such a pod is admitted and
+//!   patched (`Pod` would refuse it, and the webhook used to deny it as "not a valid Pod").
+//!   The API server sends only pods it has decoded itself.
 //! - The mutators (`mutate::mutate_patch`) write the same patch for a pod and for its
 //!   projection: they read no field `project` drops.
 //!
@@ -25,8 +30,10 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, Pod, PodReadinessGate, PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{self, Deserializer};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use crate::api::tags::CowStr;
 
 /// A `Pod` holding only what the mutators read (see the module header), boxed as
 /// [`super::AdmissionPod`] is.
@@ -86,17 +93,42 @@ pub fn project(pod: &Pod) -> Pod {
 }
 
 // The wire shapes. Every field is an `Option`, as in k8s-openapi (a `null` is no value,
-// a missing required field is its default); unknown keys are skipped.
+// a missing required field is its default); unknown keys are skipped. Each struct is read
+// through `MapOnly`: serde's derived parsers would also take a list of the values in order.
+
+/// `T` from a JSON map only (k8s-openapi's parsers refuse anything else).
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = MapOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MapOnly<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOnly)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string that is there: `null` is refused, as `Pod` refuses it for `apiVersion` and `kind`.
+fn present_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    CowStr::deserialize(d).map(|s| Some(s.0))
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WirePod<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present_str")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present_str")]
     kind: Option<Cow<'a, str>>,
-    metadata: Option<WireMeta>,
-    spec: Option<WireSpec>,
+    metadata: Option<MapOnly<WireMeta>>,
+    spec: Option<MapOnly<WireSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -112,9 +144,9 @@ struct WireMeta {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireSpec {
-    containers: Option<Vec<WireContainer>>,
-    init_containers: Option<Vec<WireContainer>>,
-    volumes: Option<Vec<WireVolume>>,
+    containers: Option<Vec<MapOnly<WireContainer>>>,
+    init_containers: Option<Vec<MapOnly<WireContainer>>>,
+    volumes: Option<Vec<MapOnly<WireVolume>>>,
     readiness_gates: Option<Vec<PodReadinessGate>>,
     termination_grace_period_seconds: Option<i64>,
     affinity: Option<Affinity>,
@@ -135,8 +167,8 @@ struct WireVolume {
     name: Option<String>,
 }
 
-impl From<WireContainer> for Container {
-    fn from(c: WireContainer) -> Self {
+impl From<MapOnly<WireContainer>> for Container {
+    fn from(MapOnly(c): MapOnly<WireContainer>) -> Self {
         Container {
             name: c.name.unwrap_or_default(),
             command: c.command,
@@ -149,7 +181,7 @@ impl From<WireContainer> for Container {
 
 impl<'de> Deserialize<'de> for MutationPod {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = WirePod::deserialize(d)?;
+        let MapOnly(w) = MapOnly::<WirePod>::deserialize(d)?;
         // As `Pod` checks them: when present, `v1` and `Pod`.
         if let Some(v) = w.api_version.as_deref().filter(|v| *v != "v1") {
             return Err(de::Error::invalid_value(de::Unexpected::Str(v), &"v1"));
@@ -159,7 +191,7 @@ impl<'de> Deserialize<'de> for MutationPod {
         }
         let metadata = w
             .metadata
-            .map(|m| ObjectMeta {
+            .map(|MapOnly(m)| ObjectMeta {
                 name: m.name,
                 generate_name: m.generate_name,
                 namespace: m.namespace,
@@ -168,7 +200,7 @@ impl<'de> Deserialize<'de> for MutationPod {
                 ..Default::default()
             })
             .unwrap_or_default();
-        let spec = w.spec.map(|s| PodSpec {
+        let spec = w.spec.map(|MapOnly(s)| PodSpec {
             containers: s
                 .containers
                 .unwrap_or_default()
@@ -180,7 +212,7 @@ impl<'de> Deserialize<'de> for MutationPod {
                 .map(|c| c.into_iter().map(Container::from).collect()),
             volumes: s.volumes.map(|v| {
                 v.into_iter()
-                    .map(|v| Volume {
+                    .map(|MapOnly(v)| Volume {
                         name: v.name.unwrap_or_default(),
                         ..Default::default()
                     })
@@ -307,6 +339,137 @@ mod tests {
         assert!(pods >= 8, "only {pods} pods found");
     }
 
+    /// The demo's singletons, and one that selects every pod but pool pods.
+    fn objects() -> crate::webhook::StaticObjects {
+        let mut o = crate::webhook::StaticObjects::from_files(&[concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/statefulsingleton-demo.yaml"
+        )])
+        .unwrap();
+        for ns in ["default", "prod", "cap"] {
+            o.add_yaml(
+                &format!(
+                    "apiVersion: apps.statefulsingleton.com/v1\nkind: StatefulSingleton\n\
+                     metadata: {{name: all, namespace: {ns}}}\n\
+                     spec: {{selector: {{matchExpressions: [{{key: none, operator: DoesNotExist}}]}}}}\n"
+                ),
+                "test",
+            )
+            .unwrap();
+        }
+        o
+    }
+
+    /// What the handler takes from a review: the decision as JSON, and the names it logs.
+    fn answer<P: kube::Resource + std::ops::Deref<Target = Pod>>(
+        r: &crate::webhook::Parsed<P>,
+        objects: &crate::webhook::StaticObjects,
+    ) -> (Value, String, Option<String>) {
+        let d = crate::webhook::review(r, objects, &injection());
+        (
+            crate::webhook::review_json(&d).unwrap(),
+            r.display_name(),
+            r.namespace().map(str::to_string),
+        )
+    }
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/data/admission/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_admission_fixture_is_answered_as_with_the_whole_pod() {
+        let objects = objects();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/admission");
+        let mut patched = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let body = std::fs::read(&path).unwrap();
+            let whole = crate::webhook::parse_review(&body).ok().unwrap();
+            let kept = crate::webhook::parse_mutation_review(&body).ok().unwrap();
+            assert_eq!(
+                matches!(kept, crate::webhook::Parsed::Pod(_)),
+                matches!(whole, crate::webhook::Parsed::Pod(_)),
+                "{path:?}"
+            );
+            let (a, b) = (answer(&whole, &objects), answer(&kept, &objects));
+            assert_eq!(a, b, "{path:?}");
+            patched += usize::from(a.0["response"]["patch"].is_string());
+        }
+        // Each pod CREATE is gated by a singleton (dry run included).
+        assert!(patched >= 3, "only {patched} patched");
+    }
+
+    #[test]
+    fn lists_in_place_of_maps_and_null_kinds_are_refused_as_pod_refuses_them() {
+        for v in [
+            json!([{"metadata": {}}]),
+            json!({"metadata": [null, "x"]}),
+            json!({"spec": [[{"name": "a", "command": ["x"]}], null, null, null, null, null, "Never"]}),
+            json!({"spec": {"containers": [["a", ["x"]]]}}),
+            json!({"spec": {"initContainers": [["a"]]}}),
+            json!({"spec": {"volumes": [["v"]]}}),
+            json!({"apiVersion": null}),
+            json!({"kind": null}),
+        ] {
+            let text = serde_json::to_vec(&v).unwrap();
+            assert!(full(&text).is_err(), "Pod accepts {v}");
+            assert!(slim(&text).is_err(), "MutationPod accepts {v}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_answered_by_the_slow_path_as_before() {
+        let text = serde_json::to_string(&fixture("pod-create-from-replicaset.json")).unwrap();
+        // A first `labels` that the real one, later, overrides (the last one wins in `Pod`).
+        let text = text.replacen(
+            "\"generateName\":",
+            "\"labels\":{\"app\":\"other\"},\"generateName\":",
+            1,
+        );
+        let review: Value = serde_json::from_str(&text).unwrap();
+        let obj = serde_json::to_string(&review["request"]["object"]).unwrap();
+        assert!(text.matches("\"labels\":").count() > obj.matches("\"labels\":").count());
+        let start = text.find("\"object\":").unwrap() + "\"object\":".len();
+        // The object alone (the rest of the review follows it): refused here, taken by `Pod`.
+        let mut de = serde_json::Deserializer::from_str(&text[start..]);
+        let err = MutationPod::deserialize(&mut de).unwrap_err().to_string();
+        assert!(err.contains("duplicate field `labels`"), "{err}");
+        let mut de = serde_json::Deserializer::from_str(&text[start..]);
+        let pod = Pod::deserialize(&mut de).unwrap();
+        assert_eq!(pod.metadata.labels.unwrap()["app"], "game");
+        let objects = objects();
+        let whole = crate::webhook::parse_review(text.as_bytes()).ok().unwrap();
+        let kept = crate::webhook::parse_mutation_review(text.as_bytes())
+            .ok()
+            .unwrap();
+        assert!(matches!(kept, crate::webhook::Parsed::Other(_)));
+        let (a, b) = (answer(&whole, &objects), answer(&kept, &objects));
+        assert_eq!(a, b);
+        assert!(a.0["response"]["patch"].is_string(), "{}", a.0);
+    }
+
+    #[test]
+    fn a_wrong_type_in_a_field_no_mutator_reads_is_admitted_and_patched() {
+        let mut review = fixture("pod-create-from-replicaset.json");
+        review["request"]["object"]["spec"]["nodeSelector"] = json!(5);
+        let body = serde_json::to_vec(&review).unwrap();
+        let objects = objects();
+        let kept = crate::webhook::parse_mutation_review(&body).ok().unwrap();
+        let (a, ..) = answer(&kept, &objects);
+        assert_eq!(a["response"]["allowed"], true, "{a}");
+        assert!(a["response"]["patch"].is_string(), "{a}");
+        // The whole pod refuses it: the guard's parse denies such a pod as not a Pod.
+        let whole = crate::webhook::parse_review(&body).ok().unwrap();
+        let (b, ..) = answer(&whole, &objects);
+        assert_eq!(b["response"]["allowed"], false, "{b}");
+        assert!(b["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid Pod"));
+    }
+
     #[test]
     fn what_is_kept_and_what_is_not() {
         let text = serde_json::to_vec(&json!({
@@ -431,6 +594,7 @@ mod tests {
             TOKEN_VOLUME,
             WRAPPER_VOLUME,
             "kube-standby-assignment",
+            "kube-standby-claim-token",
         ])
         .prop_map(|n| json!({"name": n, "emptyDir": {}}));
         let labels = prop::option::of(prop::collection::btree_map(
