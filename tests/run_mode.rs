@@ -13,11 +13,51 @@ async fn run_mode_syncs_caches_then_reports_ready() {
         run.stderr(),
         api.seen.0.lock().unwrap()
     );
-    // Ready means every cache has listed; the watches that follow the lists may still be on their way.
+    // Ready means every cache has listed; the watches that follow the lists may still be on
+    // their way (KEDA's kinds are listed only once their CRDs are seen). Wait for a watch of
+    // each (path, selector) asserted below, for up to 30 s on a loaded machine.
+    let wanted: &[(&str, &str)] = &[
+        ("/apis/apps.paia.tech/v1alpha1/hotstandbydeployments", ""),
+        ("/apis/apps.statefulsingleton.com/v1/statefulsingletons", ""),
+        (
+            "/apis/apps.openshift.statefulsingleton.com/v1/statefulsingletons",
+            "",
+        ),
+        ("/api/v1/pods", "labelSelector=hsd.paia.tech"),
+        ("/api/v1/pods", "labelSelector=hsj.paia.tech"),
+        ("/apis/apps/v1/replicasets", "labelSelector=hsd.paia.tech"),
+        ("/apis/apps/v1/deployments", ""),
+        ("/api/v1/nodes", ""),
+        (
+            "/api/v1/configmaps",
+            "metadata.name%3Dstatefulsingleton-wrapper",
+        ),
+        ("/api/v1/configmaps", "metadata.name%3Dasya-runtime"),
+        ("/apis/asya.io/v1alpha1/asyncactors", ""),
+        ("/apis/apps/v1/statefulsets", ""),
+        ("/api/v1/services", ""),
+        ("/apis/keda.sh/v1alpha1/scaledobjects", ""),
+        ("/apis/keda.sh/v1alpha1/scaledjobs", ""),
+        ("/apis/keda.sh/v1alpha1/triggerauthentications", ""),
+        ("/apis/apps.paia.tech/v1alpha1/hotstandbyjobs", ""),
+        ("/apis/batch/v1/jobs", "labelSelector=hsj.paia.tech"),
+        ("/apis/batch/v1/jobs", "labelSelector=asya.io"),
+    ];
+    let complete = |seen: &[String]| {
+        let crds = seen
+            .iter()
+            .filter(|s| s.contains("customresourcedefinitions") && s.contains("watch=true"))
+            .count();
+        crds >= 3
+            && wanted.iter().all(|(path, with)| {
+                seen.iter()
+                    .any(|s| s.contains(path) && s.contains(with) && s.contains("watch=true"))
+            })
+    };
     let mut seen = vec![];
-    for _ in 0..50 {
+    for _ in 0..300 {
         seen = api.seen.0.lock().unwrap().clone();
-        if seen.iter().filter(|s| s.contains("watch=true")).count() >= 25 {
+        if complete(&seen) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
