@@ -167,6 +167,17 @@ async fn a_task_that_dies_on_its_own_still_exits_non_zero_naming_it() {
     )
     .await;
     assert!(run.wait_ready().await, "{}", run.stderr());
+    // Ready does not mean leading: the first lease round can come later on a loaded machine,
+    // and a lease never held is retried, not failed. Wait until it is held.
+    let mut leading = false;
+    for _ in 0..300 {
+        if run.stderr().contains("leader election: leading") {
+            leading = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(leading, "never led:\n{}", run.stderr());
     // The Lease API disappears: leader election can no longer renew and fails.
     api.not_served("/apis/coordination.k8s.io", Duration::from_secs(3600));
     let (status, _) = exited(&mut run.child, Duration::from_secs(30))
