@@ -90,15 +90,22 @@ pub fn is_pin_list(s: &str) -> bool {
     s.trim_start().starts_with(PREFIX)
 }
 
+/// The entries of a pin list: comma-separated, trimmed, empty ones skipped.
+fn entries(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
+/// 64 hex digits: a SHA-256 written out.
+fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Does `s` parse with [`parse_pins`]? Checked without building the pins (the webhook asks
 /// on every injection).
 pub fn is_valid_pin_list(s: &str) -> bool {
     let mut any = false;
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let ok = entry
-            .strip_prefix(PREFIX)
-            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !ok {
+    for entry in entries(s) {
+        if !entry.strip_prefix(PREFIX).is_some_and(is_sha256_hex) {
             return false;
         }
         any = true;
@@ -109,11 +116,11 @@ pub fn is_valid_pin_list(s: &str) -> bool {
 /// Parse `sha256:<hex>[,sha256:<hex>...]`; the error names the bad entry.
 pub fn parse_pins(s: &str) -> Result<Vec<Pin>, String> {
     let mut pins = vec![];
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in entries(s) {
         let hex = entry
             .strip_prefix(PREFIX)
             .ok_or_else(|| format!("CA pin {entry:?} does not start with {PREFIX}"))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_sha256_hex(hex) {
             return Err(format!(
                 "CA pin {entry:?}: want {PREFIX} and 64 hex digits (a SHA-256)"
             ));
