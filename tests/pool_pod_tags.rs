@@ -120,8 +120,19 @@ proptest! {
         http in any::<bool>(),
         key in proptest::sample::select(vec!["paia.tech/busy", "example.com/working"]),
         conds in conditions(),
+        owners in proptest::collection::vec(
+            (proptest::sample::select(vec!["ReplicaSet", "Job", "HotStandbyDeployment"]), any::<bool>(), 0..3u8),
+            0..3,
+        ),
+        ip in proptest::sample::select(vec![Some("10.0.0.7"), Some("fd00::1"), Some("not-an-ip"), Some(""), None]),
     ) {
-        let v = body(&labels, &annotations, running, &conds);
+        let mut v = body(&labels, &annotations, running, &conds);
+        v["metadata"]["ownerReferences"] = owners
+            .iter()
+            .map(|(kind, controller, n)| json!({"apiVersion": "v1", "kind": kind, "name": format!("o{n}"),
+                                                 "uid": format!("u{n}"), "controller": controller}))
+            .collect();
+        v["status"]["podIP"] = json!(ip);
         let pod: Pod = serde_json::from_value(v.clone()).unwrap();
         let mut cached: PoolPod = serde_json::from_value(v).unwrap();
         strip(&mut cached);
@@ -175,7 +186,18 @@ proptest! {
             );
         }
         prop_assert_eq!(cached.pod_phase(), pod.pod_phase());
-        prop_assert_eq!(cached.pod_ip_str(), pod.pod_ip_str());
+        prop_assert_eq!(cached.pod_ip(), pod.pod_ip());
+        for kind in ["ReplicaSet", "Job", "HotStandbyDeployment", "Deployment"] {
+            prop_assert_eq!(cached.controller_uid(kind), pod.controller_uid(kind), "{}", kind);
+        }
+        prop_assert_eq!(
+            kube_standby::controller::hsd::child::owner_replicaset(&cached),
+            kube_standby::controller::hsd::child::owner_replicaset(&pod)
+        );
+        prop_assert_eq!(
+            &cached.whole_meta().owner_references,
+            &pod.metadata.owner_references.clone().filter(|o| !o.is_empty())
+        );
         prop_assert_eq!(cached.node(), pod.spec.as_ref().and_then(|s| s.node_name.as_deref()));
         // The pod the guard is handed from the pool cache carries them again.
         prop_assert_eq!(cached.whole_meta().labels, pod.metadata.labels.clone().filter(|l| !l.is_empty()));

@@ -6,10 +6,13 @@
 //! Invariants:
 //! - a [`Pairs`] is sorted by key, each key once; `get` answers what the object's map
 //!   answered (on a repeated JSON key, the last value wins, as in a `BTreeMap`);
-//! - interning only shares equal strings: a looked-up value is the text that was parsed;
-//! - the interner never grows without bound: when it doubles, the strings no object
+//! - interning only shares equal values: a looked-up value is the text that was parsed;
+//!   a whole [`Pairs`] is interned too (a ReplicaSet's pods carry the same labels, so
+//!   10,000 pods of 1,000 pools hold about 1,000 label sets, not 10,000; issue 22);
+//! - an interner never grows without bound: when it doubles, the values no object
 //!   holds any more are dropped from it. No I/O, no panics.
 use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -81,17 +84,21 @@ impl<T: Tags + ?Sized> Tags for &T {
     }
 }
 
-/// A string map kept compact: one allocation for the entries, keys and values interned
-/// (a pool's pods share their label keys and values, and most annotation keys).
+/// One `(key, value)` entry of a [`Pairs`].
+type Pair = (Arc<str>, Arc<str>);
+
+/// A string map kept compact: the entries in one shared allocation (equal maps share it;
+/// an empty map holds none), keys and values interned (a pool's pods share their label
+/// keys and values, and most annotation keys).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Pairs(Box<[(Arc<str>, Arc<str>)]>);
+pub struct Pairs(Option<Arc<[Pair]>>);
 
 impl Pairs {
     /// From `(key, value)` pairs in any order; on a repeated key the last value wins.
     pub fn from_entries<K: AsRef<str>, V: AsRef<str>>(
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        let mut v: Vec<(Arc<str>, Arc<str>)> = entries
+        let mut v: Vec<Pair> = entries
             .into_iter()
             .map(|(k, v)| (intern(k.as_ref()), intern(v.as_ref())))
             .collect();
@@ -99,26 +106,47 @@ impl Pairs {
         v.reverse();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|later, first| later.0 == first.0);
-        Pairs(v.into_boxed_slice())
+        Self::shared(v)
+    }
+
+    /// The shared copy of these sorted, deduplicated entries.
+    fn shared(entries: Vec<Pair>) -> Self {
+        if entries.is_empty() {
+            return Pairs(None);
+        }
+        Pairs(Some(Interner::share(&SETS, entries, Arc::from)))
+    }
+
+    fn entries(&self) -> &[Pair] {
+        self.0.as_deref().unwrap_or_default()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+        let e = self.entries();
+        e.binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
-            .map(|i| self.0[i].1.as_ref())
+            .map(|i| e[i].1.as_ref())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+        self.entries().iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries().is_empty()
+    }
+
+    /// Whether `self` and `other` are one shared allocation (both empty counts).
+    pub fn shares(&self, other: &Pairs) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// Keep only the entries `keep` says yes to.
@@ -126,8 +154,13 @@ impl Pairs {
         if self.iter().all(|(k, v)| keep(k, v)) {
             return;
         }
-        let kept: Vec<_> = self.0.iter().filter(|(k, v)| keep(k, v)).cloned().collect();
-        self.0 = kept.into_boxed_slice();
+        let kept: Vec<Pair> = self
+            .entries()
+            .iter()
+            .filter(|(k, v)| keep(k, v))
+            .cloned()
+            .collect();
+        *self = Self::shared(kept);
     }
 
     /// The map an API object would hold (None when empty, as the API omits it).
@@ -220,47 +253,64 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// The shared strings, and the size at which they are next swept.
-struct Interner {
-    set: HashSet<Arc<str>>,
+/// Shared values of one type, and the size at which they are next swept. One lives in a
+/// [`InternerCell`] static per type of value.
+pub struct Interner<T: ?Sized> {
+    set: HashSet<Arc<T>>,
     sweep_at: usize,
 }
 
-/// Fewest strings the interner holds before its first sweep.
+/// Fewest values an interner holds before its first sweep.
 const SWEEP_FLOOR: usize = 4096;
 
-fn interner() -> MutexGuard<'static, Interner> {
-    static I: OnceLock<Mutex<Interner>> = OnceLock::new();
-    I.get_or_init(|| {
-        Mutex::new(Interner {
-            set: HashSet::new(),
-            sweep_at: SWEEP_FLOOR,
+/// Where an [`Interner`] lives: `static X: InternerCell<T> = InternerCell::new();`.
+pub type InternerCell<T> = OnceLock<Mutex<Interner<T>>>;
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    fn lock(cell: &'static InternerCell<T>) -> MutexGuard<'static, Self> {
+        cell.get_or_init(|| {
+            Mutex::new(Interner {
+                set: HashSet::new(),
+                sweep_at: SWEEP_FLOOR,
+            })
         })
-    })
-    .lock()
-    // The set holds only whole `Arc`s: a panic elsewhere cannot leave it half-written.
-    .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .lock()
+        // The set holds only whole `Arc`s: a panic elsewhere cannot leave it half-written.
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The shared copy of `value` (made by `make` when there is none yet).
+    pub fn share<V: std::borrow::Borrow<T>>(
+        cell: &'static InternerCell<T>,
+        value: V,
+        make: impl FnOnce(V) -> Arc<T>,
+    ) -> Arc<T> {
+        let mut i = Self::lock(cell);
+        if let Some(found) = i.set.get(value.borrow()) {
+            return found.clone();
+        }
+        if i.set.len() >= i.sweep_at {
+            // Drop what only the interner still holds; sweep again when the rest doubles.
+            i.set.retain(|a| Arc::strong_count(a) > 1);
+            i.sweep_at = (i.set.len() * 2).max(SWEEP_FLOOR);
+        }
+        let a = make(value);
+        i.set.insert(a.clone());
+        a
+    }
 }
+
+static STRINGS: InternerCell<str> = InternerCell::new();
+static SETS: InternerCell<[Pair]> = InternerCell::new();
 
 /// The shared copy of `s`.
 pub fn intern(s: &str) -> Arc<str> {
-    let mut i = interner();
-    if let Some(found) = i.set.get(s) {
-        return found.clone();
-    }
-    if i.set.len() >= i.sweep_at {
-        // Drop what only the interner still holds; sweep again when the rest doubles.
-        i.set.retain(|a| Arc::strong_count(a) > 1);
-        i.sweep_at = (i.set.len() * 2).max(SWEEP_FLOOR);
-    }
-    let a: Arc<str> = Arc::from(s);
-    i.set.insert(a.clone());
-    a
+    Interner::share(&STRINGS, s, Arc::from)
 }
 
 /// How many strings the interner holds now (for tests and benches).
 pub fn interned_count() -> usize {
-    interner().set.len()
+    Interner::lock(&STRINGS).set.len()
 }
 
 #[cfg(test)]
@@ -315,6 +365,36 @@ mod tests {
         assert!(interned_count() < SWEEP_FLOOR * 3, "{}", interned_count());
         // What is still held survives every sweep.
         assert!(Arc::ptr_eq(&a, &intern("tags-test-shared")));
+        // The same for whole maps.
+        let held = Pairs::from_entries([("tags-test-set", "held")]);
+        for n in 0..(SWEEP_FLOOR * 3) {
+            drop(Pairs::from_entries([("tags-test-set", n.to_string())]));
+        }
+        let sets = Interner::lock(&SETS).set.len();
+        assert!(sets < SWEEP_FLOOR * 3, "{sets}");
+        assert!(held.shares(&Pairs::from_entries([("tags-test-set", "held")])));
+    }
+
+    #[test]
+    fn equal_maps_share_one_allocation_and_unequal_ones_do_not() {
+        let a: Pairs = serde_json::from_str(r#"{"app": "web", "tier": "x"}"#).unwrap();
+        let b: Pairs = serde_json::from_str(r#"{"tier": "x", "app": "web"}"#).unwrap();
+        let c = Pairs::from_entries([("app", "web"), ("tier", "y"), ("tier", "x")]);
+        assert!(a.shares(&b) && a.shares(&c), "{a:?} {b:?} {c:?}");
+        let d = Pairs::from_entries([("app", "web"), ("tier", "y")]);
+        assert!(!a.shares(&d));
+        assert_eq!(d.get("tier"), Some("y"));
+        // What `retain` leaves is shared with an equal map built directly.
+        let mut e = Pairs::from_entries([("app", "web"), ("tier", "x"), ("zone", "1")]);
+        e.retain(|k, _| k != "zone");
+        assert!(e.shares(&a));
+        // Empty maps hold nothing, however they came about.
+        let mut f = Pairs::from_entries([("gone", "1")]);
+        f.retain(|_, _| false);
+        assert!(f.is_empty() && f.shares(&Pairs::default()));
+        assert!(serde_json::from_str::<Pairs>("{}")
+            .unwrap()
+            .shares(&Pairs::default()));
     }
 
     #[test]

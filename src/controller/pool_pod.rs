@@ -8,26 +8,34 @@
 //! goes through `Api<Pod>`.
 //!
 //! Kept compact (issue 22, memory): labels and annotations as interned [`Pairs`] outside
-//! `meta`; phase and node name interned; of the conditions, only the types whose status
-//! is `True` (all [`PoolPod::condition`] asks).
+//! `meta`; the owner references outside `meta` too, as one shared list of interned strings
+//! ([`PoolPod::owners`]: a ReplicaSet's pods hold one copy between them); phase and node
+//! name interned; the pod IP as an address; of the conditions, only the types whose status
+//! is `True` (all [`PoolPod::condition`] asks). `generateName` is not kept (nothing that
+//! reads a pool pod asks for it).
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
-use crate::api::tags::{Pairs, Tags};
+use crate::api::tags::{intern, Interner, InternerCell, Pairs, Tags};
 
 /// A pool pod as a cache holds it.
 ///
 /// Its labels and annotations are kept compact in [`PoolPod::labels`] and
 /// [`PoolPod::annotations`] (keys and values interned), never in `meta`: read them through
 /// [`Tags`] (`pod.label(k)`, `pod.annotation(k)`); `meta.labels` and `meta.annotations` are
-/// always `None`, so kube's `ResourceExt::labels()` on a pool pod is empty.
+/// always `None`, so kube's `ResourceExt::labels()` on a pool pod is empty. The same holds
+/// for its owner references: read [`PoolPod::owners`] (or `PodRead::controller_uid`);
+/// `meta.owner_references` is always `None`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PoolPod {
     pub meta: ObjectMeta,
     pub labels: Pairs,
     pub annotations: Pairs,
+    pub owners: Owners,
     pub spec: Option<PoolPodSpec>,
     pub status: Option<PoolPodStatus>,
 }
@@ -54,15 +62,120 @@ struct RawMeta {
     deletion_grace_period_seconds: Option<i64>,
     deletion_timestamp: Option<Time>,
     finalizers: Option<Vec<String>>,
-    generate_name: Option<String>,
     generation: Option<i64>,
     #[serde(default)]
     labels: Pairs,
     name: Option<String>,
     namespace: Option<String>,
-    owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default)]
+    owner_references: Owners,
     resource_version: Option<String>,
     uid: Option<String>,
+}
+
+/// An owner reference as a pool pod keeps it: its strings interned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodOwner {
+    pub api_version: Arc<str>,
+    pub kind: Arc<str>,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
+    pub controller: Option<bool>,
+    pub block_owner_deletion: Option<bool>,
+}
+
+impl PodOwner {
+    /// The API's form.
+    pub fn to_owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: self.api_version.to_string(),
+            kind: self.kind.to_string(),
+            name: self.name.to_string(),
+            uid: self.uid.to_string(),
+            controller: self.controller,
+            block_owner_deletion: self.block_owner_deletion,
+        }
+    }
+
+    /// Is this the owner of `kind` that controls the pod?
+    pub fn controls_as(&self, kind: &str) -> bool {
+        self.controller == Some(true) && &*self.kind == kind
+    }
+}
+
+/// A pod's owner references: one list shared by every pod that has the same (none: empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owners(Option<Arc<[PodOwner]>>);
+
+static OWNER_LISTS: InternerCell<[PodOwner]> = InternerCell::new();
+
+impl Owners {
+    pub fn new(owners: Vec<PodOwner>) -> Self {
+        if owners.is_empty() {
+            return Owners(None);
+        }
+        Owners(Some(Interner::share(&OWNER_LISTS, owners, Arc::from)))
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, PodOwner> {
+        self.0.as_deref().unwrap_or_default().iter()
+    }
+
+    /// The UID of the owner of `kind` that controls the pod.
+    pub fn controller_uid(&self, kind: &str) -> Option<&str> {
+        self.iter().find(|o| o.controls_as(kind)).map(|o| &*o.uid)
+    }
+
+    /// Whether `self` and `other` are one shared list (both empty counts).
+    pub fn shares(&self, other: &Owners) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// The API's form (`None` when empty, as the API omits it).
+    pub fn to_owner_references(&self) -> Option<Vec<OwnerReference>> {
+        self.0
+            .as_ref()
+            .map(|o| o.iter().map(PodOwner::to_owner_reference).collect())
+    }
+}
+
+impl<'de> Deserialize<'de> for Owners {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// An owner reference as the API sends it (a missing string reads as empty, as
+        /// `OwnerReference` reads it).
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw<'a> {
+            #[serde(borrow, default)]
+            api_version: Cow<'a, str>,
+            #[serde(borrow, default)]
+            kind: Cow<'a, str>,
+            #[serde(borrow, default)]
+            name: Cow<'a, str>,
+            #[serde(borrow, default)]
+            uid: Cow<'a, str>,
+            controller: Option<bool>,
+            block_owner_deletion: Option<bool>,
+        }
+        let list: Option<Vec<Raw<'de>>> = Deserialize::deserialize(d)?;
+        Ok(Owners::new(
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|r| PodOwner {
+                    api_version: intern(&r.api_version),
+                    kind: intern(&r.kind),
+                    name: intern(&r.name),
+                    uid: intern(&r.uid),
+                    controller: r.controller,
+                    block_owner_deletion: r.block_owner_deletion,
+                })
+                .collect(),
+        ))
+    }
 }
 
 impl<'de> Deserialize<'de> for PoolPod {
@@ -75,17 +188,16 @@ impl<'de> Deserialize<'de> for PoolPod {
                 deletion_grace_period_seconds: m.deletion_grace_period_seconds,
                 deletion_timestamp: m.deletion_timestamp,
                 finalizers: m.finalizers,
-                generate_name: m.generate_name,
                 generation: m.generation,
                 name: m.name,
                 namespace: m.namespace,
-                owner_references: m.owner_references,
                 resource_version: m.resource_version,
                 uid: m.uid,
                 ..ObjectMeta::default()
             },
             labels: m.labels,
             annotations: m.annotations,
+            owners: m.owner_references,
             spec: raw.spec,
             status: raw.status,
         })
@@ -142,8 +254,14 @@ pub struct PoolPodStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub phase: Option<Arc<str>>,
-    #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
-    pub pod_ip: Option<String>,
+    /// `None` when the API's text is not an address (as [`crate::probe::pod_ip`] reads it).
+    #[serde(
+        rename = "podIP",
+        default,
+        deserialize_with = "address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pod_ip: Option<IpAddr>,
     /// The types of the conditions whose status is `True` (interned): what
     /// [`PoolPod::condition`] asks, and all a cache keeps of the conditions.
     #[serde(
@@ -167,6 +285,11 @@ struct RawCondition<'a> {
 fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
     let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
     Ok(s.map(|s| crate::api::tags::intern(&s)))
+}
+
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s: Option<Cow<'de, str>> = Deserialize::deserialize(d)?;
+    Ok(s.and_then(|s| s.parse().ok()))
 }
 
 fn true_conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<[Arc<str>]>, D::Error> {
@@ -197,8 +320,8 @@ impl PoolPod {
         self.status.as_ref()?.phase.as_deref()
     }
 
-    pub fn ip(&self) -> Option<&str> {
-        self.status.as_ref()?.pod_ip.as_deref()
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.status.as_ref()?.pod_ip
     }
 
     pub fn node(&self) -> Option<&str> {
@@ -217,7 +340,7 @@ impl PoolPod {
             }),
             status: self.status.as_ref().map(|s| core::PodStatus {
                 phase: s.phase.as_deref().map(str::to_string),
-                pod_ip: s.pod_ip.clone(),
+                pod_ip: s.pod_ip.map(|ip| ip.to_string()),
                 conditions: (!s.conditions.is_empty()).then(|| {
                     s.conditions
                         .iter()
@@ -240,11 +363,13 @@ impl PoolPod {
             .is_some_and(|s| s.conditions.iter().any(|t| t.as_ref() == type_))
     }
 
-    /// The metadata an API object would carry: `meta` with the labels and annotations.
+    /// The metadata an API object would carry: `meta` with the labels, annotations and
+    /// owner references.
     pub fn whole_meta(&self) -> ObjectMeta {
         ObjectMeta {
             labels: self.labels.to_map(),
             annotations: self.annotations.to_map(),
+            owner_references: self.owners.to_owner_references(),
             ..self.meta.clone()
         }
     }
@@ -259,8 +384,12 @@ impl crate::probe::PodRead for PoolPod {
         self.phase()
     }
 
-    fn pod_ip_str(&self) -> Option<&str> {
+    fn pod_ip(&self) -> Option<IpAddr> {
         self.ip()
+    }
+
+    fn controller_uid(&self, kind: &str) -> Option<&str> {
+        self.owners.controller_uid(kind)
     }
 
     fn has_condition(&self, type_: &str) -> bool {
@@ -300,7 +429,7 @@ mod tests {
         strip(&mut p);
         assert_eq!(
             (p.phase(), p.ip(), p.node()),
-            (Some("Running"), Some("10.0.0.7"), Some("n1"))
+            (Some("Running"), "10.0.0.7".parse().ok(), Some("n1"))
         );
         assert!(p.condition("Ready") && !p.condition("PodScheduled"));
         assert_eq!(p.annotation("paia.tech/busy"), Some("false"));
@@ -311,14 +440,24 @@ mod tests {
             p.meta.labels.is_none() && p.meta.annotations.is_none(),
             "labels and annotations are kept compact, not in meta"
         );
+        assert!(
+            p.meta.owner_references.is_none(),
+            "owner references are kept shared, not in meta"
+        );
+        assert_eq!(
+            crate::probe::PodRead::controller_uid(&p, "ReplicaSet"),
+            Some("rs-1")
+        );
+        assert_eq!(crate::probe::PodRead::controller_uid(&p, "Job"), None);
         let mut meta: ObjectMeta = serde_json::from_value(body["metadata"].clone()).unwrap();
         meta.managed_fields = None;
         meta.self_link = None;
+        meta.generate_name = None;
         let unstripped: PoolPod = serde_json::from_value(body.clone()).unwrap();
         assert_eq!(
             unstripped.whole_meta(),
             meta,
-            "every other metadata field is kept"
+            "every other metadata field is kept (generateName is not)"
         );
         assert_eq!(
             unstripped.to_pod().metadata,
@@ -335,5 +474,85 @@ mod tests {
             "{}",
             std::mem::size_of::<PoolPod>()
         );
+    }
+
+    fn pod(name: &str, owner_uid: &str, controller: bool, ip: &str) -> PoolPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": name,
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                                              "uid": owner_uid, "controller": controller}]},
+            "status": {"podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_with_the_same_owners_share_one_list_and_read_their_own() {
+        let (a, b) = (
+            pod("a", "rs-1", true, "10.0.0.1"),
+            pod("b", "rs-1", true, "10.0.0.2"),
+        );
+        assert!(a.owners.shares(&b.owners));
+        let other = pod("c", "rs-2", true, "10.0.0.3");
+        assert!(!a.owners.shares(&other.owners));
+        assert_eq!(
+            crate::probe::PodRead::controller_uid(&other, "ReplicaSet"),
+            Some("rs-2")
+        );
+        // An owner that does not control the pod is kept, but is not its controller.
+        let held = pod("d", "rs-1", false, "10.0.0.4");
+        assert!(!held.owners.shares(&a.owners));
+        assert_eq!(
+            crate::probe::PodRead::controller_uid(&held, "ReplicaSet"),
+            None
+        );
+        assert_eq!(
+            held.owners.iter().map(|o| &*o.uid).collect::<Vec<_>>(),
+            vec!["rs-1"]
+        );
+        assert_eq!(
+            held.whole_meta().owner_references.unwrap()[0].controller,
+            Some(false)
+        );
+        // No owners: none kept, none given back.
+        let none: PoolPod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
+        assert!(
+            none.owners.shares(&Owners::default()) && none.whole_meta().owner_references.is_none()
+        );
+        // An owner reference missing strings reads as `OwnerReference` reads it; one of the
+        // wrong type is refused by both.
+        let sparse = serde_json::json!({"metadata": {"name": "x", "ownerReferences": [{"kind": "ReplicaSet"}]}});
+        let whole: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(sparse.clone()).unwrap();
+        let cached: PoolPod = serde_json::from_value(sparse).unwrap();
+        assert_eq!(
+            cached.whole_meta().owner_references,
+            whole.metadata.owner_references
+        );
+        let wrong = serde_json::json!({"metadata": {"name": "x", "ownerReferences": [{"uid": 5}]}});
+        assert!(serde_json::from_value::<PoolPod>(wrong.clone()).is_err());
+        assert!(serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(wrong).is_err());
+    }
+
+    #[test]
+    fn the_pod_ip_is_kept_as_an_address_and_text_that_is_none_reads_as_none() {
+        let v6 = pod("a", "rs-1", true, "fd00::7");
+        assert_eq!(v6.ip(), "fd00::7".parse().ok());
+        assert_eq!(
+            v6.to_pod().status.unwrap().pod_ip.as_deref(),
+            Some("fd00::7")
+        );
+        let bad = pod("b", "rs-1", true, "not-an-ip");
+        assert_eq!(bad.ip(), None);
+        // As the whole pod reads it.
+        let whole = k8s_openapi::api::core::v1::Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                pod_ip: Some("not-an-ip".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(crate::probe::pod_ip(&whole), None);
     }
 }

@@ -37,7 +37,10 @@ pub enum BusyState {
 pub trait PodRead: Tags {
     fn pod_meta(&self) -> &ObjectMeta;
     fn pod_phase(&self) -> Option<&str>;
-    fn pod_ip_str(&self) -> Option<&str>;
+    /// The pod's own IP (`None` when its status holds none, or text that is not one).
+    fn pod_ip(&self) -> Option<IpAddr>;
+    /// The UID of the owner of `kind` that controls the pod.
+    fn controller_uid(&self, kind: &str) -> Option<&str>;
     /// Is the pod's condition `type_` True?
     fn has_condition(&self, type_: &str) -> bool;
 }
@@ -51,8 +54,17 @@ impl PodRead for Pod {
         self.status.as_ref()?.phase.as_deref()
     }
 
-    fn pod_ip_str(&self) -> Option<&str> {
-        self.status.as_ref()?.pod_ip.as_deref()
+    fn pod_ip(&self) -> Option<IpAddr> {
+        self.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+    }
+
+    fn controller_uid(&self, kind: &str) -> Option<&str> {
+        self.metadata
+            .owner_references
+            .as_ref()?
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == kind)
+            .map(|o| o.uid.as_str())
     }
 
     fn has_condition(&self, type_: &str) -> bool {
@@ -72,8 +84,12 @@ impl<T: PodRead + ?Sized> PodRead for &T {
         (**self).pod_phase()
     }
 
-    fn pod_ip_str(&self) -> Option<&str> {
-        (**self).pod_ip_str()
+    fn pod_ip(&self) -> Option<IpAddr> {
+        (**self).pod_ip()
+    }
+
+    fn controller_uid(&self, kind: &str) -> Option<&str> {
+        (**self).controller_uid(kind)
     }
 
     fn has_condition(&self, type_: &str) -> bool {
@@ -521,7 +537,7 @@ impl ProbeCache {
 
 /// The pod's own IP, if it has one.
 pub fn pod_ip<P: PodRead + ?Sized>(pod: &P) -> Option<IpAddr> {
-    pod.pod_ip_str()?.parse().ok()
+    pod.pod_ip()
 }
 
 #[cfg(test)]

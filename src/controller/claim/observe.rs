@@ -164,20 +164,16 @@ pub fn pod_facts(p: &PoolPod, src: Option<&BusySource<'_>>, probes: &ProbeCache)
             None => true,
         };
     let job = p
-        .meta
-        .owner_references
-        .as_ref()
-        .and_then(|o| {
-            o.iter()
-                .find(|r| r.kind == "Job" && r.controller == Some(true))
-        })
-        .map(|r| (r.name.clone(), r.uid.clone()));
+        .owners
+        .iter()
+        .find(|r| r.controls_as("Job"))
+        .map(|r| (r.name.to_string(), r.uid.to_string()));
     PodFacts {
         name: p.name_any(),
         uid,
         resource_version: p.meta.resource_version.clone().unwrap_or_default(),
         node: p.node().map(str::to_string),
-        ip: p.ip().map(str::to_string),
+        ip: p.ip().map(|ip| ip.to_string()),
         created: crate::controller::created_seconds(&p.meta),
         running: phase == Some("Running"),
         ready: p.condition("Ready"),

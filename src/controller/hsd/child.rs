@@ -158,7 +158,7 @@ pub fn our_replicas<C: ChildRead>(child: &C) -> Option<i32> {
 
 /// UID of the ReplicaSet controlling `pod`.
 pub fn owner_replicaset<P: PodRead + ?Sized>(pod: &P) -> Option<String> {
-    controller_uid(pod.pod_meta(), "ReplicaSet").map(str::to_string)
+    pod.controller_uid("ReplicaSet").map(str::to_string)
 }
 
 fn controller_uid<'m>(meta: &'m ObjectMeta, kind: &str) -> Option<&'m str> {
@@ -216,9 +216,11 @@ pub fn counted_pods<'a, C: ChildRead>(
         .filter(|p| !matches!(p.phase(), Some("Succeeded") | Some("Failed")))
         .filter(|p| {
             if is_detached(p) {
-                return p.owner_references().iter().any(|o| o.uid == hsd_uid);
+                return p.owners.iter().any(|o| *o.uid == *hsd_uid);
             }
-            controller_uid(&p.meta, "ReplicaSet").is_some_and(|u| rs_uids.contains(&u))
+            p.owners
+                .controller_uid("ReplicaSet")
+                .is_some_and(|u| rs_uids.contains(&u))
         })
         .collect();
     (counted, current)
@@ -388,7 +390,7 @@ pub fn pod_view<P: PodRead + ?Sized>(
         reason: reason.into(),
         cost: crate::controller::cost::current_cost(pod),
         detached: is_detached(pod),
-        current: controller_uid(meta, "ReplicaSet") == current_rs,
+        current: pod.controller_uid("ReplicaSet") == current_rs,
         ip: probe::pod_ip(pod),
     }
 }

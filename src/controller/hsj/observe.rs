@@ -129,12 +129,7 @@ pub fn finished(job: &Job) -> Option<(Finished, Option<Timestamp>)> {
 
 /// The UID of the Job controlling `pod`.
 pub fn owner_job(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Job")
-        .map(|o| o.uid.as_str())
+    crate::probe::PodRead::controller_uid(pod, "Job")
 }
 
 /// Pods grouped by the UID of their controlling Job.
