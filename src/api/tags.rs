@@ -62,7 +62,6 @@ tags_in_metadata!(
     k8s_openapi::api::batch::v1::Job,
     kube::api::DynamicObject,
 );
-pub(crate) use tags_in_metadata;
 
 impl<T: Tags + ?Sized> Tags for std::sync::Arc<T> {
     fn label(&self, key: &str) -> Option<&str> {

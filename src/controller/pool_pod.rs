@@ -262,15 +262,52 @@ pub struct PoolPodStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub pod_ip: Option<IpAddr>,
-    /// The types of the conditions whose status is `True` (interned): what
-    /// [`PoolPod::condition`] asks, and all a cache keeps of the conditions.
+    /// The types of the conditions whose status is `True`, sorted (interned, and the list
+    /// shared by every pod with the same: most pods of a pool are Ready and Scheduled
+    /// alike): what [`PoolPod::condition`] asks, and all a cache keeps of the conditions.
     #[serde(
         default,
         deserialize_with = "true_conditions",
         serialize_with = "as_conditions",
-        skip_serializing_if = "<[_]>::is_empty"
+        skip_serializing_if = "TrueConditions::is_empty"
     )]
-    pub conditions: Box<[Arc<str>]>,
+    pub conditions: TrueConditions,
+}
+
+/// The sorted types of a pod's conditions whose status is `True`, one list shared by
+/// every pod with the same (none: empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrueConditions(Option<Arc<[Arc<str>]>>);
+
+static CONDITION_LISTS: InternerCell<[Arc<str>]> = InternerCell::new();
+
+impl TrueConditions {
+    /// From condition types in any order, each kept once.
+    pub fn new(mut types: Vec<Arc<str>>) -> Self {
+        types.sort();
+        types.dedup();
+        if types.is_empty() {
+            return TrueConditions(None);
+        }
+        TrueConditions(Some(Interner::share(&CONDITION_LISTS, types, Arc::from)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.as_deref().unwrap_or_default().iter().map(|t| &**t)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether `self` and `other` are one shared list (both empty counts).
+    pub fn shares(&self, other: &TrueConditions) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A condition as the API sends it: only its type and status are read.
@@ -292,24 +329,22 @@ fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::
     Ok(s.and_then(|s| s.parse().ok()))
 }
 
-fn true_conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<[Arc<str>]>, D::Error> {
+fn true_conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrueConditions, D::Error> {
     let list: Option<Vec<RawCondition<'de>>> = Deserialize::deserialize(d)?;
-    let mut types: Vec<Arc<str>> = list
-        .unwrap_or_default()
-        .iter()
-        .filter(|c| c.status == "True")
-        .map(|c| crate::api::tags::intern(&c.type_))
-        .collect();
-    types.sort();
-    types.dedup();
-    Ok(types.into_boxed_slice())
+    Ok(TrueConditions::new(
+        list.unwrap_or_default()
+            .iter()
+            .filter(|c| c.status == "True")
+            .map(|c| crate::api::tags::intern(&c.type_))
+            .collect(),
+    ))
 }
 
-fn as_conditions<S: serde::Serializer>(types: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+fn as_conditions<S: serde::Serializer>(types: &TrueConditions, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(
         types
             .iter()
-            .map(|t| serde_json::json!({"type": t.as_ref(), "status": "True"})),
+            .map(|t| serde_json::json!({"type": t, "status": "True"})),
     )
 }
 
@@ -360,7 +395,7 @@ impl PoolPod {
     pub fn condition(&self, type_: &str) -> bool {
         self.status
             .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|t| t.as_ref() == type_))
+            .is_some_and(|s| s.conditions.iter().any(|t| t == type_))
     }
 
     /// The metadata an API object would carry: `meta` with the labels, annotations and
@@ -533,6 +568,33 @@ mod tests {
         let wrong = serde_json::json!({"metadata": {"name": "x", "ownerReferences": [{"uid": 5}]}});
         assert!(serde_json::from_value::<PoolPod>(wrong.clone()).is_err());
         assert!(serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(wrong).is_err());
+    }
+
+    #[test]
+    fn pods_with_the_same_true_conditions_share_one_list() {
+        let with = |conds: serde_json::Value| -> PoolPod {
+            serde_json::from_value(serde_json::json!({"status": {"conditions": conds}})).unwrap()
+        };
+        let c = |t: &str, st: &str| serde_json::json!({"type": t, "status": st});
+        let a = with(serde_json::json!([
+            c("Ready", "True"),
+            c("PodScheduled", "True")
+        ]));
+        let b = with(serde_json::json!([
+            c("PodScheduled", "True"),
+            c("Ready", "True"),
+            c("Ready", "True")
+        ]));
+        let (sa, sb) = (a.status.as_ref().unwrap(), b.status.as_ref().unwrap());
+        assert!(sa.conditions.shares(&sb.conditions));
+        let d = with(serde_json::json!([
+            c("Ready", "False"),
+            c("PodScheduled", "True")
+        ]));
+        assert!(!d.condition("Ready") && d.condition("PodScheduled") && a.condition("Ready"));
+        assert!(!sa.conditions.shares(&d.status.as_ref().unwrap().conditions));
+        let none = with(serde_json::json!([c("Ready", "False")]));
+        assert!(none.status.as_ref().unwrap().conditions.is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::plan::{Plan, PodView};
 use crate::api::hsd::{HotStandbyDeployment, HotStandbyDeploymentStatus};
 use crate::api::set_condition;
-use crate::api::tags::Tags;
+use crate::api::tags::{Pairs, Tags};
 use crate::controller::pool_pod::PoolPod;
 use crate::probe::{self, PodRead, ProbeCache};
 
@@ -192,16 +192,14 @@ pub fn counted_pods<'a, C: ChildRead>(
         .iter()
         .filter(|rs| controller_uid(&rs.metadata, "Deployment") == Some(child_uid.as_str()))
         .collect();
-    let revision = |m: &ObjectMeta| -> i64 {
-        m.annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION))
+    let revision = |rs: &ChildReplicaSet| -> i64 {
+        rs.annotation(REVISION)
             .and_then(|r| r.parse().ok())
             .unwrap_or(0)
     };
     let current = ours
         .iter()
-        .max_by_key(|rs| revision(&rs.metadata))
+        .max_by_key(|rs| revision(rs))
         .and_then(|rs| rs.uid());
     // A handful (the revision history): a scan beats hashing every pod's owner UID.
     let rs_uids: Vec<&str> = ours
@@ -261,27 +259,54 @@ pub use crate::controller::pool_pod::strip as strip_pod;
 /// Deployment controller carries the whole pod template (a `PodSpec` inline, kilobytes with
 /// its strings), a selector and a status; this type skips them while parsing, and
 /// [`strip_replicaset`] drops the rest.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+///
+/// Its labels and annotations are kept compact in [`ChildReplicaSet::labels`] and
+/// [`ChildReplicaSet::annotations`] (a `BTreeMap` costs a 540-byte node even for the one
+/// entry kept; issue 22, memory): read them through [`Tags`]; `metadata.labels` and
+/// `metadata.annotations` are always `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChildReplicaSet {
-    #[serde(default)]
     pub metadata: ObjectMeta,
+    pub labels: Pairs,
+    pub annotations: Pairs,
+}
+
+impl<'de> serde::Deserialize<'de> for ChildReplicaSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            metadata: ObjectMeta,
+        }
+        let mut metadata = Raw::deserialize(d)?.metadata;
+        let pairs =
+            |m: Option<BTreeMap<String, String>>| Pairs::from_entries(m.unwrap_or_default());
+        Ok(ChildReplicaSet {
+            labels: pairs(metadata.labels.take()),
+            annotations: pairs(metadata.annotations.take()),
+            metadata,
+        })
+    }
 }
 
 crate::controller::watch::slim_resource!(ChildReplicaSet, ReplicaSet, metadata);
 
-crate::api::tags::tags_in_metadata!(ChildReplicaSet);
+impl Tags for ChildReplicaSet {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key)
+    }
+}
 
 /// What the cache keeps of a child's ReplicaSet: no managed fields, of the labels only the
 /// HSD's name (its events wake that HSD), of the annotations only the revision.
 pub fn strip_replicaset(rs: &mut ChildReplicaSet) {
-    let only = |map: Option<BTreeMap<String, String>>, key: &str| {
-        map.and_then(|m| m.into_iter().find(|(k, _)| k == key))
-            .map(|kv| BTreeMap::from([kv]))
-    };
-    let m = &mut rs.metadata;
-    m.managed_fields = None;
-    m.labels = only(m.labels.take(), NAME_LABEL);
-    m.annotations = only(m.annotations.take(), REVISION);
+    rs.metadata.managed_fields = None;
+    rs.labels.retain(|k, _| k == NAME_LABEL);
+    rs.annotations.retain(|k, _| k == REVISION);
 }
 
 /// A child Deployment as the HSD cache keeps it: its metadata (without managed fields or
@@ -723,8 +748,9 @@ mod tests {
             assert!(m.managed_fields.is_none());
             // Its events still wake the HSD; of the annotations only the revision is kept.
             assert_eq!(r.label(NAME_LABEL), Some("game"));
-            assert_eq!(m.labels.as_ref().map(|l| l.len()), Some(1));
-            assert_eq!(m.annotations.as_ref().map(|a| a.len()), Some(1));
+            assert_eq!(r.labels.len(), 1);
+            assert_eq!(r.annotation(REVISION).map(|_| r.annotations.len()), Some(1));
+            assert!(m.labels.is_none() && m.annotations.is_none());
         }
         // Parsing skips the spec and status (the whole ReplicaSet JSON parses).
         let whole: ChildReplicaSet = serde_json::from_value(json!({
