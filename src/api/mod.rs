@@ -185,6 +185,18 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The UID of the owner of `kind` that controls the object `meta` describes.
+pub fn controller_uid<'m>(
+    meta: &'m k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &str,
+) -> Option<&'m str> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == kind)
+        .map(|o| o.uid.as_str())
+}
+
 /// Is this a pod of a HotStandbyDeployment or HotStandbyJob pool (it carries its pool's
 /// name label)? Such a pod is never a StatefulSingleton instance: a pool keeps several warm
 /// copies on purpose, so the webhook does not gate it and the singleton controller does not

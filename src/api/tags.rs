@@ -90,7 +90,7 @@ type Pair = (Arc<str>, Arc<str>);
 /// an empty map holds none), keys and values interned (a pool's pods share their label
 /// keys and values, and most annotation keys).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Pairs(Option<Arc<[Pair]>>);
+pub struct Pairs(SharedList<Pair>);
 
 impl Pairs {
     /// From `(key, value)` pairs in any order; on a repeated key the last value wins.
@@ -110,14 +110,11 @@ impl Pairs {
 
     /// The shared copy of these sorted, deduplicated entries.
     fn shared(entries: Vec<Pair>) -> Self {
-        if entries.is_empty() {
-            return Pairs(None);
-        }
-        Pairs(Some(Interner::share(&SETS, entries, Arc::from)))
+        Pairs(SharedList::new(&SETS, entries))
     }
 
     fn entries(&self) -> &[Pair] {
-        self.0.as_deref().unwrap_or_default()
+        self.0.as_slice()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -141,11 +138,7 @@ impl Pairs {
 
     /// Whether `self` and `other` are one shared allocation (both empty counts).
     pub fn shares(&self, other: &Pairs) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        self.0.shares(&other.0)
     }
 
     /// Keep only the entries `keep` says yes to.
@@ -279,7 +272,7 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
     }
 
     /// The shared copy of `value` (made by `make` when there is none yet).
-    pub fn share<V: std::borrow::Borrow<T>>(
+    fn share<V: std::borrow::Borrow<T>>(
         cell: &'static InternerCell<T>,
         value: V,
         make: impl FnOnce(V) -> Arc<T>,
@@ -296,6 +289,46 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         let a = make(value);
         i.set.insert(a.clone());
         a
+    }
+}
+
+/// A list held once for every holder of an equal one (interned whole); an empty list
+/// holds no allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedList<T: 'static>(Option<Arc<[T]>>);
+
+impl<T> Default for SharedList<T> {
+    fn default() -> Self {
+        SharedList(None)
+    }
+}
+
+impl<T: Hash + Eq> SharedList<T> {
+    /// The shared copy of `items`, from the interner in `cell`.
+    pub fn new(cell: &'static InternerCell<[T]>, items: Vec<T>) -> Self {
+        if items.is_empty() {
+            return SharedList(None);
+        }
+        SharedList(Some(Interner::share(cell, items, Arc::from)))
+    }
+}
+
+impl<T> SharedList<T> {
+    pub fn as_slice(&self) -> &[T] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether `self` and `other` are one shared allocation (both empty counts).
+    pub fn shares(&self, other: &SharedList<T>) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 }
 

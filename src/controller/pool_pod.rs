@@ -20,7 +20,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 
-use crate::api::tags::{intern, Interner, InternerCell, Pairs, Tags};
+use crate::api::tags::{intern, InternerCell, Pairs, SharedList, Tags};
 
 /// A pool pod as a cache holds it.
 ///
@@ -105,20 +105,17 @@ impl PodOwner {
 
 /// A pod's owner references: one list shared by every pod that has the same (none: empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Owners(Option<Arc<[PodOwner]>>);
+pub struct Owners(SharedList<PodOwner>);
 
 static OWNER_LISTS: InternerCell<[PodOwner]> = InternerCell::new();
 
 impl Owners {
     pub fn new(owners: Vec<PodOwner>) -> Self {
-        if owners.is_empty() {
-            return Owners(None);
-        }
-        Owners(Some(Interner::share(&OWNER_LISTS, owners, Arc::from)))
+        Owners(SharedList::new(&OWNER_LISTS, owners))
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, PodOwner> {
-        self.0.as_deref().unwrap_or_default().iter()
+        self.0.as_slice().iter()
     }
 
     /// The UID of the owner of `kind` that controls the pod.
@@ -128,18 +125,12 @@ impl Owners {
 
     /// Whether `self` and `other` are one shared list (both empty counts).
     pub fn shares(&self, other: &Owners) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        self.0.shares(&other.0)
     }
 
     /// The API's form (`None` when empty, as the API omits it).
     pub fn to_owner_references(&self) -> Option<Vec<OwnerReference>> {
-        self.0
-            .as_ref()
-            .map(|o| o.iter().map(PodOwner::to_owner_reference).collect())
+        (!self.0.is_empty()).then(|| self.iter().map(PodOwner::to_owner_reference).collect())
     }
 }
 
@@ -277,7 +268,7 @@ pub struct PoolPodStatus {
 /// The sorted types of a pod's conditions whose status is `True`, one list shared by
 /// every pod with the same (none: empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrueConditions(Option<Arc<[Arc<str>]>>);
+pub struct TrueConditions(SharedList<Arc<str>>);
 
 static CONDITION_LISTS: InternerCell<[Arc<str>]> = InternerCell::new();
 
@@ -286,27 +277,20 @@ impl TrueConditions {
     pub fn new(mut types: Vec<Arc<str>>) -> Self {
         types.sort();
         types.dedup();
-        if types.is_empty() {
-            return TrueConditions(None);
-        }
-        TrueConditions(Some(Interner::share(&CONDITION_LISTS, types, Arc::from)))
+        TrueConditions(SharedList::new(&CONDITION_LISTS, types))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.as_deref().unwrap_or_default().iter().map(|t| &**t)
+        self.0.as_slice().iter().map(|t| &**t)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.0.is_empty()
     }
 
     /// Whether `self` and `other` are one shared list (both empty counts).
     pub fn shares(&self, other: &TrueConditions) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
+        self.0.shares(&other.0)
     }
 }
 

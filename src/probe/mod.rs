@@ -59,12 +59,7 @@ impl PodRead for Pod {
     }
 
     fn controller_uid(&self, kind: &str) -> Option<&str> {
-        self.metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|o| o.controller == Some(true) && o.kind == kind)
-            .map(|o| o.uid.as_str())
+        crate::api::controller_uid(&self.metadata, kind)
     }
 
     fn has_condition(&self, type_: &str) -> bool {

@@ -161,14 +161,6 @@ pub fn owner_replicaset<P: PodRead + ?Sized>(pod: &P) -> Option<String> {
     pod.controller_uid("ReplicaSet").map(str::to_string)
 }
 
-fn controller_uid<'m>(meta: &'m ObjectMeta, kind: &str) -> Option<&'m str> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == kind)
-        .map(|o| o.uid.as_str())
-}
-
 /// Does the child's template differ from the one we would apply?
 pub fn template_changed<C: ChildRead>(child: &C, want: &Deployment) -> bool {
     child.meta().annotation(TEMPLATE_HASH_ANNOTATION)
@@ -190,7 +182,9 @@ pub fn counted_pods<'a, C: ChildRead>(
     };
     let ours: Vec<&std::sync::Arc<ChildReplicaSet>> = replicasets
         .iter()
-        .filter(|rs| controller_uid(&rs.metadata, "Deployment") == Some(child_uid.as_str()))
+        .filter(|rs| {
+            crate::api::controller_uid(&rs.metadata, "Deployment") == Some(child_uid.as_str())
+        })
         .collect();
     let revision = |rs: &ChildReplicaSet| -> i64 {
         rs.annotation(REVISION)
