@@ -143,8 +143,8 @@ pub struct TlsArgs {
     /// Private key (PEM) of the serving certificate.
     #[arg(long, requires = "tls_cert_file", env = "KUBE_STANDBY_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
-    /// CA bundle (PEM file) pods' agents trust: its certificates are served after the chain
-    /// and their pins injected (KUBE_STANDBY_CA=sha256:...). Default: the self-signed CA, or with --tls-cert-file the last certificate of that chain when it
+    /// CA bundle (PEM file) pods' agents trust: its certificates that issued the chain are served
+    /// after it and all their pins injected (KUBE_STANDBY_CA=sha256:...). Default: the self-signed CA, or with --tls-cert-file the last certificate of that chain when it
     /// holds more than the leaf (`kube-standby certs` writes tls.crt as leaf + CA);
     /// a leaf-only file needs --ca-file. Checked at start against the served certificate.
     #[arg(long, env = "KUBE_STANDBY_CA_FILE")]

@@ -78,15 +78,27 @@ fn injected_ca(review: &serde_json::Value) -> String {
 
 /// A TLS handshake trusting `ca` (pins or PEM) exactly as the agent's client does it.
 async fn handshake(ca: &str, port: u16) -> Result<(), String> {
+    served_chain(ca, port).await.map(|_| ())
+}
+
+/// The certificates the server sent in a handshake trusting `ca`, leaf first.
+async fn served_chain(ca: &str, port: u16) -> Result<Vec<Vec<u8>>, String> {
     let connector = kube_standby::agent::tls_connector(ca).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
-    connector
+    let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect())
 }
 
 #[tokio::test]
@@ -201,7 +213,14 @@ async fn a_leaf_only_certificate_with_the_right_ca_file_starts() {
     let b = kube_standby::certs::generate(&kube_standby::certs::default_sans()).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &b.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &b.key_pem).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), &b.ca_pem).unwrap();
+    // A rotation bundle: ours between two other CAs.
+    let other = || {
+        kube_standby::certs::generate(&["localhost".into()])
+            .unwrap()
+            .ca_pem
+    };
+    let bundle = format!("{}{}{}", other(), b.ca_pem, other());
+    std::fs::write(dir.path().join("ca.crt"), &bundle).unwrap();
     let port = free_port();
     let ca = dir.path().join("ca.crt").display().to_string();
     let mut child = Killed(
@@ -225,4 +244,12 @@ async fn a_leaf_only_certificate_with_the_right_ca_file_starts() {
     handshake(&pins_of_bundle(&b.ca_pem).unwrap(), port)
         .await
         .expect("the pinned CA is served after a leaf-only chain");
+    // Agents pin the whole bundle; the handshake carries the leaf and the one CA of the
+    // bundle that issued it, not all three.
+    let chain = served_chain(&pins_of_bundle(&bundle).unwrap(), port)
+        .await
+        .expect("the bundle's pins verify the served chain");
+    let ours = kube_standby::tls::agent_ca::pem_certs(&b.ca_pem).unwrap();
+    assert_eq!(chain.len(), 2, "leaf + the issuing CA only");
+    assert_eq!(chain[1], ours[0].to_vec());
 }

@@ -15,6 +15,7 @@
 //!   certificates, with [`AnchorNotServed`] (retried by the agent) when it is the leaf alone;
 //! - the operator serves its CA certificates after its chain ([`chain_with_anchors`]), so
 //!   the agent finds its anchor in every handshake, whatever the certificate file holds;
+//!   only those of the bundle that issued the chain, unless none did;
 //! - because the pin is of the key, a CA certificate re-issued with the same key (a renewal)
 //!   keeps every running pod's pin valid.
 use std::fmt::Write as _;
@@ -138,18 +139,56 @@ pub fn parse_pins(s: &str) -> Result<Vec<Pin>, String> {
     Ok(pins)
 }
 
-/// The served chain: `chain` (leaf first) followed by each of `anchors` it does not hold,
-/// so that an agent holding pins finds the certificate of its pinned key in the handshake.
+/// The served chain: `chain` (leaf first) followed by each of the `anchors` that issued it
+/// ([`issuing_anchors`]) and that it does not hold, so that an agent holding pins finds the
+/// certificate of its pinned key in the handshake.
 pub fn chain_with_anchors(
     mut chain: Vec<CertificateDer<'static>>,
     anchors: &[CertificateDer<'static>],
 ) -> Vec<CertificateDer<'static>> {
-    for a in anchors {
+    for a in issuing_anchors(&chain, anchors) {
         if !chain.iter().any(|c| c.as_ref() == a.as_ref()) {
             chain.push(a.clone());
         }
     }
     chain
+}
+
+/// Of `anchors`, the ones that issued `chain` (leaf first): a path from the leaf through the
+/// chain's other certificates ends at them, signatures and validity checked (not the name:
+/// the agents check that). Only those can be the anchor an agent finds, so a large
+/// `--ca-file` bundle is not sent in every handshake. When none does (a certificate expired
+/// or from another CA), all of them: the agents then refuse the chain, as they would have.
+pub fn issuing_anchors<'a>(
+    chain: &[CertificateDer<'static>],
+    anchors: &'a [CertificateDer<'static>],
+) -> Vec<&'a CertificateDer<'static>> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return anchors.iter().collect();
+    };
+    let Ok(leaf) = rustls::server::ParsedCertificate::try_from(leaf) else {
+        return anchors.iter().collect();
+    };
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let now = UnixTime::now();
+    let issued: Vec<_> = anchors
+        .iter()
+        .filter(|a| {
+            let mut roots = RootCertStore::empty();
+            roots.add((*a).clone()).is_ok()
+                && rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &leaf, &roots, rest, now, algs,
+                )
+                .is_ok()
+        })
+        .collect();
+    if issued.is_empty() {
+        anchors.iter().collect()
+    } else {
+        issued
+    }
 }
 
 /// The server sent its leaf certificate alone, so no served certificate can carry a pinned
@@ -432,11 +471,67 @@ mod tests {
     }
 
     #[test]
+    fn only_the_bundle_certificates_that_issued_the_chain_are_served() {
+        let others = [
+            certs::generate(&certs::default_sans()).unwrap(),
+            certs::generate(&certs::default_sans()).unwrap(),
+        ];
+        let ours = certs::generate(&certs::default_sans()).unwrap();
+        // A rotation bundle: another CA, ours, a third.
+        let bundle = format!("{}{}{}", others[0].ca_pem, ours.ca_pem, others[1].ca_pem);
+        let anchors = pem_certs(&bundle).unwrap();
+        assert_eq!(anchors.len(), 3);
+        let leaf_only = pem_certs(&ours.cert_pem).unwrap();
+        assert_eq!(issuing_anchors(&leaf_only, &anchors), vec![&anchors[1]]);
+        let served = chain_with_anchors(leaf_only.clone(), &anchors);
+        assert_eq!(served, vec![leaf_only[0].clone(), one(&ours.ca_pem)]);
+        // The agents pin the whole bundle and find theirs.
+        check(&pins_of_bundle(&bundle).unwrap(), &served, "localhost").unwrap();
+        // A chain none of them issued: all are served, and the agents refuse it as before.
+        let theirs = certs::generate(&certs::default_sans()).unwrap();
+        let foreign = pem_certs(&theirs.cert_pem).unwrap();
+        let served = chain_with_anchors(foreign.clone(), &anchors);
+        assert_eq!(served.len(), 4);
+        assert!(check(&pins_of_bundle(&bundle).unwrap(), &served, "localhost").is_err());
+        // A CA whose valid leaf selects it, and whose expired leaf selects nothing, so all
+        // are served.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "expiry CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let leaf = |expired: bool| {
+            let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2020, 2, 1);
+            }
+            let k = rcgen::KeyPair::generate().unwrap();
+            vec![p.signed_by(&k, &issuer).unwrap().der().clone()]
+        };
+        let with_it = [anchors.clone(), vec![ca_der.clone()]].concat();
+        assert_eq!(issuing_anchors(&leaf(false), &with_it), vec![&ca_der]);
+        assert_eq!(issuing_anchors(&leaf(true), &with_it).len(), 4);
+        // No chain at all, or bytes that are not a certificate: all of them.
+        assert_eq!(issuing_anchors(&[], &anchors).len(), 3);
+        let junk = vec![CertificateDer::from(vec![1u8, 2, 3])];
+        assert_eq!(issuing_anchors(&junk, &anchors).len(), 3);
+    }
+
+    #[test]
     fn an_intermediate_chain_verifies_with_the_root_or_the_intermediate_pinned() {
         let b = certs::generate_with_intermediate(&["localhost".into()]).unwrap();
         let leaf_and_mid = pem_certs(&b.cert_pem).unwrap();
         assert_eq!(leaf_and_mid.len(), 2);
         let served = chain_with_anchors(leaf_and_mid.clone(), &pem_certs(&b.ca_pem).unwrap());
+        // The root issued the chain through the intermediate: it is served.
+        assert_eq!(served.len(), 3);
         check(&pins_of_bundle(&b.ca_pem).unwrap(), &served, "localhost").unwrap();
         let mid_pin = format_pin(&pin_of(&leaf_and_mid[1]).unwrap());
         check(&mid_pin, &leaf_and_mid, "localhost").unwrap();
@@ -459,6 +554,17 @@ mod tests {
         assert_ne!(one(&renewed), one(&first.ca_pem));
         let issued = certs::issue(&renewed, &first.ca_key_pem, &certs::default_sans()).unwrap();
         let served = chain_with_anchors(pem_certs(&issued.cert_pem).unwrap(), &[one(&renewed)]);
+        assert_eq!(served.len(), 2);
+        // A bundle still holding the first certificate of the same key: it issued the
+        // chain too (an anchor is its subject and key), so it is the one served.
+        let old = chain_with_anchors(
+            pem_certs(&issued.cert_pem).unwrap(),
+            &[
+                one(&certs::generate(&certs::default_sans()).unwrap().ca_pem),
+                one(&first.ca_pem),
+            ],
+        );
+        assert_eq!(old[1..], [one(&first.ca_pem)]);
         check(
             &pins_of_bundle(&first.ca_pem).unwrap(),
             &served,
