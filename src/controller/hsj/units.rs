@@ -31,9 +31,11 @@
 //!   alone: its answer is exactly the live running pods the cache says are due
 //!   (property-tested against asking the cache about every live running pod below), at a
 //!   cost that grows with the pods due, not with the pods of the HSJ. Every pod walked is
-//!   checked, live or not; running pods that are due but not live (of a finished Job, one
-//!   we delete, another HSJ's: never probed, so due for good once due) are walked past on
-//!   each call, until they stop running or go;
+//!   checked, live or not. A walked pod whose Job is finished or unknown to the index is
+//!   parked: taken out of the order until that Job's next event (or its own) files it
+//!   again, so it is walked past once, not on every call. Running pods that are due but
+//!   not live for another reason (of a Job we delete, another HSJ's: never probed, so due
+//!   for good once due) are walked past on each call, until they stop running or go;
 //! - no lock is held while another is taken: views are built after the index's lock is let
 //!   go (from shared Job and pod handles), and the probe cache calls back without its lock.
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -75,8 +77,12 @@ struct Feed {
     /// Pod UID → what the index knows of its last probe (the pods of `pod_at`).
     probed: HashMap<String, Probed>,
     /// (namespace, HSJ name) → its running pods with a UID, by [`Probed::key`] (the order
-    /// their probes fall due), then UID.
+    /// their probes fall due), then UID; but the parked ones.
     due: HashMap<GroupKey, BTreeSet<(Option<Instant>, String)>>,
+    /// Job UID → running pods taken out of the due order because that Job is finished or
+    /// unknown ([`Feed::park`]): filed again at the Job's next event. May name pods filed
+    /// again since (by their own event); those are skipped.
+    parked: HashMap<String, Vec<String>>,
     /// Appearances of pods so far (each gets the next number).
     born: u64,
 }
@@ -193,6 +199,60 @@ impl Feed {
         });
     }
 
+    /// Is Job `uid` unknown to the index, or finished? Then none of its pods is live for
+    /// any HSJ until the Job's next event (a Job's event files its parked pods again).
+    fn job_ended_or_unknown(&self, uid: &str) -> bool {
+        let Some(group) = self.job_at.get(uid) else {
+            return true;
+        };
+        self.jobs
+            .get(group)
+            .and_then(|g| g.jobs.get(uid))
+            .is_none_or(|j| observe::finished(j).is_some())
+    }
+
+    /// Take pod `uid` (its appearance `born`, of Job `job`) out of its group's due order
+    /// while that Job is finished or unknown, so due-probe scans stop walking past it; its
+    /// Job's next event files it again. Checked here, under the lock, not by the caller.
+    fn park(&mut self, uid: &str, born: u64, job: &str) {
+        let here = self.pod_at.get(uid).is_some_and(|(_, j)| j == job)
+            && self
+                .probed
+                .get(uid)
+                .is_some_and(|p| p.born == born && p.filed.is_some());
+        if !here || !self.job_ended_or_unknown(job) {
+            return;
+        }
+        if let Some(p) = self.unfile(uid) {
+            self.file(uid, p, false);
+            self.parked
+                .entry(job.to_string())
+                .or_default()
+                .push(uid.to_string());
+        }
+    }
+
+    /// File again the pods parked under Job `job_uid` that still run and are not filed.
+    fn unpark(&mut self, job_uid: &str) {
+        for uid in self.parked.remove(job_uid).unwrap_or_default() {
+            let Some((group, job)) = self.pod_at.get(&uid) else {
+                continue;
+            };
+            let unfiled = self.probed.get(&uid).is_some_and(|p| p.filed.is_none());
+            let runs = self
+                .pods
+                .get(group)
+                .and_then(|u| u.get(job))
+                .and_then(|l| l.iter().find(|p| p.metadata.uid.as_deref() == Some(&uid)))
+                .is_some_and(|p| probe::is_running(p.as_ref()));
+            if unfiled && runs {
+                if let Some(p) = self.unfile(&uid) {
+                    self.file(&uid, p, true);
+                }
+            }
+        }
+    }
+
     fn mark(&mut self, job_uid: &str) {
         if let Some(g) = self.job_at.get(job_uid) {
             if let Some(group) = self.jobs.get_mut(g) {
@@ -219,12 +279,19 @@ impl Feed {
             group.dirty.insert(uid.to_string());
             self.job_at.insert(uid.to_string(), place);
         }
+        self.unpark(uid);
     }
 
     /// Pod `uid` is now `pod` (None: gone).
     fn note_pod(&mut self, uid: &str, pod: Option<Arc<Pod>>) {
         let kept = self.unfile(uid);
         if let Some((group, job)) = self.pod_at.remove(uid) {
+            if let Some(list) = self.parked.get_mut(&job) {
+                list.retain(|u| u != uid);
+                if list.is_empty() {
+                    self.parked.remove(&job);
+                }
+            }
             if let Some(units) = self.pods.get_mut(&group) {
                 if let Some(list) = units.get_mut(&job) {
                     list.retain(|p| p.metadata.uid.as_deref() != Some(uid));
@@ -635,7 +702,9 @@ impl Units {
         let maybe_due = |key: &Option<Instant>| {
             key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
         };
-        // The pods filed as maybe due, each with its appearance and, when live, the pod.
+        // The pods filed as maybe due, each with its appearance and, when live, the pod;
+        // and those to park (their Job finished or unknown).
+        let mut park: Vec<(String, u64, String)> = vec![];
         let maybe: Vec<(String, u64, Option<Arc<Pod>>)> = {
             let f = self.feed();
             let order = f
@@ -667,7 +736,11 @@ impl Units {
                                 .cloned()
                         })
                         .flatten();
-                    Some((uid.clone(), f.probed.get(uid)?.born, pod))
+                    let born = f.probed.get(uid)?.born;
+                    if f.job_ended_or_unknown(job) {
+                        park.push((uid.clone(), born, job.clone()));
+                    }
+                    Some((uid.clone(), born, pod))
                 })
                 .collect()
         };
@@ -684,6 +757,9 @@ impl Units {
             for ((uid, born, _), at) in maybe.iter().zip(&last) {
                 f.checked(uid, *born, *at, seq);
             }
+            for (uid, born, job) in &park {
+                f.park(uid, *born, job);
+            }
         }
         maybe
             .into_iter()
@@ -691,6 +767,35 @@ impl Units {
             .filter(|(_, at)| probe::due_at(*at, period, now))
             .filter_map(|((_, _, pod), _)| pod)
             .collect()
+    }
+
+    /// How many pods a due-probe scan at `now` under `period` would walk past because their
+    /// Job is finished or unknown (parking keeps this at 0 right after a scan).
+    #[cfg(test)]
+    fn walked_for_nothing(&self, hsj: HsjRef<'_>, period: Duration, now: Instant) -> usize {
+        let cutoff = now.checked_sub(period);
+        let f = self.feed();
+        let order = f
+            .due
+            .get(&(hsj.namespace.to_string(), hsj.name.to_string()));
+        // A scan for an HSJ with no Jobs walks nothing.
+        let jobs = f
+            .jobs
+            .get(&(hsj.namespace.to_string(), hsj.uid.to_string()));
+        let (Some(order), Some(_)) = (order, jobs) else {
+            return 0;
+        };
+        order
+            .iter()
+            .take_while(|(key, _)| {
+                key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
+            })
+            .filter(|(_, uid)| {
+                f.pod_at
+                    .get(uid)
+                    .is_some_and(|(_, job)| f.job_ended_or_unknown(job))
+            })
+            .count()
     }
 
     /// Drop an HSJ's views (it is gone).
@@ -1240,6 +1345,9 @@ mod tests {
                         got.sort();
                         prop_assert_eq!(&got, &want);
                         prop_assert_eq!(found.len(), got.len(), "every due pod has a UID");
+                        // Pods of finished or unknown Jobs were parked, not left to be
+                        // walked past again by the next scan.
+                        prop_assert_eq!(units.walked_for_nothing(me, period, now), 0);
                         if probe {
                             for uid in &got {
                                 probes.record_every(uid, Ok(BusyState::Idle), now, Some(period));
