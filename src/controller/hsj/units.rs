@@ -253,6 +253,32 @@ impl Feed {
         }
     }
 
+    /// What a due-probe scan of `hsj` at `now` under `period` walks: the UIDs at the start
+    /// of its pod group's due order that may be due, with the HSJ's Job group. None (nothing
+    /// to walk) when either is missing.
+    fn due_walk<'a>(
+        &'a self,
+        hsj: HsjRef<'_>,
+        period: Duration,
+        now: Instant,
+    ) -> Option<(impl Iterator<Item = &'a String> + 'a, &'a JobGroup)> {
+        let order = self
+            .due
+            .get(&(hsj.namespace.to_string(), hsj.name.to_string()))?;
+        let jobs = self
+            .jobs
+            .get(&(hsj.namespace.to_string(), hsj.uid.to_string()))?;
+        // A time key at or before `cutoff` is due (None: no time is, but for a zero period).
+        let cutoff = now.checked_sub(period);
+        let walk = order
+            .iter()
+            .take_while(move |(key, _)| {
+                key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
+            })
+            .map(|(_, uid)| uid);
+        Some((walk, jobs))
+    }
+
     fn mark(&mut self, job_uid: &str) {
         if let Some(g) = self.job_at.get(job_uid) {
             if let Some(group) = self.jobs.get_mut(g) {
@@ -697,52 +723,38 @@ impl Units {
         period: Duration,
         now: Instant,
     ) -> Vec<Arc<Pod>> {
-        // A time key at or before `cutoff` is due (None: no time is, but for a zero period).
-        let cutoff = now.checked_sub(period);
-        let maybe_due = |key: &Option<Instant>| {
-            key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
-        };
         // The pods filed as maybe due, each with its appearance and, when live, the pod;
         // and those to park (their Job finished or unknown).
         let mut park: Vec<(String, u64, String)> = vec![];
         let maybe: Vec<(String, u64, Option<Arc<Pod>>)> = {
             let f = self.feed();
-            let order = f
-                .due
-                .get(&(hsj.namespace.to_string(), hsj.name.to_string()));
-            let jobs = f
-                .jobs
-                .get(&(hsj.namespace.to_string(), hsj.uid.to_string()));
-            let (Some(order), Some(jobs)) = (order, jobs) else {
+            let Some((walk, jobs)) = f.due_walk(hsj, period, now) else {
                 return vec![];
             };
-            order
-                .iter()
-                .take_while(|(key, _)| maybe_due(key))
-                .filter_map(|(_, uid)| {
-                    let (group, job) = f.pod_at.get(uid)?;
-                    let live = !deleting.contains(job)
-                        && jobs
-                            .jobs
-                            .get(job)
-                            .is_some_and(|j| observe::finished(j).is_none());
-                    let pod = live
-                        .then(|| {
-                            f.pods
-                                .get(group)?
-                                .get(job)?
-                                .iter()
-                                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-                                .cloned()
-                        })
-                        .flatten();
-                    let born = f.probed.get(uid)?.born;
-                    if f.job_ended_or_unknown(job) {
-                        park.push((uid.clone(), born, job.clone()));
-                    }
-                    Some((uid.clone(), born, pod))
-                })
-                .collect()
+            walk.filter_map(|uid| {
+                let (group, job) = f.pod_at.get(uid)?;
+                let live = !deleting.contains(job)
+                    && jobs
+                        .jobs
+                        .get(job)
+                        .is_some_and(|j| observe::finished(j).is_none());
+                let pod = live
+                    .then(|| {
+                        f.pods
+                            .get(group)?
+                            .get(job)?
+                            .iter()
+                            .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                            .cloned()
+                    })
+                    .flatten();
+                let born = f.probed.get(uid)?.born;
+                if f.job_ended_or_unknown(job) {
+                    park.push((uid.clone(), born, job.clone()));
+                }
+                Some((uid.clone(), born, pod))
+            })
+            .collect()
         };
         if maybe.is_empty() {
             return vec![];
@@ -773,29 +785,16 @@ impl Units {
     /// Job is finished or unknown (parking keeps this at 0 right after a scan).
     #[cfg(test)]
     fn walked_for_nothing(&self, hsj: HsjRef<'_>, period: Duration, now: Instant) -> usize {
-        let cutoff = now.checked_sub(period);
         let f = self.feed();
-        let order = f
-            .due
-            .get(&(hsj.namespace.to_string(), hsj.name.to_string()));
-        // A scan for an HSJ with no Jobs walks nothing.
-        let jobs = f
-            .jobs
-            .get(&(hsj.namespace.to_string(), hsj.uid.to_string()));
-        let (Some(order), Some(_)) = (order, jobs) else {
+        let Some((walk, _)) = f.due_walk(hsj, period, now) else {
             return 0;
         };
-        order
-            .iter()
-            .take_while(|(key, _)| {
-                key.is_none_or(|t| period.is_zero() || cutoff.is_some_and(|c| t <= c))
-            })
-            .filter(|(_, uid)| {
-                f.pod_at
-                    .get(uid)
-                    .is_some_and(|(_, job)| f.job_ended_or_unknown(job))
-            })
-            .count()
+        walk.filter(|uid| {
+            f.pod_at
+                .get(*uid)
+                .is_some_and(|(_, job)| f.job_ended_or_unknown(job))
+        })
+        .count()
     }
 
     /// Drop an HSJ's views (it is gone).
