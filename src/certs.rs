@@ -144,7 +144,8 @@ pub struct Bundle {
     pub key_pem: String,
 }
 
-fn ca_params(common_name: &str, valid_for: Duration) -> Result<CertificateParams> {
+/// The parameters of a CA certificate named `common_name`, valid for `valid_for` from now.
+pub(crate) fn ca_params(common_name: &str, valid_for: Duration) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     set_validity(&mut p, valid_for)?;
     p.distinguished_name.push(DnType::CommonName, common_name);

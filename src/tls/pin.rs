@@ -496,14 +496,7 @@ mod tests {
         // A CA whose valid leaf selects it, and whose expired leaf selects nothing, so all
         // are served.
         let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "expiry CA");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca = certs::ca_params("expiry CA", certs::Validity::default().ca).unwrap();
         let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
         let issuer = rcgen::Issuer::new(ca, ca_key);
         let leaf = |expired: bool| {
@@ -542,14 +535,7 @@ mod tests {
         // The CA Secret keeps the key; a renewed CA certificate has a new serial and dates.
         let first = certs::generate(&certs::default_sans()).unwrap();
         let key = rcgen::KeyPair::from_pem(&first.ca_key_pem).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "kube-standby CA");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
+        let p = certs::ca_params("kube-standby CA", certs::Validity::default().ca).unwrap();
         let renewed = p.self_signed(&key).unwrap().pem();
         assert_ne!(one(&renewed), one(&first.ca_pem));
         let issued = certs::issue(&renewed, &first.ca_key_pem, &certs::default_sans()).unwrap();

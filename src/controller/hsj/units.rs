@@ -232,18 +232,22 @@ impl Feed {
         }
     }
 
+    /// Pod `uid` as the index holds it.
+    fn pod(&self, uid: &str) -> Option<&Arc<Pod>> {
+        let (group, job) = self.pod_at.get(uid)?;
+        self.pods
+            .get(group)?
+            .get(job)?
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid))
+    }
+
     /// File again the pods parked under Job `job_uid` that still run and are not filed.
     fn unpark(&mut self, job_uid: &str) {
         for uid in self.parked.remove(job_uid).unwrap_or_default() {
-            let Some((group, job)) = self.pod_at.get(&uid) else {
-                continue;
-            };
             let unfiled = self.probed.get(&uid).is_some_and(|p| p.filed.is_none());
             let runs = self
-                .pods
-                .get(group)
-                .and_then(|u| u.get(job))
-                .and_then(|l| l.iter().find(|p| p.metadata.uid.as_deref() == Some(&uid)))
+                .pod(&uid)
                 .is_some_and(|p| probe::is_running(p.as_ref()));
             if unfiled && runs {
                 if let Some(p) = self.unfile(&uid) {
@@ -732,22 +736,13 @@ impl Units {
                 return vec![];
             };
             walk.filter_map(|uid| {
-                let (group, job) = f.pod_at.get(uid)?;
+                let (_, job) = f.pod_at.get(uid)?;
                 let live = !deleting.contains(job)
                     && jobs
                         .jobs
                         .get(job)
                         .is_some_and(|j| observe::finished(j).is_none());
-                let pod = live
-                    .then(|| {
-                        f.pods
-                            .get(group)?
-                            .get(job)?
-                            .iter()
-                            .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-                            .cloned()
-                    })
-                    .flatten();
+                let pod = live.then(|| f.pod(uid).cloned()).flatten();
                 let born = f.probed.get(uid)?.born;
                 if f.job_ended_or_unknown(job) {
                     park.push((uid.clone(), born, job.clone()));
