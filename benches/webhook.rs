@@ -19,8 +19,10 @@
 //!   cargo bench --bench webhook    (BENCH_SECONDS=4, BENCH_CLIENTS=32, BENCH_ROUNDS=5,
 //!                                   BENCH_SLICE_MS=100, BENCH_LOG=off for no log subscriber)
 //!
-//! With `BENCH_CONTROL=floor` a second floor stands in for the real webhook: an A/A test of
-//! the bench itself, whose ratios should sit around 1.00.
+//! The pooled p99 ratio is printed with a 90 % interval from a paired block bootstrap over
+//! the slices (`p99_ratio_interval`). With `BENCH_CONTROL=floor` a second floor stands in for
+//! the real webhook: an A/A test of the bench itself, whose ratios should sit around 1.00.
+//! `BENCH_PACED=only` skips the saturation phases.
 //!
 //! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
 //! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
@@ -213,8 +215,10 @@ async fn phase(
 /// The paced phase of two servers at once, interleaved in time: `secs` each, cut into
 /// slices of `slice`, sent to the servers in the order A B B A A B B A ... on connections
 /// opened to both beforehand. A burst of load from a neighbour lasts a few hundred
-/// milliseconds to seconds; phases run one after the other put a whole burst on one
-/// server, slices spread it over both. Each server's latencies are pooled over its slices.
+/// milliseconds to seconds; phases run one after the other put a whole burst on one server,
+/// slices spread it over both. Each server's latencies are pooled over its slices; the
+/// slices are also returned as time-adjacent pairs (`[A's, B's]`: slices 0 and 1, 2 and 3,
+/// ...), the blocks of [`p99_ratio_interval`].
 async fn paced_interleaved(
     ca: &str,
     addrs: [SocketAddr; 2],
@@ -223,7 +227,7 @@ async fn paced_interleaved(
     secs: u64,
     slice: Duration,
     bodies: &'static [&'static [u8]],
-) -> [Figures; 2] {
+) -> ([Figures; 2], Vec<SlicePair>) {
     let a = connect(ca, addrs[0], clients, bodies).await;
     let b = connect(ca, addrs[1], clients, bodies).await;
     let ends = [&a, &b];
@@ -233,20 +237,88 @@ async fn paced_interleaved(
     let mut lat: [Vec<Duration>; 2] = [vec![], vec![]];
     let mut errors = [0; 2];
     let mut elapsed = [Duration::ZERO; 2];
+    let mut pairs: Vec<SlicePair> = vec![];
     for k in 0..2 * per_server {
         let who = [0, 1, 1, 0][k % 4];
         let (url, conns) = ends[who];
         let t = Instant::now();
         let (l, e) = drive(conns, url, rate_per_client, slice, bodies).await;
         elapsed[who] += t.elapsed();
+        if k % 2 == 0 {
+            pairs.push([vec![], vec![]]);
+        }
+        if let Some(p) = pairs.last_mut() {
+            p[who] = l.clone();
+        }
         lat[who].extend(l);
         errors[who] += e;
     }
     let [la, lb] = lat;
-    [
-        Figures::new(la, errors[0], elapsed[0]),
-        Figures::new(lb, errors[1], elapsed[1]),
-    ]
+    (
+        [
+            Figures::new(la, errors[0], elapsed[0]),
+            Figures::new(lb, errors[1], elapsed[1]),
+        ],
+        pairs,
+    )
+}
+
+/// One slice's latencies of each server, from two slices run one right after the other.
+type SlicePair = [Vec<Duration>; 2];
+
+/// A small deterministic generator (xorshift64*), so the interval is the same for the
+/// same latencies.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    }
+}
+
+/// The p99 of `pairs`' slices of side `side`, pooled, for the pairs at `picks`.
+fn pooled_p99(pairs: &[SlicePair], picks: &[usize], side: usize, buf: &mut Vec<Duration>) -> f64 {
+    buf.clear();
+    for &i in picks {
+        buf.extend_from_slice(&pairs[i][side]);
+    }
+    if buf.is_empty() {
+        return f64::NAN;
+    }
+    let last = buf.len() - 1;
+    let k = ((last as f64) * 0.99).round() as usize;
+    let (_, v, _) = buf.select_nth_unstable(k.min(last));
+    v.as_secs_f64()
+}
+
+/// A 90 % interval of the pooled p99 ratio `pairs[..][1]` / `pairs[..][0]`, by a paired
+/// block bootstrap: `resamples` times, as many pairs as there are are drawn with
+/// replacement, and the ratio of the two sides' pooled p99s is taken. Whole slices are the
+/// blocks (latencies within a slice move together: a stall delays every request in
+/// flight), and the two sides of a pair stay together (they ran back to back, under the
+/// same neighbours). The 5th and 95th percentiles of the ratios.
+fn p99_ratio_interval(pairs: &[SlicePair], resamples: usize) -> (f64, f64) {
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut buf = vec![];
+    let mut picks = vec![0; pairs.len()];
+    let mut ratios = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        for p in picks.iter_mut() {
+            *p = rng.below(pairs.len());
+        }
+        let side = |s, buf: &mut Vec<Duration>| pooled_p99(pairs, &picks, s, buf);
+        ratios.push(side(1, &mut buf) / side(0, &mut buf));
+    }
+    ratios.retain(|r| r.is_finite());
+    ratios.sort_by(f64::total_cmp);
+    if ratios.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let at = |q: f64| ratios[((ratios.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.05), at(0.95))
 }
 
 /// One client, `n` requests one after another (after one that opens the connection): for
@@ -312,6 +384,8 @@ fn main() {
     // `BENCH_CONTROL=floor`: a second floor in the real webhook's place, so the printed
     // ratios show the bench's own noise (an A/A test); they should sit around 1.00.
     let control = std::env::var("BENCH_CONTROL").is_ok_and(|v| v == "floor");
+    // `BENCH_PACED=only`: the 1,000 rps phase alone, no saturation phases.
+    let paced_only = std::env::var("BENCH_PACED").is_ok_and(|v| v == "only");
     let real = if control {
         serve(support::floor_router())
     } else {
@@ -387,6 +461,7 @@ fn main() {
         println!("{name}:");
         let (mut ratios, mut p99s) = (vec![], vec![]);
         let mut pooled: [Vec<Duration>; 2] = [vec![], vec![]];
+        let mut pairs: Vec<SlicePair> = vec![];
         for round in 0..rounds {
             // Alternate which server goes first, so a drift in machine load favours neither.
             let order = if round % 2 == 0 {
@@ -395,12 +470,12 @@ fn main() {
                 [("real", real), ("floor", floor)]
             };
             let (mut rps, mut p99) = ([0.0; 2], [Duration::ZERO; 2]);
-            for (who, addr) in order {
+            for (who, addr) in order.into_iter().filter(|_| !paced_only) {
                 let f = run(addr, 0.0, bodies);
                 f.print(&format!("round {}, saturation, {who}", round + 1));
                 rps[usize::from(who == "real")] = f.rps;
             }
-            let figures = client_rt.block_on(paced_interleaved(
+            let (figures, round_pairs) = client_rt.block_on(paced_interleaved(
                 &ca,
                 [order[0].1, order[1].1],
                 clients,
@@ -415,7 +490,20 @@ fn main() {
                 p99[i] = f.p99;
                 pooled[i].extend(f.sorted);
             }
-            ratios.push(rps[1] / rps[0]);
+            // Each pair as [floor's slice, real's slice].
+            let real_first = order[0].0 == "real";
+            pairs.extend(round_pairs.into_iter().map(
+                |[a, b]| {
+                    if real_first {
+                        [b, a]
+                    } else {
+                        [a, b]
+                    }
+                },
+            ));
+            if !paced_only {
+                ratios.push(rps[1] / rps[0]);
+            }
             p99s.push(p99[1].as_secs_f64() / p99[0].as_secs_f64());
         }
         let shown = |v: &[f64]| {
@@ -424,11 +512,13 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
-            "  => throughput real/floor at saturation: median {:.2}x (rounds: {}; target >= {target})",
-            median(ratios.clone()),
-            shown(&ratios)
-        );
+        if !paced_only {
+            println!(
+                "  => throughput real/floor at saturation: median {:.2}x (rounds: {}; target >= {target})",
+                median(ratios.clone()),
+                shown(&ratios)
+            );
+        }
         println!(
             "  => p99 real/floor at 1000 rps: median {:.2}x (rounds: {}; target <= 1.00)",
             median(p99s.clone()),
@@ -452,6 +542,11 @@ fn main() {
             r50.as_secs_f64() / f50.as_secs_f64(),
             r50.as_secs_f64() * 1e3,
             f50.as_secs_f64() * 1e3,
+        );
+        let (lo, hi) = p99_ratio_interval(&pairs, 2000);
+        println!(
+            "  => pooled p99 real/floor, 90% interval (paired block bootstrap over {} slice pairs): {lo:.2}x to {hi:.2}x",
+            pairs.len()
         );
     }
 }
