@@ -588,7 +588,8 @@ impl RunArgs {
 /// Entry point used by `main`.
 pub async fn main() -> std::result::Result<(), String> {
     let cli = Cli::parse();
-    crate::telemetry::init(cli.log_format);
+    // Held to the end: the lines logged before it are written before `main` goes on.
+    let _logs = crate::telemetry::init(cli.log_format);
     execute(cli).await.map_err(|e| e.to_string())
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Invariants: one event is one line in either format: strings from clients are logged
 //! through [`Untrusted`], which escapes every control character and cuts long values;
-//! colours are used only when stderr is a terminal (and `NO_COLOR` is unset).
+//! colours are used only when stderr is a terminal (and `NO_COLOR` is unset); lines are
+//! written by a thread of their own ([`background`]), so logging never waits on stderr.
+pub mod background;
 use std::fmt;
 use std::io::IsTerminal;
 
@@ -19,7 +21,13 @@ fn use_ansi() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-pub fn init(format: LogFormat) {
+/// Install the log subscriber. Hold what it returns until the process ends: dropping it
+/// waits (a bounded time) until the lines logged so far are written. None when logging was
+/// set up already.
+#[must_use = "dropped at once, it waits for the log writer now instead of at exit"]
+pub fn init(format: LogFormat) -> Option<background::Flush> {
+    let json = format == LogFormat::Json;
+    let (writer, flush) = background::start(std::io::stderr(), background::CAPACITY, json);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let res = match format {
@@ -29,7 +37,7 @@ pub fn init(format: LogFormat) {
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
         LogFormat::Text => registry
@@ -37,12 +45,16 @@ pub fn init(format: LogFormat) {
                 tfmt::layer()
                     .with_target(false)
                     .with_ansi(use_ansi())
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
     };
-    if let Err(e) = res {
-        eprintln!("logging already initialised: {e}");
+    match res {
+        Ok(()) => Some(flush),
+        Err(e) => {
+            eprintln!("logging already initialised: {e}");
+            None
+        }
     }
 }
 

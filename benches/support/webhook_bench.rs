@@ -94,10 +94,19 @@ pub fn webhook_state(ca_pem: &str) -> kube_standby::webhook::WebhookState {
 
 /// Logs as `run` and `webhook` write them by default (text, `info`), formatted in full but
 /// written to a sink, so the figures include what logging costs the handler but no
-/// terminal. `BENCH_LOG=off` installs no subscriber.
+/// terminal. `BENCH_LOG=off` installs no subscriber; `BENCH_LOG=stderr` the product's own (on stderr).
 pub fn install_logs() -> &'static str {
-    if std::env::var("BENCH_LOG").is_ok_and(|v| v == "off") {
-        return "off";
+    match std::env::var("BENCH_LOG").as_deref() {
+        Ok("off") => return "off",
+        // The product's own setup (`telemetry::init`): text, info, on stderr.
+        Ok("stderr") => {
+            // Kept for the whole run (the bench ends by returning from main).
+            std::mem::forget(kube_standby::telemetry::init(
+                kube_standby::telemetry::LogFormat::Text,
+            ));
+            return "info, text, on stderr as the product writes them";
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_target(false)
