@@ -4,48 +4,15 @@
 //! Each refused review logs a warning of about 200 bytes, so the 64 KiB pipe is full after
 //! a few hundred; a server that wrote its logs in the request path would stop answering
 //! there.
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 #[tokio::test]
 async fn reviews_are_answered_while_nobody_reads_stderr() {
-    let (port, ops) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-standby"))
-        .args([
-            "webhook",
-            "--tls-self-signed",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-bind",
-            &format!("127.0.0.1:{ops}"),
-        ])
-        .stdout(Stdio::null())
-        // Piped, and never read: kept open by `child` until the end of the test.
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn webhook");
-    let plain = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if plain
-            .get(format!("http://127.0.0.1:{ops}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "webhook never listened");
+    // Piped, and never read: kept open by `child` until the end of the test.
+    let (port, mut child) = common::spawn_webhook(&[], Stdio::piped()).await;
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))

@@ -1,6 +1,7 @@
 //! The real binary and SIGTERM (every pod deletion and rollout of the operator): a requested
 //! shutdown exits 0 and says so, answering the admission review in flight first; a task
 //! that dies on its own still ends the process non-zero, naming it.
+mod common;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
 
@@ -53,43 +54,7 @@ async fn sigterm_while_idle_exits_0_and_says_it_shut_down() {
 
 #[tokio::test]
 async fn sigint_in_webhook_mode_exits_0() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ops = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-standby"))
-        .args([
-            "webhook",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-bind",
-            &format!("127.0.0.1:{ops}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn webhook");
-    let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{ops}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "webhook never listened");
+    let (_, mut child) = common::spawn_webhook(&[], Stdio::null()).await;
     signal(&child, "INT");
     let (status, _) = exited(&mut child, GRACE).await.expect("exit after SIGINT");
     assert_eq!(status.code(), Some(0));

@@ -72,3 +72,42 @@ pub fn client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// A port free on 127.0.0.1 when asked (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `kube-standby webhook` on free ports, `--tls-self-signed`, with `extra` arguments and
+/// stderr as given, once its operations port answers `/healthz` (panics after 10 s).
+/// The webhook port and the child.
+pub async fn spawn_webhook(
+    extra: &[&str],
+    stderr: std::process::Stdio,
+) -> (u16, std::process::Child) {
+    let (port, ops) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-standby"))
+        .args(["webhook", "--tls-self-signed", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--metrics-bind")
+        .arg(format!("127.0.0.1:{ops}"))
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn webhook");
+    let plain = reqwest::Client::new();
+    for _ in 0..100 {
+        let url = format!("http://127.0.0.1:{ops}/healthz");
+        if plain.get(url).send().await.is_ok() {
+            return (port, child);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("webhook never listened");
+}
