@@ -585,12 +585,30 @@ impl RunArgs {
     }
 }
 
-/// Entry point used by `main`.
-pub async fn main() -> std::result::Result<(), String> {
+/// Entry point used by `main`: true when the command succeeded. A failure's reason is the
+/// last line on stderr (`error: ...`), handed to the log writer behind every line logged
+/// before, so a stalled stderr cannot hold the exit up (the writer is waited for at most
+/// [`crate::telemetry::background::FLUSH_WAIT`]). Lines that tasks still running log after
+/// that wait may be lost.
+pub async fn main() -> bool {
     let cli = Cli::parse();
-    // Held to the end: the lines logged before it are written before `main` goes on.
-    let _logs = crate::telemetry::init(cli.log_format);
-    execute(cli).await.map_err(|e| e.to_string())
+    let logs = crate::telemetry::init(cli.log_format);
+    let res = execute(cli).await;
+    if let Err(e) = &res {
+        let line = format!("error: {e}\n");
+        match &logs {
+            // A full queue (a flood, or stderr stalled): wait for room once, then try again.
+            Some(l) => {
+                if !l.line(&line) {
+                    l.wait(crate::telemetry::background::FLUSH_WAIT);
+                    l.line(&line);
+                }
+            }
+            None => eprint!("{line}"),
+        }
+    }
+    drop(logs);
+    res.is_ok()
 }
 
 pub async fn execute(cli: Cli) -> Result<()> {

@@ -33,9 +33,14 @@ async fn reviews_are_answered_while_nobody_reads_stderr() {
             .await;
         match r {
             Ok(r) if r.status() == 400 => answered += 1,
-            Ok(r) => panic!("request {i}: status {}", r.status()),
+            Ok(r) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("request {i}: status {}", r.status());
+            }
             Err(e) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("request {i} not answered (stderr unread): {e}");
             }
         }
