@@ -297,6 +297,16 @@ mod tests {
     }
 
     impl Sink {
+        /// A sink whose first write waits until the returned barrier is passed.
+        fn gated() -> (Sink, Arc<Barrier>) {
+            let gate = Arc::new(Barrier::new(2));
+            let sink = Sink {
+                got: Arc::default(),
+                gate: Some(gate.clone()),
+            };
+            (sink, gate)
+        }
+
         fn text(&self) -> String {
             String::from_utf8(self.got.lock().unwrap().clone()).unwrap()
         }
@@ -334,11 +344,7 @@ mod tests {
 
     #[test]
     fn a_stalled_stderr_never_blocks_the_logger_and_the_drop_is_told() {
-        let gate = Arc::new(Barrier::new(2));
-        let sink = Sink {
-            got: Arc::default(),
-            gate: Some(gate.clone()),
-        };
+        let (sink, gate) = Sink::gated();
         let (bg, flush) = start(sink.clone(), 4, false);
         // The writer takes at most one batch (BATCH_MAX lines, into its buffer) and blocks
         // when it writes them out; 4 more wait in the channel; the rest are dropped, and
@@ -445,11 +451,7 @@ mod tests {
 
     #[test]
     fn queued_bytes_are_bounded_as_well_as_lines() {
-        let gate = Arc::new(Barrier::new(2));
-        let sink = Sink {
-            got: Arc::default(),
-            gate: Some(gate.clone()),
-        };
+        let (sink, gate) = Sink::gated();
         let (bg, flush) = start(sink.clone(), CAPACITY, false);
         // Lines of 1 MiB: the line count (8,192) would take them all; the byte bound lets
         // at most MAX_QUEUED_BYTES of them wait (the one being written counts too).
@@ -493,11 +495,7 @@ mod tests {
 
     #[test]
     fn the_flush_on_drop_returns_when_the_writer_is_stalled() {
-        let gate = Arc::new(Barrier::new(2));
-        let sink = Sink {
-            got: Arc::default(),
-            gate: Some(gate.clone()),
-        };
+        let (sink, gate) = Sink::gated();
         let (bg, flush) = start(sink, 4, false);
         log(&bg, "stuck\n");
         let t = Instant::now();
