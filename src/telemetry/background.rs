@@ -72,8 +72,7 @@ impl Shared {
 
 /// Waits, when dropped, until the lines logged before are written (see the invariants).
 pub struct Flush {
-    tx: Option<SyncSender<Msg>>,
-    shared: Arc<Shared>,
+    to: Background,
 }
 
 /// The notice written after lines were dropped, as a line of the log's format.
@@ -154,13 +153,32 @@ pub fn start(out: impl Write + Send + 'static, capacity: usize, json: bool) -> (
             None
         }
     };
-    (
-        Background {
-            tx: tx.clone(),
-            shared: shared.clone(),
-        },
-        Flush { tx, shared },
-    )
+    let to = Background { tx, shared };
+    (to.clone(), Flush { to })
+}
+
+impl Background {
+    /// Hand `line` to the writer without blocking: false (and counted as dropped) when the
+    /// queue holds [`CAPACITY`] lines or [`MAX_QUEUED_BYTES`] bytes already. Straight to
+    /// stderr when there is no writer thread.
+    fn send(&self, line: Vec<u8>) -> bool {
+        let Some(tx) = &self.tx else {
+            return std::io::stderr().write_all(&line).is_ok();
+        };
+        let shared = &self.shared;
+        let len = line.len();
+        let sent = shared.reserve(len) && {
+            let sent = tx.try_send(Msg::Line(line)).is_ok();
+            if !sent {
+                shared.queued.fetch_sub(len, Ordering::AcqRel);
+            }
+            sent
+        };
+        if !sent {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
 }
 
 impl Flush {
@@ -169,16 +187,13 @@ impl Flush {
     /// this way, so a stalled stderr cannot hold the exit up. Straight to stderr when there
     /// is no writer thread. False when it was dropped (the queue was full).
     pub fn line(&self, line: &str) -> bool {
-        match &self.tx {
-            Some(tx) => hand_over(tx, &self.shared, line.as_bytes().to_vec()),
-            None => std::io::stderr().write_all(line.as_bytes()).is_ok(),
-        }
+        self.to.send(line.as_bytes().to_vec())
     }
 
     /// Wait until every line logged before this call is written, for at most `wait`.
     /// False when the writer did not get there in time (or is gone).
     pub fn wait(&self, wait: Duration) -> bool {
-        let Some(tx) = &self.tx else {
+        let Some(tx) = &self.to.tx else {
             // Lines went straight to stderr: nothing waits.
             return true;
         };
@@ -209,23 +224,6 @@ impl Drop for Flush {
     }
 }
 
-/// Hand `line` to the writer without blocking: false (and counted as dropped) when the
-/// queue holds [`CAPACITY`] lines or [`MAX_QUEUED_BYTES`] bytes already.
-fn hand_over(tx: &SyncSender<Msg>, shared: &Shared, line: Vec<u8>) -> bool {
-    let len = line.len();
-    let sent = shared.reserve(len) && {
-        let sent = tx.try_send(Msg::Line(line)).is_ok();
-        if !sent {
-            shared.queued.fetch_sub(len, Ordering::AcqRel);
-        }
-        sent
-    };
-    if !sent {
-        shared.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-    sent
-}
-
 /// One event's line, collected and handed over whole when the layer is done with it.
 pub struct Line<'a> {
     to: &'a Background,
@@ -247,15 +245,7 @@ impl Drop for Line<'_> {
         if self.buf.is_empty() {
             return;
         }
-        let line = std::mem::take(&mut self.buf);
-        match &self.to.tx {
-            Some(tx) => {
-                hand_over(tx, &self.to.shared, line);
-            }
-            None => {
-                let _ = std::io::stderr().write_all(&line);
-            }
-        }
+        self.to.send(std::mem::take(&mut self.buf));
     }
 }
 
