@@ -44,12 +44,16 @@ fn env_u64(k: &str, d: u64) -> u64 {
         .unwrap_or(d)
 }
 
+/// Where the `p` quantile sits among `len` sorted values (len > 0).
+fn rank(len: usize, p: f64) -> usize {
+    (((len - 1) as f64 * p).round() as usize).min(len - 1)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    sorted[rank(sorted.len(), p)]
 }
 
 /// What one phase measured.
@@ -234,7 +238,6 @@ async fn paced_interleaved(
     let per_server = (Duration::from_secs(secs).as_secs_f64() / slice.as_secs_f64())
         .ceil()
         .max(1.0) as usize;
-    let mut lat: [Vec<Duration>; 2] = [vec![], vec![]];
     let mut errors = [0; 2];
     let mut elapsed = [Duration::ZERO; 2];
     let mut pairs: Vec<SlicePair> = vec![];
@@ -248,16 +251,16 @@ async fn paced_interleaved(
             pairs.push([vec![], vec![]]);
         }
         if let Some(p) = pairs.last_mut() {
-            p[who] = l.clone();
+            p[who] = l;
         }
-        lat[who].extend(l);
         errors[who] += e;
     }
-    let [la, lb] = lat;
+    // Each server's latencies, pooled over its slices.
+    let pooled = |side: usize| pairs.iter().flat_map(|p| p[side].iter().copied()).collect();
     (
         [
-            Figures::new(la, errors[0], elapsed[0]),
-            Figures::new(lb, errors[1], elapsed[1]),
+            Figures::new(pooled(0), errors[0], elapsed[0]),
+            Figures::new(pooled(1), errors[1], elapsed[1]),
         ],
         pairs,
     )
@@ -288,9 +291,8 @@ fn pooled_p99(pairs: &[SlicePair], picks: &[usize], side: usize, buf: &mut Vec<D
     if buf.is_empty() {
         return f64::NAN;
     }
-    let last = buf.len() - 1;
-    let k = ((last as f64) * 0.99).round() as usize;
-    let (_, v, _) = buf.select_nth_unstable(k.min(last));
+    let k = rank(buf.len(), 0.99);
+    let (_, v, _) = buf.select_nth_unstable(k);
     v.as_secs_f64()
 }
 
@@ -317,7 +319,7 @@ fn p99_ratio_interval(pairs: &[SlicePair], resamples: usize) -> (f64, f64) {
     if ratios.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let at = |q: f64| ratios[((ratios.len() as f64 - 1.0) * q).round() as usize];
+    let at = |q: f64| ratios[rank(ratios.len(), q)];
     (at(0.05), at(0.95))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn reviews_are_answered_while_nobody_reads_stderr() {
     // Piped, and never read: kept open by `child` until the end of the test.
-    let (port, mut child) = common::spawn_webhook(&[], Stdio::piped()).await;
+    let (port, mut child) = common::spawn_webhook(Stdio::piped()).await;
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))

@@ -54,7 +54,7 @@ async fn sigterm_while_idle_exits_0_and_says_it_shut_down() {
 
 #[tokio::test]
 async fn sigint_in_webhook_mode_exits_0() {
-    let (_, mut child) = common::spawn_webhook(&[], Stdio::null()).await;
+    let (_, mut child) = common::spawn_webhook(Stdio::null()).await;
     signal(&child, "INT");
     let (status, _) = exited(&mut child, GRACE).await.expect("exit after SIGINT");
     assert_eq!(status.code(), Some(0));

@@ -81,20 +81,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// `kube-standby webhook` on free ports, `--tls-self-signed`, with `extra` arguments and
-/// stderr as given, once its operations port answers `/healthz` (panics after 10 s).
-/// The webhook port and the child.
-pub async fn spawn_webhook(
-    extra: &[&str],
-    stderr: std::process::Stdio,
-) -> (u16, std::process::Child) {
+/// `kube-standby webhook` on free ports, `--tls-self-signed`, with stderr as given, once its
+/// operations port answers `/healthz` (panics after 10 s). The webhook port and the child.
+pub async fn spawn_webhook(stderr: std::process::Stdio) -> (u16, std::process::Child) {
     let (port, ops) = (free_port(), free_port());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-standby"))
         .args(["webhook", "--tls-self-signed", "--bind"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--metrics-bind")
         .arg(format!("127.0.0.1:{ops}"))
-        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .spawn()
