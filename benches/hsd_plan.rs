@@ -88,8 +88,113 @@ fn time<F: FnMut()>(iters: u32, mut f: F) -> f64 {
 }
 
 fn main() {
+    // HSD_PLAN_PROFILE=N: run only the "views kept" scale-down case, N times (for `perf
+    // record`, valgrind, or A/B runs of two builds).
+    let profile: Option<u32> = std::env::var("HSD_PLAN_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let now = Timestamp::from_second(1_800_000_000).expect("ts");
     let h = hsd(5);
+    if profile.is_none() {
+        pure_plans(&h, now);
+    }
+    // Observe + plan from Pod objects (what a reconcile does apart from I/O).
+    let mut d = child::child_deployment(&h, child::pod_template(&h).expect("tpl"), 10_000);
+    d.metadata.uid = Some("dep-uid".into());
+    let rs: Vec<Arc<ChildReplicaSet>> = vec![Arc::new(
+        serde_json::from_value(json!({"metadata": {"name": "rs", "uid": "rs-uid",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep-uid", "controller": true}]}}))
+        .expect("rs"),
+    )];
+    let probes = ProbeCache::default();
+    if profile.is_none() {
+        let pod_objs = pods(10_000);
+        let per = time(50, || {
+            let (counted, current) = child::counted_pods(&d, &h, &rs, &pod_objs);
+            let v: Vec<PodView> = counted
+                .iter()
+                .map(|p| child::pod_view(p, &h, &probes, current.as_deref()))
+                .collect();
+            let o = Observed {
+                spec: &h.spec,
+                current_replicas: Some(10_000),
+                our_replicas: Some(10_000),
+                pods: &v,
+                pending_since: None,
+                now,
+                template_changed: false,
+            };
+            black_box(plan::plan(&o));
+        });
+        println!(
+            "observe+plan, 1 HSD x 10,000 Pod objects, every view built: {:.3} ms/reconcile (no I/O)",
+            per * 1e3
+        );
+    }
+    // What a reconcile does now: views kept between reconciles, rebuilt for changed pods.
+    let cache = kube_standby::controller::hsd::views::ViewCache::default();
+    let mut flip = 0usize;
+    let mut changing = pods(10_000);
+    let per = time(profile.unwrap_or(50), || {
+        // One pod changed since the last reconcile (a busy flip), as under churn.
+        flip = (flip + 1) % changing.len();
+        let mut p = (*changing[flip]).clone();
+        p.meta.resource_version = Some(format!("flip-{flip}"));
+        changing[flip] = Arc::new(p);
+        let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
+        let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
+        let o = Observed {
+            spec: &h.spec,
+            current_replicas: Some(10_000),
+            our_replicas: Some(10_000),
+            pods: &v,
+            pending_since: None,
+            now,
+            template_changed: false,
+        };
+        black_box(plan::plan(&o));
+    });
+    println!(
+        "observe+plan, 1 HSD x 10,000 Pod objects, views kept (1 pod changed per reconcile): {:.3} ms/reconcile (no I/O; target <= 5 ms)",
+        per * 1e3
+    );
+    if profile.is_some() {
+        return;
+    }
+    // Where that time goes.
+    let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
+    let t_count = time(50, || {
+        black_box(child::counted_pods(&d, &h, &rs, &changing));
+    });
+    let t_views = time(50, || {
+        black_box(cache.views("ns/game", &counted, &h, &probes, current.as_deref()));
+    });
+    let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
+    let t_plan = time(50, || {
+        let o = Observed {
+            spec: &h.spec,
+            current_replicas: Some(10_000),
+            our_replicas: Some(10_000),
+            pods: &v,
+            pending_since: None,
+            now,
+            template_changed: false,
+        };
+        black_box(plan::plan(&o));
+    });
+    println!(
+        "  of which: counted pods {:.3} ms, views {:.3} ms, plan {:.3} ms",
+        t_count * 1e3,
+        t_views * 1e3,
+        t_plan * 1e3
+    );
+    steady_flips(&h, &d, &rs, &probes, now);
+    debug_record(&h, &v, now);
+    pods_of_one_hsd();
+}
+
+/// The pure plan alone: one pool of 10,000 views scaling down, and 1,000 pools of 10.
+fn pure_plans(h: &HotStandbyDeployment, now: Timestamp) {
     let big = views(10_000);
     // Current replicas above desired, so victims are chosen (the expensive path).
     let o = Observed {
@@ -130,96 +235,6 @@ fn main() {
         per_all * 1e3,
         per_all * 1e6 / 1000.0
     );
-
-    // Observe + plan from Pod objects (what a reconcile does apart from I/O).
-    let mut d = child::child_deployment(&h, child::pod_template(&h).expect("tpl"), 10_000);
-    d.metadata.uid = Some("dep-uid".into());
-    let rs: Vec<Arc<ChildReplicaSet>> = vec![Arc::new(
-        serde_json::from_value(json!({"metadata": {"name": "rs", "uid": "rs-uid",
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "dep-uid", "controller": true}]}}))
-        .expect("rs"),
-    )];
-    let pod_objs = pods(10_000);
-    let probes = ProbeCache::default();
-    let per = time(50, || {
-        let (counted, current) = child::counted_pods(&d, &h, &rs, &pod_objs);
-        let v: Vec<PodView> = counted
-            .iter()
-            .map(|p| child::pod_view(p, &h, &probes, current.as_deref()))
-            .collect();
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(10_000),
-            our_replicas: Some(10_000),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
-        black_box(plan::plan(&o));
-    });
-    println!(
-        "observe+plan, 1 HSD x 10,000 Pod objects, every view built: {:.3} ms/reconcile (no I/O)",
-        per * 1e3
-    );
-
-    // What a reconcile does now: views kept between reconciles, rebuilt for changed pods.
-    let cache = kube_standby::controller::hsd::views::ViewCache::default();
-    let mut flip = 0usize;
-    let mut changing = pods(10_000);
-    let per = time(50, || {
-        // One pod changed since the last reconcile (a busy flip), as under churn.
-        flip = (flip + 1) % changing.len();
-        let mut p = (*changing[flip]).clone();
-        p.meta.resource_version = Some(format!("flip-{flip}"));
-        changing[flip] = Arc::new(p);
-        let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
-        let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(10_000),
-            our_replicas: Some(10_000),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
-        black_box(plan::plan(&o));
-    });
-    println!(
-        "observe+plan, 1 HSD x 10,000 Pod objects, views kept (1 pod changed per reconcile): {:.3} ms/reconcile (no I/O; target <= 5 ms)",
-        per * 1e3
-    );
-    // Where that time goes.
-    let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
-    let t_count = time(50, || {
-        black_box(child::counted_pods(&d, &h, &rs, &changing));
-    });
-    let t_views = time(50, || {
-        black_box(cache.views("ns/game", &counted, &h, &probes, current.as_deref()));
-    });
-    let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
-    let t_plan = time(50, || {
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(10_000),
-            our_replicas: Some(10_000),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
-        black_box(plan::plan(&o));
-    });
-    println!(
-        "  of which: counted pods {:.3} ms, views {:.3} ms, plan {:.3} ms",
-        t_count * 1e3,
-        t_views * 1e3,
-        t_plan * 1e3
-    );
-    steady_flips(&h, &d, &rs, &probes, now);
-    debug_record(&h, &v, now);
-    pods_of_one_hsd();
 }
 
 /// The pool a busy flip meets in practice: 10,000 pods because 9,995 are busy (idleTarget

@@ -5,19 +5,23 @@
 //! (a gone child is dropped at once); a kept value is handed out at most once per
 //! reconcile (a UID asked for twice is built again the second time); the map is updated in
 //! place, never rebuilt, so a reconcile of 10,000 unchanged children inserts nothing.
-//! Children are found by UID with foldhash (fast, seeded at random per map) instead of
-//! SipHash, which was about a third of an HSD's view pass at 10,000 pods.
+//! Children are found by key (a UID, or for the HSD a pod object's address, see
+//! [`crate::controller::hsd::views`]) with foldhash (fast, seeded at random per map)
+//! instead of SipHash, which was about a third of an HSD's view pass at 10,000 pods.
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-/// One object's kept values by child UID, and the reconcile they were last asked for in.
-pub struct Kept<C> {
+/// One object's kept values by child key (a UID unless said otherwise), and the reconcile
+/// they were last asked for in.
+pub struct Kept<C, K = Arc<str>> {
     reconciles: u64,
     asked: usize,
-    by_uid: HashMap<Arc<str>, (u64, C), foldhash::fast::RandomState>,
+    by_uid: HashMap<K, (u64, C), foldhash::fast::RandomState>,
 }
 
-impl<C> Default for Kept<C> {
+impl<C, K> Default for Kept<C, K> {
     fn default() -> Self {
         Self {
             reconciles: 0,
@@ -27,7 +31,7 @@ impl<C> Default for Kept<C> {
     }
 }
 
-impl<C> Kept<C> {
+impl<C, K: Hash + Eq> Kept<C, K> {
     /// Start a reconcile.
     pub fn begin(&mut self) {
         self.reconciles += 1;
@@ -35,13 +39,16 @@ impl<C> Kept<C> {
     }
 
     /// The kept value of `uid` when `holds` says it is still right, else the one `build`
-    /// makes (kept under the UID it returns, which must be `uid`).
-    pub fn get_or_build(
+    /// makes (kept under the key it returns, which must be `uid`).
+    pub fn get_or_build<Q: Hash + Eq + ?Sized>(
         &mut self,
-        uid: &str,
+        uid: &Q,
         holds: impl FnOnce(&C) -> bool,
-        build: impl FnOnce() -> (Arc<str>, C),
-    ) -> Option<&mut C> {
+        build: impl FnOnce() -> (K, C),
+    ) -> Option<&mut C>
+    where
+        K: Borrow<Q>,
+    {
         let now = self.reconciles;
         let reuse = self
             .by_uid
@@ -49,7 +56,10 @@ impl<C> Kept<C> {
             .is_some_and(|(seen, c)| *seen != now && holds(c));
         if !reuse {
             let (k, c) = build();
-            let again = self.by_uid.get(&k).is_some_and(|(seen, _)| *seen == now);
+            let again = self
+                .by_uid
+                .get::<K>(&k)
+                .is_some_and(|(seen, _)| *seen == now);
             self.by_uid.insert(k, (now, c));
             if !again {
                 self.asked += 1;
@@ -80,11 +90,11 @@ impl<C> Kept<C> {
 }
 
 /// [`Kept`] values by object ("namespace/name").
-pub struct KeptByObject<C> {
-    inner: Mutex<HashMap<String, Kept<C>>>,
+pub struct KeptByObject<C, K = Arc<str>> {
+    inner: Mutex<HashMap<String, Kept<C, K>>>,
 }
 
-impl<C> Default for KeptByObject<C> {
+impl<C, K> Default for KeptByObject<C, K> {
     fn default() -> Self {
         Self {
             inner: Mutex::default(),
@@ -92,8 +102,8 @@ impl<C> Default for KeptByObject<C> {
     }
 }
 
-impl<C> KeptByObject<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept<C>>> {
+impl<C, K: Hash + Eq> KeptByObject<C, K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept<C, K>>> {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -103,14 +113,14 @@ impl<C> KeptByObject<C> {
     /// Take an object's values out for one reconcile ([`Kept::begin`] done). The lock is
     /// held only to take and put back (kube never runs two reconciles of one object at
     /// once), not while values are built.
-    pub fn take(&self, key: &str) -> Kept<C> {
+    pub fn take(&self, key: &str) -> Kept<C, K> {
         let mut k = self.lock().remove(key).unwrap_or_default();
         k.begin();
         k
     }
 
     /// Put them back after [`Kept::end`].
-    pub fn put(&self, key: &str, mut kept: Kept<C>) {
+    pub fn put(&self, key: &str, mut kept: Kept<C, K>) {
         kept.end();
         self.lock().insert(key.to_string(), kept);
     }
@@ -156,7 +166,7 @@ mod tests {
                     let uid = format!("u{i}");
                     let mut built = false;
                     let got = *kept
-                        .get_or_build(&uid, |c| c == v, || {
+                        .get_or_build(uid.as_str(), |c| c == v, || {
                             built = true;
                             (uid.as_str().into(), *v)
                         })

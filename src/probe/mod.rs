@@ -70,27 +70,33 @@ impl PodRead for Pod {
     }
 }
 
-impl<T: PodRead + ?Sized> PodRead for &T {
-    fn pod_meta(&self) -> &ObjectMeta {
-        (**self).pod_meta()
-    }
+/// `PodRead` through a reference or an `Arc` (the caches hand out `Arc`s).
+macro_rules! forward_pod_read {
+    ($($t:ty),*) => {$(
+        impl<T: PodRead + ?Sized> PodRead for $t {
+            fn pod_meta(&self) -> &ObjectMeta {
+                (**self).pod_meta()
+            }
 
-    fn pod_phase(&self) -> Option<&str> {
-        (**self).pod_phase()
-    }
+            fn pod_phase(&self) -> Option<&str> {
+                (**self).pod_phase()
+            }
 
-    fn pod_ip(&self) -> Option<IpAddr> {
-        (**self).pod_ip()
-    }
+            fn pod_ip(&self) -> Option<IpAddr> {
+                (**self).pod_ip()
+            }
 
-    fn controller_uid(&self, kind: &str) -> Option<&str> {
-        (**self).controller_uid(kind)
-    }
+            fn controller_uid(&self, kind: &str) -> Option<&str> {
+                (**self).controller_uid(kind)
+            }
 
-    fn has_condition(&self, type_: &str) -> bool {
-        (**self).has_condition(type_)
-    }
+            fn has_condition(&self, type_: &str) -> bool {
+                (**self).has_condition(type_)
+            }
+        }
+    )*};
 }
+forward_pod_read!(&T, std::sync::Arc<T>);
 
 /// Has the pod's containers started (phase Running)?
 pub fn is_running<P: PodRead + ?Sized>(pod: &P) -> bool {

@@ -176,7 +176,7 @@ pub fn counted_pods<'a, C: ChildRead>(
     hsd: &HotStandbyDeployment,
     replicasets: &[std::sync::Arc<ChildReplicaSet>],
     pods: &'a [std::sync::Arc<PoolPod>],
-) -> (Vec<&'a PoolPod>, Option<String>) {
+) -> (Vec<&'a std::sync::Arc<PoolPod>>, Option<String>) {
     let Some(child_uid) = child.uid() else {
         return (vec![], None);
     };
@@ -203,7 +203,6 @@ pub fn counted_pods<'a, C: ChildRead>(
     let hsd_uid = hsd.uid().unwrap_or_default();
     let counted = pods
         .iter()
-        .map(|p| p.as_ref())
         .filter(|p| p.meta.deletion_timestamp.is_none())
         .filter(|p| !matches!(p.phase(), Some("Succeeded") | Some("Failed")))
         .filter(|p| {
