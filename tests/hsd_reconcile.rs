@@ -986,6 +986,70 @@ async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
     .expect("reconcile ok");
 }
 
+/// HTTP mode, the other way: the fresh probe (sent to the victim's own IP) still says idle,
+/// so the victim is deleted with its preconditions. A victim whose IP were lost on the way
+/// to the delete would be kept instead.
+#[tokio::test]
+async fn http_mode_deletes_a_victim_the_fresh_probe_still_finds_idle() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().route(
+        "/busy",
+        get(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Not 2xx: idle (the default `successIsBusy`).
+            async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "idle") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.4:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let h = hsd(json!({"spec": {"idleTarget": 0, "scaleDownDelaySeconds": 0,
+        "busyProbe": {"mode": "http", "http": {"port": port, "path": "/busy", "periodSeconds": 3600}}}}));
+    let mut a = pod("a", false, 10);
+    a["status"]["podIP"] = "127.0.0.4".into();
+    let world = World {
+        pods: vec![a],
+        rss: vec![rs()],
+        deployments: vec![child(&h, 1, 1)],
+    };
+    let (client, handle) = verifier::mock_client();
+    let mut ctx = Ctx::new(&Deps::standalone(client), stores(&world));
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    ctx.probes.record(
+        "uid-a",
+        Ok(kube_standby::controller::hsd::plan::BusyState::Idle),
+        std::time::Instant::now(),
+    );
+    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
+    verifier::verify(
+        handle,
+        vec![
+            expect(
+                "DELETE",
+                "/api/v1/namespaces/ns/pods/a",
+                |b, _| assert_eq!(b["preconditions"]["uid"], "uid-a"),
+                200,
+                pod("a", false, 0),
+            ),
+            apply_child(|b| assert_eq!(b["spec"]["replicas"], 0)),
+            event("ScaledDown", "deleted idle pods a"),
+            status(|st| assert_eq!(st["replicas"], 0)),
+        ],
+        task,
+    )
+    .await
+    .expect("reconcile ok");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "one fresh probe, to the pod's IP"
+    );
+}
+
 /// Issue 18: a pod the busy guard holds is listed in `status.heldPods` (only this pool's,
 /// only this namespace's) with one `DeletionHeld` Event.
 #[tokio::test]

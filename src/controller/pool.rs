@@ -55,6 +55,7 @@ impl PodView {
             name: &self.name,
             uid: &self.uid,
             resource_version: &self.resource_version,
+            ip: self.ip,
         }
     }
 }
@@ -65,6 +66,9 @@ pub struct Victim<'a> {
     pub name: &'a str,
     pub uid: &'a str,
     pub resource_version: &'a str,
+    /// The pod's own IP (for a fresh probe before it is deleted); not a precondition.
+    #[serde(skip)]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Victim order: not running first, then not ready, then youngest, then by name. The names

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::ResourceExt;
 
 use super::child;
-use super::plan::{BusyState, Plan, PodView, Victim};
+use super::plan::{BusyState, Plan, Victim};
 use super::Ctx;
 use crate::api::hsd::{BusyMode, HotStandbyDeployment};
 use crate::{Result, MANAGER};
@@ -29,28 +29,20 @@ pub struct Applied {
 }
 
 /// Fresh http answers for `victims`, in parallel (bounded by the prober): true = still idle.
-async fn still_idle(
-    ctx: &Ctx,
-    hsd: &HotStandbyDeployment,
-    pods: &[PodView],
-    victims: &[Victim<'_>],
-) -> Vec<bool> {
+async fn still_idle(ctx: &Ctx, hsd: &HotStandbyDeployment, victims: &[Victim<'_>]) -> Vec<bool> {
     if hsd.spec.busy_probe.mode != BusyMode::Http {
         return vec![true; victims.len()];
     }
     let cfg = &hsd.spec.busy_probe.http;
-    let checks = victims.iter().map(|v| {
-        let ip = pods.iter().find(|p| &*p.uid == v.uid).and_then(|p| p.ip);
-        async move {
-            match ip {
-                Some(ip) => {
-                    let r = ctx.prober.probe(ip, cfg).await;
-                    ctx.probes
-                        .record(v.uid, r.clone(), std::time::Instant::now());
-                    matches!(r, Ok(BusyState::Idle))
-                }
-                None => false,
+    let checks = victims.iter().map(|v| async move {
+        match v.ip {
+            Some(ip) => {
+                let r = ctx.prober.probe(ip, cfg).await;
+                ctx.probes
+                    .record(v.uid, r.clone(), std::time::Instant::now());
+                matches!(r, Ok(BusyState::Idle))
             }
+            None => false,
         }
     });
     join_all(checks).await
@@ -81,10 +73,9 @@ async fn delete_idle(
     ctx: &Ctx,
     api: &Api<Pod>,
     hsd: &HotStandbyDeployment,
-    pods: &[PodView],
     victims: &[Victim<'_>],
 ) -> Result<Vec<String>> {
-    let idle = still_idle(ctx, hsd, pods, victims).await;
+    let idle = still_idle(ctx, hsd, victims).await;
     let mut deleted = vec![];
     for (v, idle) in victims.iter().zip(idle) {
         if !idle {
@@ -124,13 +115,12 @@ pub async fn pods(
     ctx: &Ctx,
     hsd: &HotStandbyDeployment,
     ns: &str,
-    views: &[PodView],
     plan: &Plan<'_>,
 ) -> Result<Applied> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let detached = detach(&api, hsd, &plan.detach).await?;
-    let retired = delete_idle(ctx, &api, hsd, views, &plan.retire).await?;
-    let deleted = delete_idle(ctx, &api, hsd, views, &plan.victims).await?;
+    let retired = delete_idle(ctx, &api, hsd, &plan.retire).await?;
+    let deleted = delete_idle(ctx, &api, hsd, &plan.victims).await?;
     Ok(Applied {
         kept: (plan.victims.len() - deleted.len()) as i32,
         detached,
@@ -215,7 +205,7 @@ pub async fn run(
     world: &super::observe::World,
     plan: &Plan<'_>,
 ) -> std::result::Result<Outcome, std::result::Result<String, crate::Error>> {
-    let applied = pods(ctx, hsd, ns, &world.views, plan).await.map_err(Err)?;
+    let applied = pods(ctx, hsd, ns, plan).await.map_err(Err)?;
     let replicas = plan.replicas + applied.kept;
     let child = world.child.as_deref();
     let (mut want, held) = wanted_child(hsd, child, &world.template, plan.hold_template, replicas);

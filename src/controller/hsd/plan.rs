@@ -283,14 +283,23 @@ fn lower<'a>(
 
 /// pod-deletion-costs to write: every counted pod but the victims whose cost differs.
 fn costs<'a>(child: &[&'a PodView], victims: &[Victim<'_>]) -> Vec<(&'a str, i32)> {
+    // Most pods already carry their cost: find those that do not first, and look victims
+    // up only among them.
+    let differ: Vec<&'a PodView> = child
+        .iter()
+        .copied()
+        .filter(|p| p.cost != Some(p.wanted_cost()))
+        .collect();
+    if differ.is_empty() {
+        return vec![];
+    }
     // A set: with thousands of victims a list lookup per pod is quadratic. Hashed with
     // foldhash (as `kept`): SipHash was most of this pass at 6,600 victims.
     let victim_uids: std::collections::HashSet<&str, foldhash::fast::RandomState> =
         victims.iter().map(|v| v.uid).collect();
-    child
-        .iter()
-        .filter(|p| !victim_uids.contains(&&*p.uid))
-        .filter(|p| p.cost != Some(p.wanted_cost()))
+    differ
+        .into_iter()
+        .filter(|p| !victim_uids.contains(&*p.uid))
         .map(|p| (&*p.name, p.wanted_cost()))
         .collect()
 }

@@ -62,12 +62,14 @@ impl ViewCache {
     ) -> Vec<PodView> {
         let mut kept = self.inner.take(key);
         let probe = &hsd.spec.busy_probe;
-        let ann_key: &str = &probe.annotation_key;
-        // One copy of the key for every view built in this pass, not one per pod.
-        let mut shared_key: Option<Arc<str>> = None;
+        // The key and the current ReplicaSet's UID, interned: every entry holds the same
+        // copies, so comparing them is comparing pointers (`Arc<str>`'s `==` checks the
+        // pointer first).
+        let ann_key = crate::api::tags::intern(&probe.annotation_key);
+        let current = current_rs.map(crate::api::tags::intern);
         let mut out = Vec::with_capacity(pods.len());
         for pod in pods {
-            let holds = |c: &Cached| c.mode == probe.mode && &*c.key == ann_key;
+            let holds = |c: &Cached| c.mode == probe.mode && c.key == ann_key;
             let build = || {
                 let mut view = child::pod_view(pod.as_ref(), hsd, probes, current_rs);
                 // Most pods share their reason ("annotation paia.tech/busy=false").
@@ -75,7 +77,7 @@ impl ViewCache {
                 let c = Cached {
                     _pod: Arc::downgrade(pod),
                     mode: probe.mode,
-                    key: shared_key.get_or_insert_with(|| ann_key.into()).clone(),
+                    key: ann_key.clone(),
                     owner_rs: child::owner_replicaset(pod.as_ref())
                         .map(|u| crate::api::tags::intern(&u)),
                     view,
@@ -93,7 +95,7 @@ impl ViewCache {
                     c.view.reason = reason.into();
                 }
             }
-            c.view.current = c.owner_rs.as_deref() == current_rs;
+            c.view.current = c.owner_rs == current;
             out.push(c.view.clone());
         }
         self.inner.put(key, kept);
