@@ -78,6 +78,24 @@ fn pods(n: usize) -> Vec<Arc<Pod>> {
         .collect()
 }
 
+/// A reconcile's observation of `pods` with `replicas` current and ours, nothing pending.
+fn observed<'a>(
+    h: &'a HotStandbyDeployment,
+    replicas: i32,
+    pods: &'a [PodView],
+    now: Timestamp,
+) -> Observed<'a> {
+    Observed {
+        spec: &h.spec,
+        current_replicas: Some(replicas),
+        our_replicas: Some(replicas),
+        pods,
+        pending_since: None,
+        now,
+        template_changed: false,
+    }
+}
+
 fn time<F: FnMut()>(iters: u32, mut f: F) -> f64 {
     f();
     let t = Instant::now();
@@ -115,15 +133,7 @@ fn main() {
                 .iter()
                 .map(|p| child::pod_view(p, &h, &probes, current.as_deref()))
                 .collect();
-            let o = Observed {
-                spec: &h.spec,
-                current_replicas: Some(10_000),
-                our_replicas: Some(10_000),
-                pods: &v,
-                pending_since: None,
-                now,
-                template_changed: false,
-            };
+            let o = observed(&h, 10_000, &v, now);
             black_box(plan::plan(&o));
         });
         println!(
@@ -143,15 +153,7 @@ fn main() {
         changing[flip] = Arc::new(p);
         let (counted, current) = child::counted_pods(&d, &h, &rs, &changing);
         let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(10_000),
-            our_replicas: Some(10_000),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
+        let o = observed(&h, 10_000, &v, now);
         black_box(plan::plan(&o));
     });
     println!(
@@ -171,15 +173,7 @@ fn main() {
     });
     let v = cache.views("ns/game", &counted, &h, &probes, current.as_deref());
     let t_plan = time(50, || {
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(10_000),
-            our_replicas: Some(10_000),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
+        let o = observed(&h, 10_000, &v, now);
         black_box(plan::plan(&o));
     });
     println!(
@@ -197,15 +191,7 @@ fn main() {
 fn pure_plans(h: &HotStandbyDeployment, now: Timestamp) {
     let big = views(10_000);
     // Current replicas above desired, so victims are chosen (the expensive path).
-    let o = Observed {
-        spec: &h.spec,
-        current_replicas: Some(10_000),
-        our_replicas: Some(10_000),
-        pods: &big,
-        pending_since: None,
-        now,
-        template_changed: false,
-    };
+    let o = observed(h, 10_000, &big, now);
     let per = time(200, || {
         black_box(plan::plan(&o));
     });
@@ -218,15 +204,7 @@ fn pure_plans(h: &HotStandbyDeployment, now: Timestamp) {
     let small: Vec<Vec<PodView>> = (0..1000).map(|_| views(10)).collect();
     let per_all = time(50, || {
         for v in &small {
-            let o = Observed {
-                spec: &h.spec,
-                current_replicas: Some(10),
-                our_replicas: Some(10),
-                pods: v,
-                pending_since: None,
-                now,
-                template_changed: false,
-            };
+            let o = observed(h, 10, v, now);
             black_box(plan::plan(&o));
         }
     });
@@ -278,15 +256,7 @@ fn steady_flips(
         pods[i] = pod(i, busy, format!("flip-{step}"));
         let (counted, current) = child::counted_pods(d, h, rs, &pods);
         let v = cache.views("ns/game", &counted, h, probes, current.as_deref());
-        let o = Observed {
-            spec: &h.spec,
-            current_replicas: Some(n as i32),
-            our_replicas: Some(n as i32),
-            pods: &v,
-            pending_since: None,
-            now,
-            template_changed: false,
-        };
+        let o = observed(h, n as i32, &v, now);
         let p = plan::plan(&o);
         replicas = p.replicas;
         black_box(p);
@@ -302,15 +272,7 @@ fn steady_flips(
 /// as text and the views kept for rendering when the endpoint is read (what it does now).
 fn debug_record(h: &HotStandbyDeployment, v: &[PodView], now: Timestamp) {
     use kube_standby::controller::hsd::report;
-    let o = Observed {
-        spec: &h.spec,
-        current_replicas: Some(10_000),
-        our_replicas: Some(10_000),
-        pods: v,
-        pending_since: None,
-        now,
-        template_changed: false,
-    };
+    let o = observed(h, 10_000, v, now);
     let p = plan::plan(&o);
     // A scale-down plan lists thousands of victims and costs; the steady state lists none.
     let steady = Observed {

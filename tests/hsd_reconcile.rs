@@ -945,20 +945,29 @@ async fn a_rejected_generation_is_never_reapplied_on_events() {
     .await;
 }
 
-/// HTTP mode: the cached answer says idle, but the pod turned busy since. The fresh probe
-/// made right before the delete (a real HTTP server on 127.0.0.3) says busy: it is kept.
-#[tokio::test]
-async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
+/// HTTP mode: one idle pod `a` due to go (idleTarget 0, no delay) whose cached answer says
+/// idle, served by a real HTTP server on `ip` that answers `answer` (2xx: busy). Runs one
+/// reconcile against `expected`; returns how many fresh probes the server answered.
+async fn http_victim(ip: &str, answer: axum::http::StatusCode, expected: Vec<Expect>) -> usize {
     use axum::routing::get;
-    let app = axum::Router::new().route("/busy", get(|| async { "busy" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().route(
+        "/busy",
+        get(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move { (answer, "") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let h = hsd(json!({"spec": {"idleTarget": 0, "scaleDownDelaySeconds": 0,
         "busyProbe": {"mode": "http", "http": {"port": port, "path": "/busy", "periodSeconds": 3600}}}}));
     let mut a = pod("a", false, 10);
-    a["status"]["podIP"] = "127.0.0.3".into();
+    a["status"]["podIP"] = ip.into();
     let world = World {
         pods: vec![a],
         rss: vec![rs()],
@@ -974,80 +983,44 @@ async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
         std::time::Instant::now(),
     );
     let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
-    verifier::verify(
-        handle,
-        vec![status(|st| {
-            assert_eq!(st["replicas"], 1, "the busy pod keeps its place");
-            assert_eq!(st["busyCount"], 0, "the plan was made on the cached answer");
-        })],
-        task,
-    )
-    .await
-    .expect("reconcile ok");
+    verifier::verify(handle, expected, task)
+        .await
+        .expect("reconcile ok");
+    hits.load(Ordering::SeqCst)
 }
 
-/// HTTP mode, the other way: the fresh probe (sent to the victim's own IP) still says idle,
-/// so the victim is deleted with its preconditions. A victim whose IP were lost on the way
-/// to the delete would be kept instead.
+/// HTTP mode: the cached answer says idle, but the pod turned busy since. The fresh probe
+/// made right before the delete says busy: it is kept.
+#[tokio::test]
+async fn http_mode_probes_a_victim_again_and_keeps_it_when_it_turned_busy() {
+    let expected = vec![status(|st| {
+        assert_eq!(st["replicas"], 1, "the busy pod keeps its place");
+        assert_eq!(st["busyCount"], 0, "the plan was made on the cached answer");
+    })];
+    let probes = http_victim("127.0.0.3", axum::http::StatusCode::OK, expected).await;
+    assert_eq!(probes, 1);
+}
+
+/// HTTP mode, the other way: the fresh probe (sent to the victim's own IP) still says idle
+/// (not 2xx), so the victim is deleted with its preconditions. A victim whose IP were lost
+/// on the way to the delete would be kept instead.
 #[tokio::test]
 async fn http_mode_deletes_a_victim_the_fresh_probe_still_finds_idle() {
-    use axum::routing::get;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let hits = Arc::new(AtomicUsize::new(0));
-    let seen = hits.clone();
-    let app = axum::Router::new().route(
-        "/busy",
-        get(move || {
-            seen.fetch_add(1, Ordering::SeqCst);
-            // Not 2xx: idle (the default `successIsBusy`).
-            async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "idle") }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.4:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let h = hsd(json!({"spec": {"idleTarget": 0, "scaleDownDelaySeconds": 0,
-        "busyProbe": {"mode": "http", "http": {"port": port, "path": "/busy", "periodSeconds": 3600}}}}));
-    let mut a = pod("a", false, 10);
-    a["status"]["podIP"] = "127.0.0.4".into();
-    let world = World {
-        pods: vec![a],
-        rss: vec![rs()],
-        deployments: vec![child(&h, 1, 1)],
-    };
-    let (client, handle) = verifier::mock_client();
-    let mut ctx = Ctx::new(&Deps::standalone(client), stores(&world));
-    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
-    ctx.probes.record(
-        "uid-a",
-        Ok(kube_standby::controller::hsd::plan::BusyState::Idle),
-        std::time::Instant::now(),
-    );
-    let task = tokio::spawn(hsd::reconcile(Arc::new(h), Arc::new(ctx)));
-    verifier::verify(
-        handle,
-        vec![
-            expect(
-                "DELETE",
-                "/api/v1/namespaces/ns/pods/a",
-                |b, _| assert_eq!(b["preconditions"]["uid"], "uid-a"),
-                200,
-                pod("a", false, 0),
-            ),
-            apply_child(|b| assert_eq!(b["spec"]["replicas"], 0)),
-            event("ScaledDown", "deleted idle pods a"),
-            status(|st| assert_eq!(st["replicas"], 0)),
-        ],
-        task,
-    )
-    .await
-    .expect("reconcile ok");
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        1,
-        "one fresh probe, to the pod's IP"
-    );
+    let expected = vec![
+        expect(
+            "DELETE",
+            "/api/v1/namespaces/ns/pods/a",
+            |b, _| assert_eq!(b["preconditions"]["uid"], "uid-a"),
+            200,
+            pod("a", false, 0),
+        ),
+        apply_child(|b| assert_eq!(b["spec"]["replicas"], 0)),
+        event("ScaledDown", "deleted idle pods a"),
+        status(|st| assert_eq!(st["replicas"], 0)),
+    ];
+    let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let probes = http_victim("127.0.0.4", status, expected).await;
+    assert_eq!(probes, 1, "one fresh probe, to the pod's IP");
 }
 
 /// Issue 18: a pod the busy guard holds is listed in `status.heldPods` (only this pool's,
