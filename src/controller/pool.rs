@@ -82,40 +82,22 @@ pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
         .then_with(|| a.name.cmp(&b.name))
 }
 
-/// A sort key that agrees with [`victim_order`]: running, ready, then the creation time
-/// turned around (younger is smaller), clamped to 62 bits. A smaller key means earlier in
-/// the order; equal keys are settled by [`victim_order`] itself (a tie in time, or two
-/// times outside the clamp, which no real pod has).
-fn order_key(p: &PodView) -> u64 {
-    const TIME: u64 = (1 << 62) - 1;
-    let created = p.created.clamp(0, TIME as i64) as u64;
-    (u64::from(p.running) << 63) | (u64::from(p.ready) << 62) | (TIME - created)
-}
-
-/// Choose up to `n` deletable pods in victim order (partial selection, no copies). Each
-/// candidate carries its [`order_key`], so most comparisons read no view.
+/// Choose up to `n` deletable pods in victim order (partial selection, no copies).
 pub fn choose_victims<'a>(
     pods: impl IntoIterator<Item = &'a PodView>,
     n: usize,
 ) -> Vec<Victim<'a>> {
-    let mut candidates: Vec<(u64, &PodView)> = pods
-        .into_iter()
-        .filter(|p| p.deletable())
-        .map(|p| (order_key(p), p))
-        .collect();
+    let mut candidates: Vec<&PodView> = pods.into_iter().filter(|p| p.deletable()).collect();
     let n = n.min(candidates.len());
     if n == 0 {
         return vec![];
     }
-    let by = |a: &(u64, &PodView), b: &(u64, &PodView)| {
-        a.0.cmp(&b.0).then_with(|| victim_order(a.1, b.1))
-    };
     if n < candidates.len() {
-        candidates.select_nth_unstable_by(n - 1, by);
+        candidates.select_nth_unstable_by(n - 1, |a, b| victim_order(a, b));
         candidates.truncate(n);
     }
-    candidates.sort_unstable_by(by);
-    candidates.into_iter().map(|(_, p)| p.victim()).collect()
+    candidates.sort_unstable_by(|a, b| victim_order(a, b));
+    candidates.into_iter().map(PodView::victim).collect()
 }
 
 #[cfg(test)]
@@ -154,8 +136,8 @@ mod tests {
     }
 
     proptest! {
-        /// The keyed choice is exactly the first `n` deletable pods of a full sort by
-        /// [`victim_order`] (ties in time and times outside the key's range included).
+        /// The partial selection is exactly the first `n` deletable pods of a full sort by
+        /// [`victim_order`] (ties in time, repeated names and extreme times included).
         #[test]
         fn the_choice_is_the_head_of_the_victim_order(
             pods in proptest::collection::vec(
