@@ -509,26 +509,50 @@ async fn mutate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Re
     let decision = review(&req, state.objects.as_ref(), &state.injection);
     let elapsed = started.elapsed();
     let outcome = decision.outcome;
-    // One event per review, its fields written once (a span would format them on
-    // creation and again on every record, and be entered and left on every poll).
-    tracing::info!(
-        uid = %Untrusted::short(req.uid()),
-        namespace = %Untrusted::short(req.namespace().unwrap_or("")),
-        name = %Untrusted::short(&req.display_name()),
-        operation = ?req.operation(),
-        dry_run = req.dry_run(),
-        allowed = decision.response.allowed,
-        patch_ops = decision.patch.len(),
-        duration_us = elapsed.as_micros() as u64,
-        outcome = outcome.label(),
-        "admission reviewed"
-    );
     state
         .metrics
         .admission(outcome.label(), elapsed.as_secs_f64());
     let resp = review_response(&decision);
     drop(admitted);
+    let line = ReviewLine {
+        allowed: decision.response.allowed,
+        patch_ops: decision.patch.len(),
+        duration_us: elapsed.as_micros() as u64,
+        outcome: outcome.label(),
+    };
+    // The review's log line is formatted after the answer is on its way: a task spawned
+    // here runs once this one yields, that is after the response is written, so neither
+    // the formatting nor freeing the parsed pod is part of the API server's wait (at
+    // 1,000 rps they were about half of this handler's latency above a bare answer's).
+    tokio::spawn(async move { line.log(&req) });
     resp
+}
+
+/// What the log line of one mutating review says besides the request's own fields.
+struct ReviewLine {
+    allowed: bool,
+    patch_ops: usize,
+    duration_us: u64,
+    outcome: &'static str,
+}
+
+impl ReviewLine {
+    fn log<P: kube::Resource + std::ops::Deref<Target = Pod>>(&self, req: &Parsed<P>) {
+        // One event per review, its fields written once (a span would format them on
+        // creation and again on every record, and be entered and left on every poll).
+        tracing::info!(
+            uid = %Untrusted::short(req.uid()),
+            namespace = %Untrusted::short(req.namespace().unwrap_or("")),
+            name = %Untrusted::short(&req.display_name()),
+            operation = ?req.operation(),
+            dry_run = req.dry_run(),
+            allowed = self.allowed,
+            patch_ops = self.patch_ops,
+            duration_us = self.duration_us,
+            outcome = self.outcome,
+            "admission reviewed"
+        );
+    }
 }
 
 async fn readyz(State(state): State<Arc<WebhookState>>) -> Response {
