@@ -283,23 +283,18 @@ fn lower<'a>(
 
 /// pod-deletion-costs to write: every counted pod but the victims whose cost differs.
 fn costs<'a>(child: &[&'a PodView], victims: &[Victim<'_>]) -> Vec<(&'a str, i32)> {
-    // Most pods already carry their cost: find those that do not first, and look victims
-    // up only among them.
-    let differ: Vec<&'a PodView> = child
-        .iter()
-        .copied()
-        .filter(|p| p.cost != Some(p.wanted_cost()))
-        .collect();
-    if differ.is_empty() {
-        return vec![];
-    }
     // A set: with thousands of victims a list lookup per pod is quadratic. Hashed with
-    // foldhash (as `kept`): SipHash was most of this pass at 6,600 victims.
-    let victim_uids: std::collections::HashSet<&str, foldhash::fast::RandomState> =
-        victims.iter().map(|v| v.uid).collect();
-    differ
-        .into_iter()
-        .filter(|p| !victim_uids.contains(&*p.uid))
+    // foldhash (as `kept`): SipHash was most of this pass at 6,600 victims. Built only
+    // once a pod's cost differs: in a settled pool none does.
+    let mut victim_uids: Option<std::collections::HashSet<&str, foldhash::fast::RandomState>> =
+        None;
+    child
+        .iter()
+        .filter(|p| p.cost != Some(p.wanted_cost()))
+        .filter(|p| {
+            let set = victim_uids.get_or_insert_with(|| victims.iter().map(|v| v.uid).collect());
+            !set.contains(&*p.uid)
+        })
         .map(|p| (&*p.name, p.wanted_cost()))
         .collect()
 }
@@ -555,6 +550,27 @@ mod tests {
         let pods = [pod("a", Idle, 1, true, true), pod("b", Idle, 2, true, true)];
         let p = plan(&obs(&s, Some(2), &pods, None, 100));
         assert_eq!((p.replicas, p.victims.len()), (0, 2));
+    }
+
+    /// A victim is deleted with its resourceVersion as a precondition: a cost written to it
+    /// first would change that version and make the delete fail. Victims get no cost; the
+    /// pods that stay get theirs.
+    #[test]
+    fn victims_get_no_deletion_cost() {
+        let s = spec(1, 0, 50, 0);
+        // None of them carries a cost yet (a pool the operator has just adopted).
+        let pods = [
+            pod("busy", Busy, 1, true, true),
+            pod("old", Idle, 2, true, true),
+            pod("mid", Idle, 3, true, true),
+            pod("new", Idle, 4, true, true),
+        ];
+        let p = plan(&obs(&s, Some(4), &pods, None, 100));
+        let victims: Vec<&str> = p.victims.iter().map(|v| v.name).collect();
+        assert_eq!(victims, ["new", "mid"]);
+        let mut costs = p.costs.clone();
+        costs.sort();
+        assert_eq!(costs, [("busy", COST_PROTECTED), ("old", COST_IDLE)]);
     }
 
     #[test]
