@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 pub struct Kept<C, K = Arc<str>> {
     reconciles: u64,
     asked: usize,
-    by_uid: HashMap<K, (u64, C), foldhash::fast::RandomState>,
+    by_key: HashMap<K, (u64, C), foldhash::fast::RandomState>,
 }
 
 impl<C, K> Default for Kept<C, K> {
@@ -26,7 +26,7 @@ impl<C, K> Default for Kept<C, K> {
         Self {
             reconciles: 0,
             asked: 0,
-            by_uid: HashMap::default(),
+            by_key: HashMap::default(),
         }
     }
 }
@@ -38,11 +38,11 @@ impl<C, K: Hash + Eq> Kept<C, K> {
         self.asked = 0;
     }
 
-    /// The kept value of `uid` when `holds` says it is still right, else the one `build`
-    /// makes (kept under the key it returns, which must be `uid`).
+    /// The kept value of `key` when `holds` says it is still right, else the one `build`
+    /// makes (kept under the key it returns, which must be `key`).
     pub fn get_or_build<Q: Hash + Eq + ?Sized>(
         &mut self,
-        uid: &Q,
+        key: &Q,
         holds: impl FnOnce(&C) -> bool,
         build: impl FnOnce() -> (K, C),
     ) -> Option<&mut C>
@@ -51,22 +51,22 @@ impl<C, K: Hash + Eq> Kept<C, K> {
     {
         let now = self.reconciles;
         let reuse = self
-            .by_uid
-            .get(uid)
+            .by_key
+            .get(key)
             .is_some_and(|(seen, c)| *seen != now && holds(c));
         if !reuse {
             let (k, c) = build();
             let again = self
-                .by_uid
+                .by_key
                 .get::<K>(&k)
                 .is_some_and(|(seen, _)| *seen == now);
-            self.by_uid.insert(k, (now, c));
+            self.by_key.insert(k, (now, c));
             if !again {
                 self.asked += 1;
             }
-            return self.by_uid.get_mut(uid).map(|(_, c)| c);
+            return self.by_key.get_mut(key).map(|(_, c)| c);
         }
-        let (seen, c) = self.by_uid.get_mut(uid)?;
+        let (seen, c) = self.by_key.get_mut(key)?;
         *seen = now;
         self.asked += 1;
         Some(c)
@@ -74,18 +74,18 @@ impl<C, K: Hash + Eq> Kept<C, K> {
 
     /// End the reconcile: drop what it did not ask for.
     pub fn end(&mut self) {
-        if self.by_uid.len() > self.asked {
+        if self.by_key.len() > self.asked {
             let now = self.reconciles;
-            self.by_uid.retain(|_, (seen, _)| *seen == now);
+            self.by_key.retain(|_, (seen, _)| *seen == now);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_uid.len()
+        self.by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_uid.is_empty()
+        self.by_key.is_empty()
     }
 }
 

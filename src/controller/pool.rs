@@ -72,8 +72,7 @@ pub struct Victim<'a> {
 }
 
 /// Victim order: not running first, then not ready, then youngest, then by name. The names
-/// (behind pointers) are compared only on a tie: comparing them every time was most of a
-/// 6,600-victim choice.
+/// (behind pointers) are compared only on a tie in the fields before them.
 pub fn victim_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
     a.running
         .cmp(&b.running)
@@ -130,8 +129,6 @@ mod tests {
             Just(i64::MIN),
             Just(-1),
             Just(i64::MAX),
-            Just((1 << 62) - 1),
-            Just(1 << 62),
         ]
     }
 
@@ -150,8 +147,8 @@ mod tests {
                 .map(|(i, (c, run, ready, st, stale))| view(i, *c, *run, *ready, *st, *stale))
                 .collect();
             let mut want: Vec<&PodView> = views.iter().filter(|p| p.deletable()).collect();
-            // Names repeat: a stable sort by the order, then by UID, is the reference; the
-            // choice may order equal pods either way, so compare the order's fields.
+            // Names repeat, so pods can be equal in the order: the reference is a full
+            // (stable) sort, and each chosen pod must be equal in the order to its place in it.
             want.sort_by(|a, b| victim_order(a, b));
             want.truncate(n);
             let got = choose_victims(&views, n);
