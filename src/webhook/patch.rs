@@ -14,8 +14,7 @@
 //!   for the value (the cached agent containers, `singleton`), so it keeps the above.
 //! - A value that fails to serialize leaves no partial operation: the error is kept and
 //!   returned by [`Patch::to_json`] / [`Patch::write_base64`], never dropped.
-//! - [`Patch::write_base64`] writes what the `base64` crate's standard engine (padded) writes
-//!   for the same bytes (property test `base64_is_the_standard_engines`).
+use base64::Engine;
 use serde::Serialize;
 
 /// The operations of one JSON Patch, as JSON text.
@@ -189,60 +188,19 @@ impl Patch {
     /// Append the base64 text of [`Patch::to_json`] (standard alphabet, padded) to `out`.
     pub fn write_base64(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         let json = self.to_json()?;
-        encode_base64(&json, out);
+        let start = out.len();
+        out.resize(start + self.base64_len(), 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&json, &mut out[start..])
+            .map_err(|e| serde_json::Error::io(std::io::Error::other(e.to_string())))?;
+        out.truncate(start + written);
         Ok(())
-    }
-}
-
-/// The standard base64 alphabet (RFC 4648, section 4).
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// The two characters of every 12-bit value: three input bytes are two lookups.
-static PAIRS: [[u8; 2]; 4096] = {
-    let mut t = [[0u8; 2]; 4096];
-    let mut i = 0;
-    while i < 4096 {
-        t[i] = [ALPHABET[i >> 6], ALPHABET[i & 63]];
-        i += 1;
-    }
-    t
-};
-
-/// Append the standard base64 text (padded) of `input` to `out`. The answer's patch is a
-/// tenth of the handler's instructions through the `base64` crate's general engine (one
-/// lookup per character); this one looks up two characters at a time.
-fn encode_base64(input: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + input.len().div_ceil(3) * 4, 0);
-    let dst = &mut out[start..];
-    let whole = input.chunks_exact(3);
-    let rest = whole.remainder();
-    let mut outs = dst.chunks_exact_mut(4);
-    for (c, d) in whole.zip(&mut outs) {
-        let n = usize::from(c[0]) << 16 | usize::from(c[1]) << 8 | usize::from(c[2]);
-        d[..2].copy_from_slice(&PAIRS[n >> 12]);
-        d[2..].copy_from_slice(&PAIRS[n & 0xfff]);
-    }
-    let Some(d) = outs.next() else {
-        return;
-    };
-    let char_at = |v: u8| ALPHABET[usize::from(v & 63)];
-    match *rest {
-        [a] => d.copy_from_slice(&[char_at(a >> 2), char_at((a & 3) << 4), b'=', b'=']),
-        [a, b] => d.copy_from_slice(&[
-            char_at(a >> 2),
-            char_at((a & 3) << 4 | b >> 4),
-            char_at((b & 15) << 2),
-            b'=',
-        ]),
-        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{AddOperation, PatchOperation};
     use serde_json::json;
@@ -360,41 +318,5 @@ mod tests {
         let mut q = Patch::new();
         q.extend(p);
         assert!(q.to_json().is_err());
-    }
-
-    proptest::proptest! {
-        /// Every length (each remainder of three), every byte value, after any prefix.
-        #[test]
-        fn base64_is_the_standard_engines(
-            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700),
-            prefix in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5),
-        ) {
-            let mut out = prefix.clone();
-            encode_base64(&input, &mut out);
-            let mut want = prefix;
-            want.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&input).as_bytes());
-            proptest::prop_assert_eq!(out, want);
-        }
-    }
-
-    #[test]
-    fn base64_of_the_rfc_examples() {
-        // RFC 4648, section 10.
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            let mut out = vec![];
-            encode_base64(input.as_bytes(), &mut out);
-            assert_eq!(out, want.as_bytes(), "{input:?}");
-        }
-        let mut out = vec![];
-        encode_base64(&[0xff, 0xfe, 0x00], &mut out);
-        assert_eq!(out, b"//4A");
     }
 }
