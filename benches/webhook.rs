@@ -26,8 +26,7 @@
 //!
 //! `cargo bench` builds with the `release` settings; the image ships the `dist` profile (fat
 //! LTO, one codegen unit), whose figures differ (PERFORMANCE.md, "The shipped build against
-//! its floor"). To measure that build: `CARGO_PROFILE_BENCH_LTO=fat
-//! CARGO_PROFILE_BENCH_CODEGEN_UNITS=1 cargo bench --bench webhook`.
+//! its floor"). To measure that build: `cargo bench --profile dist --bench webhook`.
 //!
 //! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
 //! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
