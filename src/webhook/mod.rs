@@ -523,7 +523,8 @@ async fn mutate_pods(State(state): State<Arc<WebhookState>>, req: Request) -> Re
     // The review's log line is formatted after the answer is on its way: a task spawned
     // here runs once this one yields, that is after the response is written, so neither
     // the formatting nor freeing the parsed pod is part of the API server's wait (at
-    // 1,000 rps they were about half of this handler's latency above a bare answer's).
+    // 1,000 rps they were about half of this handler's median latency above a bare
+    // answer's; at the p99 the gain was not clear, PERFORMANCE.md).
     tokio::spawn(async move { line.log(&req) });
     resp
 }
