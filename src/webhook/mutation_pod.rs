@@ -3,7 +3,8 @@
 //! (images, env, probes, resources, tolerations, the API server's token volume, managed
 //! fields, status), and building it all as k8s-openapi values was the largest share of the
 //! webhook's own cost per injection. The skipped fields are still read as JSON (a syntax
-//! error fails the parse) but not built, and not checked against their types.
+//! error fails the parse, and `parse_review` checks the whole body is UTF-8 first) but not
+//! built, and not checked against their types.
 //!
 //! Invariants (tested below on the admission fixtures and on generated pods):
 //! - The fields kept are exactly those of [`project`]: `metadata.{name, generateName,
@@ -305,6 +306,31 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// JSON text is UTF-8 (RFC 8259). The typed parse skips the fields no mutator reads
+    /// without building their strings, so the body is checked whole first: a byte that is
+    /// not UTF-8 in a skipped field (here the image) is refused as malformed JSON, as the
+    /// slow path refuses it, not admitted and patched.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_a_field_no_mutator_reads() {
+        use crate::webhook::{parse_mutation_review, AdmissionError};
+        let good = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/admission/pod-create-from-replicaset.json"
+        ))
+        .unwrap();
+        assert!(parse_mutation_review(&good).is_ok());
+        let text = String::from_utf8(good.clone()).unwrap();
+        let at = text.find("\"image\"").expect("an image field");
+        let quote = at + text[at + 8..].find('"').unwrap() + 9;
+        let mut bad = good;
+        bad[quote] = 0xff;
+        match parse_mutation_review(&bad) {
+            Err(AdmissionError::MalformedJson(e)) => assert!(e.contains("unicode"), "{e}"),
+            Err(e) => panic!("refused, but not as malformed JSON: {e}"),
+            Ok(_) => panic!("a body that is not UTF-8 was parsed"),
+        }
     }
 
     #[test]
