@@ -1,6 +1,6 @@
 //! The real binary and SIGTERM (every pod deletion and rollout of the operator): a requested
-//! shutdown exits 0 and says so, answering the admission review in flight first; a task
-//! that dies on its own still ends the process non-zero, naming it.
+//! shutdown exits 0 and says so, answering the admission review in flight first (and writing
+//! its log line, which follows the answer) before it stops; a task that dies on its own still ends the process non-zero, naming it.
 mod common;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -120,6 +120,19 @@ async fn sigterm_answers_the_admission_review_in_flight_before_exiting() {
     assert_eq!(status.code(), Some(0), "{}", run.stderr());
     // Once stopped, nothing is accepted any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", run.port)).is_err());
+    // The review's log line is written after its answer (by a task of its own, and then by
+    // the log writer thread): a shutdown that follows the answer at once still writes it.
+    let uid = serde_json::from_slice::<serde_json::Value>(&body).expect("review")["request"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let log = run.stderr();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("admission reviewed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the one review:\n{log}");
+    assert!(lines[0].contains(&uid), "{}", lines[0]);
 }
 
 #[tokio::test]
