@@ -1,6 +1,7 @@
 //! The real binary and SIGTERM (every pod deletion and rollout of the operator): a requested
 //! shutdown exits 0 and says so, answering the admission review in flight first (and writing
-//! its log line, which follows the answer) before it stops; a task that dies on its own still ends the process non-zero, naming it.
+//! its log line, which follows the answer) before it stops; a task that dies on its own
+//! still ends the process non-zero, naming it.
 mod common;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
