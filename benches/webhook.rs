@@ -26,7 +26,10 @@
 //!
 //! `cargo bench` builds with the `release` settings; the image ships the `dist` profile (fat
 //! LTO, one codegen unit), whose figures differ (PERFORMANCE.md, "The shipped build against
-//! its floor"). To measure that build: `cargo bench --profile dist --bench webhook`.
+//! its floor"). To measure that build: `cargo bench --profile dist --bench webhook`. The
+//! image also runs with glibc's fastbins off (`Dockerfile`): for that, run the built bench
+//! with `GLIBC_TUNABLES=glibc.malloc.mxfast=0` set (glibc reads it at start; both servers
+//! share the process, so both get it).
 //!
 //! With `BENCH_COUNT=N` (and `BENCH_SERVER=floor|real`, `BENCH_BODIES=inject|pass`) it sends
 //! N requests from one client and exits, to be run under `valgrind --tool=callgrind`.
