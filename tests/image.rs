@@ -1,7 +1,7 @@
 //! What the operator image (the `Dockerfile`) promises beyond the binary: the shipped build
-//! profile, and glibc's allocator without fastbins (PERFORMANCE.md, "The answer's bytes, and the allocator": with them,
-//! each webhook answer's buffer first merged every freed small chunk, and the p99 at 1,000
-//! rps sat above the floor's).
+//! profile, and glibc's allocator without fastbins (PERFORMANCE.md, "The answer's bytes, and
+//! the allocator": with them, each webhook answer's buffer first merged every freed small
+//! chunk, and the p99 at 1,000 rps sat above the floor's).
 
 fn dockerfile() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).expect("Dockerfile")
